@@ -1,0 +1,170 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Client message types (client → server).
+const (
+	TypeAuth        = "auth"
+	TypeSubscribe   = "subscribe"
+	TypeUnsubscribe = "unsubscribe"
+	TypePing        = "ping"
+)
+
+// Severity orders alert severities; the zero value means "no alert".
+type Severity uint8
+
+// Severities, lowest first.
+const (
+	SeverityNone Severity = iota
+	SeverityInfo
+	SeverityWarning
+	SeverityCritical
+)
+
+// ParseSeverity maps a severity name to its level.
+func ParseSeverity(s string) (Severity, bool) {
+	switch s {
+	case "info":
+		return SeverityInfo, true
+	case "warning":
+		return SeverityWarning, true
+	case "critical":
+		return SeverityCritical, true
+	}
+	return SeverityNone, false
+}
+
+// Kind is the type of a city message, as a bit so that filters are masks.
+type Kind uint8
+
+// City message kinds.
+const (
+	KindDataUpdate Kind = 1 << iota
+	KindAlerts
+	KindSnapshot
+
+	KindAll = KindDataUpdate | KindAlerts | KindSnapshot
+)
+
+// Filter selects the city messages a subscription receives. The zero value
+// lets everything through.
+type Filter struct {
+	Kinds       Kind // 0 means all kinds
+	MinSeverity Severity
+}
+
+// Pass reports whether a message of kind k with highest alert severity sev
+// passes the filter. Snapshots always pass: they replace the client's state.
+func (f Filter) Pass(k Kind, sev Severity) bool {
+	if k == KindSnapshot {
+		return true
+	}
+	if f.Kinds != 0 && f.Kinds&k == 0 {
+		return false
+	}
+	return k != KindAlerts || sev >= f.MinSeverity
+}
+
+// ClientMessage is a parsed client → server message.
+type ClientMessage struct {
+	Type   string
+	Token  string
+	Cities []string
+	// Since maps a city to the last seq the client has seen.
+	Since map[string]uint64
+	// Epoch is the node epoch the Since positions come from; 0 if unknown.
+	Epoch uint64
+	// Filter is set when HasFilter is true.
+	Filter    Filter
+	HasFilter bool
+}
+
+type clientJSON struct {
+	Type    string            `json:"type"`
+	Token   string            `json:"token"`
+	CityID  string            `json:"cityId"`
+	Cities  []string          `json:"cities"`
+	Since   map[string]uint64 `json:"since"`
+	Epoch   uint64            `json:"epoch"`
+	Filters *struct {
+		Types       []string `json:"types"`
+		MinSeverity string   `json:"minSeverity"`
+	} `json:"filters"`
+}
+
+// MaxCitiesPerMessage bounds the cities one subscribe message may name.
+const MaxCitiesPerMessage = 256
+
+// Errors a client message can earn; the gateway sends the code back in an
+// error message and keeps the connection.
+var (
+	ErrBadJSON     = errors.New("bad_json")
+	ErrUnknownType = errors.New("unknown_type")
+	ErrBadRequest  = errors.New("bad_request")
+)
+
+// ParseClientMessage parses one client text message. The error wraps
+// ErrBadJSON, ErrUnknownType or ErrBadRequest; its text is fit to send back.
+func ParseClientMessage(b []byte) (ClientMessage, error) {
+	var (
+		j clientJSON
+		m ClientMessage
+	)
+	if err := api.Unmarshal(b, &j); err != nil {
+		return m, fmt.Errorf("%w: cannot parse message as JSON object", ErrBadJSON)
+	}
+	m.Type, m.Token, m.Since, m.Epoch = j.Type, j.Token, j.Since, j.Epoch
+	switch j.Type {
+	case TypePing:
+		return m, nil
+	case TypeAuth:
+		if j.CityID != "" {
+			m.Cities = []string{j.CityID}
+		}
+	case TypeSubscribe, TypeUnsubscribe:
+		m.Cities = j.Cities
+	case "":
+		return m, fmt.Errorf("%w: missing \"type\"", ErrBadRequest)
+	default:
+		return m, fmt.Errorf("%w: %q", ErrUnknownType, j.Type)
+	}
+	if len(m.Cities) > MaxCitiesPerMessage {
+		return m, fmt.Errorf("%w: more than %d cities", ErrBadRequest, MaxCitiesPerMessage)
+	}
+	for _, c := range m.Cities {
+		if !ValidCity(c) {
+			return m, fmt.Errorf("%w: invalid city %q (1-64 of a-z 0-9 - _)", ErrBadRequest, c)
+		}
+	}
+	for c := range m.Since {
+		if !ValidCity(c) {
+			return m, fmt.Errorf("%w: invalid city %q in since", ErrBadRequest, c)
+		}
+	}
+	if j.Filters != nil {
+		m.HasFilter = true
+		for _, t := range j.Filters.Types {
+			switch t {
+			case "data_update":
+				m.Filter.Kinds |= KindDataUpdate
+			case "alerts":
+				m.Filter.Kinds |= KindAlerts
+			case "snapshot", "initial_data":
+				m.Filter.Kinds |= KindSnapshot
+			default:
+				return m, fmt.Errorf("%w: unknown filter type %q", ErrBadRequest, t)
+			}
+		}
+		if s := j.Filters.MinSeverity; s != "" {
+			sev, ok := ParseSeverity(s)
+			if !ok {
+				return m, fmt.Errorf("%w: unknown minSeverity %q (info, warning, critical)", ErrBadRequest, s)
+			}
+			m.Filter.MinSeverity = sev
+		}
+	}
+	return m, nil
+}

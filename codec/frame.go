@@ -1,0 +1,157 @@
+package codec
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/gobwas/ws"
+)
+
+// MaxServerHeaderSize is the largest header of an unmasked (server) frame.
+const MaxServerHeaderSize = ws.MaxHeaderSize - 4
+
+// FrameParser reads WebSocket frame headers from a byte slice through
+// gobwas/ws without allocating. The zero value is ready to use. It is not
+// safe for concurrent use: keep one per event loop.
+type FrameParser struct {
+	r   bytes.Reader
+	buf [ws.MaxHeaderSize - 2]byte
+}
+
+// Header parses the frame header at the start of b. It returns the header and
+// its size in bytes, or n == 0 with a nil error when b does not yet hold a
+// whole header. It checks nothing but the encoding; see CheckClientHeader.
+func (p *FrameParser) Header(b []byte) (h ws.Header, n int, err error) {
+	if len(b) < 2 {
+		return h, 0, nil
+	}
+	p.r.Reset(b)
+	h, err = ws.ReadHeaderBuffer(&p.r, p.buf[:])
+	switch err {
+	case nil:
+		return h, len(b) - p.r.Len(), nil
+	case io.EOF, io.ErrUnexpectedEOF:
+		return ws.Header{}, 0, nil
+	}
+	return h, 0, fmt.Errorf("%w: %w", ErrProtocol, err)
+}
+
+// CheckClientHeader validates a header received by a server. fragmented says
+// whether a fragmented message is being reassembled; have is the size of
+// that message so far; max is the largest message accepted.
+func CheckClientHeader(h ws.Header, fragmented bool, have, max int64) error {
+	s := ws.StateServerSide
+	if fragmented {
+		s |= ws.StateFragmented
+	}
+	if err := ws.CheckHeader(h, s); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if !h.OpCode.IsControl() && h.Length+have > max {
+		return fmt.Errorf("%w: %d bytes over the limit of %d", ErrTooBig, h.Length+have, max)
+	}
+	return nil
+}
+
+// Unmask unmasks a client payload in place. Call it once, on a whole payload:
+// unmasking a partial payload and again later corrupts it.
+func Unmask(h ws.Header, payload []byte) {
+	if h.Masked {
+		ws.Cipher(payload, h.Mask, 0)
+	}
+}
+
+// BeginFrame appends room for a server frame header to dst and returns the
+// new slice and the offset at which the payload starts. Append the payload,
+// then call FinishFrame with the same offset.
+func BeginFrame(dst []byte) ([]byte, int) {
+	dst = append(dst, make([]byte, MaxServerHeaderSize)...)
+	return dst, len(dst)
+}
+
+// FinishFrame writes the header of a final, unmasked frame of type op in
+// front of the payload that starts at off, and returns the whole frame. The
+// returned slice aliases buf.
+func FinishFrame(buf []byte, off int, op ws.OpCode) []byte {
+	n := len(buf) - off
+	start := off - headerSize(n)
+	b := buf[start:]
+	b[0] = 0x80 | byte(op)
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	return b
+}
+
+func headerSize(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
+// AppendFrame appends a whole server frame with the given payload to dst.
+func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
+	var hdr [MaxServerHeaderSize]byte
+	n := len(payload)
+	hdr[0] = 0x80 | byte(op)
+	switch {
+	case n < 126:
+		hdr[1] = byte(n)
+	case n <= 0xffff:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
+	}
+	dst = append(dst, hdr[:headerSize(n)]...)
+	return append(dst, payload...)
+}
+
+// AppendClose appends a close frame with code and reason. The reason is cut
+// to fit the 125-byte control frame limit.
+func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
+	if len(reason) > ws.MaxControlFramePayloadSize-2 {
+		reason = reason[:ws.MaxControlFramePayloadSize-2]
+	}
+	var p [ws.MaxControlFramePayloadSize]byte
+	binary.BigEndian.PutUint16(p[:], uint16(code))
+	n := 2 + copy(p[2:], reason)
+	return AppendFrame(dst, ws.OpClose, p[:n])
+}
+
+// ParseClose returns the code and reason of a close frame payload, and an
+// error when the payload breaks RFC 6455 §5.5.1 / §7.4.
+func ParseClose(payload []byte) (ws.StatusCode, string, error) {
+	if len(payload) == 0 {
+		return ws.StatusNoStatusRcvd, "", nil
+	}
+	if len(payload) == 1 {
+		return 0, "", fmt.Errorf("%w: close payload of 1 byte", ErrProtocol)
+	}
+	code, reason := ws.ParseCloseFrameData(payload)
+	switch err := ws.CheckCloseFrameData(code, reason); {
+	case err == nil:
+	case err == ws.ErrProtocolInvalidUTF8:
+		return code, reason, fmt.Errorf("%w: close reason", ErrInvalidUTF8)
+	case err == ws.ErrProtocolStatusCodeUnknown && code >= 1012 && code <= 1014:
+		// Service Restart, Try Again Later and Bad Gateway are registered
+		// with IANA after RFC 6455; browsers and proxies send them.
+	default:
+		return code, reason, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return code, reason, nil
+}

@@ -1,0 +1,115 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/bytedance/sonic"
+)
+
+// Ingest is one parsed ingest line. Data and Alerts alias the line: copy them
+// (or encode them into a frame) before the line's buffer is reused.
+type Ingest struct {
+	City string
+	Kind Kind
+	// ID is the producer's optional message id; when set the gateway acks.
+	ID string
+	// Data is the raw JSON object of a data_update or snapshot.
+	Data []byte
+	// Alerts is the raw JSON array of an alerts message.
+	Alerts []byte
+	// Severity is the highest severity in Alerts.
+	Severity Severity
+	// Timestamp is the producer's time in Unix milliseconds; 0 if absent.
+	Timestamp int64
+}
+
+type ingestJSON struct {
+	City      string                 `json:"city"`
+	Type      string                 `json:"type"`
+	ID        string                 `json:"id"`
+	Data      sonic.NoCopyRawMessage `json:"data"`
+	Alerts    sonic.NoCopyRawMessage `json:"alerts"`
+	Timestamp int64                  `json:"timestamp"`
+}
+
+type alertJSON struct {
+	Severity string `json:"severity"`
+	Message  string `json:"message"`
+}
+
+// MaxAlertsPerMessage bounds the alerts one ingest line may carry.
+const MaxAlertsPerMessage = 64
+
+// MaxIDLen bounds the producer's message id.
+const MaxIDLen = 128
+
+// ErrIngest is wrapped by every ingest parse error.
+var ErrIngest = errors.New("invalid ingest line")
+
+// ParseIngest parses one ingest line (without its newline).
+func ParseIngest(line []byte) (Ingest, error) {
+	var (
+		j  ingestJSON
+		in Ingest
+	)
+	// The raw data is spliced into text frames as is: one invalid byte would
+	// make every browser close with 1007.
+	if !utf8.Valid(line) {
+		return in, fmt.Errorf("%w: not valid UTF-8", ErrIngest)
+	}
+	if err := api.Unmarshal(line, &j); err != nil {
+		return in, fmt.Errorf("%w: cannot parse JSON object", ErrIngest)
+	}
+	if !ValidCity(j.City) {
+		return in, fmt.Errorf("%w: city %q must be 1-64 of a-z 0-9 - _", ErrIngest, j.City)
+	}
+	if len(j.ID) > MaxIDLen {
+		return in, fmt.Errorf("%w: id longer than %d bytes", ErrIngest, MaxIDLen)
+	}
+	in.City, in.ID, in.Timestamp = j.City, j.ID, j.Timestamp
+	switch j.Type {
+	case "data_update", "snapshot":
+		in.Kind = KindDataUpdate
+		if j.Type == "snapshot" {
+			in.Kind = KindSnapshot
+		}
+		if len(j.Data) == 0 || j.Data[0] != '{' {
+			return in, fmt.Errorf("%w: %s needs \"data\" as a JSON object", ErrIngest, j.Type)
+		}
+		in.Data = j.Data
+	case "alerts":
+		in.Kind = KindAlerts
+		var alerts []alertJSON
+		if len(j.Alerts) == 0 || j.Alerts[0] != '[' || api.Unmarshal(j.Alerts, &alerts) != nil {
+			return in, fmt.Errorf("%w: alerts needs \"alerts\" as an array of {severity, message}", ErrIngest)
+		}
+		if len(alerts) == 0 || len(alerts) > MaxAlertsPerMessage {
+			return in, fmt.Errorf("%w: alerts needs 1 to %d alerts", ErrIngest, MaxAlertsPerMessage)
+		}
+		for _, a := range alerts {
+			sev, ok := ParseSeverity(a.Severity)
+			if !ok {
+				return in, fmt.Errorf("%w: alert severity %q must be info, warning or critical", ErrIngest, a.Severity)
+			}
+			in.Severity = max(in.Severity, sev)
+		}
+		in.Alerts = j.Alerts
+	case "":
+		return in, fmt.Errorf("%w: missing \"type\"", ErrIngest)
+	default:
+		return in, fmt.Errorf("%w: unknown type %q (data_update, alerts, snapshot)", ErrIngest, j.Type)
+	}
+	return in, nil
+}
+
+// ParseObject splits a JSON object into its top-level members. The values
+// alias obj.
+func ParseObject(obj []byte) (map[string]sonic.NoCopyRawMessage, error) {
+	var m map[string]sonic.NoCopyRawMessage
+	if err := api.Unmarshal(obj, &m); err != nil {
+		return nil, fmt.Errorf("cannot parse JSON object: %w", err)
+	}
+	return m, nil
+}

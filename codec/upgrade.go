@@ -1,0 +1,184 @@
+package codec
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gobwas/ws"
+)
+
+// ErrRequestTooLarge is an upgrade request whose head exceeds the limit.
+var ErrRequestTooLarge = errors.New("request header too large")
+
+// Upgrade is what the gateway needs from an accepted upgrade request.
+type Upgrade struct {
+	// Cities from ?cities=a,b (may be empty).
+	Cities []string
+	// Since holds resume positions from ?since=N (applies to every city in
+	// Cities) or ?since=a:N,b:M. Nil when absent.
+	Since map[string]uint64
+	// Epoch from ?epoch=N; 0 when absent.
+	Epoch uint64
+	// Token from ?token=; empty when absent.
+	Token string
+}
+
+// RequestEnd returns the length of the HTTP request head in b (through the
+// blank line), or 0 when b does not hold a whole head yet. from is where the
+// previous call stopped looking (0 at first): a request that trickles in one
+// byte at a time is scanned once, not once per byte.
+func RequestEnd(b []byte, from int) int {
+	if from > 3 {
+		from -= 3
+	} else {
+		from = 0
+	}
+	if i := bytes.Index(b[from:], []byte("\r\n\r\n")); i >= 0 {
+		return from + i + 4
+	}
+	return 0
+}
+
+// Upgrader answers WebSocket upgrade requests for one path. It is safe for
+// concurrent use.
+type Upgrader struct {
+	// Path is the only path that upgrades; others get 404.
+	Path string
+	// MaxHeaderBytes bounds the request head.
+	MaxHeaderBytes int
+}
+
+// Upgrade parses a whole request head (as delimited by RequestEnd), appends
+// the HTTP response to out and returns it. On error the response is an HTTP
+// error (400, 404, 405, 426 or 505) after which the connection must close.
+// Extension offers (permessage-deflate from browsers) are declined by leaving
+// them out of the response, as RFC 6455 §9.1 allows.
+func (u *Upgrader) Upgrade(head []byte, out []byte) (Upgrade, []byte, error) {
+	var (
+		up     Upgrade
+		urlErr error
+	)
+	w := bytes.NewBuffer(out)
+	wu := ws.Upgrader{
+		ReadBufferSize:  u.MaxHeaderBytes,
+		WriteBufferSize: 256,
+		OnRequest: func(uri []byte) error {
+			path, query, _ := strings.Cut(string(uri), "?")
+			if path != u.Path {
+				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound),
+					ws.RejectionReason("not found: the WebSocket endpoint is "+u.Path))
+			}
+			up, urlErr = parseQuery(query)
+			if urlErr != nil {
+				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+					ws.RejectionReason(urlErr.Error()))
+			}
+			return nil
+		},
+	}
+	_, err := wu.Upgrade(&headRW{r: head, w: w})
+	if err == nil {
+		return up, w.Bytes(), nil
+	}
+	if errors.Is(err, ws.ErrHandshakeBadUpgrade) && !hasHeader(head, "upgrade") {
+		// A plain HTTP request on the WebSocket port: tell it what to do.
+		return up, appendHTTPError(out[:0], http.StatusUpgradeRequired,
+			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+			"this endpoint speaks WebSocket only"), err
+	}
+	if w.Len() == len(out) {
+		// gobwas/ws writes no response for I/O-level failures (a line it
+		// cannot read): answer 400 ourselves.
+		return up, appendHTTPError(out[:0], http.StatusBadRequest, "", err.Error()), err
+	}
+	return up, w.Bytes(), err
+}
+
+// headRW feeds exactly the request head to gobwas/ws, so its read-ahead never
+// swallows a frame the client sent right behind the request.
+type headRW struct {
+	r []byte
+	w *bytes.Buffer
+}
+
+func (h *headRW) Read(p []byte) (int, error) {
+	if len(h.r) == 0 {
+		return 0, errEndOfHead
+	}
+	n := copy(p, h.r)
+	h.r = h.r[n:]
+	return n, nil
+}
+
+func (h *headRW) Write(p []byte) (int, error) { return h.w.Write(p) }
+
+var errEndOfHead = errors.New("malformed request head")
+
+func hasHeader(head []byte, name string) bool {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		k, _, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(strings.TrimSpace(string(k)), name) {
+			return true
+		}
+	}
+	return false
+}
+
+func appendHTTPError(dst []byte, code int, headers, body string) []byte {
+	dst = fmt.Appendf(dst, "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		code, http.StatusText(code), headers, len(body)+1, body+"\n")
+	return dst
+}
+
+func parseQuery(q string) (Upgrade, error) {
+	var up Upgrade
+	if q == "" {
+		return up, nil
+	}
+	vals, err := url.ParseQuery(q)
+	if err != nil {
+		return up, fmt.Errorf("cannot parse query: %w", err)
+	}
+	for _, c := range vals["cities"] {
+		for name := range strings.SplitSeq(c, ",") {
+			if name == "" {
+				continue
+			}
+			if !ValidCity(name) {
+				return up, fmt.Errorf("invalid city %q in cities", name)
+			}
+			up.Cities = append(up.Cities, name)
+		}
+	}
+	if s := vals.Get("since"); s != "" {
+		up.Since = make(map[string]uint64)
+		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+			for _, c := range up.Cities {
+				up.Since[c] = n
+			}
+		} else {
+			for part := range strings.SplitSeq(s, ",") {
+				city, num, ok := strings.Cut(part, ":")
+				n, err := strconv.ParseUint(num, 10, 64)
+				if !ok || err != nil || !ValidCity(city) {
+					return up, fmt.Errorf("cannot parse since %q: want N or city:N,city:N", s)
+				}
+				up.Since[city] = n
+			}
+		}
+	}
+	if s := vals.Get("epoch"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return up, fmt.Errorf("cannot parse epoch %q: %w", s, err)
+		}
+		up.Epoch = n
+	}
+	up.Token = vals.Get("token")
+	return up, nil
+}
