@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Config is everything a Server needs. Zero fields take the default named
+// in their comment (see WithDefaults); Validate names the offending key.
+type Config struct {
+	// Addr is the WebSocket listen address. Default ":8080".
+	Addr string
+	// Path is the WebSocket endpoint. Default "/ws".
+	Path string
+	// IngestAddr is the TCP ingest listen address. Default "127.0.0.1:7070".
+	IngestAddr string
+	// Loops is the number of event loops. Default: the number of CPUs.
+	Loops int
+
+	// MaxHeaderBytes bounds the HTTP upgrade request head. Default 8 KiB.
+	MaxHeaderBytes int
+	// MaxMessageBytes bounds a client message, fragments included (close
+	// 1009 past it). Default 64 KiB.
+	MaxMessageBytes int
+	// MaxSubscriptions bounds the cities one connection follows. Default 128.
+	MaxSubscriptions int
+	// MaxCities bounds the cities one node knows. Default 10,000.
+	MaxCities int
+	// MaxClientErrors is how many bad client messages a connection may send
+	// before it is closed with 1008. Default 10.
+	MaxClientErrors int
+
+	// RingSize is how many frames each city keeps for replay. Default 1024.
+	RingSize int
+	// RingBytes bounds the bytes each city's ring holds. Default 4 MiB.
+	RingBytes int
+	// RecentAlerts is how many alerts messages each city keeps for late
+	// joiners and conflated clients (sent in initial_data). Default 64.
+	RecentAlerts int
+
+	// MaxBacklogBytes is the outbound backlog past which a subscriber is not
+	// written to until it drains; lapped meanwhile, it is conflated to a
+	// fresh initial_data. Default 256 KiB.
+	MaxBacklogBytes int
+	// SlowTimeout is how long a subscriber may stay over MaxBacklogBytes
+	// before it is closed (1008). Default 30s.
+	SlowTimeout time.Duration
+	// SocketSendBuffer sets SO_SNDBUF on client sockets; 0 keeps the
+	// kernel's default. Smaller values find slow consumers sooner.
+	SocketSendBuffer int
+
+	// PingInterval is how often an idle connection is pinged. Default 25s.
+	PingInterval time.Duration
+	// IdleTimeout closes a connection that sent nothing (not even a pong)
+	// for this long. Default 60s.
+	IdleTimeout time.Duration
+	// HandshakeTimeout closes a connection that has not completed its
+	// upgrade. Default 10s.
+	HandshakeTimeout time.Duration
+
+	// IngestMaxLineBytes bounds one ingest line. Default 1 MiB.
+	IngestMaxLineBytes int
+	// IngestMaxConns bounds concurrent producer connections. Default 256.
+	IngestMaxConns int
+	// IngestWriteTimeout closes a producer that does not read its acks.
+	// Default 30s.
+	IngestWriteTimeout time.Duration
+
+	// ShutdownTimeout bounds Shutdown when its context has no deadline.
+	// Default 10s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = ":8080"
+	}
+	if c.Path == "" {
+		c.Path = "/ws"
+	}
+	if c.IngestAddr == "" {
+		c.IngestAddr = "127.0.0.1:7070"
+	}
+	def(&c.Loops, runtime.NumCPU())
+	def(&c.MaxHeaderBytes, 8<<10)
+	def(&c.MaxMessageBytes, 64<<10)
+	def(&c.MaxSubscriptions, 128)
+	def(&c.MaxCities, 10_000)
+	def(&c.MaxClientErrors, 10)
+	def(&c.RingSize, 1024)
+	def(&c.RingBytes, 4<<20)
+	def(&c.RecentAlerts, 64)
+	def(&c.MaxBacklogBytes, 256<<10)
+	defDur(&c.SlowTimeout, 30*time.Second)
+	defDur(&c.PingInterval, 25*time.Second)
+	defDur(&c.IdleTimeout, 60*time.Second)
+	defDur(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.IngestMaxLineBytes, 1<<20)
+	def(&c.IngestMaxConns, 256)
+	defDur(&c.IngestWriteTimeout, 30*time.Second)
+	defDur(&c.ShutdownTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first out-of-range setting, by its config key.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(strings.HasPrefix(c.Path, "/"), "path (%q) must start with /", c.Path)
+	check(c.Loops >= 1 && c.Loops <= 256, "loops (%d) must be in [1, 256]", c.Loops)
+	check(c.MaxHeaderBytes >= 1024 && c.MaxHeaderBytes <= 1<<20, "max_header_bytes (%d) must be in [1024, 1048576]", c.MaxHeaderBytes)
+	check(c.MaxMessageBytes >= 128 && c.MaxMessageBytes <= 16<<20, "max_message_bytes (%d) must be in [128, 16777216]", c.MaxMessageBytes)
+	check(c.MaxSubscriptions >= 1, "max_subscriptions (%d) must be ≥ 1", c.MaxSubscriptions)
+	check(c.MaxCities >= 1, "max_cities (%d) must be ≥ 1", c.MaxCities)
+	check(c.MaxClientErrors >= 1, "max_client_errors (%d) must be ≥ 1", c.MaxClientErrors)
+	check(c.RingSize >= 2 && c.RingSize <= 1<<20, "ring_size (%d) must be in [2, 1048576]", c.RingSize)
+	check(c.RingBytes >= 1024, "ring_bytes (%d) must be ≥ 1024", c.RingBytes)
+	check(c.RecentAlerts >= 0 && c.RecentAlerts <= 4096, "recent_alerts (%d) must be in [0, 4096]", c.RecentAlerts)
+	check(c.MaxBacklogBytes >= 1024, "max_backlog_bytes (%d) must be ≥ 1024", c.MaxBacklogBytes)
+	check(c.SocketSendBuffer >= 0, "socket_send_buffer (%d) must be ≥ 0", c.SocketSendBuffer)
+	check(c.SlowTimeout > 0, "slow_timeout (%s) must be > 0", c.SlowTimeout)
+	check(c.PingInterval > 0, "ping_interval (%s) must be > 0", c.PingInterval)
+	check(c.IdleTimeout > c.PingInterval, "idle_timeout (%s) must be > ping_interval (%s)", c.IdleTimeout, c.PingInterval)
+	check(c.HandshakeTimeout > 0, "handshake_timeout (%s) must be > 0", c.HandshakeTimeout)
+	check(c.IngestMaxLineBytes >= 1024, "ingest_max_line_bytes (%d) must be ≥ 1024", c.IngestMaxLineBytes)
+	check(c.IngestMaxConns >= 1, "ingest_max_conns (%d) must be ≥ 1", c.IngestMaxConns)
+	check(c.IngestWriteTimeout > 0, "ingest_write_timeout (%s) must be > 0", c.IngestWriteTimeout)
+	check(c.ShutdownTimeout > 0, "shutdown_timeout (%s) must be > 0", c.ShutdownTimeout)
+	return errors.Join(errs...)
+}
+
+// tick is the housekeeping period: fine enough for the shortest time-out.
+func (c *Config) tick() time.Duration {
+	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.SlowTimeout) / 4
+	return max(10*time.Millisecond, min(d, time.Second))
+}

@@ -1,0 +1,81 @@
+package gateway
+
+import (
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// hub finds cities by name. Cities are spread over shards by a hash of the
+// name, so that ingest and subscriptions for different cities rarely meet on
+// one lock.
+type hub struct {
+	cfg    *Config
+	loops  int
+	seed   maphash.Seed
+	shards [64]hubShard
+	count  atomic.Int64
+}
+
+type hubShard struct {
+	mu     sync.RWMutex
+	cities map[string]*city
+	_      [40]byte // keep shards on their own cache lines
+}
+
+var errTooManyCities = errors.New("too many cities on this node")
+
+func newHub(cfg *Config, loops int) *hub {
+	h := &hub{cfg: cfg, loops: loops, seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].cities = make(map[string]*city)
+	}
+	return h
+}
+
+func (h *hub) shard(name string) *hubShard {
+	return &h.shards[maphash.String(h.seed, name)%uint64(len(h.shards))]
+}
+
+// lookup returns the city, or nil. Safe for concurrent use.
+func (h *hub) lookup(name string) *city {
+	s := h.shard(name)
+	s.mu.RLock()
+	c := s.cities[name]
+	s.mu.RUnlock()
+	return c
+}
+
+// city returns the named city, creating it unless the node already holds
+// MaxCities. Safe for concurrent use.
+func (h *hub) city(name string) (*city, error) {
+	if c := h.lookup(name); c != nil {
+		return c, nil
+	}
+	s := h.shard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.cities[name]; c != nil {
+		return c, nil
+	}
+	if h.count.Load() >= int64(h.cfg.MaxCities) {
+		return nil, errTooManyCities
+	}
+	c := newCity(name, h.cfg, h.loops)
+	s.cities[name] = c
+	h.count.Add(1)
+	return c, nil
+}
+
+// each calls fn for every city. Safe for concurrent use.
+func (h *hub) each(fn func(*city)) {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, c := range s.cities {
+			fn(c)
+		}
+		s.mu.RUnlock()
+	}
+}

@@ -1,0 +1,324 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Fanout batching: one writev carries at most this many frames or bytes.
+const (
+	maxIOV       = 64
+	maxIOVBytes  = 256 << 10
+	maxLoopCache = 64 << 10
+)
+
+// loop is the state of one gnet event loop. Fields under "loop-owned" are
+// touched only on the loop's goroutine; the rest are safe for concurrent
+// use.
+type loop struct {
+	s     *Server
+	idx   int
+	el    gnet.EventLoop
+	stats loopStats
+
+	// wake-ups from publishers
+	mu        sync.Mutex
+	pending   []*city // cities with new frames; each at most once (city.dirty)
+	scheduled atomic.Bool
+	housekeep atomic.Bool
+	drainTask gnet.RunnableFunc
+	hkTask    gnet.RunnableFunc
+
+	// loop-owned
+	conns     []*conn
+	subs      map[*city][]*sub
+	spare     []*city
+	iov       [][]byte
+	out       []byte // scratch for control frames and responses
+	fp        codec.FrameParser
+	iterating bool    // inside a fanout: closes are deferred
+	deferred  []*conn // closed while iterating
+	now       int64   // Unix nanoseconds, refreshed per event
+	subbed    []codec.SubscribedCity
+	started   []started
+}
+
+func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
+	l := &loop{s: s, idx: idx, el: el, subs: make(map[*city][]*sub)}
+	l.drainTask = l.drain
+	l.hkTask = l.housekeeping
+	return l
+}
+
+// wake tells the loop that c has new frames. Safe for concurrent use; a
+// burst of frames for many cities costs one Execute per loop.
+func (l *loop) wake(c *city) {
+	if !c.dirty[l.idx].CompareAndSwap(false, true) {
+		return
+	}
+	l.mu.Lock()
+	l.pending = append(l.pending, c)
+	l.mu.Unlock()
+	if l.scheduled.CompareAndSwap(false, true) {
+		_ = l.el.Execute(context.Background(), l.drainTask)
+	}
+}
+
+// drain runs on the loop: it fans out every city that has new frames.
+func (l *loop) drain(context.Context) error {
+	l.scheduled.Store(false)
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = l.spare[:0]
+	l.mu.Unlock()
+	l.now = time.Now().UnixNano()
+	for i, c := range pending {
+		c.dirty[l.idx].Store(false)
+		l.fanout(c)
+		pending[i] = nil
+	}
+	l.spare = pending[:0]
+	return nil
+}
+
+// fanout writes every local subscriber of c up to the ring's head. Runs on
+// the loop.
+func (l *loop) fanout(c *city) {
+	subs := l.subs[c]
+	if len(subs) == 0 {
+		return
+	}
+	head := c.ring.head.Load()
+	l.iterating = true
+	for _, s := range subs {
+		if s.cursor < head {
+			l.deliver(s, head)
+		}
+	}
+	l.iterating = false
+	l.sweep()
+}
+
+// deliver writes s's frames after its cursor up to head, batching them into
+// writev calls. A subscriber over the backlog limit is skipped (it catches up
+// when it drains); one the ring has lapped is conflated. Runs on the loop;
+// allocates nothing.
+func (l *loop) deliver(s *sub, head uint64) {
+	cn := s.conn
+	for s.cursor < head && cn.state == stateOpen {
+		if cn.c.OutboundBuffered() > l.s.cfg.MaxBacklogBytes {
+			if cn.stalledAt == 0 {
+				cn.stalledAt = l.now
+				l.stats.stalls.Add(1)
+			}
+			return
+		}
+		iov, n := l.iov[:0], 0
+		for s.cursor < head && len(iov) < maxIOV && n < maxIOVBytes {
+			f := s.city.ring.get(s.cursor + 1)
+			if f == nil {
+				break
+			}
+			s.cursor = f.seq
+			if s.filter.Pass(f.kind, f.sev) {
+				iov = append(iov, f.b)
+				n += len(f.b)
+			}
+		}
+		if len(iov) == 0 && s.cursor < head {
+			l.conflate(s)
+			continue
+		}
+		if len(iov) > 0 {
+			l.stats.deliveries.Add(uint64(len(iov)))
+			l.stats.bytesWritten.Add(uint64(n))
+			// Writev may close the conn (EPIPE) and call OnClose from
+			// inside; the caller sweeps after its iteration.
+			_, _ = cn.c.Writev(iov)
+		}
+		clear(iov)
+		l.iov = iov[:0]
+	}
+}
+
+// conflate replaces a lapped subscriber's missed frames with the city's
+// current state. Runs on the loop.
+func (l *loop) conflate(s *sub) {
+	f := s.city.initialFrame(l.s.epoch)
+	s.cursor = f.seq
+	l.stats.conflations.Add(1)
+	_, _ = s.conn.c.Write(f.b)
+}
+
+// addSub registers s with the loop and its city. Runs on the loop.
+func (l *loop) addSub(s *sub) {
+	list := l.subs[s.city]
+	if len(list) == 0 {
+		s.city.loopSubs[l.idx].Add(1)
+	}
+	s.idx = len(list)
+	l.subs[s.city] = append(list, s)
+}
+
+// removeSub unregisters s. Runs on the loop, never inside a fanout of
+// s.city (closes there are deferred to sweep).
+func (l *loop) removeSub(s *sub) {
+	list := l.subs[s.city]
+	last := len(list) - 1
+	list[s.idx] = list[last]
+	list[s.idx].idx = s.idx
+	list[last] = nil
+	if last == 0 {
+		delete(l.subs, s.city)
+		s.city.loopSubs[l.idx].Add(-1)
+		return
+	}
+	l.subs[s.city] = list[:last]
+}
+
+func (l *loop) addConn(cn *conn) {
+	cn.idx = len(l.conns)
+	l.conns = append(l.conns, cn)
+}
+
+// removeConn forgets a closed connection and its subscriptions. Runs on the
+// loop.
+func (l *loop) removeConn(cn *conn) {
+	if l.iterating {
+		l.deferred = append(l.deferred, cn)
+		return
+	}
+	for _, s := range cn.subs {
+		l.removeSub(s)
+	}
+	cn.subs = nil
+	last := len(l.conns) - 1
+	l.conns[cn.idx] = l.conns[last]
+	l.conns[cn.idx].idx = cn.idx
+	l.conns[last] = nil
+	l.conns = l.conns[:last]
+}
+
+// sweep removes the connections closed during an iteration.
+func (l *loop) sweep() {
+	for i, cn := range l.deferred {
+		l.removeConn(cn)
+		l.deferred[i] = nil
+	}
+	l.deferred = l.deferred[:0]
+}
+
+// housekeeping runs on the loop every tick: time-outs, pings, and the
+// catch-up of subscribers that were over the backlog limit.
+func (l *loop) housekeeping(context.Context) error {
+	l.housekeep.Store(false)
+	cfg := &l.s.cfg
+	l.now = time.Now().UnixNano()
+	ping := int64(cfg.PingInterval)
+	l.iterating = true
+	for _, cn := range l.conns {
+		switch cn.state {
+		case stateHandshake:
+			if l.now-cn.lastRead > int64(cfg.HandshakeTimeout) {
+				l.closeConn(cn, CloseHandshakeTimeout)
+			}
+		case stateOpen:
+			switch idle := l.now - cn.lastRead; {
+			case idle > int64(cfg.IdleTimeout):
+				l.closeConn(cn, CloseIdle)
+				continue
+			case idle > ping && l.now-cn.lastPing > ping:
+				cn.lastPing = l.now
+				_, _ = cn.c.Write(pingFrame)
+			}
+			if cn.stalledAt != 0 {
+				l.unstall(cn)
+			}
+		}
+	}
+	l.iterating = false
+	l.sweep()
+	if cap(l.out) > maxLoopCache {
+		l.out = nil
+	}
+	return nil
+}
+
+// unstall resumes a stalled connection whose backlog drained, or closes it
+// once it has been stuck for SlowTimeout. Runs on the loop.
+func (l *loop) unstall(cn *conn) {
+	if cn.c.OutboundBuffered() > l.s.cfg.MaxBacklogBytes {
+		if l.now-cn.stalledAt > int64(l.s.cfg.SlowTimeout) {
+			l.closeConn(cn, CloseSlowConsumer)
+		}
+		return
+	}
+	cn.stalledAt = 0
+	for _, s := range cn.subs {
+		if head := s.city.ring.head.Load(); s.cursor < head {
+			l.deliver(s, head)
+		}
+	}
+}
+
+var pingFrame = codec.AppendFrame(nil, ws.OpPing, nil)
+
+// closeCodes maps a close reason to its close frame; reasons without one
+// (the peer left, HTTP-stage failures) map to 0.
+var closeCodes = [closeReasons]ws.StatusCode{
+	CloseProtocol:        ws.StatusProtocolError,
+	CloseTooBig:          ws.StatusMessageTooBig,
+	CloseInvalidUTF8:     ws.StatusInvalidFramePayloadData,
+	CloseUnsupportedData: ws.StatusUnsupportedData,
+	CloseAbuse:           ws.StatusPolicyViolation,
+	CloseSlowConsumer:    ws.StatusPolicyViolation,
+	CloseIdle:            ws.StatusGoingAway,
+	CloseShutdown:        ws.StatusGoingAway,
+}
+
+// closeConn sends the close frame for reason and closes cn. Runs on the
+// loop, but not inside OnTraffic: there, call beginClose and return
+// gnet.Close.
+func (l *loop) closeConn(cn *conn, reason CloseReason) {
+	if cn.state >= stateClosing {
+		return
+	}
+	l.beginClose(cn, reason, reason.String())
+	if cn.state != stateClosed {
+		_ = l.el.Close(cn.c)
+	}
+}
+
+// beginClose sends the close frame for reason, if it has one, and marks cn
+// closing. The write may fail and close cn at once (state becomes
+// stateClosed). Runs on the loop.
+func (l *loop) beginClose(cn *conn, reason CloseReason, msg string) {
+	if cn.state >= stateClosing {
+		return
+	}
+	open := cn.state == stateOpen
+	cn.state = stateClosing
+	cn.reason = reason
+	if code := closeCodes[reason]; code != 0 && open {
+		l.out = codec.AppendClose(l.out[:0], code, msg)
+		_, _ = cn.c.Write(l.out)
+	}
+}
+
+// closeAll closes every connection with 1001, for shutdown. Runs on the loop.
+func (l *loop) closeAll(context.Context) error {
+	l.iterating = true
+	for _, cn := range l.conns {
+		l.closeConn(cn, CloseShutdown)
+	}
+	l.iterating = false
+	l.sweep()
+	return nil
+}

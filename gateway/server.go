@@ -1,0 +1,286 @@
+// Package gateway is the metrocast node: WebSocket connections on gnet
+// event loops, per-city rings, fanout, and the TCP ingest port.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Server is one metrocast node. Create it with New, run it with Start, stop
+// it with Shutdown. Its methods are safe for concurrent use.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg      Config
+	epoch    uint64
+	hub      *hub
+	upgrader codec.Upgrader
+
+	eng      gnet.Engine
+	addr     net.Addr
+	booted   chan struct{}
+	done     chan error
+	draining atomic.Bool
+
+	loopsMu sync.Mutex
+	loops   atomic.Pointer[[]*loop] // copy on write, indexed by loop.idx
+
+	accepted atomic.Uint64
+	upgraded atomic.Uint64
+	open     atomic.Int64
+
+	ingest *ingest
+}
+
+// New checks cfg (after WithDefaults) and returns a server ready to Start.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg,
+		// The epoch tells clients a restarted node from a continuing one:
+		// seqs restart with it.
+		epoch:    uint64(time.Now().UnixMilli()),
+		upgrader: codec.Upgrader{Path: cfg.Path, MaxHeaderBytes: cfg.MaxHeaderBytes},
+		booted:   make(chan struct{}),
+		done:     make(chan error, 1),
+	}
+	s.hub = newHub(&s.cfg, cfg.Loops)
+	s.loops.Store(new([]*loop))
+	return s, nil
+}
+
+// Start listens on the WebSocket and ingest addresses and returns once both
+// accept connections.
+func (s *Server) Start() error {
+	ing, err := s.listenIngest()
+	if err != nil {
+		return err
+	}
+	go func() {
+		s.done <- gnet.Run(s, "tcp://"+s.cfg.Addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.cfg.Loops),
+			gnet.WithTicker(true),
+			gnet.WithReusePort(false),
+			gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+		)
+	}()
+	select {
+	case <-s.booted:
+	case err := <-s.done:
+		ing.close()
+		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.ingest = ing
+	go ing.serve()
+	s.cfg.Logger.Info("metrocast listening", "ws", "ws://"+s.addr.String()+s.cfg.Path,
+		"ingest", ing.ln.Addr().String(), "loops", s.cfg.Loops, "epoch", s.epoch)
+	return nil
+}
+
+// Addr is the WebSocket listen address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// IngestAddr is the ingest listen address.
+func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
+
+// Epoch identifies this run of the node; it is sent to clients.
+func (s *Server) Epoch() uint64 { return s.epoch }
+
+// Shutdown stops accepting, closes every client with 1001 and every
+// producer (after answering the lines it has read), and returns when the
+// node has stopped or ctx (or Config.ShutdownTimeout, if ctx has no
+// deadline) expires.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.draining.CompareAndSwap(false, true) {
+		return errors.New("shutdown already in progress")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	s.ingest.close()
+	var wg sync.WaitGroup
+	for _, l := range *s.loops.Load() {
+		wg.Add(1)
+		err := l.el.Execute(ctx, gnet.RunnableFunc(func(ctx context.Context) error {
+			defer wg.Done()
+			return l.closeAll(ctx)
+		}))
+		if err != nil {
+			wg.Done()
+		}
+	}
+	closed := make(chan struct{})
+	go func() { wg.Wait(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+	}
+	err := s.eng.Stop(ctx)
+	if err2 := <-s.done; err == nil {
+		err = err2
+	}
+	s.ingest.wait(ctx)
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Connections: s.open.Load(),
+		Accepted:    s.accepted.Load(),
+		Upgraded:    s.upgraded.Load(),
+		Closes:      make(map[string]uint64, closeReasons),
+		Cities:      s.hub.count.Load(),
+	}
+	for _, l := range *s.loops.Load() {
+		st.Deliveries += l.stats.deliveries.Load()
+		st.BytesWritten += l.stats.bytesWritten.Load()
+		st.Conflations += l.stats.conflations.Load()
+		st.Stalls += l.stats.stalls.Load()
+		for r := range l.stats.closes {
+			st.Closes[CloseReason(r).String()] += l.stats.closes[r].Load()
+		}
+	}
+	if s.ingest != nil {
+		s.ingest.stats(&st)
+	}
+	return st
+}
+
+// OnBoot records the engine and the bound address.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	fd, err := eng.Dup()
+	if err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			s.addr = sockaddrToTCP(sa)
+		}
+		_ = unix.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return nil
+}
+
+// loopOf returns the state of the event loop el, creating it on first use.
+// Runs on el.
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	for _, l := range *s.loops.Load() {
+		if l.el == el {
+			return l
+		}
+	}
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	old := *s.loops.Load()
+	if len(old) >= s.cfg.Loops {
+		panic("BUG: more event loops than Config.Loops")
+	}
+	l := newLoop(s, len(old), el)
+	loops := append(old[:len(old):len(old)], l)
+	s.loops.Store(&loops)
+	return l
+}
+
+// OnOpen sets up a new connection. Runs on its loop.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s.accepted.Add(1)
+	if s.draining.Load() {
+		return nil, gnet.Close
+	}
+	l := s.loopOf(c.EventLoop())
+	l.now = time.Now().UnixNano()
+	if s.cfg.SocketSendBuffer > 0 {
+		_ = c.SetWriteBuffer(s.cfg.SocketSendBuffer)
+	}
+	cn := &conn{c: c, l: l, lastRead: l.now}
+	c.SetContext(cn)
+	l.addConn(cn)
+	s.open.Add(1)
+	return nil, gnet.None
+}
+
+// OnTraffic reads what the connection sent. Runs on its loop.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	cn.l.now = time.Now().UnixNano()
+	return cn.traffic()
+}
+
+// OnClose forgets the connection. Runs on its loop, possibly from inside a
+// write that failed.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	c.SetContext(nil)
+	if cn.state < stateClosing {
+		cn.reason = ClosePeer
+	}
+	cn.state = stateClosed
+	cn.l.stats.closes[cn.reason].Add(1)
+	cn.l.removeConn(cn)
+	s.open.Add(-1)
+	return gnet.None
+}
+
+// OnTick schedules housekeeping on every loop. Runs on gnet's ticker
+// goroutine.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	for _, l := range *s.loops.Load() {
+		if l.housekeep.CompareAndSwap(false, true) {
+			_ = l.el.Execute(context.Background(), l.hkTask)
+		}
+	}
+	return s.cfg.tick(), gnet.None
+}
+
+// publish stores one ingest message and wakes the loops that follow its
+// city. Safe for concurrent use.
+func (s *Server) publish(in *codec.Ingest, now time.Time) (uint64, error) {
+	c, err := s.hub.city(in.City)
+	if err != nil {
+		return 0, err
+	}
+	f, err := c.publish(in, now)
+	if err != nil {
+		return 0, err
+	}
+	loops := *s.loops.Load()
+	for i := range c.loopSubs {
+		if c.loopSubs[i].Load() > 0 && i < len(loops) {
+			loops[i].wake(c)
+		}
+	}
+	return f.seq, nil
+}
