@@ -1,0 +1,402 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// benchData is a typical data_update payload: a handful of gauges. Its
+// encoded frame is ~150 bytes.
+var benchData = []byte(`{"aqi":57,"pm25":12.5,"pm10":20.1,"no2":14,"o3":31}`)
+
+func benchIngest(city string) codec.Ingest {
+	return codec.Ingest{City: city, Kind: codec.KindDataUpdate, Data: benchData}
+}
+
+// BenchmarkRingAppend is the publish path without fanout: parse the data's
+// members, encode the frame once, merge the state, append to the ring.
+func BenchmarkRingAppend(b *testing.B) {
+	cfg := Config{}.WithDefaults()
+	c := newCity("benchcity", &cfg, 2)
+	in := benchIngest("benchcity")
+	f, err := c.publish(&in, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(f.b)))
+	now := time.Now()
+	for b.Loop() {
+		if _, err := c.publish(&in, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRingGet is the per-subscriber read in deliver: one lookup per
+// frame sent.
+func BenchmarkRingGet(b *testing.B) {
+	cfg := Config{}.WithDefaults()
+	c := newCity("benchcity", &cfg, 2)
+	in := benchIngest("benchcity")
+	for range 2 * cfg.RingSize {
+		if _, err := c.publish(&in, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := c.ring
+	tail, head := r.tail.Load(), r.head.Load()
+	span := head - tail + 1
+	b.ReportAllocs()
+	var seq uint64
+	for b.Loop() {
+		if r.get(tail+seq%span) == nil {
+			b.Fatal("ring lost a frame it should hold")
+		}
+		seq++
+	}
+}
+
+// BenchmarkFanout publishes one frame per iteration to a city followed by
+// subs real WebSocket clients and waits until the server has written it to
+// every one of them. The clients live in a child process (this test binary
+// re-executed as TestHelperClients) so that the server side alone can hold
+// 10,000 sockets under the open-files limit.
+//
+// allocs/op should not grow with subs: the publish allocates (the frame, the
+// parsed members), the fanout should not.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1, 100, 10_000} {
+		var fx *fanoutFixture
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			if testing.Short() && n > 100 {
+				b.Skip("skipped in -short mode")
+			}
+			// The function runs once per b.N probe: connect once.
+			if fx == nil {
+				fx = newFanoutFixture(b, n)
+			}
+			fx.run(b)
+		})
+		if fx != nil {
+			fx.close(b)
+		}
+	}
+}
+
+const (
+	benchCity = "benchcity"
+	// helperEnv carries "<ws addr> <clients> <city>" to TestHelperClients.
+	helperEnv = "METROCAST_BENCH_CLIENTS"
+)
+
+type fanoutFixture struct {
+	s     *Server
+	n     int
+	c     *city
+	in    codec.Ingest
+	child *exec.Cmd
+	stdin io.WriteCloser
+	// out collects the child's output; read it only after exited closes.
+	out    *bytes.Buffer
+	exited chan struct{}
+}
+
+func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
+	s, err := New(Config{
+		Addr:       "127.0.0.1:0",
+		IngestAddr: "127.0.0.1:0",
+		Loops:      2,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The clients never speak: keep them from being pinged or closed
+		// as idle while the benchmark runs.
+		PingInterval: time.Hour,
+		IdleTimeout:  2 * time.Hour,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		b.Fatal(err)
+	}
+	fx := &fanoutFixture{s: s, n: n, in: benchIngest(benchCity), out: new(bytes.Buffer)}
+	fx.child = exec.Command(os.Args[0], "-test.run=^TestHelperClients$", "-test.timeout=30m")
+	fx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", helperEnv, s.Addr(), n, benchCity))
+	fx.child.Stdout, fx.child.Stderr = fx.out, fx.out
+	if fx.stdin, err = fx.child.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	if err := fx.child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	fx.exited = make(chan struct{})
+	go func() { _ = fx.child.Wait(); close(fx.exited) }()
+
+	// Every client connected, upgraded and subscribed.
+	deadline := time.Now().Add(2*time.Minute + time.Duration(n)*time.Millisecond)
+	for {
+		if fx.c == nil {
+			fx.c = s.hub.lookup(benchCity)
+		}
+		if s.open.Load() == int64(n) && s.upgraded.Load() >= uint64(n) && fx.c != nil && benchSubs(s, fx.c) == n {
+			break
+		}
+		select {
+		case <-fx.exited:
+			_ = s.Shutdown(context.Background())
+			b.Fatalf("client process exited early:\n%s", fx.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			st := s.Stats()
+			fx.kill()
+			b.Fatalf("%d clients not subscribed in time: %+v\nclient output:\n%s", n, st, fx.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Warm up: one frame through every subscriber.
+	fx.publishAndWait(b, benchDeliveries(s)+uint64(n))
+	return fx
+}
+
+// run is one b.N probe.
+func (fx *fanoutFixture) run(b *testing.B) {
+	s := fx.s
+	b.ReportAllocs()
+	stalls := fx.stalls()
+	base := benchDeliveries(s)
+	cpu := benchCPU()
+	b.ResetTimer()
+	for i := range b.N {
+		fx.publishAndWait(b, base+uint64(fx.n)*uint64(i+1))
+	}
+	b.StopTimer()
+	total := float64(b.N * fx.n)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/total, "ns/delivery")
+	// CPU of this process (the server, plus the light polling above) per
+	// delivery: on a small machine the clients' reads share the cores, so
+	// wall time per delivery overstates what the server spends.
+	b.ReportMetric(float64(benchCPU()-cpu)/total, "cpu-ns/delivery")
+	if d := fx.stalls() - stalls; d > 0 {
+		b.Logf("%d subscriber stalls (backlog over the limit) during the run", d)
+	}
+}
+
+// publishAndWait publishes one frame and waits until the loops have written
+// target frames in all. It does not allocate beyond the publish.
+func (fx *fanoutFixture) publishAndWait(b *testing.B, target uint64) {
+	s := fx.s
+	if _, err := s.publish(&fx.in, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	// Spin briefly (a small fanout takes microseconds), then poll gently
+	// so as not to steal a core from the two loops.
+	var start time.Time
+	for spins := 0; benchDeliveries(s) < target; spins++ {
+		switch {
+		case spins < 200:
+			runtime.Gosched()
+		case spins == 200:
+			start = time.Now()
+		default:
+			time.Sleep(20 * time.Microsecond)
+			if spins%1024 == 0 && time.Since(start) > time.Minute {
+				b.Fatalf("fanout stuck: %d of %d deliveries; %+v", benchDeliveries(s), target, s.Stats())
+			}
+		}
+	}
+}
+
+func (fx *fanoutFixture) stalls() uint64 {
+	var n uint64
+	for _, l := range *fx.s.loops.Load() {
+		n += l.stats.stalls.Load()
+	}
+	return n
+}
+
+// kill stops the server and the client process (after a failure) and
+// waits for the process, so that its output can be read.
+func (fx *fanoutFixture) kill() {
+	_ = fx.s.Shutdown(context.Background())
+	_ = fx.stdin.Close()
+	_ = fx.child.Process.Kill()
+	<-fx.exited
+}
+
+func (fx *fanoutFixture) close(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fx.s.Shutdown(ctx); err != nil {
+		b.Logf("shutdown: %v", err)
+	}
+	_ = fx.stdin.Close() // the helper exits at EOF on stdin
+	select {
+	case <-fx.exited:
+	case <-time.After(30 * time.Second):
+		_ = fx.child.Process.Kill()
+		<-fx.exited
+		b.Errorf("client process did not exit on EOF:\n%s", fx.out)
+	}
+}
+
+// benchCPU returns the user+system CPU time of this process so far, in
+// nanoseconds.
+func benchCPU() int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// benchDeliveries sums the loops' delivery counters without allocating (Stats
+// builds a map).
+func benchDeliveries(s *Server) uint64 {
+	var n uint64
+	for _, l := range *s.loops.Load() {
+		n += l.stats.deliveries.Load()
+	}
+	return n
+}
+
+// benchSubs counts c's subscribers on every loop, asking each loop (the
+// subscriber lists are loop-owned).
+func benchSubs(s *Server, c *city) int {
+	total := 0
+	for _, l := range *s.loops.Load() {
+		got := make(chan int, 1)
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			got <- len(l.subs[c])
+			return nil
+		}))
+		if err != nil {
+			return -1
+		}
+		select {
+		case n := <-got:
+			total += n
+		case <-time.After(5 * time.Second):
+			return -1
+		}
+	}
+	return total
+}
+
+// TestHelperClients is not a test: BenchmarkFanout runs this test binary
+// again with helperEnv set, and this opens the subscribers there. Each one
+// upgrades with ?cities= and then reads and discards whatever comes, until
+// the server closes it or stdin (the parent's pipe) reaches EOF.
+func TestHelperClients(t *testing.T) {
+	spec := os.Getenv(helperEnv)
+	if spec == "" {
+		t.Skip("helper process for BenchmarkFanout")
+	}
+	f := strings.Fields(spec)
+	if len(f) != 3 {
+		t.Fatalf("%s=%q: want <addr> <clients> <city>", helperEnv, spec)
+	}
+	addr, city := f[0], f[2]
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := []byte("GET /ws?cities=" + city + " HTTP/1.1\r\nHost: " + addr +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+		errs  = make(chan error, 1)
+		sem   = make(chan struct{}, 64) // concurrent dials: stay under the accept backlog
+	)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := benchDial(addr, benchSource(i))
+			<-sem
+			if err == nil {
+				_, err = c.Write(req)
+			}
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			buf := make([]byte, 16<<10)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Run until the parent closes stdin (or dies), or a bound of 30 minutes.
+	eof := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(eof) }()
+	select {
+	case <-eof:
+	case err := <-errs:
+		t.Errorf("client: %v", err)
+	case <-time.After(30 * time.Minute):
+	}
+	mu.Lock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
+}
+
+// benchSource spreads clients over 127.0.0.2–127.0.0.254, so that each
+// source address needs few ephemeral ports.
+func benchSource(i int) net.IP {
+	return net.IPv4(127, 0, 0, byte(2+i%253))
+}
+
+// benchDial connects to addr from src, letting the kernel pick the port at
+// connect time (IP_BIND_ADDRESS_NO_PORT): a bind to a port of its own per
+// socket would exhaust the ephemeral range long before the 4-tuples run out.
+func benchDial(addr string, src net.IP) (net.Conn, error) {
+	d := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: src},
+		Timeout:   30 * time.Second,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	return d.Dial("tcp", addr)
+}
