@@ -30,6 +30,7 @@ type conn struct {
 	errors uint8 // bad client messages so far
 
 	scanned   int32 // bytes of the request head searched so far
+	opened    int64 // Unix nanoseconds of the accept (handshake time-out)
 	lastRead  int64 // Unix nanoseconds of the last inbound bytes
 	lastPing  int64
 	stalledAt int64 // when it went over the backlog limit; 0 if not
@@ -79,7 +80,11 @@ func (cn *conn) traffic() gnet.Action {
 	case stateClosing:
 		return gnet.Close
 	}
-	_, _ = cn.c.Discard(off)
+	// gnet's Discard(n) with n <= 0 drops everything buffered: with a
+	// partial frame (off == 0) the bytes must stay for the next pass.
+	if off > 0 {
+		_, _ = cn.c.Discard(off)
+	}
 	return gnet.None
 }
 
@@ -219,6 +224,12 @@ func (cn *conn) message(b []byte) {
 		_, _ = cn.c.Write(codec.PongFrame)
 	case codec.TypeAuth, codec.TypeSubscribe:
 		// Any token is accepted while no key is configured.
+		if m.Type == codec.TypeAuth && len(m.Cities) == 0 && !m.HasFilter {
+			l := cn.l
+			l.out = codec.AppendSubscribed(l.out[:0], "subscribed", l.s.epoch, nil)
+			_, _ = cn.c.Write(l.out)
+			return
+		}
 		cn.subscribe(&m)
 	case codec.TypeUnsubscribe:
 		cn.unsubscribe(m.Cities)

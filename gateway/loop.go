@@ -113,15 +113,19 @@ func (l *loop) fanout(c *city) {
 func (l *loop) deliver(s *sub, head uint64) {
 	cn := s.conn
 	for s.cursor < head && cn.state == stateOpen {
-		if cn.c.OutboundBuffered() > l.s.cfg.MaxBacklogBytes {
+		// room bounds the backlog to MaxBacklogBytes plus one frame.
+		room := l.s.cfg.MaxBacklogBytes - cn.c.OutboundBuffered()
+		if room <= 0 {
 			if cn.stalledAt == 0 {
 				cn.stalledAt = l.now
 				l.stats.stalls.Add(1)
 			}
 			return
 		}
+		cn.stalledAt = 0
+		room = min(room, maxIOVBytes)
 		iov, n := l.iov[:0], 0
-		for s.cursor < head && len(iov) < maxIOV && n < maxIOVBytes {
+		for s.cursor < head && len(iov) < maxIOV && n < room {
 			f := s.city.ring.get(s.cursor + 1)
 			if f == nil {
 				break
@@ -226,7 +230,9 @@ func (l *loop) housekeeping(context.Context) error {
 	for _, cn := range l.conns {
 		switch cn.state {
 		case stateHandshake:
-			if l.now-cn.lastRead > int64(cfg.HandshakeTimeout) {
+			// From the accept, not the last byte: a client trickling its
+			// request (slowloris) does not reset the clock.
+			if l.now-cn.opened > int64(cfg.HandshakeTimeout) {
 				l.closeConn(cn, CloseHandshakeTimeout)
 			}
 		case stateOpen:

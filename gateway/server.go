@@ -219,7 +219,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.cfg.SocketSendBuffer > 0 {
 		_ = c.SetWriteBuffer(s.cfg.SocketSendBuffer)
 	}
-	cn := &conn{c: c, l: l, lastRead: l.now}
+	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
 	c.SetContext(cn)
 	l.addConn(cn)
 	s.open.Add(1)

@@ -1,0 +1,44 @@
+# metrocast — see README.md.
+GO        ?= go
+BIN       ?= bin/metrocast
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# Packages with concurrency run under the race detector in `make test`.
+RACE_PKGS := ./gateway/... ./codec/...
+
+.PHONY: all build run test test-short fuzz bench lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/metrocast
+
+# One node on embedded defaults: WebSocket on :8080/ws, ingest on 127.0.0.1:7070.
+run: build
+	./$(BIN) serve
+
+# The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
+# the race detector on the concurrent packages, and one pass of every
+# benchmark so they cannot rot.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 $(RACE_PKGS)
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
+
+# Run each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	@for t in $$($(GO) test ./codec/ -list '^Fuzz' | grep ^Fuzz); do \
+		echo "== $$t"; $(GO) test ./codec/ -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./gateway/
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
