@@ -104,11 +104,15 @@ func ParseIngest(line []byte) (Ingest, error) {
 	return in, nil
 }
 
-// ParseObject splits a JSON object into its top-level members. The values
-// alias obj.
+// apiAlias is api without string copies: keys alias the input.
+var apiAlias = sonic.Config{ValidateString: true}.Froze()
+
+// ParseObject splits a JSON object into its top-level members. Keys without
+// escapes and all values alias obj, so obj must not change while they are in
+// use (the gateway passes immutable frames).
 func ParseObject(obj []byte) (map[string]sonic.NoCopyRawMessage, error) {
 	var m map[string]sonic.NoCopyRawMessage
-	if err := api.Unmarshal(obj, &m); err != nil {
+	if err := apiAlias.Unmarshal(obj, &m); err != nil {
 		return nil, fmt.Errorf("cannot parse JSON object: %w", err)
 	}
 	return m, nil

@@ -22,9 +22,11 @@ type city struct {
 	dirty    []atomic.Bool
 
 	mu sync.Mutex // guards everything below and appends to ring
-	// State: snapshot + merged data_update members.
+	// State: snapshot + merged data_update members, plus the payloads
+	// not merged yet (oldest first; they alias their frames).
 	state   map[string][]byte
 	keys    []string // sorted member names of state
+	pending [][]byte
 	stateTS int64
 	// recent alerts messages, oldest first, at most keepAlerts.
 	recent     []codec.RecentAlert
@@ -45,26 +47,19 @@ func newCity(name string, cfg *Config, loops int) *city {
 	}
 }
 
-// publish encodes in once, stores it in the ring, folds it into the state
-// and returns its frame. Safe for concurrent use.
+// maxPendingMerges bounds the data_update payloads kept unmerged: past it,
+// publish folds them into the state (amortised), so the state never lags by
+// more than this many messages' worth of memory.
+const maxPendingMerges = 64
+
+// publish encodes in once, stores it in the ring and queues it for the state,
+// and returns its frame. Merging into the state is lazy: most messages are
+// never asked for as initial_data. Safe for concurrent use.
 func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	ts := in.Timestamp
 	if ts == 0 {
 		ts = accepted.UnixMilli()
 	}
-	var members map[string][]byte
-	if in.Kind != codec.KindAlerts {
-		// Parse outside the lock: it is the costly part.
-		m, err := codec.ParseObject(in.Data)
-		if err != nil {
-			return nil, err
-		}
-		members = make(map[string][]byte, len(m))
-		for k, v := range m {
-			members[k] = v
-		}
-	}
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq := c.ring.head.Load() + 1
@@ -73,43 +68,59 @@ func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	switch in.Kind {
 	case codec.KindDataUpdate:
 		f.b = codec.AppendDataUpdate(make([]byte, 0, size), c.name, seq, ts, in.Data)
-		c.mergeLocked(members, false)
 	case codec.KindSnapshot:
 		f.b = codec.AppendInitialData(make([]byte, 0, size), &codec.InitialData{
 			City: c.name, Seq: seq, TS: ts, Resumed: true, Data: in.Data})
-		c.mergeLocked(members, true)
+		c.state, c.keys, c.pending = nil, c.keys[:0], c.pending[:0]
 	case codec.KindAlerts:
 		f.b = codec.AppendAlerts(make([]byte, 0, size), c.name, seq, ts, in.Alerts)
-		// The alerts array sits at the end of the frame, before the closing
-		// brace: keep a view of it rather than a copy.
-		end := len(f.b) - 1
-		c.recent = append(c.recent, codec.RecentAlert{Seq: seq, TS: ts, Alerts: f.b[end-len(in.Alerts) : end]})
+		c.recent = append(c.recent, codec.RecentAlert{Seq: seq, TS: ts, Alerts: tail(f.b, len(in.Alerts))})
 		if len(c.recent) > c.keepAlerts {
 			c.recent = slices.Delete(c.recent, 0, len(c.recent)-c.keepAlerts)
 		}
 	}
 	if in.Kind != codec.KindAlerts {
+		// The payload sits at the end of the frame: keep a view, not a copy.
+		c.pending = append(c.pending, tail(f.b, len(in.Data)))
 		c.stateTS = ts
+		if len(c.pending) >= maxPendingMerges {
+			c.mergeLocked()
+		}
 	}
 	c.initial = nil
 	c.ring.pushLocked(f)
 	return f, nil
 }
 
-// mergeLocked folds members into the state ({...prev, ...update}), or
-// replaces the state with them. The values alias the ingest line, so they
-// are copied. The city lock is held on entry.
-func (c *city) mergeLocked(members map[string][]byte, replace bool) {
-	if replace || c.state == nil {
-		c.state = make(map[string][]byte, len(members))
-		c.keys = c.keys[:0]
-	}
-	for k, v := range members {
-		if _, ok := c.state[k]; !ok {
-			c.keys = append(c.keys, k)
+// tail returns the n bytes before the closing brace of an encoded message.
+func tail(b []byte, n int) []byte {
+	end := len(b) - 1
+	return b[end-n : end : end]
+}
+
+// mergeLocked folds the pending payloads into the state, {...prev, ...update}.
+// The city lock is held on entry.
+func (c *city) mergeLocked() {
+	for i, p := range c.pending {
+		members, err := codec.ParseObject(p)
+		if err != nil {
+			// ParseIngest validated it; a failure here is a broken invariant.
+			panic("BUG: cannot merge a validated payload: " + err.Error())
 		}
-		c.state[k] = append([]byte(nil), v...)
+		if c.state == nil {
+			c.state = make(map[string][]byte, len(members))
+		}
+		for k, v := range members {
+			if _, ok := c.state[k]; !ok {
+				c.keys = append(c.keys, k)
+			}
+			// Values alias the frame; the frame outlives the ring slot only
+			// through this reference, which is fine: it is immutable.
+			c.state[k] = v
+		}
+		c.pending[i] = nil
 	}
+	c.pending = c.pending[:0]
 	slices.Sort(c.keys)
 }
 
@@ -122,6 +133,7 @@ func (c *city) initialFrame(epoch uint64) *frame {
 	if c.initial != nil {
 		return c.initial
 	}
+	c.mergeLocked()
 	c.buf = codec.AppendObject(c.buf[:0], c.keys, c.state)
 	d := codec.InitialData{
 		City:   c.name,
