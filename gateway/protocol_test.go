@@ -1,0 +1,286 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// TestInitialDataMergedState checks that a client joining with auth gets
+// subscribed and an initial_data with the current merged state: data_update
+// merges its top-level keys ({...prev, ...update}), snapshot replaces.
+func TestInitialDataMergedState(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	p := dialProducer(t, s)
+	f := func(typ, data, wantState string) {
+		t.Helper()
+		seq := p.publish(t, dataLine("merge", typ, data))
+		for _, d := range dialers {
+			c := d.dial(t, wsURL(s, ""))
+			sub, m := subscribeAuth(t, c, "merge")
+			if sub.Epoch != s.Epoch() || sub.Cities[0].Seq != seq || sub.Cities[0].Resumed {
+				t.Fatalf("%s: %s, want merge at seq %d, epoch %d, not resumed", d.name, sub.raw, seq, s.Epoch())
+			}
+			if m.Seq != seq || m.Epoch != s.Epoch() || !jsonEqual(t, m.Data, []byte(wantState)) {
+				t.Fatalf("%s: after %s %s: %s, want seq %d and data %s", d.name, typ, data, m.raw, seq, wantState)
+			}
+			c.close()
+		}
+	}
+	f("data_update", `{"a":1,"b":1}`, `{"a":1,"b":1}`)
+	f("data_update", `{"b":2,"c":{"x":1}}`, `{"a":1,"b":2,"c":{"x":1}}`)
+	f("data_update", `{"c":{"y":2}}`, `{"a":1,"b":2,"c":{"y":2}}`) // shallow: c is replaced
+	f("snapshot", `{"z":9}`, `{"z":9}`)
+	f("data_update", `{"a":"five"}`, `{"a":"five","z":9}`)
+	f("data_update", `{"z":null,"é":"ü"}`, `{"a":"five","z":null,"é":"ü"}`)
+	f("snapshot", `{}`, `{}`)
+}
+
+// TestSubscribeUnsubscribe walks a connection through subscribing to
+// several cities, re-subscribing, and unsubscribing.
+func TestSubscribeUnsubscribe(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	p := dialProducer(t, s)
+	for _, d := range dialers {
+		t.Run(d.name, func(t *testing.T) {
+			a, b := "sa-"+d.name, "sb-"+d.name
+			c := d.dial(t, wsURL(s, ""))
+			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q,%q]}`, a, b))
+			sub := readType(t, c, "subscribed")
+			if len(sub.Cities) != 2 || sub.Cities[0].City != a || sub.Cities[1].City != b {
+				t.Fatalf("got %s, want %s and %s", sub.raw, a, b)
+			}
+			for _, city := range []string{a, b} {
+				if m := readType(t, c, "initial_data"); m.City != city {
+					t.Fatalf("got %s, want the initial_data of %s", m.raw, city)
+				}
+			}
+			p.publish(t, dataLine(a, "data_update", `{"v":"a1"}`))
+			p.publish(t, dataLine(b, "data_update", `{"v":"b1"}`))
+			for _, city := range []string{a, b} {
+				if m := readType(t, c, "data_update"); m.City != city || m.Seq != 1 {
+					t.Fatalf("got %s, want %s seq 1", m.raw, city)
+				}
+			}
+
+			// Subscribing again keeps the position and sends no initial_data.
+			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, a))
+			sub = readType(t, c, "subscribed")
+			if len(sub.Cities) != 1 || sub.Cities[0].City != a || sub.Cities[0].Seq != 1 || !sub.Cities[0].Resumed {
+				t.Fatalf("got %s, want %s at seq 1, resumed", sub.raw, a)
+			}
+
+			send(t, c, fmt.Sprintf(`{"type":"unsubscribe","cities":[%q,"never-subscribed"]}`, a))
+			un := readType(t, c, "unsubscribed")
+			if len(un.Cities) != 1 || un.Cities[0].City != a || un.Cities[0].Seq != 1 {
+				t.Fatalf("got %s, want %s at seq 1", un.raw, a)
+			}
+			// a's frame, published first, would arrive before b's.
+			p.publish(t, dataLine(a, "data_update", `{"v":"a2"}`))
+			p.publish(t, dataLine(b, "data_update", `{"v":"b2"}`))
+			if m := readType(t, c, "data_update"); m.City != b || m.Seq != 2 {
+				t.Fatalf("got %s, want %s seq 2 only", m.raw, b)
+			}
+
+			// Back again: a fresh start with the merged state.
+			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, a))
+			sub = readType(t, c, "subscribed")
+			if sub.Cities[0].Seq != 2 || sub.Cities[0].Resumed {
+				t.Fatalf("got %s, want %s at seq 2, not resumed", sub.raw, a)
+			}
+			if m := readType(t, c, "initial_data"); m.City != a || m.Seq != 2 || string(m.Data) != `{"v":"a2"}` {
+				t.Fatalf("got %s, want the initial_data of %s at seq 2", m.raw, a)
+			}
+			expectPong(t, c)
+		})
+	}
+}
+
+// TestPingPong checks the application-level ping.
+func TestPingPong(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		for range 3 {
+			send(t, c, `{"type":"ping"}`)
+			if m := read(t, c); string(m.raw) != `{"type":"pong"}` {
+				t.Fatalf("%s: got %s, want {\"type\":\"pong\"}", d.name, m.raw)
+			}
+		}
+	}
+}
+
+// TestFilters checks subscription filters on replay and live, including the
+// original dashboard's subscribe with filters and no cities, which applies
+// to the city given in auth.
+func TestFilters(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	p := dialProducer(t, s)
+	publishAll := func(city string) {
+		t.Helper()
+		p.publish(t, dataLine(city, "data_update", `{"n":1}`)) // 1
+		p.publish(t, alertLine(city, "info"))                  // 2
+		p.publish(t, alertLine(city, "warning"))               // 3
+		p.publish(t, alertLine(city, "info", "critical"))      // 4
+		p.publish(t, dataLine(city, "data_update", `{"n":5}`)) // 5
+		p.publish(t, alertLine(city, "critical"))              // 6
+		p.publish(t, alertLine(city, "info"))                  // 7
+	}
+	expectSeqs := func(c client, want []uint64) {
+		t.Helper()
+		for _, seq := range want {
+			m := read(t, c)
+			if (m.Type != "alerts" && m.Type != "data_update") || m.Seq != seq {
+				t.Fatalf("got %s, want seq %d (all: %v)", m.raw, seq, want)
+			}
+		}
+		expectPong(t, c)
+	}
+
+	// Replay through the filter: since 0 replays the whole ring.
+	publishAll("flt")
+	f := func(filter string, want ...uint64) {
+		t.Helper()
+		for _, d := range dialers {
+			c := d.dial(t, wsURL(s, ""))
+			send(t, c, `{"type":"subscribe","cities":["flt"],"since":{"flt":0},"filters":`+filter+`}`)
+			if sub := readType(t, c, "subscribed"); !sub.Cities[0].Resumed {
+				t.Fatalf("got %s, want a resumed subscription", sub.raw)
+			}
+			expectSeqs(c, want)
+			c.close()
+		}
+	}
+	f(`{"types":["alerts"],"minSeverity":"warning"}`, 3, 4, 6)
+	f(`{"types":["alerts"]}`, 2, 3, 4, 6, 7)
+	f(`{"minSeverity":"critical"}`, 1, 4, 5, 6)
+	f(`{"types":["data_update"]}`, 1, 5)
+	f(`{"types":["data_update","alerts"],"minSeverity":"info"}`, 1, 2, 3, 4, 5, 6, 7)
+	f(`{}`, 1, 2, 3, 4, 5, 6, 7)
+
+	// Live, the original way: auth names the city, a later subscribe
+	// carries only filters.
+	for _, d := range dialers {
+		city := "flt-live-" + d.name
+		c := d.dial(t, wsURL(s, ""))
+		subscribeAuth(t, c, city)
+		send(t, c, `{"type":"subscribe","filters":{"types":["alerts"],"minSeverity":"warning"}}`)
+		readType(t, c, "subscribed")
+		publishAll(city)
+		expectSeqs(c, []uint64{3, 4, 6})
+
+		// A new filter on the same city replaces the old one.
+		send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q],"filters":{"types":["data_update"]}}`, city))
+		readType(t, c, "subscribed")
+		publishAll(city)
+		expectSeqs(c, []uint64{8, 12})
+
+		// A bad filter is an error and changes nothing.
+		send(t, c, `{"type":"subscribe","filters":{"types":["weather"]}}`)
+		if m := readType(t, c, "error"); m.Code != "bad_request" {
+			t.Fatalf("got %s, want a bad_request error", m.raw)
+		}
+		publishAll(city)
+		expectSeqs(c, []uint64{15, 19})
+	}
+}
+
+// TestClientErrors checks that bad client messages earn an error message
+// and keep the connection.
+func TestClientErrors(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		f := func(in, code string) {
+			t.Helper()
+			send(t, c, in)
+			m := readType(t, c, "error")
+			if m.Code != code || m.Message == "" {
+				t.Fatalf("%s: %s: got %s, want an error %s with a message", d.name, in, m.raw, code)
+			}
+			expectPong(t, c)
+		}
+		f(`not json`, "bad_json")
+		f(`[1,2]`, "bad_json")
+		f(`{"type":"dance"}`, "unknown_type")
+		f(`{"cities":["a"]}`, "bad_request")
+		f(`{"type":"subscribe","cities":["Bad City"]}`, "bad_request")
+		f(`{"type":"subscribe"}`, "bad_request")
+		f(`{"type":"subscribe","cities":["a"],"filters":{"minSeverity":"loud"}}`, "bad_request")
+		f(`{"type":"subscribe","cities":["a"],"since":{"Bad":1}}`, "bad_request")
+	}
+	if n := closes(s, CloseAbuse); n != 0 {
+		t.Fatalf("Closes[abuse] = %d, want 0", n)
+	}
+}
+
+// TestTooManyClientErrors checks that the MaxClientErrors-th bad message
+// closes the connection with 1008.
+func TestTooManyClientErrors(t *testing.T) {
+	t.Parallel()
+	const max = 3
+	s := startServer(t, Config{MaxClientErrors: max})
+	for i, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		for range max {
+			send(t, c, `{"type":"dance"}`)
+			readType(t, c, "error")
+		}
+		expectClose(t, c, ws.StatusPolicyViolation)
+		waitCloses(t, s, CloseAbuse, uint64(i+1))
+	}
+}
+
+// TestTooManySubscriptions checks MaxSubscriptions per connection and
+// MaxCities per node.
+func TestTooManySubscriptions(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{MaxSubscriptions: 2, MaxCities: 4})
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		send(t, c, `{"type":"subscribe","cities":["m1","m2","m3"]}`)
+		if m := readType(t, c, "error"); m.Code != "too_many_subscriptions" || m.City != "m3" {
+			t.Fatalf("%s: got %s, want too_many_subscriptions for m3", d.name, m.raw)
+		}
+		sub := readType(t, c, "subscribed")
+		if len(sub.Cities) != 2 || sub.Cities[0].City != "m1" || sub.Cities[1].City != "m2" {
+			t.Fatalf("%s: got %s, want m1 and m2", d.name, sub.raw)
+		}
+		readType(t, c, "initial_data")
+		readType(t, c, "initial_data")
+		// After an unsubscribe there is room again.
+		send(t, c, `{"type":"unsubscribe","cities":["m1"]}`)
+		readType(t, c, "unsubscribed")
+		send(t, c, `{"type":"subscribe","cities":["m3"]}`)
+		if sub := readType(t, c, "subscribed"); sub.Cities[0].City != "m3" {
+			t.Fatalf("%s: got %s, want m3", d.name, sub.raw)
+		}
+		readType(t, c, "initial_data")
+		expectPong(t, c)
+	}
+	// m1, m2, m3 exist; the node holds at most 4 cities.
+	c := dialers[0].dial(t, wsURL(s, ""))
+	send(t, c, `{"type":"subscribe","cities":["m4"]}`)
+	readType(t, c, "subscribed")
+	readType(t, c, "initial_data")
+	send(t, c, `{"type":"subscribe","cities":["m5"]}`)
+	if m := readType(t, c, "error"); m.Code != "too_many_cities" || m.City != "m5" {
+		t.Fatalf("got %s, want too_many_cities for m5", m.raw)
+	}
+	if sub := readType(t, c, "subscribed"); len(sub.Cities) != 0 {
+		t.Fatalf("got %s, want no cities", sub.raw)
+	}
+	// Ingest for a sixth city is refused as well.
+	p := dialProducer(t, s)
+	p.write(t, dataLine("m6", "data_update", `{}`))
+	if a := p.answer(t); !strings.Contains(a.Error, "too many cities") || a.Line != 1 {
+		t.Fatalf("got %+v, want a too many cities error on line 1", a)
+	}
+}
