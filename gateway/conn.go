@@ -95,11 +95,13 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	l, s := cn.l, cn.l.s
 	buf, _ := cn.c.Peek(-1)
 	end := codec.RequestEnd(buf, int(cn.scanned))
+	// A whole head that arrived in one read is held to the limit too, or
+	// the 431 would depend on how the request was split into segments.
+	if end > s.cfg.MaxHeaderBytes || end == 0 && len(buf) > s.cfg.MaxHeaderBytes {
+		l.out = append(l.out[:0], "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"...)
+		return cn.reject(), false
+	}
 	if end == 0 {
-		if len(buf) > s.cfg.MaxHeaderBytes {
-			l.out = append(l.out[:0], "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"...)
-			return cn.reject(), false
-		}
 		cn.scanned = int32(len(buf))
 		return gnet.None, false
 	}
