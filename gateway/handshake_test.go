@@ -1,0 +1,260 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// TestHandshakeRejects checks the HTTP answers to requests that do not
+// upgrade, and that the server closes after them.
+func TestHandshakeRejects(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	big := strings.Repeat("X-Filler: "+strings.Repeat("f", 990)+"\r\n", 9) // 9 KB of headers
+	var failed uint64
+	f := func(name, req string, status int, header ...string) {
+		t.Helper()
+		r := dialRaw(t, s)
+		r.write(t, []byte(req))
+		resp := r.response(t)
+		if resp.StatusCode != status {
+			t.Fatalf("%s: status %d, want %d", name, resp.StatusCode, status)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			if got := resp.Header.Get(header[i]); got != header[i+1] {
+				t.Fatalf("%s: header %s: %q, want %q", name, header[i], got, header[i+1])
+			}
+		}
+		r.expectEOF(t)
+		failed++
+		waitCloses(t, s, CloseHandshakeFailed, failed)
+	}
+	f("wrong path", upgradeRequest("/nope"), http.StatusNotFound)
+	f("root path", upgradeRequest("/"), http.StatusNotFound)
+	f("path prefix", upgradeRequest("/ws/x"), http.StatusNotFound)
+	f("POST", strings.Replace(upgradeRequest("/ws"), "GET", "POST", 1), http.StatusMethodNotAllowed)
+	f("plain GET", "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", http.StatusUpgradeRequired,
+		"Upgrade", "websocket", "Sec-WebSocket-Version", "13")
+	f("bad key", strings.Replace(upgradeRequest("/ws"), key, "Sec-WebSocket-Key: c2hvcnQ=\r\n", 1), http.StatusBadRequest)
+	f("no key", strings.Replace(upgradeRequest("/ws"), key, "", 1), http.StatusBadRequest)
+	f("version 8", strings.Replace(upgradeRequest("/ws"), "Version: 13", "Version: 8", 1), http.StatusUpgradeRequired)
+	f("no host", strings.Replace(upgradeRequest("/ws"), "Host: 127.0.0.1\r\n", "", 1), http.StatusBadRequest)
+	f("HTTP/1.0", strings.Replace(upgradeRequest("/ws"), "HTTP/1.1", "HTTP/1.0", 1), http.StatusHTTPVersionNotSupported)
+	f("garbage", "HELLO\r\n\r\n", http.StatusBadRequest)
+	f("bad city", upgradeRequest("/ws?cities=Bad!"), http.StatusBadRequest)
+	f("bad since", upgradeRequest("/ws?cities=a&since=x"), http.StatusBadRequest)
+	f("bad epoch", upgradeRequest("/ws?cities=a&epoch=-1"), http.StatusBadRequest)
+	f("header too big, whole", upgradeRequest("/ws", big), http.StatusRequestHeaderFieldsTooLarge)
+	f("header too big, unfinished", strings.TrimSuffix(upgradeRequest("/ws", big), "\r\n"), http.StatusRequestHeaderFieldsTooLarge)
+	f("one header line too big", upgradeRequest("/ws", "X-Filler: "+strings.Repeat("f", 9000)+"\r\n"), http.StatusRequestHeaderFieldsTooLarge)
+	if st := s.Stats(); st.Upgraded != 0 || st.Connections != 0 {
+		t.Fatalf("Upgraded %d, Connections %d, want 0, 0", st.Upgraded, st.Connections)
+	}
+}
+
+// TestHandshakeNearHeaderLimit checks that a request just under
+// MaxHeaderBytes upgrades.
+func TestHandshakeNearHeaderLimit(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{MaxHeaderBytes: 4096})
+	req := upgradeRequest("/ws")
+	pad := 4096 - len(req) - len("X-Filler: \r\n")
+	r := dialRaw(t, s)
+	r.write(t, []byte(upgradeRequest("/ws", "X-Filler: "+strings.Repeat("f", pad)+"\r\n")))
+	if resp := r.response(t); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	r.write(t, text(`{"type":"ping"}`))
+	r.msgType(t, "pong")
+}
+
+// TestHandshakeOneByteAtATime sends the request and a first frame one byte
+// per write.
+func TestHandshakeOneByteAtATime(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	r := dialRaw(t, s)
+	for _, b := range []byte(upgradeRequest("/ws?cities=bytes")) {
+		r.write(t, []byte{b})
+	}
+	resp := r.response(t)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; got != want {
+		t.Fatalf("Sec-WebSocket-Accept %q, want %q", got, want)
+	}
+	r.msgType(t, "subscribed")
+	r.msgType(t, "initial_data")
+	for _, b := range text(`{"type":"ping"}`) {
+		r.write(t, []byte{b})
+	}
+	r.msgType(t, "pong")
+}
+
+// TestHandshakeFrameInSameWrite checks that frames sent in the same TCP
+// write as the request are not lost to the upgrade's read-ahead.
+func TestHandshakeFrameInSameWrite(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	f := func(target string, frames ...[]byte) {
+		t.Helper()
+		r := dialRaw(t, s)
+		b := []byte(upgradeRequest(target))
+		for _, f := range frames {
+			b = append(b, f...)
+		}
+		r.write(t, b)
+		if resp := r.response(t); resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d, want 101", resp.StatusCode)
+		}
+		if strings.Contains(target, "cities=") {
+			r.msgType(t, "subscribed")
+			r.msgType(t, "initial_data")
+		}
+		for range frames {
+			r.msgType(t, "pong")
+		}
+	}
+	ping := text(`{"type":"ping"}`)
+	f("/ws", ping)
+	f("/ws", ping, ping, ping)
+	f("/ws?cities=same-write", ping)
+	// A partial frame behind the request, completed later.
+	r := dialRaw(t, s)
+	r.write(t, append([]byte(upgradeRequest("/ws")), ping[:3]...))
+	if resp := r.response(t); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	r.write(t, ping[3:])
+	r.msgType(t, "pong")
+	// auth in the same write as the request.
+	r = dialRaw(t, s)
+	r.write(t, append([]byte(upgradeRequest("/ws")), text(`{"type":"auth","token":"t","cityId":"same-write"}`)...))
+	r.response(t)
+	r.msgType(t, "subscribed")
+	r.msgType(t, "initial_data")
+}
+
+// TestHandshakeDeclinesDeflate checks that a permessage-deflate offer is
+// declined by leaving it out of the response, and the connection works
+// uncompressed.
+func TestHandshakeDeclinesDeflate(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	r := dialRaw(t, s)
+	r.write(t, []byte(upgradeRequest("/ws?cities=deflate",
+		"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")))
+	resp := r.response(t)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	if ext, ok := resp.Header["Sec-Websocket-Extensions"]; ok {
+		t.Fatalf("Sec-WebSocket-Extensions: %q in the response, want none", ext)
+	}
+	for _, want := range []string{"subscribed", "initial_data"} {
+		f := r.frame(t)
+		if f.Header.Rsv != 0 {
+			t.Fatalf("frame with RSV bits %b: compressed?", f.Header.Rsv)
+		}
+		if m, err := parseMsg(f.Payload); err != nil || m.Type != want {
+			t.Fatalf("got %q (%v), want %s", f.Payload, err, want)
+		}
+	}
+	r.write(t, text(`{"type":"ping"}`))
+	r.msgType(t, "pong")
+}
+
+// TestHandshakeTimeout checks that a connection that does not complete its
+// upgrade within HandshakeTimeout is closed: silent, partial, or trickling
+// its request a byte at a time (slowloris).
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{HandshakeTimeout: 200 * time.Millisecond})
+	req := []byte(upgradeRequest("/ws"))
+
+	// Each client starts at once; they time out together.
+	silent := dialRaw(t, s)
+	partial := dialRaw(t, s)
+	partial.write(t, req[:len(req)/2])
+	slow := dialRaw(t, s)
+	stop := make(chan struct{})
+	trickled := make(chan int, 1)
+	go func() {
+		// One byte every 20 ms: the request would take seconds to finish.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		n := 0
+		defer func() { trickled <- n }()
+		for ; n < len(req)-1; n++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := slow.c.Write(req[n : n+1]); err != nil {
+				return
+			}
+		}
+	}()
+	defer close(stop)
+
+	for _, r := range []*rawConn{silent, partial, slow} {
+		_ = r.c.SetReadDeadline(time.Now().Add(readTimeout))
+		n, err := r.br.Read(make([]byte, 1))
+		var ne net.Error
+		if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("read %d bytes, err %v; want the server to close without an answer", n, err)
+		}
+	}
+	if n := <-trickled; n >= len(req)-1 {
+		t.Fatalf("the slow client sent its whole request (%d bytes) before being closed", n)
+	}
+	waitCloses(t, s, CloseHandshakeTimeout, 3)
+
+	// A prompt client on the same server is not affected.
+	r := dialUpgraded(t, s)
+	r.write(t, text(`{"type":"ping"}`))
+	r.msgType(t, "pong")
+	if st := s.Stats(); st.Upgraded != 1 {
+		t.Fatalf("Upgraded = %d, want 1", st.Upgraded)
+	}
+}
+
+// TestHandshakeClients upgrades clients of both libraries with and without
+// URL parameters, and closes them cleanly.
+func TestHandshakeClients(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	f := func(query string, initial int) {
+		t.Helper()
+		for _, d := range dialers {
+			c := d.dial(t, wsURL(s, query))
+			if query != "" {
+				readType(t, c, "subscribed")
+			}
+			for range initial {
+				readType(t, c, "initial_data")
+			}
+			expectPong(t, c)
+			if err := c.sendClose(ws.StatusNormalClosure, ""); err != nil {
+				t.Fatal(err)
+			}
+			expectClose(t, c, ws.StatusNormalClosure)
+		}
+	}
+	f("", 0)
+	f("cities=hs-a,hs-b", 2)
+	f("cities=hs-a&since=0&epoch="+fmt.Sprint(s.Epoch()), 0) // resumed at the head
+	f("cities=hs-a&since=0&epoch=1", 1)                      // another epoch
+	f("token=abc&cities=hs-b", 1)
+	waitCloses(t, s, ClosePeer, 10)
+}
