@@ -1,0 +1,317 @@
+package producer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// maxAnswerBytes bounds an answer line. An ack is at most a few hundred bytes
+// (an id of MaxIDLen bytes, escaped, and a seq), so a longer answer can only
+// be an error line; its text is dropped, not buffered.
+const maxAnswerBytes = 64 << 10
+
+// retainBytes is the largest output buffer kept between bursts; a larger one
+// is dropped after its write so that one burst of big lines does not pin
+// memory for the connection's life.
+const retainBytes = 1 << 20
+
+// entry is one message written (or queued) and not yet answered.
+type entry struct {
+	id   string
+	line int // 1-based line number on the connection
+	done func(seq uint64, err error)
+}
+
+// queue is a FIFO of entries with a fixed capacity: every entry holds an
+// in-flight slot, so it never holds more than Options.MaxInFlight.
+type queue struct {
+	buf  []entry
+	head int
+	n    int
+}
+
+func (q *queue) push(e entry) {
+	if q.n == len(q.buf) {
+		panic("BUG: producer: more entries in flight than in-flight slots")
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = e
+	q.n++
+}
+
+func (q *queue) peek() (entry, bool) {
+	if q.n == 0 {
+		return entry{}, false
+	}
+	return q.buf[q.head], true
+}
+
+func (q *queue) pop() {
+	q.buf[q.head] = entry{} // let the callback be collected
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+}
+
+// conn is one connection to the gateway, served by two goroutines: writeLoop
+// writes whatever senders appended to out since its last write (one write per
+// batch, not per message), and readLoop matches answers to entries in line
+// order and calls their callbacks. When the connection fails, readLoop fails
+// every entry still queued.
+type conn struct {
+	p  *Producer
+	nc net.Conn
+	no uint64 // connection number within the producer, for logs
+
+	wake chan struct{} // cap 1: out has bytes for writeLoop
+	done chan struct{} // closed when readLoop has failed every entry and is exiting
+
+	failOnce sync.Once
+	answered bool // readLoop only: an answer arrived on this connection
+
+	mu       sync.Mutex // guards the fields below
+	out      []byte     // lines appended by senders, not yet taken by writeLoop
+	pending  queue      // entries in line order
+	lines    int        // lines appended so far
+	dead     bool       // no more appends: the connection failed or is closing
+	draining bool       // Close waits for pending to empty, then closes
+	err      error      // why the connection failed (set with dead)
+}
+
+func newConn(p *Producer, nc net.Conn, no uint64) *conn {
+	return &conn{
+		p:       p,
+		nc:      nc,
+		no:      no,
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		pending: queue{buf: make([]entry, p.opts.MaxInFlight)},
+	}
+}
+
+// alive reports whether the connection still takes new lines.
+func (c *conn) alive() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.dead && !c.draining
+}
+
+// enqueue appends f to the output and its entry to the pending queue. It
+// never blocks on I/O. It returns errConnDead when the connection failed
+// (the caller dials again) and ErrClosed when the producer is closing.
+func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
+	c.mu.Lock()
+	switch {
+	case c.draining:
+		c.mu.Unlock()
+		return ErrClosed
+	case c.dead:
+		c.mu.Unlock()
+		return errConnDead
+	}
+	c.lines++
+	if c.pending.n == 0 {
+		// The gateway owes an answer from now on: arm the ack timeout.
+		// readLoop re-arms it on each answer and disarms it when idle.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
+	}
+	c.pending.push(entry{id: f.id, line: c.lines, done: done})
+	c.out = appendFrame(c.out, f)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // writeLoop is already due to run
+	}
+	return nil
+}
+
+// fail marks the connection dead with cause (the first cause wins) and
+// closes the socket, which ends both loops. Safe for concurrent use.
+func (c *conn) fail(cause error) {
+	c.failOnce.Do(func() {
+		// Tell the producer first, so that a sender that sees dead also
+		// sees the reconnect backoff.
+		c.p.connLost(c, cause)
+		c.mu.Lock()
+		c.dead, c.err = true, cause
+		c.mu.Unlock()
+		_ = c.nc.Close()
+	})
+}
+
+// drain makes the connection refuse new lines and close once every pending
+// entry is answered (or the connection fails). Called by Producer.Close.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.pending.n == 0
+	c.mu.Unlock()
+	if idle {
+		c.fail(errClosing)
+	}
+}
+
+// writeLoop runs on its own goroutine for the connection's life.
+func (c *conn) writeLoop() {
+	var buf []byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		buf, c.out = c.out, buf[:0]
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		// A write blocked by TCP backpressure ends when the ack timeout
+		// makes readLoop close the socket.
+		if _, err := c.nc.Write(buf); err != nil {
+			c.fail(fmt.Errorf("cannot write to the gateway: %w", err))
+			return
+		}
+		if cap(buf) > retainBytes {
+			buf = nil
+		}
+	}
+}
+
+// readLoop runs on its own goroutine for the connection's life; every
+// callback of a message sent on this connection runs here.
+func (c *conn) readLoop() {
+	br := bufio.NewReaderSize(c.nc, 4<<10)
+	var line []byte
+	for {
+		var (
+			tooLong bool
+			err     error
+		)
+		line, tooLong, err = readAnswer(br, line[:0])
+		if err != nil {
+			c.fail(c.readError(err))
+			break
+		}
+		if err := c.answer(line, tooLong); err != nil {
+			c.fail(err)
+			break
+		}
+	}
+	c.mu.Lock()
+	failed := c.pending
+	c.pending = queue{}
+	cause := c.err
+	c.mu.Unlock()
+	for ; failed.n > 0; failed.pop() {
+		e, _ := failed.peek()
+		c.p.release()
+		if e.done != nil {
+			e.done(0, &MaybeStoredError{ID: e.id, Err: cause})
+		}
+	}
+	// After the callbacks: the next connection waits for done (see
+	// Producer.redial) so that callbacks keep line order.
+	close(c.done)
+}
+
+// readError turns a read error into the cause given to in-flight messages.
+func (c *conn) readError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%s)", ErrAckTimeout, c.p.opts.AckTimeout)
+	}
+	return fmt.Errorf("connection to the gateway lost: %w", err)
+}
+
+// answer matches one answer line to the oldest pending entry and completes
+// it. An error means the stream can no longer be trusted; the entry stays
+// pending and is failed with the rest. Runs on readLoop.
+func (c *conn) answer(line []byte, tooLong bool) error {
+	var r response
+	if !tooLong {
+		var err error
+		if r, err = parseResponse(line); err != nil {
+			return err
+		}
+		if r.Error != nil && r.Line == 0 {
+			// Not about a line: the gateway refuses the connection (e.g.
+			// "too many producer connections") and closes it.
+			return fmt.Errorf("gateway error: %s", *r.Error)
+		}
+	}
+	c.mu.Lock()
+	e, ok := c.pending.peek()
+	c.mu.Unlock()
+	var (
+		seq uint64
+		err error
+	)
+	switch {
+	case !ok:
+		return fmt.Errorf("unexpected answer %.200q: nothing in flight", line)
+	case tooLong:
+		err = &RejectError{Line: e.line, Message: fmt.Sprintf("(error text longer than %d bytes, not shown)", maxAnswerBytes)}
+	case r.Ack != nil:
+		if *r.Ack != e.id {
+			return fmt.Errorf("ack for id %q where %q (line %d) was due", *r.Ack, e.id, e.line)
+		}
+		seq = r.Seq
+	default:
+		if r.Line != e.line {
+			return fmt.Errorf("error for line %d where line %d was due: %s", r.Line, e.line, *r.Error)
+		}
+		err = &RejectError{Line: r.Line, Message: *r.Error}
+	}
+	c.mu.Lock()
+	c.pending.pop()
+	switch {
+	case c.pending.n > 0:
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
+	default:
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	closeNow := c.draining && c.pending.n == 0
+	c.mu.Unlock()
+	if !c.answered {
+		c.answered = true
+		c.p.connAnswered()
+	}
+	c.p.release()
+	if e.done != nil {
+		e.done(seq, err)
+	}
+	if closeNow {
+		return errClosing
+	}
+	return nil
+}
+
+// readAnswer reads one answer line into buf (without its newline). A line
+// longer than maxAnswerBytes is consumed through its newline and reported
+// with tooLong, its bytes dropped. An unterminated last line is an error.
+func readAnswer(br *bufio.Reader, buf []byte) (line []byte, tooLong bool, err error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(chunk) > maxAnswerBytes+1 {
+				tooLong, buf = true, buf[:0]
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+			if tooLong {
+				return buf, true, nil
+			}
+			return buf[:len(buf)-1], false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return buf, false, err
+		}
+	}
+}

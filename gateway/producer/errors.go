@@ -1,0 +1,67 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by sends on a Producer that Close has been
+	// called on.
+	ErrClosed = errors.New("producer closed")
+	// ErrInvalidLine is wrapped by the errors of lines refused before they
+	// are sent: empty, more than one line, not a JSON object, or an "id" the
+	// gateway would not ack. Nothing was sent; resending the same line fails
+	// the same way.
+	ErrInvalidLine = errors.New("invalid ingest line")
+	// ErrLineTooLong is wrapped by the error of a line longer than
+	// Options.MaxLineBytes (after the producer inserts its id). Nothing was
+	// sent.
+	ErrLineTooLong = errors.New("ingest line too long")
+	// ErrAckTimeout is the cause (inside a *MaybeStoredError) of messages
+	// failed because the gateway answered nothing for Options.AckTimeout.
+	ErrAckTimeout = errors.New("no answer from the gateway within the ack timeout")
+)
+
+// RejectError is the gateway's error line for a message: the gateway did not
+// store it. Resending the same bytes is pointless when the line is malformed;
+// other messages (for example a cluster outage) may succeed later.
+type RejectError struct {
+	// Line is the 1-based line number on the connection the message was
+	// sent on, as the gateway reported it. It identifies the line within one
+	// connection only.
+	Line int
+	// Message is the gateway's explanation.
+	Message string
+}
+
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("gateway rejected line %d: %s", e.Line, e.Message)
+}
+
+// MaybeStoredError fails a message that was written (or queued to be
+// written) but not answered: the connection failed, the gateway did not
+// answer within Options.AckTimeout, or the caller's context ended while
+// Send waited. The gateway may or may not have stored the message. To retry
+// without risking a duplicate, resend it with the same "id" (ID below): the
+// gateway acks by id, so a duplicate is recognisable downstream.
+type MaybeStoredError struct {
+	// ID is the "id" the message was sent with: the caller's, or the one the
+	// producer inserted.
+	ID string
+	// Err says why the outcome is unknown.
+	Err error
+}
+
+func (e *MaybeStoredError) Error() string {
+	return fmt.Sprintf("message %q may or may not have been stored: %v", e.ID, e.Err)
+}
+
+func (e *MaybeStoredError) Unwrap() error { return e.Err }
+
+// errConnDead makes a sender that raced with a failing connection dial again.
+var errConnDead = errors.New("connection is dead")
+
+// errClosing is the cause of a connection closed by Producer.Close once it
+// had nothing in flight; it never reaches a caller.
+var errClosing = errors.New("closing")
