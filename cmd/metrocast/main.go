@@ -1,0 +1,78 @@
+// Command metrocast runs a metrocast node and its tools.
+//
+//	metrocast serve [flags]   run a node (every flag also reads METROCAST_<NAME>)
+//	metrocast push [flags]    send NDJSON from stdin to the ingest port, with acks
+//	metrocast version         print the version
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = runServe(args)
+	case "push":
+		err = runPush(args)
+	case "version", "-version", "--version":
+		fmt.Println("metrocast", versionString())
+	case "help", "-h", "-help", "--help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "metrocast: unknown command %q\n\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "metrocast:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: metrocast <command> [flags]
+
+commands:
+  serve     run a node (see 'metrocast serve -h'; every flag also reads METROCAST_<FLAG>)
+  push      send NDJSON lines from stdin to the ingest port and print the acks
+  version   print the version
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", ""
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if rev != "" {
+			return "dev-" + rev + dirty + " " + bi.GoVersion
+		}
+		return "dev " + bi.GoVersion
+	}
+	return "dev"
+}
