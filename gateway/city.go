@@ -63,7 +63,7 @@ func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq := c.ring.head.Load() + 1
-	f := &frame{seq: seq, accepted: accepted.UnixNano(), kind: in.Kind, sev: in.Severity}
+	f := &frame{seq: seq, kind: in.Kind, sev: in.Severity}
 	size := 96 + len(c.name) + len(in.Data) + len(in.Alerts)
 	switch in.Kind {
 	case codec.KindDataUpdate:

@@ -67,15 +67,3 @@ func (h *hub) city(name string) (*city, error) {
 	h.count.Add(1)
 	return c, nil
 }
-
-// each calls fn for every city. Safe for concurrent use.
-func (h *hub) each(fn func(*city)) {
-	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.RLock()
-		for _, c := range s.cities {
-			fn(c)
-		}
-		s.mu.RUnlock()
-	}
-}

@@ -9,11 +9,9 @@ import (
 // frame is one encoded city message. It is immutable once published: every
 // subscriber is sent the same b.
 type frame struct {
-	seq uint64
-	// accepted is when ingest accepted the message (Unix nanoseconds).
-	accepted int64
-	kind     codec.Kind
-	sev      codec.Severity
+	seq  uint64
+	kind codec.Kind
+	sev  codec.Severity
 	// b is the whole WebSocket frame, header included.
 	b []byte
 }
