@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -49,8 +50,10 @@ func CheckClientHeader(h ws.Header, fragmented bool, have, max int64) error {
 	if err := ws.CheckHeader(h, s); err != nil {
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	if !h.OpCode.IsControl() && h.Length+have > max {
-		return fmt.Errorf("%w: %d bytes over the limit of %d", ErrTooBig, h.Length+have, max)
+	// Compare against max-have: h.Length+have overflows to a negative sum
+	// that passes when a continuation declares a length near 2^63.
+	if !h.OpCode.IsControl() && h.Length > max-have {
+		return fmt.Errorf("%w: %d bytes so far and a frame of %d, over the limit of %d", ErrTooBig, have, h.Length, max)
 	}
 	return nil
 }
@@ -124,8 +127,13 @@ func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
 // AppendClose appends a close frame with code and reason. The reason is cut
 // to fit the 125-byte control frame limit.
 func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
-	if len(reason) > ws.MaxControlFramePayloadSize-2 {
-		reason = reason[:ws.MaxControlFramePayloadSize-2]
+	if n := ws.MaxControlFramePayloadSize - 2; len(reason) > n {
+		// Cut on a rune boundary: browsers fail the connection on an invalid
+		// UTF-8 reason and report 1006 instead of our code.
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	var p [ws.MaxControlFramePayloadSize]byte
 	binary.BigEndian.PutUint16(p[:], uint16(code))
@@ -143,15 +151,23 @@ func ParseClose(payload []byte) (ws.StatusCode, string, error) {
 		return 0, "", fmt.Errorf("%w: close payload of 1 byte", ErrProtocol)
 	}
 	code, reason := ws.ParseCloseFrameData(payload)
-	switch err := ws.CheckCloseFrameData(code, reason); {
-	case err == nil:
-	case err == ws.ErrProtocolInvalidUTF8:
-		return code, reason, fmt.Errorf("%w: close reason", ErrInvalidUTF8)
+	err := ws.CheckCloseFrameData(code, reason)
+	switch {
 	case err == ws.ErrProtocolStatusCodeUnknown && code >= 1012 && code <= 1014:
 		// Service Restart, Try Again Later and Bad Gateway are registered
-		// with IANA after RFC 6455; browsers and proxies send them.
-	default:
-		return code, reason, fmt.Errorf("%w: %w", ErrProtocol, err)
+		// with IANA after RFC 6455; browsers and proxies send them. The
+		// reason must still be UTF-8, which gobwas/ws checks after the code.
+		err = ws.CheckCloseFrameData(ws.StatusNormalClosure, reason)
+	case err == nil && code > 4999:
+		// gobwas/ws lets codes above the private range through; RFC 6455
+		// §7.4.2 defines none and browsers fail the connection on them.
+		err = ws.ErrProtocolStatusCodeNotInUse
 	}
-	return code, reason, nil
+	switch {
+	case err == nil:
+		return code, reason, nil
+	case err == ws.ErrProtocolInvalidUTF8:
+		return code, reason, fmt.Errorf("%w: close reason", ErrInvalidUTF8)
+	}
+	return code, reason, fmt.Errorf("%w: %w", ErrProtocol, err)
 }

@@ -87,14 +87,14 @@ func (u *Upgrader) Upgrade(head []byte, out []byte) (Upgrade, []byte, error) {
 	}
 	if errors.Is(err, ws.ErrHandshakeBadUpgrade) && !hasHeader(head, "upgrade") {
 		// A plain HTTP request on the WebSocket port: tell it what to do.
-		return up, appendHTTPError(out[:0], http.StatusUpgradeRequired,
+		return up, appendHTTPError(out, http.StatusUpgradeRequired,
 			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
 			"this endpoint speaks WebSocket only"), err
 	}
 	if w.Len() == len(out) {
 		// gobwas/ws writes no response for I/O-level failures (a line it
 		// cannot read): answer 400 ourselves.
-		return up, appendHTTPError(out[:0], http.StatusBadRequest, "", err.Error()), err
+		return up, appendHTTPError(out, http.StatusBadRequest, "", err.Error()), err
 	}
 	return up, w.Bytes(), err
 }
@@ -154,6 +154,10 @@ func parseQuery(q string) (Upgrade, error) {
 			}
 			up.Cities = append(up.Cities, name)
 		}
+	}
+	// The same bound as a subscribe message: the URL is one too.
+	if len(up.Cities) > MaxCitiesPerMessage {
+		return up, fmt.Errorf("more than %d cities", MaxCitiesPerMessage)
 	}
 	if s := vals.Get("since"); s != "" {
 		up.Since = make(map[string]uint64)

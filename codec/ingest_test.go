@@ -1,0 +1,238 @@
+package codec
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParseIngest(t *testing.T) {
+	f := func(line string, want Ingest) {
+		t.Helper()
+		in, err := ParseIngest([]byte(line))
+		if err != nil {
+			t.Fatalf("ParseIngest(%s): %v", line, err)
+		}
+		if in.City != want.City || in.Kind != want.Kind || in.ID != want.ID || in.Severity != want.Severity ||
+			in.Timestamp != want.Timestamp || string(in.Data) != string(want.Data) || string(in.Alerts) != string(want.Alerts) {
+			t.Fatalf("ParseIngest(%s) =\n%+v, want\n%+v\n(data %s, alerts %s)", line, in, want, in.Data, in.Alerts)
+		}
+	}
+	f(`{"city":"paris","type":"data_update","data":{"temp":21.5}}`,
+		Ingest{City: "paris", Kind: KindDataUpdate, Data: []byte(`{"temp":21.5}`)})
+	f(`{"city":"paris","type":"data_update","id":"m-1","timestamp":1700000000123,"data":{"temp":21.5,"aqi":[1,2],"s":"\"}"}}`,
+		Ingest{City: "paris", Kind: KindDataUpdate, ID: "m-1", Timestamp: 1700000000123, Data: []byte(`{"temp":21.5,"aqi":[1,2],"s":"\"}"}`)})
+	f(` { "data" : { } , "type" : "data_update" , "city" : "a" } `,
+		Ingest{City: "a", Kind: KindDataUpdate, Data: []byte(`{ }`)})
+	f(`{"city":"a","type":"data_update","timestamp":-1,"data":{}}`,
+		Ingest{City: "a", Kind: KindDataUpdate, Timestamp: -1, Data: []byte(`{}`)})
+	f(`{"city":"a","type":"data_update","data":{"é":"✓"},"extra":[null,true]}`,
+		Ingest{City: "a", Kind: KindDataUpdate, Data: []byte(`{"é":"✓"}`)})
+	f(`{"city":"a","type":"snapshot","data":{"x":1}}`,
+		Ingest{City: "a", Kind: KindSnapshot, Data: []byte(`{"x":1}`)})
+	f(`{"city":"a","type":"snapshot","data":{"x":1},"alerts":[{"severity":"bogus"}]}`, // alerts ignored
+		Ingest{City: "a", Kind: KindSnapshot, Data: []byte(`{"x":1}`)})
+	f(`{"city":"a","type":"alerts","alerts":[{"severity":"info","message":"fog"}]}`,
+		Ingest{City: "a", Kind: KindAlerts, Severity: SeverityInfo, Alerts: []byte(`[{"severity":"info","message":"fog"}]`)})
+	f(`{"city":"a","type":"alerts","id":"x","alerts":[{"severity":"info"},{"severity":"critical","message":"flood"},{"severity":"warning","extra":1}]}`,
+		Ingest{City: "a", Kind: KindAlerts, ID: "x", Severity: SeverityCritical,
+			Alerts: []byte(`[{"severity":"info"},{"severity":"critical","message":"flood"},{"severity":"warning","extra":1}]`)})
+	f(`{"city":"a","type":"alerts","alerts":[`+strings.Repeat(`{"severity":"warning"},`, MaxAlertsPerMessage-1)+`{"severity":"info"}]}`,
+		Ingest{City: "a", Kind: KindAlerts, Severity: SeverityWarning,
+			Alerts: []byte(`[` + strings.Repeat(`{"severity":"warning"},`, MaxAlertsPerMessage-1) + `{"severity":"info"}]`)})
+	f(`{"city":"a","type":"data_update","id":"`+strings.Repeat("i", MaxIDLen)+`","data":{}}`,
+		Ingest{City: "a", Kind: KindDataUpdate, ID: strings.Repeat("i", MaxIDLen), Data: []byte(`{}`)})
+
+	bad := func(line, wantText string) {
+		t.Helper()
+		in, err := ParseIngest([]byte(line))
+		if !errors.Is(err, ErrIngest) {
+			t.Fatalf("ParseIngest(%q) = %+v, %v; want %v", line, in, err, ErrIngest)
+		}
+		if !strings.Contains(err.Error(), wantText) {
+			t.Fatalf("ParseIngest(%q) = %q, want it to mention %q", line, err, wantText)
+		}
+	}
+	// Not a JSON object.
+	bad(``, "JSON")
+	bad(`{`, "JSON")
+	bad(`[]`, "JSON")
+	bad(`"x"`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{}} {}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{}},`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{"x":[1,}}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{"x":01}}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{"x":"\q"}}`, "JSON")
+	bad("{\"city\":\"a\",\"type\":\"data_update\",\"data\":{\"x\":\"\x01\"}}", "JSON")
+	bad(`{"city":"a","type":"data_update","data":{"x":NaN}}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{},"timestamp":1.5}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{},"timestamp":"1"}`, "JSON")
+	bad(`{"city":1,"type":"data_update","data":{}}`, "JSON")
+	bad(`{"city":"a","type":"data_update","data":{},"id":7}`, "JSON")
+	// Invalid UTF-8, inside or outside a string.
+	bad("{\"city\":\"a\",\"type\":\"data_update\",\"data\":{\"x\":\"\xff\"}}", "UTF-8")
+	bad("{\"city\":\"a\",\"type\":\"data_update\",\"data\":{\"x\":1}}\xc3", "UTF-8")
+	bad("{\"city\":\"a\",\"type\":\"data_update\",\"data\":{\"\xed\xa0\x80\":1}}", "UTF-8")
+	// City.
+	bad(`{"type":"data_update","data":{}}`, "city")
+	bad(`{"city":"","type":"data_update","data":{}}`, "city")
+	bad(`{"city":"Paris","type":"data_update","data":{}}`, `"Paris"`)
+	bad(`{"city":"a b","type":"data_update","data":{}}`, "city")
+	bad(`{"city":"`+strings.Repeat("x", MaxCityLen+1)+`","type":"data_update","data":{}}`, "city")
+	// ID.
+	bad(`{"city":"a","type":"data_update","id":"`+strings.Repeat("i", MaxIDLen+1)+`","data":{}}`, "id longer")
+	// Type.
+	bad(`{"city":"a","data":{}}`, `missing "type"`)
+	bad(`{"city":"a","type":"","data":{}}`, `missing "type"`)
+	bad(`{"city":"a","type":"weather","data":{}}`, `unknown type "weather"`)
+	bad(`{"city":"a","type":"initial_data","data":{}}`, "unknown type")
+	bad(`{"city":"a","type":"Data_Update","data":{}}`, "unknown type")
+	// Data not an object.
+	bad(`{"city":"a","type":"data_update"}`, `"data" as a JSON object`)
+	bad(`{"city":"a","type":"data_update","data":null}`, `"data" as a JSON object`)
+	bad(`{"city":"a","type":"data_update","data":[1]}`, `"data" as a JSON object`)
+	bad(`{"city":"a","type":"data_update","data":"{}"}`, `"data" as a JSON object`)
+	bad(`{"city":"a","type":"data_update","data":1}`, `"data" as a JSON object`)
+	bad(`{"city":"a","type":"snapshot","data":true}`, `snapshot needs "data"`)
+	bad(`{"city":"a","type":"data_update","data":{},"data":[]}`, `"data" as a JSON object`) // last wins
+	// Alerts.
+	bad(`{"city":"a","type":"alerts"}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":null}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":{}}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":[1]}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":[{"severity":1}]}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":[{"severity":"info","message":{}}]}`, `"alerts" as an array`)
+	bad(`{"city":"a","type":"alerts","alerts":[]}`, "1 to 64 alerts")
+	bad(`{"city":"a","type":"alerts","alerts":[`+strings.Repeat(`{"severity":"info"},`, MaxAlertsPerMessage)+`{"severity":"info"}]}`, "1 to 64 alerts")
+	bad(`{"city":"a","type":"alerts","alerts":[{"severity":"high"}]}`, `severity "high"`)
+	bad(`{"city":"a","type":"alerts","alerts":[{"severity":"info"},{}]}`, `severity ""`)
+	bad(`{"city":"a","type":"alerts","alerts":[{"severity":"Critical"}]}`, `severity "Critical"`)
+}
+
+// TestParseIngestNoAlias checks that City and ID do not alias the line: the
+// gateway keeps them (map keys, acks) after the line buffer is reused. Data
+// and Alerts may alias it, as documented; today they do not, because
+// sonic's Unmarshal copies the whole input first.
+func TestParseIngestNoAlias(t *testing.T) {
+	line := []byte(`{"city":"paris","type":"data_update","id":"m-1","data":{"x":1}}`)
+	in, err := ParseIngest(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range line {
+		line[i] = 'X'
+	}
+	if in.City != "paris" || in.ID != "m-1" {
+		t.Fatalf("City or ID aliases the line: %q %q", in.City, in.ID)
+	}
+}
+
+func TestParseObject(t *testing.T) {
+	f := func(obj string, want map[string]string) {
+		t.Helper()
+		m, err := ParseObject([]byte(obj))
+		if err != nil {
+			t.Fatalf("ParseObject(%s): %v", obj, err)
+		}
+		if len(m) != len(want) {
+			t.Fatalf("ParseObject(%s) = %d members, want %d", obj, len(m), len(want))
+		}
+		for k, v := range want {
+			if string(m[k]) != v {
+				t.Fatalf("ParseObject(%s)[%q] = %s, want %s", obj, k, m[k], v)
+			}
+		}
+	}
+	f(`{}`, map[string]string{})
+	f(`{"temp":21.5,"aqi":[1,2],"s":"x","o":{"a":null}}`,
+		map[string]string{"temp": `21.5`, "aqi": `[1,2]`, "s": `"x"`, "o": `{"a":null}`})
+	f(`{"a":1,"a":2}`, map[string]string{"a": `2`})
+	f(`{"\u00e9":true}`, map[string]string{"é": `true`})
+
+	bad := func(obj string) {
+		t.Helper()
+		if m, err := ParseObject([]byte(obj)); err == nil {
+			t.Fatalf("ParseObject(%q) = %v, want an error", obj, m)
+		}
+	}
+	bad(``)
+	bad(`[]`)
+	bad(`{"a":}`)
+	bad(`{"a":1,}`)
+	bad(`{"a":1} x`)
+
+	// Invalid UTF-8 is not an error for sonic: it comes out as U+FFFD, so
+	// the members are still safe to put in a text frame.
+	f("{\"a\":\"\xff\"}", map[string]string{"a": "\"\ufffd\""})
+}
+
+// FuzzParseIngest parses a line split at a fuzzed offset (the first part
+// alone, then the whole). Whatever is accepted must be safe to splice into
+// a text frame: Data and Alerts valid JSON of the right kind, the city
+// valid, and the frame built from it valid JSON.
+func FuzzParseIngest(f *testing.F) {
+	for i, s := range []string{
+		`{"city":"paris","type":"data_update","id":"m-1","timestamp":1700000000123,"data":{"temp":21.5,"aqi":[1,2]}}`,
+		`{"city":"a","type":"snapshot","data":{"x":{"y":[true,null,"s\u00e9"]}}}`,
+		`{"city":"a","type":"alerts","alerts":[{"severity":"info","message":"fog"},{"severity":"critical"}]}`,
+		`{"city":"a","type":"alerts","alerts":[]}`,
+		`{"city":"a","type":"alerts","alerts":[{"severity":"high"}]}`,
+		`{"city":"a","type":"alerts","alerts":{}}`,
+		`{"city":"a","type":"data_update","data":[1]}`,
+		`{"city":"a","type":"data_update","data":null}`,
+		`{"city":"A","type":"data_update","data":{}}`,
+		`{"city":"a","type":"weather","data":{}}`,
+		`{"city":"a","data":{}}`,
+		"{\"city\":\"a\",\"type\":\"data_update\",\"data\":{\"x\":\"\xff\"}}",
+		`{"city":"a","type":"data_update","data":{"x":"\ud800"}}`,
+		`{"city":"a","type":"data_update","data":{"x":[1,}}`,
+		``,
+	} {
+		f.Add([]byte(s), uint16(i*11))
+	}
+	check := func(t *testing.T, line []byte) {
+		in, err := ParseIngest(line)
+		if err != nil {
+			if !errors.Is(err, ErrIngest) {
+				t.Fatalf("ParseIngest(%q): unexpected error %v", line, err)
+			}
+			return
+		}
+		if !utf8.Valid(line) || !json.Valid(line) {
+			t.Fatalf("ParseIngest accepted %q, which is not valid UTF-8 JSON", line)
+		}
+		if !ValidCity(in.City) || len(in.ID) > MaxIDLen {
+			t.Fatalf("ParseIngest(%q) accepted city %q, id %q", line, in.City, in.ID)
+		}
+		var frame []byte
+		switch in.Kind {
+		case KindDataUpdate, KindSnapshot:
+			if len(in.Data) == 0 || in.Data[0] != '{' || !json.Valid(in.Data) || in.Alerts != nil || in.Severity != SeverityNone {
+				t.Fatalf("ParseIngest(%q) = %+v, data %q", line, in, in.Data)
+			}
+			frame = AppendDataUpdate(nil, in.City, 1, in.Timestamp, in.Data)
+		case KindAlerts:
+			var alerts []any
+			if len(in.Alerts) == 0 || in.Alerts[0] != '[' || json.Unmarshal(in.Alerts, &alerts) != nil || in.Data != nil {
+				t.Fatalf("ParseIngest(%q) = %+v, alerts %q", line, in, in.Alerts)
+			}
+			if len(alerts) == 0 || len(alerts) > MaxAlertsPerMessage || in.Severity < SeverityInfo || in.Severity > SeverityCritical {
+				t.Fatalf("ParseIngest(%q): %d alerts, severity %d", line, len(alerts), in.Severity)
+			}
+			frame = AppendAlerts(nil, in.City, 1, in.Timestamp, in.Alerts)
+		default:
+			t.Fatalf("ParseIngest(%q): kind %d", line, in.Kind)
+		}
+		_, payload, _ := readFrame(t, frame)
+		if !json.Valid(payload) || !utf8.Valid(payload) {
+			t.Fatalf("ParseIngest(%q) gives an invalid frame %q", line, payload)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		k := int(split) % (len(data) + 1)
+		check(t, append([]byte(nil), data[:k]...))
+		check(t, data)
+	})
+}
