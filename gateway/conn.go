@@ -156,8 +156,7 @@ func (cn *conn) frame(b []byte) int {
 
 	switch h.OpCode {
 	case ws.OpPing:
-		l.out = codec.AppendFrame(l.out[:0], ws.OpPong, payload)
-		_, _ = cn.c.Write(l.out)
+		l.send(cn, codec.AppendFrame(l.out[:0], ws.OpPong, payload))
 	case ws.OpPong:
 	case ws.OpClose:
 		code, _, err := codec.ParseClose(payload)
@@ -169,11 +168,10 @@ func (cn *conn) frame(b []byte) int {
 		cn.state = stateClosing
 		cn.reason = ClosePeer
 		if code == ws.StatusNoStatusRcvd {
-			l.out = codec.AppendFrame(l.out[:0], ws.OpClose, nil)
+			l.send(cn, codec.AppendFrame(l.out[:0], ws.OpClose, nil))
 		} else {
-			l.out = codec.AppendClose(l.out[:0], code, "")
+			l.send(cn, codec.AppendClose(l.out[:0], code, ""))
 		}
-		_, _ = cn.c.Write(l.out)
 	case ws.OpBinary:
 		l.beginClose(cn, CloseUnsupportedData, "binary messages are not supported; send JSON text")
 		return 0
@@ -228,8 +226,7 @@ func (cn *conn) message(b []byte) {
 		// Any token is accepted while no key is configured.
 		if m.Type == codec.TypeAuth && len(m.Cities) == 0 && !m.HasFilter {
 			l := cn.l
-			l.out = codec.AppendSubscribed(l.out[:0], "subscribed", l.s.epoch, nil)
-			_, _ = cn.c.Write(l.out)
+			l.send(cn, codec.AppendSubscribed(l.out[:0], "subscribed", l.s.epoch, nil))
 			return
 		}
 		cn.subscribe(&m)
@@ -242,8 +239,7 @@ func (cn *conn) message(b []byte) {
 // connection closes with 1008.
 func (cn *conn) fail(code, city, msg string) {
 	l := cn.l
-	l.out = codec.AppendError(l.out[:0], code, city, msg)
-	_, _ = cn.c.Write(l.out)
+	l.send(cn, codec.AppendError(l.out[:0], code, city, msg))
 	if cn.errors++; int(cn.errors) >= l.s.cfg.MaxClientErrors && cn.state == stateOpen {
 		l.beginClose(cn, CloseAbuse, "too many bad messages")
 	}
@@ -310,8 +306,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 	if cn.state != stateOpen {
 		return
 	}
-	l.out = codec.AppendSubscribed(l.out[:0], "subscribed", s.epoch, l.subbed)
-	_, _ = cn.c.Write(l.out)
+	l.send(cn, codec.AppendSubscribed(l.out[:0], "subscribed", s.epoch, l.subbed))
 	for _, st := range l.started {
 		if cn.state != stateOpen {
 			break
@@ -346,6 +341,5 @@ func (cn *conn) unsubscribe(names []string) {
 			}
 		}
 	}
-	l.out = codec.AppendSubscribed(l.out[:0], "unsubscribed", l.s.epoch, l.subbed)
-	_, _ = cn.c.Write(l.out)
+	l.send(cn, codec.AppendSubscribed(l.out[:0], "unsubscribed", l.s.epoch, l.subbed))
 }

@@ -313,9 +313,19 @@ func (l *loop) beginClose(cn *conn, reason CloseReason, msg string) {
 	cn.state = stateClosing
 	cn.reason = reason
 	if code := closeCodes[reason]; code != 0 && open {
-		l.out = codec.AppendClose(l.out[:0], code, msg)
-		_, _ = cn.c.Write(l.out)
+		l.send(cn, codec.AppendClose(l.out[:0], code, msg))
 	}
+}
+
+// send writes a message built in l.out. The codec's encoders return the
+// frame alone, which starts a few bytes into the buffer (the header is
+// right-aligned against the payload): keep l.out itself unless the encoder
+// had to grow it. Runs on the loop.
+func (l *loop) send(cn *conn, frame []byte) {
+	if cap(frame) > cap(l.out) {
+		l.out = frame[:0]
+	}
+	_, _ = cn.c.Write(frame)
 }
 
 // closeAll closes every connection with 1001, for shutdown. Runs on the loop.
