@@ -8,7 +8,7 @@ import (
 	"github.com/bytedance/sonic"
 )
 
-// Ingest is one parsed ingest line. Data and Alerts alias the line: copy them
+// Ingest is one parsed ingest line. Data and Alerts may alias the line: copy them
 // (or encode them into a frame) before the line's buffer is reused.
 type Ingest struct {
 	City string
@@ -104,12 +104,13 @@ func ParseIngest(line []byte) (Ingest, error) {
 	return in, nil
 }
 
-// apiAlias is api without string copies: keys alias the input.
+// apiAlias is api without per-string copies: keys share memory with the
+// parsed input rather than getting an allocation each.
 var apiAlias = sonic.Config{ValidateString: true}.Froze()
 
-// ParseObject splits a JSON object into its top-level members. Keys without
-// escapes and all values alias obj, so obj must not change while they are in
-// use (the gateway passes immutable frames).
+// ParseObject splits a JSON object into its top-level members. Keys and
+// values may alias obj, so obj must not change while they are in use (the
+// gateway passes immutable frames).
 func ParseObject(obj []byte) (map[string]sonic.NoCopyRawMessage, error) {
 	var m map[string]sonic.NoCopyRawMessage
 	if err := apiAlias.Unmarshal(obj, &m); err != nil {

@@ -114,8 +114,7 @@ func (c *city) mergeLocked() {
 			if _, ok := c.state[k]; !ok {
 				c.keys = append(c.keys, k)
 			}
-			// Values alias the frame; the frame outlives the ring slot only
-			// through this reference, which is fine: it is immutable.
+			// Values may alias the frame, which is immutable.
 			c.state[k] = v
 		}
 		c.pending[i] = nil
