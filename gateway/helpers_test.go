@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,18 +389,17 @@ func (p *producer) publish(t testing.TB, line string) uint64 {
 	return a.Seq
 }
 
-var lineID int
+// lineID numbers the lines of dataLine and alertLine; tests run in parallel.
+var lineID atomic.Int64
 
 // dataLine returns an ingest line of type typ ("data_update" or "snapshot")
 // with a unique id.
 func dataLine(city, typ, data string) string {
-	lineID++
-	return fmt.Sprintf(`{"id":"l%d","city":%q,"type":%q,"data":%s}`, lineID, city, typ, data)
+	return fmt.Sprintf(`{"id":"l%d","city":%q,"type":%q,"data":%s}`, lineID.Add(1), city, typ, data)
 }
 
 // alertLine returns an alerts ingest line with a unique id.
 func alertLine(city string, sevs ...string) string {
-	lineID++
 	var b strings.Builder
 	for i, s := range sevs {
 		if i > 0 {
@@ -407,7 +407,7 @@ func alertLine(city string, sevs ...string) string {
 		}
 		fmt.Fprintf(&b, `{"severity":%q,"message":"m%d"}`, s, i)
 	}
-	return fmt.Sprintf(`{"id":"l%d","city":%q,"type":"alerts","alerts":[%s]}`, lineID, city, b.String())
+	return fmt.Sprintf(`{"id":"l%d","city":%q,"type":"alerts","alerts":[%s]}`, lineID.Add(1), city, b.String())
 }
 
 // jsonEqual reports whether a and b hold the same JSON value.

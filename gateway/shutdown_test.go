@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// TestShutdown checks that Shutdown closes every client with 1001 (a
+// handshake in progress just closes), answers the lines producers sent
+// before closing them, and refuses new connections.
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	var clients []client
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, "cities=sd"))
+		readType(t, c, "subscribed")
+		readType(t, c, "initial_data")
+		clients = append(clients, c)
+	}
+	raw := dialUpgraded(t, s)
+	half := dialRaw(t, s)
+	half.write(t, []byte("GET /ws HTTP/1.1\r\n"))
+	waitFor(t, readTimeout, func() bool { return s.Stats().Connections == 4 })
+
+	busy := dialProducer(t, s)
+	const lines = 5
+	for i := range lines {
+		busy.write(t, fmt.Sprintf(`{"id":"s%d","city":"sd","type":"data_update","data":{"n":%d}}`, i, i))
+	}
+	idle := dialProducer(t, s)
+	waitFor(t, readTimeout, func() bool {
+		st := s.Stats()
+		return st.IngestFrames == lines && st.IngestConns == 2
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %s", err)
+	}
+
+	for i, c := range clients {
+		// Frames published before the shutdown may come first, in order.
+		var last uint64
+		for {
+			b, err := c.next(readTimeout)
+			var ce *closedError
+			if errors.As(err, &ce) {
+				if ce.code != ws.StatusGoingAway {
+					t.Errorf("%s: closed with %d %q, want 1001", dialers[i].name, ce.code, ce.reason)
+				}
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: read failed before a close frame: %s", dialers[i].name, err)
+			}
+			if m, err := parseMsg(b); err != nil || m.Type != "data_update" || m.Seq != last+1 {
+				t.Fatalf("%s: got %s after seq %d", dialers[i].name, b, last)
+			}
+			last++
+		}
+	}
+	raw.expectClose(t, ws.StatusGoingAway)
+	half.expectEOF(t)
+
+	for i := range lines {
+		if a := busy.answer(t); a.Ack != fmt.Sprintf("s%d", i) || a.Seq != uint64(i+1) {
+			t.Errorf("answer %d: %+v, want the ack of s%d", i, a, i)
+		}
+	}
+	for _, p := range []*producer{busy, idle} {
+		if _, err := p.next(); !errors.Is(err, io.EOF) {
+			t.Errorf("producer: %v, want EOF after its answers", err)
+		}
+	}
+
+	st := s.Stats()
+	if n := st.Closes[CloseShutdown.String()]; n != 4 || st.Connections != 0 {
+		t.Errorf("Closes[shutdown] = %d, Connections = %d; want 4, 0", n, st.Connections)
+	}
+	if st.IngestConns != 0 {
+		t.Errorf("IngestConns = %d, want 0", st.IngestConns)
+	}
+	for _, addr := range []net.Addr{s.Addr(), s.IngestAddr()} {
+		if c, err := net.DialTimeout("tcp", addr.String(), time.Second); err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+			_, err := c.Read(make([]byte, 1))
+			c.Close()
+			if err == nil {
+				t.Errorf("%s still serves after Shutdown", addr)
+			}
+		}
+	}
+	if err := s.Shutdown(context.Background()); err == nil {
+		t.Errorf("a second Shutdown returned nil, want an error")
+	}
+}

@@ -1,0 +1,256 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// dialSmallWindow opens a raw client whose receive buffer is 4 KiB (set
+// before connect, so the advertised window is small from the start),
+// upgraded with ?cities=city.
+func dialSmallWindow(t testing.TB, s *Server, city string) *rawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: readTimeout, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("cannot dial: %s", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawConn{c: c, br: bufio.NewReaderSize(c, 4096)}
+	r.upgrade(t, "/ws?cities="+city)
+	r.msgType(t, "subscribed")
+	r.msgType(t, "initial_data")
+	return r
+}
+
+// updateSeq returns the seq of a data_update frame of city, reading only
+// the prefix the encoder writes: parsing 1 KB of JSON per message under the
+// race detector would be most of this test's time.
+func updateSeq(b []byte, city string) (uint64, error) {
+	prefix := `{"type":"data_update","city":"` + city + `","seq":`
+	rest, ok := strings.CutPrefix(string(b), prefix)
+	digits, _, ok2 := strings.Cut(rest, ",")
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	if !ok || !ok2 || err != nil || !strings.HasSuffix(rest, "}") {
+		return 0, fmt.Errorf("got %.100q, want a data_update of %s", b, city)
+	}
+	return seq, nil
+}
+
+// TestSlowConsumers publishes a few MB to fast clients and to clients that
+// stop reading. The fast ones get every frame in order; a stalled one that
+// reads again is conflated (initial_data, then increasing seqs); one that
+// never reads is closed after SlowTimeout; the server's memory does not grow
+// with what the stuck clients did not read.
+//
+// Not parallel: it measures the heap.
+func TestSlowConsumers(t *testing.T) {
+	const (
+		city     = "slow"
+		ring     = 64
+		batch    = 16 // frames per paced burst: well under MaxBacklogBytes
+		total    = 3000
+		frameLen = 1000
+	)
+	s := startServer(t, Config{
+		RingSize:         ring,
+		MaxBacklogBytes:  32 << 10,
+		SocketSendBuffer: 8192,
+		// Long enough that the stuck client is still open when the heap
+		// is measured, even on a loaded machine.
+		SlowTimeout: 3 * time.Second,
+	})
+
+	// Fast clients of both libraries, each reading on its own goroutine.
+	type fast struct {
+		c    client
+		last atomic.Uint64
+		err  error
+	}
+	fasts := make([]*fast, 4)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		progress = sync.NewCond(&mu)
+	)
+	for i := range fasts {
+		f := &fast{c: dialers[i%2].dial(t, wsURL(s, "cities="+city))}
+		readType(t, f.c, "subscribed")
+		readType(t, f.c, "initial_data")
+		fasts[i] = f
+		wg.Go(func() {
+			for f.last.Load() < total {
+				b, err := f.c.next(readTimeout)
+				var seq uint64
+				if err == nil {
+					seq, err = updateSeq(b, city)
+				}
+				if err == nil && seq != f.last.Load()+1 {
+					err = fmt.Errorf("got seq %d after %d", seq, f.last.Load())
+				}
+				if err != nil {
+					mu.Lock()
+					f.err = err
+					mu.Unlock()
+					progress.Broadcast()
+					return
+				}
+				f.last.Store(seq)
+				progress.Broadcast()
+			}
+		})
+	}
+	stuck := dialSmallWindow(t, s, city)  // never reads again
+	paused := dialSmallWindow(t, s, city) // reads again later
+	base := s.Stats()
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heapBefore := ms.HeapInuse
+
+	p := dialProducer(t, s)
+	pad := strings.Repeat("x", frameLen)
+	var head uint64
+	var published int
+	pub := func(n int) {
+		t.Helper()
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, `{"id":"%d","city":%q,"type":"data_update","data":{"n":%d,"pad":%q}}`+"\n", head+uint64(i)+1, city, head+uint64(i)+1, pad)
+		}
+		published += b.Len()
+		p.write(t, strings.TrimSuffix(b.String(), "\n"))
+		for range n {
+			head++
+			if a := p.answer(t); a.Seq != head {
+				t.Fatalf("got %+v, want the ack of seq %d", a, head)
+			}
+		}
+		// Pace on the fast clients, so that "fast" means keeping up. Their
+		// reads are bounded by readTimeout: each ends in progress or error.
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range fasts {
+			for f.last.Load() < head && f.err == nil {
+				progress.Wait()
+			}
+		}
+	}
+
+	// Until both silent clients have stalled.
+	for s.Stats().Stalls < base.Stalls+2 {
+		if head > 1000 {
+			t.Fatalf("no stall after %d frames of %d bytes: %+v", head, frameLen, s.Stats())
+		}
+		pub(batch)
+	}
+	// Lap them: their next frame leaves the ring.
+	for range 2 * ring / batch {
+		pub(batch)
+	}
+
+	// The paused client reads again: what was queued for it, in order, then
+	// a fresh initial_data, then the stream from there.
+	var (
+		pausedErr    error
+		conflations  int
+		pausedLast   uint64
+		pausedFrames int
+	)
+	wg.Go(func() {
+		for pausedLast < total {
+			f, err := paused.nextFrame(readTimeout)
+			if err == nil && f.Header.OpCode != ws.OpText {
+				err = fmt.Errorf("got a frame of opcode %d (%q)", f.Header.OpCode, f.Payload)
+			}
+			var m msg
+			if err == nil {
+				m, err = parseMsg(f.Payload)
+			}
+			if err == nil {
+				switch {
+				case m.Type == "initial_data" && !m.Resumed && m.Seq > pausedLast:
+					conflations++
+				case m.Type == "data_update" && m.Seq == pausedLast+1:
+				default:
+					err = fmt.Errorf("got %s after seq %d", m.raw, pausedLast)
+				}
+			}
+			if err != nil {
+				pausedErr = fmt.Errorf("after %d frames: %w", pausedFrames, err)
+				return
+			}
+			pausedLast = m.Seq
+			pausedFrames++
+		}
+	})
+
+	for head < total {
+		pub(min(batch, total-int(head)))
+	}
+
+	// The stuck client still holds its backlog (unless SlowTimeout already
+	// closed it): that must be bounded, not the MBs it did not read.
+	stuckOpen := closes(s, CloseSlowConsumer) == base.Closes["slow_consumer"]
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	growth := int64(ms.HeapInuse) - int64(heapBefore)
+	t.Logf("published %d frames, %d bytes; heap in use grew by %d bytes (stuck client open: %v); %+v",
+		head, published, growth, stuckOpen, s.Stats())
+	if limit := int64(published / 2); growth > limit {
+		t.Errorf("heap in use grew by %d bytes for %d bytes published, want under %d", growth, published, limit)
+	}
+
+	wg.Wait()
+	for i, f := range fasts {
+		if f.err != nil {
+			t.Errorf("fast client %d (%s): %s", i, dialers[i%2].name, f.err)
+		}
+	}
+	if pausedErr != nil {
+		t.Fatalf("paused client: %s", pausedErr)
+	}
+	if conflations == 0 {
+		t.Errorf("the paused client got no initial_data after it was lapped")
+	}
+
+	waitCloses(t, s, CloseSlowConsumer, base.Closes["slow_consumer"]+1)
+	stuck.expectEOF(t)
+	st := s.Stats()
+	if st.Stalls < base.Stalls+2 || st.Conflations < base.Conflations+1 {
+		t.Errorf("Stalls %d, Conflations %d: want at least %d, %d", st.Stalls, st.Conflations, base.Stalls+2, base.Conflations+1)
+	}
+	if st.Connections != int64(len(fasts)+1) {
+		t.Errorf("Connections = %d, want the %d fast clients and the paused one", st.Connections, len(fasts))
+	}
+	// Everyone but the stuck client is still served.
+	for _, f := range fasts {
+		expectPong(t, f.c)
+	}
+	paused.write(t, text(`{"type":"ping"}`))
+	paused.msgType(t, "pong")
+}
