@@ -170,6 +170,7 @@ type runStats struct {
 	// frames sent before it (the warm-up) count only for loss.
 	from     atomic.Int64
 	measured atomic.Uint64 // data_update frames sent at or after from
+	spread   []frameSpread // per city, when -spread is set
 	closing  atomic.Bool   // set when the run closes its connections
 	dropped  atomic.Int64  // connections that ended before that
 }
@@ -279,6 +280,9 @@ func (c *client) message(m []byte, now int64, st *runStats) {
 			st.latency.record(now - int64(t))
 			if c.ts.ts != 0 {
 				st.arrival.record(c.ts.ts - int64(t))
+				if st.spread != nil {
+					st.spread[c.city].note(seq, int64(t), c.ts.ts)
+				}
 			} else {
 				c.noTS++
 			}

@@ -45,6 +45,7 @@ type options struct {
 	settle      time.Duration
 	drain       time.Duration
 	warmup      time.Duration
+	spread      bool
 }
 
 func main() {
@@ -70,6 +71,7 @@ func main() {
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle: wait this long after connecting before reading RSS")
 	fs.DurationVar(&o.drain, "drain", 3*time.Second, "steady: after publishing, wait at most this long for the last frames")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "steady: publish this long before measuring")
+	fs.BoolVar(&o.spread, "spread", false, "steady: also split each frame's latency into wake-up (to the first subscriber) and fanout (first to last)")
 	_ = fs.Parse(os.Args[2:])
 	if err := o.validate(mode); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)

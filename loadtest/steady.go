@@ -22,6 +22,9 @@ import (
 // -pid, the server's CPU time per delivery.
 func runSteady(ctx context.Context, o *options) error {
 	st := &runStats{latency: new(histogram), arrival: new(histogram)}
+	if o.spread {
+		st.spread = make([]frameSpread, o.cities)
+	}
 	start := time.Now()
 	clients, readers, err := dialAll(ctx, o, st)
 	defer closeAll(clients, readers, st)
@@ -113,6 +116,12 @@ func runSteady(ctx context.Context, o *options) error {
 	fmt.Printf("steady: deliveries %d of %d expected, %.0f/s\n", got, want, float64(got)/pubTime.Seconds())
 	fmt.Printf("steady: latency ingest→client socket (kernel rx timestamp) p50 %s p99 %s p999 %s max %s (%d samples, %d without timestamp)\n",
 		us(arr.quantile(0.50)), us(arr.quantile(0.99)), us(arr.quantile(0.999)), us(arr.max), arr.total, noTS)
+	if o.spread {
+		start, fan := spreadHistograms(st.spread)
+		s, f := start.snapshot(), fan.snapshot()
+		fmt.Printf("steady: per frame, ingest→first subscriber p50 %s p99 %s max %s; first→last subscriber p50 %s p99 %s max %s (%d frames)\n",
+			us(s.quantile(0.5)), us(s.quantile(0.99)), us(s.max), us(f.quantile(0.5)), us(f.quantile(0.99)), us(f.max), s.total)
+	}
 	fmt.Printf("steady: latency ingest→client read (incl. load generator) p50 %s p99 %s p999 %s max %s (%d samples)\n",
 		us(lat.quantile(0.50)), us(lat.quantile(0.99)), us(lat.quantile(0.999)), us(lat.max), lat.total)
 	fmt.Printf("steady: loss (warm-up included): %d frames missing, %d seq gaps, %d duplicates, %d conflations, %d connections dropped, %d frames without t\n",
