@@ -102,6 +102,26 @@ func BenchmarkFanout(b *testing.B) {
 	}
 }
 
+// BenchmarkFanoutBurst publishes 16 frames per iteration before waiting, so
+// that each subscriber is sent several frames per writev: the batching the
+// design counts on under load. Its allocs/op shows whether a batch allocates
+// per subscriber.
+func BenchmarkFanoutBurst(b *testing.B) {
+	const burst = 16
+	for _, n := range []int{100, 1000} {
+		var fx *fanoutFixture
+		b.Run(fmt.Sprintf("subs=%d/frames=%d", n, burst), func(b *testing.B) {
+			if fx == nil {
+				fx = newFanoutFixture(b, n)
+			}
+			fx.runBurst(b, burst)
+		})
+		if fx != nil {
+			fx.close(b)
+		}
+	}
+}
+
 const (
 	benchCity = "benchcity"
 	// helperEnv carries "<ws addr> <clients> <city>" to TestHelperClients.
@@ -178,18 +198,27 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 }
 
 // run is one b.N probe.
-func (fx *fanoutFixture) run(b *testing.B) {
+func (fx *fanoutFixture) run(b *testing.B) { fx.runBurst(b, 1) }
+
+// runBurst is one b.N probe that publishes burst frames per iteration.
+func (fx *fanoutFixture) runBurst(b *testing.B, burst int) {
 	s := fx.s
 	b.ReportAllocs()
 	stalls := fx.stalls()
 	base := benchDeliveries(s)
+	per := uint64(fx.n) * uint64(burst)
 	cpu := benchCPU()
 	b.ResetTimer()
 	for i := range b.N {
-		fx.publishAndWait(b, base+uint64(fx.n)*uint64(i+1))
+		for range burst - 1 {
+			if _, err := s.publish(&fx.in, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		fx.publishAndWait(b, base+per*uint64(i+1))
 	}
 	b.StopTimer()
-	total := float64(b.N * fx.n)
+	total := float64(b.N * fx.n * burst)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/total, "ns/delivery")
 	// CPU of this process (the server, plus the light polling above) per
 	// delivery: on a small machine the clients' reads share the cores, so
