@@ -9,7 +9,9 @@
 //     BenchmarkFanout (subs=1, 100, 10000: a real Server with two loops and
 //     real WebSocket subscribers over loopback, held by a child process; it
 //     reports ns/delivery, the server's cpu-ns/delivery and allocs/op,
-//     which must not grow with the number of subscribers).
+//     which must not grow with the number of subscribers), and
+//     BenchmarkFanoutBurst (16 frames per subscriber per wake: the writev
+//     batching the design counts on under load).
 //   - codec/*_timing_test.go: the parsers and encoders.
 //
 // Run them with
