@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -85,6 +86,14 @@ func runServe(args []string) error {
 	}
 	cfg.Logger = slog.New(h)
 
+	cfg = cfg.WithDefaults()
+	// gnet's loops sit in epoll_wait holding a P each. With Loops equal to
+	// GOMAXPROCS the ingest goroutines wait for sysmon to retake a P, up to
+	// 10 ms. Two spare Ps took ingest→first-subscriber p99 from ~10 ms to
+	// under 0.5 ms (loadtest steady, 5,000 subscribers, 50k deliveries/s).
+	if n := cfg.Loops + 2; runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
+	}
 	s, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
