@@ -79,8 +79,23 @@ func BeginFrame(dst []byte) ([]byte, int) {
 // returned slice aliases buf.
 func FinishFrame(buf []byte, off int, op ws.OpCode) []byte {
 	n := len(buf) - off
-	start := off - headerSize(n)
-	b := buf[start:]
+	b := buf[off-headerSize(n):]
+	putHeader(b, op, n)
+	return b
+}
+
+// AppendFrame appends a whole server frame with the given payload to dst.
+func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
+	var hdr [MaxServerHeaderSize]byte
+	n := len(payload)
+	putHeader(hdr[:], op, n)
+	dst = append(dst, hdr[:headerSize(n)]...)
+	return append(dst, payload...)
+}
+
+// putHeader writes the header of a final, unmasked frame of type op with an
+// n-byte payload at the start of b, which holds at least headerSize(n) bytes.
+func putHeader(b []byte, op ws.OpCode, n int) {
 	b[0] = 0x80 | byte(op)
 	switch {
 	case n < 126:
@@ -92,7 +107,6 @@ func FinishFrame(buf []byte, off int, op ws.OpCode) []byte {
 		b[1] = 127
 		binary.BigEndian.PutUint64(b[2:], uint64(n))
 	}
-	return b
 }
 
 func headerSize(n int) int {
@@ -103,25 +117,6 @@ func headerSize(n int) int {
 		return 4
 	}
 	return 10
-}
-
-// AppendFrame appends a whole server frame with the given payload to dst.
-func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
-	var hdr [MaxServerHeaderSize]byte
-	n := len(payload)
-	hdr[0] = 0x80 | byte(op)
-	switch {
-	case n < 126:
-		hdr[1] = byte(n)
-	case n <= 0xffff:
-		hdr[1] = 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
-	default:
-		hdr[1] = 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
-	}
-	dst = append(dst, hdr[:headerSize(n)]...)
-	return append(dst, payload...)
 }
 
 // AppendClose appends a close frame with code and reason. The reason is cut
