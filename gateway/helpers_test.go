@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,11 +50,24 @@ func startServer(t testing.TB, cfg Config) *Server {
 		t.Fatalf("cannot start server: %s", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx) // the test may have shut it down already
+		shutdowns.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Shutdown(ctx) // the test may have shut it down already
+		})
 	})
 	return s
+}
+
+// shutdowns tracks the servers stopping in the background: gnet's
+// Engine.Stop polls every 500 ms, and waiting for it in each test would be
+// most of the suite's time. TestMain waits for them all.
+var shutdowns sync.WaitGroup
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	shutdowns.Wait()
+	os.Exit(code)
 }
 
 // waitFor polls fn until it returns true, failing the test after timeout.

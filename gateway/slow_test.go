@@ -18,8 +18,8 @@ import (
 
 // dialSmallWindow opens a raw client whose receive buffer is 4 KiB (set
 // before connect, so the advertised window is small from the start),
-// upgraded with ?cities=city.
-func dialSmallWindow(t testing.TB, s *Server, city string) *rawConn {
+// upgraded with ?cities=cities[0],cities[1]...
+func dialSmallWindow(t testing.TB, s *Server, cities ...string) *rawConn {
 	t.Helper()
 	d := net.Dialer{Timeout: readTimeout, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -40,9 +40,11 @@ func dialSmallWindow(t testing.TB, s *Server, city string) *rawConn {
 		t.Fatal(err)
 	}
 	r := &rawConn{c: c, br: bufio.NewReaderSize(c, 4096)}
-	r.upgrade(t, "/ws?cities="+city)
+	r.upgrade(t, "/ws?cities="+strings.Join(cities, ","))
 	r.msgType(t, "subscribed")
-	r.msgType(t, "initial_data")
+	for range cities {
+		r.msgType(t, "initial_data")
+	}
 	return r
 }
 
@@ -63,8 +65,9 @@ func updateSeq(b []byte, city string) (uint64, error) {
 // TestSlowConsumers publishes a few MB to fast clients and to clients that
 // stop reading. The fast ones get every frame in order; a stalled one that
 // reads again is conflated (initial_data, then increasing seqs); one that
-// never reads is closed after SlowTimeout; the server's memory does not grow
-// with what the stuck clients did not read.
+// never reads is closed once it has been over the backlog limit for
+// SlowTimeout; the server's memory does not grow with what the stuck clients
+// did not read.
 //
 // Not parallel: it measures the heap.
 func TestSlowConsumers(t *testing.T) {
@@ -123,8 +126,10 @@ func TestSlowConsumers(t *testing.T) {
 			}
 		})
 	}
-	stuck := dialSmallWindow(t, s, city)  // never reads again
-	paused := dialSmallWindow(t, s, city) // reads again later
+	// The stuck client also follows a city of its own, to keep traffic
+	// going to it alone at the end.
+	stuck := dialSmallWindow(t, s, city, "flood") // never reads again
+	paused := dialSmallWindow(t, s, city)         // reads again later
 	base := s.Stats()
 
 	runtime.GC()
@@ -238,6 +243,20 @@ func TestSlowConsumers(t *testing.T) {
 		t.Errorf("the paused client got no initial_data after it was lapped")
 	}
 
+	// Its kernel may still take a few KB now and then, which brings its
+	// backlog under the limit and resumes it for a moment: only traffic
+	// keeps it over the limit until SlowTimeout. Keep it coming, paced.
+	p2 := dialProducer(t, s)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; closes(s, CloseSlowConsumer) == base.Closes["slow_consumer"]; n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stuck client was not closed after %d more frames: %+v", n, s.Stats())
+		}
+		<-tick.C
+		p2.publish(t, fmt.Sprintf(`{"id":"f%d","city":"flood","type":"data_update","data":{"pad":%q}}`, n, pad))
+	}
 	waitCloses(t, s, CloseSlowConsumer, base.Closes["slow_consumer"]+1)
 	stuck.expectEOF(t)
 	st := s.Stats()
