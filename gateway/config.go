@@ -18,6 +18,9 @@ type Config struct {
 	Path string
 	// IngestAddr is the TCP ingest listen address. Default "127.0.0.1:7070".
 	IngestAddr string
+	// AdminAddr is the admin HTTP listen address: metrics, health, stats,
+	// pprof and HTTP ingest. Default "127.0.0.1:9090".
+	AdminAddr string
 	// Loops is the number of event loops. Default: the number of CPUs.
 	Loops int
 
@@ -98,6 +101,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.IngestAddr == "" {
 		c.IngestAddr = "127.0.0.1:7070"
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:9090"
 	}
 	def(&c.Loops, runtime.NumCPU())
 	def(&c.MaxHeaderBytes, 8<<10)

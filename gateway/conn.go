@@ -118,6 +118,7 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	cn.state = stateOpen
 	cn.scanned = 0
 	s.upgraded.Add(1)
+	s.metrics.handshake.Update(seconds(l.now - cn.opened))
 	if len(up.Cities) > 0 {
 		cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: up.Cities, Since: up.Since, Epoch: up.Epoch})
 		if cn.state != stateOpen {

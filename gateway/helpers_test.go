@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/gorilla/websocket"
@@ -36,6 +37,7 @@ func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.IngestAddr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	if cfg.Loops == 0 {
 		cfg.Loops = 2
 	}
@@ -65,6 +67,9 @@ func startServer(t testing.TB, cfg Config) *Server {
 var shutdowns sync.WaitGroup
 
 func TestMain(m *testing.M) {
+	// As the binary does: TYPE lines let the tests' Prometheus parser
+	// check histograms and counters as such.
+	metrics.ExposeMetadata(true)
 	code := m.Run()
 	shutdowns.Wait()
 	os.Exit(code)

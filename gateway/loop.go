@@ -32,6 +32,7 @@ type loop struct {
 	mu        sync.Mutex
 	pending   []*city // cities with new frames; each at most once (city.dirty)
 	scheduled atomic.Bool
+	wokeAt    atomic.Int64 // mono time of the wake that scheduled drainTask
 	housekeep atomic.Bool
 	drainTask gnet.RunnableFunc
 	hkTask    gnet.RunnableFunc
@@ -68,12 +69,14 @@ func (l *loop) wake(c *city) {
 	l.pending = append(l.pending, c)
 	l.mu.Unlock()
 	if l.scheduled.CompareAndSwap(false, true) {
+		l.wokeAt.Store(mono())
 		_ = l.el.Execute(context.Background(), l.drainTask)
 	}
 }
 
 // drain runs on the loop: it fans out every city that has new frames.
 func (l *loop) drain(context.Context) error {
+	l.s.metrics.taskLag.Update(seconds(mono() - l.wokeAt.Load()))
 	l.scheduled.Store(false)
 	l.mu.Lock()
 	pending := l.pending
@@ -125,7 +128,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 		}
 		cn.stalledAt = 0
 		room = min(room, maxIOVBytes)
-		iov, n := l.iov[:0], 0
+		iov, n, oldest := l.iov[:0], 0, int64(0)
 		for s.cursor < head && len(iov) < maxIOV && n < room {
 			f := s.city.ring.get(s.cursor + 1)
 			if f == nil {
@@ -133,6 +136,9 @@ func (l *loop) deliver(s *sub, head uint64) {
 			}
 			s.cursor = f.seq
 			if s.filter.Pass(f.kind, f.sev) {
+				if len(iov) == 0 {
+					oldest = f.accepted
+				}
 				iov = append(iov, f.b)
 				n += len(f.b)
 			}
@@ -145,6 +151,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 			l.stats.deliveries.Add(uint64(len(iov)))
 			l.stats.bytesWritten.Add(uint64(n))
 			l.write(cn, iov)
+			l.s.metrics.latency.Update(seconds(mono() - oldest))
 		}
 		clear(iov)
 		l.iov = iov[:0]
@@ -190,6 +197,8 @@ func (l *loop) addSub(s *sub) {
 	if len(list) == 0 {
 		s.city.loopSubs[l.idx].Add(1)
 	}
+	s.city.subs.Add(1)
+	l.stats.subscriptions.Add(1)
 	s.idx = len(list)
 	l.subs[s.city] = append(list, s)
 }
@@ -197,6 +206,8 @@ func (l *loop) addSub(s *sub) {
 // removeSub unregisters s. Runs on the loop, never inside a fanout of
 // s.city (closes there are deferred to sweep).
 func (l *loop) removeSub(s *sub) {
+	s.city.subs.Add(-1)
+	l.stats.subscriptions.Add(-1)
 	list := l.subs[s.city]
 	last := len(list) - 1
 	list[s.idx] = list[last]

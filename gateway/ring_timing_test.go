@@ -144,6 +144,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 	s, err := New(Config{
 		Addr:       "127.0.0.1:0",
 		IngestAddr: "127.0.0.1:0",
+		AdminAddr:  "127.0.0.1:0",
 		Loops:      2,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// The clients never speak: keep them from being pinged or closed

@@ -40,7 +40,9 @@ type Server struct {
 	upgraded atomic.Uint64
 	open     atomic.Int64
 
-	ingest *ingest
+	ingest  *ingest
+	admin   *admin
+	metrics *serverMetrics
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -60,14 +62,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = newHub(&s.cfg, cfg.Loops)
 	s.loops.Store(new([]*loop))
+	s.metrics = newServerMetrics(s)
 	return s, nil
 }
 
-// Start listens on the WebSocket and ingest addresses and returns once both
-// accept connections.
+// Start listens on the WebSocket, ingest and admin addresses and returns
+// once all three accept connections.
 func (s *Server) Start() error {
 	ing, err := s.listenIngest()
 	if err != nil {
+		return err
+	}
+	adm, err := s.listenAdmin()
+	if err != nil {
+		ing.close()
 		return err
 	}
 	go func() {
@@ -83,12 +91,15 @@ func (s *Server) Start() error {
 	case <-s.booted:
 	case err := <-s.done:
 		ing.close()
+		_ = adm.ln.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ingest = ing
+	s.ingest, s.admin = ing, adm
 	go ing.serve()
+	go adm.serve()
 	s.cfg.Logger.Info("metrocast listening", "ws", "ws://"+s.addr.String()+s.cfg.Path,
-		"ingest", ing.ln.Addr().String(), "loops", s.cfg.Loops, "epoch", s.epoch)
+		"ingest", ing.ln.Addr().String(), "admin", "http://"+adm.ln.Addr().String(),
+		"loops", s.cfg.Loops, "epoch", s.epoch)
 	return nil
 }
 
@@ -137,6 +148,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = err2
 	}
 	s.ingest.wait(ctx)
+	s.admin.close(ctx)
 	return err
 }
 
@@ -149,7 +161,9 @@ func (s *Server) Stats() Stats {
 		Closes:      make(map[string]uint64, closeReasons),
 		Cities:      s.hub.count.Load(),
 	}
+	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
 	for _, l := range *s.loops.Load() {
+		st.Subscriptions += l.stats.subscriptions.Load()
 		st.Deliveries += l.stats.deliveries.Load()
 		st.BytesWritten += l.stats.bytesWritten.Load()
 		st.Conflations += l.stats.conflations.Load()

@@ -23,6 +23,7 @@ func bindConfig(fs *flag.FlagSet, c *gateway.Config) *string {
 	fs.StringVar(&c.Addr, "addr", d.Addr, "WebSocket listen address")
 	fs.StringVar(&c.Path, "path", d.Path, "WebSocket endpoint path")
 	fs.StringVar(&c.IngestAddr, "ingest-addr", d.IngestAddr, "TCP ingest listen address (newline-delimited JSON)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", d.AdminAddr, "admin HTTP listen address (metrics, health, stats, pprof, HTTP ingest)")
 	fs.IntVar(&c.Loops, "loops", d.Loops, "event loops (default: number of CPUs)")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", d.MaxHeaderBytes, "largest upgrade request head")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", d.MaxMessageBytes, "largest client message (close 1009 past it)")
