@@ -75,6 +75,20 @@ func (in *ingest) track(c net.Conn) bool {
 	return true
 }
 
+// enter registers an HTTP publish unless the port is closed; leave ends
+// it. Shutdown waits for these as for producer connections.
+func (in *ingest) enter() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.wg.Add(1)
+	return true
+}
+
+func (in *ingest) leave() { in.wg.Done() }
+
 func (in *ingest) untrack(c net.Conn) {
 	in.mu.Lock()
 	delete(in.conns, c)
@@ -125,44 +139,76 @@ func (in *ingest) stats(st *Stats) {
 func (in *ingest) handle(c net.Conn) {
 	defer in.untrack(c)
 	defer c.Close()
-	cfg := &in.s.cfg
-	r := newLineReader(c, cfg.IngestMaxLineBytes)
-	w := bufio.NewWriterSize(c, 4<<10)
-	var out []byte
-	for n := 1; ; n++ {
-		line, err := r.next()
-		if err != nil && len(line) == 0 && !errors.Is(err, errLineTooLong) {
-			break
-		}
-		out = out[:0]
-		switch {
-		case errors.Is(err, errLineTooLong):
-			in.errors.Add(1)
-			out = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", cfg.IngestMaxLineBytes), n)
-		case len(line) > 0:
-			out = in.line(line, n, out)
-		}
-		if len(out) > 0 {
-			_ = c.SetWriteDeadline(time.Now().Add(cfg.IngestWriteTimeout))
-			if _, werr := w.Write(out); werr != nil {
-				return
-			}
-		}
-		// Answer once the producer's pipelined lines are all read.
-		if r.buffered() == 0 || err != nil {
-			if w.Flush() != nil {
-				return
-			}
-		}
-		if err != nil && !errors.Is(err, errLineTooLong) {
-			break
-		}
-	}
+	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
+	_, _ = in.serveLines(newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
 	_ = w.Flush()
 }
 
-// line publishes one ingest line and appends its answer (ack or error).
-func (in *ingest) line(line []byte, n int, out []byte) []byte {
+// deadlineWriter writes to a producer connection, closing it if the
+// producer does not read its answers within IngestWriteTimeout.
+type deadlineWriter struct {
+	c net.Conn
+	s *Server
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.cfg.IngestWriteTimeout))
+	return d.c.Write(p)
+}
+
+// serveLines is the ingest protocol, shared by the TCP port and HTTP
+// publish: it reads lines from lr until the input ends, publishes each, and
+// writes each answer (an ack for a line with an id, an error for a bad
+// line) to w in line order. flush, unless nil, is called whenever every line
+// read so far is answered and no more input is buffered, so that a producer
+// that pipelines lines gets its answers in batches. It returns how many
+// lines failed, and the error that ended the input (nil at EOF) or a write.
+func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
+	var out []byte
+	for n := 1; ; n++ {
+		line, rerr := lr.next()
+		tooLong := errors.Is(rerr, errLineTooLong)
+		if rerr != nil && len(line) == 0 && !tooLong {
+			return failed, eofIsNil(rerr)
+		}
+		out = out[:0]
+		ok := true
+		switch {
+		case tooLong:
+			in.errors.Add(1)
+			out, ok = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", lr.max), n), false
+		case len(line) > 0:
+			out, ok = in.line(line, n, out)
+		}
+		if !ok {
+			failed++
+		}
+		if len(out) > 0 {
+			if _, err := w.Write(out); err != nil {
+				return failed, err
+			}
+		}
+		if flush != nil && (lr.buffered() == 0 || rerr != nil) {
+			if err := flush(); err != nil {
+				return failed, err
+			}
+		}
+		if rerr != nil && !tooLong {
+			return failed, eofIsNil(rerr)
+		}
+	}
+}
+
+func eofIsNil(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// line publishes one ingest line and appends its answer: an ack if the
+// line has an id, or an error (ok false).
+func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
 	msg, err := codec.ParseIngest(line)
 	if err == nil {
 		var seq uint64
@@ -173,11 +219,11 @@ func (in *ingest) line(line []byte, n int, out []byte) []byte {
 			if msg.ID != "" {
 				out = codec.AppendAck(out, msg.ID, seq)
 			}
-			return out
+			return out, true
 		}
 	}
 	in.errors.Add(1)
-	return codec.AppendIngestError(out, err.Error(), n)
+	return codec.AppendIngestError(out, err.Error(), n), false
 }
 
 var errLineTooLong = errors.New("line too long")
