@@ -76,7 +76,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 // serveReady answers 200 while the node accepts clients, 503 once it
 // drains: load balancers stop sending it new ones.
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if s.draining.Load() {
+	if s.draining() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
@@ -113,7 +113,7 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := statsResponse{
 		Epoch:    s.epoch,
-		Draining: s.draining.Load(),
+		Draining: s.draining(),
 		Stats:    s.Stats(),
 		Cities:   s.Cities(names, limit),
 	}

@@ -55,15 +55,14 @@ func startServer(t testing.TB, cfg Config) *Server {
 		shutdowns.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = s.Shutdown(ctx) // the test may have shut it down already
+			_ = s.Drain(ctx, 0) // the test may have shut it down already
 		})
 	})
 	return s
 }
 
-// shutdowns tracks the servers stopping in the background: gnet's
-// Engine.Stop polls every 500 ms, and waiting for it in each test would be
-// most of the suite's time. TestMain waits for them all.
+// shutdowns tracks the servers stopping in the background, so that no
+// test waits for another's loops to stop. TestMain waits for them all.
 var shutdowns sync.WaitGroup
 
 func TestMain(m *testing.M) {

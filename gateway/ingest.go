@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,14 +98,15 @@ func (in *ingest) untrack(c net.Conn) {
 }
 
 // close stops accepting and makes every producer stop reading: each one
-// answers the lines it has already read, then closes.
+// answers the lines it has already read, then closes. A read deadline in
+// the past, rather than CloseRead, so that a producer that keeps sending
+// is not read from forever, and a line cut short is dropped (unanswered:
+// not stored) instead of parsed.
 func (in *ingest) close() {
 	in.mu.Lock()
 	in.closed = true
 	for c := range in.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.CloseRead()
-		}
+		_ = c.SetReadDeadline(time.Now())
 	}
 	in.mu.Unlock()
 	_ = in.ln.Close()
@@ -141,7 +143,31 @@ func (in *ingest) handle(c net.Conn) {
 	defer c.Close()
 	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
 	_, _ = in.serveLines(newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
-	_ = w.Flush()
+	if w.Flush() == nil && in.isClosed() {
+		linger(c)
+	}
+}
+
+func (in *ingest) isClosed() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.closed
+}
+
+// ingestLinger bounds how long a producer connection stopped by a drain
+// is read and discarded after its last answer.
+const ingestLinger = 200 * time.Millisecond
+
+// linger ends a producer connection that the drain stopped reading: a FIN
+// after the answers, then the lines it sent meanwhile are read and dropped
+// for a moment. Closing with unread input would reset the connection
+// instead, and a reset can cost the producer the end of its answers.
+func linger(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(ingestLinger))
+	_, _ = io.Copy(io.Discard, c)
 }
 
 // deadlineWriter writes to a producer connection, closing it if the
@@ -167,6 +193,10 @@ func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (f
 	var out []byte
 	for n := 1; ; n++ {
 		line, rerr := lr.next()
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			// close stopped the reading; a part line is not answered.
+			return failed, nil
+		}
 		tooLong := errors.Is(rerr, errLineTooLong)
 		if rerr != nil && len(line) == 0 && !tooLong {
 			return failed, eofIsNil(rerr)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,9 @@ type loop struct {
 	now       int64   // Unix nanoseconds, refreshed per event
 	subbed    []codec.SubscribedCity
 	started   []started
+	// drain progress: the connections held when the drain began
+	drainBegun bool
+	drainTotal int
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
@@ -285,6 +289,9 @@ func (l *loop) housekeeping(context.Context) error {
 	}
 	l.iterating = false
 	l.sweep()
+	if p := l.s.drain.Load(); p != nil {
+		l.drainStep(p)
+	}
 	if cap(l.out) > maxLoopCache {
 		l.out = nil
 	}
@@ -365,13 +372,42 @@ func (l *loop) send(cn *conn, frame []byte) {
 	_, _ = cn.c.Write(frame)
 }
 
-// closeAll closes every connection with 1001, for shutdown. Runs on the loop.
-func (l *loop) closeAll(context.Context) error {
+// reconnectJitter bounds the after_ms of the reconnect hint sent when
+// draining: the paced closes spread the clients over the window, and the
+// jitter spreads those closed in the same housekeeping pass.
+const reconnectJitter = time.Second
+
+// drainStep closes this loop's share of the clients due by now in a drain:
+// the connections the loop held when the drain began are closed evenly
+// over p.span, so that by half the span half of them are gone. Clients
+// that leave by themselves count towards the pace. An open client is sent a
+// reconnect hint and closed with 1001; one still in its handshake is just
+// closed. Runs on the loop, from housekeeping.
+func (l *loop) drainStep(p *drainPlan) {
+	if !l.drainBegun {
+		l.drainBegun = true
+		l.drainTotal = len(l.conns)
+	}
+	keep := 0
+	if elapsed := l.now - p.start; elapsed < p.span {
+		keep = l.drainTotal - int(int64(l.drainTotal)*elapsed/p.span)
+	}
+	n := len(l.conns) - keep
+	if n <= 0 {
+		return
+	}
 	l.iterating = true
-	for _, cn := range l.conns {
+	for i := len(l.conns) - 1; i >= 0 && n > 0; i-- {
+		cn := l.conns[i]
+		if cn.state >= stateClosing {
+			continue
+		}
+		if cn.state == stateOpen {
+			l.send(cn, codec.AppendReconnect(l.out[:0], rand.Int64N(reconnectJitter.Milliseconds())))
+		}
 		l.closeConn(cn, CloseShutdown)
+		n--
 	}
 	l.iterating = false
 	l.sweep()
-	return nil
 }

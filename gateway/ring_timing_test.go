@@ -182,7 +182,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 		}
 		select {
 		case <-fx.exited:
-			_ = s.Shutdown(context.Background())
+			_ = s.Drain(context.Background(), 0)
 			b.Fatalf("client process exited early:\n%s", fx.out)
 		default:
 		}
@@ -266,7 +266,7 @@ func (fx *fanoutFixture) stalls() uint64 {
 // kill stops the server and the client process (after a failure) and
 // waits for the process, so that its output can be read.
 func (fx *fanoutFixture) kill() {
-	_ = fx.s.Shutdown(context.Background())
+	_ = fx.s.Drain(context.Background(), 0)
 	_ = fx.stdin.Close()
 	_ = fx.child.Process.Kill()
 	<-fx.exited
@@ -275,7 +275,7 @@ func (fx *fanoutFixture) kill() {
 func (fx *fanoutFixture) close(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := fx.s.Shutdown(ctx); err != nil {
+	if err := fx.s.Drain(ctx, 0); err != nil {
 		b.Logf("shutdown: %v", err)
 	}
 	_ = fx.stdin.Close() // the helper exits at EOF on stdin

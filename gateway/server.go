@@ -27,11 +27,11 @@ type Server struct {
 	hub      *hub
 	upgrader codec.Upgrader
 
-	eng      gnet.Engine
-	addr     net.Addr
-	booted   chan struct{}
-	done     chan error
-	draining atomic.Bool
+	eng    gnet.Engine
+	addr   net.Addr
+	booted chan struct{}
+	done   chan error
+	drain  atomic.Pointer[drainPlan] // set once, when Drain begins
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy on write, indexed by loop.idx
@@ -112,44 +112,99 @@ func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
 
-// Shutdown stops accepting, closes every client with 1001 and every
-// producer (after answering the lines it has read), and returns when the
-// node has stopped or ctx (or Config.ShutdownTimeout, if ctx has no
-// deadline) expires.
+// Shutdown drains the node over Config.DrainWindow: see Drain.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.draining.CompareAndSwap(false, true) {
+	return s.Drain(ctx, s.cfg.DrainWindow)
+}
+
+// drainPlan is a drain in progress: the loops close their clients evenly
+// between start (Unix nanoseconds) and start+span.
+type drainPlan struct {
+	start int64
+	span  int64
+}
+
+// drainShare is the part of the drain window over which clients are
+// closed; the rest is for the producers and for the loops to stop.
+const drainShare = 0.9
+
+// Drain stops the node without a thundering herd. /readyz answers 503 at
+// once and new connections are closed as they arrive (gnet cannot pause
+// its listener without stopping the loops). The clients are closed evenly
+// over the first 90% of window, per loop, from the loops' housekeeping:
+// each open one is sent {"type":"reconnect","after_ms":N} (N random below
+// a second) and then closed with 1001, so that the nodes they move to see a
+// steady trickle. Then the producers are answered for every line read and
+// closed (the lines not read yet get no answer: they were not stored), and
+// the loops and the admin port stop. A window of 0 closes every client at
+// once. Drain returns when the node has stopped or ctx expires; without a
+// deadline, ctx is bounded to window (at least a second). Safe for
+// concurrent use; a second call fails.
+func (s *Server) Drain(ctx context.Context, window time.Duration) error {
+	span := time.Duration(float64(max(window, 0)) * drainShare)
+	if !s.drain.CompareAndSwap(nil, &drainPlan{start: time.Now().UnixNano(), span: int64(span)}) {
 		return errors.New("shutdown already in progress")
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		ctx, cancel = context.WithTimeout(ctx, max(window, time.Second))
 		defer cancel()
 	}
+	s.cfg.Logger.Info("draining", "clients", s.open.Load(), "window", window)
+	s.paceCloses(ctx, span)
 	s.ingest.close()
-	var wg sync.WaitGroup
-	for _, l := range *s.loops.Load() {
-		wg.Add(1)
-		err := l.el.Execute(ctx, gnet.RunnableFunc(func(ctx context.Context) error {
-			defer wg.Done()
-			return l.closeAll(ctx)
-		}))
-		if err != nil {
-			wg.Done()
-		}
-	}
-	closed := make(chan struct{})
-	go func() { wg.Wait(); close(closed) }()
-	select {
-	case <-closed:
-	case <-ctx.Done():
-	}
-	err := s.eng.Stop(ctx)
-	if err2 := <-s.done; err == nil {
-		err = err2
-	}
 	s.ingest.wait(ctx)
+	err := s.stopEngine(ctx)
 	s.admin.close(ctx)
 	return err
+}
+
+// draining reports whether Drain has begun. Safe for concurrent use.
+func (s *Server) draining() bool { return s.drain.Load() != nil }
+
+// paceCloses drives the loops' housekeeping, which closes the clients due
+// (loop.drainStep), every few milliseconds until no client is left or ctx
+// expires.
+func (s *Server) paceCloses(ctx context.Context, span time.Duration) {
+	t := time.NewTicker(min(max(span/200, 5*time.Millisecond), 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		s.housekeepAll()
+		if s.open.Load() == 0 {
+			return
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// housekeepAll schedules housekeeping on every loop that has none pending.
+// Safe for concurrent use.
+func (s *Server) housekeepAll() {
+	for _, l := range *s.loops.Load() {
+		if l.housekeep.CompareAndSwap(false, true) {
+			if l.el.Execute(context.Background(), l.hkTask) != nil {
+				l.housekeep.Store(false)
+			}
+		}
+	}
+}
+
+// stopEngine stops the event loops and waits for gnet.Run to return:
+// sooner than Engine.Stop, which polls for the end every 500 ms.
+func (s *Server) stopEngine(ctx context.Context) error {
+	stopCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = s.eng.Stop(stopCtx) }()
+	select {
+	case err := <-s.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Stats returns a snapshot of the counters.
@@ -225,10 +280,11 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 // OnOpen sets up a new connection. Runs on its loop.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.accepted.Add(1)
-	if s.draining.Load() {
+	l := s.loopOf(c.EventLoop())
+	if s.draining() {
+		l.stats.closes[CloseShutdown].Add(1)
 		return nil, gnet.Close
 	}
-	l := s.loopOf(c.EventLoop())
 	l.now = time.Now().UnixNano()
 	if s.cfg.SocketSendBuffer > 0 {
 		_ = c.SetWriteBuffer(s.cfg.SocketSendBuffer)
@@ -271,11 +327,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTick schedules housekeeping on every loop. Runs on gnet's ticker
 // goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	for _, l := range *s.loops.Load() {
-		if l.housekeep.CompareAndSwap(false, true) {
-			_ = l.el.Execute(context.Background(), l.hkTask)
-		}
-	}
+	s.housekeepAll()
 	return s.cfg.tick(), gnet.None
 }
 

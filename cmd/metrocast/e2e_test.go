@@ -31,7 +31,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("version: %q %v", out, err)
 	}
 
-	srv := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-loops", "2")
+	srv := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-loops", "2", "-drain-window", "1s")
 	srv.Env = append(os.Environ(), "METROCAST_INGEST_ADDR=127.0.0.1:0")
 	stderr, err := srv.StderrPipe()
 	if err != nil {
@@ -90,8 +90,12 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("data_update = %v", m)
 	}
 
+	stopped := time.Now()
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	if m := expectType(t, ws, "reconnect"); m["after_ms"] == nil {
+		t.Fatalf("reconnect hint without after_ms: %v", m)
 	}
 	_, _, err = ws.ReadMessage()
 	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
@@ -99,6 +103,10 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("serve exited with %v; logs:\n%s", err, <-rest)
+	}
+	// The drain window is 1s; allow for a loaded machine.
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("serve took %s to exit after SIGTERM with a 1s drain window", d)
 	}
 }
 

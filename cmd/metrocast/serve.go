@@ -42,7 +42,7 @@ func bindConfig(fs *flag.FlagSet, c *gateway.Config) *string {
 	fs.IntVar(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line")
 	fs.IntVar(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
 	fs.DurationVar(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "bound on a graceful stop")
+	fs.DurationVar(&c.DrainWindow, "drain-window", d.DrainWindow, "on SIGTERM, close clients evenly over this window, then producers, then exit")
 	logFormat := new(string)
 	fs.StringVar(logFormat, "log-format", "text", "log format: text or json")
 	return logFormat
