@@ -50,12 +50,14 @@ func (in *ingest) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			in.s.cfg.Logger.Warn("ingest accept failed", "err", err)
+			in.s.warn(&in.s.warnAccept, "ingest accept failed", "err", err)
 			time.Sleep(50 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
 		if !in.track(c) {
 			in.rejected.Add(1)
+			in.s.warn(&in.s.warnRejected, "refused a producer connection: ingest_max_conns reached",
+				"producer", c.RemoteAddr().String())
 			_, _ = c.Write(codec.AppendIngestError(nil, "too many producer connections", 0))
 			_ = c.Close()
 			continue
@@ -68,7 +70,7 @@ func (in *ingest) serve() {
 func (in *ingest) track(c net.Conn) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.closed || len(in.conns) >= in.s.cfg.IngestMaxConns {
+	if in.closed || len(in.conns) >= in.s.live.Load().IngestMaxConns {
 		return false
 	}
 	in.conns[c] = struct{}{}
@@ -178,7 +180,7 @@ type deadlineWriter struct {
 }
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
-	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.cfg.IngestWriteTimeout))
+	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.live.Load().IngestWriteTimeout))
 	return d.c.Write(p)
 }
 

@@ -39,6 +39,7 @@ type loop struct {
 	hkTask    gnet.RunnableFunc
 
 	// loop-owned
+	cfg       *Config // the live settings (Server.live), refreshed each tick
 	conns     []*conn
 	subs      map[*city][]*sub
 	spare     []*city
@@ -57,7 +58,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
-	l := &loop{s: s, idx: idx, el: el, subs: make(map[*city][]*sub)}
+	l := &loop{s: s, idx: idx, el: el, subs: make(map[*city][]*sub), cfg: s.live.Load()}
 	l.drainTask = l.drain
 	l.hkTask = l.housekeeping
 	return l
@@ -122,7 +123,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 	cn := s.conn
 	for s.cursor < head && cn.state == stateOpen {
 		// room bounds the backlog to MaxBacklogBytes plus one frame.
-		room := l.s.cfg.MaxBacklogBytes - cn.c.OutboundBuffered()
+		room := l.cfg.MaxBacklogBytes - cn.c.OutboundBuffered()
 		if room <= 0 {
 			if cn.stalledAt == 0 {
 				cn.stalledAt = l.now
@@ -261,7 +262,9 @@ func (l *loop) sweep() {
 // catch-up of subscribers that were over the backlog limit.
 func (l *loop) housekeeping(context.Context) error {
 	l.housekeep.Store(false)
-	cfg := &l.s.cfg
+	// Settings changed by Server.Reload apply from here on.
+	l.cfg = l.s.live.Load()
+	cfg := l.cfg
 	l.now = time.Now().UnixNano()
 	ping := int64(cfg.PingInterval)
 	l.iterating = true
@@ -304,8 +307,10 @@ func (l *loop) housekeeping(context.Context) error {
 // unstall resumes a stalled connection whose backlog drained, or closes it
 // once it has been stuck for SlowTimeout. Runs on the loop.
 func (l *loop) unstall(cn *conn) {
-	if cn.c.OutboundBuffered() > l.s.cfg.MaxBacklogBytes {
-		if l.now-cn.stalledAt > int64(l.s.cfg.SlowTimeout) {
+	if cn.c.OutboundBuffered() > l.cfg.MaxBacklogBytes {
+		if stuck := time.Duration(l.now - cn.stalledAt); stuck > l.cfg.SlowTimeout {
+			l.s.warn(&l.s.warnSlow, "closed a slow consumer", "client", cn.c.RemoteAddr().String(),
+				"stuck", stuck.Round(time.Millisecond), "backlog_bytes", cn.c.OutboundBuffered())
 			l.closeConn(cn, CloseSlowConsumer)
 		}
 		return

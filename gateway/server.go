@@ -22,7 +22,9 @@ import (
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg      Config
+	cfg      Config                 // as started; see live
+	live     atomic.Pointer[Config] // cfg with the settings Reload changed
+	reloadMu sync.Mutex
 	epoch    uint64
 	hub      *hub
 	upgrader codec.Upgrader
@@ -43,6 +45,9 @@ type Server struct {
 	ingest  *ingest
 	admin   *admin
 	metrics *serverMetrics
+
+	// throttles of repeated warnings
+	warnSlow, warnAccept, warnRejected throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -60,6 +65,10 @@ func New(cfg Config) (*Server, error) {
 		booted:   make(chan struct{}),
 		done:     make(chan error, 1),
 	}
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected} {
+		t.period = warnEvery
+	}
+	s.live.Store(&cfg)
 	s.hub = newHub(&s.cfg, cfg.Loops)
 	s.loops.Store(new([]*loop))
 	s.metrics = newServerMetrics(s)
@@ -112,9 +121,34 @@ func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
 
-// Shutdown drains the node over Config.DrainWindow: see Drain.
+// Reload applies the live settings of next (LiveKeys) to the running
+// server and ignores the others, which take a restart. next is completed
+// with WithDefaults and must pass Validate, as must the result; on error
+// nothing changes. Event loops apply the change at once (a housekeeping
+// pass is scheduled), producers at their next write or connection. Safe
+// for concurrent use.
+func (s *Server) Reload(next Config) error {
+	next = next.WithDefaults()
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg := *s.live.Load()
+	for _, ls := range liveSettings {
+		ls.apply(&cfg, &next)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s.live.Store(&cfg)
+	s.housekeepAll()
+	return nil
+}
+
+// Shutdown drains the node over the drain window: see Drain.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.Drain(ctx, s.cfg.DrainWindow)
+	return s.Drain(ctx, s.live.Load().DrainWindow)
 }
 
 // drainPlan is a drain in progress: the loops close their clients evenly
@@ -286,8 +320,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	l.now = time.Now().UnixNano()
-	if s.cfg.SocketSendBuffer > 0 {
-		_ = c.SetWriteBuffer(s.cfg.SocketSendBuffer)
+	if n := l.cfg.SocketSendBuffer; n > 0 {
+		_ = c.SetWriteBuffer(n)
 	}
 	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
 	c.SetContext(cn)
@@ -328,7 +362,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.housekeepAll()
-	return s.cfg.tick(), gnet.None
+	return s.live.Load().tick(), gnet.None
 }
 
 // publish stores one ingest message and wakes the loops that follow its
