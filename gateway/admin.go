@@ -66,11 +66,12 @@ func (s *Server) adminHandler() http.Handler {
 }
 
 // serveMetrics writes the server's metrics, then the process and Go runtime
-// metrics.
+// metrics, open files included (one per connection).
 func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	s.WriteMetrics(w)
 	metrics.WriteProcessMetrics(w)
+	metrics.WriteFDMetrics(w)
 }
 
 // serveReady answers 200 while the node accepts clients, 503 once it

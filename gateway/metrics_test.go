@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -229,8 +231,25 @@ func TestREADMEMetrics(t *testing.T) {
 	for _, m := range regexp.MustCompile("(?m)^\\| `(metrocast_[a-z_]+)(?:\\{[^`]*\\})?` \\|").FindAllStringSubmatch(string(readme), -1) {
 		documented[m[1]] = true
 	}
+	for name := range exposedFamilies(t) {
+		if !strings.HasPrefix(name, "metrocast_") {
+			continue
+		}
+		if !documented[name] {
+			t.Errorf("%s is exposed but not in the README's metrics table", name)
+		}
+		delete(documented, name)
+	}
+	for name := range documented {
+		t.Errorf("the README documents %s, which /metrics does not expose", name)
+	}
+}
+
+// exposedFamilies returns the metric families of a server with one
+// subscriber (so that the per-city family appears).
+func exposedFamilies(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
 	s := startServer(t, Config{})
-	// One subscriber, so that the per-city family appears.
 	c := dialGobwas(t, wsURL(s, "cities=doc"))
 	readType(t, c, "subscribed")
 	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == 1 })
@@ -243,16 +262,42 @@ func TestREADMEMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name := range fams {
-		if !strings.HasPrefix(name, "metrocast_") {
-			continue
-		}
-		if !documented[name] {
-			t.Errorf("%s is exposed but not in the README's metrics table", name)
-		}
-		delete(documented, name)
+	return fams
+}
+
+// TestGrafanaDashboard checks that deploy/grafana/metrocast.json is valid
+// JSON and queries only metrics that the node exposes.
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../deploy/grafana/metrocast.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name := range documented {
-		t.Errorf("the README documents %s, which /metrics does not expose", name)
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %s", err)
+	}
+	fams := exposedFamilies(t)
+	name := regexp.MustCompile(`\b(?:metrocast|process|go)_[a-z_]+`)
+	queried := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range name.FindAllString(tg.Expr, -1) {
+				queried++
+				if fams[n] == nil && fams[strings.TrimSuffix(n, "_bucket")].GetType() != dto.MetricType_HISTOGRAM {
+					t.Errorf("panel %q queries %s, which /metrics does not expose", p.Title, n)
+				}
+			}
+		}
+	}
+	if queried < 20 {
+		t.Errorf("the dashboard queries %d series, want the node's metrics charted", queried)
 	}
 }
