@@ -250,6 +250,9 @@ func (s *Server) Stats() Stats {
 		Closes:      make(map[string]uint64, closeReasons),
 		Cities:      s.hub.count.Load(),
 	}
+	for _, name := range closeReasonNames {
+		st.Closes[name] = 0
+	}
 	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
 	for _, l := range *s.loops.Load() {
 		st.Subscriptions += l.stats.subscriptions.Load()
