@@ -166,36 +166,3 @@ func (c *Config) tick() time.Duration {
 	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.SlowTimeout) / 4
 	return max(10*time.Millisecond, min(d, time.Second))
 }
-
-// liveSettings are the settings Server.Reload changes on a running server,
-// by config key. This is the reload hook: a setting joins by an entry here
-// and by being read where a change reaches it (a loop's cfg, refreshed each
-// housekeeping pass, or Server.live), never from a copy taken at start-up.
-// The other settings take a restart.
-var liveSettings = [...]struct {
-	key   string
-	apply func(dst, src *Config)
-}{
-	{"max_message_bytes", func(d, s *Config) { d.MaxMessageBytes = s.MaxMessageBytes }},
-	{"max_subscriptions", func(d, s *Config) { d.MaxSubscriptions = s.MaxSubscriptions }},
-	{"max_client_errors", func(d, s *Config) { d.MaxClientErrors = s.MaxClientErrors }},
-	{"max_backlog_bytes", func(d, s *Config) { d.MaxBacklogBytes = s.MaxBacklogBytes }},
-	{"slow_timeout", func(d, s *Config) { d.SlowTimeout = s.SlowTimeout }},
-	{"socket_send_buffer", func(d, s *Config) { d.SocketSendBuffer = s.SocketSendBuffer }},
-	{"ping_interval", func(d, s *Config) { d.PingInterval = s.PingInterval }},
-	{"idle_timeout", func(d, s *Config) { d.IdleTimeout = s.IdleTimeout }},
-	{"handshake_timeout", func(d, s *Config) { d.HandshakeTimeout = s.HandshakeTimeout }},
-	{"ingest_max_conns", func(d, s *Config) { d.IngestMaxConns = s.IngestMaxConns }},
-	{"ingest_write_timeout", func(d, s *Config) { d.IngestWriteTimeout = s.IngestWriteTimeout }},
-	{"drain_window", func(d, s *Config) { d.DrainWindow = s.DrainWindow }},
-}
-
-// LiveKeys returns the config keys that Server.Reload applies to a running
-// server.
-func LiveKeys() []string {
-	keys := make([]string, len(liveSettings))
-	for i, ls := range liveSettings {
-		keys[i] = ls.key
-	}
-	return keys
-}

@@ -4,7 +4,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -121,100 +120,6 @@ func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
 
-// Reload applies the live settings of next (LiveKeys) to the running
-// server and ignores the others, which take a restart. next is completed
-// with WithDefaults and must pass Validate, as must the result; on error
-// nothing changes. Event loops apply the change at once (a housekeeping
-// pass is scheduled), producers at their next write or connection. Safe
-// for concurrent use.
-func (s *Server) Reload(next Config) error {
-	next = next.WithDefaults()
-	if err := next.Validate(); err != nil {
-		return err
-	}
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	cfg := *s.live.Load()
-	for _, ls := range liveSettings {
-		ls.apply(&cfg, &next)
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	s.live.Store(&cfg)
-	s.housekeepAll()
-	return nil
-}
-
-// Shutdown drains the node over the drain window: see Drain.
-func (s *Server) Shutdown(ctx context.Context) error {
-	return s.Drain(ctx, s.live.Load().DrainWindow)
-}
-
-// drainPlan is a drain in progress: the loops close their clients evenly
-// between start (Unix nanoseconds) and start+span.
-type drainPlan struct {
-	start int64
-	span  int64
-}
-
-// drainShare is the part of the drain window over which clients are
-// closed; the rest is for the producers and for the loops to stop.
-const drainShare = 0.9
-
-// Drain stops the node without a thundering herd. /readyz answers 503 at
-// once and new connections are closed as they arrive (gnet cannot pause
-// its listener without stopping the loops). The clients are closed evenly
-// over the first 90% of window, per loop, from the loops' housekeeping:
-// each open one is sent {"type":"reconnect","after_ms":N} (N random below
-// a second) and then closed with 1001, so that the nodes they move to see a
-// steady trickle. Then the producers are answered for every line read and
-// closed (the lines not read yet get no answer: they were not stored), and
-// the loops and the admin port stop. A window of 0 closes every client at
-// once. Drain returns when the node has stopped or ctx expires; without a
-// deadline, ctx is bounded to window (at least a second). Safe for
-// concurrent use; a second call fails.
-func (s *Server) Drain(ctx context.Context, window time.Duration) error {
-	span := time.Duration(float64(max(window, 0)) * drainShare)
-	if !s.drain.CompareAndSwap(nil, &drainPlan{start: time.Now().UnixNano(), span: int64(span)}) {
-		return errors.New("shutdown already in progress")
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, max(window, time.Second))
-		defer cancel()
-	}
-	s.cfg.Logger.Info("draining", "clients", s.open.Load(), "window", window)
-	s.paceCloses(ctx, span)
-	s.ingest.close()
-	s.ingest.wait(ctx)
-	err := s.stopEngine(ctx)
-	s.admin.close(ctx)
-	return err
-}
-
-// draining reports whether Drain has begun. Safe for concurrent use.
-func (s *Server) draining() bool { return s.drain.Load() != nil }
-
-// paceCloses drives the loops' housekeeping, which closes the clients due
-// (loop.drainStep), every few milliseconds until no client is left or ctx
-// expires.
-func (s *Server) paceCloses(ctx context.Context, span time.Duration) {
-	t := time.NewTicker(min(max(span/200, 5*time.Millisecond), 50*time.Millisecond))
-	defer t.Stop()
-	for {
-		s.housekeepAll()
-		if s.open.Load() == 0 {
-			return
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
 // housekeepAll schedules housekeeping on every loop that has none pending.
 // Safe for concurrent use.
 func (s *Server) housekeepAll() {
@@ -224,20 +129,6 @@ func (s *Server) housekeepAll() {
 				l.housekeep.Store(false)
 			}
 		}
-	}
-}
-
-// stopEngine stops the event loops and waits for gnet.Run to return:
-// sooner than Engine.Stop, which polls for the end every 500 ms.
-func (s *Server) stopEngine(ctx context.Context) error {
-	stopCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { _ = s.eng.Stop(stopCtx) }()
-	select {
-	case err := <-s.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
