@@ -77,7 +77,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 // serveReady answers 200 while the node accepts clients, 503 once it
 // drains: load balancers stop sending it new ones.
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if s.draining() {
+	if s.isDraining() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
@@ -114,7 +114,7 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := statsResponse{
 		Epoch:    s.epoch,
-		Draining: s.draining(),
+		Draining: s.isDraining(),
 		Stats:    s.Stats(),
 		Cities:   s.Cities(names, limit),
 	}

@@ -39,7 +39,7 @@ const drainShare = 0.9
 // concurrent use; a second call fails.
 func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	span := time.Duration(float64(max(window, 0)) * drainShare)
-	if !s.drain.CompareAndSwap(nil, &drainPlan{start: time.Now().UnixNano(), span: int64(span)}) {
+	if !s.draining.CompareAndSwap(nil, &drainPlan{start: time.Now().UnixNano(), span: int64(span)}) {
 		return errors.New("shutdown already in progress")
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -56,8 +56,8 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	return err
 }
 
-// draining reports whether Drain has begun. Safe for concurrent use.
-func (s *Server) draining() bool { return s.drain.Load() != nil }
+// isDraining reports whether Drain has begun. Safe for concurrent use.
+func (s *Server) isDraining() bool { return s.draining.Load() != nil }
 
 // paceCloses drives the loops' housekeeping, which closes the clients due
 // (loop.drainStep), every few milliseconds until no client is left or ctx

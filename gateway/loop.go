@@ -39,23 +39,24 @@ type loop struct {
 	hkTask    gnet.RunnableFunc
 
 	// loop-owned
+	conns     []*conn
+	subs      map[*city][]*sub
+	spare     []*city
+	iov       [][]byte
+	out       []byte // scratch for control frames and responses
+	wbuf      []byte // coalesces long fanout batches (see write)
+	fp        codec.FrameParser
+	iterating bool    // inside a fanout: closes are deferred
+	deferred  []*conn // closed while iterating
+	now       int64   // Unix nanoseconds, refreshed per event
+	subbed    []codec.SubscribedCity
+	started   []started
+
+	// loop-owned: live settings, metrics and drain
 	cfg         *Config // the live settings (Server.live), refreshed each tick
-	conns       []*conn
-	subs        map[*city][]*sub
-	spare       []*city
-	iov         [][]byte
-	out         []byte // scratch for control frames and responses
-	wbuf        []byte // coalesces long fanout batches (see write)
-	fp          codec.FrameParser
-	iterating   bool    // inside a fanout: closes are deferred
-	deferred    []*conn // closed while iterating
-	now         int64   // Unix nanoseconds, refreshed per event
-	subbed      []codec.SubscribedCity
-	started     []started
-	untilSample int // write batches until the next latency sample
-	// drain progress: the connections held when the drain began
-	drainBegun bool
-	drainTotal int
+	untilSample int     // write batches until the next latency sample
+	drainBegun  bool    // drainTotal is set
+	drainTotal  int     // connections held when the drain began
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
@@ -305,7 +306,7 @@ func (l *loop) housekeeping(context.Context) error {
 	}
 	l.iterating = false
 	l.sweep()
-	if p := l.s.drain.Load(); p != nil {
+	if p := l.s.draining.Load(); p != nil {
 		l.drainStep(p)
 	}
 	if cap(l.out) > maxLoopCache {

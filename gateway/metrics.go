@@ -107,7 +107,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_ingest_errors_total", st.IngestErrors)
 	counter("metrocast_ingest_rejected_total", st.IngestRejected)
 	draining := int64(0)
-	if s.draining() {
+	if s.isDraining() {
 		draining = 1
 	}
 	gauge("metrocast_draining", draining)

@@ -28,11 +28,11 @@ type Server struct {
 	hub      *hub
 	upgrader codec.Upgrader
 
-	eng    gnet.Engine
-	addr   net.Addr
-	booted chan struct{}
-	done   chan error
-	drain  atomic.Pointer[drainPlan] // set once, when Drain begins
+	eng      gnet.Engine
+	addr     net.Addr
+	booted   chan struct{}
+	done     chan error
+	draining atomic.Pointer[drainPlan] // set once, when Drain begins
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy on write, indexed by loop.idx
@@ -209,7 +209,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.accepted.Add(1)
 	l := s.loopOf(c.EventLoop())
-	if s.draining() {
+	if s.isDraining() {
 		l.stats.closes[CloseShutdown].Add(1)
 		return nil, gnet.Close
 	}
