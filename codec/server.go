@@ -165,6 +165,16 @@ func AppendSubscribed(dst []byte, typ string, epoch uint64, cities []SubscribedC
 	return FinishFrame(dst, off, ws.OpText)
 }
 
+// AppendReconnect appends a reconnect frame, sent before a close 1001 when
+// the node drains: connect again (to any node) after afterMs milliseconds.
+func AppendReconnect(dst []byte, afterMs int64) []byte {
+	dst, off := BeginFrame(dst)
+	dst = append(dst, `{"type":"reconnect","after_ms":`...)
+	dst = strconv.AppendInt(dst, afterMs, 10)
+	dst = append(dst, '}')
+	return FinishFrame(dst, off, ws.OpText)
+}
+
 // PongFrame is the reply to a client's {"type":"ping"}.
 var PongFrame = AppendFrame(nil, ws.OpText, []byte(`{"type":"pong"}`))
 

@@ -175,6 +175,15 @@ func TestAppendSubscribed(t *testing.T) {
 		`{"type":"unsubscribed","epoch":0,"cities":[{"city":"paris","seq":0,"resumed":false}]}`)
 }
 
+func TestAppendReconnect(t *testing.T) {
+	f := func(ms int64, want string) {
+		t.Helper()
+		wantJSON(t, decodeTextFrame(t, AppendReconnect(nil, ms)), want)
+	}
+	f(0, `{"type":"reconnect","after_ms":0}`)
+	f(1234, `{"type":"reconnect","after_ms":1234}`)
+}
+
 func TestPongFrame(t *testing.T) {
 	wantJSON(t, decodeTextFrame(t, PongFrame), `{"type":"pong"}`)
 }

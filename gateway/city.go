@@ -20,6 +20,9 @@ type city struct {
 	// and whether the loop has been told about new frames.
 	loopSubs []atomic.Int32
 	dirty    []atomic.Bool
+	// subs counts the city's subscribers on every loop (metrics and
+	// /api/stats; the loops' own lists are what the fanout uses).
+	subs atomic.Int64
 
 	mu sync.Mutex // guards everything below and appends to ring
 	// State: snapshot + merged data_update members, plus the payloads
@@ -63,7 +66,7 @@ func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq := c.ring.head.Load() + 1
-	f := &frame{seq: seq, kind: in.Kind, sev: in.Severity}
+	f := &frame{seq: seq, kind: in.Kind, sev: in.Severity, accepted: monoOf(accepted)}
 	size := 96 + len(c.name) + len(in.Data) + len(in.Alerts)
 	switch in.Kind {
 	case codec.KindDataUpdate:
@@ -144,4 +147,28 @@ func (c *city) initialFrame(epoch uint64) *frame {
 	}
 	c.initial = &frame{seq: d.Seq, kind: codec.KindSnapshot, b: codec.AppendInitialData(nil, &d)}
 	return c.initial
+}
+
+// stats describes the city for /api/stats. It merges the pending updates
+// (as initialFrame would) to measure the state. Safe for concurrent use.
+func (c *city) stats() CityStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mergeLocked()
+	st := CityStats{
+		City:         c.name,
+		Subscribers:  c.subs.Load(),
+		Head:         c.ring.head.Load(),
+		Tail:         c.ring.tail.Load(),
+		RingBytes:    c.ring.bytes,
+		StateKeys:    len(c.keys),
+		RecentAlerts: len(c.recent),
+	}
+	if st.Head >= st.Tail {
+		st.RingFrames = int(st.Head - st.Tail + 1)
+	}
+	for _, k := range c.keys {
+		st.StateBytes += len(k) + len(c.state[k])
+	}
+	return st
 }

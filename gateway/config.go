@@ -18,6 +18,9 @@ type Config struct {
 	Path string
 	// IngestAddr is the TCP ingest listen address. Default "127.0.0.1:7070".
 	IngestAddr string
+	// AdminAddr is the admin HTTP listen address: metrics, health, stats,
+	// pprof and HTTP ingest. Default "127.0.0.1:9090".
+	AdminAddr string
 	// Loops is the number of event loops. Default: the number of CPUs.
 	Loops int
 
@@ -70,9 +73,10 @@ type Config struct {
 	// Default 30s.
 	IngestWriteTimeout time.Duration
 
-	// ShutdownTimeout bounds Shutdown when its context has no deadline.
-	// Default 10s.
-	ShutdownTimeout time.Duration
+	// DrainWindow is how long Shutdown takes at most: the clients are
+	// closed evenly over its first 90%, each told when to reconnect, and
+	// the producers after them (see Server.Drain). Default 10s.
+	DrainWindow time.Duration
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -99,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	if c.IngestAddr == "" {
 		c.IngestAddr = "127.0.0.1:7070"
 	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:9090"
+	}
 	def(&c.Loops, runtime.NumCPU())
 	def(&c.MaxHeaderBytes, 8<<10)
 	def(&c.MaxMessageBytes, 64<<10)
@@ -116,7 +123,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.IngestMaxLineBytes, 1<<20)
 	def(&c.IngestMaxConns, 256)
 	defDur(&c.IngestWriteTimeout, 30*time.Second)
-	defDur(&c.ShutdownTimeout, 10*time.Second)
+	defDur(&c.DrainWindow, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -150,7 +157,7 @@ func (c *Config) Validate() error {
 	check(c.IngestMaxLineBytes >= 1024, "ingest_max_line_bytes (%d) must be ≥ 1024", c.IngestMaxLineBytes)
 	check(c.IngestMaxConns >= 1, "ingest_max_conns (%d) must be ≥ 1", c.IngestMaxConns)
 	check(c.IngestWriteTimeout > 0, "ingest_write_timeout (%s) must be > 0", c.IngestWriteTimeout)
-	check(c.ShutdownTimeout > 0, "shutdown_timeout (%s) must be > 0", c.ShutdownTimeout)
+	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
 	return errors.Join(errs...)
 }
 

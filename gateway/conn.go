@@ -118,6 +118,7 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	cn.state = stateOpen
 	cn.scanned = 0
 	s.upgraded.Add(1)
+	s.metrics.handshake.Update(seconds(l.now - cn.opened))
 	if len(up.Cities) > 0 {
 		cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: up.Cities, Since: up.Since, Epoch: up.Epoch})
 		if cn.state != stateOpen {
@@ -141,7 +142,7 @@ func (cn *conn) frame(b []byte) int {
 	l := cn.l
 	h, hn, err := l.fp.Header(b)
 	if err == nil && hn > 0 {
-		err = codec.CheckClientHeader(h, cn.frag != nil, int64(len(cn.frag)), int64(l.s.cfg.MaxMessageBytes))
+		err = codec.CheckClientHeader(h, cn.frag != nil, int64(len(cn.frag)), int64(l.cfg.MaxMessageBytes))
 	}
 	if err != nil {
 		l.beginClose(cn, reasonOf(err), err.Error())
@@ -240,7 +241,7 @@ func (cn *conn) message(b []byte) {
 func (cn *conn) fail(code, city, msg string) {
 	l := cn.l
 	l.send(cn, codec.AppendError(l.out[:0], code, city, msg))
-	if cn.errors++; int(cn.errors) >= l.s.cfg.MaxClientErrors && cn.state == stateOpen {
+	if cn.errors++; int(cn.errors) >= l.cfg.MaxClientErrors && cn.state == stateOpen {
 		l.beginClose(cn, CloseAbuse, "too many bad messages")
 	}
 }
@@ -283,7 +284,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.cursor, Resumed: true})
 			continue
 		}
-		if len(cn.subs) >= s.cfg.MaxSubscriptions {
+		if len(cn.subs) >= l.cfg.MaxSubscriptions {
 			cn.fail("too_many_subscriptions", name, "subscription limit reached")
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/gorilla/websocket"
@@ -36,6 +37,7 @@ func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.IngestAddr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	if cfg.Loops == 0 {
 		cfg.Loops = 2
 	}
@@ -53,18 +55,20 @@ func startServer(t testing.TB, cfg Config) *Server {
 		shutdowns.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = s.Shutdown(ctx) // the test may have shut it down already
+			_ = s.Drain(ctx, 0) // the test may have shut it down already
 		})
 	})
 	return s
 }
 
-// shutdowns tracks the servers stopping in the background: gnet's
-// Engine.Stop polls every 500 ms, and waiting for it in each test would be
-// most of the suite's time. TestMain waits for them all.
+// shutdowns tracks the servers stopping in the background, so that no
+// test waits for another's loops to stop. TestMain waits for them all.
 var shutdowns sync.WaitGroup
 
 func TestMain(m *testing.M) {
+	// As the binary does: TYPE lines let the tests' Prometheus parser
+	// check histograms and counters as such.
+	metrics.ExposeMetadata(true)
 	code := m.Run()
 	shutdowns.Wait()
 	os.Exit(code)

@@ -67,3 +67,21 @@ func (h *hub) city(name string) (*city, error) {
 	h.count.Add(1)
 	return c, nil
 }
+
+// each calls fn for every city, outside the shard locks. Safe for
+// concurrent use; cities created meanwhile may be missed.
+func (h *hub) each(fn func(*city)) {
+	var batch []*city
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		batch = batch[:0]
+		for _, c := range sh.cities {
+			batch = append(batch, c)
+		}
+		sh.mu.RUnlock()
+		for _, c := range batch {
+			fn(c)
+		}
+	}
+}

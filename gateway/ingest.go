@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,12 +50,14 @@ func (in *ingest) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			in.s.cfg.Logger.Warn("ingest accept failed", "err", err)
+			in.s.warn(&in.s.warnAccept, "ingest accept failed", "err", err)
 			time.Sleep(50 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
 		if !in.track(c) {
 			in.rejected.Add(1)
+			in.s.warn(&in.s.warnRejected, "refused a producer connection: ingest_max_conns reached",
+				"producer", c.RemoteAddr().String())
 			_, _ = c.Write(codec.AppendIngestError(nil, "too many producer connections", 0))
 			_ = c.Close()
 			continue
@@ -67,13 +70,27 @@ func (in *ingest) serve() {
 func (in *ingest) track(c net.Conn) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.closed || len(in.conns) >= in.s.cfg.IngestMaxConns {
+	if in.closed || len(in.conns) >= in.s.live.Load().IngestMaxConns {
 		return false
 	}
 	in.conns[c] = struct{}{}
 	in.wg.Add(1)
 	return true
 }
+
+// enter registers an HTTP publish unless the port is closed; leave ends
+// it. Shutdown waits for these as for producer connections.
+func (in *ingest) enter() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.wg.Add(1)
+	return true
+}
+
+func (in *ingest) leave() { in.wg.Done() }
 
 func (in *ingest) untrack(c net.Conn) {
 	in.mu.Lock()
@@ -83,14 +100,15 @@ func (in *ingest) untrack(c net.Conn) {
 }
 
 // close stops accepting and makes every producer stop reading: each one
-// answers the lines it has already read, then closes.
+// answers the lines it has already read, then closes. A read deadline in
+// the past, rather than CloseRead, so that a producer that keeps sending
+// is not read from forever, and a line cut short is dropped (unanswered:
+// not stored) instead of parsed.
 func (in *ingest) close() {
 	in.mu.Lock()
 	in.closed = true
 	for c := range in.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.CloseRead()
-		}
+		_ = c.SetReadDeadline(time.Now())
 	}
 	in.mu.Unlock()
 	_ = in.ln.Close()
@@ -125,44 +143,104 @@ func (in *ingest) stats(st *Stats) {
 func (in *ingest) handle(c net.Conn) {
 	defer in.untrack(c)
 	defer c.Close()
-	cfg := &in.s.cfg
-	r := newLineReader(c, cfg.IngestMaxLineBytes)
-	w := bufio.NewWriterSize(c, 4<<10)
-	var out []byte
-	for n := 1; ; n++ {
-		line, err := r.next()
-		if err != nil && len(line) == 0 && !errors.Is(err, errLineTooLong) {
-			break
-		}
-		out = out[:0]
-		switch {
-		case errors.Is(err, errLineTooLong):
-			in.errors.Add(1)
-			out = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", cfg.IngestMaxLineBytes), n)
-		case len(line) > 0:
-			out = in.line(line, n, out)
-		}
-		if len(out) > 0 {
-			_ = c.SetWriteDeadline(time.Now().Add(cfg.IngestWriteTimeout))
-			if _, werr := w.Write(out); werr != nil {
-				return
-			}
-		}
-		// Answer once the producer's pipelined lines are all read.
-		if r.buffered() == 0 || err != nil {
-			if w.Flush() != nil {
-				return
-			}
-		}
-		if err != nil && !errors.Is(err, errLineTooLong) {
-			break
-		}
+	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
+	_, _ = in.serveLines(newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
+	if w.Flush() == nil && in.isClosed() {
+		linger(c)
 	}
-	_ = w.Flush()
 }
 
-// line publishes one ingest line and appends its answer (ack or error).
-func (in *ingest) line(line []byte, n int, out []byte) []byte {
+func (in *ingest) isClosed() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.closed
+}
+
+// ingestLinger bounds how long a producer connection stopped by a drain
+// is read and discarded after its last answer.
+const ingestLinger = 200 * time.Millisecond
+
+// linger ends a producer connection that the drain stopped reading: a FIN
+// after the answers, then the lines it sent meanwhile are read and dropped
+// for a moment. Closing with unread input would reset the connection
+// instead, and a reset can cost the producer the end of its answers.
+func linger(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(ingestLinger))
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// deadlineWriter writes to a producer connection, closing it if the
+// producer does not read its answers within IngestWriteTimeout.
+type deadlineWriter struct {
+	c net.Conn
+	s *Server
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.live.Load().IngestWriteTimeout))
+	return d.c.Write(p)
+}
+
+// serveLines is the ingest protocol, shared by the TCP port and HTTP
+// publish: it reads lines from lr until the input ends, publishes each, and
+// writes each answer (an ack for a line with an id, an error for a bad
+// line) to w in line order. flush, unless nil, is called whenever every line
+// read so far is answered and no more input is buffered, so that a producer
+// that pipelines lines gets its answers in batches. It returns how many
+// lines failed, and the error that ended the input (nil at EOF) or a write.
+func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
+	var out []byte
+	for n := 1; ; n++ {
+		line, rerr := lr.next()
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			// close stopped the reading; a part line is not answered.
+			return failed, nil
+		}
+		tooLong := errors.Is(rerr, errLineTooLong)
+		if rerr != nil && len(line) == 0 && !tooLong {
+			return failed, eofIsNil(rerr)
+		}
+		out = out[:0]
+		ok := true
+		switch {
+		case tooLong:
+			in.errors.Add(1)
+			out, ok = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", lr.max), n), false
+		case len(line) > 0:
+			out, ok = in.line(line, n, out)
+		}
+		if !ok {
+			failed++
+		}
+		if len(out) > 0 {
+			if _, err := w.Write(out); err != nil {
+				return failed, err
+			}
+		}
+		if flush != nil && (lr.buffered() == 0 || rerr != nil) {
+			if err := flush(); err != nil {
+				return failed, err
+			}
+		}
+		if rerr != nil && !tooLong {
+			return failed, eofIsNil(rerr)
+		}
+	}
+}
+
+func eofIsNil(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// line publishes one ingest line and appends its answer: an ack if the
+// line has an id, or an error (ok false).
+func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
 	msg, err := codec.ParseIngest(line)
 	if err == nil {
 		var seq uint64
@@ -173,11 +251,11 @@ func (in *ingest) line(line []byte, n int, out []byte) []byte {
 			if msg.ID != "" {
 				out = codec.AppendAck(out, msg.ID, seq)
 			}
-			return out
+			return out, true
 		}
 	}
 	in.errors.Add(1)
-	return codec.AppendIngestError(out, err.Error(), n)
+	return codec.AppendIngestError(out, err.Error(), n), false
 }
 
 var errLineTooLong = errors.New("line too long")

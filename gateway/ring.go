@@ -12,6 +12,9 @@ type frame struct {
 	seq  uint64
 	kind codec.Kind
 	sev  codec.Severity
+	// accepted is when ingest accepted the message (mono): where the
+	// end-to-end delivery latency starts.
+	accepted int64
 	// b is the whole WebSocket frame, header included.
 	b []byte
 }
@@ -27,6 +30,9 @@ type ring struct {
 	mask  uint64
 	head  atomic.Uint64 // seq of the newest frame; 0 when empty
 	tail  atomic.Uint64 // seq of the oldest frame still held
+	// evictions counts frames dropped to make room (the ring lapping its
+	// oldest frames), for metrics. Written under the city lock.
+	evictions atomic.Uint64
 
 	// Guarded by the city lock.
 	bytes    int
@@ -50,6 +56,7 @@ func (r *ring) pushLocked(f *frame) {
 	if old := slot.Load(); old != nil {
 		r.bytes -= len(old.b)
 		r.tail.Store(old.seq + 1)
+		r.evictions.Add(1)
 	}
 	slot.Store(f)
 	r.bytes += len(f.b)
@@ -59,6 +66,7 @@ func (r *ring) pushLocked(f *frame) {
 		r.bytes -= len(s.Load().b)
 		s.Store(nil)
 		r.tail.Store(t + 1)
+		r.evictions.Add(1)
 	}
 }
 

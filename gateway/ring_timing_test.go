@@ -144,6 +144,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 	s, err := New(Config{
 		Addr:       "127.0.0.1:0",
 		IngestAddr: "127.0.0.1:0",
+		AdminAddr:  "127.0.0.1:0",
 		Loops:      2,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// The clients never speak: keep them from being pinged or closed
@@ -181,7 +182,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 		}
 		select {
 		case <-fx.exited:
-			_ = s.Shutdown(context.Background())
+			_ = s.Drain(context.Background(), 0)
 			b.Fatalf("client process exited early:\n%s", fx.out)
 		default:
 		}
@@ -265,7 +266,7 @@ func (fx *fanoutFixture) stalls() uint64 {
 // kill stops the server and the client process (after a failure) and
 // waits for the process, so that its output can be read.
 func (fx *fanoutFixture) kill() {
-	_ = fx.s.Shutdown(context.Background())
+	_ = fx.s.Drain(context.Background(), 0)
 	_ = fx.stdin.Close()
 	_ = fx.child.Process.Kill()
 	<-fx.exited
@@ -274,7 +275,7 @@ func (fx *fanoutFixture) kill() {
 func (fx *fanoutFixture) close(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := fx.s.Shutdown(ctx); err != nil {
+	if err := fx.s.Drain(ctx, 0); err != nil {
 		b.Logf("shutdown: %v", err)
 	}
 	_ = fx.stdin.Close() // the helper exits at EOF on stdin

@@ -4,7 +4,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -22,7 +21,9 @@ import (
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg      Config
+	cfg      Config                 // as started; see live
+	live     atomic.Pointer[Config] // cfg with the settings Reload changed
+	reloadMu sync.Mutex
 	epoch    uint64
 	hub      *hub
 	upgrader codec.Upgrader
@@ -31,7 +32,7 @@ type Server struct {
 	addr     net.Addr
 	booted   chan struct{}
 	done     chan error
-	draining atomic.Bool
+	draining atomic.Pointer[drainPlan] // set once, when Drain begins
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy on write, indexed by loop.idx
@@ -40,7 +41,12 @@ type Server struct {
 	upgraded atomic.Uint64
 	open     atomic.Int64
 
-	ingest *ingest
+	ingest  *ingest
+	admin   *admin
+	metrics *serverMetrics
+
+	// throttles of repeated warnings
+	warnSlow, warnAccept, warnRejected throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -58,16 +64,26 @@ func New(cfg Config) (*Server, error) {
 		booted:   make(chan struct{}),
 		done:     make(chan error, 1),
 	}
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected} {
+		t.period = warnEvery
+	}
+	s.live.Store(&cfg)
 	s.hub = newHub(&s.cfg, cfg.Loops)
 	s.loops.Store(new([]*loop))
+	s.metrics = newServerMetrics(s)
 	return s, nil
 }
 
-// Start listens on the WebSocket and ingest addresses and returns once both
-// accept connections.
+// Start listens on the WebSocket, ingest and admin addresses and returns
+// once all three accept connections.
 func (s *Server) Start() error {
 	ing, err := s.listenIngest()
 	if err != nil {
+		return err
+	}
+	adm, err := s.listenAdmin()
+	if err != nil {
+		ing.close()
 		return err
 	}
 	go func() {
@@ -83,12 +99,15 @@ func (s *Server) Start() error {
 	case <-s.booted:
 	case err := <-s.done:
 		ing.close()
+		_ = adm.ln.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ingest = ing
+	s.ingest, s.admin = ing, adm
 	go ing.serve()
+	go adm.serve()
 	s.cfg.Logger.Info("metrocast listening", "ws", "ws://"+s.addr.String()+s.cfg.Path,
-		"ingest", ing.ln.Addr().String(), "loops", s.cfg.Loops, "epoch", s.epoch)
+		"ingest", ing.ln.Addr().String(), "admin", "http://"+adm.ln.Addr().String(),
+		"loops", s.cfg.Loops, "epoch", s.epoch)
 	return nil
 }
 
@@ -101,43 +120,16 @@ func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
 
-// Shutdown stops accepting, closes every client with 1001 and every
-// producer (after answering the lines it has read), and returns when the
-// node has stopped or ctx (or Config.ShutdownTimeout, if ctx has no
-// deadline) expires.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.draining.CompareAndSwap(false, true) {
-		return errors.New("shutdown already in progress")
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
-		defer cancel()
-	}
-	s.ingest.close()
-	var wg sync.WaitGroup
+// housekeepAll schedules housekeeping on every loop that has none pending.
+// Safe for concurrent use.
+func (s *Server) housekeepAll() {
 	for _, l := range *s.loops.Load() {
-		wg.Add(1)
-		err := l.el.Execute(ctx, gnet.RunnableFunc(func(ctx context.Context) error {
-			defer wg.Done()
-			return l.closeAll(ctx)
-		}))
-		if err != nil {
-			wg.Done()
+		if l.housekeep.CompareAndSwap(false, true) {
+			if l.el.Execute(context.Background(), l.hkTask) != nil {
+				l.housekeep.Store(false)
+			}
 		}
 	}
-	closed := make(chan struct{})
-	go func() { wg.Wait(); close(closed) }()
-	select {
-	case <-closed:
-	case <-ctx.Done():
-	}
-	err := s.eng.Stop(ctx)
-	if err2 := <-s.done; err == nil {
-		err = err2
-	}
-	s.ingest.wait(ctx)
-	return err
 }
 
 // Stats returns a snapshot of the counters.
@@ -149,7 +141,12 @@ func (s *Server) Stats() Stats {
 		Closes:      make(map[string]uint64, closeReasons),
 		Cities:      s.hub.count.Load(),
 	}
+	for _, name := range closeReasonNames {
+		st.Closes[name] = 0
+	}
+	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
 	for _, l := range *s.loops.Load() {
+		st.Subscriptions += l.stats.subscriptions.Load()
 		st.Deliveries += l.stats.deliveries.Load()
 		st.BytesWritten += l.stats.bytesWritten.Load()
 		st.Conflations += l.stats.conflations.Load()
@@ -211,13 +208,14 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 // OnOpen sets up a new connection. Runs on its loop.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.accepted.Add(1)
-	if s.draining.Load() {
+	l := s.loopOf(c.EventLoop())
+	if s.isDraining() {
+		l.stats.closes[CloseShutdown].Add(1)
 		return nil, gnet.Close
 	}
-	l := s.loopOf(c.EventLoop())
 	l.now = time.Now().UnixNano()
-	if s.cfg.SocketSendBuffer > 0 {
-		_ = c.SetWriteBuffer(s.cfg.SocketSendBuffer)
+	if n := l.cfg.SocketSendBuffer; n > 0 {
+		_ = c.SetWriteBuffer(n)
 	}
 	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
 	c.SetContext(cn)
@@ -257,12 +255,8 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTick schedules housekeeping on every loop. Runs on gnet's ticker
 // goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	for _, l := range *s.loops.Load() {
-		if l.housekeep.CompareAndSwap(false, true) {
-			_ = l.el.Execute(context.Background(), l.hkTask)
-		}
-	}
-	return s.cfg.tick(), gnet.None
+	s.housekeepAll()
+	return s.live.Load().tick(), gnet.None
 }
 
 // publish stores one ingest message and wakes the loops that follow its

@@ -12,9 +12,10 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// TestShutdown checks that Shutdown closes every client with 1001 (a
-// handshake in progress just closes), answers the lines producers sent
-// before closing them, and refuses new connections.
+// TestShutdown checks that a drain with no window closes every client with
+// a reconnect hint and 1001 (a handshake in progress just closes), answers
+// the lines producers sent before closing them, and refuses new
+// connections.
 func TestShutdown(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{})
@@ -43,29 +44,36 @@ func TestShutdown(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %s", err)
+	if err := s.Drain(ctx, 0); err != nil {
+		t.Fatalf("Drain: %s", err)
 	}
 
 	for i, c := range clients {
-		// Frames published before the shutdown may come first, in order.
+		// Frames published before the shutdown may come first, in order,
+		// then the reconnect hint.
 		var last uint64
+		hinted := false
 		for {
 			b, err := c.next(readTimeout)
 			var ce *closedError
 			if errors.As(err, &ce) {
-				if ce.code != ws.StatusGoingAway {
-					t.Errorf("%s: closed with %d %q, want 1001", dialers[i].name, ce.code, ce.reason)
+				if ce.code != ws.StatusGoingAway || !hinted {
+					t.Errorf("%s: closed with %d %q (hint sent: %v), want a hint then 1001", dialers[i].name, ce.code, ce.reason, hinted)
 				}
 				break
 			}
 			if err != nil {
 				t.Fatalf("%s: read failed before a close frame: %s", dialers[i].name, err)
 			}
-			if m, err := parseMsg(b); err != nil || m.Type != "data_update" || m.Seq != last+1 {
-				t.Fatalf("%s: got %s after seq %d", dialers[i].name, b, last)
+			m, err := parseMsg(b)
+			switch {
+			case err == nil && !hinted && m.Type == "data_update" && m.Seq == last+1:
+				last++
+			case err == nil && !hinted && m.Type == "reconnect":
+				hinted = true
+			default:
+				t.Fatalf("%s: got %s after seq %d (hint sent: %v)", dialers[i].name, b, last, hinted)
 			}
-			last++
 		}
 	}
 	raw.expectClose(t, ws.StatusGoingAway)
@@ -100,6 +108,6 @@ func TestShutdown(t *testing.T) {
 		}
 	}
 	if err := s.Shutdown(context.Background()); err == nil {
-		t.Errorf("a second Shutdown returned nil, want an error")
+		t.Errorf("Shutdown after Drain returned nil, want an error")
 	}
 }

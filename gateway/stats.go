@@ -31,28 +31,48 @@ func (r CloseReason) String() string { return closeReasonNames[r] }
 
 // loopStats are counted by one event loop; other goroutines only read them.
 type loopStats struct {
-	deliveries   atomic.Uint64
-	bytesWritten atomic.Uint64
-	conflations  atomic.Uint64
-	stalls       atomic.Uint64
-	closes       [closeReasons]atomic.Uint64
-	_            [64]byte
+	deliveries    atomic.Uint64
+	bytesWritten  atomic.Uint64
+	conflations   atomic.Uint64
+	stalls        atomic.Uint64
+	subscriptions atomic.Int64
+	closes        [closeReasons]atomic.Uint64
+	_             [64]byte
 }
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections    int64  // open WebSocket connections
-	Accepted       uint64 // connections accepted since start
-	Upgraded       uint64 // connections upgraded since start
-	Deliveries     uint64 // city frames written to clients
-	BytesWritten   uint64 // bytes of city frames written
-	Conflations    uint64 // subscribers lapped and resent initial_data
-	Stalls         uint64 // times a subscriber went over the backlog limit
-	Closes         map[string]uint64
-	Cities         int64
-	IngestConns    int64
-	IngestFrames   uint64
-	IngestBytes    uint64
-	IngestErrors   uint64
-	IngestRejected uint64 // producer connections refused over the limit
+	Connections    int64             `json:"connections"`   // open WebSocket connections
+	Accepted       uint64            `json:"accepted"`      // connections accepted since start
+	Upgraded       uint64            `json:"upgraded"`      // connections upgraded since start
+	Subscriptions  int64             `json:"subscriptions"` // current subscriptions, all cities
+	Deliveries     uint64            `json:"deliveries"`    // city frames written to clients
+	BytesWritten   uint64            `json:"bytes_written"` // bytes of city frames written
+	Conflations    uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
+	Stalls         uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
+	Closes         map[string]uint64 `json:"closes"`        // closed connections by close reason
+	Cities         int64             `json:"city_count"`
+	RingEvictions  uint64            `json:"ring_evictions"` // frames the rings dropped to make room
+	IngestConns    int64             `json:"ingest_conns"`
+	IngestFrames   uint64            `json:"ingest_frames"`
+	IngestBytes    uint64            `json:"ingest_bytes"`
+	IngestErrors   uint64            `json:"ingest_errors"`
+	IngestRejected uint64            `json:"ingest_rejected"` // producer connections refused over the limit
+}
+
+// CityStats describes one city (Server.Cities, /api/stats).
+type CityStats struct {
+	City        string `json:"city"`
+	Subscribers int64  `json:"subscribers"`
+	// Head is the seq of the newest frame (0: none yet); Tail the seq of
+	// the oldest frame the ring still holds for replay.
+	Head       uint64 `json:"head_seq"`
+	Tail       uint64 `json:"tail_seq"`
+	RingFrames int    `json:"ring_frames"`
+	RingBytes  int    `json:"ring_bytes"`
+	// StateKeys and StateBytes measure the merged state sent as
+	// initial_data (member names plus raw values).
+	StateKeys    int `json:"state_keys"`
+	StateBytes   int `json:"state_bytes"`
+	RecentAlerts int `json:"recent_alerts"`
 }

@@ -3,25 +3,33 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// TestBinaryEndToEnd runs the real binary as a user would: serve, a
-// WebSocket client, `metrocast push`, then SIGTERM.
+// TestBinaryEndToEnd runs the real binary as a user would: serve with a
+// config file, a WebSocket client, `metrocast push`, a scrape of /metrics,
+// SIGHUP after editing the file, then SIGTERM.
 func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "metrocast")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "metrocast")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -31,7 +39,20 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("version: %q %v", out, err)
 	}
 
-	srv := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-loops", "2")
+	cfgPath := filepath.Join(dir, "metrocast.yaml")
+	writeFile := func(extra string) {
+		t.Helper()
+		text := "addr: 127.0.0.1:0\nadmin_addr: 127.0.0.1:0\nloops: 2\ndrain_window: 1s\nlog_format: json\n" + extra
+		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile("")
+	if out, err := exec.Command(bin, "config", "check", cfgPath).CombinedOutput(); err != nil || !strings.Contains(string(out), "log_format: json") {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
+
+	srv := exec.Command(bin, "serve", "--config", cfgPath, "-ring-size", "64")
 	srv.Env = append(os.Environ(), "METROCAST_INGEST_ADDR=127.0.0.1:0")
 	stderr, err := srv.StderrPipe()
 	if err != nil {
@@ -41,35 +62,13 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	logs := readLogs(t, stderr)
 
-	// The first log line names the bound addresses.
-	logs := bufio.NewScanner(stderr)
-	addrs := regexp.MustCompile(`ws=(ws://\S+) ingest=(\S+)`)
-	var wsURL, ingestAddr string
-	for logs.Scan() {
-		if m := addrs.FindStringSubmatch(logs.Text()); m != nil {
-			wsURL, ingestAddr = m[1], m[2]
-			break
-		}
-	}
-	if wsURL == "" {
-		t.Fatalf("no listening line in the logs (%v)", logs.Err())
-	}
-	rest := make(chan string, 1)
-	go func() {
-		var b strings.Builder
-		for logs.Scan() {
-			b.WriteString(logs.Text() + "\n")
-		}
-		rest <- b.String()
-	}()
+	// The first info line names the bound addresses.
+	up := logs.wait(t, "metrocast listening")
+	wsURL, ingestAddr, adminURL := up["ws"].(string), up["ingest"].(string), up["admin"].(string)
 
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ws := dialWS(t, wsURL)
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth","token":"demo","cityId":"nairobi"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -90,16 +89,79 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("data_update = %v", m)
 	}
 
+	// The binary exposes TYPE lines: the families parse as what they are.
+	fams := scrapeFamilies(t, adminURL+"/metrics")
+	for name, want := range map[string]dto.MetricType{
+		"metrocast_deliveries_total":         dto.MetricType_COUNTER,
+		"metrocast_connections":              dto.MetricType_GAUGE,
+		"metrocast_delivery_latency_seconds": dto.MetricType_HISTOGRAM,
+		"process_cpu_seconds_total":          dto.MetricType_COUNTER,
+	} {
+		f := fams[name]
+		if f == nil || f.GetType() != want {
+			t.Errorf("/metrics: %s is %v, want %v", name, f, want)
+		}
+	}
+	if v := fams["metrocast_deliveries_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
+		t.Errorf("metrocast_deliveries_total = %v, want 1", v)
+	}
+
+	// SIGHUP applies a live key at once and warns about one that needs a
+	// restart.
+	writeFile("max_client_errors: 2\nrecent_alerts: 8\n")
+	if err := srv.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if l := logs.wait(t, "reloaded the configuration"); !slices.Contains(strs(l["changed_since_start"]), "max_client_errors") {
+		t.Errorf("reload log %v does not list max_client_errors", l)
+	}
+	if l := logs.wait(t, "settings changed that take a restart; they keep their start-up values"); !slices.Equal(strs(l["keys"]), []string{"recent_alerts"}) {
+		t.Errorf("restart warning %v, want keys [recent_alerts]", l)
+	}
+	bad := dialWS(t, wsURL)
+	sent := 0
+	for ; sent < 10; sent++ {
+		if err := bad.WriteMessage(websocket.TextMessage, []byte(`{"type":"nope"}`)); err != nil {
+			break
+		}
+		if _, _, err := bad.ReadMessage(); websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+			break
+		}
+	}
+	// The loops pick the new limit up at once; allow one message of slack.
+	if sent > 2 {
+		t.Errorf("closed after %d bad messages, want 2 (max_client_errors reloaded)", sent+1)
+	}
+
+	stopped := time.Now()
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	if m := expectType(t, ws, "reconnect"); m["after_ms"] == nil {
+		t.Fatalf("reconnect hint without after_ms: %v", m)
 	}
 	_, _, err = ws.ReadMessage()
 	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("after SIGTERM: %v, want close 1001", err)
 	}
 	if err := srv.Wait(); err != nil {
-		t.Fatalf("serve exited with %v; logs:\n%s", err, <-rest)
+		t.Fatalf("serve exited with %v; logs:\n%s", err, logs.all())
 	}
+	// The drain window is 1s; allow for a loaded machine.
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("serve took %s to exit after SIGTERM with a 1s drain window", d)
+	}
+}
+
+func dialWS(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return ws
 }
 
 func expectType(t *testing.T, ws *websocket.Conn, typ string) map[string]any {
@@ -113,4 +175,86 @@ func expectType(t *testing.T, ws *websocket.Conn, typ string) map[string]any {
 		t.Fatalf("got %s, want a %s message", b, typ)
 	}
 	return m
+}
+
+func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("cannot parse %s: %s", url, err)
+	}
+	return fams
+}
+
+func strs(v any) []string {
+	var out []string
+	list, _ := v.([]any)
+	for _, s := range list {
+		if s, ok := s.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// jsonLogs reads the server's JSON log lines as they come.
+type jsonLogs struct {
+	lines chan map[string]any
+	mu    sync.Mutex
+	raw   strings.Builder
+}
+
+func readLogs(t *testing.T, r io.Reader) *jsonLogs {
+	l := &jsonLogs{lines: make(chan map[string]any, 100)}
+	go func() {
+		defer close(l.lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.raw.WriteString(sc.Text() + "\n")
+			l.mu.Unlock()
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"msg": "NOT JSON: " + sc.Text()}
+			}
+			l.lines <- m
+		}
+	}()
+	return l
+}
+
+// wait returns the next log line whose msg is msg, failing the test on a
+// line that is not JSON or after 10 s.
+func (l *jsonLogs) wait(t *testing.T, msg string) map[string]any {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-l.lines:
+			if !ok {
+				t.Fatalf("the server's log ended before %q:\n%s", msg, l.all())
+			}
+			if s, _ := m["msg"].(string); strings.HasPrefix(s, "NOT JSON") {
+				t.Fatalf("log_format json wrote %s", s)
+			}
+			if m["msg"] == msg {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no log %q within 10s:\n%s", msg, l.all())
+		}
+	}
+}
+
+func (l *jsonLogs) all() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.raw.String()
 }

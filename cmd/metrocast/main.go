@@ -1,8 +1,9 @@
 // Command metrocast runs a metrocast node and its tools.
 //
-//	metrocast serve [flags]   run a node (every flag also reads METROCAST_<NAME>)
-//	metrocast push [flags]    send NDJSON from stdin to the ingest port, with acks
-//	metrocast version         print the version
+//	metrocast serve [flags]           run a node (config file, METROCAST_<KEY>, flags)
+//	metrocast config check FILE       validate a config file and print the effective config
+//	metrocast push [flags]            send NDJSON from stdin to the ingest port, with acks
+//	metrocast version                 print the version
 package main
 
 import (
@@ -23,6 +24,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = runServe(args)
+	case "config":
+		err = runConfig(args)
 	case "push":
 		err = runPush(args)
 	case "version", "-version", "--version":
@@ -44,7 +47,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: metrocast <command> [flags]
 
 commands:
-  serve     run a node (see 'metrocast serve -h'; every flag also reads METROCAST_<FLAG>)
+  serve     run a node (see 'metrocast serve -h'): -config FILE, METROCAST_<KEY>, flags
+  config    'config check FILE' validates a config file and prints the effective config
   push      send NDJSON lines from stdin to the ingest port and print the acks
   version   print the version
 `)

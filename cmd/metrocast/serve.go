@@ -2,90 +2,57 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
+	"slices"
 	"syscall"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/metrocast/metrocast/gateway"
 )
 
-// bindConfig registers one flag per Config field; each flag's default comes
-// from METROCAST_<FLAG> (dashes as underscores) when set, else the built-in
-// default. Flags given on the command line win over the environment.
-func bindConfig(fs *flag.FlagSet, c *gateway.Config) *string {
-	d := gateway.Config{}.WithDefaults()
-
-	fs.StringVar(&c.Addr, "addr", d.Addr, "WebSocket listen address")
-	fs.StringVar(&c.Path, "path", d.Path, "WebSocket endpoint path")
-	fs.StringVar(&c.IngestAddr, "ingest-addr", d.IngestAddr, "TCP ingest listen address (newline-delimited JSON)")
-	fs.IntVar(&c.Loops, "loops", d.Loops, "event loops (default: number of CPUs)")
-	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", d.MaxHeaderBytes, "largest upgrade request head")
-	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", d.MaxMessageBytes, "largest client message (close 1009 past it)")
-	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", d.MaxSubscriptions, "cities one connection may follow")
-	fs.IntVar(&c.MaxCities, "max-cities", d.MaxCities, "cities one node may hold")
-	fs.IntVar(&c.MaxClientErrors, "max-client-errors", d.MaxClientErrors, "bad client messages before close 1008")
-	fs.IntVar(&c.RingSize, "ring-size", d.RingSize, "frames kept per city for replay")
-	fs.IntVar(&c.RingBytes, "ring-bytes", d.RingBytes, "bytes kept per city for replay")
-	fs.IntVar(&c.RecentAlerts, "recent-alerts", d.RecentAlerts, "alerts messages per city sent to late joiners in initial_data")
-	fs.IntVar(&c.MaxBacklogBytes, "max-backlog-bytes", d.MaxBacklogBytes, "outbound backlog past which a subscriber is paused (then conflated)")
-	fs.DurationVar(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog before close 1008")
-	fs.IntVar(&c.SocketSendBuffer, "socket-send-buffer", d.SocketSendBuffer, "SO_SNDBUF for client sockets (0: kernel default)")
-	fs.DurationVar(&c.PingInterval, "ping-interval", d.PingInterval, "ping an idle connection this often")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
-	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection that has not upgraded by then")
-	fs.IntVar(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line")
-	fs.IntVar(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
-	fs.DurationVar(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "bound on a graceful stop")
-	logFormat := new(string)
-	fs.StringVar(logFormat, "log-format", "text", "log format: text or json")
-	return logFormat
+// serveConfig returns the configuration of `metrocast serve` with its
+// command line parsed, and the -config flag's value.
+func serveConfig(args []string) (*config, string, error) {
+	c := newConfig("serve")
+	file := c.fs.String("config", "", "YAML config `file` (keys as in deploy/metrocast.yaml; env METROCAST_CONFIG)")
+	if err := c.fs.Parse(args); err != nil {
+		return nil, "", err
+	}
+	if c.fs.NArg() > 0 {
+		return nil, "", fmt.Errorf("serve: unexpected argument %q", c.fs.Arg(0))
+	}
+	return c, *file, nil
 }
 
-// applyEnv sets every flag not given on the command line from
-// METROCAST_<FLAG> when that variable is set.
-func applyEnv(fs *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "METROCAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v, ok := os.LookupEnv(env)
-		if !ok || given[f.Name] || err != nil {
-			return
-		}
-		if e := f.Value.Set(v); e != nil {
-			err = fmt.Errorf("%s=%q: %w", env, v, e)
-		}
-	})
-	return err
+// newLogger returns the process's logger, its level adjustable.
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg gateway.Config
-	logFormat := bindConfig(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
+	c, file, err := serveConfig(args)
+	if err != nil {
 		return err
 	}
-	if err := applyEnv(fs); err != nil {
-		return err
+	if err := c.load(file); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
 	}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-	switch *logFormat {
-	case "text":
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		return fmt.Errorf("log-format (%q) must be text or json", *logFormat)
-	}
-	cfg.Logger = slog.New(h)
+	level := new(slog.LevelVar)
+	level.Set(c.logLevel)
+	log := newLogger(os.Stderr, c.logFormat, level)
 
+	cfg := c.gw
+	cfg.Logger = log
 	cfg = cfg.WithDefaults()
 	// gnet's loops sit in epoll_wait holding a P each. With Loops equal to
 	// GOMAXPROCS the ingest goroutines wait for sysmon to retake a P, up to
@@ -94,6 +61,9 @@ func runServe(args []string) error {
 	if n := cfg.Loops + 2; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
 	}
+	// TYPE lines let Prometheus and Grafana treat histograms and counters
+	// as such.
+	metrics.ExposeMetadata(true)
 	s, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
@@ -102,13 +72,54 @@ func runServe(args []string) error {
 		return err
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	got := <-sig
-	cfg.Logger.Info("stopping", "signal", got.String())
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for got := range sig {
+		if got == syscall.SIGHUP {
+			reload(s, c, args, level, log)
+			continue
+		}
+		log.Info("stopping", "signal", got.String())
+		break
+	}
 	signal.Stop(sig) // a second signal kills at once
 	if err := s.Shutdown(context.Background()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	cfg.Logger.Info("stopped")
+	log.Info("stopped")
 	return nil
+}
+
+// reload re-reads the configuration as at start-up (file, environment and
+// flags) and applies the keys that can change on a running node
+// (liveKeys). Keys that differ from start but take a restart are logged;
+// an invalid configuration is logged and changes nothing.
+func reload(s *gateway.Server, start *config, args []string, level *slog.LevelVar, log *slog.Logger) {
+	c, file, err := serveConfig(args)
+	if err == nil {
+		err = c.load(file)
+	}
+	if err == nil {
+		err = s.Reload(c.gw)
+	}
+	if err != nil {
+		log.Error("reload failed; the running configuration is unchanged", "err", err)
+		return
+	}
+	level.Set(c.logLevel)
+	live := liveKeys()
+	var changed, restart []string
+	for _, name := range c.names {
+		if c.fs.Lookup(name).Value.String() == start.fs.Lookup(name).Value.String() {
+			continue
+		}
+		if key := keyName(name); slices.Contains(live, key) {
+			changed = append(changed, key)
+		} else {
+			restart = append(restart, key)
+		}
+	}
+	log.Info("reloaded the configuration", "changed_since_start", changed)
+	if len(restart) > 0 {
+		log.Warn("settings changed that take a restart; they keep their start-up values", "keys", restart)
+	}
 }

@@ -1,82 +1,199 @@
 package main
 
 import (
-	"flag"
+	"bytes"
 	"os"
+	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
-
-	"github.com/metrocast/metrocast/gateway"
 )
 
 // TestREADMEConfigTable keeps the README's configuration reference and the
-// real flags from drifting apart: same names, same defaults.
+// real settings from drifting apart: same keys, same defaults, same keys
+// marked live.
 func TestREADMEConfigTable(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("(?m)^\\| `-([a-z0-9-]+)` \\| `?([^`|]*?)`? \\|")
-	documented := map[string]string{}
-	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
-		documented[m[1]] = m[2]
+	row := regexp.MustCompile("(?m)^\\| `([a-z0-9_]+)` \\| `?([^`|]*?)`? \\| (live)? ?\\|")
+	type doc struct {
+		def  string
+		live bool
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	bindConfig(fs, new(gateway.Config))
-	fs.VisitAll(func(f *flag.Flag) {
-		doc, ok := documented[f.Name]
+	documented := map[string]doc{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		documented[m[1]] = doc{m[2], m[3] == "live"}
+	}
+	c := newConfig("serve")
+	live := liveKeys()
+	for _, name := range c.names {
+		key := keyName(name)
+		d, ok := documented[key]
+		f := c.fs.Lookup(name)
 		switch {
 		case !ok:
-			t.Errorf("flag -%s is not in the README's configuration table", f.Name)
-		case f.Name == "loops":
-			if doc != "CPUs" {
-				t.Errorf("README default of -loops = %q, want CPUs", doc)
-			}
-		case doc != f.DefValue:
-			t.Errorf("README default of -%s = %q, flag default %q", f.Name, doc, f.DefValue)
+			t.Errorf("%s is not in the README's configuration table", key)
+		case d.def != f.DefValue:
+			t.Errorf("README default of %s = %q, real default %q", key, d.def, f.DefValue)
+		case d.live != slices.Contains(live, key):
+			t.Errorf("README marks %s live: %v; SIGHUP applies it: %v", key, d.live, !d.live)
 		}
-		delete(documented, f.Name)
-	})
-	for name := range documented {
-		t.Errorf("README documents -%s, which is not a flag", name)
+		delete(documented, key)
+	}
+	for key := range documented {
+		t.Errorf("the README documents %s, which is not a setting", key)
+	}
+	for _, key := range live {
+		if !slices.Contains(c.names, flagName(key)) {
+			t.Errorf("live key %s is not a setting", key)
+		}
 	}
 }
 
-func TestEnvOverrides(t *testing.T) {
-	// Each case runs in its own subtest: t.Setenv restores at its end.
-	f := func(env map[string]string, args []string, wantAddr string, wantRing int, wantErr string) {
-		t.Helper()
-		t.Run("", func(t *testing.T) { envCase(t, env, args, wantAddr, wantRing, wantErr) })
-	}
-	f(nil, nil, "127.0.0.1:7070", 1024, "")
-	f(map[string]string{"METROCAST_INGEST_ADDR": "127.0.0.1:9999", "METROCAST_RING_SIZE": "64"}, nil, "127.0.0.1:9999", 64, "")
-	// The command line wins over the environment.
-	f(map[string]string{"METROCAST_RING_SIZE": "64"}, []string{"-ring-size", "32"}, "127.0.0.1:7070", 32, "")
-	f(map[string]string{"METROCAST_RING_SIZE": "lots"}, nil, "", 0, "METROCAST_RING_SIZE")
-}
-
-func envCase(t *testing.T, env map[string]string, args []string, wantAddr string, wantRing int, wantErr string) {
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg gateway.Config
-	bindConfig(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
+// TestExampleConfig checks that deploy/metrocast.yaml sets every key, each
+// to its default.
+func TestExampleConfig(t *testing.T) {
+	const path = "../../deploy/metrocast.yaml"
+	c := newConfig("serve")
+	if err := c.load(path); err != nil {
 		t.Fatal(err)
 	}
-	err := applyEnv(fs)
-	if wantErr != "" {
-		if err == nil || !strings.Contains(err.Error(), wantErr) {
-			t.Fatalf("err = %v, want %q", err, wantErr)
+	for _, name := range c.names {
+		if !strings.HasPrefix(c.from[keyName(name)], path+":") {
+			t.Errorf("%s does not set %s", path, keyName(name))
 		}
-		return
 	}
+	if def := newConfig("serve"); !reflect.DeepEqual(*c.settings, *def.settings) {
+		t.Errorf("%s differs from the defaults:\n%+v\nwant\n%+v", path, *c.settings, *def.settings)
+	}
+}
+
+// writeConfig writes a config file in a fresh directory and returns its
+// path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "metrocast.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestConfigErrors checks that a bad file, variable or flag is reported
+// with its key, what it must be, and where it was set.
+func TestConfigErrors(t *testing.T) {
+	f := func(file string, env map[string]string, want string) {
+		t.Helper()
+		t.Run("", func(t *testing.T) {
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			path := writeConfig(t, file)
+			err := newConfig("serve").load(path)
+			if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(want, "FILE", path)) {
+				t.Fatalf("error %v, want %q", err, want)
+			}
+		})
+	}
+	f("ring_size: 1\n", nil, "ring_size (1) must be in [2, 1048576] (set by FILE:1)")
+	f("# c\nring_size: lots\n", nil, `FILE:2: ring_size: invalid value "lots": want an integer`)
+	f("slow_timeout: 30\n", nil, `FILE:1: slow_timeout: invalid value "30": want a duration such as 500ms, 30s or 2m`)
+	f("ring-size: 8\n", nil, `FILE:1: unknown key "ring-size"`)
+	f("config: x.yaml\n", nil, `FILE:1: unknown key "config"`)
+	f("shutdown_timeout: 1s\n", nil, `FILE:1: unknown key "shutdown_timeout"`)
+	f("ring_size: 8\nring_size: 9\n", nil, "FILE:2: ring_size is set twice")
+	f("ring_size:\n", nil, "FILE:1: ring_size needs one value (an integer)")
+	f("ring_size: [1, 2]\n", nil, "FILE:1: ring_size needs one value")
+	f("- ring_size\n", nil, "FILE:1: want a mapping of key: value")
+	f("log_format: xml\n", nil, `log_format ("xml") must be text or json (set by FILE:1)`)
+	f("log_level: loud\n", nil, `log_level: invalid value "loud": want debug, info, warn or error`)
+	f("idle_timeout: 10s\n", nil, "idle_timeout (10s) must be > ping_interval (25s) (set by FILE:1)")
+	f("", map[string]string{"METROCAST_RING_SIZE": "lots"}, `METROCAST_RING_SIZE="lots": invalid value: want an integer`)
+	f("", map[string]string{"METROCAST_RING_SIZE": "1"}, "ring_size (1) must be in [2, 1048576] (set by METROCAST_RING_SIZE)")
+}
+
+// TestREADMEConfigError runs the README's example of an invalid
+// configuration and expects its message word for word.
+func TestREADMEConfigError(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.IngestAddr != wantAddr || cfg.RingSize != wantRing {
-		t.Fatalf("ingest addr %q ring %d, want %q %d", cfg.IngestAddr, cfg.RingSize, wantAddr, wantRing)
+	m := regexp.MustCompile("(?s)metrocast: (invalid configuration: .*?)\n```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("no invalid configuration example in the README")
+	}
+	t.Chdir(t.TempDir())
+	if err := os.WriteFile("metrocast.yaml", []byte("# Two mistakes.\naddr: :8080\nring_size: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("METROCAST_MAX_BACKLOG_BYTES", "100")
+	err = newConfig("serve").load("metrocast.yaml")
+	if err == nil || "invalid configuration: "+err.Error() != string(m[1]) {
+		t.Fatalf("got\n%v\nREADME says\n%s", err, m[1])
+	}
+}
+
+// TestConfigPrecedence checks defaults < file < environment < flags.
+func TestConfigPrecedence(t *testing.T) {
+	path := writeConfig(t, "ring_size: 8\nring_bytes: 8192\nrecent_alerts: 8\nmax_cities: 8\n")
+	t.Setenv("METROCAST_RING_BYTES", "16384")
+	t.Setenv("METROCAST_RECENT_ALERTS", "16")
+	c := newConfig("serve")
+	if err := c.fs.Parse([]string{"-recent-alerts", "32"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(path); err != nil {
+		t.Fatal(err)
+	}
+	got := []int{c.gw.MaxCities, c.gw.RingSize, c.gw.RingBytes, c.gw.RecentAlerts, c.gw.MaxSubscriptions}
+	if want := []int{8, 8, 16384, 32, 128}; !slices.Equal(got, want) {
+		t.Fatalf("max_cities, ring_size, ring_bytes, recent_alerts, max_subscriptions = %v, want %v", got, want)
+	}
+	if c.from["ring_bytes"] != "METROCAST_RING_BYTES" || c.from["recent_alerts"] != "-recent-alerts" {
+		t.Errorf("sources %v", c.from)
+	}
+}
+
+// TestConfigFileFromEnv checks that METROCAST_CONFIG names the file.
+func TestConfigFileFromEnv(t *testing.T) {
+	t.Setenv("METROCAST_CONFIG", writeConfig(t, "ring_size: 8\n"))
+	c := newConfig("serve")
+	if err := c.load(""); err != nil {
+		t.Fatal(err)
+	}
+	if c.gw.RingSize != 8 {
+		t.Fatalf("ring_size %d, want 8 from METROCAST_CONFIG's file", c.gw.RingSize)
+	}
+}
+
+// TestConfigCheck checks that `config check` prints a file that loads back
+// to the same settings.
+func TestConfigCheck(t *testing.T) {
+	path := writeConfig(t, "ring_size: 8\nlog_level: warn\ndrain_window: 90s\naddr: 127.0.0.1:0\n")
+	var out bytes.Buffer
+	if err := configCheck(&out, path); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ring_size: 8\n") || !strings.Contains(out.String(), "drain_window: 1m30s\n") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	back := newConfig("serve")
+	if err := back.load(writeConfig(t, out.String())); err != nil {
+		t.Fatalf("the printed config does not load: %s\n%s", err, out.String())
+	}
+	orig := newConfig("serve")
+	if err := orig.load(path); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*back.settings, *orig.settings) {
+		t.Errorf("printed config loads as\n%+v\nwant\n%+v", *back.settings, *orig.settings)
+	}
+	if err := configCheck(&out, writeConfig(t, "ring_size: 1\n")); err == nil {
+		t.Errorf("config check of a bad file passed")
 	}
 }

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/metrocast/metrocast/gateway"
+)
+
+// settings is everything `metrocast serve` reads: the gateway's Config and
+// the process's own logging settings.
+type settings struct {
+	gw        gateway.Config
+	logFormat string
+	logLevel  slog.Level
+}
+
+// Every setting has one name in three places: the config file key
+// (ring_size), the flag (-ring-size) and the environment variable
+// (METROCAST_RING_SIZE). The keys are those gateway.Config.Validate names.
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+func keyName(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
+func envName(key string) string  { return "METROCAST_" + strings.ToUpper(key) }
+
+// bindConfig registers one flag per setting on fs, bound to st, with the
+// built-in defaults, and returns the flag names in the order the README
+// and deploy/metrocast.yaml list them.
+func bindConfig(fs *flag.FlagSet, st *settings) []string {
+	d := gateway.Config{}.WithDefaults()
+	c := &st.gw
+	var names []string
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, def, usage)
+		names = append(names, name)
+	}
+	num := func(p *int, name string, def int, usage string) {
+		fs.IntVar(p, name, def, usage)
+		names = append(names, name)
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage)
+		names = append(names, name)
+	}
+
+	str(&c.Addr, "addr", d.Addr, "WebSocket listen address")
+	str(&c.Path, "path", d.Path, "WebSocket endpoint path")
+	str(&c.IngestAddr, "ingest-addr", d.IngestAddr, "TCP ingest listen address (newline-delimited JSON)")
+	str(&c.AdminAddr, "admin-addr", d.AdminAddr, "admin HTTP listen address (metrics, health, stats, pprof, HTTP ingest)")
+	num(&c.Loops, "loops", 0, "event loops (0: one per CPU)")
+	num(&c.MaxHeaderBytes, "max-header-bytes", d.MaxHeaderBytes, "largest upgrade request head")
+	num(&c.MaxMessageBytes, "max-message-bytes", d.MaxMessageBytes, "largest client message (close 1009 past it)")
+	num(&c.MaxSubscriptions, "max-subscriptions", d.MaxSubscriptions, "cities one connection may follow")
+	num(&c.MaxCities, "max-cities", d.MaxCities, "cities one node may hold")
+	num(&c.MaxClientErrors, "max-client-errors", d.MaxClientErrors, "bad client messages before close 1008")
+	num(&c.RingSize, "ring-size", d.RingSize, "frames kept per city for replay")
+	num(&c.RingBytes, "ring-bytes", d.RingBytes, "bytes kept per city for replay")
+	num(&c.RecentAlerts, "recent-alerts", d.RecentAlerts, "alerts messages per city sent to late joiners in initial_data")
+	num(&c.MaxBacklogBytes, "max-backlog-bytes", d.MaxBacklogBytes, "outbound backlog past which a subscriber is paused (then conflated)")
+	dur(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog before close 1008")
+	num(&c.SocketSendBuffer, "socket-send-buffer", d.SocketSendBuffer, "SO_SNDBUF for client sockets (0: kernel default)")
+	dur(&c.PingInterval, "ping-interval", d.PingInterval, "ping an idle connection this often")
+	dur(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
+	dur(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection that has not upgraded by then")
+	num(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line")
+	num(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
+	dur(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
+	dur(&c.DrainWindow, "drain-window", d.DrainWindow, "on SIGTERM, close clients evenly over this window, then producers, then exit")
+	str(&st.logFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&st.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	names = append(names, "log-level")
+	return names
+}
+
+// liveKeys are the keys a SIGHUP applies to a running node: the gateway's
+// (gateway.LiveKeys) and the log level.
+func liveKeys() []string { return append(gateway.LiveKeys(), "log_level") }
+
+// config is a configuration being loaded, and where each setting came
+// from.
+type config struct {
+	*settings
+	fs    *flag.FlagSet     // one flag per setting, bound to settings
+	names []string          // flag names, in order
+	from  map[string]string // key → "FILE:LINE", "METROCAST_…" or "-flag"
+}
+
+// newConfig returns the built-in defaults, with a flag set named name to
+// parse the command line into.
+func newConfig(name string) *config {
+	c := &config{settings: new(settings), fs: flag.NewFlagSet(name, flag.ContinueOnError), from: map[string]string{}}
+	c.names = bindConfig(c.fs, c.settings)
+	return c
+}
+
+// load completes the configuration from, lowest first: the built-in
+// defaults, the config file (file, or METROCAST_CONFIG when file is
+// empty), the METROCAST_<KEY> variables and the flags already parsed into
+// c.fs. It checks the result: errors name the offending key, the allowed
+// range and where the value was set.
+func (c *config) load(file string) error {
+	given := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) {
+		given[f.Name] = true
+		c.from[keyName(f.Name)] = "-" + f.Name
+	})
+	if file == "" {
+		file = os.Getenv("METROCAST_CONFIG")
+	}
+	if file != "" {
+		if err := c.applyFile(file, given); err != nil {
+			return err
+		}
+	}
+	if err := c.applyEnv(given); err != nil {
+		return err
+	}
+	return c.check()
+}
+
+// applyFile sets every key of the YAML file that the command line did not
+// give.
+func (c *config) applyFile(path string, given map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("cannot parse config %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty, or only comments
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: want a mapping of key: value", path, m.Line)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		key := k.Value
+		f := c.fs.Lookup(flagName(key))
+		if f == nil || key != keyName(f.Name) || !slices.Contains(c.names, f.Name) {
+			return fmt.Errorf("%s:%d: unknown key %q (see deploy/metrocast.yaml for the keys)", path, k.Line, key)
+		}
+		if seen[key] {
+			return fmt.Errorf("%s:%d: %s is set twice", path, k.Line, key)
+		}
+		seen[key] = true
+		if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+			return fmt.Errorf("%s:%d: %s needs one value (%s)", path, v.Line, key, kindOf(f))
+		}
+		if given[f.Name] {
+			continue
+		}
+		if err := f.Value.Set(v.Value); err != nil {
+			return fmt.Errorf("%s:%d: %s: invalid value %q: want %s", path, v.Line, key, v.Value, kindOf(f))
+		}
+		c.from[key] = fmt.Sprintf("%s:%d", path, v.Line)
+	}
+	return nil
+}
+
+// applyEnv sets every setting the command line did not give from its
+// METROCAST_<KEY> variable, when set.
+func (c *config) applyEnv(given map[string]bool) error {
+	for _, name := range c.names {
+		key := keyName(name)
+		v, ok := os.LookupEnv(envName(key))
+		if !ok || given[name] {
+			continue
+		}
+		f := c.fs.Lookup(name)
+		if err := f.Value.Set(v); err != nil {
+			return fmt.Errorf("%s=%q: invalid value: want %s", envName(key), v, kindOf(f))
+		}
+		c.from[key] = envName(key)
+	}
+	return nil
+}
+
+// kindOf describes the values a flag takes, for error messages.
+func kindOf(f *flag.Flag) string {
+	switch f.Value.(flag.Getter).Get().(type) {
+	case int:
+		return "an integer"
+	case time.Duration:
+		return "a duration such as 500ms, 30s or 2m"
+	}
+	switch f.Name {
+	case "log-level":
+		return "debug, info, warn or error"
+	case "log-format":
+		return "text or json"
+	}
+	return "a string"
+}
+
+// check validates the settings; each error names its key and, when it was
+// not the default, where it was set.
+func (c *config) check() error {
+	var errs []error
+	if c.logFormat != "text" && c.logFormat != "json" {
+		errs = append(errs, fmt.Errorf("log_format (%q) must be text or json", c.logFormat))
+	}
+	gw := c.gw.WithDefaults()
+	if err := gw.Validate(); err != nil {
+		var joined interface{ Unwrap() []error }
+		if errors.As(err, &joined) {
+			errs = append(errs, joined.Unwrap()...)
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	for i, err := range errs {
+		key, _, _ := strings.Cut(err.Error(), " ")
+		if from, ok := c.from[key]; ok {
+			errs[i] = fmt.Errorf("%w (set by %s)", err, from)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// marshal returns the effective settings as a config file, keys in order.
+func (c *config) marshal() ([]byte, error) {
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	for _, name := range c.names {
+		v := &yaml.Node{Kind: yaml.ScalarNode, Value: c.fs.Lookup(name).Value.String()}
+		switch name {
+		case "log-level":
+			v.Value = strings.ToLower(v.Value)
+		case "loops":
+			if c.gw.Loops == 0 {
+				v.LineComment = fmt.Sprintf("one per CPU: %d here", c.gw.WithDefaults().Loops)
+			}
+		}
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: keyName(name)}, v)
+	}
+	return yaml.Marshal(m)
+}
+
+// runConfig implements `metrocast config check FILE`.
+func runConfig(args []string) error {
+	if len(args) != 2 || args[0] != "check" {
+		return errors.New("usage: metrocast config check FILE")
+	}
+	return configCheck(os.Stdout, args[1])
+}
+
+// configCheck loads file as serve would (with the METROCAST_* variables)
+// and writes the effective configuration to w, or returns why it is
+// invalid.
+func configCheck(w io.Writer, file string) error {
+	c := newConfig("config")
+	if err := c.load(file); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	out, err := c.marshal()
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "# %s is valid. The effective configuration (the file, then METROCAST_* variables):\n%s", file, out)
+	return err
+}

@@ -1,0 +1,303 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// adminGet fetches path from s's admin port.
+func adminGet(t testing.TB, s *Server, path string) (int, []byte) {
+	t.Helper()
+	c := http.Client{Timeout: readTimeout}
+	resp, err := c.Get("http://" + s.AdminAddr().String() + path)
+	if err != nil {
+		t.Fatalf("GET %s: %s", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %s", path, err)
+	}
+	return resp.StatusCode, b
+}
+
+// scrape fetches /metrics, parses it with Prometheus' own text parser and
+// flattens it to series → value. A series is written as exposed, labels
+// sorted: metrocast_connections_closed_total{reason="peer"}; a histogram
+// gives name_bucket{le="…"}, name_count and name_sum.
+func scrape(t testing.TB, s *Server) map[string]float64 {
+	t.Helper()
+	code, body := adminGet(t, s, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: status %d", code)
+	}
+	return parseMetrics(t, body)
+}
+
+func parseMetrics(t testing.TB, body []byte) map[string]float64 {
+	t.Helper()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("cannot parse /metrics: %s\n%s", err, body)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			key := func(name string, extra ...string) string {
+				ls := append(slices.Clone(labels), extra...)
+				if len(ls) == 0 {
+					return name
+				}
+				sort.Strings(ls)
+				return name + "{" + strings.Join(ls, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[key(name)] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key(name)] = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				out[key(name)] = m.Untyped.GetValue()
+			case m.Histogram != nil:
+				h := m.Histogram
+				out[key(name+"_count")] = float64(h.GetSampleCount())
+				out[key(name+"_sum")] = h.GetSampleSum()
+				for _, b := range h.GetBucket() {
+					out[key(name+"_bucket", fmt.Sprintf("le=%q", fmt.Sprint(b.GetUpperBound())))] = float64(b.GetCumulativeCount())
+				}
+			}
+		}
+	}
+	return out
+}
+
+// series returns the value of one series, failing the test if it is absent.
+func series(t testing.TB, m map[string]float64, name string) float64 {
+	t.Helper()
+	v, ok := m[name]
+	if !ok {
+		t.Fatalf("no series %s in /metrics", name)
+	}
+	return v
+}
+
+// TestMetricsMove scrapes /metrics as traffic flows and checks that the
+// series follow it: connections, subscriptions, ingest, deliveries,
+// latency, closes.
+func TestMetricsMove(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	m := scrape(t, s)
+	for name, want := range map[string]float64{
+		"metrocast_connections":                             0,
+		"metrocast_subscriptions":                           0,
+		"metrocast_deliveries_total":                        0,
+		"metrocast_delivery_latency_seconds_count":          0,
+		`metrocast_connections_closed_total{reason="peer"}`: 0,
+		"metrocast_draining":                                0,
+	} {
+		if got := series(t, m, name); got != want {
+			t.Errorf("before traffic: %s = %v, want %v", name, got, want)
+		}
+	}
+	if _, ok := m["go_goroutines"]; !ok {
+		t.Errorf("no Go runtime metrics (go_goroutines)")
+	}
+	if _, ok := m["process_cpu_seconds_total"]; !ok {
+		t.Errorf("no process metrics (process_cpu_seconds_total)")
+	}
+
+	c := dialGorilla(t, wsURL(s, "cities=mx1,mx2"))
+	readType(t, c, "subscribed")
+	readType(t, c, "initial_data")
+	readType(t, c, "initial_data")
+	p := dialProducer(t, s)
+	const frames = 5
+	for range frames {
+		p.publish(t, dataLine("mx1", "data_update", `{"n":1}`))
+	}
+	for range frames {
+		readType(t, c, "data_update")
+	}
+	p.write(t, `{"city":"mx1"}`)
+	if a := p.answer(t); a.Error == "" {
+		t.Fatalf("bad line answered %+v", a)
+	}
+	waitFor(t, readTimeout, func() bool { return s.Stats().Deliveries == frames })
+
+	m = scrape(t, s)
+	for name, want := range map[string]float64{
+		"metrocast_connections":                      1,
+		"metrocast_connections_upgraded_total":       1,
+		"metrocast_subscriptions":                    2,
+		`metrocast_city_subscribers{city="mx1"}`:     1,
+		`metrocast_city_subscribers{city="mx2"}`:     1,
+		"metrocast_cities":                           2,
+		"metrocast_ingest_connections":               1,
+		"metrocast_ingest_frames_total":              frames,
+		"metrocast_ingest_errors_total":              1,
+		"metrocast_deliveries_total":                 frames,
+		"metrocast_handshake_duration_seconds_count": 1,
+	} {
+		if got := series(t, m, name); got != want {
+			t.Errorf("after traffic: %s = %v, want %v", name, got, want)
+		}
+	}
+	if n := series(t, m, "metrocast_delivery_latency_seconds_count"); n < 1 || n > frames {
+		t.Errorf("delivery latency samples = %v, want 1..%d (one per write batch)", n, frames)
+	}
+	if n := series(t, m, "metrocast_loop_task_lag_seconds_count"); n < 1 {
+		t.Errorf("loop task lag samples = %v, want ≥ 1", n)
+	}
+	if n := series(t, m, "metrocast_delivered_bytes_total"); n < frames*20 {
+		t.Errorf("delivered bytes = %v, want ≥ %d", n, frames*20)
+	}
+	if n := series(t, m, "metrocast_ingest_bytes_total"); n < frames*20 {
+		t.Errorf("ingest bytes = %v, want ≥ %d", n, frames*20)
+	}
+
+	c.close()
+	waitFor(t, readTimeout, func() bool { return s.Stats().Connections == 0 })
+	m = scrape(t, s)
+	if got := series(t, m, `metrocast_connections_closed_total{reason="peer"}`); got != 1 {
+		t.Errorf("closed{peer} = %v, want 1", got)
+	}
+	if got := series(t, m, "metrocast_subscriptions"); got != 0 {
+		t.Errorf("subscriptions after the close = %v, want 0", got)
+	}
+	if _, ok := m[`metrocast_city_subscribers{city="mx1"}`]; ok {
+		t.Errorf("a city without subscribers still has a series")
+	}
+}
+
+// TestMetricsCityLabelsBounded checks that only the busiest cities get a
+// labelled series, however many cities have subscribers.
+func TestMetricsCityLabelsBounded(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	var cities []string
+	for i := range topCities + 5 {
+		cities = append(cities, fmt.Sprintf("bound%d", i))
+	}
+	// bound0 gets a second subscriber: it must be listed.
+	c := dialGobwas(t, wsURL(s, "cities="+strings.Join(cities, ",")))
+	readType(t, c, "subscribed")
+	c2 := dialGobwas(t, wsURL(s, "cities=bound0"))
+	readType(t, c2, "subscribed")
+	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == int64(len(cities)+1) })
+	m := scrape(t, s)
+	n := 0
+	for k := range m {
+		if strings.HasPrefix(k, "metrocast_city_subscribers{") {
+			n++
+		}
+	}
+	if n != topCities {
+		t.Errorf("%d city series, want %d", n, topCities)
+	}
+	if got := series(t, m, `metrocast_city_subscribers{city="bound0"}`); got != 2 {
+		t.Errorf("bound0 subscribers = %v, want 2", got)
+	}
+}
+
+// TestREADMEMetrics keeps the README's metric list and the real series in
+// step: every metrocast_ family exposed is documented and every documented
+// one is exposed.
+func TestREADMEMetrics(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(metrocast_[a-z_]+)(?:\\{[^`]*\\})?` \\|").FindAllStringSubmatch(string(readme), -1) {
+		documented[m[1]] = true
+	}
+	for name := range exposedFamilies(t) {
+		if !strings.HasPrefix(name, "metrocast_") {
+			continue
+		}
+		if !documented[name] {
+			t.Errorf("%s is exposed but not in the README's metrics table", name)
+		}
+		delete(documented, name)
+	}
+	for name := range documented {
+		t.Errorf("the README documents %s, which /metrics does not expose", name)
+	}
+}
+
+// exposedFamilies returns the metric families of a server with one
+// subscriber (so that the per-city family appears).
+func exposedFamilies(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	s := startServer(t, Config{})
+	c := dialGobwas(t, wsURL(s, "cities=doc"))
+	readType(t, c, "subscribed")
+	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == 1 })
+	code, body := adminGet(t, s, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: status %d", code)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// TestGrafanaDashboard checks that deploy/grafana/metrocast.json is valid
+// JSON and queries only metrics that the node exposes.
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../deploy/grafana/metrocast.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %s", err)
+	}
+	fams := exposedFamilies(t)
+	name := regexp.MustCompile(`\b(?:metrocast|process|go)_[a-z_]+`)
+	queried := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range name.FindAllString(tg.Expr, -1) {
+				queried++
+				if fams[n] == nil && fams[strings.TrimSuffix(n, "_bucket")].GetType() != dto.MetricType_HISTOGRAM {
+					t.Errorf("panel %q queries %s, which /metrics does not expose", p.Title, n)
+				}
+			}
+		}
+	}
+	if queried < 20 {
+		t.Errorf("the dashboard queries %d series, want the node's metrics charted", queried)
+	}
+}
