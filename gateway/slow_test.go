@@ -114,15 +114,19 @@ func TestSlowConsumers(t *testing.T) {
 				if err == nil && seq != f.last.Load()+1 {
 					err = fmt.Errorf("got seq %d after %d", seq, f.last.Load())
 				}
+				// Under mu, or the producer could check, miss this
+				// Broadcast and wait for good.
+				mu.Lock()
 				if err != nil {
-					mu.Lock()
 					f.err = err
-					mu.Unlock()
-					progress.Broadcast()
+				} else {
+					f.last.Store(seq)
+				}
+				mu.Unlock()
+				progress.Broadcast()
+				if err != nil {
 					return
 				}
-				f.last.Store(seq)
-				progress.Broadcast()
 			}
 		})
 	}
