@@ -473,3 +473,30 @@ func TestIngestManyProducers(t *testing.T) {
 		expectPong(t, clients[i])
 	}
 }
+
+// TestIngestMaxConns checks that a producer over IngestMaxConns is told why
+// and closed, and that the slot frees when a producer leaves.
+func TestIngestMaxConns(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{IngestMaxConns: 1})
+	p1 := dialProducer(t, s)
+	p1.publish(t, dataLine("mc", "data_update", `{}`))
+
+	p2 := dialProducer(t, s)
+	if a := p2.answer(t); !strings.Contains(a.Error, "too many producer connections") {
+		t.Fatalf("got %+v, want a too many producer connections error", a)
+	}
+	if _, err := p2.next(); err == nil {
+		t.Fatal("the refused producer is still open")
+	}
+	if st := s.Stats(); st.IngestRejected != 1 || st.IngestConns != 1 {
+		t.Fatalf("IngestRejected %d, IngestConns %d; want 1, 1", st.IngestRejected, st.IngestConns)
+	}
+
+	p1.c.Close()
+	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 0 })
+	p3 := dialProducer(t, s)
+	if seq := p3.publish(t, dataLine("mc", "data_update", `{}`)); seq != 2 {
+		t.Fatalf("ack seq %d, want 2", seq)
+	}
+}

@@ -285,3 +285,22 @@ func TestTooManySubscriptions(t *testing.T) {
 		t.Fatalf("got %+v, want a too many cities error on line 1", a)
 	}
 }
+
+// TestAuthWithoutCity checks that auth without a cityId is accepted (the
+// dashboard authenticates before it picks a city) and that the city can be
+// added later.
+func TestAuthWithoutCity(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		send(t, c, `{"type":"auth","token":"t"}`)
+		if sub := readType(t, c, "subscribed"); len(sub.Cities) != 0 || sub.Epoch != s.Epoch() {
+			t.Fatalf("%s: got %s, want subscribed to nothing", d.name, sub.raw)
+		}
+		send(t, c, `{"type":"subscribe","cities":["later"]}`)
+		readType(t, c, "subscribed")
+		readType(t, c, "initial_data")
+		expectPong(t, c)
+	}
+}
