@@ -46,7 +46,7 @@ type Config struct {
 	RecentAlerts int
 
 	// MaxBacklogBytes is the outbound backlog past which a subscriber is not
-	// written to until it drains; lapped meanwhile, it is conflated to a
+	// written to until half of it drains; lapped meanwhile, it is conflated to a
 	// fresh initial_data. Default 256 KiB.
 	MaxBacklogBytes int
 	// SlowTimeout is how long a subscriber may stay over MaxBacklogBytes

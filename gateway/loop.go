@@ -125,13 +125,17 @@ func (l *loop) deliver(s *sub, head uint64) {
 	cn := s.conn
 	for s.cursor < head && cn.state == stateOpen {
 		// room bounds the backlog to MaxBacklogBytes plus one frame.
-		room := l.cfg.MaxBacklogBytes - cn.c.OutboundBuffered()
+		buffered := cn.c.OutboundBuffered()
+		room := l.cfg.MaxBacklogBytes - buffered
 		if room <= 0 {
 			if cn.stalledAt == 0 {
 				cn.stalledAt = l.now
 				l.stats.stalls.Add(1)
 			}
 			return
+		}
+		if cn.stalledAt != 0 && buffered > l.cfg.MaxBacklogBytes/2 {
+			return // not drained enough yet: see unstall
 		}
 		cn.stalledAt = 0
 		room = min(room, maxIOVBytes)
@@ -320,8 +324,13 @@ func (l *loop) housekeeping(context.Context) error {
 
 // unstall resumes a stalled connection whose backlog drained, or closes it
 // once it has been stuck for SlowTimeout. Runs on the loop.
+//
+// A stalled connection resumes only once half its backlog has drained: a
+// stuck client whose kernel still takes a few bytes now and then (it merges
+// small segments to free receive space) would otherwise dip under the limit,
+// resume, and restart its slow clock forever.
 func (l *loop) unstall(cn *conn) {
-	if cn.c.OutboundBuffered() > l.cfg.MaxBacklogBytes {
+	if cn.c.OutboundBuffered() > l.cfg.MaxBacklogBytes/2 {
 		if stuck := time.Duration(l.now - cn.stalledAt); stuck > l.cfg.SlowTimeout {
 			l.s.warn(&l.s.warnSlow, "closed a slow consumer", "client", cn.c.RemoteAddr().String(),
 				"stuck", stuck.Round(time.Millisecond), "backlog_bytes", cn.c.OutboundBuffered())
