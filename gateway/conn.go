@@ -105,7 +105,7 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 		cn.scanned = int32(len(buf))
 		return gnet.None, false
 	}
-	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0])
+	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0], nil)
 	l.out = resp
 	if err != nil {
 		return cn.reject(), false
