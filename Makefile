@@ -15,7 +15,7 @@ build:
 
 # One node on embedded defaults: WebSocket on :8080/ws, ingest on 127.0.0.1:7070.
 run: build
-	./$(BIN) serve
+	./$(BIN) serve -insecure
 
 # The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
 # the race detector on the concurrent packages, and one pass of every

@@ -31,7 +31,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("version: %q %v", out, err)
 	}
 
-	srv := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-loops", "2")
+	srv := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-loops", "2", "-insecure")
 	srv.Env = append(os.Environ(), "METROCAST_INGEST_ADDR=127.0.0.1:0")
 	stderr, err := srv.StderrPipe()
 	if err != nil {

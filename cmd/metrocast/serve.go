@@ -42,9 +42,42 @@ func bindConfig(fs *flag.FlagSet, c *gateway.Config) *string {
 	fs.IntVar(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
 	fs.DurationVar(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "bound on a graceful stop")
+
+	fs.BoolVar(&c.Insecure, "insecure", false, "admit clients and producers without a token (anonymous, every city); needed when no key is configured")
+	fs.StringVar(&c.AuthHMACSecret, "auth-hmac-secret", "", "HMAC secret for HS256/384/512 tokens, ≥ 32 bytes (prefer METROCAST_AUTH_HMAC_SECRET or -auth-hmac-secret-file: flags show in ps)")
+	fs.StringVar(&c.AuthHMACSecretFile, "auth-hmac-secret-file", "", "file holding the HMAC secret (re-read on SIGHUP)")
+	fs.Var((*listFlag)(&c.AuthKeys), "auth-keys", "comma-separated PEM public keys (kid: file name), JWKS *.json files and directories of them (re-read on SIGHUP)")
+	fs.StringVar(&c.AuthAudience, "auth-audience", "", "when set, tokens must list it in aud")
+	fs.StringVar(&c.AuthIssuer, "auth-issuer", "", "when set, tokens must have it as iss")
+	fs.DurationVar(&c.AuthLeeway, "auth-leeway", d.AuthLeeway, "clock skew allowed on exp, nbf and iat")
+	fs.DurationVar(&c.AuthTimeout, "auth-timeout", d.AuthTimeout, "close (4001) a connection without a token that sends no auth message by then")
+	fs.DurationVar(&c.TokenExpiryWarning, "token-expiry-warning", d.TokenExpiryWarning, "send token_expiring this long before the token expires")
+	fs.DurationVar(&c.TokenGrace, "token-grace", d.TokenGrace, "close (4001) a connection this long after its token expired unless it refreshed")
+	fs.Var((*listFlag)(&c.AllowedOrigins), "allowed-origins", "comma-separated Origins browsers may connect from (https://a.example, https://*.example, *); empty: any")
+	fs.IntVar(&c.MaxConns, "max-conns", d.MaxConns, "WebSocket connections per node (503 past it)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "WebSocket connections per source address, IPv6 per /64 (429 past it)")
+	fs.IntVar(&c.ClientMessageRate, "client-message-rate", d.ClientMessageRate, "messages per minute per connection (token bucket); past it rate_limited")
+	fs.IntVar(&c.ClientMessageBurst, "client-message-burst", 0, "messages a connection may send at once (0: -client-message-rate)")
+	fs.IntVar(&c.IngestMaxErrors, "ingest-max-errors", d.IngestMaxErrors, "bad lines per minute before a producer is disconnected")
+	fs.IntVar(&c.IngestMaxRate, "ingest-max-rate", d.IngestMaxRate, "lines per second per producer, paced by TCP backpressure (0: no bound)")
 	logFormat := new(string)
 	fs.StringVar(logFormat, "log-format", "text", "log format: text or json")
 	return logFormat
+}
+
+// listFlag is a comma-separated list flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = nil
+	for e := range strings.SplitSeq(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			*l = append(*l, e)
+		}
+	}
+	return nil
 }
 
 // applyEnv sets every flag not given on the command line from
@@ -100,6 +133,11 @@ func runServe(args []string) error {
 	}
 	if err := s.Start(); err != nil {
 		return err
+	}
+	if cfg.Insecure {
+		cfg.Logger.Warn("running insecure: every client is anonymous with every city, producers need no token")
+	} else {
+		defer reloadKeysOnHUP(s, cfg.Logger)()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
