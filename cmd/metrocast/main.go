@@ -2,6 +2,7 @@
 //
 //	metrocast serve [flags]   run a node (every flag also reads METROCAST_<NAME>)
 //	metrocast push [flags]    send NDJSON from stdin to the ingest port, with acks
+//	metrocast token [flags]   mint a JWT for a client or a producer
 //	metrocast version         print the version
 package main
 
@@ -25,6 +26,8 @@ func main() {
 		err = runServe(args)
 	case "push":
 		err = runPush(args)
+	case "token":
+		err = runToken(args, os.Stdout)
 	case "version", "-version", "--version":
 		fmt.Println("metrocast", versionString())
 	case "help", "-h", "-help", "--help":
@@ -46,6 +49,7 @@ func usage() {
 commands:
   serve     run a node (see 'metrocast serve -h'; every flag also reads METROCAST_<FLAG>)
   push      send NDJSON lines from stdin to the ingest port and print the acks
+  token     mint a JWT: metrocast token -sub alice -cities nairobi,lagos -ttl 1h
   version   print the version
 `)
 }
