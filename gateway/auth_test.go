@@ -1,18 +1,23 @@
 package gateway
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -451,4 +456,136 @@ func FuzzClientToken(f *testing.F) {
 		parts[i] = base64.RawURLEncoding.EncodeToString(b)
 		check(strings.Join(parts, "."))
 	})
+}
+
+// TestJWKS loads keys from a JWK set, as an identity provider publishes it,
+// and checks what is taken, skipped and refused.
+func TestJWKS(t *testing.T) {
+	t.Parallel()
+	sg := getSigners(t)
+	dir := t.TempDir()
+	jwk := func(k any, kid, alg, use string) map[string]any {
+		b, err := jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: alg, Use: use}.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	write := func(name string, keys ...any) string {
+		b, err := json.Marshal(map[string]any{"keys": keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("idp.json",
+		jwk(sg.rsa.Public(), "r1", "RS256", "sig"),
+		jwk(sg.ec.Public(), "e1", "", ""),
+		jwk(sg.ed.Public(), "d1", "EdDSA", ""),
+		jwk(sg.hmac, "h1", "HS256", ""),
+		jwk(sg.rsa2.Public(), "r2", "PS256", ""),        // not verified here: skipped
+		jwk(sg.rsa2.Public(), "enc", "RSA-OAEP", "enc"), // not for signatures: skipped
+		map[string]any{"kty": "XYZ", "kid": "future"},   // unknown type: skipped
+	)
+	cfg := Config{AuthKeys: []string{good}}.WithDefaults()
+	a, err := newAuthenticator(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.keys.Load().kids(); !slices.Equal(got, []string{"r1", "e1", "d1", "h1"}) {
+		t.Fatalf("kids %q", got)
+	}
+	c := claims("jw", time.Hour, "*")
+	for _, tok := range []string{
+		mint(t, jwt.SigningMethodRS256, sg.rsa, "r1", c),
+		mint(t, jwt.SigningMethodES256, sg.ec, "e1", c),
+		mint(t, jwt.SigningMethodEdDSA, sg.ed, "d1", c),
+		mint(t, jwt.SigningMethodHS256, sg.hmac, "h1", c),
+	} {
+		if _, err := a.clientGrant(tok); err != nil {
+			t.Fatalf("%s: %v", tok, err)
+		}
+	}
+	for _, tok := range []string{
+		mint(t, jwt.SigningMethodRS512, sg.rsa, "r1", c), // r1 is pinned to RS256
+		mint(t, jwt.SigningMethodHS384, sg.hmac, "h1", c),
+		mint(t, jwt.SigningMethodPS256, sg.rsa2, "r2", c),
+	} {
+		if _, err := a.clientGrant(tok); err == nil {
+			t.Fatalf("%s authenticated", tok)
+		}
+	}
+
+	bad := func(want string, keys ...any) {
+		t.Helper()
+		cfg := Config{AuthKeys: []string{write("bad.json", keys...)}}.WithDefaults()
+		if _, err := newAuthenticator(&cfg); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v, want an error about %q", err, want)
+		}
+	}
+	bad("private key material", jwk(sg.ec, "priv", "", ""))
+	bad("no kid", jwk(sg.ec.Public(), "", "", ""))
+	bad("used twice", jwk(sg.ec.Public(), "x", "", ""), jwk(sg.ed.Public(), "x", "", ""))
+	bad("HMAC secret of 5 bytes", jwk([]byte("short"), "s", "", ""))
+	bad("no key configured", jwk(sg.rsa2.Public(), "only-ps", "PS256", ""))
+}
+
+// TestPEMKeys checks what a PEM key file may hold.
+func TestPEMKeys(t *testing.T) {
+	t.Parallel()
+	sg := getSigners(t)
+	pemOf := func(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+	pkix := func(k any) []byte {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pemOf("PUBLIC KEY", der)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	cert, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, sg.ec.Public(), sg.ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPriv, err := x509.MarshalECPrivateKey(sg.ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := func(content []byte, want string) {
+		t.Helper()
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "k1.pem"), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{AuthKeys: []string{dir}}.WithDefaults()
+		a, err := newAuthenticator(&cfg)
+		switch {
+		case want == "" && err != nil:
+			t.Fatalf("%s", err)
+		case want == "" && !slices.Equal(a.keys.Load().kids(), []string{"k1"}):
+			t.Fatalf("kids %q, want k1", a.keys.Load().kids())
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Fatalf("%v, want an error about %q", err, want)
+		}
+	}
+	f(pkix(sg.rsa.Public()), "")
+	f(pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&sg.rsa.PublicKey)), "")
+	f(pkix(sg.ed.Public()), "")
+	f(pemOf("CERTIFICATE", cert), "")
+	f(pkix(small.Public()), "RSA key of 1024 bits")
+	f(pemOf("EC PRIVATE KEY", ecPriv), "public keys only")
+	f(append(pkix(sg.rsa.Public()), pkix(sg.ed.Public())...), "more than one PEM block")
+	f([]byte("not pem"), "no PEM block")
 }

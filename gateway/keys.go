@@ -54,7 +54,9 @@ func loadKeys(cfg *Config) (*keySet, error) {
 		}
 		if len(k.algs) > 0 { // a JWK's "alg" narrows its key to one algorithm
 			if !slices.Contains(algs, k.algs[0]) {
-				return fmt.Errorf("%s: key %q: alg %q does not fit a key of type %T", src, k.kid, k.algs[0], k.key)
+				// One we do not verify (PS256, RSA-OAEP…): skipped, as
+				// RFC 7517 §5 asks of what is not understood.
+				return nil
 			}
 			algs = k.algs
 		}
