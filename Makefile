@@ -13,9 +13,15 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/metrocast
 
-# One node on embedded defaults: WebSocket on :8080/ws, ingest on 127.0.0.1:7070.
+# One node on embedded defaults: WebSocket on :8080/ws, ingest on 127.0.0.1:7070,
+# with a demo HMAC secret made on first use (for demos only), and a token for it.
+DEMO_SECRET ?= bin/demo-hmac-secret
 run: build
-	./$(BIN) serve
+	@test -s $(DEMO_SECRET) || (umask 077 && head -c 32 /dev/urandom | base64 > $(DEMO_SECRET))
+	@tok=$$(./$(BIN) token -auth-hmac-secret-file $(DEMO_SECRET) -sub demo -cities '*' -ttl 24h) && \
+	  printf '\ndemo token (every city, 24 h, signed with %s):\n\n  %s\n\ntry: websocat "ws://127.0.0.1:8080/ws?cities=nairobi&token=%s"\n\n' \
+	    '$(DEMO_SECRET)' "$$tok" "$$tok"
+	./$(BIN) serve -auth-hmac-secret-file $(DEMO_SECRET)
 
 # The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
 # the race detector on the concurrent packages, and one pass of every
@@ -29,8 +35,10 @@ test:
 # Run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
 fuzz:
-	@for t in $$($(GO) test ./codec/ -list '^Fuzz' | grep ^Fuzz); do \
-		echo "== $$t"; $(GO) test ./codec/ -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+	@for p in ./codec/ ./gateway/; do \
+		for t in $$($(GO) test $$p -list '^Fuzz' | grep ^Fuzz); do \
+			echo "== $$p $$t"; $(GO) test $$p -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+		done; \
 	done
 
 bench:

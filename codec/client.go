@@ -11,6 +11,7 @@ const (
 	TypeSubscribe   = "subscribe"
 	TypeUnsubscribe = "unsubscribe"
 	TypePing        = "ping"
+	TypeRefresh     = "refresh"
 )
 
 // Severity orders alert severities; the zero value means "no alert".
@@ -124,6 +125,11 @@ func ParseClientMessage(b []byte) (ClientMessage, error) {
 		if j.CityID != "" {
 			m.Cities = []string{j.CityID}
 		}
+	case TypeRefresh:
+		if j.Token == "" {
+			return m, fmt.Errorf("%w: refresh needs a token", ErrBadRequest)
+		}
+		return m, nil
 	case TypeSubscribe, TypeUnsubscribe:
 		m.Cities = j.Cities
 	case "":

@@ -53,6 +53,8 @@ func TestParseClientMessage(t *testing.T) {
 		ClientMessage{Type: TypeSubscribe, Cities: slices.Repeat([]string{"c"}, MaxCitiesPerMessage)})
 
 	f(`{"type":"unsubscribe","cities":["paris"]}`, ClientMessage{Type: TypeUnsubscribe, Cities: []string{"paris"}})
+	f(`{"type":"refresh","token":"t1"}`, ClientMessage{Type: TypeRefresh, Token: "t1"})
+	f(`{"type":"refresh","token":"t1","cities":["ignored"]}`, ClientMessage{Type: TypeRefresh, Token: "t1"})
 	// Keys match case-insensitively, as with encoding/json.
 	f(`{"Type":"unsubscribe","CITIES":["paris"]}`, ClientMessage{Type: TypeUnsubscribe, Cities: []string{"paris"}})
 
@@ -103,6 +105,9 @@ func TestParseClientMessage(t *testing.T) {
 	bad(`{"type":"PING"}`, ErrUnknownType, `"PING"`)
 	bad(`{"type":"subscribe "}`, ErrUnknownType, `"subscribe "`)
 	bad(`{"type":"\u0000"}`, ErrUnknownType, `"\x00"`)
+	bad(`{"type":"refresh"}`, ErrBadRequest, "refresh needs a token")
+	bad(`{"type":"refresh","token":""}`, ErrBadRequest, "refresh needs a token")
+	bad(`{"type":"refresh","token":1}`, ErrBadJSON, "JSON")
 	// Cities.
 	bad(`{"type":"subscribe","cities":["Paris"]}`, ErrBadRequest, `"Paris"`)
 	bad(`{"type":"subscribe","cities":["paris",""]}`, ErrBadRequest, `invalid city ""`)

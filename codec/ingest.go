@@ -104,6 +104,24 @@ func ParseIngest(line []byte) (Ingest, error) {
 	return in, nil
 }
 
+// ErrIngestAuth is wrapped by ParseIngestAuth's errors.
+var ErrIngestAuth = errors.New("invalid ingest auth line")
+
+// ParseIngestAuth parses a producer's first line when the ingest port
+// requires a token: {"auth":"<token>"}. The token is a copy.
+func ParseIngestAuth(line []byte) (string, error) {
+	var j struct {
+		Auth string `json:"auth"`
+	}
+	if !utf8.Valid(line) || api.Unmarshal(line, &j) != nil {
+		return "", fmt.Errorf("%w: cannot parse JSON object", ErrIngestAuth)
+	}
+	if j.Auth == "" {
+		return "", fmt.Errorf("%w: the first line must be {\"auth\":\"<token>\"}", ErrIngestAuth)
+	}
+	return j.Auth, nil
+}
+
 // apiAlias is api without per-string copies: keys share memory with the
 // parsed input rather than getting an allocation each.
 var apiAlias = sonic.Config{ValidateString: true}.Froze()

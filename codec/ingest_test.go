@@ -172,6 +172,31 @@ func TestParseObject(t *testing.T) {
 // alone, then the whole). Whatever is accepted must be safe to splice into
 // a text frame: Data and Alerts valid JSON of the right kind, the city
 // valid, and the frame built from it valid JSON.
+func TestParseIngestAuth(t *testing.T) {
+	f := func(line, want string) {
+		t.Helper()
+		got, err := ParseIngestAuth([]byte(line))
+		if err != nil || got != want {
+			t.Fatalf("ParseIngestAuth(%s) = %q, %v; want %q", line, got, err, want)
+		}
+	}
+	f(`{"auth":"eyJ.x.y"}`, "eyJ.x.y")
+	f(` {"auth" : "t", "other": 1} `, "t")
+	bad := func(line string) {
+		t.Helper()
+		if got, err := ParseIngestAuth([]byte(line)); !errors.Is(err, ErrIngestAuth) {
+			t.Fatalf("ParseIngestAuth(%s) = %q, %v; want ErrIngestAuth", line, got, err)
+		}
+	}
+	bad(``)
+	bad(`{}`)
+	bad(`{"auth":""}`)
+	bad(`{"auth":1}`)
+	bad(`{"auth":"t"`)
+	bad(`{"city":"a","type":"data_update","data":{}}`)
+	bad("{\"auth\":\"\xff\"}")
+}
+
 func FuzzParseIngest(f *testing.F) {
 	for i, s := range []string{
 		`{"city":"paris","type":"data_update","id":"m-1","timestamp":1700000000123,"data":{"temp":21.5,"aqi":[1,2]}}`,
@@ -228,6 +253,31 @@ func FuzzParseIngest(f *testing.F) {
 		_, payload, _ := readFrame(t, frame)
 		if !json.Valid(payload) || !utf8.Valid(payload) {
 			t.Fatalf("ParseIngest(%q) gives an invalid frame %q", line, payload)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		k := int(split) % (len(data) + 1)
+		check(t, append([]byte(nil), data[:k]...))
+		check(t, data)
+	})
+}
+
+// FuzzParseIngestAuth checks that only a JSON object with a non-empty
+// "auth" string is taken for a token, whatever the split.
+func FuzzParseIngestAuth(f *testing.F) {
+	for i, s := range []string{`{"auth":"a.b.c"}`, `{"auth":""}`, `{"auth":null}`, `{"city":"a"}`, `[]`, ``} {
+		f.Add([]byte(s), uint16(i*5))
+	}
+	check := func(t *testing.T, line []byte) {
+		tok, err := ParseIngestAuth(line)
+		if err != nil {
+			if !errors.Is(err, ErrIngestAuth) || tok != "" {
+				t.Fatalf("ParseIngestAuth(%q) = %q, %v", line, tok, err)
+			}
+			return
+		}
+		if tok == "" || !utf8.Valid(line) || !json.Valid(line) {
+			t.Fatalf("ParseIngestAuth accepted %q as %q", line, tok)
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte, split uint16) {

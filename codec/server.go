@@ -132,6 +132,33 @@ func AppendError(dst []byte, code, city, message string) []byte {
 	return FinishFrame(dst, off, ws.OpText)
 }
 
+// AppendAuthError appends an auth_error frame: the token was refused, and
+// the connection closes next.
+func AppendAuthError(dst []byte, code, message string) []byte {
+	dst, off := BeginFrame(dst)
+	dst = append(dst, `{"type":"auth_error","code":`...)
+	dst = AppendString(dst, code)
+	dst = append(dst, `,"message":`...)
+	dst = AppendString(dst, message)
+	dst = append(dst, '}')
+	return FinishFrame(dst, off, ws.OpText)
+}
+
+// AppendTokenEvent appends a token_expiring or refreshed frame (by typ) for
+// a token that expires at exp (Unix seconds); closeAt (Unix seconds) is when
+// the connection closes unless the client refreshes its token.
+func AppendTokenEvent(dst []byte, typ string, exp, closeAt int64) []byte {
+	dst, off := BeginFrame(dst)
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, typ...)
+	dst = append(dst, `","exp":`...)
+	dst = strconv.AppendInt(dst, exp, 10)
+	dst = append(dst, `,"closeAt":`...)
+	dst = strconv.AppendInt(dst, closeAt, 10)
+	dst = append(dst, '}')
+	return FinishFrame(dst, off, ws.OpText)
+}
+
 // SubscribedCity is one city in a subscribed message.
 type SubscribedCity struct {
 	City string

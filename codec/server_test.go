@@ -163,6 +163,25 @@ func TestAppendError(t *testing.T) {
 	decodeTextFrame(t, AppendError(nil, "bad_request", "", err.Error()))
 }
 
+func TestAppendAuthError(t *testing.T) {
+	f := func(code, msg, want string) {
+		t.Helper()
+		wantJSON(t, decodeTextFrame(t, AppendAuthError(nil, code, msg)), want)
+	}
+	f("token_expired", "token has invalid claims: token is expired",
+		`{"type":"auth_error","code":"token_expired","message":"token has invalid claims: token is expired"}`)
+	f("invalid_token", "bad \"kid\" \xff", `{"type":"auth_error","code":"invalid_token","message":"bad \"kid\" \ufffd"}`)
+}
+
+func TestAppendTokenEvent(t *testing.T) {
+	f := func(typ string, exp, closeAt int64, want string) {
+		t.Helper()
+		wantJSON(t, decodeTextFrame(t, AppendTokenEvent(nil, typ, exp, closeAt)), want)
+	}
+	f("token_expiring", 1700000060, 1700000090, `{"type":"token_expiring","exp":1700000060,"closeAt":1700000090}`)
+	f("refreshed", 1700003600, 1700003630, `{"type":"refreshed","exp":1700003600,"closeAt":1700003630}`)
+}
+
 func TestAppendSubscribed(t *testing.T) {
 	f := func(typ string, epoch uint64, cities []SubscribedCity, want string) {
 		t.Helper()

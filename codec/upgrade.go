@@ -24,9 +24,40 @@ type Upgrade struct {
 	Since map[string]uint64
 	// Epoch from ?epoch=N; 0 when absent.
 	Epoch uint64
-	// Token from ?token=; empty when absent.
+	// Token is the request's bearer token: from "Authorization: Bearer",
+	// else from a "bearer.<token>" entry of Sec-WebSocket-Protocol, else
+	// from ?token=. Empty when absent.
 	Token string
+	// Origin is the Origin header; empty when absent (clients other than
+	// browsers seldom send one).
+	Origin string
+	// Protocol is the subprotocol echoed in the response: Subprotocol when
+	// the client offered it, else empty.
+	Protocol string
 }
+
+// Subprotocol is the one subprotocol the gateway speaks. A browser, which
+// cannot set headers on a WebSocket, passes its token as a second offered
+// subprotocol: new WebSocket(url, ["metrocast", "bearer." + token]). The
+// response echoes "metrocast" (never the token): a browser fails a
+// connection whose response names a subprotocol it did not offer, or none
+// when it offered some.
+const Subprotocol = "metrocast"
+
+// bearerProtocol prefixes a token offered as a subprotocol. A JWT is made of
+// base64url and dots, all valid in a subprotocol token (RFC 6455 §4.1).
+const bearerProtocol = "bearer."
+
+// HTTPError is an upgrade refused with an HTTP status, as returned by an
+// Upgrader.Upgrade check.
+type HTTPError struct {
+	Status  int
+	Message string
+	// Header holds extra response header lines, each ending in "\r\n".
+	Header string
+}
+
+func (e *HTTPError) Error() string { return e.Message }
 
 // RequestEnd returns the length of the HTTP request head in b (through the
 // blank line), or 0 when b does not hold a whole head yet. from is where the
@@ -55,13 +86,20 @@ type Upgrader struct {
 
 // Upgrade parses a whole request head (as delimited by RequestEnd), appends
 // the HTTP response to out and returns it. On error the response is an HTTP
-// error (400, 404, 405, 426 or 505) after which the connection must close.
-// Extension offers (permessage-deflate from browsers) are declined by leaving
-// them out of the response, as RFC 6455 §9.1 allows.
-func (u *Upgrader) Upgrade(head []byte, out []byte) (Upgrade, []byte, error) {
+// error (400, 404, 405, 426 or 505, or the check's status) after which the
+// connection must close. Extension offers (permessage-deflate from browsers)
+// are declined by leaving them out of the response, as RFC 6455 §9.1 allows.
+//
+// check, when not nil, runs once the request is known to be a valid upgrade,
+// before the response is written; an *HTTPError from it is the response and
+// is returned as the error (any other error answers 400).
+func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) (Upgrade, []byte, error) {
 	var (
-		up     Upgrade
-		urlErr error
+		up       Upgrade
+		urlErr   error
+		checkErr error
+		// The token in each place it may come; Authorization wins.
+		headerToken, protoToken string
 	)
 	w := bytes.NewBuffer(out)
 	wu := ws.Upgrader{
@@ -80,9 +118,62 @@ func (u *Upgrader) Upgrade(head []byte, out []byte) (Upgrade, []byte, error) {
 			}
 			return nil
 		},
+		OnHeader: func(key, value []byte) error {
+			switch string(key) { // canonical: gobwas/ws normalises the case
+			case "Authorization":
+				if scheme, tok, ok := strings.Cut(string(value), " "); ok && strings.EqualFold(scheme, "Bearer") {
+					headerToken = strings.TrimSpace(tok)
+				}
+			case "Origin":
+				up.Origin = string(value)
+			}
+			return nil
+		},
+		ProtocolCustom: func(value []byte) (string, bool) {
+			offered := false
+			for p := range strings.SplitSeq(string(value), ",") {
+				p = strings.TrimSpace(p)
+				switch {
+				case p == Subprotocol:
+					offered = true
+				case strings.HasPrefix(p, bearerProtocol) && protoToken == "":
+					protoToken = p[len(bearerProtocol):]
+				}
+			}
+			if offered {
+				return Subprotocol, true
+			}
+			return "", true
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			switch {
+			case headerToken != "":
+				up.Token = headerToken
+			case protoToken != "":
+				up.Token = protoToken
+			}
+			if check == nil {
+				return nil, nil
+			}
+			checkErr = check(&up)
+			var he *HTTPError
+			switch {
+			case checkErr == nil:
+				return nil, nil
+			case errors.As(checkErr, &he):
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(he.Status),
+					ws.RejectionReason(he.Message), ws.RejectionHeader(ws.HandshakeHeaderString(he.Header)))
+			}
+			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+				ws.RejectionReason(checkErr.Error()))
+		},
 	}
-	_, err := wu.Upgrade(&headRW{r: head, w: w})
+	hs, err := wu.Upgrade(&headRW{r: head, w: w})
+	if checkErr != nil {
+		return up, w.Bytes(), checkErr
+	}
 	if err == nil {
+		up.Protocol = hs.Protocol
 		return up, w.Bytes(), nil
 	}
 	if errors.Is(err, ws.ErrHandshakeBadUpgrade) && !hasHeader(head, "upgrade") {

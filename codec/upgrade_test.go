@@ -3,6 +3,7 @@ package codec
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"maps"
 	"net/http"
 	"slices"
@@ -73,7 +74,7 @@ func readResponse(t *testing.T, resp []byte) *http.Response {
 func TestUpgradeBrowser(t *testing.T) {
 	for _, out := range [][]byte{nil, make([]byte, 0, 1024), []byte("queued bytes|")} {
 		prefix := string(out)
-		up, resp, err := testUpgrader.Upgrade([]byte(chromeRequest), out)
+		up, resp, err := testUpgrader.Upgrade([]byte(chromeRequest), out, nil)
 		if err != nil {
 			t.Fatalf("Upgrade: %v; response %q", err, resp)
 		}
@@ -111,7 +112,7 @@ func TestUpgradeBrowser(t *testing.T) {
 func TestUpgrade(t *testing.T) {
 	f := func(req string, wantStatus int, wantErr bool) *http.Response {
 		t.Helper()
-		_, resp, err := testUpgrader.Upgrade([]byte(req), []byte("|"))
+		_, resp, err := testUpgrader.Upgrade([]byte(req), []byte("|"), nil)
 		if (err != nil) != wantErr {
 			t.Fatalf("Upgrade(%q): err = %v, want error: %v", req, err, wantErr)
 		}
@@ -182,7 +183,7 @@ func TestUpgrade(t *testing.T) {
 func TestUpgradeQuery(t *testing.T) {
 	f := func(query string, want Upgrade) {
 		t.Helper()
-		up, resp, err := testUpgrader.Upgrade([]byte(wsRequest("GET", "/ws?"+query)), nil)
+		up, resp, err := testUpgrader.Upgrade([]byte(wsRequest("GET", "/ws?"+query)), nil, nil)
 		if err != nil {
 			t.Fatalf("query %q: %v; response %q", query, err, resp)
 		}
@@ -212,7 +213,7 @@ func TestUpgradeQuery(t *testing.T) {
 
 	bad := func(query, wantInBody string) {
 		t.Helper()
-		up, resp, err := testUpgrader.Upgrade([]byte(wsRequest("GET", "/ws?"+query)), nil)
+		up, resp, err := testUpgrader.Upgrade([]byte(wsRequest("GET", "/ws?"+query)), nil, nil)
 		if err == nil {
 			t.Fatalf("query %q accepted: %+v", query, up)
 		}
@@ -242,11 +243,93 @@ func TestUpgradeQuery(t *testing.T) {
 	bad("cities=%zz", "query")
 }
 
+// TestUpgradeToken checks where a token may come from, which wins, and
+// that the subprotocol carrying it is never echoed.
+func TestUpgradeToken(t *testing.T) {
+	f := func(target string, wantToken, wantProto string, extra ...string) {
+		t.Helper()
+		up, resp, err := testUpgrader.Upgrade([]byte(wsRequest("GET", target, extra...)), nil, nil)
+		if err != nil {
+			t.Fatalf("%s %q: %v; response %q", target, extra, err, resp)
+		}
+		if up.Token != wantToken || up.Protocol != wantProto {
+			t.Fatalf("%s %q: token %q protocol %q, want %q %q", target, extra, up.Token, up.Protocol, wantToken, wantProto)
+		}
+		got := readResponse(t, resp).Header.Values("Sec-WebSocket-Protocol")
+		if (wantProto == "") != (len(got) == 0) || len(got) > 0 && (len(got) != 1 || got[0] != wantProto) {
+			t.Fatalf("%s %q: response subprotocol %q, want %q", target, extra, got, wantProto)
+		}
+	}
+	f("/ws", "", "")
+	f("/ws?token=q", "q", "")
+	f("/ws", "h", "", "Authorization: Bearer h")
+	f("/ws", "h", "", "Authorization: bearer   h ")
+	f("/ws", "", "", "Authorization: Basic dXNlcjpwdw==")
+	f("/ws", "", "", "Authorization: Bearer")
+	f("/ws", "p.q.r", Subprotocol, "Sec-WebSocket-Protocol: metrocast, bearer.p.q.r")
+	f("/ws", "p.q.r", Subprotocol, "Sec-WebSocket-Protocol: bearer.p.q.r,metrocast")
+	// Offered alone, the token is read but nothing is echoed: only a
+	// subprotocol the server speaks may be.
+	f("/ws", "p.q.r", "", "Sec-WebSocket-Protocol: bearer.p.q.r")
+	f("/ws", "", Subprotocol, "Sec-WebSocket-Protocol: metrocast")
+	f("/ws", "", "", "Sec-WebSocket-Protocol: chat, superchat")
+	// Authorization wins over the subprotocol, which wins over the query.
+	f("/ws?token=q", "h", Subprotocol, "Authorization: Bearer h", "Sec-WebSocket-Protocol: metrocast, bearer.p")
+	f("/ws?token=q", "p", Subprotocol, "Sec-WebSocket-Protocol: metrocast, bearer.p")
+
+	up, _, err := testUpgrader.Upgrade([]byte(chromeRequest), nil, nil)
+	if err != nil || up.Origin != "https://example.com" {
+		t.Fatalf("Origin = %q (%v), want https://example.com", up.Origin, err)
+	}
+}
+
+// TestUpgradeCheck checks that the check sees the parsed request and that
+// its error is the response.
+func TestUpgradeCheck(t *testing.T) {
+	var seen Upgrade
+	calls := 0
+	check := func(status int) func(*Upgrade) error {
+		return func(up *Upgrade) error {
+			seen, calls = *up, calls+1
+			switch status {
+			case 0:
+				return nil
+			case -1:
+				return errors.New("not an HTTPError")
+			}
+			return &HTTPError{Status: status, Message: "no entry", Header: "WWW-Authenticate: Bearer\r\n"}
+		}
+	}
+	f := func(req string, status int, wantStatus, wantCalls int) *http.Response {
+		t.Helper()
+		calls = 0
+		_, resp, err := testUpgrader.Upgrade([]byte(req), nil, check(status))
+		r := readResponse(t, resp)
+		if r.StatusCode != wantStatus || calls != wantCalls || (err == nil) != (wantStatus == 101) {
+			t.Fatalf("check %d: status %d, %d calls, err %v; want %d, %d calls", status, r.StatusCode, calls, err, wantStatus, wantCalls)
+		}
+		return r
+	}
+	f(wsRequest("GET", "/ws?cities=a&token=t", "Origin: https://x.example"), 0, 101, 1)
+	if seen.Token != "t" || seen.Origin != "https://x.example" || !slices.Equal(seen.Cities, []string{"a"}) {
+		t.Fatalf("check saw %+v", seen)
+	}
+	r := f(wsRequest("GET", "/ws"), http.StatusUnauthorized, 401, 1)
+	if r.Header.Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("401 headers %v", r.Header)
+	}
+	f(wsRequest("GET", "/ws"), http.StatusForbidden, 403, 1)
+	f(wsRequest("GET", "/ws"), -1, 400, 1)
+	// An invalid request is refused before the check.
+	f(wsRequest("GET", "/nope"), 0, 404, 0)
+	f(wsRequest("GET", "/ws", "Sec-WebSocket-Version: 8"), 0, 426, 0)
+}
+
 // TestUpgradeNoAlias checks that nothing in an accepted Upgrade points into
 // the request buffer, which the gateway reuses.
 func TestUpgradeNoAlias(t *testing.T) {
 	head := []byte(wsRequest("GET", "/ws?cities=paris,lyon&since=paris:4&token=tok"))
-	up, _, err := testUpgrader.Upgrade(head, nil)
+	up, _, err := testUpgrader.Upgrade(head, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +411,8 @@ func FuzzUpgrade(f *testing.F) {
 		wsRequest("GET", "/ws"),
 		wsRequest("GET", "/ws?cities=a,b&since=12"),
 		wsRequest("GET", "/ws?since=a:1,b:2&epoch=4&token=t"),
+		wsRequest("GET", "/ws", "Authorization: Bearer x.y.z", "Origin: http://a"),
+		wsRequest("GET", "/ws", "Sec-WebSocket-Protocol: metrocast, bearer.x.y.z"),
 		wsRequest("GET", "/ws?cities=A"),
 		wsRequest("GET", "/"),
 		wsRequest("POST", "/ws"),
@@ -365,8 +450,8 @@ func FuzzUpgrade(f *testing.F) {
 			return
 		}
 		head := data[:full]
-		up, resp, err := u.Upgrade(head, nil)
-		up2, resp2, err2 := u.Upgrade(bytes.Clone(head), []byte("prefix"))
+		up, resp, err := u.Upgrade(head, nil, nil)
+		up2, resp2, err2 := u.Upgrade(bytes.Clone(head), []byte("prefix"), nil)
 		if string(resp2) != "prefix"+string(resp) || (err == nil) != (err2 == nil) ||
 			!slices.Equal(up.Cities, up2.Cities) || !maps.Equal(up.Since, up2.Since) {
 			t.Fatalf("Upgrade(%q) differs between calls: %q, %v vs %q, %v", head, resp, err, resp2, err2)
@@ -381,6 +466,9 @@ func FuzzUpgrade(f *testing.F) {
 			}
 			if _, ok := r.Header["Sec-Websocket-Extensions"]; ok {
 				t.Fatalf("Upgrade(%q) accepted an extension: %q", head, resp)
+			}
+			if up.Protocol != "" && up.Protocol != Subprotocol || r.Header.Get("Sec-WebSocket-Protocol") != up.Protocol {
+				t.Fatalf("Upgrade(%q) echoed subprotocol %q (%q)", head, r.Header.Get("Sec-WebSocket-Protocol"), up.Protocol)
 			}
 			if len(up.Cities) > MaxCitiesPerMessage {
 				t.Fatalf("Upgrade(%q): %d cities", head, len(up.Cities))

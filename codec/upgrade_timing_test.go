@@ -16,7 +16,7 @@ func BenchmarkUpgrade(b *testing.B) {
 		if RequestEnd(head, 0) != len(head) {
 			b.Fatal("RequestEnd")
 		}
-		_, resp, err := u.Upgrade(head, out[:0])
+		_, resp, err := u.Upgrade(head, out[:0], nil)
 		if err != nil {
 			b.Fatal(err)
 		}

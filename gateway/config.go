@@ -77,6 +77,67 @@ type Config struct {
 	// closed evenly over its first 90%, each told when to reconnect, and
 	// the producers after them (see Server.Drain). Default 10s.
 	DrainWindow time.Duration
+	// Insecure admits WebSocket clients without a token, as anonymous with
+	// every city, and producers without a token on any ingest address.
+	// Without it New needs at least one key, and it excludes keys.
+	Insecure bool
+	// AuthHMACSecret is an HMAC secret (HS256/384/512 tokens without a
+	// kid), at least 32 bytes. Prefer AuthHMACSecretFile or the
+	// environment: a command-line flag shows in ps. Empty: none.
+	AuthHMACSecret string
+	// AuthHMACSecretFile holds an HMAC secret (surrounding white space
+	// trimmed); ReloadKeys reads it again. Empty: none.
+	AuthHMACSecretFile string
+	// AuthKeys lists PEM public keys (RSA, EC P-256/384/521 or Ed25519, one
+	// per file, whose name without extension is the kid), JWKS files
+	// (*.json; keys need a kid) and directories holding *.pem and *.json
+	// files. ReloadKeys reads them again, so keys rotate by adding and
+	// removing files. Empty: none.
+	AuthKeys []string
+	// AuthAudience, when set, must be among a token's aud.
+	AuthAudience string
+	// AuthIssuer, when set, must be a token's iss.
+	AuthIssuer string
+	// AuthLeeway is the clock skew allowed when checking exp, nbf and iat.
+	// Default 10s.
+	AuthLeeway time.Duration
+	// AuthTimeout closes (4001) a connection that upgraded without a token
+	// and has not sent {"type":"auth",…} by then. Default 10s.
+	AuthTimeout time.Duration
+	// TokenExpiryWarning is how long before its token expires a connection
+	// is sent token_expiring. Default 1m.
+	TokenExpiryWarning time.Duration
+	// TokenGrace is how long after its token expires a connection that has
+	// not refreshed it is closed (4001). Default 30s.
+	TokenGrace time.Duration
+	// AllowedOrigins lists the Origin values a browser may connect from:
+	// "https://dash.example.com", "https://*.example.com" (any subdomain)
+	// or "*". Requests without an Origin (not from a browser) always pass.
+	// Empty: any origin.
+	AllowedOrigins []string
+
+	// MaxConns bounds the node's WebSocket connections; past it a new one is
+	// answered 503. Default 100,000.
+	MaxConns int
+	// MaxConnsPerIP bounds the connections from one source address (IPv6:
+	// one /64); past it a new one is answered 429. Default 1,000.
+	MaxConnsPerIP int
+	// ClientMessageRate is how many messages per minute a connection may
+	// send on average (a token bucket; pings count); past it a message is
+	// answered rate_limited, and MaxClientErrors of those close it (1008).
+	// Default 100, like the original dashboards.
+	ClientMessageRate int
+	// ClientMessageBurst is the token bucket's size: how many messages may
+	// come at once. Default ClientMessageRate.
+	ClientMessageBurst int
+
+	// IngestMaxErrors is how many bad lines per minute a producer may send
+	// (a token bucket of that size); past it the producer is disconnected.
+	// Default 100.
+	IngestMaxErrors int
+	// IngestMaxRate bounds each producer's lines per second by pacing its
+	// reads (TCP backpressure slows it; nothing is dropped). Zero: no bound.
+	IngestMaxRate int
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -124,6 +185,15 @@ func (c Config) WithDefaults() Config {
 	def(&c.IngestMaxConns, 256)
 	defDur(&c.IngestWriteTimeout, 30*time.Second)
 	defDur(&c.DrainWindow, 10*time.Second)
+	defDur(&c.AuthLeeway, 10*time.Second)
+	defDur(&c.AuthTimeout, 10*time.Second)
+	defDur(&c.TokenExpiryWarning, time.Minute)
+	defDur(&c.TokenGrace, 30*time.Second)
+	def(&c.MaxConns, 100_000)
+	def(&c.MaxConnsPerIP, 1000)
+	def(&c.ClientMessageRate, 100)
+	def(&c.ClientMessageBurst, c.ClientMessageRate)
+	def(&c.IngestMaxErrors, 100)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -144,7 +214,7 @@ func (c *Config) Validate() error {
 	check(c.MaxMessageBytes >= 128 && c.MaxMessageBytes <= 16<<20, "max_message_bytes (%d) must be in [128, 16777216]", c.MaxMessageBytes)
 	check(c.MaxSubscriptions >= 1, "max_subscriptions (%d) must be ≥ 1", c.MaxSubscriptions)
 	check(c.MaxCities >= 1, "max_cities (%d) must be ≥ 1", c.MaxCities)
-	check(c.MaxClientErrors >= 1, "max_client_errors (%d) must be ≥ 1", c.MaxClientErrors)
+	check(c.MaxClientErrors >= 1 && c.MaxClientErrors <= 255, "max_client_errors (%d) must be in [1, 255]", c.MaxClientErrors)
 	check(c.RingSize >= 2 && c.RingSize <= 1<<20, "ring_size (%d) must be in [2, 1048576]", c.RingSize)
 	check(c.RingBytes >= 1024, "ring_bytes (%d) must be ≥ 1024", c.RingBytes)
 	check(c.RecentAlerts >= 0 && c.RecentAlerts <= 4096, "recent_alerts (%d) must be in [0, 4096]", c.RecentAlerts)
@@ -158,11 +228,26 @@ func (c *Config) Validate() error {
 	check(c.IngestMaxConns >= 1, "ingest_max_conns (%d) must be ≥ 1", c.IngestMaxConns)
 	check(c.IngestWriteTimeout > 0, "ingest_write_timeout (%s) must be > 0", c.IngestWriteTimeout)
 	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
+	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys) are exclusive")
+	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys); set insecure to admit anonymous clients")
+	check(c.AuthLeeway >= 0 && c.AuthLeeway <= 10*time.Minute, "auth_leeway (%s) must be in [0, 10m]", c.AuthLeeway)
+	check(c.AuthTimeout > 0, "auth_timeout (%s) must be > 0", c.AuthTimeout)
+	check(c.TokenExpiryWarning > 0, "token_expiry_warning (%s) must be > 0", c.TokenExpiryWarning)
+	check(c.TokenGrace > 0, "token_grace (%s) must be > 0", c.TokenGrace)
+	for _, o := range c.AllowedOrigins {
+		check(validOriginPattern(o), "allowed_origins: %q must be *, scheme://host[:port] or scheme://*.domain[:port]", o)
+	}
+	check(c.MaxConns >= 1, "max_conns (%d) must be ≥ 1", c.MaxConns)
+	check(c.MaxConnsPerIP >= 1, "max_conns_per_ip (%d) must be ≥ 1", c.MaxConnsPerIP)
+	check(c.ClientMessageRate >= 1 && c.ClientMessageRate <= 600_000, "client_message_rate (%d) must be in [1, 600000] per minute", c.ClientMessageRate)
+	check(c.ClientMessageBurst >= 1, "client_message_burst (%d) must be ≥ 1", c.ClientMessageBurst)
+	check(c.IngestMaxErrors >= 1 && c.IngestMaxErrors <= 600_000, "ingest_max_errors (%d) must be in [1, 600000] per minute", c.IngestMaxErrors)
+	check(c.IngestMaxRate >= 0 && c.IngestMaxRate <= 1_000_000, "ingest_max_rate (%d) must be in [0, 1000000] per second", c.IngestMaxRate)
 	return errors.Join(errs...)
 }
 
 // tick is the housekeeping period: fine enough for the shortest time-out.
 func (c *Config) tick() time.Duration {
-	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.SlowTimeout) / 4
+	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.SlowTimeout, c.AuthTimeout, c.TokenGrace) / 4
 	return max(10*time.Millisecond, min(d, time.Second))
 }

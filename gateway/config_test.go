@@ -11,7 +11,7 @@ import (
 func TestConfigValidate(t *testing.T) {
 	f := func(mod func(*Config), want ...string) {
 		t.Helper()
-		c := Config{}.WithDefaults()
+		c := Config{Insecure: true}.WithDefaults()
 		mod(&c)
 		err := c.Validate()
 		if len(want) == 0 {

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -19,26 +22,43 @@ const (
 )
 
 // conn is one client connection. It is owned by its event loop: every
-// field is read and written only there. It is kept small: tens of thousands
-// of idle ones sit in memory.
+// field is read and written only there. It is kept small (120 bytes, the
+// 128-byte size class): tens of thousands of idle ones sit in memory.
 type conn struct {
-	c      gnet.Conn
-	l      *loop
-	idx    int // in l.conns
-	state  uint8
-	reason CloseReason
-	errors uint8 // bad client messages so far
+	c gnet.Conn
+	l *loop
+	// grant is what the connection's token allows; nil until it has
+	// authenticated. Shared, never modified (a refresh replaces it).
+	grant   *grant
+	idx     int32 // in l.conns
+	scanned int32 // bytes of the request head searched so far
+	state   uint8
+	reason  CloseReason
+	errors  uint8 // bad client messages so far
+	flags   uint8 // flag* bits
 
-	scanned   int32 // bytes of the request head searched so far
-	opened    int64 // Unix nanoseconds of the accept (handshake time-out)
+	// opened is the Unix nanoseconds of the accept (handshake time-out),
+	// then of the upgrade (auth time-out).
+	opened    int64
 	lastRead  int64 // Unix nanoseconds of the last inbound bytes
 	lastPing  int64
-	stalledAt int64 // when it went over the backlog limit; 0 if not
+	stalledAt int64  // when it went over the backlog limit; 0 if not
+	rate      bucket // inbound messages (ClientMessageRate)
 
 	subs []*sub
-	// frag reassembles a fragmented message; nil between messages.
-	frag []byte
+	// frag reassembles a fragmented message; nil between messages. A
+	// pointer: fragmented messages are rare, and the conn stays in its
+	// size class.
+	frag *[]byte
 }
+
+// Connection flags.
+const (
+	flagAdmitted   uint8 = 1 << iota // counted against MaxConns and MaxConnsPerIP
+	flagRefuseFull                   // answer 503 once the request is in
+	flagRefuseIP                     // answer 429 once the request is in
+	flagWarned                       // token_expiring sent for the current grant
+)
 
 // sub is one subscription of a connection to a city.
 type sub struct {
@@ -95,20 +115,35 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	l, s := cn.l, cn.l.s
 	buf, _ := cn.c.Peek(-1)
 	end := codec.RequestEnd(buf, int(cn.scanned))
-	// A whole head that arrived in one read is held to the limit too, or
-	// the 431 would depend on how the request was split into segments.
-	if end > s.cfg.MaxHeaderBytes || end == 0 && len(buf) > s.cfg.MaxHeaderBytes {
-		l.out = append(l.out[:0], "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"...)
-		return cn.reject(), false
-	}
-	if end == 0 {
+	if end == 0 && len(buf) <= s.cfg.MaxHeaderBytes {
 		cn.scanned = int32(len(buf))
 		return gnet.None, false
 	}
-	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0])
+	switch {
+	case cn.flags&flagRefuseFull != 0:
+		l.out = append(l.out[:0], respNodeFull...)
+		return cn.reject(CloseNodeFull), false
+	case cn.flags&flagRefuseIP != 0:
+		l.out = append(l.out[:0], respIPLimit...)
+		return cn.reject(CloseIPLimit), false
+	case end == 0 || end > s.cfg.MaxHeaderBytes:
+		// A whole head that arrived in one read is held to the limit
+		// too, or the 431 would depend on how the request was split.
+		l.out = append(l.out[:0], respTooLarge...)
+		return cn.reject(CloseHandshakeFailed), false
+	}
+	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0], cn.checkUpgrade)
 	l.out = resp
 	if err != nil {
-		return cn.reject(), false
+		reason := CloseHandshakeFailed
+		var he *codec.HTTPError
+		if errors.As(err, &he) {
+			reason = CloseUnauthorized
+			if he.Status == http.StatusForbidden {
+				reason = CloseOriginForbidden
+			}
+		}
+		return cn.reject(reason), false
 	}
 	_, _ = cn.c.Write(resp)
 	if cn.state == stateClosed {
@@ -117,6 +152,7 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	_, _ = cn.c.Discard(end)
 	cn.state = stateOpen
 	cn.scanned = 0
+	cn.opened = l.now
 	s.upgraded.Add(1)
 	s.metrics.handshake.Update(seconds(l.now - cn.opened))
 	if len(up.Cities) > 0 {
@@ -128,11 +164,43 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	return gnet.None, true
 }
 
+// checkUpgrade decides, once the request is a valid upgrade, whether it may
+// upgrade: its Origin (403) and its token, if it carries one (401). A
+// request without a token upgrades and must authenticate with its first
+// message, unless it subscribes on the URL. Runs on the loop, inside
+// Upgrader.Upgrade.
+func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
+	s := cn.l.s
+	if up.Origin != "" && !originAllowed(s.cfg.AllowedOrigins, up.Origin) {
+		return &codec.HTTPError{Status: http.StatusForbidden, Message: "origin not allowed"}
+	}
+	if s.auth == nil {
+		cn.grant = anonymous
+		return nil
+	}
+	if up.Token == "" {
+		if len(up.Cities) > 0 {
+			return &codec.HTTPError{Status: http.StatusUnauthorized, Header: "WWW-Authenticate: Bearer\r\n",
+				Message: authRequired + ": cities on the URL need a token in the request (token=, Authorization or Sec-WebSocket-Protocol)"}
+		}
+		return nil
+	}
+	g, err := s.auth.clientGrant(up.Token)
+	if err != nil {
+		cn.l.stats.authFailures.Add(1)
+		code := err.(*authError).code
+		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: code + ": " + err.Error(),
+			Header: "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"}
+	}
+	cn.grant = g
+	return nil
+}
+
 // reject writes the HTTP error in l.out and closes.
-func (cn *conn) reject() gnet.Action {
+func (cn *conn) reject(reason CloseReason) gnet.Action {
 	_, _ = cn.c.Write(cn.l.out)
 	cn.state = stateClosing
-	cn.reason = CloseHandshakeFailed
+	cn.reason = reason
 	return gnet.Close
 }
 
@@ -142,7 +210,11 @@ func (cn *conn) frame(b []byte) int {
 	l := cn.l
 	h, hn, err := l.fp.Header(b)
 	if err == nil && hn > 0 {
-		err = codec.CheckClientHeader(h, cn.frag != nil, int64(len(cn.frag)), int64(l.cfg.MaxMessageBytes))
+		have := 0
+		if cn.frag != nil {
+			have = len(*cn.frag)
+		}
+		err = codec.CheckClientHeader(h, cn.frag != nil, int64(have), int64(l.cfg.MaxMessageBytes))
 	}
 	if err != nil {
 		l.beginClose(cn, reasonOf(err), err.Error())
@@ -157,6 +229,9 @@ func (cn *conn) frame(b []byte) int {
 
 	switch h.OpCode {
 	case ws.OpPing:
+		if !cn.allow() {
+			return total
+		}
 		l.send(cn, codec.AppendFrame(l.out[:0], ws.OpPong, payload))
 	case ws.OpPong:
 	case ws.OpClose:
@@ -179,21 +254,38 @@ func (cn *conn) frame(b []byte) int {
 	case ws.OpText, ws.OpContinuation:
 		if !h.Fin || cn.frag != nil {
 			if cn.frag == nil {
-				cn.frag = make([]byte, 0, len(payload))
+				b := make([]byte, 0, len(payload))
+				cn.frag = &b
 			}
-			cn.frag = append(cn.frag, payload...)
+			*cn.frag = append(*cn.frag, payload...)
 			if !h.Fin {
 				return total
 			}
-			payload, cn.frag = cn.frag, nil
+			payload, cn.frag = *cn.frag, nil
 		}
 		if !utf8.Valid(payload) {
 			l.beginClose(cn, CloseInvalidUTF8, "text message is not valid UTF-8")
 			return 0
 		}
-		cn.message(payload)
+		if cn.allow() {
+			cn.message(payload)
+		}
 	}
 	return total
+}
+
+// allow takes a token from the connection's message bucket. Past the rate
+// the message is answered rate_limited and counts as a bad message: after
+// MaxClientErrors of them the connection closes (1008).
+func (cn *conn) allow() bool {
+	l := cn.l
+	cfg := &l.s.cfg
+	if cn.rate.take(l.now, int64(time.Minute)/int64(cfg.ClientMessageRate), cfg.ClientMessageBurst) {
+		return true
+	}
+	l.stats.rateLimited.Add(1)
+	cn.failAs(CloseRateLimited, "rate_limited", "", fmt.Sprintf("over %d messages per minute", cfg.ClientMessageRate))
+	return false
 }
 
 func reasonOf(err error) CloseReason {
@@ -220,29 +312,114 @@ func (cn *conn) message(b []byte) {
 		cn.fail(code, "", err.Error())
 		return
 	}
+	if cn.grant == nil && m.Type != codec.TypeAuth {
+		cn.authFail(authRequired, `send {"type":"auth","token":"…"} first`)
+		return
+	}
+	l := cn.l
 	switch m.Type {
 	case codec.TypePing:
 		_, _ = cn.c.Write(codec.PongFrame)
-	case codec.TypeAuth, codec.TypeSubscribe:
-		// Any token is accepted while no key is configured.
-		if m.Type == codec.TypeAuth && len(m.Cities) == 0 && !m.HasFilter {
-			l := cn.l
+	case codec.TypeAuth:
+		if !cn.authenticate(m.Token) {
+			return
+		}
+		if len(m.Cities) == 0 && !m.HasFilter {
 			l.send(cn, codec.AppendSubscribed(l.out[:0], "subscribed", l.s.epoch, nil))
 			return
 		}
+		cn.subscribe(&m)
+	case codec.TypeRefresh:
+		if !cn.authenticate(m.Token) {
+			return
+		}
+		exp, closeAt := cn.grant.deadlines(&l.s.cfg)
+		l.send(cn, codec.AppendTokenEvent(l.out[:0], "refreshed", exp, closeAt))
+	case codec.TypeSubscribe:
 		cn.subscribe(&m)
 	case codec.TypeUnsubscribe:
 		cn.unsubscribe(m.Cities)
 	}
 }
 
+// authenticate verifies a token from an auth or refresh message and makes
+// it the connection's grant. A connection that has a grant keeps it when
+// the message carries no token, and may only take a token for the same
+// subject. Subscriptions the new token does not cover end (each with a
+// forbidden error). On failure the client gets auth_error and the
+// connection closes (4001). An insecure node takes any token. Runs on the
+// loop.
+func (cn *conn) authenticate(token string) bool {
+	a := cn.l.s.auth
+	switch {
+	case a == nil:
+		cn.grant = anonymous
+		return true
+	case token == "" && cn.grant != nil:
+		return true
+	case token == "":
+		cn.authFail(authRequired, "the auth message carries no token")
+		return false
+	}
+	g, err := a.clientGrant(token)
+	if err != nil {
+		cn.authFail(err.(*authError).code, err.Error())
+		return false
+	}
+	if cn.grant != nil && cn.grant.sub != g.sub {
+		cn.authFail(authSubMismatch, "the token is for another subject than the connection's")
+		return false
+	}
+	cn.grant = g
+	cn.flags &^= flagWarned
+	l := cn.l
+	for i := 0; i < len(cn.subs); {
+		sb := cn.subs[i]
+		if g.allows(sb.city.name) {
+			i++
+			continue
+		}
+		l.removeSub(sb)
+		cn.subs = append(cn.subs[:i], cn.subs[i+1:]...)
+		cn.forbid(sb.city.name, "the new token does not cover this city: unsubscribed")
+	}
+	return true
+}
+
+// authFail sends auth_error and closes the connection (4001). Runs on the
+// loop.
+func (cn *conn) authFail(code, msg string) {
+	l := cn.l
+	l.stats.authFailures.Add(1)
+	l.send(cn, codec.AppendAuthError(l.out[:0], code, msg))
+	reason := CloseAuthFailed
+	switch code {
+	case authTimeout:
+		reason = CloseAuthTimeout
+	case authExpired:
+		reason = CloseTokenExpired
+	}
+	l.beginClose(cn, reason, code)
+}
+
+// forbid refuses a city outside the token; the connection stays, and this
+// does not count as a bad message. Runs on the loop.
+func (cn *conn) forbid(city, msg string) {
+	l := cn.l
+	l.stats.forbidden.Add(1)
+	l.send(cn, codec.AppendError(l.out[:0], "forbidden", city, msg))
+}
+
 // fail sends an error message and counts it; past MaxClientErrors the
 // connection closes with 1008.
-func (cn *conn) fail(code, city, msg string) {
+func (cn *conn) fail(code, city, msg string) { cn.failAs(CloseAbuse, code, city, msg) }
+
+// failAs is fail with the close reason to count when it closes.
+func (cn *conn) failAs(reason CloseReason, code, city, msg string) {
 	l := cn.l
 	l.send(cn, codec.AppendError(l.out[:0], code, city, msg))
 	if cn.errors++; int(cn.errors) >= l.cfg.MaxClientErrors && cn.state == stateOpen {
-		l.beginClose(cn, CloseAbuse, "too many bad messages")
+		l.beginClose(cn, reason, "too many bad messages")
 	}
 }
 
@@ -272,6 +449,10 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 	}
 	l.subbed, l.started = l.subbed[:0], l.started[:0]
 	for _, name := range m.Cities {
+		if !cn.grant.allows(name) {
+			cn.forbid(name, "the token does not cover this city")
+			continue
+		}
 		c, err := s.hub.city(name)
 		if err != nil {
 			cn.fail("too_many_cities", name, err.Error())

@@ -32,12 +32,21 @@ const readTimeout = 5 * time.Second
 
 // startServer starts a server on loopback ports with cfg (Addr, IngestAddr
 // and, when zero, Loops and Logger are filled in) and shuts it down when the
-// test ends.
+// test ends. Without a key in cfg the server runs insecure: every client is
+// anonymous with every city.
 func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.IngestAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
+	if cfg.IngestAddr == "" {
+		cfg.IngestAddr = "127.0.0.1:0"
+	}
+	cfg.Insecure = !cfg.hasKeys()
+	if cfg.ClientMessageRate == 0 {
+		// Tests fire messages faster than any dashboard; the rate limit
+		// has tests of its own.
+		cfg.ClientMessageRate = 600_000
+	}
 	if cfg.Loops == 0 {
 		cfg.Loops = 2
 	}

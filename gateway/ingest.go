@@ -20,19 +20,46 @@ import (
 // are few), each reading lines, publishing them and answering acks and
 // errors in line order. A producer that outruns the gateway is slowed by TCP
 // backpressure: nothing is buffered beyond one line.
+//
+// Bound to loopback, producers are trusted neighbours. Bound to any other
+// address on a node with keys, each producer must first send
+// {"auth":"<token>"} with a token whose "publish" claim names the cities it
+// may publish to.
 type ingest struct {
 	s  *Server
 	ln net.Listener
+	// needToken: producers authenticate with their first line.
+	needToken bool
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]*producerConn
 	closed bool
 	wg     sync.WaitGroup
 
-	frames   atomic.Uint64
-	bytes    atomic.Uint64
-	errors   atomic.Uint64
-	rejected atomic.Uint64
+	frames       atomic.Uint64
+	bytes        atomic.Uint64
+	errors       atomic.Uint64
+	rejected     atomic.Uint64
+	authFailures atomic.Uint64
+	dropped      atomic.Uint64
+}
+
+// producerConn is one producer connection. Its goroutine owns grant, rate
+// and errs; the counters are read by Stats, and sub under ingest.mu.
+type producerConn struct {
+	in        *ingest
+	addr      string
+	sub       string // the token's subject, once authenticated
+	needToken bool   // the first line must be {"auth":…}
+
+	grant *grant // nil on a port without tokens
+	rate  bucket // IngestMaxRate pacing
+	errs  bucket // bad lines (IngestMaxErrors)
+
+	lines     atomic.Uint64
+	bytes     atomic.Uint64
+	errors    atomic.Uint64
+	throttled atomic.Uint64
 }
 
 func (s *Server) listenIngest() (*ingest, error) {
@@ -40,7 +67,15 @@ func (s *Server) listenIngest() (*ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", s.cfg.IngestAddr, err)
 	}
-	return &ingest{s: s, ln: ln, conns: make(map[net.Conn]struct{})}, nil
+	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn)}
+	if !isLoopback(ln.Addr()) {
+		if s.auth != nil {
+			in.needToken = true
+		} else {
+			s.cfg.Logger.Warn("ingest port open beyond loopback without tokens (insecure)", "addr", ln.Addr().String())
+		}
+	}
+	return in, nil
 }
 
 func (in *ingest) serve() {
@@ -54,7 +89,8 @@ func (in *ingest) serve() {
 			time.Sleep(50 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
-		if !in.track(c) {
+		pc := &producerConn{in: in, addr: c.RemoteAddr().String(), needToken: in.needToken}
+		if !in.track(c, pc) {
 			in.rejected.Add(1)
 			in.s.warn(&in.s.warnRejected, "refused a producer connection: ingest_max_conns reached",
 				"producer", c.RemoteAddr().String())
@@ -62,18 +98,18 @@ func (in *ingest) serve() {
 			_ = c.Close()
 			continue
 		}
-		go in.handle(c)
+		go in.handle(c, pc)
 	}
 }
 
 // track registers c unless the port is closed or full.
-func (in *ingest) track(c net.Conn) bool {
+func (in *ingest) track(c net.Conn, pc *producerConn) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed || len(in.conns) >= in.s.live.Load().IngestMaxConns {
 		return false
 	}
-	in.conns[c] = struct{}{}
+	in.conns[c] = pc
 	in.wg.Add(1)
 	return true
 }
@@ -132,19 +168,32 @@ func (in *ingest) wait(ctx context.Context) {
 func (in *ingest) stats(st *Stats) {
 	in.mu.Lock()
 	st.IngestConns = int64(len(in.conns))
+	for _, pc := range in.conns {
+		st.Producers = append(st.Producers, ProducerStats{
+			Addr:      pc.addr,
+			Sub:       pc.sub,
+			Lines:     pc.lines.Load(),
+			Bytes:     pc.bytes.Load(),
+			Errors:    pc.errors.Load(),
+			Throttled: pc.throttled.Load(),
+		})
+	}
 	in.mu.Unlock()
 	st.IngestFrames = in.frames.Load()
 	st.IngestBytes = in.bytes.Load()
 	st.IngestErrors = in.errors.Load()
 	st.IngestRejected = in.rejected.Load()
+	st.IngestAuthFailures = in.authFailures.Load()
+	st.IngestDropped = in.dropped.Load()
 }
 
-// handle serves one producer until it closes or stops reading its answers.
-func (in *ingest) handle(c net.Conn) {
+// handle serves one producer until it closes, stops reading its answers,
+// presents a bad token, or sends too many bad lines.
+func (in *ingest) handle(c net.Conn, pc *producerConn) {
 	defer in.untrack(c)
 	defer c.Close()
 	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
-	_, _ = in.serveLines(newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
+	_, _ = in.serveLines(pc, newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
 		linger(c)
 	}
@@ -191,7 +240,12 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // read so far is answered and no more input is buffered, so that a producer
 // that pipelines lines gets its answers in batches. It returns how many
 // lines failed, and the error that ended the input (nil at EOF) or a write.
-func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
+//
+// pc is the producer: its token (the first line must be {"auth":…} when
+// pc.needToken), its accounting, its pacing and its bad-line budget. A
+// producer over that budget, or whose token fails, gets a last answer and
+// errProducerDropped.
+func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
 	var out []byte
 	for n := 1; ; n++ {
 		line, rerr := lr.next()
@@ -203,14 +257,19 @@ func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (f
 		if rerr != nil && len(line) == 0 && !tooLong {
 			return failed, eofIsNil(rerr)
 		}
+		pc.lines.Add(1)
+		pc.bytes.Add(uint64(len(line)))
 		out = out[:0]
-		ok := true
+		ok, fatal := true, false
 		switch {
+		case pc.needToken && pc.grant == nil:
+			out, fatal = pc.authenticate(line, out)
+			ok = !fatal
 		case tooLong:
-			in.errors.Add(1)
-			out, ok = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", lr.max), n), false
+			out, fatal = pc.refuse(out, fmt.Sprintf("line longer than %d bytes", lr.max), n)
+			ok = false
 		case len(line) > 0:
-			out, ok = in.line(line, n, out)
+			out, ok, fatal = pc.line(line, n, out)
 		}
 		if !ok {
 			failed++
@@ -220,16 +279,29 @@ func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (f
 				return failed, err
 			}
 		}
-		if flush != nil && (lr.buffered() == 0 || rerr != nil) {
+		// Answer once the producer's pipelined lines are all read, and
+		// before pausing it.
+		wait := pc.pace()
+		if flush != nil && (lr.buffered() == 0 || rerr != nil || fatal || wait > 0) {
 			if err := flush(); err != nil {
 				return failed, err
 			}
 		}
-		if rerr != nil && !tooLong {
+		switch {
+		case fatal:
+			return failed, errProducerDropped
+		case rerr != nil && !tooLong:
 			return failed, eofIsNil(rerr)
+		case wait > 0:
+			pc.throttled.Add(1)
+			time.Sleep(wait)
 		}
 	}
 }
+
+// errProducerDropped ends a producer whose token failed or who sent too many
+// bad lines; its last answer says which.
+var errProducerDropped = errors.New("producer disconnected")
 
 func eofIsNil(err error) error {
 	if errors.Is(err, io.EOF) {
@@ -238,10 +310,35 @@ func eofIsNil(err error) error {
 	return err
 }
 
-// line publishes one ingest line and appends its answer: an ack if the
-// line has an id, or an error (ok false).
-func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
+// authenticate checks the producer's first line, {"auth":"<token>"}. A bad
+// one is answered (line 0: it is about the connection) and ends it.
+func (p *producerConn) authenticate(line, out []byte) ([]byte, bool) {
+	tok, err := codec.ParseIngestAuth(line)
+	if err == nil {
+		p.grant, err = p.in.s.auth.producerGrant(tok)
+	}
+	if err != nil {
+		p.in.authFailures.Add(1)
+		return codec.AppendIngestError(out, "authentication failed: "+err.Error(), 0), true
+	}
+	p.in.mu.Lock()
+	p.sub = p.grant.sub
+	p.in.mu.Unlock()
+	return out, false
+}
+
+// line publishes one ingest line and appends its answer: an ack if the line
+// has an id, or an error (ok false). fatal: the producer is cut off.
+func (p *producerConn) line(line []byte, n int, out []byte) (_ []byte, ok, fatal bool) {
+	in := p.in
+	if g := p.grant; g != nil && time.Now().UnixNano() > g.exp+int64(in.s.cfg.TokenGrace) {
+		in.authFailures.Add(1)
+		return codec.AppendIngestError(out, "the token expired: reconnect with a new one", 0), false, true
+	}
 	msg, err := codec.ParseIngest(line)
+	if err == nil && p.grant != nil && !p.grant.allows(msg.City) {
+		err = fmt.Errorf("forbidden: the token does not allow publishing to %q", msg.City)
+	}
 	if err == nil {
 		var seq uint64
 		seq, err = in.s.publish(&msg, time.Now())
@@ -251,11 +348,35 @@ func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
 			if msg.ID != "" {
 				out = codec.AppendAck(out, msg.ID, seq)
 			}
-			return out, true
+			return out, true, false
 		}
 	}
+	out, fatal = p.refuse(out, err.Error(), n)
+	return out, false, fatal
+}
+
+// refuse answers a bad line and counts it; past IngestMaxErrors per minute
+// the producer is disconnected, with a last answer that says why.
+func (p *producerConn) refuse(out []byte, msg string, n int) ([]byte, bool) {
+	in, cfg := p.in, &p.in.s.cfg
 	in.errors.Add(1)
-	return codec.AppendIngestError(out, err.Error(), n), false
+	p.errors.Add(1)
+	out = codec.AppendIngestError(out, msg, n)
+	if !p.errs.take(time.Now().UnixNano(), int64(time.Minute)/int64(cfg.IngestMaxErrors), cfg.IngestMaxErrors) {
+		in.dropped.Add(1)
+		return codec.AppendIngestError(out, fmt.Sprintf("more than %d bad lines per minute: disconnecting", cfg.IngestMaxErrors), 0), true
+	}
+	return out, false
+}
+
+// pace returns how long to wait before reading the next line to keep the
+// producer within IngestMaxRate (0 without a bound).
+func (p *producerConn) pace() time.Duration {
+	rate := p.in.s.cfg.IngestMaxRate
+	if rate == 0 {
+		return 0
+	}
+	return time.Duration(p.rate.wait(time.Now().UnixNano(), int64(time.Second)/int64(rate), rate))
 }
 
 var errLineTooLong = errors.New("line too long")

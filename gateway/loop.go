@@ -245,7 +245,7 @@ func (l *loop) removeSub(s *sub) {
 }
 
 func (l *loop) addConn(cn *conn) {
-	cn.idx = len(l.conns)
+	cn.idx = int32(len(l.conns))
 	l.conns = append(l.conns, cn)
 }
 
@@ -290,11 +290,19 @@ func (l *loop) housekeeping(context.Context) error {
 		switch cn.state {
 		case stateHandshake:
 			// From the accept, not the last byte: a client trickling its
-			// request (slowloris) does not reset the clock.
-			if l.now-cn.opened > int64(cfg.HandshakeTimeout) {
+			// request (slowloris) does not reset the clock. A connection
+			// refused for a limit holds a descriptor only briefly.
+			limit := int64(cfg.HandshakeTimeout)
+			if cn.flags&(flagRefuseFull|flagRefuseIP) != 0 {
+				limit = min(limit, int64(refuseWait))
+			}
+			if l.now-cn.opened > limit {
 				l.closeConn(cn, CloseHandshakeTimeout)
 			}
 		case stateOpen:
+			if !l.checkToken(cn) {
+				continue
+			}
 			switch idle := l.now - cn.lastRead; {
 			case idle > int64(cfg.IdleTimeout):
 				l.closeConn(cn, CloseIdle)
@@ -320,6 +328,42 @@ func (l *loop) housekeeping(context.Context) error {
 		l.wbuf = nil
 	}
 	return nil
+}
+
+// refuseWait bounds how long a connection refused for a limit (503, 429)
+// may take to send its request before it is closed without an answer.
+const refuseWait = time.Second
+
+// checkToken enforces the auth time-out and the token's expiry: an
+// unauthenticated connection past AuthTimeout, or one whose token expired
+// more than TokenGrace ago, gets auth_error and is closed (4001); one whose
+// token expires within TokenExpiryWarning is told once (token_expiring).
+// It reports whether cn is still open. Runs on the loop, in housekeeping.
+func (l *loop) checkToken(cn *conn) bool {
+	cfg := &l.s.cfg
+	g := cn.grant
+	switch {
+	case g == nil:
+		if l.now-cn.opened <= int64(cfg.AuthTimeout) {
+			return true
+		}
+		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
+	case g.exp == 0 || l.now < g.exp-int64(cfg.TokenExpiryWarning):
+		return true
+	case l.now <= g.exp+int64(cfg.TokenGrace):
+		if cn.flags&flagWarned == 0 {
+			cn.flags |= flagWarned
+			exp, closeAt := g.deadlines(cfg)
+			l.send(cn, codec.AppendTokenEvent(l.out[:0], "token_expiring", exp, closeAt))
+		}
+		return cn.state == stateOpen
+	default:
+		cn.authFail(authExpired, "the token expired; send {\"type\":\"refresh\",\"token\":…} before closeAt")
+	}
+	if cn.state != stateClosed {
+		_ = l.el.Close(cn.c)
+	}
+	return false
 }
 
 // unstall resumes a stalled connection whose backlog drained, or closes it
@@ -359,7 +403,16 @@ var closeCodes = [closeReasons]ws.StatusCode{
 	CloseSlowConsumer:    ws.StatusPolicyViolation,
 	CloseIdle:            ws.StatusGoingAway,
 	CloseShutdown:        ws.StatusGoingAway,
+	CloseAuthFailed:      StatusAuthFailed,
+	CloseAuthTimeout:     StatusAuthFailed,
+	CloseTokenExpired:    StatusAuthFailed,
+	CloseRateLimited:     ws.StatusPolicyViolation,
 }
+
+// StatusAuthFailed is the close code after an auth_error: the token was
+// refused, missing, or expired (4000-4999 are for applications, RFC 6455
+// §7.4.2).
+const StatusAuthFailed ws.StatusCode = 4001
 
 // closeConn sends the close frame for reason and closes cn. Runs on the
 // loop, but not inside OnTraffic: there, call beginClose and return

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -21,6 +23,10 @@ const maxPublishBody = 64 << 20
 // (the lines that have an ack were stored: do not resend them); 413: the
 // body is over maxPublishBody (the lines answered were stored); 503: the
 // node is stopping.
+//
+// As on the TCP port, a node with keys whose admin port is bound beyond
+// loopback takes only producers with a token, here as Authorization:
+// Bearer (401 without a valid one).
 func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	in := s.ingest
 	if !in.enter() {
@@ -28,9 +34,21 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer in.leave()
+	pc := &producerConn{in: in, addr: r.RemoteAddr}
+	if s.auth != nil && !isLoopback(s.admin.ln.Addr()) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		g, err := s.auth.producerGrant(tok)
+		if !ok || err != nil {
+			in.authFailures.Add(1)
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "a producer token is required: Authorization: Bearer <jwt>", http.StatusUnauthorized)
+			return
+		}
+		pc.grant, pc.sub = g, g.sub
+	}
 	body := http.MaxBytesReader(w, r.Body, maxPublishBody)
 	var out bytes.Buffer
-	failed, err := in.serveLines(newLineReader(body, s.cfg.IngestMaxLineBytes), &out, nil)
+	failed, err := in.serveLines(pc, newLineReader(body, s.cfg.IngestMaxLineBytes), &out, nil)
 	code := http.StatusOK
 	var tooBig *http.MaxBytesError
 	switch {
@@ -46,4 +64,9 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(code)
 	_, _ = w.Write(out.Bytes())
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

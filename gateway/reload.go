@@ -35,15 +35,14 @@ func LiveKeys() []string {
 
 // Reload applies the live settings of next (LiveKeys) to the running
 // server and ignores the others, which take a restart. next is completed
-// with WithDefaults and must pass Validate, as must the result; on error
-// nothing changes. Event loops apply the change at once (a housekeeping
+// with WithDefaults; the running config with those settings applied must
+// pass Validate, or nothing changes. Event loops apply the change at once (a housekeeping
 // pass is scheduled), producers at their next write or connection. Safe
 // for concurrent use.
 func (s *Server) Reload(next Config) error {
+	// Only the live keys of next matter: the merge below is what must be
+	// valid (next alone may lack what only start-up needs, such as keys).
 	next = next.WithDefaults()
-	if err := next.Validate(); err != nil {
-		return err
-	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	cfg := *s.live.Load()

@@ -146,6 +146,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 		IngestAddr: "127.0.0.1:0",
 		AdminAddr:  "127.0.0.1:0",
 		Loops:      2,
+		Insecure:   true,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// The clients never speak: keep them from being pinged or closed
 		// as idle while the benchmark runs.

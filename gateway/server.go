@@ -40,6 +40,10 @@ type Server struct {
 	accepted atomic.Uint64
 	upgraded atomic.Uint64
 	open     atomic.Int64
+	admitted atomic.Int64 // connections counted against MaxConns
+
+	auth *authenticator // nil when insecure
+	ips  *ipLimiter
 
 	ingest  *ingest
 	admin   *admin
@@ -71,6 +75,14 @@ func New(cfg Config) (*Server, error) {
 	s.hub = newHub(&s.cfg, cfg.Loops)
 	s.loops.Store(new([]*loop))
 	s.metrics = newServerMetrics(s)
+	s.ips = newIPLimiter(cfg.MaxConnsPerIP)
+	if !cfg.Insecure {
+		a, err := newAuthenticator(&s.cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.auth = a
+	}
 	return s, nil
 }
 
@@ -151,6 +163,9 @@ func (s *Server) Stats() Stats {
 		st.BytesWritten += l.stats.bytesWritten.Load()
 		st.Conflations += l.stats.conflations.Load()
 		st.Stalls += l.stats.stalls.Load()
+		st.AuthFailures += l.stats.authFailures.Load()
+		st.RateLimited += l.stats.rateLimited.Load()
+		st.Forbidden += l.stats.forbidden.Load()
 		for r := range l.stats.closes {
 			st.Closes[CloseReason(r).String()] += l.stats.closes[r].Load()
 		}
@@ -218,6 +233,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		_ = c.SetWriteBuffer(n)
 	}
 	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
+	s.admit(cn)
 	c.SetContext(cn)
 	l.addConn(cn)
 	s.open.Add(1)
@@ -248,8 +264,29 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cn.state = stateClosed
 	cn.l.stats.closes[cn.reason].Add(1)
 	cn.l.removeConn(cn)
+	if cn.flags&flagAdmitted != 0 {
+		s.admitted.Add(-1)
+		s.ips.release(ipKey(c.RemoteAddr()))
+	}
 	s.open.Add(-1)
 	return gnet.None
+}
+
+// admit counts a new connection against MaxConns and MaxConnsPerIP, or marks
+// it to be refused (503 or 429) once its request has arrived. Runs on the
+// connection's loop.
+func (s *Server) admit(cn *conn) {
+	if s.admitted.Add(1) > int64(s.cfg.MaxConns) {
+		s.admitted.Add(-1)
+		cn.flags |= flagRefuseFull
+		return
+	}
+	if !s.ips.acquire(ipKey(cn.c.RemoteAddr())) {
+		s.admitted.Add(-1)
+		cn.flags |= flagRefuseIP
+		return
+	}
+	cn.flags |= flagAdmitted
 }
 
 // OnTick schedules housekeeping on every loop. Runs on gnet's ticker

@@ -19,12 +19,22 @@ const (
 	CloseHandshakeTimeout                    // upgrade not completed in time
 	CloseHandshakeFailed                     // upgrade rejected with an HTTP error
 	CloseShutdown                            // 1001: the node is stopping
+	CloseAuthFailed                          // 4001: a token refused (auth_error sent)
+	CloseAuthTimeout                         // 4001: no token within the auth time-out
+	CloseTokenExpired                        // 4001: the token expired and was not refreshed in time
+	CloseRateLimited                         // 1008: kept sending over the message rate
+	CloseUnauthorized                        // HTTP 401: a token in the upgrade request refused
+	CloseOriginForbidden                     // HTTP 403: Origin not allowed
+	CloseNodeFull                            // HTTP 503: the node is at MaxConns
+	CloseIPLimit                             // HTTP 429: the source address is at MaxConnsPerIP
 	closeReasons
 )
 
 var closeReasonNames = [closeReasons]string{
 	"peer", "protocol_error", "too_big", "invalid_utf8", "unsupported_data", "abuse",
 	"slow_consumer", "idle", "handshake_timeout", "handshake_failed", "shutdown",
+	"auth_failed", "auth_timeout", "token_expired", "rate_limited",
+	"unauthorized", "origin_forbidden", "node_full", "ip_limit",
 }
 
 func (r CloseReason) String() string { return closeReasonNames[r] }
@@ -36,6 +46,9 @@ type loopStats struct {
 	conflations   atomic.Uint64
 	stalls        atomic.Uint64
 	subscriptions atomic.Int64
+	authFailures  atomic.Uint64 // tokens refused, at the upgrade or later
+	rateLimited   atomic.Uint64
+	forbidden     atomic.Uint64
 	closes        [closeReasons]atomic.Uint64
 	_             [64]byte
 }
@@ -50,6 +63,9 @@ type Stats struct {
 	BytesWritten   uint64            `json:"bytes_written"` // bytes of city frames written
 	Conflations    uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
 	Stalls         uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
+	AuthFailures   uint64            `json:"auth_failures"` // tokens refused (401 at the upgrade, or auth_error)
+	RateLimited    uint64            `json:"rate_limited"`  // client messages refused as over the message rate
+	Forbidden      uint64            `json:"forbidden"`     // subscriptions refused: city not in the token
 	Closes         map[string]uint64 `json:"closes"`        // closed connections by close reason
 	Cities         int64             `json:"city_count"`
 	RingEvictions  uint64            `json:"ring_evictions"` // frames the rings dropped to make room
@@ -58,6 +74,22 @@ type Stats struct {
 	IngestBytes    uint64            `json:"ingest_bytes"`
 	IngestErrors   uint64            `json:"ingest_errors"`
 	IngestRejected uint64            `json:"ingest_rejected"` // producer connections refused over the limit
+	// IngestAuthFailures counts producers refused for their token.
+	IngestAuthFailures uint64 `json:"ingest_auth_failures"`
+	// IngestDropped counts producers disconnected for too many bad lines.
+	IngestDropped uint64 `json:"ingest_dropped"`
+	// Producers lists the connected producers.
+	Producers []ProducerStats `json:"producers"`
+}
+
+// ProducerStats is one producer connection's accounting.
+type ProducerStats struct {
+	Addr      string `json:"addr"`      // remote address
+	Sub       string `json:"sub"`       // the token's subject; empty without a token
+	Lines     uint64 `json:"lines"`     // lines read
+	Bytes     uint64 `json:"bytes"`     // bytes of lines read
+	Errors    uint64 `json:"errors"`    // lines refused
+	Throttled uint64 `json:"throttled"` // lines delayed by IngestMaxRate
 }
 
 // CityStats describes one city (Server.Cities, /api/stats).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +72,9 @@ type client struct {
 // dial opens and upgrades one connection subscribed to city idx.
 func (d *dialer) dial(ctx context.Context, idx int) (*client, error) {
 	u := "ws://" + d.o.addr + d.o.path + "?cities=" + d.o.city(idx)
+	if d.o.token != "" {
+		u += "&token=" + url.QueryEscape(d.o.token)
+	}
 	wd := ws.Dialer{NetDial: d.netDial, Timeout: 30 * time.Second}
 	var lastErr error
 	for attempt := range 3 {

@@ -32,6 +32,7 @@ const maxDuration = 30 * time.Minute
 type options struct {
 	addr        string
 	path        string
+	token       string
 	ingest      string
 	conns       int
 	cities      int
@@ -58,6 +59,7 @@ func main() {
 	var o options
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "WebSocket address of the node")
 	fs.StringVar(&o.path, "path", "/ws", "WebSocket path")
+	fs.StringVar(&o.token, "token", "", "client token for a node with keys, e.g. $(metrocast token -sub load -cities '*')")
 	fs.StringVar(&o.ingest, "ingest", "127.0.0.1:7070", "TCP ingest address (steady)")
 	fs.IntVar(&o.conns, "conns", 1000, fmt.Sprintf("WebSocket connections (at most %d per process)", maxConns))
 	fs.IntVar(&o.cities, "cities", 12, "cities; connection i follows city i%cities")

@@ -51,6 +51,10 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 		fs.DurationVar(p, name, def, usage)
 		names = append(names, name)
 	}
+	list := func(p *[]string, name, usage string) {
+		fs.Var((*listFlag)(p), name, usage)
+		names = append(names, name)
+	}
 
 	str(&c.Addr, "addr", d.Addr, "WebSocket listen address")
 	str(&c.Path, "path", d.Path, "WebSocket endpoint path")
@@ -75,6 +79,25 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
 	dur(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
 	dur(&c.DrainWindow, "drain-window", d.DrainWindow, "on SIGTERM, close clients evenly over this window, then producers, then exit")
+
+	fs.BoolVar(&c.Insecure, "insecure", false, "admit clients and producers without a token (anonymous, every city); needed when no key is configured")
+	names = append(names, "insecure")
+	str(&c.AuthHMACSecret, "auth-hmac-secret", "", "HMAC secret for HS256/384/512 tokens, ≥ 32 bytes (prefer METROCAST_AUTH_HMAC_SECRET or -auth-hmac-secret-file: flags show in ps)")
+	str(&c.AuthHMACSecretFile, "auth-hmac-secret-file", "", "file holding the HMAC secret (re-read on SIGHUP)")
+	list(&c.AuthKeys, "auth-keys", "comma-separated PEM public keys (kid: file name), JWKS *.json files and directories of them (re-read on SIGHUP)")
+	str(&c.AuthAudience, "auth-audience", "", "when set, tokens must list it in aud")
+	str(&c.AuthIssuer, "auth-issuer", "", "when set, tokens must have it as iss")
+	dur(&c.AuthLeeway, "auth-leeway", d.AuthLeeway, "clock skew allowed on exp, nbf and iat")
+	dur(&c.AuthTimeout, "auth-timeout", d.AuthTimeout, "close (4001) a connection without a token that sends no auth message by then")
+	dur(&c.TokenExpiryWarning, "token-expiry-warning", d.TokenExpiryWarning, "send token_expiring this long before the token expires")
+	dur(&c.TokenGrace, "token-grace", d.TokenGrace, "close (4001) a connection this long after its token expired unless it refreshed")
+	list(&c.AllowedOrigins, "allowed-origins", "comma-separated Origins browsers may connect from (https://a.example, https://*.example, *); empty: any")
+	num(&c.MaxConns, "max-conns", d.MaxConns, "WebSocket connections per node (503 past it)")
+	num(&c.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "WebSocket connections per source address, IPv6 per /64 (429 past it)")
+	num(&c.ClientMessageRate, "client-message-rate", d.ClientMessageRate, "messages per minute per connection (token bucket); past it rate_limited")
+	num(&c.ClientMessageBurst, "client-message-burst", 0, "messages a connection may send at once (0: client_message_rate)")
+	num(&c.IngestMaxErrors, "ingest-max-errors", d.IngestMaxErrors, "bad lines per minute before a producer is disconnected")
+	num(&c.IngestMaxRate, "ingest-max-rate", d.IngestMaxRate, "lines per second per producer, paced by TCP backpressure (0: no bound)")
 	str(&st.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&st.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	names = append(names, "log-level")
@@ -157,16 +180,52 @@ func (c *config) applyFile(path string, given map[string]bool) error {
 			return fmt.Errorf("%s:%d: %s is set twice", path, k.Line, key)
 		}
 		seen[key] = true
-		if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+		val, ok := scalar(v, f)
+		if !ok {
 			return fmt.Errorf("%s:%d: %s needs one value (%s)", path, v.Line, key, kindOf(f))
 		}
 		if given[f.Name] {
 			continue
 		}
-		if err := f.Value.Set(v.Value); err != nil {
+		if err := f.Value.Set(val); err != nil {
 			return fmt.Errorf("%s:%d: %s: invalid value %q: want %s", path, v.Line, key, v.Value, kindOf(f))
 		}
 		c.from[key] = fmt.Sprintf("%s:%d", path, v.Line)
+	}
+	return nil
+}
+
+// scalar returns the value of a config file entry as its flag takes it: a
+// list setting may be a YAML sequence of strings (or one comma-separated
+// string); every other setting is one scalar.
+func scalar(v *yaml.Node, f *flag.Flag) (string, bool) {
+	if _, isList := f.Value.(*listFlag); isList && v.Kind == yaml.SequenceNode {
+		items := make([]string, 0, len(v.Content))
+		for _, e := range v.Content {
+			if e.Kind != yaml.ScalarNode || strings.Contains(e.Value, ",") {
+				return "", false
+			}
+			items = append(items, e.Value)
+		}
+		return strings.Join(items, ","), true
+	}
+	return v.Value, v.Kind == yaml.ScalarNode && v.Tag != "!!null"
+}
+
+// listFlag is a comma-separated list setting.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Get makes listFlag a flag.Getter.
+func (l *listFlag) Get() any { return []string(*l) }
+
+func (l *listFlag) Set(v string) error {
+	*l = nil
+	for e := range strings.SplitSeq(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			*l = append(*l, e)
+		}
 	}
 	return nil
 }
@@ -196,6 +255,10 @@ func kindOf(f *flag.Flag) string {
 		return "an integer"
 	case time.Duration:
 		return "a duration such as 500ms, 30s or 2m"
+	case bool:
+		return "true or false"
+	case []string:
+		return "a list of strings (a YAML sequence, or comma-separated)"
 	}
 	switch f.Name {
 	case "log-level":
@@ -235,8 +298,21 @@ func (c *config) check() error {
 func (c *config) marshal() ([]byte, error) {
 	m := &yaml.Node{Kind: yaml.MappingNode}
 	for _, name := range c.names {
-		v := &yaml.Node{Kind: yaml.ScalarNode, Value: c.fs.Lookup(name).Value.String()}
+		f := c.fs.Lookup(name)
+		v := &yaml.Node{Kind: yaml.ScalarNode, Value: f.Value.String()}
+		if l, ok := f.Value.(*listFlag); ok {
+			v = &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+			for _, e := range *l {
+				v.Content = append(v.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: e})
+			}
+		} else if v.Value == "" {
+			v.Style = yaml.DoubleQuotedStyle // not null
+		}
 		switch name {
+		case "auth-hmac-secret":
+			if v.Value != "" {
+				v.Value = "<redacted>" // never print a secret
+			}
 		case "log-level":
 			v.Value = strings.ToLower(v.Value)
 		case "loops":

@@ -22,8 +22,9 @@ import (
 )
 
 // TestBinaryEndToEnd runs the real binary as a user would: serve with a
-// config file, a WebSocket client, `metrocast push`, a scrape of /metrics,
-// SIGHUP after editing the file, then SIGTERM.
+// config file and a key, a token from `metrocast token`, a WebSocket client,
+// `metrocast push`, a scrape of /metrics, SIGHUP after editing the file and
+// rotating the key, then SIGTERM.
 func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -39,10 +40,36 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("version: %q %v", out, err)
 	}
 
+	// No key, no start.
+	noKey := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0")
+	noKey.Env = append(os.Environ(), "METROCAST_INGEST_ADDR=127.0.0.1:0")
+	if out, err := noKey.CombinedOutput(); err == nil || !strings.Contains(string(out), "no auth key configured") {
+		t.Fatalf("serve without a key: %v\n%s", err, out)
+	}
+
+	secret := filepath.Join(dir, "secret")
+	writeSecret := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(secret, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	token := func() string {
+		t.Helper()
+		out, err := exec.Command(bin, "token", "-auth-hmac-secret-file", secret, "-sub", "e2e", "-cities", "nairobi", "-ttl", "1h").Output()
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	writeSecret("first-secret-first-secret-first-secret")
+	firstToken := token()
+
 	cfgPath := filepath.Join(dir, "metrocast.yaml")
 	writeFile := func(extra string) {
 		t.Helper()
-		text := "addr: 127.0.0.1:0\nadmin_addr: 127.0.0.1:0\nloops: 2\ndrain_window: 1s\nlog_format: json\n" + extra
+		text := "addr: 127.0.0.1:0\nadmin_addr: 127.0.0.1:0\nloops: 2\ndrain_window: 1s\nlog_format: json\n" +
+			"auth_hmac_secret_file: " + secret + "\n" + extra
 		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -68,12 +95,19 @@ func TestBinaryEndToEnd(t *testing.T) {
 	up := logs.wait(t, "metrocast listening")
 	wsURL, ingestAddr, adminURL := up["ws"].(string), up["ingest"].(string), up["admin"].(string)
 
-	ws := dialWS(t, wsURL)
-	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth","token":"demo","cityId":"nairobi"}`)); err != nil {
+	ws := dialWS(t, wsURL+"?token="+firstToken)
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth","token":"`+firstToken+`","cityId":"nairobi"}`)); err != nil {
 		t.Fatal(err)
 	}
 	expectType(t, ws, "subscribed")
 	expectType(t, ws, "initial_data")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","cities":["lagos"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := expectType(t, ws, "error"); m["code"] != "forbidden" {
+		t.Fatalf("subscribe outside the token: %v", m)
+	}
+	expectType(t, ws, "subscribed")
 
 	push := exec.Command(bin, "push", "-addr", ingestAddr)
 	push.Stdin = strings.NewReader(`{"city":"nairobi","type":"data_update","data":{"pm25":12}}` + "\n")
@@ -118,7 +152,8 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if l := logs.wait(t, "settings changed that take a restart; they keep their start-up values"); !slices.Equal(strs(l["keys"]), []string{"recent_alerts"}) {
 		t.Errorf("restart warning %v, want keys [recent_alerts]", l)
 	}
-	bad := dialWS(t, wsURL)
+	logs.wait(t, "auth keys reloaded") // every SIGHUP re-reads the keys too
+	bad := dialWS(t, wsURL+"?token="+firstToken)
 	sent := 0
 	for ; sent < 10; sent++ {
 		if err := bad.WriteMessage(websocket.TextMessage, []byte(`{"type":"nope"}`)); err != nil {
@@ -131,6 +166,22 @@ func TestBinaryEndToEnd(t *testing.T) {
 	// The loops pick the new limit up at once; allow one message of slack.
 	if sent > 2 {
 		t.Errorf("closed after %d bad messages, want 2 (max_client_errors reloaded)", sent+1)
+	}
+
+	// Rotate the secret: after SIGHUP new tokens pass and old ones fail.
+	writeSecret("second-secret-second-secret-second-secret")
+	secondToken := token()
+	if err := srv.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.wait(t, "auth keys reloaded")
+	if c, _, err := websocket.DefaultDialer.Dial(wsURL+"?token="+secondToken, nil); err != nil {
+		t.Fatalf("new token after the rotation: %v", err)
+	} else {
+		c.Close()
+	}
+	if _, resp, err := websocket.DefaultDialer.Dial(wsURL+"?token="+firstToken, nil); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("old token after the rotation: %v %v, want 401", resp, err)
 	}
 
 	stopped := time.Now()

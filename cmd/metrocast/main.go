@@ -3,6 +3,7 @@
 //	metrocast serve [flags]           run a node (config file, METROCAST_<KEY>, flags)
 //	metrocast config check FILE       validate a config file and print the effective config
 //	metrocast push [flags]            send NDJSON from stdin to the ingest port, with acks
+//	metrocast token [flags]           mint a JWT for a client or a producer
 //	metrocast version                 print the version
 package main
 
@@ -28,6 +29,8 @@ func main() {
 		err = runConfig(args)
 	case "push":
 		err = runPush(args)
+	case "token":
+		err = runToken(args, os.Stdout)
 	case "version", "-version", "--version":
 		fmt.Println("metrocast", versionString())
 	case "help", "-h", "-help", "--help":
@@ -50,6 +53,7 @@ commands:
   serve     run a node (see 'metrocast serve -h'): -config FILE, METROCAST_<KEY>, flags
   config    'config check FILE' validates a config file and prints the effective config
   push      send NDJSON lines from stdin to the ingest port and print the acks
+  token     mint a JWT: metrocast token -sub alice -cities nairobi,lagos -ttl 1h
   version   print the version
 `)
 }

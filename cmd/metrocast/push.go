@@ -35,6 +35,7 @@ func runPush(args []string) error {
 	}
 	addr := fs.String("addr", def, "gateway ingest `address` (env METROCAST_INGEST_ADDR)")
 	timeout := fs.Duration("timeout", producer.DefaultAckTimeout, "how long to wait to connect and for each answer")
+	token := fs.String("token", os.Getenv("METROCAST_INGEST_TOKEN"), "token sent first, for an ingest port beyond loopback (env METROCAST_INGEST_TOKEN; see metrocast token -publish)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: metrocast push [flags] < lines.ndjson
 
@@ -61,18 +62,22 @@ flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return push(ctx, stop, os.Stdin, os.Stdout, os.Stderr, *addr, *timeout)
+	return push(ctx, stop, os.Stdin, os.Stdout, os.Stderr, *addr, *timeout, *token)
 }
 
 // push sends the lines of in and reports to out (answers) and errOut
 // (connection events, summary). stop is called once reading ends, so that a
 // second interrupt kills a push waiting for its last answers.
-func push(ctx context.Context, stop func(), in io.Reader, out, errOut io.Writer, addr string, timeout time.Duration) error {
-	p, err := producer.Dial(ctx, addr, producer.Options{
+func push(ctx context.Context, stop func(), in io.Reader, out, errOut io.Writer, addr string, timeout time.Duration, token string) error {
+	opts := producer.Options{
 		DialTimeout: timeout,
 		AckTimeout:  timeout,
 		Logger:      slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	if token != "" {
+		opts.Token = func() (string, error) { return token, nil }
+	}
+	p, err := producer.Dial(ctx, addr, opts)
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}

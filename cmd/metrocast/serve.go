@@ -71,11 +71,19 @@ func runServe(args []string) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
+	if cfg.Insecure {
+		log.Warn("running insecure: every client is anonymous with every city, producers need no token")
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for got := range sig {
 		if got == syscall.SIGHUP {
 			reload(s, c, args, level, log)
+			if !cfg.Insecure {
+				if err := s.ReloadKeys(); err != nil {
+					log.Error("cannot reload auth keys; keeping the old ones", "err", err)
+				}
+			}
 			continue
 		}
 		log.Info("stopping", "signal", got.String())

@@ -67,7 +67,11 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("%s does not set %s", path, keyName(name))
 		}
 	}
-	if def := newConfig("serve"); !reflect.DeepEqual(*c.settings, *def.settings) {
+	// The one deliberate difference: a node needs a key (or insecure) to
+	// start, so the example names a secret file.
+	def := newConfig("serve")
+	def.gw.AuthHMACSecretFile = "/etc/metrocast/hmac-secret"
+	if !reflect.DeepEqual(*c.settings, *def.settings) {
 		t.Errorf("%s differs from the defaults:\n%+v\nwant\n%+v", path, *c.settings, *def.settings)
 	}
 }
@@ -128,7 +132,7 @@ func TestREADMEConfigError(t *testing.T) {
 		t.Fatal("no invalid configuration example in the README")
 	}
 	t.Chdir(t.TempDir())
-	if err := os.WriteFile("metrocast.yaml", []byte("# Two mistakes.\naddr: :8080\nring_size: 1\n"), 0o600); err != nil {
+	if err := os.WriteFile("metrocast.yaml", []byte("# Two mistakes.\naddr: :8080\nring_size: 1\ninsecure: true\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("METROCAST_MAX_BACKLOG_BYTES", "100")
@@ -140,7 +144,7 @@ func TestREADMEConfigError(t *testing.T) {
 
 // TestConfigPrecedence checks defaults < file < environment < flags.
 func TestConfigPrecedence(t *testing.T) {
-	path := writeConfig(t, "ring_size: 8\nring_bytes: 8192\nrecent_alerts: 8\nmax_cities: 8\n")
+	path := writeConfig(t, "insecure: true\nring_size: 8\nring_bytes: 8192\nrecent_alerts: 8\nmax_cities: 8\n")
 	t.Setenv("METROCAST_RING_BYTES", "16384")
 	t.Setenv("METROCAST_RECENT_ALERTS", "16")
 	c := newConfig("serve")
@@ -161,7 +165,7 @@ func TestConfigPrecedence(t *testing.T) {
 
 // TestConfigFileFromEnv checks that METROCAST_CONFIG names the file.
 func TestConfigFileFromEnv(t *testing.T) {
-	t.Setenv("METROCAST_CONFIG", writeConfig(t, "ring_size: 8\n"))
+	t.Setenv("METROCAST_CONFIG", writeConfig(t, "insecure: true\nring_size: 8\n"))
 	c := newConfig("serve")
 	if err := c.load(""); err != nil {
 		t.Fatal(err)
@@ -174,7 +178,7 @@ func TestConfigFileFromEnv(t *testing.T) {
 // TestConfigCheck checks that `config check` prints a file that loads back
 // to the same settings.
 func TestConfigCheck(t *testing.T) {
-	path := writeConfig(t, "ring_size: 8\nlog_level: warn\ndrain_window: 90s\naddr: 127.0.0.1:0\n")
+	path := writeConfig(t, "insecure: true\nring_size: 8\nlog_level: warn\ndrain_window: 90s\naddr: 127.0.0.1:0\n")
 	var out bytes.Buffer
 	if err := configCheck(&out, path); err != nil {
 		t.Fatal(err)

@@ -49,6 +49,12 @@ type Options struct {
 	// DefaultReconnectMax (or ReconnectMin, if that is larger).
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// Token, when set, is called before each connection and its result
+	// sent as the connection's first line, {"auth":"<token>"}: a gateway
+	// whose ingest port is not on loopback requires one, with a "publish"
+	// claim naming the cities. Being called per connection, it can hand out
+	// a fresh token when the old one expires. An error fails the dial.
+	Token func() (string, error)
 	// Logger receives connection events (connected, lost, dial failed),
 	// never one record per message. Nil discards them.
 	Logger *slog.Logger

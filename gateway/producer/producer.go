@@ -327,6 +327,19 @@ func (p *Producer) redial(ctx context.Context) (*conn, error) {
 // connect dials, installs the connection as p.cur and starts its
 // goroutines.
 func (p *Producer) connect(ctx context.Context) (*conn, error) {
+	var auth []byte
+	if p.opts.Token != nil {
+		tok, err := p.opts.Token()
+		if err != nil {
+			return nil, fmt.Errorf("cannot get a token for %s: %w", p.addr, err)
+		}
+		if auth, err = json.Marshal(struct {
+			Auth string `json:"auth"`
+		}{tok}); err != nil {
+			return nil, fmt.Errorf("cannot encode the token: %w", err)
+		}
+		auth = append(auth, '\n')
+	}
 	d := net.Dialer{Timeout: p.opts.DialTimeout}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
@@ -350,6 +363,12 @@ func (p *Producer) connect(ctx context.Context) (*conn, error) {
 	}
 	p.conns++
 	c := newConn(p, nc, p.conns)
+	if auth != nil {
+		// The first line; the gateway answers it only to refuse it. Line
+		// numbers count it, as the gateway's do.
+		c.out, c.lines = auth, 1
+		c.wake <- struct{}{}
+	}
 	p.cur = c
 	// Added under p.mu after the closed check, so never after Close's Wait
 	// has started.

@@ -1,0 +1,291 @@
+package gateway
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Claims are the JWT claims metrocast reads. sub and exp are required; nbf
+// and iat are honoured with Config.AuthLeeway; aud and iss are checked when
+// Config.AuthAudience / AuthIssuer are set.
+type Claims struct {
+	jwt.RegisteredClaims
+	// Cities a WebSocket client may subscribe to; ["*"] for every city.
+	Cities []string `json:"cities,omitempty"`
+	// Publish lists the cities a producer may publish to on the ingest
+	// port (when it requires a token); ["*"] for every city.
+	Publish []string `json:"publish,omitempty"`
+}
+
+// Validate checks what the registered claims do not: golang-jwt calls it
+// after exp, nbf, iat, aud and iss.
+func (c *Claims) Validate() error {
+	if c.Subject == "" {
+		return fmt.Errorf("%w: sub", jwt.ErrTokenRequiredClaimMissing)
+	}
+	for _, list := range [][]string{c.Cities, c.Publish} {
+		for _, city := range list {
+			if city != "*" && !codec.ValidCity(city) {
+				return fmt.Errorf("invalid city %.70q in the token", city)
+			}
+		}
+	}
+	return nil
+}
+
+// AnyCity in a token's cities or publish list grants every city.
+const AnyCity = "*"
+
+// maxTokenBytes bounds a token before any parsing: real ones are well under
+// 2 KiB, and a JWT is decoded (base64, JSON) before its signature is known to
+// be good.
+const maxTokenBytes = 8 << 10
+
+// Auth error codes, sent in auth_error messages and HTTP 401 bodies.
+const (
+	authInvalidToken  = "invalid_token"       // malformed, bad signature, unknown key, refused algorithm
+	authExpired       = "token_expired"       // exp passed (beyond the leeway)
+	authNotYetValid   = "token_not_yet_valid" // nbf or iat in the future (beyond the leeway)
+	authInvalidClaims = "invalid_claims"      // aud, iss, sub or cities wrong or missing
+	authRequired      = "auth_required"       // a message other than auth before the token
+	authTimeout       = "auth_timeout"        // no token within Config.AuthTimeout
+	authSubMismatch   = "sub_mismatch"        // a refresh for another subject
+)
+
+// authError is a refused token: code says which auth_error it is.
+type authError struct {
+	code string
+	err  error
+}
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+func authErrorf(code, format string, args ...any) *authError {
+	return &authError{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// authCode classifies a golang-jwt error.
+func authCode(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return authExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return authNotYetValid
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable),
+		errors.Is(err, jwt.ErrTokenMalformed):
+		return authInvalidToken
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return authInvalidClaims
+	}
+	return authInvalidToken
+}
+
+// grant is what an accepted token allows. It is immutable and kept by the
+// connections it authenticated, so it is small: a subject, an expiry and the
+// cities as one string.
+type grant struct {
+	sub string
+	// exp is the token's expiry in Unix nanoseconds; 0 never expires.
+	exp int64
+	// cities is the allowed cities joined with commas; unused with all.
+	cities string
+	all    bool
+}
+
+// anonymous is the grant of every client of an insecure node.
+var anonymous = &grant{sub: "anonymous", all: true}
+
+func newGrant(sub string, exp time.Time, cities []string) *grant {
+	g := &grant{sub: sub, exp: exp.UnixNano()}
+	if slices.Contains(cities, AnyCity) {
+		g.all = true
+	} else {
+		g.cities = strings.Join(cities, ",")
+	}
+	return g
+}
+
+// deadlines returns the token's expiry and the connection's close time, in
+// Unix seconds; both 0 for a grant that never expires.
+func (g *grant) deadlines(cfg *Config) (exp, closeAt int64) {
+	if g.exp == 0 {
+		return 0, 0
+	}
+	return g.exp / int64(time.Second), (g.exp + int64(cfg.TokenGrace)) / int64(time.Second)
+}
+
+// allows reports whether the grant covers city. It allocates nothing.
+func (g *grant) allows(city string) bool {
+	if g.all {
+		return true
+	}
+	for rest := g.cities; rest != ""; {
+		name, tail, _ := strings.Cut(rest, ",")
+		if name == city {
+			return true
+		}
+		rest = tail
+	}
+	return false
+}
+
+// authenticator verifies tokens against the configured keys. It is safe for
+// concurrent use; ReloadKeys swaps its key set atomically.
+type authenticator struct {
+	cfg  *Config
+	keys atomic.Pointer[keySet]
+}
+
+func newAuthenticator(cfg *Config) (*authenticator, error) {
+	ks, err := loadKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &authenticator{cfg: cfg}
+	a.keys.Store(ks)
+	return a, nil
+}
+
+// verify checks token's signature and claims and returns them. The error is
+// an *authError. It runs on an event loop: it costs one signature check
+// (HS256 a few µs; RS256, ES256, EdDSA tens of µs) and a few allocations.
+func (a *authenticator) verify(token string) (*Claims, error) {
+	if len(token) > maxTokenBytes {
+		return nil, authErrorf(authInvalidToken, "token longer than %d bytes", maxTokenBytes)
+	}
+	ks := a.keys.Load()
+	c := new(Claims)
+	if _, err := ks.parser.ParseWithClaims(token, c, ks.keyFor); err != nil {
+		return nil, &authError{code: authCode(err), err: err}
+	}
+	return c, nil
+}
+
+// clientGrant verifies a WebSocket client's token.
+func (a *authenticator) clientGrant(token string) (*grant, error) {
+	c, err := a.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Cities) == 0 {
+		return nil, authErrorf(authInvalidClaims, "the token grants no cities (claim \"cities\")")
+	}
+	return newGrant(c.Subject, c.ExpiresAt.Time, c.Cities), nil
+}
+
+// producerGrant verifies a producer's token.
+func (a *authenticator) producerGrant(token string) (*grant, error) {
+	c, err := a.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Publish) == 0 {
+		return nil, authErrorf(authInvalidClaims, "the token grants no publishing (claim \"publish\")")
+	}
+	return newGrant(c.Subject, c.ExpiresAt.Time, c.Publish), nil
+}
+
+// keyFor picks the key for a token: the one named by its kid, or, without a
+// kid, every key that may verify its algorithm. A key verifies only the
+// algorithms of its type (HMAC secrets HS*, RSA keys RS*, EC keys the ES* of
+// their curve, Ed25519 keys EdDSA, narrowed further by a JWK's "alg"), so a
+// token signed with HS256 using an RSA public key as the secret, or with
+// alg "none", finds no key.
+func (ks *keySet) keyFor(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	if raw, ok := t.Header["kid"]; ok {
+		kid, ok := raw.(string)
+		if !ok {
+			return nil, errors.New("kid is not a string")
+		}
+		for i := range ks.keys {
+			if k := &ks.keys[i]; k.kid == kid {
+				if !slices.Contains(k.algs, alg) {
+					return nil, fmt.Errorf("algorithm %.20q is not allowed for key %q", alg, kid)
+				}
+				return k.key, nil
+			}
+		}
+		return nil, fmt.Errorf("unknown key id %.64q", kid)
+	}
+	var set jwt.VerificationKeySet
+	for i := range ks.keys {
+		if k := &ks.keys[i]; slices.Contains(k.algs, alg) {
+			set.Keys = append(set.Keys, k.key)
+		}
+	}
+	switch len(set.Keys) {
+	case 0:
+		return nil, fmt.Errorf("no key for algorithm %.20q", alg)
+	case 1:
+		return set.Keys[0], nil
+	}
+	return set, nil
+}
+
+// algsFor returns the algorithms a key of this type may verify.
+func algsFor(key any) ([]string, error) {
+	switch k := key.(type) {
+	case []byte:
+		if len(k) < minHMACBytes {
+			return nil, fmt.Errorf("HMAC secret of %d bytes, want at least %d", len(k), minHMACBytes)
+		}
+		return []string{"HS256", "HS384", "HS512"}, nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("RSA key of %d bits, want at least %d", k.N.BitLen(), minRSABits)
+		}
+		return []string{"RS256", "RS384", "RS512"}, nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return []string{"ES256"}, nil
+		case elliptic.P384():
+			return []string{"ES384"}, nil
+		case elliptic.P521():
+			return []string{"ES512"}, nil
+		}
+		return nil, fmt.Errorf("unsupported EC curve %s", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return []string{"EdDSA"}, nil
+	}
+	return nil, fmt.Errorf("unsupported key type %T", key)
+}
+
+// Key strength floors: RFC 7518 §3.2 asks an HMAC key as long as the hash
+// (32 bytes for HS256); 2048-bit RSA is the usual minimum.
+const (
+	minHMACBytes = 32
+	minRSABits   = 2048
+)
+
+// ReloadKeys reads the key files again (Config.AuthHMACSecretFile,
+// Config.AuthKeys) and swaps the key set in one step: tokens signed with a
+// new key are accepted from then on, tokens of a removed key are refused
+// (connections already open keep their grant until it expires). On error the
+// old keys stay. The binary calls it on SIGHUP. Safe for concurrent use.
+func (s *Server) ReloadKeys() error {
+	if s.auth == nil {
+		return errors.New("no keys to reload: the node runs insecure")
+	}
+	ks, err := loadKeys(&s.cfg)
+	if err != nil {
+		return err
+	}
+	s.auth.keys.Store(ks)
+	s.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.kids())
+	return nil
+}

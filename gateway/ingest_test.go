@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	gwproducer "github.com/metrocast/metrocast/gateway/producer"
+)
+
+// publishClaims returns producer claims for sub that may publish to cities.
+func publishClaims(sub string, ttl time.Duration, cities ...string) Claims {
+	c := claims(sub, ttl)
+	c.Publish = cities
+	return c
+}
+
+// dialIngestLoopback dials the ingest port of s through 127.0.0.1, whatever
+// address it is bound to.
+func dialIngestLoopback(t testing.TB, s *Server) *producer {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(s.IngestAddr().String())
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, readTimeout)
+	if err != nil {
+		t.Fatalf("cannot dial ingest: %s", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &producer{c: c, br: bufio.NewReader(c)}
+}
+
+// expectDropped reads the producer's answers up to a connection-level error
+// (line 0) that mentions want, then EOF.
+func (p *producer) expectDropped(t testing.TB, want string) {
+	t.Helper()
+	for {
+		a := p.answer(t)
+		if a.Line != 0 {
+			continue
+		}
+		if !strings.Contains(a.Error, want) {
+			t.Fatalf("connection error %q, want it to mention %q", a.Error, want)
+		}
+		break
+	}
+	if a, err := p.next(); err == nil {
+		t.Fatalf("answer %+v after the connection error, want EOF", a)
+	}
+}
+
+// TestIngestToken checks an ingest port bound beyond loopback on a node
+// with keys: producers must authenticate with their first line, and may
+// publish only to the cities of their token's publish claim.
+func TestIngestToken(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	cfg.IngestAddr = "0.0.0.0:0" // not loopback: tokens required (tests dial 127.0.0.1)
+	cfg.TokenGrace = 200 * time.Millisecond
+	s := startServer(t, cfg)
+
+	refused := func(first, want string) {
+		t.Helper()
+		p := dialIngestLoopback(t, s)
+		p.write(t, first, dataLine("it-a", "data_update", `{"x":1}`))
+		p.expectDropped(t, want)
+	}
+	refused(dataLine("it-a", "data_update", `{"x":1}`), "authentication failed")
+	refused(`{"auth":"not.a.token"}`, "authentication failed")
+	refused(`{"auth":"`+hs256(t, publishClaims("p", -time.Hour, "*"))+`"}`, "expired")
+	refused(`{"auth":"`+hs256(t, claims("viewer", time.Hour, "*"))+`"}`, "grants no publishing")
+	if st := s.Stats(); st.IngestAuthFailures != 4 || st.IngestFrames != 0 {
+		t.Fatalf("IngestAuthFailures %d IngestFrames %d, want 4 and 0", st.IngestAuthFailures, st.IngestFrames)
+	}
+
+	p := dialIngestLoopback(t, s)
+	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "it-a"))+`"}`)
+	seq := p.publish(t, dataLine("it-a", "data_update", `{"x":1}`))
+	p.write(t, dataLine("it-b", "data_update", `{"x":1}`))
+	if a := p.answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
+		t.Fatalf("%+v, want forbidden for line 3", a)
+	}
+	if got := p.publish(t, dataLine("it-a", "data_update", `{"x":2}`)); got != seq+1 {
+		t.Fatalf("seq %d, want %d", got, seq+1)
+	}
+	st := s.Stats()
+	if len(st.Producers) != 1 || st.Producers[0].Sub != "sensor-1" || st.Producers[0].Lines != 4 || st.Producers[0].Errors != 1 {
+		t.Fatalf("Producers = %+v", st.Producers)
+	}
+
+	// The Go producer sends its token on each connection.
+	pr, err := gwproducer.Dial(context.Background(), "127.0.0.1:"+portOf(s.IngestAddr()), gwproducer.Options{
+		Token: func() (string, error) { return hs256(t, publishClaims("sensor-2", time.Hour, "*")), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if _, err := pr.Send(context.Background(), []byte(dataLine("it-c", "data_update", `{"y":1}`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// A token that expires during the connection ends it.
+	short := publishClaims("sensor-3", time.Second, "*")
+	p = dialIngestLoopback(t, s)
+	p.write(t, `{"auth":"`+hs256(t, short)+`"}`)
+	p.publish(t, dataLine("it-a", "data_update", `{"x":3}`))
+	waitFor(t, readTimeout, func() bool { return time.Now().After(short.ExpiresAt.Add(cfg.TokenGrace)) })
+	p.write(t, dataLine("it-a", "data_update", `{"x":4}`))
+	p.expectDropped(t, "expired")
+}
+
+func portOf(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
+}
+
+// TestIngestLoopbackNeedsNoToken checks that a node with keys takes
+// producers on a loopback port without a token.
+func TestIngestLoopbackNeedsNoToken(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	s := startServer(t, cfg)
+	p := dialProducer(t, s)
+	p.publish(t, dataLine("il-a", "data_update", `{"x":1}`))
+}
+
+// TestIngestGarbage checks that a producer sending bad lines past
+// IngestMaxErrors is disconnected while another producer goes on.
+func TestIngestGarbage(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{IngestMaxErrors: 5})
+	c := dialGorilla(t, wsURL(s, "cities=ig-a"))
+	readType(t, c, "subscribed")
+	readType(t, c, "initial_data")
+	good, bad := dialProducer(t, s), dialProducer(t, s)
+	var garbage []string
+	for i := range 20 {
+		garbage = append(garbage, fmt.Sprintf("garbage %d", i))
+	}
+	bad.write(t, garbage...)
+	for i := range 5 {
+		seq := good.publish(t, dataLine("ig-a", "data_update", fmt.Sprintf(`{"n":%d}`, i)))
+		if m := readType(t, c, "data_update"); m.Seq != seq {
+			t.Fatalf("%s, want seq %d", m.raw, seq)
+		}
+	}
+	for n := 1; n <= 6; n++ {
+		if a := bad.answer(t); a.Line != n || a.Error == "" {
+			t.Fatalf("answer %+v, want an error for line %d", a, n)
+		}
+	}
+	bad.expectDropped(t, "bad lines per minute")
+	good.publish(t, dataLine("ig-a", "data_update", `{"n":"after"}`))
+	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 1 })
+	if st := s.Stats(); st.IngestDropped != 1 || st.IngestErrors != 6 {
+		t.Fatalf("IngestDropped %d IngestErrors %d, want 1 and 6", st.IngestDropped, st.IngestErrors)
+	}
+}
+
+// TestIngestRate checks that IngestMaxRate paces a producer without
+// refusing anything.
+func TestIngestRate(t *testing.T) {
+	t.Parallel()
+	const rate, lines = 100, 150
+	s := startServer(t, Config{IngestMaxRate: rate})
+	p := dialProducer(t, s)
+	batch := make([]string, lines)
+	for i := range batch {
+		batch[i] = dataLine("ir-a", "data_update", `{"x":1}`)
+	}
+	start := time.Now()
+	p.write(t, batch...)
+	for range lines {
+		if a := p.answer(t); a.Ack == "" {
+			t.Fatalf("%+v, want an ack", a)
+		}
+	}
+	// The first second's worth goes at once, the rest at the rate.
+	if d, want := time.Since(start), time.Duration(lines-rate)*time.Second/rate; d < want*8/10 {
+		t.Fatalf("%d lines in %s at %d per second, want at least %s", lines, d, rate, want)
+	}
+	if st := s.Stats(); len(st.Producers) != 1 || st.Producers[0].Throttled == 0 || st.IngestErrors != 0 {
+		t.Fatalf("Producers %+v, IngestErrors %d", st.Producers, st.IngestErrors)
+	}
+}

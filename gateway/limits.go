@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// bucket is a token bucket in one int64 (GCRA, the generic cell rate
+// algorithm): it holds the theoretical arrival time of the next event, in
+// Unix nanoseconds. An event at now conforms when it is at most
+// interval×(burst−1) ahead of now; each conforming event moves the time on
+// by interval. The same as a bucket of burst tokens refilled one per
+// interval, for 8 bytes per connection.
+type bucket int64
+
+// take reports whether an event at now conforms, and counts it if so.
+func (b *bucket) take(now, interval int64, burst int) bool {
+	tat := max(int64(*b), now)
+	if tat-now > interval*int64(burst-1) {
+		return false
+	}
+	*b = bucket(tat + interval)
+	return true
+}
+
+// wait is how long an event at now must wait to conform (0: it does now);
+// the event is counted as happening then.
+func (b *bucket) wait(now, interval int64, burst int) int64 {
+	tat := max(int64(*b), now)
+	d := max(tat-now-interval*int64(burst-1), 0)
+	*b = bucket(tat + interval)
+	return d
+}
+
+// ipLimiter counts connections per source address (IPv6 per /64, which is
+// what one host usually gets) in shards, so that accepts on different loops
+// rarely meet on a lock. Safe for concurrent use.
+type ipLimiter struct {
+	max    int32
+	seed   maphash.Seed
+	shards [16]ipShard
+}
+
+type ipShard struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int32
+	_  [40]byte // keep shards on their own cache lines
+}
+
+func newIPLimiter(max int) *ipLimiter {
+	l := &ipLimiter{max: int32(max), seed: maphash.MakeSeed()}
+	for i := range l.shards {
+		l.shards[i].n = make(map[netip.Addr]int32)
+	}
+	return l
+}
+
+// ipKey is the address a connection counts against.
+func ipKey(a net.Addr) netip.Addr {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return ip
+}
+
+func (l *ipLimiter) shard(ip netip.Addr) *ipShard {
+	return &l.shards[maphash.Comparable(l.seed, ip)%uint64(len(l.shards))]
+}
+
+// acquire counts one more connection from ip unless it already has max.
+func (l *ipLimiter) acquire(ip netip.Addr) bool {
+	s := l.shard(ip)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.n[ip]
+	if n >= l.max {
+		return false
+	}
+	s.n[ip] = n + 1
+	return true
+}
+
+// release forgets one connection from ip.
+func (l *ipLimiter) release(ip netip.Addr) {
+	s := l.shard(ip)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.n[ip] - 1; n > 0 {
+		s.n[ip] = n
+	} else {
+		delete(s.n, ip)
+	}
+}
+
+// Answers to a connection refused before its upgrade, sent once its request
+// has arrived: closing on a client that is still sending makes its kernel
+// answer with a reset that can destroy the response before it is read.
+const (
+	respNodeFull = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Length: 36\r\nConnection: close\r\n\r\nthis node is at its connection limit"
+	respIPLimit = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Length: 38\r\nConnection: close\r\n\r\ntoo many connections from your address"
+	respTooLarge = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+
+// validOriginPattern reports whether p is "*", scheme://host[:port] or
+// scheme://*.domain[:port].
+func validOriginPattern(p string) bool {
+	if p == "*" {
+		return true
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return false
+	}
+	host := strings.TrimPrefix(u.Hostname(), "*.")
+	return host != "" && !strings.Contains(host, "*")
+}
+
+// originAllowed reports whether a browser's Origin matches one of the
+// patterns (see Config.AllowedOrigins). Matching ignores case; a wildcard
+// matches one or more labels in front of the domain, not the domain itself.
+func originAllowed(patterns []string, origin string) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	for _, p := range patterns {
+		p = strings.ToLower(p)
+		switch {
+		case p == "*" || p == origin:
+			return true
+		case strings.Contains(p, "://*."):
+			scheme, rest, _ := strings.Cut(p, "://*.")
+			oscheme, ohost, ok := strings.Cut(origin, "://")
+			if ok && oscheme == scheme && strings.HasSuffix(ohost, "."+rest) && len(ohost) > len(rest)+1 &&
+				!strings.ContainsAny(ohost, "/@") {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+func TestBucket(t *testing.T) {
+	const sec = int64(time.Second)
+	f := func(b *bucket, now int64, burst int, want bool) {
+		t.Helper()
+		if got := b.take(now, sec, burst); got != want {
+			t.Fatalf("take at %d (burst %d) = %v, want %v (tat %d)", now, burst, got, want, *b)
+		}
+	}
+	var b bucket
+	// A burst of 3 at once, then one per second.
+	f(&b, 100*sec, 3, true)
+	f(&b, 100*sec, 3, true)
+	f(&b, 100*sec, 3, true)
+	f(&b, 100*sec, 3, false)
+	f(&b, 100*sec+sec/2, 3, false)
+	f(&b, 101*sec, 3, true)
+	f(&b, 101*sec, 3, false)
+	// Idle time refills up to the burst, not beyond.
+	f(&b, 200*sec, 3, true)
+	f(&b, 200*sec, 3, true)
+	f(&b, 200*sec, 3, true)
+	f(&b, 200*sec, 3, false)
+	// Burst 1: one per interval.
+	var one bucket
+	f(&one, 5*sec, 1, true)
+	f(&one, 5*sec, 1, false)
+	f(&one, 6*sec, 1, true)
+
+	w := func(b *bucket, now int64, want int64) {
+		t.Helper()
+		if got := b.wait(now, sec, 2); got != want {
+			t.Fatalf("wait at %d = %d, want %d", now, got, want)
+		}
+	}
+	var p bucket
+	w(&p, 10*sec, 0)
+	w(&p, 10*sec, 0)
+	w(&p, 10*sec, sec)
+	w(&p, 10*sec, 2*sec)
+	w(&p, 20*sec, 0)
+}
+
+func TestOriginAllowed(t *testing.T) {
+	f := func(patterns []string, origin string, want bool) {
+		t.Helper()
+		if got := originAllowed(patterns, origin); got != want {
+			t.Fatalf("originAllowed(%q, %q) = %v, want %v", patterns, origin, got, want)
+		}
+	}
+	f(nil, "https://evil.example", true)
+	f([]string{"*"}, "https://evil.example", true)
+	dash := []string{"https://dash.example.com", "https://*.example.org", "http://localhost:3000"}
+	f(dash, "https://dash.example.com", true)
+	f(dash, "HTTPS://Dash.Example.com", true)
+	f(dash, "http://dash.example.com", false)
+	f(dash, "https://dash.example.com:8443", false)
+	f(dash, "https://dash.example.com.evil.net", false)
+	f(dash, "https://a.example.org", true)
+	f(dash, "https://a.b.example.org", true)
+	f(dash, "https://example.org", false)
+	f(dash, "https://evilexample.org", false)
+	f(dash, "http://a.example.org", false)
+	f(dash, "https://x/.example.org", false)
+	f(dash, "http://localhost:3000", true)
+	f(dash, "http://localhost:3001", false)
+	f(dash, "null", false)
+
+	v := func(p string, want bool) {
+		t.Helper()
+		if got := validOriginPattern(p); got != want {
+			t.Fatalf("validOriginPattern(%q) = %v, want %v", p, got, want)
+		}
+	}
+	v("*", true)
+	v("https://a.example", true)
+	v("https://*.example", true)
+	v("http://localhost:3000", true)
+	v("a.example", false)
+	v("https://a.example/", false)
+	v("https://*", false)
+	v("https://a.*.example", false)
+	v("https://u@a.example", false)
+}
+
+func TestIPKey(t *testing.T) {
+	f := func(addr, want string) {
+		t.Helper()
+		ap := netip.MustParseAddrPort(addr)
+		if got := ipKey(net.TCPAddrFromAddrPort(ap)); got != netip.MustParseAddr(want) {
+			t.Fatalf("ipKey(%s) = %s, want %s", addr, got, want)
+		}
+	}
+	f("127.0.0.2:5000", "127.0.0.2")
+	f("[::ffff:10.1.2.3]:80", "10.1.2.3")
+	f("[2001:db8:1:2:3:4:5:6]:80", "2001:db8:1:2::")
+	f("[2001:db8:1:2:ffff::1]:80", "2001:db8:1:2::")
+}
+
+// dialFrom opens a raw connection to s from the loopback address src.
+func dialFrom(t testing.TB, s *Server, src string) *rawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: readTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("cannot dial from %s: %s", src, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &rawConn{c: c, br: bufio.NewReader(c)}
+}
+
+// expectRefused sends a request on r and checks the HTTP refusal.
+func expectRefused(t testing.TB, r *rawConn, status int) {
+	t.Helper()
+	r.write(t, []byte(upgradeRequest("/ws")))
+	resp := r.response(t)
+	if resp.StatusCode != status || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d, Retry-After %q; want %d with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), status)
+	}
+	r.expectEOF(t)
+}
+
+// TestConnLimitPerIP fills one source address and checks that another is
+// not affected and that a freed slot is usable again.
+func TestConnLimitPerIP(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{MaxConnsPerIP: 2})
+	a1, a2 := dialFrom(t, s, "127.0.0.2"), dialFrom(t, s, "127.0.0.2")
+	a1.upgrade(t, "/ws")
+	a2.upgrade(t, "/ws")
+	expectRefused(t, dialFrom(t, s, "127.0.0.2"), http.StatusTooManyRequests)
+	// Refused before the upgrade even when the request is slow to come.
+	slow := dialFrom(t, s, "127.0.0.2")
+	req := []byte(upgradeRequest("/ws"))
+	slow.write(t, req[:10])
+	slow.write(t, req[10:])
+	if resp := slow.response(t); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want 429", resp.StatusCode)
+	}
+	// A refused client that sends nothing is not kept for the whole
+	// handshake time-out.
+	mute := dialFrom(t, s, "127.0.0.2")
+	mute.expectEOF(t)
+	for _, src := range []string{"127.0.0.3", "127.0.0.4"} {
+		b1, b2 := dialFrom(t, s, src), dialFrom(t, s, src)
+		b1.upgrade(t, "/ws")
+		b2.upgrade(t, "/ws")
+		b2.write(t, text(`{"type":"ping"}`))
+		b2.msgType(t, "pong")
+		expectRefused(t, dialFrom(t, s, src), http.StatusTooManyRequests)
+	}
+	waitCloses(t, s, CloseIPLimit, 4)
+	// The first address frees a slot.
+	_ = a1.c.Close()
+	waitCloses(t, s, ClosePeer, 1)
+	dialFrom(t, s, "127.0.0.2").upgrade(t, "/ws")
+	expectRefused(t, dialFrom(t, s, "127.0.0.2"), http.StatusTooManyRequests)
+	if st := s.Stats(); st.Upgraded != 7 {
+		t.Fatalf("Upgraded = %d, want 7", st.Upgraded)
+	}
+}
+
+// TestConnLimitNode checks MaxConns.
+func TestConnLimitNode(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{MaxConns: 3})
+	var open []*rawConn
+	for i := range 3 {
+		r := dialFrom(t, s, "127.0.1."+string(rune('1'+i)))
+		r.upgrade(t, "/ws")
+		open = append(open, r)
+	}
+	expectRefused(t, dialFrom(t, s, "127.0.1.9"), http.StatusServiceUnavailable)
+	waitCloses(t, s, CloseNodeFull, 1)
+	_ = open[0].c.Close()
+	waitCloses(t, s, ClosePeer, 1)
+	dialUpgraded(t, s)
+	expectRefused(t, dialRaw(t, s), http.StatusServiceUnavailable)
+}
+
+// TestOriginAllowList checks the 403 for a browser from another site.
+func TestOriginAllowList(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{AllowedOrigins: []string{"https://dash.example.com", "https://*.example.org"}})
+	f := func(origin string, status int) {
+		t.Helper()
+		r := dialRaw(t, s)
+		var extra []string
+		if origin != "" {
+			extra = append(extra, "Origin: "+origin+"\r\n")
+		}
+		r.write(t, []byte(upgradeRequest("/ws", extra...)))
+		if resp := r.response(t); resp.StatusCode != status {
+			t.Fatalf("Origin %q: status %d, want %d", origin, resp.StatusCode, status)
+		}
+	}
+	f("", http.StatusSwitchingProtocols)
+	f("https://dash.example.com", http.StatusSwitchingProtocols)
+	f("https://a.example.org", http.StatusSwitchingProtocols)
+	f("https://evil.example.net", http.StatusForbidden)
+	f("https://example.org", http.StatusForbidden)
+	f("null", http.StatusForbidden)
+	waitCloses(t, s, CloseOriginForbidden, 3)
+}
+
+// TestRateLimit trips the message rate: over it each message is answered
+// rate_limited, and MaxClientErrors of those close the connection (1008);
+// a neighbour is not affected.
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	// One message a minute after a burst of 5: nothing refills during
+	// the test.
+	s := startServer(t, Config{ClientMessageRate: 1, ClientMessageBurst: 5, MaxClientErrors: 3})
+	calm := dialUpgraded(t, s)
+	r := dialUpgraded(t, s)
+	var burst []byte
+	for range 5 {
+		burst = append(burst, text(`{"type":"ping"}`)...)
+	}
+	r.write(t, burst)
+	for range 5 {
+		r.msgType(t, "pong")
+	}
+	// Pings count too: a ping frame over the rate is not answered.
+	r.write(t, clientFrame(true, ws.OpPing, []byte("p")))
+	if m := r.msgType(t, "error"); m.Code != "rate_limited" {
+		t.Fatalf("%s, want rate_limited", m.raw)
+	}
+	r.write(t, text(`{"type":"ping"}`))
+	r.msgType(t, "error")
+	r.write(t, text(`{"type":"ping"}`))
+	r.msgType(t, "error")
+	r.expectClose(t, ws.StatusPolicyViolation)
+	waitCloses(t, s, CloseRateLimited, 1)
+	if st := s.Stats(); st.RateLimited != 3 {
+		t.Fatalf("RateLimited = %d, want 3", st.RateLimited)
+	}
+	calm.write(t, text(`{"type":"ping"}`))
+	calm.msgType(t, "pong")
+}
+
+// TestUnauthenticatedAbuse checks the limits on a connection that has not
+// authenticated yet, on a node with keys: a slowloris request, an oversized
+// first message and a flood are all cut off.
+func TestUnauthenticatedAbuse(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	cfg.MaxMessageBytes = 1024
+	cfg.ClientMessageRate, cfg.ClientMessageBurst, cfg.MaxClientErrors = 1, 2, 2
+	s := startServer(t, cfg)
+
+	slow := dialRaw(t, s)
+	req := []byte(upgradeRequest("/ws"))
+	slow.write(t, req[:len(req)-3])
+	slow.expectEOF(t)
+	waitCloses(t, s, CloseHandshakeTimeout, 1)
+
+	big := dialUpgraded(t, s)
+	big.write(t, text(`{"type":"auth","token":"`+strings.Repeat("x", 2048)+`"}`))
+	big.expectClose(t, ws.StatusMessageTooBig)
+
+	flood := dialUpgraded(t, s)
+	flood.write(t, bytes.Repeat(text(`{`), 4))
+	flood.msgType(t, "error") // bad_json
+	flood.msgType(t, "error") // bad_json
+	flood.expectClose(t, ws.StatusPolicyViolation)
+
+	flood = dialUpgraded(t, s)
+	flood.write(t, bytes.Repeat(text(`{"type":"ping"}`), 4))
+	if m := flood.msgType(t, "auth_error"); m.Code != authRequired {
+		t.Fatalf("%s, want auth_required", m.raw)
+	}
+	flood.expectClose(t, StatusAuthFailed)
+	if st := s.Stats(); st.Upgraded != 3 {
+		t.Fatalf("Upgraded = %d, want 3", st.Upgraded)
+	}
+}
