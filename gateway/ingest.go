@@ -244,7 +244,7 @@ func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
 	msg, err := codec.ParseIngest(line)
 	if err == nil {
 		var seq uint64
-		seq, err = in.s.publish(&msg, time.Now())
+		seq, err = in.s.store(&msg, line)
 		if err == nil {
 			in.frames.Add(1)
 			in.bytes.Add(uint64(len(line)))
@@ -256,6 +256,20 @@ func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
 	}
 	in.errors.Add(1)
 	return codec.AppendIngestError(out, err.Error(), n), false
+}
+
+// store publishes a parsed line: to the rings on a single node, to the
+// stream in cluster mode (the rings are fed from there, on every node).
+// It returns the seq the line's frame has.
+func (s *Server) store(msg *codec.Ingest, line []byte) (uint64, error) {
+	if s.cluster == nil {
+		return s.publish(msg, time.Now())
+	}
+	// Refused here rather than dropped by every node's consumer.
+	if _, err := s.hub.city(msg.City); err != nil {
+		return 0, err
+	}
+	return s.cluster.publish(msg, line)
 }
 
 var errLineTooLong = errors.New("line too long")
