@@ -1,0 +1,346 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+)
+
+// clusterTimeout bounds waits that involve NATS round trips and
+// reconnects: generous for a loaded 2-core machine, never a sleep.
+const clusterTimeout = 20 * time.Second
+
+// natsNode is an embedded NATS server with JetStream, restartable on the
+// same port and store directory.
+type natsNode struct {
+	t    testing.TB
+	dir  string
+	port int
+	ns   *natsserver.Server
+}
+
+// startNATS starts a NATS server with JetStream on a free loopback port,
+// its store in a fresh directory, and stops it when the test ends.
+func startNATS(t testing.TB) *natsNode {
+	t.Helper()
+	n := &natsNode{t: t, dir: t.TempDir(), port: -1}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsNode) start() {
+	n.t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      n.port,
+		JetStream: true,
+		StoreDir:  n.dir,
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		n.t.Fatalf("cannot create NATS server: %s", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(clusterTimeout) {
+		n.t.Fatalf("NATS server not ready within %s", clusterTimeout)
+	}
+	n.ns = ns
+	n.port = ns.Addr().(*net.TCPAddr).Port
+}
+
+// stop shuts the server down (a crash, as far as clients can tell).
+func (n *natsNode) stop() {
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+		n.ns = nil
+	}
+}
+
+func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+// startClusterNode starts a metrocast node in cluster mode on url.
+func startClusterNode(t testing.TB, url string, cfg Config) *Server {
+	t.Helper()
+	cfg.NATSURL = url
+	return startServer(t, cfg)
+}
+
+// delivered is one city frame as a client saw it.
+type delivered struct {
+	city string
+	seq  uint64
+	typ  string
+	data string
+}
+
+// readFrames reads n city frames (data_update, alerts, in-stream
+// initial_data) from c.
+func readFrames(t testing.TB, c client, n int) []delivered {
+	t.Helper()
+	out := make([]delivered, 0, n)
+	for len(out) < n {
+		m := read(t, c)
+		switch m.Type {
+		case "data_update", "alerts":
+		case "initial_data":
+			if !m.Resumed {
+				t.Fatalf("unexpected initial_data (resumed false) after %d frames: %s", len(out), m.raw)
+			}
+		default:
+			t.Fatalf("got %s, want a city frame", m.raw)
+		}
+		d := delivered{city: m.City, seq: m.Seq, typ: m.Type, data: string(m.Data)}
+		if m.Type == "alerts" {
+			d.data = string(m.Alerts)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// subscribeCluster connects to s, subscribed to cities (with query
+// appended), and reads the subscribed answer and one initial_data per
+// city; it returns the client and the epoch.
+func subscribeCluster(t testing.TB, s *Server, query string, cities int) (client, msg) {
+	t.Helper()
+	c := dialGobwas(t, wsURL(s, query))
+	sub := readType(t, c, "subscribed")
+	for range cities {
+		readType(t, c, "initial_data")
+	}
+	return c, sub
+}
+
+// waitReady waits for the node's /readyz to answer code.
+func waitReady(t testing.TB, s *Server, code int) {
+	t.Helper()
+	waitFor(t, clusterTimeout, func() bool {
+		resp, err := http.Get("http://" + s.AdminAddr().String() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == code
+	})
+}
+
+// TestClusterSameFrames publishes on two of three nodes and checks that
+// the subscribers of every node receive identical (city, seq, payload)
+// sequences, with the seqs the producers were acked.
+func TestClusterSameFrames(t *testing.T) {
+	n := startNATS(t)
+	nodes := []*Server{
+		startClusterNode(t, n.url(), Config{}),
+		startClusterNode(t, n.url(), Config{}),
+		startClusterNode(t, n.url(), Config{}),
+	}
+	epoch := nodes[0].Epoch()
+	var clients []client
+	for _, s := range nodes {
+		if s.Epoch() != epoch {
+			t.Fatalf("epochs %d and %d: every node must take the stream's", s.Epoch(), epoch)
+		}
+		c, _ := subscribeCluster(t, s, "cities=same-a,same-b", 2)
+		clients = append(clients, c)
+	}
+	producers := []*producer{dialProducer(t, nodes[0]), dialProducer(t, nodes[1])}
+	const frames = 60
+	var acked []uint64
+	for i := range frames {
+		city := []string{"same-a", "same-b"}[i%2]
+		line := dataLine(city, "data_update", fmt.Sprintf(`{"i":%d}`, i))
+		if i%10 == 9 {
+			line = alertLine(city, "critical")
+		}
+		acked = append(acked, producers[i%3%2].publish(t, line))
+	}
+	// Over HTTP too: the same line handling.
+	resp, err := http.Post("http://"+nodes[2].AdminAddr().String()+"/api/publish", "application/x-ndjson",
+		bytes.NewBufferString(dataLine("same-a", "snapshot", `{"i":"http"}`)+"\n"))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP publish: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	// Order holds per city; frames of different cities may interleave
+	// differently on each node.
+	perCity := func(fs []delivered) map[string][]delivered {
+		m := map[string][]delivered{}
+		for _, f := range fs {
+			m[f.city] = append(m[f.city], f)
+		}
+		return m
+	}
+	want := perCity(readFrames(t, clients[0], frames+1))
+	for i, seq := range acked {
+		city := []string{"same-a", "same-b"}[i%2]
+		if got := want[city][i/2].seq; got != seq {
+			t.Fatalf("%s frame %d: seq %d, producer was acked %d", city, i/2, got, seq)
+		}
+	}
+	if last := want["same-a"][frames/2]; last.typ != "initial_data" || last.data != `{"i":"http"}` {
+		t.Fatalf("last frame %+v, want the HTTP snapshot", last)
+	}
+	for k, c := range clients[1:] {
+		got := perCity(readFrames(t, c, frames+1))
+		for city, fs := range got {
+			for i := range fs {
+				if fs[i] != want[city][i] {
+					t.Fatalf("node %d %s frame %d: %+v, node 0 sent %+v", k+1, city, i, fs[i], want[city][i])
+				}
+			}
+		}
+	}
+	// State is rebuilt the same way on every node.
+	var states []string
+	for _, s := range nodes {
+		c := dialGobwas(t, wsURL(s, "cities=same-b"))
+		readType(t, c, "subscribed")
+		m := readType(t, c, "initial_data")
+		states = append(states, fmt.Sprintf("%d %s %d", m.Seq, m.Data, len(m.Recent)))
+	}
+	if states[0] != states[1] || states[0] != states[2] {
+		t.Fatalf("initial_data differs between nodes: %q", states)
+	}
+}
+
+// TestClusterResume kills the node a client reads from; the client
+// resumes on the other nodes with since: from a node whose ring still holds
+// the frames, and from one that started after them (served from the
+// stream). Both continue exactly after since.
+func TestClusterResume(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	b := startClusterNode(t, n.url(), Config{})
+	c, sub := subscribeCluster(t, a, "cities=resume", 1)
+	p := dialProducer(t, b)
+	var acked []uint64
+	publish := func(k int) {
+		for range k {
+			acked = append(acked, p.publish(t, dataLine("resume", "data_update", fmt.Sprintf(`{"n":%d}`, len(acked)))))
+		}
+	}
+	publish(10)
+	got := readFrames(t, c, 10)
+	x := got[4].seq // the client read to here, then its node goes
+
+	if err := a.Drain(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	expectClose(t, c, 1001)
+	publish(10)
+	// A node that starts now has none of the frames in its ring.
+	late := startClusterNode(t, n.url(), Config{RingSize: 4})
+	publish(10)
+
+	for _, s := range []*Server{b, late} {
+		q := fmt.Sprintf("cities=resume&since=%d&epoch=%d", x, sub.Epoch)
+		rc := dialGobwas(t, wsURL(s, q))
+		m := readType(t, rc, "subscribed")
+		if len(m.Cities) != 1 || !m.Cities[0].Resumed || m.Cities[0].Seq != x {
+			t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
+		}
+		frames := readFrames(t, rc, len(acked)-5)
+		for i, f := range frames {
+			if f.seq != acked[5+i] || f.data != fmt.Sprintf(`{"n":%d}`, 5+i) {
+				t.Fatalf("resumed frame %d: %+v, want seq %d data {\"n\":%d}", i, f, acked[5+i], 5+i)
+			}
+		}
+	}
+	if late.cluster.replays.Load() == 0 {
+		t.Fatal("the late node did not serve the resume from the stream")
+	}
+}
+
+// TestClusterResumeCap checks that a resume needing more frames from the
+// stream than NATSResumeMax gets initial_data instead.
+func TestClusterResumeCap(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	p := dialProducer(t, a)
+	first := p.publish(t, dataLine("cap", "data_update", `{"n":0}`))
+	for i := range 10 {
+		p.publish(t, dataLine("cap", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
+	}
+	late := startClusterNode(t, n.url(), Config{NATSResumeMax: 3})
+	rc := dialGobwas(t, wsURL(late, fmt.Sprintf("cities=cap&since=%d", first)))
+	readType(t, rc, "subscribed")
+	if m := readType(t, rc, "initial_data"); m.Resumed {
+		t.Fatalf("got %s, want initial_data resumed false", m.raw)
+	}
+	waitFor(t, clusterTimeout, func() bool { return late.cluster.replayFails.Load() == 1 })
+}
+
+// TestClusterNATSRestart stops the NATS server in the middle of a stream
+// and starts it again on the same store: producers are refused while it is
+// away and resend, /readyz reports the node degraded, and the clients of
+// both nodes receive every acked frame exactly once, in order.
+func TestClusterNATSRestart(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	b := startClusterNode(t, n.url(), Config{})
+	ca, _ := subscribeCluster(t, a, "cities=restart", 1)
+	cb, _ := subscribeCluster(t, b, "cities=restart", 1)
+	p := dialProducer(t, a)
+
+	const total = 40
+	acked := map[uint64]string{}
+	refused := 0
+	send := func(i int) bool {
+		data := fmt.Sprintf(`{"n":%d}`, i)
+		p.write(t, fmt.Sprintf(`{"id":"restart-%d","city":"restart","type":"data_update","data":%s}`, i, data))
+		ans := p.answer(t)
+		if ans.Error != "" {
+			refused++
+			return false
+		}
+		if prev, dup := acked[ans.Seq]; dup && prev != data {
+			t.Fatalf("seq %d acked for %s and %s", ans.Seq, prev, data)
+		}
+		acked[ans.Seq] = data
+		return true
+	}
+	for i := range total / 2 {
+		if !send(i) {
+			t.Fatalf("line %d refused with NATS up", i)
+		}
+	}
+	n.stop()
+	waitReady(t, a, http.StatusServiceUnavailable)
+	// Refused while NATS is away: no silent acceptance.
+	if send(total / 2) {
+		t.Fatal("a line was acked while NATS was down")
+	}
+	n.start()
+	waitReady(t, a, http.StatusOK)
+	waitReady(t, b, http.StatusOK)
+	for i := total / 2; i < total; i++ {
+		// Resend until stored: a refused line is resent with its id.
+		waitFor(t, clusterTimeout, func() bool { return send(i) })
+	}
+	if refused == 0 {
+		t.Fatal("no line was refused while NATS was down")
+	}
+	for k, c := range []client{ca, cb} {
+		frames := readFrames(t, c, len(acked))
+		var last uint64
+		for _, f := range frames {
+			if f.seq <= last {
+				t.Fatalf("client %d: seq %d after %d (duplicate or out of order)", k, f.seq, last)
+			}
+			last = f.seq
+			if acked[f.seq] != f.data {
+				t.Fatalf("client %d: seq %d carries %s, acked %q", k, f.seq, f.data, acked[f.seq])
+			}
+		}
+	}
+}
