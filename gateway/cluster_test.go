@@ -88,7 +88,16 @@ func readFrames(t testing.TB, c client, n int) []delivered {
 	t.Helper()
 	out := make([]delivered, 0, n)
 	for len(out) < n {
-		m := read(t, c)
+		// Frames may wait for a consumer to reconnect to NATS: a longer
+		// bound than read's.
+		b, err := c.next(clusterTimeout)
+		if err != nil {
+			t.Fatalf("cannot read frame %d of %d: %s", len(out)+1, n, err)
+		}
+		m, err := parseMsg(b)
+		if err != nil {
+			t.Fatal(err)
+		}
 		switch m.Type {
 		case "data_update", "alerts":
 		case "initial_data":
