@@ -2,10 +2,15 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -401,5 +406,140 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	if states[0].Seq != last || states[1].Seq != last || !jsonEqual(t, states[0].Data, states[1].Data) ||
 		len(states[1].Recent) != 1 || !jsonEqual(t, states[0].Data, []byte(`{"s":1,"x":0,"y":2}`)) {
 		t.Fatalf("initial_data live %s, replayed %s", states[0].raw, states[1].raw)
+	}
+}
+
+// freePort returns a loopback port free at the time of the call.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startNATSCluster starts three NATS servers routed into one JetStream
+// cluster and waits until it has a meta leader that knows all three.
+func startNATSCluster(t testing.TB) []*natsserver.Server {
+	t.Helper()
+	routePorts := []int{freePort(t), freePort(t), freePort(t)}
+	var servers []*natsserver.Server
+	for i := range 3 {
+		var routes []*url.URL
+		for j, p := range routePorts {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats", Host: "127.0.0.1:" + strconv.Itoa(p)})
+			}
+		}
+		ns, err := natsserver.NewServer(&natsserver.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			Cluster:    natsserver.ClusterOpts{Name: "metrocast-test", Host: "127.0.0.1", Port: routePorts[i]},
+			Routes:     routes,
+			NoLog:      true,
+			NoSigs:     true,
+		})
+		if err != nil {
+			t.Fatalf("cannot create NATS server: %s", err)
+		}
+		go ns.Start()
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		servers = append(servers, ns)
+	}
+	for _, ns := range servers {
+		if !ns.ReadyForConnections(clusterTimeout) {
+			t.Fatalf("NATS server not ready within %s", clusterTimeout)
+		}
+	}
+	waitFor(t, clusterTimeout, func() bool {
+		for _, ns := range servers {
+			if ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) == 3 {
+				return true
+			}
+		}
+		return false
+	})
+	return servers
+}
+
+// r3Timeout bounds a publish across the loss of a NATS server: the
+// client's reconnect, the in-flight publish's time-out (natsPublishTimeout)
+// and the election of a new stream leader, twice over for a loaded machine.
+const r3Timeout = 60 * time.Second
+
+// TestClusterR3 runs two nodes on a three-server NATS cluster with an R3
+// stream, each connected to a different server first, and stops one NATS
+// server mid-stream: the stream keeps its quorum, and both nodes' clients
+// receive every acked frame once, in order, with the same seqs.
+func TestClusterR3(t *testing.T) {
+	servers := startNATSCluster(t)
+	urls := func(first int) string {
+		var u []string
+		for i := range servers {
+			u = append(u, servers[(first+i)%len(servers)].ClientURL())
+		}
+		return strings.Join(u, ",")
+	}
+	var a, b *Server
+	// Stream creation waits for the cluster to place three replicas;
+	// right after the election it may answer "temporarily unavailable".
+	waitFor(t, clusterTimeout, func() bool {
+		s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
+			NATSURL: urls(0), NATSReplicas: 3, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Start() != nil {
+			return false
+		}
+		t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
+		a = s
+		return true
+	})
+	b = startClusterNode(t, urls(1), Config{NATSReplicas: 3})
+	ca, _ := subscribeCluster(t, a, "cities=r3", 1)
+	cb, _ := subscribeCluster(t, b, "cities=r3", 1)
+	p := dialProducer(t, a)
+	acked := map[uint64]string{}
+	send := func(i int) bool {
+		data := fmt.Sprintf(`{"n":%d}`, i)
+		p.write(t, fmt.Sprintf(`{"id":"r3-%d","city":"r3","type":"data_update","data":%s}`, i, data))
+		// The answer may wait for a reconnect and a new stream leader,
+		// up to the publish time-out: longer than answer's bound.
+		_ = p.c.SetReadDeadline(time.Now().Add(r3Timeout))
+		line, err := p.br.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("cannot read ingest answer: %s", err)
+		}
+		var ans answer
+		if err := json.Unmarshal(line, &ans); err != nil {
+			t.Fatalf("ingest answer %q: %s", line, err)
+		}
+		if ans.Error != "" {
+			return false
+		}
+		acked[ans.Seq] = data
+		return true
+	}
+	const total = 30
+	for i := range total {
+		if i == total/2 {
+			servers[0].Shutdown() // the server node A is connected to
+		}
+		waitFor(t, r3Timeout, func() bool { return send(i) })
+	}
+	for k, c := range []client{ca, cb} {
+		var last uint64
+		for _, f := range readFrames(t, c, total) {
+			if f.seq <= last || acked[f.seq] != f.data {
+				t.Fatalf("client %d: seq %d (%s) after %d; acked %q", k, f.seq, f.data, last, acked[f.seq])
+			}
+			last = f.seq
+		}
 	}
 }
