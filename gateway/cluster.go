@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +71,18 @@ type cluster struct {
 
 func subject(city string) string { return subjectPrefix + city }
 
+// redactURLs returns the comma-separated URLs with any password replaced,
+// for logs and errors.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 // startCluster connects to NATS, creates the stream or brings its
 // configuration in line with cfg, sets the epoch to the stream's creation
 // time and starts consuming. It runs before the node listens: every city
@@ -99,7 +113,7 @@ func (s *Server) startCluster() (*cluster, error) {
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
 	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches)}
 	if err := cl.setup(); err != nil {

@@ -275,6 +275,18 @@ func TestClusterResume(t *testing.T) {
 	}
 }
 
+func TestRedactURLs(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		if got := redactURLs(in); got != want {
+			t.Fatalf("redactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+	f("nats://a:4222", "nats://a:4222")
+	f("nats://u:secret@a:4222,nats://b:4222", "nats://u:xxxxx@a:4222,nats://b:4222")
+	f("tls://token@a:4222", "tls://token@a:4222")
+}
+
 // TestClusterResumeCap checks that a resume needing more frames from the
 // stream than NATSResumeMax gets initial_data instead.
 func TestClusterResumeCap(t *testing.T) {
