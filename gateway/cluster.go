@@ -184,6 +184,13 @@ func (cl *cluster) close() {
 	cl.nc.Close()
 }
 
+// ahead reports whether seq is beyond the last message the node has
+// applied: a client coming from a node further ahead, or a seq the stream
+// never had. Safe for concurrent use; false on a single node (nil).
+func (cl *cluster) ahead(seq uint64) bool {
+	return cl != nil && seq > cl.applied.Load()
+}
+
 // connected reports whether the node can publish and consume.
 func (cl *cluster) connected() bool { return cl.nc.IsConnected() }
 
@@ -262,7 +269,10 @@ func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	if since >= info.State.LastSeq {
+	switch {
+	case since > info.State.LastSeq:
+		return nil, false // not a seq of this stream
+	case since == info.State.LastSeq:
 		return nil, true
 	}
 	if info.State.FirstSeq > since+1 {

@@ -304,6 +304,18 @@ func TestClusterResumeCap(t *testing.T) {
 		t.Fatalf("got %s, want initial_data resumed false", m.raw)
 	}
 	waitFor(t, clusterTimeout, func() bool { return late.cluster.replayFails.Load() == 1 })
+
+	// A since the stream never reached (a corrupt or foreign cursor) is
+	// not taken as is: it would hold back every frame below it.
+	bogus := dialGobwas(t, wsURL(a, "cities=cap&since=1000000000"))
+	readType(t, bogus, "subscribed")
+	if m := readType(t, bogus, "initial_data"); m.Resumed {
+		t.Fatalf("got %s, want initial_data resumed false", m.raw)
+	}
+	next := p.publish(t, dataLine("cap", "data_update", `{"n":"next"}`))
+	if f := readFrames(t, bogus, 1); f[0].seq != next {
+		t.Fatalf("got %+v, want seq %d", f[0], next)
+	}
 }
 
 // TestClusterNATSRestart stops the NATS server in the middle of a stream

@@ -302,10 +302,11 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		since, ok := m.Since[name]
 		ok = ok && (m.Epoch == 0 || m.Epoch == s.epoch)
 		switch pos, inRing := c.resume(since); {
-		case ok && inRing:
+		case ok && inRing && !s.cluster.ahead(since):
 			sb.cursor, sb.seq = pos, since
 		case ok && s.cluster != nil:
-			// Older than the ring: the stream still has it (or says so).
+			// Older than the ring, or ahead of what this node has read:
+			// the stream tells whether it is a seq it holds.
 			sb.seq, sb.replaying, st.replay = since, true, true
 		default:
 			st.initial = c.initialFrame(s.epoch)
