@@ -142,7 +142,13 @@ func (l *loop) deliver(s *sub, head uint64) {
 			if f == nil {
 				break
 			}
-			s.cursor, s.seq = f.pos, f.seq
+			s.cursor = f.pos
+			if f.seq <= s.seq {
+				// Seen already: the client resumed (cluster mode) from a
+				// node further ahead than this one.
+				continue
+			}
+			s.seq = f.seq
 			if s.filter.Pass(f.kind, f.sev) {
 				if len(iov) == 0 {
 					oldest = f.accepted
