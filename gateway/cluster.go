@@ -165,15 +165,21 @@ func (cl *cluster) setup() error {
 	} else {
 		cl.applied.Store(last)
 	}
+	return cl.consume(ctx, occ)
+}
+
+// consume starts feeding the rings from an ordered consumer of the
+// stream. The consumer recreates itself after a disconnect or a gap,
+// from the last message it delivered.
+func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerConfig) error {
 	cons, err := cl.stream.OrderedConsumer(ctx, occ)
-	if err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", cfg.NATSStream, err)
+	if err == nil {
+		cl.cc, err = cons.Consume(cl.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			cl.s.warn(&cl.s.warnBus, "stream consumer error; it resumes after the last frame applied", "err", err)
+		}))
 	}
-	cl.cc, err = cons.Consume(cl.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		cl.s.warn(&cl.s.warnBus, "stream consumer error; it resumes after the last frame applied", "err", err)
-	}))
 	if err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", cfg.NATSStream, err)
+		return fmt.Errorf("cannot consume stream %s: %w", cl.s.cfg.NATSStream, err)
 	}
 	return nil
 }

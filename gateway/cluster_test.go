@@ -15,6 +15,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // clusterTimeout bounds waits that involve NATS round trips and
@@ -285,6 +286,46 @@ func TestRedactURLs(t *testing.T) {
 	f("nats://a:4222", "nats://a:4222")
 	f("nats://u:secret@a:4222,nats://b:4222", "nats://u:xxxxx@a:4222,nats://b:4222")
 	f("tls://token@a:4222", "tls://token@a:4222")
+}
+
+// TestClusterResumeAhead moves a client to a node that has not read the
+// stream as far as the client has: it continues after its since as the
+// node catches up, without the frames it had seen.
+func TestClusterResumeAhead(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	b := startClusterNode(t, n.url(), Config{})
+	c, sub := subscribeCluster(t, a, "cities=ahead", 1)
+	p := dialProducer(t, a)
+	p.publish(t, dataLine("ahead", "data_update", `{"n":0}`))
+	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() > 0 })
+	// B stops reading the stream: it falls behind A.
+	b.cluster.cc.Stop()
+	<-b.cluster.cc.Closed()
+	behind := b.cluster.applied.Load()
+	var acked []uint64
+	for i := range 6 {
+		acked = append(acked, p.publish(t, dataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
+	}
+	got := readFrames(t, c, 7)
+	x := got[4].seq // seen on A, not yet read by B
+	if x <= behind {
+		t.Fatalf("since %d is not ahead of B (%d)", x, behind)
+	}
+	rc := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=ahead&since=%d&epoch=%d", x, sub.Epoch)))
+	if m := readType(t, rc, "subscribed"); !m.Cities[0].Resumed || m.Cities[0].Seq != x {
+		t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
+	}
+	// B catches up from where it stopped.
+	if err := b.cluster.consume(t.Context(), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: behind + 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range readFrames(t, rc, 2) {
+		if f.seq != acked[4+i] {
+			t.Fatalf("frame %d after since %d: %+v, want seq %d", i, x, f, acked[4+i])
+		}
+	}
 }
 
 // TestClusterResumeCap checks that a resume needing more frames from the
