@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ const (
 	// natsPublishTimeout bounds the wait for JetStream's ack of one ingest
 	// line; past it the producer is answered an error and may resend (with
 	// the same id, the stream drops the copy if the first did arrive).
+	// A producer's lines are acked asynchronously (maxInFlight at once).
 	natsPublishTimeout = 5 * time.Second
 	// natsFetchTimeout bounds one resume fetch from the stream.
 	natsFetchTimeout = 10 * time.Second
@@ -125,7 +127,7 @@ func (s *Server) startCluster() (*cluster, error) {
 
 func (cl *cluster) setup() error {
 	cfg := &cl.s.cfg
-	js, err := jetstream.New(cl.nc)
+	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
 	if err != nil {
 		return fmt.Errorf("cannot use JetStream: %w", err)
 	}
@@ -200,29 +202,71 @@ func (cl *cluster) ahead(seq uint64) bool {
 // connected reports whether the node can publish and consume.
 func (cl *cluster) connected() bool { return cl.nc.IsConnected() }
 
-// publish stores one parsed ingest line in the stream and returns its
-// stream sequence once JetStream has acked it. The line goes to the stream
-// as it came: every node parses it again and builds the same frame. A
-// producer id becomes the message id, so that a resent line is stored once
-// (the ack of a copy names the first one's seq). Runs on the producer's
-// goroutine.
-func (cl *cluster) publish(in *codec.Ingest, line []byte) (uint64, error) {
+// publish sends one parsed ingest line to the stream without waiting for
+// the ack: the returned pubWait tells the stream sequence once JetStream
+// has stored it (or the error, at the latest after natsPublishTimeout; the
+// line may then have been stored, and a resend with the same id is
+// dropped). The line goes to the stream as it came: every node parses it
+// again and builds the same frame. A producer id becomes the message id,
+// so that a resent line is stored once (the ack of a copy names the first
+// one's seq). Runs on the producer's goroutine.
+func (cl *cluster) publish(in *codec.Ingest, line []byte) (*pubWait, error) {
 	if !cl.nc.IsConnected() {
 		cl.publishErrors.Add(1)
-		return 0, errBusDown
+		return nil, errBusDown
 	}
-	m := &nats.Msg{Subject: subject(in.City), Data: line}
+	// A copy: the client keeps the message to resend it while the stream
+	// elects a leader, and the line's buffer is reused.
+	m := &nats.Msg{Subject: subject(in.City), Data: bytes.Clone(line)}
 	if in.ID != "" {
 		m.Header = nats.Header{jetstream.MsgIDHeader: []string{in.ID}}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
-	defer cancel()
-	ack, err := cl.js.PublishMsg(ctx, m)
+	fut, err := cl.js.PublishMsgAsync(m)
 	if err != nil {
 		cl.publishErrors.Add(1)
-		return 0, fmt.Errorf("cluster bus (NATS) did not store the line, resend it: %w", err)
+		return nil, fmt.Errorf("cluster bus (NATS) did not take the line, resend it: %w", err)
 	}
-	return ack.Sequence, nil
+	return &pubWait{cl: cl, fut: fut}, nil
+}
+
+// pubWait is a line published to the stream, waiting for its ack. Owned by
+// the producer's goroutine.
+type pubWait struct {
+	cl   *cluster
+	fut  jetstream.PubAckFuture
+	done bool
+	seq  uint64
+	err  error
+}
+
+// poll returns the line's stream sequence, or why it was not stored, once
+// JetStream has answered (ok); with wait it waits for that (at most
+// natsPublishTimeout).
+func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err error) {
+	if !p.done {
+		var ack *jetstream.PubAck
+		if wait {
+			select {
+			case ack = <-p.fut.Ok():
+			case err = <-p.fut.Err():
+			}
+		} else {
+			select {
+			case ack = <-p.fut.Ok():
+			case err = <-p.fut.Err():
+			default:
+				return 0, false, nil
+			}
+		}
+		p.done = true
+		if err != nil {
+			p.cl.publishErrors.Add(1)
+			p.err = fmt.Errorf("cluster bus (NATS) did not store the line, resend it: %w", err)
+		} else {
+			p.seq = ack.Sequence
+		}
+	}
+	return p.seq, true, p.err
 }
 
 // apply feeds one stream message to its city's ring and wakes the loops

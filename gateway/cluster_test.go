@@ -608,3 +608,56 @@ func TestClusterR3(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterPipelined sends many lines at once, with a bad one among
+// them: they are published without waiting for each ack, and answered in
+// line order, every ack with a higher seq than the one before.
+func TestClusterPipelined(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	c, _ := subscribeCluster(t, a, "cities=pipe", 1)
+	p := dialProducer(t, a)
+	const lines = 2000
+	batch := make([]string, 0, lines)
+	for i := range lines {
+		if i == lines/2 {
+			batch = append(batch, `{"city":"pipe","type":"data_update"}`)
+			continue
+		}
+		batch = append(batch, fmt.Sprintf(`{"id":"p%d","city":"pipe","type":"data_update","data":{"i":%d}}`, i, i))
+	}
+	// More than the socket buffers hold: write while reading the answers.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := p.c.Write([]byte(strings.Join(batch, "\n") + "\n"))
+		wrote <- err
+	}()
+	var last uint64
+	for i := range lines {
+		_ = p.c.SetReadDeadline(time.Now().Add(clusterTimeout))
+		line, err := p.br.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("answer %d: %s", i, err)
+		}
+		var ans answer
+		if err := json.Unmarshal(line, &ans); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i == lines/2:
+			if ans.Error == "" || ans.Line != i+1 {
+				t.Fatalf("answer %d: %s, want the error of line %d", i, line, i+1)
+			}
+		case ans.Ack != fmt.Sprintf("p%d", i) || ans.Seq <= last:
+			t.Fatalf("answer %d: %s after seq %d", i, line, last)
+		default:
+			last = ans.Seq
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if f := readFrames(t, c, lines-1); f[len(f)-1].seq != last {
+		t.Fatalf("last frame %+v, want seq %d", f[len(f)-1], last)
+	}
+}

@@ -189,44 +189,53 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // writes each answer (an ack for a line with an id, an error for a bad
 // line) to w in line order. flush, unless nil, is called whenever every line
 // read so far is answered and no more input is buffered, so that a producer
-// that pipelines lines gets its answers in batches. It returns how many
-// lines failed, and the error that ended the input (nil at EOF) or a write.
+// that pipelines lines gets its answers in batches. In cluster mode the
+// lines a producer pipelines are published without waiting for each ack
+// (up to maxInFlight at once), and answered as the acks come back. It
+// returns how many lines failed, and the error that ended the input (nil at
+// EOF) or a write.
 func (in *ingest) serveLines(lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
-	var out []byte
+	q := &answers{in: in, w: w}
+	// finish answers every line read, as at the end of any input.
+	finish := func(err error) (int, error) {
+		if werr := q.settle(true); werr != nil {
+			return q.failed, werr
+		}
+		if flush != nil {
+			if werr := flush(); werr != nil {
+				return q.failed, werr
+			}
+		}
+		return q.failed, eofIsNil(err)
+	}
 	for n := 1; ; n++ {
 		line, rerr := lr.next()
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			// close stopped the reading; a part line is not answered.
-			return failed, nil
+			return finish(nil)
 		}
 		tooLong := errors.Is(rerr, errLineTooLong)
 		if rerr != nil && len(line) == 0 && !tooLong {
-			return failed, eofIsNil(rerr)
+			return finish(rerr)
 		}
-		out = out[:0]
-		ok := true
 		switch {
 		case tooLong:
 			in.errors.Add(1)
-			out, ok = codec.AppendIngestError(out, fmt.Sprintf("line longer than %d bytes", lr.max), n), false
+			q.answer(codec.AppendIngestError(q.scratch(), fmt.Sprintf("line longer than %d bytes", lr.max), n), false)
 		case len(line) > 0:
-			out, ok = in.line(line, n, out)
+			in.line(line, n, q)
 		}
-		if !ok {
-			failed++
+		idle := lr.buffered() == 0 || rerr != nil
+		if err := q.settle(idle || len(q.queue) >= maxInFlight); err != nil {
+			return q.failed, err
 		}
-		if len(out) > 0 {
-			if _, err := w.Write(out); err != nil {
-				return failed, err
-			}
-		}
-		if flush != nil && (lr.buffered() == 0 || rerr != nil) {
+		if flush != nil && idle {
 			if err := flush(); err != nil {
-				return failed, err
+				return q.failed, err
 			}
 		}
 		if rerr != nil && !tooLong {
-			return failed, eofIsNil(rerr)
+			return q.failed, eofIsNil(rerr)
 		}
 	}
 }
@@ -238,38 +247,119 @@ func eofIsNil(err error) error {
 	return err
 }
 
-// line publishes one ingest line and appends its answer: an ack if the
-// line has an id, or an error (ok false).
-func (in *ingest) line(line []byte, n int, out []byte) (_ []byte, ok bool) {
+// line publishes one ingest line and queues its answer: an ack if the
+// line has an id, or an error. On a single node the frame is in the ring
+// on return; in cluster mode the answer waits for JetStream's ack.
+func (in *ingest) line(line []byte, n int, q *answers) {
 	msg, err := codec.ParseIngest(line)
 	if err == nil {
-		var seq uint64
-		seq, err = in.s.store(&msg, line)
-		if err == nil {
-			in.frames.Add(1)
-			in.bytes.Add(uint64(len(line)))
-			if msg.ID != "" {
-				out = codec.AppendAck(out, msg.ID, seq)
+		if cl := in.s.cluster; cl == nil {
+			var seq uint64
+			if seq, err = in.s.publish(&msg, time.Now()); err == nil {
+				q.stored(msg.ID, seq, len(line))
+				return
 			}
-			return out, true
+		} else if _, err = in.s.hub.city(msg.City); err == nil {
+			// Refused here rather than dropped by every node's consumer.
+			var p *pubWait
+			if p, err = cl.publish(&msg, line); err == nil {
+				q.queue = append(q.queue, queued{pub: p, id: msg.ID, n: n, size: len(line)})
+				return
+			}
 		}
 	}
 	in.errors.Add(1)
-	return codec.AppendIngestError(out, err.Error(), n), false
+	q.answer(codec.AppendIngestError(q.scratch(), err.Error(), n), false)
 }
 
-// store publishes a parsed line: to the rings on a single node, to the
-// stream in cluster mode (the rings are fed from there, on every node).
-// It returns the seq the line's frame has.
-func (s *Server) store(msg *codec.Ingest, line []byte) (uint64, error) {
-	if s.cluster == nil {
-		return s.publish(msg, time.Now())
+// maxInFlight bounds the lines of one producer published to the stream
+// and not acked yet (cluster mode): past it, serveLines waits for acks
+// before it reads on, and TCP backpressure slows the producer.
+const maxInFlight = 256
+
+// answers holds a producer's answers in line order: those known, and in
+// cluster mode those waiting for the stream's ack. Owned by the producer's
+// goroutine.
+type answers struct {
+	in     *ingest
+	w      io.Writer
+	buf    []byte   // scratch for an answer written at once
+	queue  []queued // answers waiting behind an ack, oldest first
+	failed int
+	err    error // the first write error
+}
+
+// queued is an answer not written yet.
+type queued struct {
+	b    []byte   // the answer, when known
+	pub  *pubWait // else the stream's ack it waits for
+	id   string
+	n    int // line number
+	size int // line bytes
+}
+
+// scratch returns the answer buffer, empty.
+func (q *answers) scratch() []byte { return q.buf[:0] }
+
+// stored counts a stored line and answers it with its seq if it has an id.
+func (q *answers) stored(id string, seq uint64, size int) {
+	q.in.frames.Add(1)
+	q.in.bytes.Add(uint64(size))
+	if id != "" {
+		q.answer(codec.AppendAck(q.scratch(), id, seq), true)
 	}
-	// Refused here rather than dropped by every node's consumer.
-	if _, err := s.hub.city(msg.City); err != nil {
-		return 0, err
+}
+
+// answer writes b (built in scratch) now, or queues a copy behind the
+// answers still waiting for acks.
+func (q *answers) answer(b []byte, ok bool) {
+	q.buf = b[:0]
+	if !ok {
+		q.failed++
 	}
-	return s.cluster.publish(msg, line)
+	if len(q.queue) > 0 {
+		q.queue = append(q.queue, queued{b: bytes.Clone(b)})
+		return
+	}
+	q.write(b)
+}
+
+func (q *answers) write(b []byte) {
+	if q.err == nil && len(b) > 0 {
+		_, q.err = q.w.Write(b)
+	}
+}
+
+// settle writes the queued answers whose acks have come, in order; with
+// wait, it waits for every one. It returns the first write error.
+func (q *answers) settle(wait bool) error {
+	done := 0
+	for _, a := range q.queue {
+		if a.pub != nil {
+			seq, ok, err := a.pub.poll(wait)
+			if !ok {
+				break
+			}
+			if err != nil {
+				q.in.errors.Add(1)
+				q.failed++
+				a.b = codec.AppendIngestError(q.scratch(), err.Error(), a.n)
+			} else {
+				q.in.frames.Add(1)
+				q.in.bytes.Add(uint64(a.size))
+				a.b = q.scratch()
+				if a.id != "" {
+					a.b = codec.AppendAck(a.b, a.id, seq)
+				}
+			}
+			q.buf = a.b[:0]
+		}
+		q.write(a.b)
+		done++
+	}
+	clear(q.queue[:done])
+	q.queue = append(q.queue[:0], q.queue[done:]...)
+	return q.err
 }
 
 var errLineTooLong = errors.New("line too long")
