@@ -19,7 +19,8 @@ import (
 // ingest is the TCP ingest port: one goroutine per producer connection (there
 // are few), each reading lines, publishing them and answering acks and
 // errors in line order. A producer that outruns the gateway is slowed by TCP
-// backpressure: nothing is buffered beyond one line.
+// backpressure: nothing is buffered beyond one line (and, in cluster mode,
+// maxInFlight lines awaiting the stream's ack).
 type ingest struct {
 	s  *Server
 	ln net.Listener
