@@ -71,6 +71,7 @@ type cluster struct {
 	publishErrors atomic.Uint64 // ingest lines the stream did not ack
 }
 
+// subject is the stream subject of a city's frames.
 func subject(city string) string { return subjectPrefix + city }
 
 // redactURLs returns the comma-separated URLs with any password replaced,
@@ -125,6 +126,8 @@ func (s *Server) startCluster() (*cluster, error) {
 	return cl, nil
 }
 
+// setup creates or updates the stream, takes its epoch and the seq the
+// node's view starts after, and starts the consumer.
 func (cl *cluster) setup() error {
 	cfg := &cl.s.cfg
 	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
