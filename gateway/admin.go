@@ -75,10 +75,17 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 }
 
 // serveReady answers 200 while the node accepts clients, 503 once it
-// drains: load balancers stop sending it new ones.
+// drains: load balancers stop sending it new ones. In cluster mode it also
+// answers 503 ("degraded") while the node is cut off from NATS: its
+// clients keep their connections and rings, but it can neither store nor
+// receive new frames, so new clients are better served by another node.
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if s.isDraining() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	if s.cluster != nil && !s.cluster.connected() {
+		http.Error(w, "degraded: cluster bus (NATS) unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))

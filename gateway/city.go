@@ -40,10 +40,12 @@ type city struct {
 	buf []byte
 }
 
-func newCity(name string, cfg *Config, loops int) *city {
+// newCity returns an empty city whose ring starts complete after seq floor
+// (see ring.floor); sparse is cluster mode's (ring.sparse).
+func newCity(name string, cfg *Config, loops int, floor uint64, sparse bool) *city {
 	return &city{
 		name:       name,
-		ring:       newRing(cfg.RingSize, cfg.RingBytes),
+		ring:       newRing(cfg.RingSize, cfg.RingBytes, floor, sparse),
 		loopSubs:   make([]atomic.Int32, loops),
 		dirty:      make([]atomic.Bool, loops),
 		keepAlerts: cfg.RecentAlerts,
@@ -55,28 +57,61 @@ func newCity(name string, cfg *Config, loops int) *city {
 // more than this many messages' worth of memory.
 const maxPendingMerges = 64
 
-// publish encodes in once, stores it in the ring and queues it for the state,
-// and returns its frame. Merging into the state is lazy: most messages are
-// never asked for as initial_data. Safe for concurrent use.
+// publish numbers in as the city's next message (a single node's seqs),
+// then stores it as publishSeq does. Safe for concurrent use.
 func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.publishLocked(in, c.ring.head.Load()+1, accepted), nil
+}
+
+// publishSeq stores in with the given seq (the stream sequence in cluster
+// mode), which must be above every seq the city holds. Safe for
+// concurrent use.
+func (c *city) publishSeq(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.publishLocked(in, seq, accepted)
+}
+
+// encodeFrame encodes in as the message clients are sent, with seq. A
+// message without a producer timestamp gets accepted's. Ring frames and
+// frames replayed from the stream are built by this one function, so that
+// a replay is byte for byte what the live fanout sent.
+func encodeFrame(city string, in *codec.Ingest, seq uint64, accepted time.Time) *frame {
 	ts := in.Timestamp
 	if ts == 0 {
 		ts = accepted.UnixMilli()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	seq := c.ring.head.Load() + 1
 	f := &frame{seq: seq, kind: in.Kind, sev: in.Severity, accepted: monoOf(accepted)}
-	size := 96 + len(c.name) + len(in.Data) + len(in.Alerts)
+	size := 96 + len(city) + len(in.Data) + len(in.Alerts)
 	switch in.Kind {
 	case codec.KindDataUpdate:
-		f.b = codec.AppendDataUpdate(make([]byte, 0, size), c.name, seq, ts, in.Data)
+		f.b = codec.AppendDataUpdate(make([]byte, 0, size), city, seq, ts, in.Data)
 	case codec.KindSnapshot:
 		f.b = codec.AppendInitialData(make([]byte, 0, size), &codec.InitialData{
-			City: c.name, Seq: seq, TS: ts, Resumed: true, Data: in.Data})
+			City: city, Seq: seq, TS: ts, Resumed: true, Data: in.Data})
+	case codec.KindAlerts:
+		f.b = codec.AppendAlerts(make([]byte, 0, size), city, seq, ts, in.Alerts)
+	}
+	return f
+}
+
+// publishLocked encodes in once, stores it in the ring and queues it for
+// the state, and returns its frame. Merging into the state is lazy: most
+// messages are never asked for as initial_data. The city lock is held on
+// entry.
+func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
+	f := encodeFrame(c.name, in, seq, accepted)
+	f.pos = c.ring.head.Load() + 1
+	ts := in.Timestamp
+	if ts == 0 {
+		ts = accepted.UnixMilli()
+	}
+	switch in.Kind {
+	case codec.KindSnapshot:
 		c.state, c.keys, c.pending = nil, c.keys[:0], c.pending[:0]
 	case codec.KindAlerts:
-		f.b = codec.AppendAlerts(make([]byte, 0, size), c.name, seq, ts, in.Alerts)
 		c.recent = append(c.recent, codec.RecentAlert{Seq: seq, TS: ts, Alerts: tail(f.b, len(in.Alerts))})
 		if len(c.recent) > c.keepAlerts {
 			c.recent = slices.Delete(c.recent, 0, len(c.recent)-c.keepAlerts)
@@ -92,7 +127,7 @@ func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	}
 	c.initial = nil
 	c.ring.pushLocked(f)
-	return f, nil
+	return f
 }
 
 // tail returns the n bytes before the closing brace of an encoded message.
@@ -139,13 +174,13 @@ func (c *city) initialFrame(epoch uint64) *frame {
 	c.buf = codec.AppendObject(c.buf[:0], c.keys, c.state)
 	d := codec.InitialData{
 		City:   c.name,
-		Seq:    c.ring.head.Load(),
+		Seq:    c.ring.headSeqLocked(),
 		Epoch:  epoch,
 		TS:     c.stateTS,
 		Data:   c.buf,
 		Recent: c.recent,
 	}
-	c.initial = &frame{seq: d.Seq, kind: codec.KindSnapshot, b: codec.AppendInitialData(nil, &d)}
+	c.initial = &frame{pos: c.ring.head.Load(), seq: d.Seq, kind: codec.KindSnapshot, b: codec.AppendInitialData(nil, &d)}
 	return c.initial
 }
 
@@ -158,17 +193,45 @@ func (c *city) stats() CityStats {
 	st := CityStats{
 		City:         c.name,
 		Subscribers:  c.subs.Load(),
-		Head:         c.ring.head.Load(),
-		Tail:         c.ring.tail.Load(),
+		Head:         c.ring.headSeqLocked(),
 		RingBytes:    c.ring.bytes,
 		StateKeys:    len(c.keys),
 		RecentAlerts: len(c.recent),
 	}
-	if st.Head >= st.Tail {
-		st.RingFrames = int(st.Head - st.Tail + 1)
+	if head, tail := c.ring.head.Load(), c.ring.tail.Load(); head >= tail {
+		st.RingFrames = int(head - tail + 1)
+		st.Tail = c.ring.get(tail).seq
+	} else {
+		st.Tail = st.Head + 1
 	}
 	for _, k := range c.keys {
 		st.StateBytes += len(k) + len(c.state[k])
 	}
 	return st
+}
+
+// resume returns the cursor of a subscriber that has seen the city's
+// frames up to seq since, if the ring holds every frame after it (see
+// ring.resumeLocked). Safe for concurrent use.
+func (c *city) resume(since uint64) (pos uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ring.resumeLocked(since)
+}
+
+// floorSeq returns the seq after which the ring holds every frame of the
+// city. Safe for concurrent use.
+func (c *city) floorSeq() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ring.floor
+}
+
+// raiseFloor lifts the ring's floor to at least seq. Safe for concurrent
+// use.
+func (c *city) raiseFloor(seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ring.floor = max(c.ring.floor, seq)
+	c.initial = nil
 }

@@ -64,16 +64,21 @@ const (
 type sub struct {
 	conn   *conn
 	city   *city
-	cursor uint64 // seq of the last frame sent (or skipped by the filter)
-	filter codec.Filter
-	idx    int // in loop.subs[city]
+	cursor uint64 // ring pos of the last frame sent (or skipped by the filter)
+	seq    uint64 // the client's seq of it: the seq the client has seen up to
+	// replaying is set while frames older than the ring are fetched from
+	// the stream for it (cluster mode): the fanout leaves it alone.
+	replaying bool
+	filter    codec.Filter
+	idx       int // in loop.subs[city]
 }
 
 // started is a subscription being started: replayed from its cursor, or
-// sent initial first.
+// sent initial first, or (replay) served from the stream first.
 type started struct {
 	sb      *sub
 	initial *frame
+	replay  bool
 }
 
 // traffic handles inbound bytes. Runs on the loop (OnTraffic).
@@ -462,7 +467,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			if m.HasFilter {
 				sb.filter = m.Filter
 			}
-			l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.cursor, Resumed: true})
+			l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.seq, Resumed: true})
 			continue
 		}
 		if len(cn.subs) >= l.cfg.MaxSubscriptions {
@@ -476,13 +481,19 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		l.addSub(sb)
 		st := started{sb: sb}
 		since, ok := m.Since[name]
-		if ok && (m.Epoch == 0 || m.Epoch == s.epoch) && c.ring.holds(since) {
-			sb.cursor = since
-		} else {
+		ok = ok && (m.Epoch == 0 || m.Epoch == s.epoch)
+		switch pos, inRing := c.resume(since); {
+		case ok && inRing && !s.cluster.ahead(since):
+			sb.cursor, sb.seq = pos, since
+		case ok && s.cluster != nil:
+			// Older than the ring, or ahead of what this node has read:
+			// the stream tells whether it is a seq it holds.
+			sb.seq, sb.replaying, st.replay = since, true, true
+		default:
 			st.initial = c.initialFrame(s.epoch)
-			sb.cursor = st.initial.seq
+			sb.cursor, sb.seq = st.initial.pos, st.initial.seq
 		}
-		l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.cursor, Resumed: st.initial == nil})
+		l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.seq, Resumed: st.initial == nil})
 		l.started = append(l.started, st)
 	}
 	if cn.state != stateOpen {
@@ -492,6 +503,10 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 	for _, st := range l.started {
 		if cn.state != stateOpen {
 			break
+		}
+		if st.replay {
+			s.cluster.replay(st.sb, st.sb.seq)
+			continue
 		}
 		if st.initial != nil {
 			// Exactly the frame whose seq became the cursor: a newer one
@@ -518,7 +533,7 @@ func (cn *conn) unsubscribe(names []string) {
 			if sb.city == c {
 				l.removeSub(sb)
 				cn.subs = append(cn.subs[:i], cn.subs[i+1:]...)
-				l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.cursor})
+				l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.seq})
 				break
 			}
 		}

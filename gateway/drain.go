@@ -33,7 +33,7 @@ const drainShare = 0.9
 // a second) and then closed with 1001, so that the nodes they move to see a
 // steady trickle. Then the producers are answered for every line read and
 // closed (the lines not read yet get no answer: they were not stored), and
-// the loops and the admin port stop. A window of 0 closes every client at
+// the loops, the admin port and the link to the cluster stop. A window of 0 closes every client at
 // once. Drain returns when the node has stopped or ctx expires; without a
 // deadline, ctx is bounded to window (at least a second). Safe for
 // concurrent use; a second call fails.
@@ -53,6 +53,7 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	s.ingest.wait(ctx)
 	err := s.stopEngine(ctx)
 	s.admin.close(ctx)
+	s.closeCluster()
 	return err
 }
 

@@ -16,6 +16,12 @@ type hub struct {
 	seed   maphash.Seed
 	shards [64]hubShard
 	count  atomic.Int64
+	// floor is where new cities' rings start complete (ring.floor): 0 on a
+	// single node; in cluster mode the stream seq the node's view starts
+	// after, raised if the stream drops messages the node had not read.
+	floor atomic.Uint64
+	// sparse is set (before the node listens) in cluster mode: ring.sparse.
+	sparse bool
 }
 
 type hubShard struct {
@@ -62,7 +68,7 @@ func (h *hub) city(name string) (*city, error) {
 	if h.count.Load() >= int64(h.cfg.MaxCities) {
 		return nil, errTooManyCities
 	}
-	c := newCity(name, h.cfg, h.loops)
+	c := newCity(name, h.cfg, h.loops, h.floor.Load(), h.sparse)
 	s.cities[name] = c
 	h.count.Add(1)
 	return c, nil
@@ -84,4 +90,17 @@ func (h *hub) each(fn func(*city)) {
 			fn(c)
 		}
 	}
+}
+
+// raiseFloor makes every ring, and those created from now on, vouch only
+// for the frames after seq (the stream lost messages before it that this
+// node never read). Safe for concurrent use.
+func (h *hub) raiseFloor(seq uint64) {
+	for {
+		old := h.floor.Load()
+		if old >= seq || h.floor.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	h.each(func(c *city) { c.raiseFloor(seq) })
 }

@@ -19,7 +19,8 @@ import (
 // ingest is the TCP ingest port: one goroutine per producer connection (there
 // are few), each reading lines, publishing them and answering acks and
 // errors in line order. A producer that outruns the gateway is slowed by TCP
-// backpressure: nothing is buffered beyond one line.
+// backpressure: nothing is buffered beyond one line (and, in cluster mode,
+// maxInFlight lines awaiting the stream's ack).
 //
 // Bound to loopback, producers are trusted neighbours. Bound to any other
 // address on a node with keys, each producer must first send
@@ -190,8 +191,12 @@ func (in *ingest) stats(st *Stats) {
 // handle serves one producer until it closes, stops reading its answers,
 // presents a bad token, or sends too many bad lines.
 func (in *ingest) handle(c net.Conn, pc *producerConn) {
-	defer in.untrack(c)
-	defer c.Close()
+	defer func() {
+		// Forget the producer before closing: once it sees EOF, Stats no
+		// longer lists it.
+		in.untrack(c)
+		_ = c.Close()
+	}()
 	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
 	_, _ = in.serveLines(pc, newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
@@ -238,60 +243,69 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // writes each answer (an ack for a line with an id, an error for a bad
 // line) to w in line order. flush, unless nil, is called whenever every line
 // read so far is answered and no more input is buffered, so that a producer
-// that pipelines lines gets its answers in batches. It returns how many
-// lines failed, and the error that ended the input (nil at EOF) or a write.
+// that pipelines lines gets its answers in batches. In cluster mode the
+// lines a producer pipelines are published without waiting for each ack
+// (up to maxInFlight at once), and answered as the acks come back. It
+// returns how many lines failed, and the error that ended the input (nil at
+// EOF) or a write.
 //
 // pc is the producer: its token (the first line must be {"auth":…} when
 // pc.needToken), its accounting, its pacing and its bad-line budget. A
 // producer over that budget, or whose token fails, gets a last answer and
 // errProducerDropped.
 func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
-	var out []byte
+	q := &answers{in: in, w: w}
+	// finish answers every line read, as at the end of any input.
+	finish := func(err error) (int, error) {
+		if werr := q.settle(true); werr != nil {
+			return q.failed, werr
+		}
+		if flush != nil {
+			if werr := flush(); werr != nil {
+				return q.failed, werr
+			}
+		}
+		return q.failed, eofIsNil(err)
+	}
 	for n := 1; ; n++ {
 		line, rerr := lr.next()
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			// close stopped the reading; a part line is not answered.
-			return failed, nil
+			return finish(nil)
 		}
 		tooLong := errors.Is(rerr, errLineTooLong)
 		if rerr != nil && len(line) == 0 && !tooLong {
-			return failed, eofIsNil(rerr)
+			return finish(rerr)
 		}
 		pc.lines.Add(1)
 		pc.bytes.Add(uint64(len(line)))
-		out = out[:0]
-		ok, fatal := true, false
+		fatal := false
 		switch {
 		case pc.needToken && pc.grant == nil:
-			out, fatal = pc.authenticate(line, out)
-			ok = !fatal
+			fatal = pc.authenticate(line, q)
 		case tooLong:
-			out, fatal = pc.refuse(out, fmt.Sprintf("line longer than %d bytes", lr.max), n)
-			ok = false
+			fatal = pc.refuse(q, fmt.Sprintf("line longer than %d bytes", lr.max), n)
 		case len(line) > 0:
-			out, ok, fatal = pc.line(line, n, out)
+			fatal = pc.line(line, n, q)
 		}
-		if !ok {
-			failed++
-		}
-		if len(out) > 0 {
-			if _, err := w.Write(out); err != nil {
-				return failed, err
-			}
+		if fatal {
+			return finish(errProducerDropped)
 		}
 		// Answer once the producer's pipelined lines are all read, and
 		// before pausing it.
 		wait := pc.pace()
-		if flush != nil && (lr.buffered() == 0 || rerr != nil || fatal || wait > 0) {
+		idle := lr.buffered() == 0 || rerr != nil || wait > 0
+		if err := q.settle(idle || len(q.queue) >= maxInFlight); err != nil {
+			return q.failed, err
+		}
+		if flush != nil && idle {
 			if err := flush(); err != nil {
-				return failed, err
+				return q.failed, err
 			}
 		}
 		switch {
-		case fatal:
-			return failed, errProducerDropped
 		case rerr != nil && !tooLong:
-			return failed, eofIsNil(rerr)
+			return q.failed, eofIsNil(rerr)
 		case wait > 0:
 			pc.throttled.Add(1)
 			time.Sleep(wait)
@@ -311,62 +325,70 @@ func eofIsNil(err error) error {
 }
 
 // authenticate checks the producer's first line, {"auth":"<token>"}. A bad
-// one is answered (line 0: it is about the connection) and ends it.
-func (p *producerConn) authenticate(line, out []byte) ([]byte, bool) {
+// one is answered (line 0: it is about the connection) and ends it (fatal).
+func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 	tok, err := codec.ParseIngestAuth(line)
 	if err == nil {
 		p.grant, err = p.in.s.auth.producerGrant(tok)
 	}
 	if err != nil {
 		p.in.authFailures.Add(1)
-		return codec.AppendIngestError(out, "authentication failed: "+err.Error(), 0), true
+		q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: "+err.Error(), 0), false)
+		return true
 	}
 	p.in.mu.Lock()
 	p.sub = p.grant.sub
 	p.in.mu.Unlock()
-	return out, false
+	return false
 }
 
-// line publishes one ingest line and appends its answer: an ack if the line
-// has an id, or an error (ok false). fatal: the producer is cut off.
-func (p *producerConn) line(line []byte, n int, out []byte) (_ []byte, ok, fatal bool) {
+// line publishes one ingest line and queues its answer: an ack if the line
+// has an id, or an error. On a single node the frame is in the ring on
+// return; in cluster mode the answer waits for JetStream's ack. fatal: the
+// producer is cut off.
+func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	in := p.in
 	if g := p.grant; g != nil && time.Now().UnixNano() > g.exp+int64(in.s.cfg.TokenGrace) {
 		in.authFailures.Add(1)
-		return codec.AppendIngestError(out, "the token expired: reconnect with a new one", 0), false, true
+		q.answer(codec.AppendIngestError(q.scratch(), "the token expired: reconnect with a new one", 0), false)
+		return true
 	}
 	msg, err := codec.ParseIngest(line)
 	if err == nil && p.grant != nil && !p.grant.allows(msg.City) {
 		err = fmt.Errorf("forbidden: the token does not allow publishing to %q", msg.City)
 	}
 	if err == nil {
-		var seq uint64
-		seq, err = in.s.publish(&msg, time.Now())
-		if err == nil {
-			in.frames.Add(1)
-			in.bytes.Add(uint64(len(line)))
-			if msg.ID != "" {
-				out = codec.AppendAck(out, msg.ID, seq)
+		if cl := in.s.cluster; cl == nil {
+			var seq uint64
+			if seq, err = in.s.publish(&msg, time.Now()); err == nil {
+				q.stored(msg.ID, seq, len(line))
+				return false
 			}
-			return out, true, false
+		} else if _, err = in.s.hub.city(msg.City); err == nil {
+			// Refused here rather than dropped by every node's consumer.
+			var pw *pubWait
+			if pw, err = cl.publish(&msg, line); err == nil {
+				q.queue = append(q.queue, queued{pub: pw, id: msg.ID, n: n, size: len(line)})
+				return false
+			}
 		}
 	}
-	out, fatal = p.refuse(out, err.Error(), n)
-	return out, false, fatal
+	return p.refuse(q, err.Error(), n)
 }
 
 // refuse answers a bad line and counts it; past IngestMaxErrors per minute
-// the producer is disconnected, with a last answer that says why.
-func (p *producerConn) refuse(out []byte, msg string, n int) ([]byte, bool) {
+// the producer is disconnected (fatal), with a last answer that says why.
+func (p *producerConn) refuse(q *answers, msg string, n int) (fatal bool) {
 	in, cfg := p.in, &p.in.s.cfg
 	in.errors.Add(1)
 	p.errors.Add(1)
-	out = codec.AppendIngestError(out, msg, n)
+	q.answer(codec.AppendIngestError(q.scratch(), msg, n), false)
 	if !p.errs.take(time.Now().UnixNano(), int64(time.Minute)/int64(cfg.IngestMaxErrors), cfg.IngestMaxErrors) {
 		in.dropped.Add(1)
-		return codec.AppendIngestError(out, fmt.Sprintf("more than %d bad lines per minute: disconnecting", cfg.IngestMaxErrors), 0), true
+		q.answer(codec.AppendIngestError(q.scratch(), fmt.Sprintf("more than %d bad lines per minute: disconnecting", cfg.IngestMaxErrors), 0), true)
+		return true
 	}
-	return out, false
+	return false
 }
 
 // pace returns how long to wait before reading the next line to keep the
@@ -377,6 +399,96 @@ func (p *producerConn) pace() time.Duration {
 		return 0
 	}
 	return time.Duration(p.rate.wait(time.Now().UnixNano(), int64(time.Second)/int64(rate), rate))
+}
+
+// maxInFlight bounds the lines of one producer published to the stream
+// and not acked yet (cluster mode): past it, serveLines waits for acks
+// before it reads on, and TCP backpressure slows the producer.
+const maxInFlight = 256
+
+// answers holds a producer's answers in line order: those known, and in
+// cluster mode those waiting for the stream's ack. Owned by the producer's
+// goroutine.
+type answers struct {
+	in     *ingest
+	w      io.Writer
+	buf    []byte   // scratch for an answer written at once
+	queue  []queued // answers waiting behind an ack, oldest first
+	failed int
+	err    error // the first write error
+}
+
+// queued is an answer not written yet.
+type queued struct {
+	b    []byte   // the answer, when known
+	pub  *pubWait // else the stream's ack it waits for
+	id   string
+	n    int // line number
+	size int // line bytes
+}
+
+// scratch returns the answer buffer, empty.
+func (q *answers) scratch() []byte { return q.buf[:0] }
+
+// stored counts a stored line and answers it with its seq if it has an id.
+func (q *answers) stored(id string, seq uint64, size int) {
+	q.in.frames.Add(1)
+	q.in.bytes.Add(uint64(size))
+	if id != "" {
+		q.answer(codec.AppendAck(q.scratch(), id, seq), true)
+	}
+}
+
+// answer writes b (built in scratch) now, or queues a copy behind the
+// answers still waiting for acks.
+func (q *answers) answer(b []byte, ok bool) {
+	q.buf = b[:0]
+	if !ok {
+		q.failed++
+	}
+	if len(q.queue) > 0 {
+		q.queue = append(q.queue, queued{b: bytes.Clone(b)})
+		return
+	}
+	q.write(b)
+}
+
+func (q *answers) write(b []byte) {
+	if q.err == nil && len(b) > 0 {
+		_, q.err = q.w.Write(b)
+	}
+}
+
+// settle writes the queued answers whose acks have come, in order; with
+// wait, it waits for every one. It returns the first write error.
+func (q *answers) settle(wait bool) error {
+	done := 0
+	for _, a := range q.queue {
+		if a.pub != nil {
+			seq, ok, err := a.pub.poll(wait)
+			if !ok {
+				break
+			}
+			if err != nil {
+				q.in.errors.Add(1)
+				q.failed++
+				a.b = codec.AppendIngestError(q.scratch(), err.Error(), a.n)
+			} else {
+				q.in.frames.Add(1)
+				q.in.bytes.Add(uint64(a.size))
+				a.b = q.scratch()
+				if a.id != "" {
+					a.b = codec.AppendAck(a.b, a.id, seq)
+				}
+			}
+			q.buf = a.b[:0]
+		}
+		q.write(a.b)
+		done++
+	}
+	clear(q.queue[:done])
+	q.queue = append(q.queue[:0], q.queue[done:]...)
+	return q.err
 }
 
 var errLineTooLong = errors.New("line too long")

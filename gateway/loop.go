@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +110,7 @@ func (l *loop) fanout(c *city) {
 	head := c.ring.head.Load()
 	l.iterating = true
 	for _, s := range subs {
-		if s.cursor < head {
+		if s.cursor < head && !s.replaying {
 			l.deliver(s, head)
 		}
 	}
@@ -145,7 +146,13 @@ func (l *loop) deliver(s *sub, head uint64) {
 			if f == nil {
 				break
 			}
-			s.cursor = f.seq
+			s.cursor = f.pos
+			if f.seq <= s.seq {
+				// Seen already: the client resumed (cluster mode) from a
+				// node further ahead than this one.
+				continue
+			}
+			s.seq = f.seq
 			if s.filter.Pass(f.kind, f.sev) {
 				if len(iov) == 0 {
 					oldest = f.accepted
@@ -209,9 +216,51 @@ func (l *loop) write(cn *conn, iov [][]byte) {
 // current state. Runs on the loop.
 func (l *loop) conflate(s *sub) {
 	f := s.city.initialFrame(l.s.epoch)
-	s.cursor = f.seq
+	s.cursor, s.seq = f.pos, f.seq
 	l.stats.conflations.Add(1)
 	_, _ = s.conn.c.Write(f.b)
+}
+
+// finishReplay continues a subscription that waited for frames from the
+// stream (cluster.replay): it writes the fetched frames up to the first
+// point from which the ring holds every frame, then goes on from the ring
+// like any subscriber. When the stream could not serve it, or the ring
+// moved past the fetched frames meanwhile, the subscriber is conflated
+// (initial_data, resumed false) instead. Runs on the loop.
+func (l *loop) finishReplay(sb *sub, since uint64, frames []*frame, ok bool) {
+	cn := sb.conn
+	if cn.state != stateOpen || !slices.Contains(cn.subs, sb) {
+		return // gone while the frames were fetched
+	}
+	sb.replaying = false
+	resumed, upTo, last := false, 0, since
+	for ok && upTo <= len(frames) {
+		if upTo > 0 {
+			last = frames[upTo-1].seq
+		}
+		if sb.cursor, resumed = sb.city.resume(last); resumed {
+			break
+		}
+		upTo++
+	}
+	if !resumed {
+		l.conflate(sb)
+	} else {
+		sb.seq = last
+		for _, f := range frames[:upTo] {
+			if cn.state != stateOpen {
+				return
+			}
+			if sb.filter.Pass(f.kind, f.sev) {
+				l.stats.deliveries.Add(1)
+				l.stats.bytesWritten.Add(uint64(len(f.b)))
+				_, _ = cn.c.Write(f.b)
+			}
+		}
+	}
+	if head := sb.city.ring.head.Load(); sb.cursor < head && cn.state == stateOpen {
+		l.deliver(sb, head)
+	}
 }
 
 // addSub registers s with the loop and its city. Runs on the loop.
@@ -384,7 +433,7 @@ func (l *loop) unstall(cn *conn) {
 	}
 	cn.stalledAt = 0
 	for _, s := range cn.subs {
-		if head := s.city.ring.head.Load(); s.cursor < head {
+		if head := s.city.ring.head.Load(); s.cursor < head && !s.replaying {
 			l.deliver(s, head)
 		}
 	}

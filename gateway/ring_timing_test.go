@@ -35,7 +35,7 @@ func benchIngest(city string) codec.Ingest {
 // members, encode the frame once, merge the state, append to the ring.
 func BenchmarkRingAppend(b *testing.B) {
 	cfg := Config{}.WithDefaults()
-	c := newCity("benchcity", &cfg, 2)
+	c := newCity("benchcity", &cfg, 2, 0, false)
 	in := benchIngest("benchcity")
 	f, err := c.publish(&in, time.Now())
 	if err != nil {
@@ -55,7 +55,7 @@ func BenchmarkRingAppend(b *testing.B) {
 // frame sent.
 func BenchmarkRingGet(b *testing.B) {
 	cfg := Config{}.WithDefaults()
-	c := newCity("benchcity", &cfg, 2)
+	c := newCity("benchcity", &cfg, 2, 0, false)
 	in := benchIngest("benchcity")
 	for range 2 * cfg.RingSize {
 		if _, err := c.publish(&in, time.Now()); err != nil {

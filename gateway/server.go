@@ -48,9 +48,11 @@ type Server struct {
 	ingest  *ingest
 	admin   *admin
 	metrics *serverMetrics
+	// cluster is the link to the JetStream stream; nil on a single node.
+	cluster *cluster
 
 	// throttles of repeated warnings
-	warnSlow, warnAccept, warnRejected throttle
+	warnSlow, warnAccept, warnRejected, warnBus throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -68,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 		booted:   make(chan struct{}),
 		done:     make(chan error, 1),
 	}
-	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected} {
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus} {
 		t.period = warnEvery
 	}
 	s.live.Store(&cfg)
@@ -86,16 +88,26 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Start listens on the WebSocket, ingest and admin addresses and returns
-// once all three accept connections.
+// Start joins the cluster when NATSURL is set, then listens on the
+// WebSocket, ingest and admin addresses and returns once all three accept
+// connections.
 func (s *Server) Start() error {
+	if s.cfg.NATSURL != "" {
+		cl, err := s.startCluster()
+		if err != nil {
+			return err
+		}
+		s.cluster = cl
+	}
 	ing, err := s.listenIngest()
 	if err != nil {
+		s.closeCluster()
 		return err
 	}
 	adm, err := s.listenAdmin()
 	if err != nil {
 		ing.close()
+		s.closeCluster()
 		return err
 	}
 	go func() {
@@ -112,6 +124,7 @@ func (s *Server) Start() error {
 	case err := <-s.done:
 		ing.close()
 		_ = adm.ln.Close()
+		s.closeCluster()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ingest, s.admin = ing, adm
@@ -119,8 +132,15 @@ func (s *Server) Start() error {
 	go adm.serve()
 	s.cfg.Logger.Info("metrocast listening", "ws", "ws://"+s.addr.String()+s.cfg.Path,
 		"ingest", ing.ln.Addr().String(), "admin", "http://"+adm.ln.Addr().String(),
-		"loops", s.cfg.Loops, "epoch", s.epoch)
+		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil)
 	return nil
+}
+
+// closeCluster leaves the cluster, if the node is in one.
+func (s *Server) closeCluster() {
+	if s.cluster != nil {
+		s.cluster.close()
+	}
 }
 
 // Addr is the WebSocket listen address (useful with port 0).
@@ -307,11 +327,17 @@ func (s *Server) publish(in *codec.Ingest, now time.Time) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.wakeCity(c)
+	return f.seq, nil
+}
+
+// wakeCity wakes the loops that follow c after a publish. Safe for
+// concurrent use.
+func (s *Server) wakeCity(c *city) {
 	loops := *s.loops.Load()
 	for i := range c.loopSubs {
 		if c.loopSubs[i].Load() > 0 && i < len(loops) {
 			loops[i].wake(c)
 		}
 	}
-	return f.seq, nil
 }

@@ -28,6 +28,9 @@ type settings struct {
 // (ring_size), the flag (-ring-size) and the environment variable
 // (METROCAST_RING_SIZE). The keys are those gateway.Config.Validate names.
 
+// natsAlias is the flag -nats, short for -nats-url.
+const natsAlias = "nats"
+
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 func keyName(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
 func envName(key string) string  { return "METROCAST_" + strings.ToUpper(key) }
@@ -53,6 +56,10 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	}
 	list := func(p *[]string, name, usage string) {
 		fs.Var((*listFlag)(p), name, usage)
+		names = append(names, name)
+	}
+	num64 := func(p *int64, name string, def int64, usage string) {
+		fs.Int64Var(p, name, def, usage)
 		names = append(names, name)
 	}
 
@@ -98,6 +105,17 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.ClientMessageBurst, "client-message-burst", 0, "messages a connection may send at once (0: client_message_rate)")
 	num(&c.IngestMaxErrors, "ingest-max-errors", d.IngestMaxErrors, "bad lines per minute before a producer is disconnected")
 	num(&c.IngestMaxRate, "ingest-max-rate", d.IngestMaxRate, "lines per second per producer, paced by TCP backpressure (0: no bound)")
+	str(&c.NATSURL, "nats-url", "", "cluster mode: NATS server URLs, comma-separated (empty: a single node)")
+	// -nats is the short form of -nats-url (not a key of its own).
+	fs.StringVar(&c.NATSURL, natsAlias, "", "short for -nats-url")
+	str(&c.NATSStream, "nats-stream", d.NATSStream, "JetStream stream of the cluster's frames")
+	num(&c.NATSReplicas, "nats-replicas", d.NATSReplicas, "stream replicas (NATS servers that hold each frame)")
+	dur(&c.NATSMaxAge, "nats-max-age", d.NATSMaxAge, "how long the stream keeps frames (the longest resumable absence)")
+	num64(&c.NATSMaxBytes, "nats-max-bytes", d.NATSMaxBytes, "largest stream size; the oldest frames go first")
+	dur(&c.NATSReplay, "nats-replay", d.NATSReplay, "on start, read the stream this far back to rebuild city state (0: new frames only)")
+	num(&c.NATSResumeMax, "nats-resume-max", d.NATSResumeMax, "most frames one resume is served from the stream")
+	str(&c.NATSCreds, "nats-creds", "", "NATS credentials file")
+	str(&c.NATSTLSCA, "nats-tls-ca", "", "CA file for the NATS servers' certificates")
 	str(&st.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&st.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	names = append(names, "log-level")
@@ -133,8 +151,12 @@ func newConfig(name string) *config {
 func (c *config) load(file string) error {
 	given := map[string]bool{}
 	c.fs.Visit(func(f *flag.Flag) {
-		given[f.Name] = true
-		c.from[keyName(f.Name)] = "-" + f.Name
+		name := f.Name
+		if name == natsAlias {
+			name = "nats-url"
+		}
+		given[name] = true
+		c.from[keyName(name)] = "-" + f.Name
 	})
 	if file == "" {
 		file = os.Getenv("METROCAST_CONFIG")
@@ -251,7 +273,7 @@ func (c *config) applyEnv(given map[string]bool) error {
 // kindOf describes the values a flag takes, for error messages.
 func kindOf(f *flag.Flag) string {
 	switch f.Value.(flag.Getter).Get().(type) {
-	case int:
+	case int, int64:
 		return "an integer"
 	case time.Duration:
 		return "a duration such as 500ms, 30s or 2m"

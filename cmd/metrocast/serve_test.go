@@ -201,3 +201,19 @@ func TestConfigCheck(t *testing.T) {
 		t.Errorf("config check of a bad file passed")
 	}
 }
+
+// TestNATSFlag checks that -nats is -nats-url by a shorter name: it sets
+// the key, wins over the file like any flag, and is reported as given.
+func TestNATSFlag(t *testing.T) {
+	path := writeConfig(t, "insecure: true\nnats_url: nats://file:4222\n")
+	c := newConfig("serve")
+	if err := c.fs.Parse([]string{"-nats", "nats://flag:4222,nats://flag2:4222"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(path); err != nil {
+		t.Fatal(err)
+	}
+	if c.gw.NATSURL != "nats://flag:4222,nats://flag2:4222" || c.from["nats_url"] != "-nats" {
+		t.Fatalf("nats_url %q from %q, want the flag's", c.gw.NATSURL, c.from["nats_url"])
+	}
+}

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/metrocast/metrocast/gateway"
+)
+
+// The deployment examples under deploy/ cannot be run here (no Docker, no
+// Kubernetes), so these tests keep them from drifting away from the
+// binary: every flag, environment variable and config key they set must
+// load as `metrocast serve` would load it, and every port, path and metric
+// they point at must be the one the node configured that way listens on,
+// serves or exposes.
+
+const deployDir = "../../deploy"
+
+// yamlDocs parses every YAML document in path.
+func yamlDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %s", path, err)
+		}
+		docs = append(docs, d)
+	}
+}
+
+// get walks a parsed YAML value by map keys and list indexes.
+func get(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("want a mapping with %q, got %T", k, v)
+			}
+			if v, ok = m[k]; !ok {
+				t.Fatalf("missing key %q", k)
+			}
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("want a list with item %d, got %v", k, v)
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func yamlStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, fmt.Sprint(x))
+	}
+	return out
+}
+
+// deployedConfig loads the configuration a node started with args (after
+// the binary's name) and env runs with; files maps the config file path
+// the deployment uses to the repository's file.
+func deployedConfig(t *testing.T, where string, args []string, env map[string]string, files map[string]string) *config {
+	t.Helper()
+	if len(args) == 0 || args[0] != "serve" {
+		t.Fatalf("%s: command %q, want serve …", where, args)
+	}
+	for k, v := range env {
+		if !strings.HasPrefix(k, "METROCAST_") {
+			continue
+		}
+		c := newConfig("serve")
+		if k != "METROCAST_CONFIG" && c.fs.Lookup(flagName(strings.ToLower(strings.TrimPrefix(k, "METROCAST_")))) == nil {
+			t.Errorf("%s: %s is not a setting's variable", where, k)
+			continue
+		}
+		if v != "" {
+			t.Setenv(k, v)
+		}
+	}
+	c, file, err := serveConfig(args[1:])
+	if err != nil {
+		t.Fatalf("%s: %s", where, err)
+	}
+	if file != "" {
+		repo, ok := files[file]
+		if !ok {
+			t.Fatalf("%s: config file %s does not come from the repository", where, file)
+		}
+		file = repo
+	}
+	if err := c.load(file); err != nil {
+		t.Fatalf("%s: invalid configuration: %s", where, err)
+	}
+	return c
+}
+
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %s", addr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("address %q: %s", addr, err)
+	}
+	return n
+}
+
+// adminNode is a running node whose admin port answers for the paths and
+// metrics the deployments point at.
+type adminNode struct{ s *gateway.Server }
+
+func startAdminNode(t *testing.T) adminNode {
+	t.Helper()
+	s, err := gateway.New(gateway.Config{
+		Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 1, Insecure: true,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx, 0)
+	})
+	return adminNode{s}
+}
+
+func (a adminNode) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + a.s.AdminAddr().String() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// checkAdminPath fails unless the admin port serves path with 200.
+func (a adminNode) checkAdminPath(t *testing.T, where, path string) {
+	t.Helper()
+	if code, _ := a.get(t, path); code != http.StatusOK {
+		t.Errorf("%s: admin path %s answers %d", where, path, code)
+	}
+}
+
+// checkMetric fails unless /metrics exposes the series name.
+func (a adminNode) checkMetric(t *testing.T, where, name string) {
+	t.Helper()
+	_, body := a.get(t, "/metrics")
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `[ {]`).MatchString(body) {
+		t.Errorf("%s: metric %s is not exposed", where, name)
+	}
+}
+
+// dockerCopies maps the image paths the Dockerfile copies the repository's
+// files to, to those files.
+func dockerCopies(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^COPY (deploy/\S+) (\S+)$`).FindAllStringSubmatch(string(b), -1) {
+		out[m[2]] = filepath.Join("../..", m[1])
+	}
+	return out
+}
+
+func TestDeployCompose(t *testing.T) {
+	admin := startAdminNode(t)
+	dir := filepath.Join(deployDir, "compose")
+	docs := yamlDocs(t, filepath.Join(dir, "docker-compose.yml"))
+	files := dockerCopies(t, filepath.Join(dir, "Dockerfile"))
+	services := get(t, docs[0], "services").(map[string]any)
+	natsConf, err := os.ReadFile(filepath.Join(dir, "nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsPort := regexp.MustCompile(`(?m)^port: (\d+)$`).FindSubmatch(natsConf)
+	if natsPort == nil {
+		t.Fatal("nats.conf: no client port")
+	}
+
+	var node *config
+	nodes := 0
+	for name, svc := range services {
+		if !strings.HasPrefix(name, "metrocast-") {
+			continue
+		}
+		nodes++
+		env := map[string]string{}
+		for k, v := range get(t, svc, "environment").(map[string]any) {
+			env[k] = fmt.Sprint(v)
+		}
+		c := deployedConfig(t, name, yamlStrings(get(t, svc, "command")), env, files)
+		node = c
+		for _, u := range strings.Split(c.gw.NATSURL, ",") {
+			host, port, err := net.SplitHostPort(strings.TrimPrefix(u, "nats://"))
+			if err != nil || services[host] == nil || port != string(natsPort[1]) {
+				t.Errorf("%s: NATS URL %s is not a compose NATS server on port %s", name, u, natsPort[1])
+			}
+		}
+		grace, err := time.ParseDuration(fmt.Sprint(get(t, svc, "stop_grace_period")))
+		if err != nil || grace <= c.gw.DrainWindow {
+			t.Errorf("%s: stop_grace_period %v must exceed drain_window %s", name, get(t, svc, "stop_grace_period"), c.gw.DrainWindow)
+		}
+		check := yamlStrings(get(t, svc, "healthcheck", "test"))
+		u := check[len(check)-1]
+		m := regexp.MustCompile(`^http://127\.0\.0\.1:(\d+)(/\S*)$`).FindStringSubmatch(u)
+		if m == nil || m[1] != strconv.Itoa(portOf(t, c.gw.AdminAddr)) {
+			t.Errorf("%s: health check %s is not on the admin port (%s)", name, u, c.gw.AdminAddr)
+		} else {
+			admin.checkAdminPath(t, name+" healthcheck", m[2])
+		}
+		if c.gw.NATSReplicas > 3 {
+			t.Errorf("%s: nats_replicas %d, but compose runs 3 NATS servers", name, c.gw.NATSReplicas)
+		}
+	}
+	if nodes != 3 || node == nil {
+		t.Fatalf("%d metrocast services, want 3", nodes)
+	}
+
+	// HAProxy: backends on the nodes' ports, health on the admin port.
+	cfg, err := os.Open(filepath.Join(dir, "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	wantPort := map[string]int{
+		"metrocast_ws":     portOf(t, node.gw.Addr),
+		"metrocast_ingest": portOf(t, node.gw.IngestAddr),
+	}
+	backend, servers := "", 0
+	sc := bufio.NewScanner(cfg)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
+		case f[0] == "backend" || f[0] == "frontend":
+			backend = f[1]
+		case f[0] == "server":
+			host, port, _ := net.SplitHostPort(f[2])
+			if services[host] == nil || port != strconv.Itoa(wantPort[backend]) {
+				t.Errorf("haproxy.cfg %s: server %s, want a node on port %d", backend, f[2], wantPort[backend])
+			}
+			servers++
+		case f[0] == "default-server":
+			for i := range f[:len(f)-1] {
+				if f[i] == "port" && f[i+1] != strconv.Itoa(portOf(t, node.gw.AdminAddr)) {
+					t.Errorf("haproxy.cfg %s: checks port %s, admin port is %s", backend, f[i+1], node.gw.AdminAddr)
+				}
+			}
+		case len(f) >= 4 && f[0] == "option" && f[1] == "httpchk":
+			admin.checkAdminPath(t, "haproxy.cfg "+backend, f[3])
+		case len(f) >= 4 && f[0] == "acl" && f[2] == "path" && f[3] != node.gw.Path:
+			t.Errorf("haproxy.cfg: acl on path %s, the WebSocket path is %s", f[3], node.gw.Path)
+		}
+	}
+	if servers != 6 {
+		t.Errorf("haproxy.cfg: %d servers, want each of 3 nodes in 2 backends", servers)
+	}
+}
+
+// k8sObjects parses every manifest under deploy/k8s by kind.
+func k8sObjects(t *testing.T) map[string][]map[string]any {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(deployDir, "k8s", "*.yaml"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	out := map[string][]map[string]any{}
+	for _, p := range paths {
+		for _, d := range yamlDocs(t, p) {
+			kind := fmt.Sprint(d["kind"])
+			out[kind] = append(out[kind], d)
+		}
+	}
+	return out
+}
+
+func TestDeployKubernetes(t *testing.T) {
+	admin := startAdminNode(t)
+	objs := k8sObjects(t)
+	for _, kind := range []string{"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} {
+		if len(objs[kind]) == 0 {
+			t.Fatalf("no %s", kind)
+		}
+	}
+	cm := get(t, objs["ConfigMap"][0], "data", "metrocast.yaml").(string)
+	cmFile := filepath.Join(t.TempDir(), "metrocast.yaml")
+	if err := os.WriteFile(cmFile, []byte(cm), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dep := objs["Deployment"][0]
+	pod := get(t, dep, "spec", "template", "spec")
+	ctr := get(t, pod, "containers", 0)
+	mount := fmt.Sprint(get(t, ctr, "volumeMounts", 0, "mountPath"))
+	env := map[string]string{}
+	for _, e := range get(t, ctr, "env").([]any) {
+		// Values from the downward API are set at run time; the name
+		// must still be a setting's.
+		env[fmt.Sprint(get(t, e, "name"))] = fmt.Sprint(e.(map[string]any)["value"])
+		if _, ok := e.(map[string]any)["value"]; !ok {
+			env[fmt.Sprint(get(t, e, "name"))] = ""
+		}
+	}
+	c := deployedConfig(t, "deployment.yaml", yamlStrings(get(t, ctr, "args")), env,
+		map[string]string{mount + "/metrocast.yaml": cmFile})
+
+	ports := map[string]int{}
+	for _, p := range get(t, ctr, "ports").([]any) {
+		ports[fmt.Sprint(get(t, p, "name"))] = get(t, p, "containerPort").(int)
+	}
+	for name, addr := range map[string]string{"ws": c.gw.Addr, "ingest": c.gw.IngestAddr, "admin": c.gw.AdminAddr} {
+		if ports[name] != portOf(t, addr) {
+			t.Errorf("containerPort %s = %d, the node listens on %s", name, ports[name], addr)
+		}
+		if host, _, _ := net.SplitHostPort(addr); host == "127.0.0.1" || host == "localhost" {
+			t.Errorf("%s listens on %s: unreachable from outside the pod", name, addr)
+		}
+	}
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		port := fmt.Sprint(get(t, ctr, probe, "httpGet", "port"))
+		if port != "admin" {
+			t.Errorf("%s on port %s, want the admin port", probe, port)
+		}
+		admin.checkAdminPath(t, probe, fmt.Sprint(get(t, ctr, probe, "httpGet", "path")))
+	}
+	if got := fmt.Sprint(get(t, ctr, "readinessProbe", "httpGet", "path")); got != "/readyz" {
+		t.Errorf("readiness on %s, want /readyz (503 while draining or cut off from NATS)", got)
+	}
+	ann := get(t, dep, "spec", "template", "metadata", "annotations").(map[string]any)
+	if ann["prometheus.io/port"] != strconv.Itoa(ports["admin"]) {
+		t.Errorf("prometheus.io/port %v, admin port %d", ann["prometheus.io/port"], ports["admin"])
+	}
+	admin.checkAdminPath(t, "prometheus.io/path", fmt.Sprint(ann["prometheus.io/path"]))
+	grace := time.Duration(get(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second
+	if grace <= c.gw.DrainWindow+5*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %s must exceed drain_window %s with room to spare", grace, c.gw.DrainWindow)
+	}
+	if cmd := strings.Join(yamlStrings(get(t, ctr, "lifecycle", "preStop", "exec", "command")), " "); !strings.Contains(cmd, "kill -TERM 1") {
+		t.Errorf("preStop %q does not start the drain (SIGTERM)", cmd)
+	}
+	if c.gw.NATSURL == "" {
+		t.Error("configmap.yaml: nats_url unset: the pods would not share a stream")
+	}
+	for _, svc := range objs["Service"] {
+		for _, p := range get(t, svc, "spec", "ports").([]any) {
+			if target := fmt.Sprint(get(t, p, "targetPort")); ports[target] == 0 {
+				t.Errorf("Service %v: targetPort %s is not a container port", get(t, svc, "metadata", "name"), target)
+			}
+		}
+	}
+	for _, m := range get(t, objs["HorizontalPodAutoscaler"][0], "spec", "metrics").([]any) {
+		admin.checkMetric(t, "hpa.yaml", fmt.Sprint(get(t, m, "pods", "metric", "name")))
+	}
+}
+
+func TestDeploySystemd(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "systemd", "metrocast.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			unit[k] = v
+		}
+	}
+	args := strings.Fields(unit["ExecStart"])
+	if len(args) < 2 || filepath.Base(args[0]) != "metrocast" {
+		t.Fatalf("ExecStart %q", unit["ExecStart"])
+	}
+	c := deployedConfig(t, "metrocast.service", args[1:], nil,
+		map[string]string{"/etc/metrocast/metrocast.yaml": filepath.Join(deployDir, "metrocast.yaml")})
+	stop, err := time.ParseDuration(unit["TimeoutStopSec"])
+	if err != nil || stop <= c.gw.DrainWindow {
+		t.Errorf("TimeoutStopSec %q must exceed drain_window %s", unit["TimeoutStopSec"], c.gw.DrainWindow)
+	}
+	if n, err := strconv.Atoi(unit["LimitNOFILE"]); err != nil || n < 65536 {
+		t.Errorf("LimitNOFILE %q: want room for tens of thousands of connections", unit["LimitNOFILE"])
+	}
+}
+
+// TestDeploySysctl checks that every setting of deploy/sysctl.conf says
+// why it is there (a comment right above it or its group).
+func TestDeploySysctl(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "sysctl.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, settings := "", 0
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			k, _, ok := strings.Cut(line, "=")
+			if !ok || !regexp.MustCompile(`^[a-z0-9_.-]+$`).MatchString(strings.TrimSpace(k)) {
+				t.Errorf("sysctl.conf:%d: %q is not key = value", i+1, line)
+			}
+			if prev == "" {
+				t.Errorf("sysctl.conf:%d: %s has no comment saying why", i+1, k)
+			}
+			settings++
+		}
+		if line == "" {
+			prev = ""
+		} else {
+			prev = line
+		}
+	}
+	if settings == 0 {
+		t.Fatal("sysctl.conf sets nothing")
+	}
+}

@@ -1,0 +1,410 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Cluster mode. Every node publishes the ingest lines it accepts to one
+// JetStream stream and feeds its rings from an ordered consumer of that
+// stream, so every node holds the same frames in the same order, and the
+// seq a client sees is the stream sequence: the same for a frame on every
+// node. Per city, seqs increase but are not contiguous (the stream numbers
+// all cities' messages in one sequence); the rings keep a contiguous
+// position per frame beside its seq (see frame), so the fanout is the one
+// of a single node.
+
+// subjectPrefix is the stream's subject space: one subject per city.
+const subjectPrefix = "metrocast.city."
+
+// Bounds of the cluster's round trips.
+const (
+	// natsSetupTimeout bounds the connection, the stream's creation and the
+	// consumer's at start.
+	natsSetupTimeout = 10 * time.Second
+	// natsPublishTimeout bounds the wait for JetStream's ack of one ingest
+	// line; past it the producer is answered an error and may resend (with
+	// the same id, the stream drops the copy if the first did arrive).
+	// A producer's lines are acked asynchronously (maxInFlight at once).
+	natsPublishTimeout = 5 * time.Second
+	// natsFetchTimeout bounds one resume fetch from the stream.
+	natsFetchTimeout = 10 * time.Second
+	// maxConcurrentFetches bounds the resume fetches running at once; more
+	// wait for a turn (each holds its frames in memory until its loop
+	// writes them).
+	maxConcurrentFetches = 16
+	// fetchBatch is how many messages one fetch request asks for.
+	fetchBatch = 256
+)
+
+// errBusDown answers ingest while the node has no connection to NATS.
+var errBusDown = errors.New("cluster bus (NATS) unavailable: not stored; resend later, to this or another node")
+
+// cluster is the node's link to the JetStream stream. Its methods are safe
+// for concurrent use.
+type cluster struct {
+	s      *Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cc     jetstream.ConsumeContext
+
+	// applied is the stream seq of the last message fed to the rings.
+	// Written by the consumer's goroutine only.
+	applied atomic.Uint64
+	fetches chan struct{} // semaphore of resume fetches
+
+	replays       atomic.Uint64 // resume requests served from the stream
+	replayFails   atomic.Uint64 // resume requests the stream could not serve
+	publishErrors atomic.Uint64 // ingest lines the stream did not ack
+}
+
+// subject is the stream subject of a city's frames.
+func subject(city string) string { return subjectPrefix + city }
+
+// redactURLs returns the comma-separated URLs with any password replaced,
+// for logs and errors.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// startCluster connects to NATS, creates the stream or brings its
+// configuration in line with cfg, sets the epoch to the stream's creation
+// time and starts consuming. It runs before the node listens: every city
+// ring is created knowing where the node's view of the stream begins.
+func (s *Server) startCluster() (*cluster, error) {
+	cfg := &s.cfg
+	log := cfg.Logger
+	opts := []nats.Option{
+		nats.Name("metrocast"),
+		nats.Timeout(natsSetupTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// A publish while disconnected fails at once instead of waiting in
+		// a buffer: the producer is told, and resends.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("lost the connection to NATS: ingest answers errors until it is back", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
+	}
+	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches)}
+	if err := cl.setup(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// setup creates or updates the stream, takes its epoch and the seq the
+// node's view starts after, and starts the consumer.
+func (cl *cluster) setup() error {
+	cfg := &cl.s.cfg
+	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
+	if err != nil {
+		return fmt.Errorf("cannot use JetStream: %w", err)
+	}
+	cl.js = js
+	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
+	defer cancel()
+	cl.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.NATSStream,
+		Description: "metrocast city frames",
+		Subjects:    []string{subjectPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.NATSMaxAge,
+		MaxBytes:    cfg.NATSMaxBytes,
+		Replicas:    cfg.NATSReplicas,
+		Storage:     jetstream.FileStorage,
+		// The window in which a producer's resend (same id) is dropped.
+		Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create or update stream %s: %w", cfg.NATSStream, err)
+	}
+	info := cl.stream.CachedInfo()
+	// Seqs are the stream's: they start over only if the stream is
+	// recreated, and so does the epoch.
+	cl.s.epoch = uint64(info.Created.UnixMilli())
+	// The rings are complete after the stream's last message as of now;
+	// with a look-back they also hold older frames (for the cities' state),
+	// but a resume from before here is served from the stream.
+	last := info.State.LastSeq
+	cl.s.hub.floor.Store(last)
+	cl.s.hub.sparse = true
+	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: last + 1}
+	if cfg.NATSReplay > 0 {
+		from := time.Now().Add(-cfg.NATSReplay)
+		occ = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
+	} else {
+		cl.applied.Store(last)
+	}
+	return cl.consume(ctx, occ)
+}
+
+// consume starts feeding the rings from an ordered consumer of the
+// stream. The consumer recreates itself after a disconnect or a gap,
+// from the last message it delivered.
+func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerConfig) error {
+	cons, err := cl.stream.OrderedConsumer(ctx, occ)
+	if err == nil {
+		cl.cc, err = cons.Consume(cl.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			cl.s.warn(&cl.s.warnBus, "stream consumer error; it resumes after the last frame applied", "err", err)
+		}))
+	}
+	if err != nil {
+		return fmt.Errorf("cannot consume stream %s: %w", cl.s.cfg.NATSStream, err)
+	}
+	return nil
+}
+
+// close stops consuming and closes the connection.
+func (cl *cluster) close() {
+	cl.cc.Stop()
+	cl.nc.Close()
+}
+
+// ahead reports whether seq is beyond the last message the node has
+// applied: a client coming from a node further ahead, or a seq the stream
+// never had. Safe for concurrent use; false on a single node (nil).
+func (cl *cluster) ahead(seq uint64) bool {
+	return cl != nil && seq > cl.applied.Load()
+}
+
+// connected reports whether the node can publish and consume.
+func (cl *cluster) connected() bool { return cl.nc.IsConnected() }
+
+// publish sends one parsed ingest line to the stream without waiting for
+// the ack: the returned pubWait tells the stream sequence once JetStream
+// has stored it (or the error, at the latest after natsPublishTimeout; the
+// line may then have been stored, and a resend with the same id is
+// dropped). The line goes to the stream as it came: every node parses it
+// again and builds the same frame. A producer id becomes the message id,
+// so that a resent line is stored once (the ack of a copy names the first
+// one's seq). Runs on the producer's goroutine.
+func (cl *cluster) publish(in *codec.Ingest, line []byte) (*pubWait, error) {
+	if !cl.nc.IsConnected() {
+		cl.publishErrors.Add(1)
+		return nil, errBusDown
+	}
+	// A copy: the client keeps the message to resend it while the stream
+	// elects a leader, and the line's buffer is reused.
+	m := &nats.Msg{Subject: subject(in.City), Data: bytes.Clone(line)}
+	if in.ID != "" {
+		m.Header = nats.Header{jetstream.MsgIDHeader: []string{in.ID}}
+	}
+	fut, err := cl.js.PublishMsgAsync(m)
+	if err != nil {
+		cl.publishErrors.Add(1)
+		return nil, fmt.Errorf("cluster bus (NATS) did not take the line, resend it: %w", err)
+	}
+	return &pubWait{cl: cl, fut: fut}, nil
+}
+
+// pubWait is a line published to the stream, waiting for its ack. Owned by
+// the producer's goroutine.
+type pubWait struct {
+	cl   *cluster
+	fut  jetstream.PubAckFuture
+	done bool
+	seq  uint64
+	err  error
+}
+
+// poll returns the line's stream sequence, or why it was not stored, once
+// JetStream has answered (ok); with wait it waits for that (at most
+// natsPublishTimeout).
+func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err error) {
+	if !p.done {
+		var ack *jetstream.PubAck
+		if wait {
+			select {
+			case ack = <-p.fut.Ok():
+			case err = <-p.fut.Err():
+			}
+		} else {
+			select {
+			case ack = <-p.fut.Ok():
+			case err = <-p.fut.Err():
+			default:
+				return 0, false, nil
+			}
+		}
+		p.done = true
+		if err != nil {
+			p.cl.publishErrors.Add(1)
+			p.err = fmt.Errorf("cluster bus (NATS) did not store the line, resend it: %w", err)
+		} else {
+			p.seq = ack.Sequence
+		}
+	}
+	return p.seq, true, p.err
+}
+
+// apply feeds one stream message to its city's ring and wakes the loops
+// that follow the city. Runs on the consumer's goroutine, one message at a
+// time in stream order: every node numbers and merges the same way.
+func (cl *cluster) apply(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return
+	}
+	seq := md.Sequence.Stream
+	applied := cl.applied.Load()
+	if seq <= applied {
+		return // delivered again after a reset of the consumer
+	}
+	if seq > applied+1 && applied > 0 {
+		// The stream dropped messages this node had not read (retention
+		// while it was cut off): the rings can no longer vouch for what
+		// came before seq.
+		cl.s.hub.raiseFloor(seq - 1)
+	}
+	cl.applied.Store(seq)
+	in, err := codec.ParseIngest(msg.Data())
+	if err != nil {
+		cl.s.warn(&cl.s.warnBus, "dropped a stream message that is not a valid ingest line", "seq", seq, "err", err)
+		return
+	}
+	if in.Timestamp == 0 {
+		// The stream's time, not this node's: the same frame everywhere.
+		in.Timestamp = md.Timestamp.UnixMilli()
+	}
+	c, err := cl.s.hub.city(in.City)
+	if err != nil {
+		cl.s.warn(&cl.s.warnBus, "dropped a stream message", "city", in.City, "seq", seq, "err", err)
+		return
+	}
+	c.publishSeq(&in, seq, time.Now())
+	cl.s.wakeCity(c)
+}
+
+// fetch returns the frames of city after seq since, in order, from the
+// stream: up to the first frame the city's ring holds every frame after
+// (its floor), or to the stream's end. ok is false when the stream no
+// longer holds them all (retention), when there are more than
+// NATSResumeMax, or when NATS fails. Runs on a resume goroutine.
+func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), natsFetchTimeout)
+	defer cancel()
+	info, err := cl.stream.Info(ctx)
+	if err != nil {
+		return nil, false
+	}
+	switch {
+	case since > info.State.LastSeq:
+		return nil, false // not a seq of this stream
+	case since == info.State.LastSeq:
+		return nil, true
+	}
+	if info.State.FirstSeq > since+1 {
+		return nil, false // frames after since may have expired
+	}
+	floor := c.floorSeq()
+	cons, err := cl.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     subject(c.name),
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       since + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: natsFetchTimeout,
+	})
+	if err != nil {
+		return nil, false
+	}
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), natsSetupTimeout)
+		defer dcancel()
+		_ = cl.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	pending := cons.CachedInfo().NumPending
+	limit := cl.s.cfg.NATSResumeMax
+	for pending > 0 {
+		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(natsFetchTimeout))
+		if err != nil {
+			return nil, false
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			md, err := msg.Metadata()
+			if err != nil {
+				return nil, false
+			}
+			in, err := codec.ParseIngest(msg.Data())
+			if err != nil {
+				continue // apply drops it too
+			}
+			if in.Timestamp == 0 {
+				in.Timestamp = md.Timestamp.UnixMilli()
+			}
+			seq := md.Sequence.Stream
+			frames = append(frames, encodeFrame(c.name, &in, seq, md.Timestamp))
+			if seq >= floor || md.NumPending == 0 {
+				return frames, true
+			}
+			if len(frames) >= limit {
+				return nil, false
+			}
+			pending = md.NumPending
+		}
+		if batch.Error() != nil || got == 0 {
+			return nil, false
+		}
+	}
+	return frames, true
+}
+
+// replay serves a subscription whose since is older than its ring from the
+// stream, off the event loop: the frames are fetched on a goroutine (at
+// most maxConcurrentFetches at once) and handed to the subscriber's loop,
+// which writes them and goes on from the ring (loop.finishReplay). Until
+// then the fanout skips the subscriber (sub.replaying). Runs on the loop.
+func (cl *cluster) replay(sb *sub, since uint64) {
+	l, c := sb.conn.l, sb.city
+	go func() {
+		cl.fetches <- struct{}{}
+		frames, ok := cl.fetch(c, since)
+		<-cl.fetches
+		if ok {
+			cl.replays.Add(1)
+		} else {
+			cl.replayFails.Add(1)
+		}
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.finishReplay(sb, since, frames, ok)
+			return nil
+		}))
+	}()
+}
