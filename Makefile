@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
 
-.PHONY: all build run test test-short fuzz bench lint clean
+.PHONY: all build run test test-short fuzz bench lint clean k6-check
 
 all: build
 
@@ -35,6 +35,10 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./gateway/
+
+# Type-check the k6 scripts (needs `npm --prefix loadtest/k6 install` once).
+k6-check:
+	cd loadtest/k6 && npx --no-install tsc -p .
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

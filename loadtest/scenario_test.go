@@ -116,3 +116,16 @@ func TestSmokeIdle(t *testing.T) {
 		t.Errorf("node figures %+v: want RSS per connection", n)
 	}
 }
+
+func TestSmokePublish(t *testing.T) {
+	o := smoke(t, "publish")
+	o.Spawn = nodeBinary(t)
+	o.Rates = []float64{20}
+	o.Duration = 300 * time.Millisecond
+	res := runScenario(t, o)
+	mustPass(t, res, "ingest accepted every frame")
+	// 20 frames/s for each of 6 cities for 0.3 s.
+	if f := res.Publisher.Frames; f < 30 || f > 40 {
+		t.Errorf("%d frames published, want 36", f)
+	}
+}
