@@ -69,6 +69,7 @@ type options struct {
 	Procs          int           `json:"procs"`
 	Srcs           int           `json:"srcs"`
 	Rates          []float64     `json:"rates"`
+	SweepStop      time.Duration `json:"sweep_stop_ns"`
 	Duration       time.Duration `json:"duration_ns"`
 	Warmup         time.Duration `json:"warmup_ns"`
 	Drain          time.Duration `json:"drain_ns"`
@@ -207,6 +208,7 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	fs.IntVar(&o.Procs, "procs", o.Procs, fmt.Sprintf("load processes (0: one per %d connections)", connsPerProc))
 	fs.IntVar(&o.Srcs, "srcs", o.Srcs, "source addresses to spread over on loopback, from 127.0.0.2 (1-253)")
 	rates := fs.String("rate", formatRates(o.Rates), "frames per second per city; steady takes a list (5,10,20): one measured phase per rate, connections kept")
+	fs.DurationVar(&o.SweepStop, "sweep-stop", o.SweepStop, "steady: skip the remaining rates once one has a p99 over this (0: run them all)")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "each measured phase (idle: how long to hold the connections; connect-storm: after the ramp)")
 	fs.DurationVar(&o.Warmup, "warmup", o.Warmup, "publish this long before measuring (steady, churn, slow-consumers, spike)")
 	fs.DurationVar(&o.Drain, "drain", o.Drain, "after publishing, wait at most this long for the frames still owed")
@@ -301,8 +303,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-slow-rcvbuf (%d) must be ≥ 0", o.SlowRcvBuf)
 	case o.SpikeFactor < 1 || o.SpikeFactor > 1000:
 		return fmt.Errorf("-spike-factor (%g) must be in [1, 1000]", o.SpikeFactor)
-	case o.Progress < 0:
-		return fmt.Errorf("-progress (%s) must be ≥ 0", o.Progress)
+	case o.Progress < 0 || o.SweepStop < 0:
+		return fmt.Errorf("-progress (%s) and -sweep-stop (%s) must be ≥ 0", o.Progress, o.SweepStop)
 	}
 	for _, r := range o.Rates {
 		if r <= 0 || r*o.SpikeFactor*float64(o.Cities) > 100_000 {

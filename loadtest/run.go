@@ -276,6 +276,21 @@ func (r *runner) steady(ctx context.Context) error {
 		if err := r.phase(ctx, fmt.Sprintf("rate=%g", rate), rate, o.Duration); err != nil {
 			return err
 		}
+		if o.SweepStop > 0 {
+			// Past the rate the node sustains, the next rates only pile
+			// up a backlog: stop after the first one over the bound.
+			st, err := r.stats()
+			if err != nil {
+				return err
+			}
+			var lat histogram
+			for _, s := range st {
+				lat.add(s.Latency)
+			}
+			if p99 := lat.snapshot().quantile(0.99); p99 > int64(o.SweepStop) {
+				break
+			}
+		}
 	}
 	return r.drain(ctx)
 }

@@ -129,3 +129,20 @@ func TestSmokePublish(t *testing.T) {
 		t.Errorf("%d frames published, want 36", f)
 	}
 }
+
+// TestSweepStops checks that a steady sweep skips the rates after the first
+// one over -sweep-stop (here every rate is: any latency is over 1ns).
+func TestSweepStops(t *testing.T) {
+	f := startFakeNode(t, "", nil, nil)
+	o := smoke(t, "steady")
+	o.Addr, o.Ingest = f.ws.Addr().String(), f.ingest.Addr().String()
+	o.Conns, o.Cities, o.Warmup = 20, 2, 0
+	o.Rates = []float64{10, 20, 40}
+	o.Duration = 300 * time.Millisecond
+	o.SweepStop = time.Nanosecond
+	res := runScenario(t, o)
+	if len(res.Phases) != 1 || res.Phases[0].Name != "rate=10" {
+		t.Fatalf("phases %v: want rate=10 alone", res.Phases)
+	}
+	mustPass(t, res, "zero loss", "no duplicates")
+}
