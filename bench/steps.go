@@ -73,9 +73,9 @@ func steps(quick bool) []step {
 }
 
 // slowNodeArgs make the node stall a client that stops reading after a few
-// hundred KiB instead of a few MiB, and lap it after 256 frames, so that
+// hundred KiB instead of a few MiB, and lap it after 64 frames, so that
 // the slow consumers are paused and conflated within the run.
-const slowNodeArgs = "-socket-send-buffer 16384 -max-backlog-bytes 65536 -ring-size 256"
+const slowNodeArgs = "-socket-send-buffer 16384 -max-backlog-bytes 65536 -ring-size 64"
 
 func stepNames() []string {
 	var n []string

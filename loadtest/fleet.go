@@ -74,17 +74,20 @@ func startWorker(exe string, n int) (*workerProc, error) {
 	p := &workerProc{n: n, cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin),
 		replies: make(chan reply, 1), exited: make(chan struct{})}
 	go func() {
-		defer close(p.replies)
 		dec := json.NewDecoder(bufio.NewReader(stdout))
 		for {
 			var r reply
 			if err := dec.Decode(&r); err != nil {
-				return
+				break
 			}
 			p.replies <- r
 		}
+		close(p.replies)
+		// Only now: Wait closes stdout, and the last reply (to close) may
+		// still have been unread before EOF.
+		_ = cmd.Wait()
+		close(p.exited)
 	}()
-	go func() { _ = cmd.Wait(); close(p.exited) }()
 	return p, nil
 }
 

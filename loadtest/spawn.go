@@ -69,8 +69,10 @@ func spawnNode(bin, extra string) (*node, error) {
 		if !listening {
 			up <- errors.New("exited before it listened")
 		}
+		// Wait closes the pipe: not before its last lines are read.
+		_ = cmd.Wait()
+		close(n.exited)
 	}()
-	go func() { _ = cmd.Wait(); close(n.exited) }()
 	select {
 	case err = <-up:
 	case <-time.After(30 * time.Second):
