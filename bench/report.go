@@ -31,16 +31,19 @@ type suiteResult struct {
 }
 
 type machine struct {
-	CPUs       int     `json:"cpus"`
-	Kernel     string  `json:"kernel"`
-	Go         string  `json:"go"`
-	Commit     string  `json:"commit"`
+	CPUs   int    `json:"cpus"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+	Commit string `json:"commit"`
+	// LoadBefore is the 1-minute load average when the bench started:
+	// at or above QuietLoad, someone else was using the machine. (Later
+	// readings include the bench's own load.)
 	LoadBefore float64 `json:"load1_before"`
 	LoadAfter  float64 `json:"load1_after"`
-	// LoadMax is the highest 1-minute load seen before or after a step:
-	// above QuietLoad the figures share the machine with someone else.
-	LoadMax   float64 `json:"load1_max"`
-	QuietLoad float64 `json:"quiet_load"`
+	QuietLoad  float64 `json:"quiet_load"`
+	// OthersMax is the largest share of the machine's CPU that processes
+	// other than the node and the load generator used during a sweep rate.
+	OthersMax float64 `json:"others_cpu_share_max"`
 }
 
 type target struct {
@@ -52,11 +55,15 @@ type target struct {
 
 // figures are the numbers to beat, reported whatever they are.
 type figures struct {
-	SweepConns       int      `json:"sweep_connections"`
-	MaxDeliveries    float64  `json:"max_deliveries_per_s_p99_under_50ms"`
-	MaxRatePerCity   float64  `json:"max_rate_per_city"`
-	AtMax            *latency `json:"latency_at_max,omitempty"`
-	CPUAtMax         float64  `json:"node_cpu_s_per_million_deliveries_at_max"`
+	SweepConns     int      `json:"sweep_connections"`
+	MaxDeliveries  float64  `json:"max_deliveries_per_s_p99_under_50ms"`
+	MaxRatePerCity float64  `json:"max_rate_per_city"`
+	AtMax          *latency `json:"latency_at_max,omitempty"`
+	CPUAtMax       float64  `json:"node_cpu_s_per_million_deliveries_at_max"`
+	// NodeBound is what the node's CPU per delivery at the highest rate
+	// allows on every core of the machine, had it them to itself (in the
+	// sweep it shares them with the load generator): an estimate.
+	NodeBound        float64  `json:"node_cpu_bound_deliveries_per_s"`
 	Nominal          *latency `json:"latency_at_nominal,omitempty"`
 	NominalDelivered float64  `json:"nominal_deliveries_per_s"`
 	CPUAtNominal     float64  `json:"node_cpu_s_per_million_deliveries_at_nominal"`
@@ -76,6 +83,8 @@ type sweepPoint struct {
 	NodeCPU     float64 `json:"node_cpu_s_per_million_deliveries"`
 	LoadgenCPU  float64 `json:"loadgen_cpu_s"`
 	OthersCPU   float64 `json:"others_cpu_s"`
+	// OthersShare is OthersCPU as a share of the machine over the rate.
+	OthersShare float64 `json:"others_cpu_share"`
 }
 
 func (r *suiteResult) passed() bool {
@@ -240,12 +249,6 @@ func (r *suiteResult) evaluate() {
 		}
 		return ""
 	}
-	for _, s := range r.Steps {
-		if l := s.parsed; l != nil {
-			r.Machine.LoadMax = max(r.Machine.LoadMax, l.Machine.Load1Before, l.Machine.Load1After)
-		}
-	}
-
 	// Connect storm.
 	if s := r.step("connect"); s != nil {
 		if m := missing(s); m != "" {
@@ -324,8 +327,13 @@ func (r *suiteResult) sweep(l *ltResult) {
 		if p.Name == "warmup" {
 			continue
 		}
-		r.Sweep = append(r.Sweep, sweepPoint{RatePerCity: p.RatePerCity, Delivered: p.PerSecond, Latency: p.Latency,
-			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, LoadgenCPU: p.LoadgenCPU, OthersCPU: p.OthersCPU})
+		sp := sweepPoint{RatePerCity: p.RatePerCity, Delivered: p.PerSecond, Latency: p.Latency,
+			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, LoadgenCPU: p.LoadgenCPU, OthersCPU: p.OthersCPU}
+		if p.Seconds > 0 && r.Machine.CPUs > 0 {
+			sp.OthersShare = max(0, p.OthersCPU/(p.Seconds*float64(r.Machine.CPUs)))
+			r.Machine.OthersMax = max(r.Machine.OthersMax, sp.OthersShare)
+		}
+		r.Sweep = append(r.Sweep, sp)
 		if p.RatePerCity == nominalRate {
 			nominal = p
 		}
@@ -333,6 +341,9 @@ func (r *suiteResult) sweep(l *ltResult) {
 			lat := p.Latency
 			r.Figures.MaxDeliveries, r.Figures.MaxRatePerCity, r.Figures.AtMax, r.Figures.CPUAtMax =
 				p.PerSecond, p.RatePerCity, &lat, p.NodeCPUPerMDel
+			if p.NodeCPUPerMDel > 0 {
+				r.Figures.NodeBound = float64(r.Machine.CPUs) / p.NodeCPUPerMDel * 1e6
+			}
 		}
 	}
 	conns := 0
@@ -361,11 +372,14 @@ func fms(ms float64) string {
 
 func (r *suiteResult) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nmetrocast bench %s on %s: %d CPUs, %s, %s; load %.2f before, %.2f after, at most %.2f around the steps; %.0fs\n",
-		r.Machine.Commit, r.Host, r.Machine.CPUs, r.Machine.Kernel, r.Machine.Go, r.Machine.LoadBefore, r.Machine.LoadAfter, r.Machine.LoadMax, r.Seconds)
-	if r.Machine.LoadMax >= r.Machine.QuietLoad {
-		fmt.Fprintf(tw, "NOTE: the load reached %.2f (≥ %.2f): other programs shared the machine, the figures are pessimistic\n",
-			r.Machine.LoadMax, r.Machine.QuietLoad)
+	fmt.Fprintf(tw, "\nmetrocast bench %s on %s: %d CPUs, %s, %s; load %.2f at the start; %.0fs\n",
+		r.Machine.Commit, r.Host, r.Machine.CPUs, r.Machine.Kernel, r.Machine.Go, r.Machine.LoadBefore, r.Seconds)
+	if r.Machine.LoadBefore >= r.Machine.QuietLoad {
+		fmt.Fprintf(tw, "NOTE: the load was %.2f (≥ %.2f) at the start: other programs shared the machine, the figures are pessimistic\n",
+			r.Machine.LoadBefore, r.Machine.QuietLoad)
+	}
+	if len(r.Sweep) > 0 {
+		fmt.Fprintf(tw, "other processes used at most %.0f%% of the machine during a sweep rate\n", 100*r.Machine.OthersMax)
 	}
 	fmt.Fprintln(tw, "\ntarget\twant\tgot\tresult")
 	for _, t := range r.Targets {
@@ -376,10 +390,11 @@ func (r *suiteResult) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Want, t.Got, v)
 	}
 	if len(r.Sweep) > 0 {
-		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode CPU s per 10⁶ deliveries")
+		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode CPU s per 10⁶ deliveries\tload generator CPU s\tothers")
 		for _, p := range r.Sweep {
-			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\n", p.RatePerCity, p.Delivered,
-				fms(p.Latency.P50), fms(p.Latency.P99), fms(p.Latency.P999), fms(p.Latency.Max), fms(p.ReadP99), p.NodeCPU)
+			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.0f%%\n", p.RatePerCity, p.Delivered,
+				fms(p.Latency.P50), fms(p.Latency.P99), fms(p.Latency.P999), fms(p.Latency.Max), fms(p.ReadP99), p.NodeCPU,
+				p.LoadgenCPU, 100*p.OthersShare)
 		}
 	}
 	f := r.Figures
@@ -387,6 +402,9 @@ func (r *suiteResult) print(w io.Writer) {
 	if f.AtMax != nil {
 		fmt.Fprintf(tw, "highest deliveries/s with p99 < 50ms (%d connections, %d cities)\t%.0f/s (%g frames/s per city): p50 %s p99 %s p99.9 %s; node CPU %.2f s per million deliveries\n",
 			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, fms(f.AtMax.P50), fms(f.AtMax.P99), fms(f.AtMax.P999), f.CPUAtMax)
+	}
+	if f.NodeBound > 0 {
+		fmt.Fprintf(tw, "deliveries/s the node's CPU per delivery allows on %d cores (estimate)\t%.0f/s\n", r.Machine.CPUs, f.NodeBound)
 	}
 	if f.Nominal != nil {
 		fmt.Fprintf(tw, "node CPU per million deliveries at %.0f/s\t%.2f s\n", f.NominalDelivered, f.CPUAtNominal)

@@ -127,6 +127,7 @@ type ltResult struct {
 type ltPhase struct {
 	Name           string  `json:"name"`
 	RatePerCity    float64 `json:"rate_per_city"`
+	Seconds        float64 `json:"seconds"`
 	Frames         uint64  `json:"frames"`
 	Deliveries     uint64  `json:"deliveries"`
 	PerSecond      float64 `json:"deliveries_per_s"`

@@ -55,8 +55,8 @@ func chart(r *suiteResult) string {
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#fff"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">ingest → client latency against delivered messages/s</text>`+"\n", padLeft)
 	fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555">%s</text>`+"\n", padLeft, html.EscapeString(fmt.Sprintf(
-		"%d connections over %d cities · %s, %d CPUs, load ≤ %.2f · %s · %s",
-		r.Figures.SweepConns, sweepCities, r.Host, r.Machine.CPUs, r.Machine.LoadMax, r.Machine.Commit, r.Date)))
+		"%d connections over %d cities · %s, %d CPUs shared with the load generator · %s · %s",
+		r.Figures.SweepConns, sweepCities, r.Host, r.Machine.CPUs, r.Machine.Commit, r.Date)))
 
 	// Grid and axes: a line per power of ten, five steps on x.
 	for e := lo; e <= hi; e++ {
