@@ -5,6 +5,8 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
+# The load harness has goroutines per connection and a progress reader.
+RACE_PKGS += ./loadtest/
 
 .PHONY: all build run test test-short fuzz bench lint clean k6-check
 

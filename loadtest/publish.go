@@ -22,7 +22,7 @@ type publisher struct {
 	p    *producer.Producer
 	pad  string
 	line []byte
-	n    int64 // frames sent so far, all cities: the "v" member
+	n    atomic.Int64 // frames sent so far, all cities: the "v" member
 
 	final  []atomic.Uint64
 	errs   atomic.Uint64
@@ -64,7 +64,7 @@ func (p *publisher) run(ctx context.Context, rate float64, d time.Duration) erro
 				return ctx.Err()
 			}
 		}
-		city := int(p.n % int64(o.Cities))
+		city := int(p.n.Load() % int64(o.Cities))
 		if err := p.send(ctx, city); err != nil {
 			return err
 		}
@@ -78,7 +78,7 @@ func (p *publisher) send(ctx context.Context, city int) error {
 	b = append(b, `","type":"data_update","data":{"t":`...)
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 	b = append(b, `,"v":`...)
-	b = strconv.AppendInt(b, p.n, 10)
+	b = strconv.AppendInt(b, p.n.Load(), 10)
 	if p.pad != "" {
 		b = append(b, `,"pad":"`...)
 		b = append(b, p.pad...)
@@ -97,7 +97,7 @@ func (p *publisher) send(ctx context.Context, city int) error {
 	if err != nil {
 		return fmt.Errorf("cannot publish: %w", err)
 	}
-	p.n++
+	p.n.Add(1)
 	return nil
 }
 
@@ -120,7 +120,8 @@ func (p *publisher) close() map[string]uint64 {
 }
 
 // frames is how many frames were sent so far, all cities.
-func (p *publisher) frames() uint64 { return uint64(p.n) }
+// Safe for concurrent use.
+func (p *publisher) frames() uint64 { return uint64(p.n.Load()) }
 
 // firstError is the first failed line, if any.
 func (p *publisher) firstError() (uint64, string) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,12 +15,14 @@ import (
 
 // runner is the coordinator of one run.
 type runner struct {
-	o     *options
-	res   *Result
-	f     *fleet
-	pub   *publisher
-	start time.Time
-	node  nodeFigures // valid with o.Pid > 0
+	o   *options
+	res *Result
+	f   *fleet
+	pub *publisher
+	// pubSeen is pub for the progress goroutine.
+	pubSeen atomic.Pointer[publisher]
+	start   time.Time
+	node    nodeFigures // valid with o.Pid > 0
 
 	progressMu sync.Mutex
 	label      string // what the run is doing, for the progress line
@@ -59,10 +62,10 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 			}
 		}()
 	}
-	r.stopWatch = r.watch(ctx, stderr)
-	defer r.stopWatch()
-
+	r.stopWatch = func() {}
 	if o.Scenario == "publish" {
+		r.stopWatch = r.watch(ctx, stderr)
+		defer r.stopWatch()
 		return r.res, r.publishOnly(ctx)
 	}
 	var err error
@@ -70,6 +73,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		return r.res, err
 	}
 	defer r.f.close()
+	// From here on r.f stays as it is: the progress goroutine reads it.
+	r.stopWatch = r.watch(ctx, stderr)
+	defer r.stopWatch()
 	if err := r.connect(ctx); err != nil {
 		return r.res, err
 	}
@@ -193,6 +199,7 @@ func (r *runner) startPublishing(ctx context.Context, rate float64) error {
 	if r.pub, err = newPublisher(ctx, r.o); err != nil {
 		return err
 	}
+	r.pubSeen.Store(r.pub)
 	if r.o.Warmup > 0 {
 		return r.phase(ctx, "warmup", rate, r.o.Warmup)
 	}
@@ -357,6 +364,7 @@ func (r *runner) publishOnly(ctx context.Context) error {
 	if r.pub, err = newPublisher(ctx, r.o); err != nil {
 		return err
 	}
+	r.pubSeen.Store(r.pub)
 	r.setLabel("publishing")
 	t0 := time.Now()
 	err = r.pub.run(ctx, r.o.Rates[0], r.o.Duration)
@@ -520,8 +528,8 @@ func (r *runner) watch(ctx context.Context, w io.Writer) func() {
 					}
 					last.deliveries = del
 				}
-			} else if r.pub != nil {
-				line += fmt.Sprintf(": %d frames", r.pub.frames())
+			} else if pub := r.pubSeen.Load(); pub != nil {
+				line += fmt.Sprintf(": %d frames", pub.frames())
 			}
 			if r.o.Pid > 0 {
 				rs, _ := rss(r.o.Pid)

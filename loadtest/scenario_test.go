@@ -38,6 +38,7 @@ func TestSmokeSteady(t *testing.T) {
 	o.Spawn = nodeBinary(t)
 	o.Rates = []float64{10, 20}
 	o.Subscribe = "auth"
+	o.Progress = 100 * time.Millisecond // the progress line, to io.Discard
 	res := runScenario(t, o)
 	mustPass(t, res, accountingChecks...)
 	if len(res.Phases) != 3 {
@@ -122,6 +123,7 @@ func TestSmokePublish(t *testing.T) {
 	o.Spawn = nodeBinary(t)
 	o.Rates = []float64{20}
 	o.Duration = 300 * time.Millisecond
+	o.Progress = 100 * time.Millisecond
 	res := runScenario(t, o)
 	mustPass(t, res, "ingest accepted every frame")
 	// 20 frames/s for each of 6 cities for 0.3 s.
