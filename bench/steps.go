@@ -95,17 +95,9 @@ func joinRates(r []float64) string {
 
 // ltResult is the part of loadtest's JSON result the bench reads.
 type ltResult struct {
-	Scenario string  `json:"scenario"`
-	Seconds  float64 `json:"seconds"`
-	Machine  struct {
-		Load1Before float64 `json:"load1_before"`
-		Load1After  float64 `json:"load1_after"`
-	} `json:"machine"`
 	Node *struct {
-		RSSBefore    int64   `json:"rss_before"`
 		RSSConnected int64   `json:"rss_connected"`
 		RSSPerConn   float64 `json:"rss_per_conn"`
-		CPUSeconds   float64 `json:"cpu_seconds"`
 	} `json:"node"`
 	Connect *struct {
 		Conns    int     `json:"conns"`
@@ -116,27 +108,19 @@ type ltResult struct {
 	} `json:"connect"`
 	Phases     []ltPhase               `json:"phases"`
 	Accounting map[string]ltAccounting `json:"accounting"`
-	Checks     []struct {
-		Name string `json:"name"`
-		Pass bool   `json:"pass"`
-		Got  string `json:"got"`
-		Want string `json:"want"`
-	} `json:"checks"`
+	Checks     []ltCheck               `json:"checks"`
 }
 
 type ltPhase struct {
 	Name           string  `json:"name"`
 	RatePerCity    float64 `json:"rate_per_city"`
 	Seconds        float64 `json:"seconds"`
-	Frames         uint64  `json:"frames"`
-	Deliveries     uint64  `json:"deliveries"`
 	PerSecond      float64 `json:"deliveries_per_s"`
 	Latency        latency `json:"latency"`
 	Read           latency `json:"read_latency"`
 	NodeCPUPerMDel float64 `json:"node_cpu_s_per_million_deliveries"`
 	LoadgenCPU     float64 `json:"loadgen_cpu_s"`
 	OthersCPU      float64 `json:"others_cpu_s"`
-	NodeCPU        float64 `json:"node_cpu_s"`
 }
 
 type latency struct {
@@ -149,13 +133,16 @@ type latency struct {
 }
 
 type ltAccounting struct {
-	Clients  int    `json:"clients"`
-	Dropped  int    `json:"dropped"`
-	Owed     uint64 `json:"owed"`
-	Received uint64 `json:"received"`
-	Lost     uint64 `json:"lost"`
-	Dups     uint64 `json:"dups"`
-	Resyncs  uint64 `json:"resyncs"`
+	Owed uint64 `json:"owed"`
+	Lost uint64 `json:"lost"`
+	Dups uint64 `json:"dups"`
+}
+
+type ltCheck struct {
+	Name string `json:"name"`
+	Pass bool   `json:"pass"`
+	Got  string `json:"got"`
+	Want string `json:"want"`
 }
 
 // stepRun is one step's outcome: the loadtest result as parsed and as

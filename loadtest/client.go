@@ -39,16 +39,14 @@ type client struct {
 	epoch uint64
 	// since is the dial time of the current connection (Unix ns): a frame
 	// sent before it reached the client by replay, not live.
-	since    int64
-	dials    int    // connections made, reconnects included
-	readyAt  bool   // the current connection got its initial_data/subscribed
-	resumes  uint64 // reconnects answered resumed:true at the right seq
-	bad      uint64 // protocol surprises: bad resume answer, unknown message, error message
-	badTime  uint64 // data_update without a parsable "t"
-	noTS     uint64 // frames read without a kernel timestamp
-	closeErr error  // why the last connection ended
-	dropped  bool   // the server (or the network) ended it
-	failed   bool   // never got ready
+	since   int64
+	dials   int    // connections made, reconnects included
+	readyAt bool   // the current connection got its initial_data/subscribed
+	resumes uint64 // reconnects answered resumed:true at the right seq
+	bad     uint64 // protocol surprises: bad resume answer, unknown message, error message
+	badTime uint64 // data_update without a parsable "t"
+	dropped bool   // the server (or the network) ended it
+	failed  bool   // never got ready
 
 	mu  sync.Mutex // guards cur, for the churner's and closer's Close
 	cur net.Conn
@@ -97,7 +95,7 @@ func (c *client) run(ready func(ok bool)) {
 		if c.reconnect.CompareAndSwap(true, false) {
 			continue
 		}
-		c.closeErr, c.dropped = err, true
+		c.dropped = true
 		w.dropped.Add(1)
 		w.noteErr("dropped", err)
 		return
@@ -260,7 +258,6 @@ func (c *client) read(start time.Time, first bool, ready func(bool)) error {
 		}
 		at := c.ts.ts
 		if at == 0 {
-			c.noTS++
 			at = time.Now().UnixNano()
 		}
 		switch op {

@@ -108,11 +108,3 @@ func (t *tally) lost(final uint64) uint64 {
 	}
 	return 0
 }
-
-// behind is how many seqs the client still waits for, up to final.
-func (t *tally) behind(final uint64) uint64 {
-	if !t.begun || final <= t.last {
-		return 0
-	}
-	return final - t.last
-}

@@ -167,7 +167,7 @@ func workerMain(in io.Reader, out io.Writer) int {
 	var w *worker
 	defer func() {
 		if w != nil {
-			w.shutdown()
+			w.closeAll()
 		}
 	}()
 	for {
@@ -429,10 +429,6 @@ func (w *worker) closeAll() {
 	}
 	w.cancel() // also releases paused readers and pending dials
 	w.wg.Wait()
-}
-
-func (w *worker) shutdown() {
-	w.closeAll()
 }
 
 // report sums the clients' accounting by class. Call it after closeAll.
