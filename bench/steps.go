@@ -35,7 +35,7 @@ const (
 
 // sweepRates are the frames/s per city of the latency sweep: ×10,000
 // deliveries/s each with 10,000 connections over 12 cities.
-var sweepRates = []float64{1, 2, nominalRate, 10, 15, 20, 30, 40}
+var sweepRates = []float64{1, 2, nominalRate, 7, 10, 14, 20, 30, 40}
 
 // step is one loadtest run against a fresh node.
 type step struct {
@@ -65,7 +65,8 @@ func steps(quick bool) []step {
 		{"churn", "churn", "churn", []string{"-conns", "2000", "-rate", "10", "-churn-rate", "200", "-duration", "10s"}},
 		{"slow", "slow consumers", "slow-consumers", []string{"-conns", "2000", "-rate", "20", "-payload", "2048",
 			"-slow-share", "0.1", "-duration", "8s", "-server-args", slowNodeArgs}},
-		{"spike", "spike ×10", "spike", []string{"-conns", "5000", "-rate", "2", "-spike-factor", "10",
+		// From a tenth of the nominal load to the nominal load for 3 s.
+		{"spike", "spike ×10", "spike", []string{"-conns", "5000", "-rate", "1", "-spike-factor", "10",
 			"-duration", "5s", "-spike-duration", "3s"}},
 		{"ceiling", "connection ceiling", "idle", []string{"-conns", strconv.Itoa(ceilingConns), "-procs", "2",
 			"-conn-rate", "2500", "-settle", "5s", "-duration", "2s"}},
