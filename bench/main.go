@@ -50,6 +50,8 @@ func main() {
 		quiet    = flag.Float64("quiet-load", 0.8, "1-minute load average under which the machine counts as quiet")
 		waitFor  = flag.Duration("wait-quiet", 0, "before starting, wait up to this long for the load to fall under -quiet-load")
 		only     = flag.String("only", "", "run only these steps (comma-separated: "+strings.Join(stepNames(), ",")+")")
+		tries    = flag.Int("tries", 3, "runs of a step at most, while other processes disturb it (see -max-others)")
+		others   = flag.Float64("max-others", 0.1, "share of the machine's CPU other processes may use during a phase before the step is run again")
 		loadtest = flag.String("loadtest", "", "use this loadtest binary instead of building ./loadtest")
 		node     = flag.String("node", "", "use this metrocast binary instead of building ./cmd/metrocast")
 	)
@@ -60,7 +62,8 @@ func main() {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 
-	cfg := config{out: *out, micro: *micro, quick: *quick, quietLoad: *quiet, loadtest: *loadtest, node: *node}
+	cfg := config{out: *out, micro: *micro, quick: *quick, quietLoad: *quiet, tries: max(*tries, 1), maxOthers: *others,
+		loadtest: *loadtest, node: *node}
 	if *only != "" {
 		cfg.only = strings.Split(*only, ",")
 	}

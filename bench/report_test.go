@@ -113,3 +113,11 @@ func TestNiceCeil(t *testing.T) {
 	f(180_000, 200_000)
 	f(510_000, 1_000_000)
 }
+
+func TestOthersShare(t *testing.T) {
+	l := &ltResult{Phases: []ltPhase{{Seconds: 10, OthersCPU: 2}, {Seconds: 5, OthersCPU: 4}, {Seconds: 0, OthersCPU: 9}}}
+	// 4 s of CPU in 5 s on 2 CPUs: 40%; a phase without duration is skipped.
+	if got := othersShare(l, 2); got != 0.4 {
+		t.Errorf("othersShare = %g, want 0.4", got)
+	}
+}
