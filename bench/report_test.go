@@ -121,3 +121,11 @@ func TestOthersShare(t *testing.T) {
 		t.Errorf("othersShare = %g, want 0.4", got)
 	}
 }
+
+func TestThousands(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 10_000: "10,000", 1_234_567: "1,234,567"} {
+		if got := thousands(v); got != want {
+			t.Errorf("thousands(%g) = %q, want %q", v, got, want)
+		}
+	}
+}

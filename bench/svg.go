@@ -55,8 +55,8 @@ func chart(r *suiteResult) string {
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#fff"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">ingest → client latency against delivered messages/s</text>`+"\n", padLeft)
 	fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555">%s</text>`+"\n", padLeft, html.EscapeString(fmt.Sprintf(
-		"%d connections over %d cities · %s, %d CPUs shared with the load generator · %s · %s",
-		r.Figures.SweepConns, sweepCities, r.Host, r.Machine.CPUs, r.Machine.Commit, r.Date)))
+		"%s connections over %d cities · %s, %d CPUs shared with the load generator · %s · %s",
+		thousands(float64(r.Figures.SweepConns)), sweepCities, r.Host, r.Machine.CPUs, r.Machine.Commit, r.Date)))
 
 	// Grid and axes: a line per power of ten, five steps on x.
 	for e := lo; e <= hi; e++ {
@@ -95,7 +95,9 @@ func chart(r *suiteResult) string {
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s at %.0f/s (%g frames/s per city): %s</title></circle>`+"\n",
 				x(p.Delivered), y(s.value(p.Latency)), s.colour, s.name, p.Delivered, p.RatePerCity, fms(s.value(p.Latency)))
 		}
-		ly := padTop + 70 + 20*i
+		// Bottom right: the target labels sit at 50 and 100 ms, never
+		// at the bottom (which is 1 ms or less).
+		ly := chartH - padBott - 60 + 20*i
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>`+"\n",
 			chartW-padRight+8, ly, chartW-padRight+28, ly, s.colour)
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", chartW-padRight+34, ly+4, s.name)
@@ -116,6 +118,15 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// thousands formats a count with comma separators: 10,000.
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 func msLabel(ms float64) string {
