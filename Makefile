@@ -5,8 +5,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
+# The load harness has goroutines per connection and a progress reader.
+RACE_PKGS += ./loadtest/
 
-.PHONY: all build run test test-short fuzz bench lint clean
+.PHONY: all build run test test-short fuzz bench lint clean k6-check
 
 all: build
 
@@ -41,8 +43,15 @@ fuzz:
 		done; \
 	done
 
+# The benchmark suite (bench/): the micro-benchmarks with allocations, then
+# the real binary under the load harness, checked against the targets;
+# writes bench/results/<date>-<host>.{json,svg}. Under 10 minutes on 2 cores.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./gateway/
+	$(GO) run ./bench
+
+# Type-check the k6 scripts (needs `npm --prefix loadtest/k6 install` once).
+k6-check:
+	cd loadtest/k6 && npx --no-install tsc -p .
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

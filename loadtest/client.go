@@ -4,12 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,288 +24,419 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// dialer opens WebSocket connections from rotating 127.0.0.x source
-// addresses.
-type dialer struct {
-	o    *options
-	next atomic.Uint32
-}
-
-// netDial connects from the next source address. IP_BIND_ADDRESS_NO_PORT
-// defers the port choice to connect(), where the kernel may reuse a port for
-// different destinations: without it every bind takes a port of its own.
-func (d *dialer) netDial(ctx context.Context, network, addr string) (net.Conn, error) {
-	i := d.next.Add(1)
-	src := net.IPv4(127, 0, 0, byte(2+int(i)%d.o.srcs))
-	nd := net.Dialer{
-		LocalAddr: &net.TCPAddr{IP: src},
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-				if serr == nil {
-					serr = enableTimestamps(fd)
-				}
-			}); err != nil {
-				return err
-			}
-			return serr
-		},
-	}
-	return nd.DialContext(ctx, network, addr)
-}
-
-// client is one WebSocket connection. Its counters are written by its reader
-// goroutine only and read after that goroutine has returned.
+// client is one simulated dashboard: a WebSocket connection subscribed to
+// one city, reconnected with resume when the churner asks. Everything but
+// the fields marked otherwise belongs to the client's goroutine (run).
 type client struct {
-	conn net.Conn
-	br   *bufio.Reader
-	ts   *tsReader
-	city int
+	w    *worker
+	idx  int // global index: city idx%cities, source address, slow share
+	city string
+	slow bool // stops reading while the worker is paused
 
-	ready    bool   // initial_data received
-	last     uint64 // seq of the last frame seen
-	received uint64 // data_update frames with a new seq
-	dups     uint64 // data_update frames with an old seq
-	gaps     uint64 // seqs skipped
-	resyncs  uint64 // initial_data after the first (conflation)
-	badTime  uint64 // data_update without a parsable "t"
-	noTS     uint64 // data_update read without a kernel timestamp
-	err      error
+	br    *bufio.Reader
+	ts    *tsReader
+	buf   []byte // payloads too large to peek
+	tally tally
+	epoch uint64
+	// since is the dial time of the current connection (Unix ns): a frame
+	// sent before it reached the client by replay, not live.
+	since   int64
+	dials   int    // connections made, reconnects included
+	readyAt bool   // the current connection got its initial_data/subscribed
+	resumes uint64 // reconnects answered resumed:true at the right seq
+	bad     uint64 // protocol surprises: bad resume answer, unknown message, error message
+	badTime uint64 // data_update without a parsable "t"
+	dropped bool   // the server (or the network) ended it
+	failed  bool   // never got ready
+
+	mu  sync.Mutex // guards cur, for the churner's and closer's Close
+	cur net.Conn
+
+	reconnect atomic.Bool   // set by the churner before it closes cur
+	lastSeq   atomic.Uint64 // tally.last, for progress (behind) while running
+	ended     atomic.Bool   // run has returned
 }
 
-// dial opens and upgrades one connection subscribed to city idx.
-func (d *dialer) dial(ctx context.Context, idx int) (*client, error) {
-	u := "ws://" + d.o.addr + d.o.path + "?cities=" + d.o.city(idx)
-	if d.o.token != "" {
-		u += "&token=" + url.QueryEscape(d.o.token)
-	}
-	wd := ws.Dialer{NetDial: d.netDial, Timeout: 30 * time.Second}
-	var lastErr error
-	for attempt := range 3 {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-			}
+// errClosing ends a read when the worker closes every connection.
+var errClosing = errors.New("closing")
+
+// closeError is a close frame from the server.
+type closeError struct {
+	code   ws.StatusCode
+	reason string
+}
+
+func (e *closeError) Error() string { return fmt.Sprintf("closed by server: %d %s", e.code, e.reason) }
+
+// run connects, reads until the connection ends, and reconnects with resume
+// while the churner asks for it. ready is called once, when the first
+// connection is subscribed or has failed for good.
+func (c *client) run(ready func(ok bool)) {
+	w := c.w
+	defer c.ended.Store(true)
+	for {
+		first := c.dials == 0
+		start := time.Now()
+		err := c.connect(start)
+		if err == nil {
+			c.since = start.UnixNano()
+			err = c.read(start, first, ready)
 		}
-		conn, br, _, err := wd.Dial(ctx, u)
-		if err != nil {
-			lastErr = err
+		c.setConn(nil)
+		if first && !c.readyAt {
+			c.failed = true
+			w.failed.Add(1)
+			w.noteErr("connect", err)
+			ready(false)
+			return
+		}
+		if w.closing.Load() {
+			return
+		}
+		if c.reconnect.CompareAndSwap(true, false) {
 			continue
 		}
-		ts, err := newTSReader(conn)
-		if err != nil {
-			_ = conn.Close()
-			return nil, err
-		}
-		var r io.Reader = ts
-		if br != nil {
-			// The handshake reader holds what came behind the response
-			// (subscribed, initial_data): read that first.
-			early, _ := br.Peek(br.Buffered())
-			r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), ts)
-			ws.PutReader(br)
-		}
-		return &client{conn: conn, br: bufio.NewReaderSize(r, 4<<10), ts: ts, city: idx % d.o.cities}, nil
+		c.dropped = true
+		w.dropped.Add(1)
+		w.noteErr("dropped", err)
+		return
 	}
-	return nil, fmt.Errorf("cannot connect to %s: %w", u, lastErr)
 }
 
-// dialAll opens o.conns connections, o.parallel at a time, and starts a
-// reader for each. It fails on the first connection that cannot be opened.
-func dialAll(ctx context.Context, o *options, stats *runStats) ([]*client, *sync.WaitGroup, error) {
-	ctx, cancel := context.WithTimeout(ctx, o.connectWait)
-	defer cancel()
-	d := &dialer{o: o}
-	clients := make([]*client, o.conns)
-	readers := new(sync.WaitGroup)
-	var (
-		wg       sync.WaitGroup
-		firstErr atomic.Pointer[error]
-		sem      = make(chan struct{}, o.parallel)
-	)
-	for i := range o.conns {
-		if firstErr.Load() != nil || ctx.Err() != nil {
+func (c *client) setConn(nc net.Conn) {
+	c.mu.Lock()
+	if c.cur != nil && nc == nil {
+		_ = c.cur.Close()
+	}
+	c.cur = nc
+	c.mu.Unlock()
+}
+
+// interrupt closes the current connection, if any, from another goroutine.
+func (c *client) interrupt() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return false
+	}
+	_ = c.cur.Close()
+	return true
+}
+
+// connect dials, upgrades and subscribes: with the URL's ?cities= (and
+// since/epoch when resuming) or, per the subscribe option, with an auth or
+// subscribe message. A resume alternates between the URL and the subscribe
+// message, so that churn covers both.
+func (c *client) connect(start time.Time) error {
+	w, o := c.w, c.w.o
+	resume := c.tally.begun
+	c.dials++
+	c.readyAt = false
+	byURL := o.Subscribe == "url"
+	if resume {
+		byURL = c.dials%2 == 0
+	}
+	q := url.Values{}
+	if o.Token != "" {
+		q.Set("token", o.Token)
+	}
+	if byURL {
+		q.Set("cities", c.city)
+		if resume {
+			q.Set("since", strconv.FormatUint(c.tally.last, 10))
+			q.Set("epoch", strconv.FormatUint(c.epoch, 10))
+		}
+	}
+	target := o.Path
+	if len(q) > 0 {
+		target += "?" + q.Encode()
+	}
+	var nc net.Conn
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			w.retries.Add(1)
+			select {
+			case <-w.ctx.Done():
+				return w.ctx.Err()
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			}
+		}
+		if nc, err = w.dial(c); err == nil {
 			break
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, err := d.dial(ctx, i)
-			if err != nil {
-				firstErr.CompareAndSwap(nil, &err)
-				return
-			}
-			clients[i] = c
-			readers.Add(1)
-			go func() {
-				defer readers.Done()
-				c.read(stats)
-				if !stats.closing.Load() {
-					stats.dropped.Add(1)
-				}
-			}()
-		}()
 	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return clients, readers, *p
+	if err != nil {
+		return err
 	}
-	return clients, readers, ctx.Err()
+	c.setConn(nc)
+	if w.closing.Load() {
+		return errClosing
+	}
+	_ = nc.SetDeadline(start.Add(o.ConnectTimeout))
+	if c.ts, err = newTSReader(nc); err != nil {
+		return err
+	}
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.ts, 4<<10)
+	} else {
+		c.br.Reset(c.ts)
+	}
+	if err := handshake(nc, c.br, o.Addr, target); err != nil {
+		return err
+	}
+	switch {
+	case byURL:
+		return nil
+	case resume:
+		return c.send(nc, fmt.Sprintf(`{"type":"subscribe","cities":[%q],"since":{%q:%d},"epoch":%d}`,
+			c.city, c.city, c.tally.last, c.epoch))
+	case o.Subscribe == "auth":
+		return c.send(nc, fmt.Sprintf(`{"type":"auth","token":%q,"cityId":%q}`, o.Token, c.city))
+	default:
+		return c.send(nc, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, c.city))
+	}
 }
 
-// closeAll closes every connection and waits for the readers.
-func closeAll(clients []*client, readers *sync.WaitGroup, stats *runStats) {
-	stats.closing.Store(true)
-	for _, c := range clients {
-		if c != nil {
-			_ = c.conn.Close()
-		}
+// send writes one masked text frame.
+func (c *client) send(nc net.Conn, msg string) error {
+	return ws.WriteFrame(nc, ws.MaskFrameInPlace(ws.NewTextFrame([]byte(msg))))
+}
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// handshake sends the upgrade request and reads the 101 response through
+// br, which keeps whatever the server sent behind it.
+func handshake(nc net.Conn, br *bufio.Reader, host, target string) error {
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	k := base64.StdEncoding.EncodeToString(key[:])
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + k +
+		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(nc, req); err != nil {
+		return fmt.Errorf("cannot send upgrade request: %w", err)
 	}
-	readers.Wait()
-}
-
-// runStats are shared by all readers.
-type runStats struct {
-	ready      atomic.Int64  // clients that got their initial_data
-	deliveries atomic.Uint64 // data_update frames received
-	latency    *histogram    // ingest send → client reads the frame, ns
-	arrival    *histogram    // ingest send → kernel receive timestamp, ns
-	// from is the send time (Unix ns) from which frames are measured;
-	// frames sent before it (the warm-up) count only for loss.
-	from     atomic.Int64
-	measured atomic.Uint64 // data_update frames sent at or after from
-	spread   []frameSpread // per city, when -spread is set
-	closing  atomic.Bool   // set when the run closes its connections
-	dropped  atomic.Int64  // connections that ended before that
-}
-
-var errClosed = errors.New("closed by the server")
-
-// read handles frames until the connection fails or closes. It answers
-// pings, parses the seq of city frames and, for data_update, the send time
-// the publisher put in "data":{"t":…}.
-func (c *client) read(st *runStats) {
-	var payload []byte
+	status, err := br.ReadSlice('\n')
+	if err != nil {
+		return fmt.Errorf("cannot read upgrade response: %w", err)
+	}
+	if !bytes.HasPrefix(status, []byte("HTTP/1.1 101 ")) {
+		return fmt.Errorf("upgrade refused: %s", bytes.TrimSpace(status))
+	}
+	sum := sha1.Sum([]byte(k + wsGUID))
+	want := base64.StdEncoding.EncodeToString(sum[:])
+	accepted := false
 	for {
-		op, n, err := c.header()
+		line, err := br.ReadSlice('\n')
 		if err != nil {
-			c.err = err
-			return
+			return fmt.Errorf("cannot read upgrade response: %w", err)
 		}
-		if cap(payload) < n {
-			payload = make([]byte, n)
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
 		}
-		payload = payload[:n]
-		if _, err := io.ReadFull(c.br, payload); err != nil {
-			c.err = err
-			return
+		name, val, _ := bytes.Cut(line, []byte(":"))
+		if bytes.EqualFold(name, []byte("Sec-WebSocket-Accept")) && string(bytes.TrimSpace(val)) == want {
+			accepted = true
 		}
-		now := time.Now().UnixNano()
+	}
+	if !accepted {
+		return errors.New("upgrade response without the right Sec-WebSocket-Accept")
+	}
+	return nil
+}
+
+// read handles frames until the connection ends. It answers pings and
+// accounts every city message. start is when the connection was dialled.
+func (c *client) read(start time.Time, first bool, ready func(bool)) error {
+	w := c.w
+	for {
+		if c.slow {
+			if g := w.gate.Load(); g != nil {
+				select {
+				case <-*g:
+				case <-w.ctx.Done():
+					return errClosing
+				}
+			}
+		}
+		op, payload, err := c.next()
+		if err != nil {
+			return err
+		}
+		at := c.ts.ts
+		if at == 0 {
+			at = time.Now().UnixNano()
+		}
 		switch op {
 		case ws.OpText:
-			c.message(payload, now, st)
+			if c.message(payload, at) && !c.readyAt {
+				c.readyAt = true
+				nc := c.conn()
+				if nc != nil {
+					_ = nc.SetDeadline(time.Time{})
+				}
+				lat := at - start.UnixNano()
+				if first {
+					w.connect.record(lat)
+					ready(true)
+				} else {
+					w.reconnectLat.record(lat)
+				}
+			}
 		case ws.OpPing:
-			f := ws.MaskFrameInPlace(ws.NewPongFrame(payload))
-			if err := ws.WriteFrame(c.conn, f); err != nil {
-				c.err = err
-				return
+			if nc := c.conn(); nc != nil {
+				if err := ws.WriteFrame(nc, ws.MaskFrameInPlace(ws.NewPongFrame(bytes.Clone(payload)))); err != nil {
+					return err
+				}
 			}
 		case ws.OpClose:
-			c.err = errClosed
-			return
+			ce := &closeError{code: ws.StatusNoStatusRcvd}
+			if len(payload) >= 2 {
+				ce.code = ws.StatusCode(binary.BigEndian.Uint16(payload))
+				ce.reason = string(payload[2:])
+			}
+			return ce
 		}
 	}
 }
 
-// header reads a server (unmasked) frame header, without allocating.
-func (c *client) header() (ws.OpCode, int, error) {
+func (c *client) conn() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// next returns the next frame's opcode and payload. The payload is valid
+// until the next call: it is peeked from the reader when it fits, so most
+// frames are not copied.
+func (c *client) next() (ws.OpCode, []byte, error) {
 	b, err := c.br.Peek(2)
 	if err != nil {
-		return 0, 0, err
+		return 0, nil, err
 	}
 	op := ws.OpCode(b[0] & 0x0f)
 	if b[1]&0x80 != 0 {
-		return 0, 0, errors.New("masked frame from the server")
+		return 0, nil, errors.New("masked frame from the server")
 	}
 	n, hn := int(b[1]&0x7f), 2
 	switch n {
 	case 126:
 		if b, err = c.br.Peek(4); err != nil {
-			return 0, 0, err
+			return 0, nil, err
 		}
 		n, hn = int(binary.BigEndian.Uint16(b[2:])), 4
 	case 127:
 		if b, err = c.br.Peek(10); err != nil {
-			return 0, 0, err
+			return 0, nil, err
 		}
 		l := binary.BigEndian.Uint64(b[2:])
 		if l > 64<<20 {
-			return 0, 0, fmt.Errorf("frame of %d bytes", l)
+			return 0, nil, fmt.Errorf("frame of %d bytes", l)
 		}
 		n, hn = int(l), 10
 	}
-	_, err = c.br.Discard(hn)
-	return op, n, err
+	if hn+n <= c.br.Size() {
+		b, err := c.br.Peek(hn + n)
+		if err != nil {
+			return 0, nil, err
+		}
+		_, _ = c.br.Discard(hn + n)
+		return op, b[hn:], nil
+	}
+	if _, err := c.br.Discard(hn); err != nil {
+		return 0, nil, err
+	}
+	if cap(c.buf) < n {
+		c.buf = make([]byte, n)
+	}
+	c.buf = c.buf[:n]
+	if _, err := io.ReadFull(c.br, c.buf); err != nil {
+		return 0, nil, err
+	}
+	return op, c.buf, nil
 }
 
 var (
-	prefixData    = []byte(`{"type":"data_update"`)
-	prefixInitial = []byte(`{"type":"initial_data"`)
-	keySeq        = []byte(`"seq":`)
-	keyT          = []byte(`"data":{"t":`)
+	prefixData       = []byte(`{"type":"data_update"`)
+	prefixAlerts     = []byte(`{"type":"alerts"`)
+	prefixInitial    = []byte(`{"type":"initial_data"`)
+	prefixSubscribed = []byte(`{"type":"subscribed"`)
+	prefixPong       = []byte(`{"type":"pong"`)
+	keySeq           = []byte(`"seq":`)
+	keyEpoch         = []byte(`"epoch":`)
+	keyResumedFalse  = []byte(`"resumed":false`)
+	keyT             = []byte(`"data":{"t":`)
 )
 
-func (c *client) message(m []byte, now int64, st *runStats) {
+// message accounts one text message received at (Unix ns) and reports
+// whether it makes the connection ready: the initial_data of a new
+// subscription, or the subscribed answer of a resume.
+func (c *client) message(m []byte, at int64) bool {
+	w := c.w
 	switch {
-	case bytes.HasPrefix(m, prefixData):
+	case bytes.HasPrefix(m, prefixData), bytes.HasPrefix(m, prefixAlerts):
 		seq, ok := numberAfter(m, keySeq)
 		if !ok {
-			return
+			c.bad++
+			return false
 		}
-		switch {
-		case seq <= c.last:
-			c.dups++
-			return
-		case seq > c.last+1 && c.ready:
-			c.gaps += seq - c.last - 1
-		}
-		c.last = seq
-		c.received++
-		st.deliveries.Add(1)
-		if st.latency == nil {
-			return
-		}
-		t, ok := numberAfter(m, keyT)
-		switch {
-		case !ok:
-			c.badTime++
-		case int64(t) >= st.from.Load():
-			st.measured.Add(1)
-			st.latency.record(now - int64(t))
-			if c.ts.ts != 0 {
-				st.arrival.record(c.ts.ts - int64(t))
-				if st.spread != nil {
-					st.spread[c.city].note(seq, int64(t), c.ts.ts)
-				}
-			} else {
-				c.noTS++
-			}
-		}
+		c.cityFrame(m, seq, at)
 	case bytes.HasPrefix(m, prefixInitial):
 		seq, _ := numberAfter(m, keySeq)
-		if c.ready {
-			c.resyncs++
-		} else {
-			c.ready = true
-			st.ready.Add(1)
+		if !bytes.Contains(m, keyResumedFalse) {
+			// A snapshot from ingest, in stream: a city frame.
+			c.cityFrame(m, seq, at)
+			return false
 		}
-		c.last = seq
+		if !c.tally.begin(seq) {
+			c.tally.resync(seq)
+			w.resyncs.Add(1)
+		}
+		c.lastSeq.Store(c.tally.last)
+		return true
+	case bytes.HasPrefix(m, prefixSubscribed):
+		if e, ok := numberAfter(m, keyEpoch); ok {
+			c.epoch = e
+		}
+		if !c.tally.begun {
+			return false // the initial_data follows
+		}
+		if bytes.Contains(m, keyResumedFalse) {
+			return false // out of the ring: an initial_data follows
+		}
+		// resumed:true must continue exactly after the seq we gave.
+		if seq, ok := numberAfter(m, keySeq); !ok || seq != c.tally.last {
+			c.bad++
+			w.noteErr("resume", fmt.Errorf("resumed at seq %d, asked for %d", seq, c.tally.last))
+		} else {
+			c.resumes++
+		}
+		return true
+	case bytes.HasPrefix(m, prefixPong):
+	default:
+		c.bad++
+		w.noteErr("message", fmt.Errorf("unexpected message %.120s", m))
 	}
+	return false
+}
+
+// cityFrame accounts a data_update, alerts or in-stream snapshot with seq,
+// and records its latency from the send time the publisher put in it.
+func (c *client) cityFrame(m []byte, seq uint64, at int64) {
+	w := c.w
+	if !c.tally.frame(seq) {
+		return
+	}
+	c.lastSeq.Store(c.tally.last)
+	w.deliveries.Add(1)
+	sent, ok := numberAfter(m, keyT)
+	if !ok {
+		c.badTime++
+		return
+	}
+	w.sample(c, seq, int64(sent), at, time.Now().UnixNano())
 }
 
 // numberAfter parses the unsigned integer that follows the first key in m.
@@ -319,4 +455,52 @@ func numberAfter(m, key []byte) (uint64, bool) {
 		digits++
 	}
 	return n, digits > 0
+}
+
+// dialer opens TCP connections to the node, from rotating 127.0.0.x source
+// addresses when the node is on loopback.
+type dialer struct {
+	addr  string
+	srcs  int  // source addresses, from 127.0.0.2
+	local bool // the node is on loopback: spread the source addresses
+}
+
+func newDialer(addr string, srcs int) *dialer {
+	d := &dialer{addr: addr, srcs: srcs}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		d.local = ap.Addr().IsLoopback()
+	} else if host, _, err := net.SplitHostPort(addr); err == nil && host == "localhost" {
+		d.local = true
+	}
+	return d
+}
+
+// dial connects client idx. IP_BIND_ADDRESS_NO_PORT defers the port choice
+// to connect(), where the kernel may reuse a port for different
+// destinations: without it every bind takes a port of its own. rcvbuf, when
+// positive, shrinks the receive buffer before the connection exists (a slow
+// consumer fills up sooner).
+func (d *dialer) dial(ctx context.Context, idx, rcvbuf int) (net.Conn, error) {
+	nd := net.Dialer{
+		Timeout: 10 * time.Second,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = enableTimestamps(fd)
+				if serr == nil && d.local {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+				}
+				if serr == nil && rcvbuf > 0 {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+				}
+			}); err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	if d.local {
+		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+idx%d.srcs))}
+	}
+	return nd.DialContext(ctx, "tcp", d.addr)
 }

@@ -79,3 +79,27 @@ func (s snapshot) quantile(q float64) int64 {
 	}
 	return s.max
 }
+
+// sparse is a histogram's non-empty buckets, as [bucket, count] pairs: how
+// workers send theirs to the coordinator.
+type sparse [][2]uint64
+
+func (h *histogram) sparse() sparse {
+	var s sparse
+	for i := range h.counts {
+		if n := h.counts[i].Load(); n > 0 {
+			s = append(s, [2]uint64{uint64(i), n})
+		}
+	}
+	return s
+}
+
+// add merges s into h. Buckets out of range (a corrupt message) are
+// ignored.
+func (h *histogram) add(s sparse) {
+	for _, p := range s {
+		if p[0] < uint64(len(h.counts)) {
+			h.counts[p[0]].Add(p[1])
+		}
+	}
+}

@@ -1,130 +1,342 @@
-// Command loadtest drives a running metrocast node over loopback and reports
-// what the issues' targets are stated in: server memory per idle connection,
-// server CPU per delivery and ingest-to-client latency.
+// Command loadtest drives a metrocast node with tens of thousands of
+// WebSocket clients and a publisher on the ingest port, and reports exactly
+// what it delivered: per client, the frames owed against the frames received
+// (loss and duplicates are counted, never hidden), ingest→client latency,
+// connect latency, deliveries/s and, when the node runs on this machine, its
+// RSS and CPU time from /proc.
 //
-//	loadtest idle   -addr 127.0.0.1:18080 -conns 10000 -cities 12 -duration 20s -pid <server pid>
-//	loadtest steady -addr 127.0.0.1:18080 -ingest 127.0.0.1:17070 -conns 5000 -cities 12 -rate 10 -duration 20s -pid <server pid>
+//	loadtest connect-storm  -conns 5000 -conn-rate 1000
+//	loadtest steady         -conns 10000 -cities 12 -rate 5,10,20 -duration 10s
+//	loadtest churn          -conns 2000 -rate 5 -churn-rate 200
+//	loadtest slow-consumers -conns 2000 -rate 10 -slow-share 0.1
+//	loadtest spike          -conns 2000 -rate 5 -spike-factor 10
+//	loadtest idle           -conns 19000 -procs 2
+//	loadtest publish        -rate 10 -duration 1m   (a publisher alone, e.g. for the k6 scripts)
 //
-// Every run is bounded: at most -conns connections (below the open-files
-// limit, see maxConns), for -duration, and each phase has a time-out. Clients
-// come from 127.0.0.2 upwards (-srcs addresses) so that no source address
-// runs short of ephemeral ports.
+// -spawn bin/metrocast starts a node of its own (on loopback ports, stopped
+// at the end) instead of using -addr/-ingest/-pid. -json FILE writes the
+// result. The exit code is 0 when every check passed, 1 when one failed, 2
+// when the run could not be made.
+//
+// Every run is bounded: -conns connections, each phase its -duration, every
+// wait its time-out, and the whole run a limit derived from them; it stops by
+// itself. The connections are spread over -procs worker processes (by
+// default one per 16,000 connections: a process may open 20,000 files here)
+// and, on loopback, over source addresses from 127.0.0.2 (-srcs), so that no
+// source address runs short of ephemeral ports.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
-// maxConns keeps one process below the 20,000 open-files limit with room for
-// the publisher, stdio and the runtime.
-const maxConns = 18_500
+// maxConnsPerProc keeps one worker below the 20,000 open-files limit with
+// room for stdio and the runtime.
+const maxConnsPerProc = 18_500
 
-// maxDuration bounds -duration: a load run that forgets to stop holds the
-// machine.
+// connsPerProc is how many connections a worker holds when -procs is not
+// given.
+const connsPerProc = 16_000
+
+// maxDuration bounds every duration flag: a load run that forgets to stop
+// holds the machine.
 const maxDuration = 30 * time.Minute
 
+// options are a run's settings. They travel to the workers as JSON.
 type options struct {
-	addr        string
-	path        string
-	token       string
-	ingest      string
-	conns       int
-	cities      int
-	cityPrefix  string
-	duration    time.Duration
-	rate        float64
-	srcs        int
-	pid         int
-	parallel    int
-	connectWait time.Duration
-	settle      time.Duration
-	drain       time.Duration
-	warmup      time.Duration
-	spread      bool
+	Scenario       string        `json:"scenario"`
+	Addr           string        `json:"addr"`
+	Path           string        `json:"path"`
+	Ingest         string        `json:"ingest"`
+	Conns          int           `json:"conns"`
+	Cities         int           `json:"cities"`
+	CityPrefix     string        `json:"city_prefix"`
+	Subscribe      string        `json:"subscribe"`
+	Token          string        `json:"-"`
+	ConnRate       float64       `json:"conn_rate"`
+	Parallel       int           `json:"parallel"`
+	Procs          int           `json:"procs"`
+	Srcs           int           `json:"srcs"`
+	Rates          []float64     `json:"rates"`
+	SweepStop      time.Duration `json:"sweep_stop_ns"`
+	Duration       time.Duration `json:"duration_ns"`
+	Warmup         time.Duration `json:"warmup_ns"`
+	Drain          time.Duration `json:"drain_ns"`
+	Settle         time.Duration `json:"settle_ns"`
+	ConnectTimeout time.Duration `json:"connect_timeout_ns"`
+	Payload        int           `json:"payload"`
+	ChurnRate      float64       `json:"churn_rate"`
+	SlowShare      float64       `json:"slow_share"`
+	SlowRcvBuf     int           `json:"slow_rcvbuf"`
+	SpikeFactor    float64       `json:"spike_factor"`
+	SpikeDuration  time.Duration `json:"spike_duration_ns"`
+	TargetConnect  time.Duration `json:"target_connect_p99_ns"`
+	TargetP99      time.Duration `json:"target_p99_ns"`
+	TargetP999     time.Duration `json:"target_p999_ns"`
+	Pid            int           `json:"pid"`
+	Spawn          string        `json:"spawn"`
+	ServerArgs     string        `json:"server_args"`
+	JSON           string        `json:"-"`
+	Progress       time.Duration `json:"-"`
+	Spread         bool          `json:"spread"`
+}
+
+// scenarios and the defaults each one changes.
+var scenarios = map[string]func(*options){
+	"connect-storm": func(o *options) {
+		o.Conns, o.ConnRate, o.Duration = 5000, 1000, 2*time.Second
+	},
+	"steady": func(o *options) {},
+	"churn": func(o *options) {
+		o.Rates, o.ChurnRate = []float64{5}, 100
+	},
+	"slow-consumers": func(o *options) {
+		o.SlowShare, o.Payload = 0.1, 1024
+	},
+	"spike": func(o *options) {
+		o.Rates, o.Duration = []float64{5}, 5*time.Second
+	},
+	"idle": func(o *options) {
+		o.Duration = 10 * time.Second
+	},
+	"publish": func(o *options) {
+		o.Conns = 0
+	},
+}
+
+func defaultOptions(scenario string) options {
+	o := options{
+		Scenario:       scenario,
+		Addr:           "127.0.0.1:8080",
+		Path:           "/ws",
+		Ingest:         "127.0.0.1:7070",
+		Conns:          1000,
+		Cities:         12,
+		CityPrefix:     "lt-",
+		Subscribe:      "url",
+		Token:          "loadtest",
+		ConnRate:       2000,
+		Parallel:       256,
+		Srcs:           253,
+		Rates:          []float64{10},
+		Duration:       10 * time.Second,
+		Warmup:         2 * time.Second,
+		Drain:          5 * time.Second,
+		Settle:         5 * time.Second,
+		ConnectTimeout: 10 * time.Second,
+		SlowRcvBuf:     4096,
+		SpikeFactor:    10,
+		SpikeDuration:  3 * time.Second,
+		TargetConnect:  100 * time.Millisecond,
+		TargetP99:      50 * time.Millisecond,
+		TargetP999:     100 * time.Millisecond,
+		Progress:       time.Second,
+	}
+	scenarios[scenario](&o)
+	return o
 }
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "idle" && os.Args[1] != "steady") {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|steady [flags]  (loadtest idle -h for the flags)")
-		os.Exit(2)
+	if os.Getenv(workerEnv) == "1" {
+		os.Exit(workerMain(os.Stdin, os.Stdout))
 	}
-	mode := os.Args[1]
-	fs := flag.NewFlagSet(mode, flag.ExitOnError)
-	var o options
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "WebSocket address of the node")
-	fs.StringVar(&o.path, "path", "/ws", "WebSocket path")
-	fs.StringVar(&o.token, "token", "", "client token for a node with keys, e.g. $(metrocast token -sub load -cities '*')")
-	fs.StringVar(&o.ingest, "ingest", "127.0.0.1:7070", "TCP ingest address (steady)")
-	fs.IntVar(&o.conns, "conns", 1000, fmt.Sprintf("WebSocket connections (at most %d per process)", maxConns))
-	fs.IntVar(&o.cities, "cities", 12, "cities; connection i follows city i%cities")
-	fs.StringVar(&o.cityPrefix, "city-prefix", "lt-", "prefix of the city names (lt-00, lt-01, …)")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "idle: how long to hold the connections; steady: how long to publish")
-	fs.Float64Var(&o.rate, "rate", 10, "frames per second per city (steady)")
-	fs.IntVar(&o.srcs, "srcs", 253, "source addresses to spread over, from 127.0.0.2 (1-253)")
-	fs.IntVar(&o.pid, "pid", 0, "server process id: read its RSS (idle) or CPU time (steady) from /proc")
-	fs.IntVar(&o.parallel, "parallel", 64, "concurrent connection attempts")
-	fs.DurationVar(&o.connectWait, "connect-timeout", 2*time.Minute, "give up when the connections are not all up and subscribed by then")
-	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle: wait this long after connecting before reading RSS")
-	fs.DurationVar(&o.drain, "drain", 3*time.Second, "steady: after publishing, wait at most this long for the last frames")
-	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "steady: publish this long before measuring")
-	fs.BoolVar(&o.spread, "spread", false, "steady: also split each frame's latency into wake-up (to the first subscriber) and fanout (first to last)")
-	_ = fs.Parse(os.Args[2:])
-	if err := o.validate(mode); err != nil {
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// A hard bound on the whole run, whatever happens to the phases.
-	ctx, cancel := context.WithTimeout(ctx, o.connectWait+o.warmup+o.duration+o.settle+2*o.drain+time.Minute)
-	defer cancel()
-
-	var err error
-	switch mode {
-	case "idle":
-		err = runIdle(ctx, &o)
-	case "steady":
-		err = runSteady(ctx, &o)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		os.Exit(1)
-	}
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func (o *options) validate(mode string) error {
+const usage = "usage: loadtest connect-storm|steady|churn|slow-consumers|spike|idle|publish [flags]  (loadtest steady -h for the flags)"
+
+// cli runs one scenario from the command line and returns the exit code.
+func cli(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 || scenarios[args[0]] == nil {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	o, err := parseFlags(args[0], args[1:], stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "loadtest:", err)
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o, stdout, stderr)
+	if res != nil {
+		printResult(stdout, res)
+		if o.JSON != "" {
+			if werr := res.write(o.JSON); werr != nil {
+				fmt.Fprintln(stderr, "loadtest:", werr)
+				return 2
+			}
+		}
+	}
 	switch {
-	case o.conns < 1 || o.conns > maxConns:
-		return fmt.Errorf("-conns (%d) must be in [1, %d]; run several processes for more", o.conns, maxConns)
-	case o.cities < 1 || o.cities > 10_000:
-		return fmt.Errorf("-cities (%d) must be in [1, 10000]", o.cities)
-	case o.duration <= 0 || o.duration > maxDuration:
-		return fmt.Errorf("-duration (%s) must be in (0, %s]", o.duration, maxDuration)
-	case o.srcs < 1 || o.srcs > 253:
-		return fmt.Errorf("-srcs (%d) must be in [1, 253]", o.srcs)
-	case o.parallel < 1 || o.parallel > 1024:
-		return fmt.Errorf("-parallel (%d) must be in [1, 1024]", o.parallel)
-	case o.connectWait <= 0 || o.connectWait > maxDuration:
-		return fmt.Errorf("-connect-timeout (%s) must be in (0, %s]", o.connectWait, maxDuration)
-	case o.settle < 0 || o.settle > maxDuration:
-		return fmt.Errorf("-settle (%s) must be in [0, %s]", o.settle, maxDuration)
-	case o.drain < 0 || o.drain > time.Minute:
-		return fmt.Errorf("-drain (%s) must be in [0, 1m]", o.drain)
-	case o.warmup < 0 || o.warmup > maxDuration:
-		return fmt.Errorf("-warmup (%s) must be in [0, %s]", o.warmup, maxDuration)
-	case mode == "steady" && (o.rate <= 0 || o.rate*float64(o.cities) > 100_000):
-		return fmt.Errorf("-rate (%g) must be > 0 and rate×cities at most 100000 frames/s", o.rate)
+	case err != nil:
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return 2
+	case res != nil && !res.passed():
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(scenario string, args []string, stderr io.Writer) (*options, error) {
+	o := defaultOptions(scenario)
+	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Addr, "addr", o.Addr, "WebSocket address of the node (host:port)")
+	fs.StringVar(&o.Path, "path", o.Path, "WebSocket path")
+	fs.StringVar(&o.Ingest, "ingest", o.Ingest, "TCP ingest address of the node")
+	fs.IntVar(&o.Conns, "conns", o.Conns, "WebSocket connections")
+	fs.IntVar(&o.Cities, "cities", o.Cities, "cities; client i follows city i%cities")
+	fs.StringVar(&o.CityPrefix, "city-prefix", o.CityPrefix, "prefix of the city names (lt-00, lt-01, …)")
+	fs.StringVar(&o.Subscribe, "subscribe", o.Subscribe, "how clients subscribe: url (?cities=), auth (the dashboards' auth message) or subscribe (a subscribe message)")
+	fs.StringVar(&o.Token, "token", o.Token, "client token, sent on the URL and in -subscribe auth (mint one with metrocast token; an -insecure node takes any)")
+	fs.Float64Var(&o.ConnRate, "conn-rate", o.ConnRate, "new connections per second, all processes together (0: as fast as -parallel allows)")
+	fs.IntVar(&o.Parallel, "parallel", o.Parallel, "connection attempts in flight per process")
+	fs.IntVar(&o.Procs, "procs", o.Procs, fmt.Sprintf("load processes (0: one per %d connections)", connsPerProc))
+	fs.IntVar(&o.Srcs, "srcs", o.Srcs, "source addresses to spread over on loopback, from 127.0.0.2 (1-253)")
+	rates := fs.String("rate", formatRates(o.Rates), "frames per second per city; steady takes a list (5,10,20): one measured phase per rate, connections kept")
+	fs.DurationVar(&o.SweepStop, "sweep-stop", o.SweepStop, "steady: skip the remaining rates once one has a p99 over this (0: run them all)")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "each measured phase (idle: how long to hold the connections; connect-storm: after the ramp)")
+	fs.DurationVar(&o.Warmup, "warmup", o.Warmup, "publish this long before measuring (steady, churn, slow-consumers, spike)")
+	fs.DurationVar(&o.Drain, "drain", o.Drain, "after publishing, wait at most this long for the frames still owed")
+	fs.DurationVar(&o.Settle, "settle", o.Settle, "idle: wait this long after connecting before reading the node's RSS")
+	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", o.ConnectTimeout, "bound on one connection's dial + upgrade + first message")
+	fs.IntVar(&o.Payload, "payload", o.Payload, "bytes of padding in each frame's data")
+	fs.Float64Var(&o.ChurnRate, "churn-rate", o.ChurnRate, "churn: reconnects per second, all processes together")
+	fs.Float64Var(&o.SlowShare, "slow-share", o.SlowShare, "slow-consumers: share of the clients that stop reading")
+	fs.IntVar(&o.SlowRcvBuf, "slow-rcvbuf", o.SlowRcvBuf, "slow-consumers: SO_RCVBUF of the slow clients, so that they fill up soon")
+	fs.Float64Var(&o.SpikeFactor, "spike-factor", o.SpikeFactor, "spike: rate multiplier during the burst")
+	fs.DurationVar(&o.SpikeDuration, "spike-duration", o.SpikeDuration, "spike: length of the burst")
+	fs.DurationVar(&o.TargetConnect, "target-connect-p99", o.TargetConnect, "check: connect latency p99 below this")
+	fs.DurationVar(&o.TargetP99, "target-p99", o.TargetP99, "check: ingest→client latency p99 below this")
+	fs.DurationVar(&o.TargetP999, "target-p999", o.TargetP999, "check: ingest→client latency p99.9 below this")
+	fs.IntVar(&o.Pid, "pid", o.Pid, "the node's process id, to read its RSS and CPU time from /proc")
+	fs.StringVar(&o.Spawn, "spawn", o.Spawn, "start this metrocast binary on loopback ports for the run (instead of -addr, -ingest, -pid)")
+	fs.StringVar(&o.ServerArgs, "server-args", o.ServerArgs, "extra flags for the spawned node, space-separated")
+	fs.StringVar(&o.JSON, "json", o.JSON, "write the result to this file")
+	fs.DurationVar(&o.Progress, "progress", o.Progress, "live progress line interval (0: none)")
+	fs.BoolVar(&o.Spread, "spread", o.Spread, "steady: also split each frame's latency into wake-up (to the first subscriber) and fanout (first to last)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.Rates, err = parseRates(*rates); err != nil {
+		return nil, err
+	}
+	if o.Procs == 0 {
+		o.Procs = max(1, (o.Conns+connsPerProc-1)/connsPerProc)
+	}
+	return &o, o.validate()
+}
+
+func parseRates(s string) ([]float64, error) {
+	var rates []float64
+	for f := range strings.SplitSeq(s, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return nil, fmt.Errorf("-rate %q: want numbers separated by commas", s)
+		}
+		rates = append(rates, r)
+	}
+	return rates, nil
+}
+
+func formatRates(rates []float64) string {
+	s := make([]string, len(rates))
+	for i, r := range rates {
+		s[i] = strconv.FormatFloat(r, 'g', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
+
+func (o *options) validate() error {
+	inDur := func(d time.Duration, min time.Duration) bool { return d >= min && d <= maxDuration }
+	maxConns := maxConnsPerProc * max(o.Procs, 1)
+	switch {
+	case scenarios[o.Scenario] == nil:
+		return fmt.Errorf("unknown scenario %q", o.Scenario)
+	case o.Scenario != "publish" && (o.Conns < 1 || o.Conns > maxConns):
+		return fmt.Errorf("-conns (%d) must be in [1, %d]; more need more -procs", o.Conns, maxConns)
+	case o.Procs < 1 || o.Procs > 64 || o.Procs > max(o.Conns, 1):
+		return fmt.Errorf("-procs (%d) must be in [1, 64] and at most -conns", o.Procs)
+	case o.Cities < 1 || o.Cities > 10_000:
+		return fmt.Errorf("-cities (%d) must be in [1, 10000]", o.Cities)
+	case !slices.Contains([]string{"url", "auth", "subscribe"}, o.Subscribe):
+		return fmt.Errorf("-subscribe (%q) must be url, auth or subscribe", o.Subscribe)
+	case o.ConnRate < 0 || o.ConnRate > 100_000:
+		return fmt.Errorf("-conn-rate (%g) must be in [0, 100000]", o.ConnRate)
+	case o.Parallel < 1 || o.Parallel > 4096:
+		return fmt.Errorf("-parallel (%d) must be in [1, 4096]", o.Parallel)
+	case o.Srcs < 1 || o.Srcs > 253:
+		return fmt.Errorf("-srcs (%d) must be in [1, 253]", o.Srcs)
+	case len(o.Rates) == 0 || len(o.Rates) > 32:
+		return fmt.Errorf("-rate: 1 to 32 rates")
+	case !inDur(o.Duration, time.Millisecond):
+		return fmt.Errorf("-duration (%s) must be in [1ms, %s]", o.Duration, maxDuration)
+	case !inDur(o.Warmup, 0), !inDur(o.Drain, 0), !inDur(o.Settle, 0), !inDur(o.SpikeDuration, 0):
+		return fmt.Errorf("-warmup, -drain, -settle and -spike-duration must be in [0, %s]", maxDuration)
+	case !inDur(o.ConnectTimeout, time.Millisecond):
+		return fmt.Errorf("-connect-timeout (%s) must be in [1ms, %s]", o.ConnectTimeout, maxDuration)
+	case o.Payload < 0 || o.Payload > 512<<10:
+		return fmt.Errorf("-payload (%d) must be in [0, 524288]", o.Payload)
+	case o.ChurnRate < 0 || o.ChurnRate > 100_000:
+		return fmt.Errorf("-churn-rate (%g) must be in [0, 100000]", o.ChurnRate)
+	case o.SlowShare < 0 || o.SlowShare >= 1:
+		return fmt.Errorf("-slow-share (%g) must be in [0, 1)", o.SlowShare)
+	case o.SlowRcvBuf < 0:
+		return fmt.Errorf("-slow-rcvbuf (%d) must be ≥ 0", o.SlowRcvBuf)
+	case o.SpikeFactor < 1 || o.SpikeFactor > 1000:
+		return fmt.Errorf("-spike-factor (%g) must be in [1, 1000]", o.SpikeFactor)
+	case o.Progress < 0 || o.SweepStop < 0:
+		return fmt.Errorf("-progress (%s) and -sweep-stop (%s) must be ≥ 0", o.Progress, o.SweepStop)
+	}
+	for _, r := range o.Rates {
+		if r <= 0 || r*o.SpikeFactor*float64(o.Cities) > 100_000 {
+			return fmt.Errorf("-rate (%g) must be > 0 and rate×cities (×spike-factor) at most 100000 frames/s", r)
+		}
+	}
+	if o.Scenario != "steady" && len(o.Rates) > 1 {
+		return fmt.Errorf("-rate: only steady takes a list")
 	}
 	return nil
 }
 
+// city is the name of city i%cities.
 func (o *options) city(i int) string {
-	return fmt.Sprintf("%s%02d", o.cityPrefix, i%o.cities)
+	return fmt.Sprintf("%s%02d", o.CityPrefix, i%o.Cities)
+}
+
+// isSlow reports whether client i is one of the SlowShare that stop
+// reading: spread evenly over the clients, and so over the cities.
+func (o *options) isSlow(i int) bool {
+	return o.SlowShare > 0 && int(float64(i+1)*o.SlowShare) > int(float64(i)*o.SlowShare)
+}
+
+// limit is how long a whole run may take, whatever happens: every phase,
+// every bounded wait, and a minute of slack.
+func (o *options) limit() time.Duration {
+	phases := time.Duration(len(o.Rates)+2)*o.Duration + o.Warmup + o.SpikeDuration
+	connect := 2 * o.ConnectTimeout
+	if o.ConnRate > 0 {
+		connect += time.Duration(float64(o.Conns) / o.ConnRate * float64(time.Second))
+	} else {
+		connect += time.Duration(o.Conns) * o.ConnectTimeout / time.Duration(o.Parallel*o.Procs)
+	}
+	return phases + connect + 2*o.Drain + o.Settle + time.Minute
 }

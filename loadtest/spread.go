@@ -29,15 +29,39 @@ func (f *frameSpread) note(seq uint64, sent, at int64) {
 	f.mu.Unlock()
 }
 
-// spreadHistograms folds every city's frames into start (first − sent) and
-// fan (last − first) histograms. Call it once the readers have stopped.
-func spreadHistograms(cities []frameSpread) (start, fan *histogram) {
-	start, fan = new(histogram), new(histogram)
-	for i := range cities {
-		for _, a := range cities[i].frames {
-			start.record(a.first - a.sent)
-			fan.record(a.last - a.first)
+// spreadFrame is one frame's arrivals as a worker reports them.
+type spreadFrame struct {
+	City  int    `json:"c"`
+	Seq   uint64 `json:"s"`
+	Sent  int64  `json:"t"`
+	First int64  `json:"f"`
+	Last  int64  `json:"l"`
+}
+
+// mergeSpread folds the workers' frames (a frame's subscribers may sit in
+// several workers) into start (first − sent) and fan (last − first)
+// histograms.
+func mergeSpread(frames []spreadFrame) spreadFigures {
+	type key struct {
+		city int
+		seq  uint64
+	}
+	all := make(map[key]*arrivals)
+	for _, f := range frames {
+		k := key{f.City, f.Seq}
+		if a := all[k]; a != nil {
+			a.first = min(a.first, f.First)
+			a.last = max(a.last, f.Last)
+		} else {
+			all[k] = &arrivals{sent: f.Sent, first: f.First, last: f.Last}
 		}
 	}
-	return start, fan
+	var start, fan histogram
+	for _, a := range all {
+		start.record(a.first - a.sent)
+		fan.record(a.last - a.first)
+	}
+	s, f := summarize(&start), summarize(&fan)
+	return spreadFigures{Frames: s.Count, FirstP50: s.P50, FirstP99: s.P99, FirstMax: s.Max,
+		FanP50: f.P50, FanP99: f.P99, FanMax: f.Max}
 }

@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// suiteResult is what bench/results/<date>-<host>.json holds.
+type suiteResult struct {
+	Date    string        `json:"date"`
+	Host    string        `json:"host"`
+	Started time.Time     `json:"started"`
+	Seconds float64       `json:"seconds"`
+	Command string        `json:"command"`
+	Machine machine       `json:"machine"`
+	Targets []target      `json:"targets"`
+	Figures figures       `json:"figures"`
+	Sweep   []sweepPoint  `json:"sweep"`
+	Micro   []microResult `json:"micro,omitempty"`
+	Steps   []*stepRun    `json:"steps"`
+}
+
+type machine struct {
+	CPUs   int    `json:"cpus"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+	Commit string `json:"commit"`
+	// LoadBefore is the 1-minute load average when the bench started:
+	// at or above QuietLoad, someone else was using the machine. (Later
+	// readings include the bench's own load.)
+	LoadBefore float64 `json:"load1_before"`
+	LoadAfter  float64 `json:"load1_after"`
+	QuietLoad  float64 `json:"quiet_load"`
+	// OthersMax is the largest share of the machine's CPU that processes
+	// other than the node and the load generator used during a sweep rate.
+	OthersMax float64 `json:"others_cpu_share_max"`
+}
+
+type target struct {
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Pass bool   `json:"pass"`
+}
+
+// figures are the numbers to beat, reported whatever they are.
+type figures struct {
+	SweepConns     int      `json:"sweep_connections"`
+	MaxDeliveries  float64  `json:"max_deliveries_per_s_p99_under_50ms"`
+	MaxRatePerCity float64  `json:"max_rate_per_city"`
+	AtMax          *latency `json:"latency_at_max,omitempty"`
+	CPUAtMax       float64  `json:"node_cpu_s_per_million_deliveries_at_max"`
+	// NodeBound is what the node's CPU per delivery at the highest rate
+	// allows on every core of the machine, had it them to itself (in the
+	// sweep it shares them with the load generator): an estimate.
+	NodeBound        float64  `json:"node_cpu_bound_deliveries_per_s"`
+	Nominal          *latency `json:"latency_at_nominal,omitempty"`
+	NominalDelivered float64  `json:"nominal_deliveries_per_s"`
+	CPUAtNominal     float64  `json:"node_cpu_s_per_million_deliveries_at_nominal"`
+	ConnectP99       float64  `json:"connect_p99_ms"`
+	ConnectRate      float64  `json:"connect_rate_per_s"`
+	CeilingConns     int64    `json:"ceiling_connections"`
+	CeilingRSS       int64    `json:"ceiling_node_rss"`
+	RSSPerConn       float64  `json:"rss_per_connection_at_ceiling"`
+}
+
+// sweepPoint is one rate of the latency sweep.
+type sweepPoint struct {
+	RatePerCity float64 `json:"rate_per_city"`
+	Delivered   float64 `json:"deliveries_per_s"`
+	Latency     latency `json:"latency"`
+	ReadP99     float64 `json:"read_p99_ms"`
+	NodeCPU     float64 `json:"node_cpu_s_per_million_deliveries"`
+	LoadgenCPU  float64 `json:"loadgen_cpu_s"`
+	OthersCPU   float64 `json:"others_cpu_s"`
+	// OthersShare is OthersCPU as a share of the machine over the rate.
+	OthersShare float64 `json:"others_cpu_share"`
+}
+
+func (r *suiteResult) passed() bool {
+	for _, t := range r.Targets {
+		if !t.Pass {
+			return false
+		}
+	}
+	return true
+}
+
+// retryBudget bounds the time after which no step is run again for a
+// quieter machine: make bench must end within 10 minutes.
+const retryBudget = 8 * time.Minute
+
+// runSuite builds, runs every wanted step and reports.
+func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error) {
+	host, _ := os.Hostname()
+	start := time.Now()
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	res := &suiteResult{
+		Date: start.Format("2006-01-02"), Host: host, Started: start.UTC().Truncate(time.Second),
+		Command: "make bench (go run ./bench " + strings.Join(os.Args[1:], " ") + ")",
+		Machine: machine{CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)), Go: runtime.Version(),
+			LoadBefore: load1(), QuietLoad: cfg.quietLoad},
+	}
+	if cfg.quick {
+		res.Command += " — quick: figures not comparable"
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
+	res.Machine.Commit = gitDescribe(root)
+	tmp, err := os.MkdirTemp("", "metrocast-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	lt, node := cfg.loadtest, cfg.node
+	if lt == "" {
+		lt = filepath.Join(tmp, "loadtest")
+		if err := goCmd(ctx, root, w, "build", "-o", lt, "./loadtest"); err != nil {
+			return nil, fmt.Errorf("cannot build loadtest: %w", err)
+		}
+	}
+	if node == "" {
+		node = filepath.Join(tmp, "metrocast")
+		if err := goCmd(ctx, root, w, "build", "-trimpath", "-o", node, "./cmd/metrocast"); err != nil {
+			return nil, fmt.Errorf("cannot build metrocast: %w", err)
+		}
+	}
+	if cfg.micro {
+		fmt.Fprintln(w, "== micro-benchmarks: go test -run '^$' -bench . -benchmem ./codec/ ./gateway/")
+		var out strings.Builder
+		err := goCmd(ctx, root, io.MultiWriter(w, &out), "test", "-run", "^$", "-bench", ".", "-benchmem", "./codec/", "./gateway/")
+		if err != nil {
+			return nil, fmt.Errorf("micro-benchmarks: %w", err)
+		}
+		res.Micro = parseMicro(strings.NewReader(out.String()))
+	}
+	var todo []step
+	for _, s := range steps(cfg.quick) {
+		if cfg.wanted(s.name) {
+			todo = append(todo, s)
+		}
+	}
+	for i, s := range todo {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Runs again for a quieter machine must leave time for the rest.
+		deadline := start.Add(retryBudget)
+		for _, next := range todo[i+1:] {
+			deadline = deadline.Add(-next.est)
+		}
+		res.Steps = append(res.Steps, runStepQuietly(ctx, lt, node, tmp, s, res.Machine.CPUs, cfg.tries, cfg.maxOthers, deadline, w))
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Machine.LoadAfter = load1()
+	res.evaluate()
+	res.print(w)
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		return res, err
+	}
+	jsonPath, svgPath := resultPaths(cfg.out, res.Date, host)
+	if len(res.Sweep) > 0 {
+		if err := os.WriteFile(svgPath, []byte(chart(res)), 0o644); err != nil {
+			return res, err
+		}
+		fmt.Fprintln(w, "wrote", svgPath)
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return res, err
+	}
+	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+		return res, err
+	}
+	fmt.Fprintln(w, "wrote", jsonPath)
+	return res, nil
+}
+
+// moduleRoot is the directory of go.mod, at or above the working
+// directory: the bench runs from there (make bench) or from bench/ (tests).
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if fileExists(filepath.Join(dir, "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// goCmd runs the go command that runs the bench, in dir.
+func goCmd(ctx context.Context, dir string, w io.Writer, args ...string) error {
+	tool := "go"
+	if root := runtime.GOROOT(); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			tool = p
+		}
+	}
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = w, w
+	return cmd.Run()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func gitDescribe(dir string) string {
+	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (r *suiteResult) step(name string) *stepRun {
+	for _, s := range r.Steps {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func (r *suiteResult) add(name, want, got string, pass bool) {
+	r.Targets = append(r.Targets, target{Name: name, Want: want, Got: got, Pass: pass})
+}
+
+// evaluate fills the targets, the figures and the sweep from the steps.
+// A step that did not run (or could not) fails its targets.
+func (r *suiteResult) evaluate() {
+	missing := func(s *stepRun) string {
+		switch {
+		case s == nil:
+			return "not run"
+		case s.parsed == nil:
+			return "no result: " + s.Err
+		}
+		return ""
+	}
+	// Connect storm.
+	if s := r.step("connect"); s != nil {
+		if m := missing(s); m != "" {
+			r.add("connect p99 at 1,000 new connections/s", "< 100ms", m, false)
+		} else if c := s.parsed.Connect; c != nil {
+			r.Figures.ConnectP99, r.Figures.ConnectRate = c.Latency.P99, c.RatePerS
+			r.add(fmt.Sprintf("connect p99, %d connections at %.0f/s", c.Conns, c.RatePerS), "< 100ms",
+				fmt.Sprintf("%s (%d failed)", fms(c.Latency.P99), c.Failed), c.Latency.P99 < 100 && c.Failed == 0 && c.Up == int64(c.Conns))
+		}
+	}
+
+	// Latency sweep: the nominal load, the highest rate under 50 ms.
+	if s := r.step("sweep"); s != nil {
+		if m := missing(s); m != "" {
+			r.add("ingest→client p99 at the nominal load", "< 50ms", m, false)
+		} else {
+			r.sweep(s.parsed)
+		}
+	}
+
+	// Zero loss everywhere, and each scenario's own checks.
+	var lost, dups, owed uint64
+	for _, s := range r.Steps {
+		if s.parsed == nil {
+			continue
+		}
+		for _, a := range s.parsed.Accounting {
+			lost += a.Lost
+			dups += a.Dups
+			owed += a.Owed
+		}
+	}
+	if owed > 0 || lost+dups > 0 {
+		r.add("zero loss, no duplicates (every scenario)", "0 lost, 0 dups",
+			fmt.Sprintf("%d lost, %d dups of %d owed", lost, dups, owed), lost == 0 && dups == 0)
+	}
+	for _, name := range []string{"churn", "slow", "spike", "ceiling"} {
+		s := r.step(name)
+		if s == nil {
+			continue
+		}
+		if m := missing(s); m != "" {
+			r.add(name+": every check", "all pass", m, false)
+			continue
+		}
+		var failed []string
+		for _, c := range s.parsed.Checks {
+			if !c.Pass {
+				failed = append(failed, fmt.Sprintf("%s (%s, want %s)", c.Name, c.Got, c.Want))
+			}
+		}
+		got := fmt.Sprintf("%d of %d pass", len(s.parsed.Checks)-len(failed), len(s.parsed.Checks))
+		if len(failed) > 0 {
+			got += ": " + strings.Join(failed, "; ")
+		}
+		r.add(s.What+": every check", "all pass", got, len(failed) == 0 && len(s.parsed.Checks) > 0)
+		if name == "ceiling" {
+			if c, n := s.parsed.Connect, s.parsed.Node; c != nil && n != nil {
+				r.Figures.CeilingConns, r.Figures.CeilingRSS, r.Figures.RSSPerConn = c.Up, n.RSSConnected, n.RSSPerConn
+			}
+		}
+	}
+}
+
+// sweep reads the latency sweep: each rate a point of the chart, the
+// nominal rate for the targets, the highest rate with p99 < 50 ms and no
+// loss for the figures.
+func (r *suiteResult) sweep(l *ltResult) {
+	var lost uint64
+	for _, a := range l.Accounting {
+		lost += a.Lost + a.Dups
+	}
+	var nominal *ltPhase
+	for i := range l.Phases {
+		p := &l.Phases[i]
+		if p.Name == "warmup" {
+			continue
+		}
+		sp := sweepPoint{RatePerCity: p.RatePerCity, Delivered: p.PerSecond, Latency: p.Latency,
+			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, LoadgenCPU: p.LoadgenCPU, OthersCPU: p.OthersCPU}
+		if p.Seconds > 0 && r.Machine.CPUs > 0 {
+			sp.OthersShare = max(0, p.OthersCPU/(p.Seconds*float64(r.Machine.CPUs)))
+			r.Machine.OthersMax = max(r.Machine.OthersMax, sp.OthersShare)
+		}
+		r.Sweep = append(r.Sweep, sp)
+		if p.RatePerCity == nominalRate {
+			nominal = p
+		}
+		if p.Latency.Count > 0 && p.Latency.P99 < 50 && lost == 0 && p.PerSecond > r.Figures.MaxDeliveries {
+			lat := p.Latency
+			r.Figures.MaxDeliveries, r.Figures.MaxRatePerCity, r.Figures.AtMax, r.Figures.CPUAtMax =
+				p.PerSecond, p.RatePerCity, &lat, p.NodeCPUPerMDel
+			if p.NodeCPUPerMDel > 0 {
+				r.Figures.NodeBound = float64(r.Machine.CPUs) / p.NodeCPUPerMDel * 1e6
+			}
+		}
+	}
+	conns := 0
+	if l.Connect != nil {
+		conns = l.Connect.Conns
+	}
+	r.Figures.SweepConns = conns
+	if nominal == nil {
+		r.add("ingest→client p99 at the nominal load", "< 50ms", "the sweep stopped before it", false)
+		return
+	}
+	lat := nominal.Latency
+	r.Figures.Nominal, r.Figures.NominalDelivered, r.Figures.CPUAtNominal = &lat, nominal.PerSecond, nominal.NodeCPUPerMDel
+	at := fmt.Sprintf(" at %.0f deliveries/s (%d connections, %g frames/s × %d cities)",
+		nominal.PerSecond, conns, nominal.RatePerCity, sweepCities)
+	r.add("ingest→client p99"+at, "< 50ms", fms(lat.P99), lat.Count > 0 && lat.P99 < 50)
+	r.add("ingest→client p99.9"+at, "< 100ms", fms(lat.P999), lat.Count > 0 && lat.P999 < 100)
+}
+
+func fms(ms float64) string {
+	if ms < 10 {
+		return fmt.Sprintf("%.2fms", ms)
+	}
+	return fmt.Sprintf("%.0fms", ms)
+}
+
+func (r *suiteResult) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nmetrocast bench %s on %s: %d CPUs, %s, %s; load %.2f at the start; %.0fs\n",
+		r.Machine.Commit, r.Host, r.Machine.CPUs, r.Machine.Kernel, r.Machine.Go, r.Machine.LoadBefore, r.Seconds)
+	if r.Machine.LoadBefore >= r.Machine.QuietLoad {
+		fmt.Fprintf(tw, "NOTE: the load was %.2f (≥ %.2f) at the start: other programs shared the machine, the figures are pessimistic\n",
+			r.Machine.LoadBefore, r.Machine.QuietLoad)
+	}
+	if len(r.Sweep) > 0 {
+		fmt.Fprintf(tw, "other processes used at most %.0f%% of the machine during a sweep rate\n", 100*r.Machine.OthersMax)
+	}
+	for _, s := range r.Steps {
+		if s.Attempts > 1 || s.Others > 0.1 {
+			fmt.Fprintf(tw, "%s: other processes used up to %.0f%% of the machine in a phase (%d runs, the least disturbed kept)\n",
+				s.What, 100*s.Others, s.Attempts)
+		}
+	}
+	fmt.Fprintln(tw, "\ntarget\twant\tgot\tresult")
+	for _, t := range r.Targets {
+		v := "PASS"
+		if !t.Pass {
+			v = "FAIL"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Want, t.Got, v)
+	}
+	if len(r.Sweep) > 0 {
+		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode CPU s per 10⁶ deliveries\tload generator CPU s\tothers")
+		for _, p := range r.Sweep {
+			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.0f%%\n", p.RatePerCity, p.Delivered,
+				fms(p.Latency.P50), fms(p.Latency.P99), fms(p.Latency.P999), fms(p.Latency.Max), fms(p.ReadP99), p.NodeCPU,
+				p.LoadgenCPU, 100*p.OthersShare)
+		}
+	}
+	f := r.Figures
+	fmt.Fprintln(tw, "\nfigures to beat")
+	if f.AtMax != nil {
+		fmt.Fprintf(tw, "highest deliveries/s with p99 < 50ms (%d connections, %d cities)\t%.0f/s (%g frames/s per city): p50 %s p99 %s p99.9 %s; node CPU %.2f s per million deliveries\n",
+			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, fms(f.AtMax.P50), fms(f.AtMax.P99), fms(f.AtMax.P999), f.CPUAtMax)
+	}
+	if f.NodeBound > 0 {
+		fmt.Fprintf(tw, "deliveries/s the node's CPU per delivery allows on %d cores (estimate)\t%.0f/s\n", r.Machine.CPUs, f.NodeBound)
+	}
+	if f.Nominal != nil {
+		fmt.Fprintf(tw, "node CPU per million deliveries at %.0f/s\t%.2f s\n", f.NominalDelivered, f.CPUAtNominal)
+	}
+	if f.CeilingConns > 0 {
+		fmt.Fprintf(tw, "RSS per connection at %d connections\t%.0f B (node RSS %.1f MiB)\n", f.CeilingConns, f.RSSPerConn, float64(f.CeilingRSS)/(1<<20))
+	}
+	if f.ConnectRate > 0 {
+		fmt.Fprintf(tw, "connect p99 at %.0f new connections/s\t%s\n", f.ConnectRate, fms(f.ConnectP99))
+	}
+	for _, m := range r.Micro {
+		fmt.Fprintf(tw, "micro %s\t%.1f ns/op, %.0f B/op, %.0f allocs/op%s\n", m.Name, m.NsPerOp, m.BytesPerOp, m.AllocsPerOp, extra(m.Extra))
+	}
+	_ = tw.Flush()
+}
+
+func extra(e map[string]float64) string {
+	var s string
+	for _, unit := range []string{"ns/delivery", "cpu-ns/delivery", "MB/s"} {
+		if v, ok := e[unit]; ok {
+			s += fmt.Sprintf(", %.1f %s", v, unit)
+		}
+	}
+	return s
+}

@@ -1,0 +1,554 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// runner is the coordinator of one run.
+type runner struct {
+	o   *options
+	res *Result
+	f   *fleet
+	pub *publisher
+	// pubSeen is pub for the progress goroutine.
+	pubSeen atomic.Pointer[publisher]
+	start   time.Time
+	node    nodeFigures // valid with o.Pid > 0
+
+	progressMu sync.Mutex
+	label      string // what the run is doing, for the progress line
+	stopWatch  func()
+}
+
+// run makes one run of o.Scenario and returns its result, partial when err
+// is not nil.
+func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.limit())
+	defer cancel()
+	r := &runner{o: o, res: newResult(o), start: time.Now()}
+	defer func() {
+		r.res.Seconds = time.Since(r.start).Seconds()
+		r.res.Machine.Load1After = load1()
+	}()
+	if o.Spawn != "" {
+		n, err := spawnNode(o.Spawn, o.ServerArgs)
+		if err != nil {
+			return r.res, err
+		}
+		defer n.stop()
+		o.Addr, o.Path, o.Ingest, o.Pid = n.ws, n.path, n.ingest, n.pid()
+		fmt.Fprintf(stdout, "spawned %s (pid %d): ws://%s%s, ingest %s\n", o.Spawn, o.Pid, o.Addr, o.Path, o.Ingest)
+	}
+	if o.Pid > 0 {
+		r.node.Pid = o.Pid
+		r.node.RSSBefore, _ = rss(o.Pid)
+		r.res.Node = &r.node
+		cpu0, err := cpuTime(o.Pid)
+		if err != nil {
+			return r.res, err
+		}
+		defer func() {
+			if cpu1, err := cpuTime(o.Pid); err == nil {
+				r.node.CPUSeconds = (cpu1 - cpu0).Seconds()
+			}
+		}()
+	}
+	r.stopWatch = func() {}
+	if o.Scenario == "publish" {
+		r.stopWatch = r.watch(ctx, stderr)
+		defer r.stopWatch()
+		return r.res, r.publishOnly(ctx)
+	}
+	var err error
+	if r.f, err = startFleet(o); err != nil {
+		return r.res, err
+	}
+	defer r.f.close()
+	// From here on r.f stays as it is: the progress goroutine reads it.
+	r.stopWatch = r.watch(ctx, stderr)
+	defer r.stopWatch()
+	if err := r.connect(ctx); err != nil {
+		return r.res, err
+	}
+	switch o.Scenario {
+	case "idle":
+		err = r.idle(ctx)
+	case "connect-storm":
+		err = r.hold(ctx, o.Duration)
+	case "steady":
+		err = r.steady(ctx)
+	case "churn":
+		err = r.churn(ctx)
+	case "slow-consumers":
+		err = r.slowConsumers(ctx)
+	case "spike":
+		err = r.spike(ctx)
+	}
+	if err != nil {
+		r.finish() // what was measured so far
+		return r.res, err
+	}
+	return r.res, r.finish()
+}
+
+func (r *runner) setLabel(s string) {
+	r.progressMu.Lock()
+	r.label = s
+	r.progressMu.Unlock()
+}
+
+// connect opens every connection at -conn-rate and waits until each is
+// subscribed or has failed.
+func (r *runner) connect(ctx context.Context) error {
+	o := r.o
+	r.setLabel("connecting")
+	t0 := time.Now()
+	if _, err := r.f.call(command{Op: "dial", Rate: o.ConnRate / float64(o.Procs)}); err != nil {
+		return err
+	}
+	var st []*workerStats
+	for {
+		var err error
+		if st, err = r.stats(); err != nil {
+			return err
+		}
+		dialing := false
+		for _, s := range st {
+			dialing = dialing || s.Dialing
+		}
+		if !dialing {
+			break
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	secs := time.Since(t0).Seconds()
+	c := &connectFigures{Conns: o.Conns, Seconds: secs}
+	for _, s := range st {
+		c.Up += s.Ready
+		c.Failed += s.Failed
+	}
+	c.RatePerS = float64(c.Up) / secs
+	r.res.Connect = c
+	if o.Pid > 0 {
+		if o.Scenario == "idle" && o.Settle > 0 {
+			// The node's heap settles (GC, scavenger) a few seconds after
+			// the burst of upgrades.
+			r.setLabel("settling")
+			if err := sleep(ctx, o.Settle); err != nil {
+				return err
+			}
+		}
+		r.node.RSSConnected, _ = rss(o.Pid)
+		if c.Up > 0 {
+			r.node.RSSPerConn = float64(r.node.RSSConnected-r.node.RSSBefore) / float64(c.Up)
+		}
+	}
+	if c.Up < int64(o.Conns) && o.Scenario != "connect-storm" {
+		return fmt.Errorf("only %d of %d connections came up (%d failed)", c.Up, o.Conns, c.Failed)
+	}
+	return nil
+}
+
+func (r *runner) stats() ([]*workerStats, error) {
+	reps, err := r.f.call(command{Op: "stats"})
+	if err != nil {
+		return nil, err
+	}
+	st := make([]*workerStats, len(reps))
+	for i, rep := range reps {
+		if rep.Stats == nil {
+			return nil, errors.New("stats: empty answer")
+		}
+		st[i] = rep.Stats
+	}
+	return st, nil
+}
+
+// hold keeps the connections open for d.
+func (r *runner) hold(ctx context.Context, d time.Duration) error {
+	r.setLabel("holding")
+	return sleep(ctx, d)
+}
+
+func (r *runner) idle(ctx context.Context) error {
+	if err := r.hold(ctx, r.o.Duration); err != nil {
+		return err
+	}
+	if r.o.Pid > 0 {
+		r.node.RSSEnd, _ = rss(r.o.Pid)
+	}
+	return nil
+}
+
+// startPublishing connects the publisher and publishes the warm-up (not
+// measured: sonic compiles its decoders on first use, the runtime sizes its
+// heap).
+func (r *runner) startPublishing(ctx context.Context, rate float64) error {
+	var err error
+	if r.pub, err = newPublisher(ctx, r.o); err != nil {
+		return err
+	}
+	r.pubSeen.Store(r.pub)
+	if r.o.Warmup > 0 {
+		return r.phase(ctx, "warmup", rate, r.o.Warmup)
+	}
+	return nil
+}
+
+// phase publishes rate frames/s per city for d as one measured phase.
+func (r *runner) phase(ctx context.Context, name string, rate float64, d time.Duration) error {
+	r.setLabel(fmt.Sprintf("%s (%g/s per city)", name, rate))
+	from := time.Now()
+	if _, err := r.f.call(command{Op: "phase", Name: name, From: from.UnixNano()}); err != nil {
+		return err
+	}
+	cpu0 := r.cpuSnapshot()
+	frames0 := r.pub.frames()
+	err := r.pub.run(ctx, rate, d)
+	secs := time.Since(from).Seconds()
+	cpu1 := r.cpuSnapshot()
+	p := &phaseResult{Name: name, RatePerCity: rate, Seconds: secs, Frames: r.pub.frames() - frames0}
+	p.NodeCPU = (cpu1.node - cpu0.node).Seconds()
+	p.LoadgenCPU = (cpu1.loadgen - cpu0.loadgen).Seconds()
+	p.OthersCPU = (cpu1.busy - cpu0.busy).Seconds() - p.NodeCPU - p.LoadgenCPU
+	r.res.Phases = append(r.res.Phases, p)
+	return err
+}
+
+type cpuSnap struct{ node, loadgen, busy time.Duration }
+
+func (r *runner) cpuSnapshot() cpuSnap {
+	var s cpuSnap
+	if r.o.Pid > 0 {
+		s.node, _ = cpuTime(r.o.Pid)
+	}
+	s.loadgen, _ = cpuTime(os.Getpid())
+	if r.f != nil {
+		for _, pid := range r.f.pids() {
+			t, _ := cpuTime(pid)
+			s.loadgen += t
+		}
+	}
+	s.busy, _ = machineBusy()
+	return s
+}
+
+// drain waits for every ack, tells the workers each city's last seq, and
+// waits (at most -drain) until every reading client has received it.
+func (r *runner) drain(ctx context.Context) error {
+	r.setLabel("draining")
+	final := r.pub.close()
+	n, msg := r.pub.firstError()
+	r.res.Publisher = &publisherFigures{Frames: r.pub.frames(), Errors: n, FirstError: msg}
+	if _, err := r.f.call(command{Op: "final", Final: final}); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(r.o.Drain)
+	for time.Now().Before(deadline) {
+		st, err := r.stats()
+		if err != nil {
+			return err
+		}
+		var behind uint64
+		for _, s := range st {
+			behind += s.Behind
+		}
+		if behind == 0 {
+			break
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) steady(ctx context.Context) error {
+	o := r.o
+	if err := r.startPublishing(ctx, o.Rates[0]); err != nil {
+		return err
+	}
+	for _, rate := range o.Rates {
+		if err := r.phase(ctx, fmt.Sprintf("rate=%g", rate), rate, o.Duration); err != nil {
+			return err
+		}
+		if o.SweepStop > 0 {
+			// Past the rate the node sustains, the next rates only pile
+			// up a backlog: stop after the first one over the bound.
+			st, err := r.stats()
+			if err != nil {
+				return err
+			}
+			var lat histogram
+			for _, s := range st {
+				lat.add(s.Latency)
+			}
+			if p99 := lat.snapshot().quantile(0.99); p99 > int64(o.SweepStop) {
+				break
+			}
+		}
+	}
+	return r.drain(ctx)
+}
+
+func (r *runner) churn(ctx context.Context) error {
+	o := r.o
+	rate := o.Rates[0]
+	if err := r.startPublishing(ctx, rate); err != nil {
+		return err
+	}
+	until := time.Now().Add(o.Duration).UnixNano()
+	if _, err := r.f.call(command{Op: "churn", Rate: o.ChurnRate / float64(o.Procs), Until: until}); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "churn", rate, o.Duration); err != nil {
+		return err
+	}
+	return r.drain(ctx)
+}
+
+func (r *runner) slowConsumers(ctx context.Context) error {
+	o := r.o
+	rate := o.Rates[0]
+	if err := r.startPublishing(ctx, rate); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "baseline", rate, o.Duration); err != nil {
+		return err
+	}
+	if _, err := r.f.call(command{Op: "pause"}); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "slow", rate, o.Duration); err != nil {
+		return err
+	}
+	if _, err := r.f.call(command{Op: "resume"}); err != nil {
+		return err
+	}
+	return r.drain(ctx)
+}
+
+func (r *runner) spike(ctx context.Context) error {
+	o := r.o
+	rate := o.Rates[0]
+	if err := r.startPublishing(ctx, rate); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "baseline", rate, o.Duration); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "spike", rate*o.SpikeFactor, o.SpikeDuration); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, "recovery", rate, o.Duration); err != nil {
+		return err
+	}
+	return r.drain(ctx)
+}
+
+// publishOnly publishes for -duration at the first rate, with no clients of
+// its own (for clients run elsewhere, such as the k6 scripts).
+func (r *runner) publishOnly(ctx context.Context) error {
+	var err error
+	if r.pub, err = newPublisher(ctx, r.o); err != nil {
+		return err
+	}
+	r.pubSeen.Store(r.pub)
+	r.setLabel("publishing")
+	t0 := time.Now()
+	err = r.pub.run(ctx, r.o.Rates[0], r.o.Duration)
+	r.pub.close()
+	n, msg := r.pub.firstError()
+	r.res.Publisher = &publisherFigures{Frames: r.pub.frames(), Errors: n, FirstError: msg}
+	r.res.Phases = append(r.res.Phases, &phaseResult{Name: "publish", RatePerCity: r.o.Rates[0],
+		Seconds: time.Since(t0).Seconds(), Frames: r.pub.frames()})
+	r.res.check("ingest accepted every frame", n == 0, fmt.Sprint(n, " errors"), "0")
+	return err
+}
+
+// finish closes the connections, gathers the workers' reports and checks
+// the targets.
+func (r *runner) finish() error {
+	r.stopWatch()
+	if r.o.Pid > 0 && r.node.RSSEnd == 0 {
+		r.node.RSSEnd, _ = rss(r.o.Pid)
+	}
+	reps, err := r.f.call(command{Op: "close"})
+	if err != nil {
+		return err
+	}
+	res := r.res
+	var connect, reconnect, replay histogram
+	phases := make([]struct{ lat, read histogram }, len(res.Phases))
+	var spread []spreadFrame
+	res.Accounting = map[string]*accounting{}
+	res.Errors = map[string]errorCount{}
+	for _, rep := range reps {
+		wr := rep.Report
+		if wr == nil {
+			return errors.New("close: empty report")
+		}
+		connect.add(wr.Connect)
+		reconnect.add(wr.Reconnect)
+		replay.add(wr.Replay)
+		if res.Connect != nil {
+			res.Connect.Retries += wr.Retries
+		}
+		for i, ph := range wr.Phases {
+			if i >= len(res.Phases) {
+				return fmt.Errorf("close: %d phases reported, %d run", len(wr.Phases), len(res.Phases))
+			}
+			phases[i].lat.add(ph.Latency)
+			phases[i].read.add(ph.Read)
+			res.Phases[i].Deliveries += ph.Deliveries
+			res.Phases[i].NoTS += ph.NoTS
+		}
+		for class, a := range wr.Classes {
+			if res.Accounting[class] == nil {
+				res.Accounting[class] = &accounting{}
+			}
+			res.Accounting[class].add(a)
+		}
+		for kind, e := range wr.Errors {
+			old := res.Errors[kind]
+			old.Count += e.Count
+			if old.Example == "" {
+				old.Example = e.Example
+			}
+			res.Errors[kind] = old
+		}
+		spread = append(spread, wr.Spread...)
+	}
+	if res.Connect != nil {
+		res.Connect.Latency = summarize(&connect)
+	}
+	if l := summarize(&reconnect); l.Count > 0 {
+		res.Reconnect = &l
+	}
+	if l := summarize(&replay); l.Count > 0 {
+		res.Replay = &l
+	}
+	for i, p := range res.Phases {
+		p.Latency, p.Read = summarize(&phases[i].lat), summarize(&phases[i].read)
+		p.PerSecond = float64(p.Deliveries) / p.Seconds
+		if p.Deliveries > 0 {
+			p.NodeCPUPerMDel = p.NodeCPU / float64(p.Deliveries) * 1e6
+		}
+	}
+	if r.o.Spread {
+		s := mergeSpread(spread)
+		res.Spread = &s
+	}
+	r.checks()
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// watch prints a progress line every -progress until the returned stop is
+// called: a line rewritten in place on a terminal, a line per interval
+// elsewhere.
+func (r *runner) watch(ctx context.Context, w io.Writer) func() {
+	if r.o.Progress <= 0 {
+		return func() {}
+	}
+	_, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
+	tty := err == nil && w == os.Stderr
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.o.Progress)
+		defer t.Stop()
+		var last struct {
+			at         time.Time
+			deliveries uint64
+			cpu        time.Duration
+		}
+		last.at = time.Now()
+		for {
+			select {
+			case <-t.C:
+			case <-done:
+				if tty {
+					fmt.Fprintln(w)
+				}
+				return
+			case <-ctx.Done():
+				return
+			}
+			r.progressMu.Lock()
+			label := r.label
+			r.progressMu.Unlock()
+			line := fmt.Sprintf("[%6.1fs] %s", time.Since(r.start).Seconds(), label)
+			now := time.Now()
+			dt := now.Sub(last.at).Seconds()
+			if r.f != nil {
+				if st, err := r.stats(); err == nil {
+					var up, failed int64
+					var del, behind uint64
+					var lat histogram
+					for _, s := range st {
+						up += s.Ready
+						failed += s.Failed
+						del += s.Deliveries
+						behind += s.Behind
+						lat.add(s.Latency)
+					}
+					line += fmt.Sprintf(": %d/%d up", up, r.o.Conns)
+					if failed > 0 {
+						line += fmt.Sprintf(" (%d failed)", failed)
+					}
+					line += fmt.Sprintf(", %.0f deliveries/s", float64(del-last.deliveries)/dt)
+					if l := summarize(&lat); l.Count > 0 {
+						line += ", p99 " + fms(l.P99)
+					}
+					if behind > 0 {
+						line += fmt.Sprintf(", %d owed", behind)
+					}
+					last.deliveries = del
+				}
+			} else if pub := r.pubSeen.Load(); pub != nil {
+				line += fmt.Sprintf(": %d frames", pub.frames())
+			}
+			if r.o.Pid > 0 {
+				rs, _ := rss(r.o.Pid)
+				cpu, _ := cpuTime(r.o.Pid)
+				if last.cpu > 0 {
+					line += fmt.Sprintf(", node %.0f MiB %.0f%% CPU", mib(rs), 100*(cpu-last.cpu).Seconds()/dt)
+				}
+				last.cpu = cpu
+			}
+			last.at = now
+			if tty {
+				fmt.Fprintf(w, "\r\033[K%s", line)
+			} else {
+				fmt.Fprintln(w, line)
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done); wg.Wait() })
+	}
+}

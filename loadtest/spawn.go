@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// node is a metrocast process started for the run (-spawn).
+type node struct {
+	cmd    *exec.Cmd
+	ws     string // host:port
+	path   string
+	ingest string
+	exited chan struct{}
+
+	mu   sync.Mutex
+	tail []string // its last log lines, for errors
+}
+
+// spawnNode starts bin serve on loopback ports chosen by the kernel and
+// waits for its "metrocast listening" log line, which names them. The admin
+// port of builds that have one goes to a free port too (the environment
+// variable is ignored by builds without it).
+func spawnNode(bin, extra string) (*node, error) {
+	// Insecure: the bench measures fanout, not token checks (those have
+	// BenchmarkClientGrant).
+	args := []string{"serve", "-addr", "127.0.0.1:0", "-ingest-addr", "127.0.0.1:0", "-log-format", "json", "-insecure"}
+	args = append(args, strings.Fields(extra)...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "METROCAST_ADMIN_ADDR=127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("cannot start %s: %w", bin, err)
+	}
+	n := &node{cmd: cmd, exited: make(chan struct{})}
+	up := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		listening := false
+		for sc.Scan() {
+			line := sc.Text()
+			n.mu.Lock()
+			if n.tail = append(n.tail, line); len(n.tail) > 20 {
+				n.tail = n.tail[1:]
+			}
+			n.mu.Unlock()
+			if !listening {
+				var rec struct {
+					Msg    string `json:"msg"`
+					WS     string `json:"ws"`
+					Ingest string `json:"ingest"`
+				}
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "metrocast listening" {
+					listening = true
+					up <- n.setAddrs(rec.WS, rec.Ingest)
+				}
+			}
+		}
+		if !listening {
+			up <- errors.New("exited before it listened")
+		}
+		// Wait closes the pipe: not before its last lines are read.
+		_ = cmd.Wait()
+		close(n.exited)
+	}()
+	select {
+	case err = <-up:
+	case <-time.After(30 * time.Second):
+		err = errors.New("did not listen within 30s")
+	}
+	if err != nil {
+		n.stop()
+		return nil, fmt.Errorf("node %s: %w\n%s", bin, err, n.log())
+	}
+	return n, nil
+}
+
+// setAddrs takes "ws://host:port/path" and the ingest host:port.
+func (n *node) setAddrs(wsURL, ingest string) error {
+	rest, ok := strings.CutPrefix(wsURL, "ws://")
+	if !ok || ingest == "" {
+		return fmt.Errorf("cannot parse the listening line (ws %q, ingest %q)", wsURL, ingest)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	n.ws, n.path, n.ingest = host, "/"+path, ingest
+	return nil
+}
+
+func (n *node) pid() int { return n.cmd.Process.Pid }
+
+func (n *node) log() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.tail, "\n")
+}
+
+// stop asks the node to stop (SIGTERM) and kills it if it has not within
+// 20 seconds.
+func (n *node) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(20 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+}
