@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
 
-.PHONY: all build run test test-short fuzz bench lint clean
+.PHONY: all build run test test-web test-short fuzz bench lint clean
 
 all: build
 
@@ -25,12 +25,17 @@ run: build
 
 # The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
 # the race detector on the concurrent packages, and one pass of every
-# benchmark so they cannot rot.
+# benchmark so they cannot rot; then the JavaScript client's tests.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
+	$(MAKE) --no-print-directory test-web
+
+# metrocast.js and the dashboard under Node's test runner (Node ≥ 20).
+test-web:
+	cd gateway/web && node --test test/
 
 # Run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
