@@ -104,6 +104,11 @@ func (s *Server) Start() error {
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithTicker(true),
 			gnet.WithReusePort(false),
+			// The node closes its clients on a drain, so their sockets sit
+			// in TIME_WAIT on our port: without SO_REUSEADDR a restart
+			// cannot bind it for a minute (net.Listen sets it for ingest
+			// and admin).
+			gnet.WithReuseAddr(true),
 			gnet.WithLogger(gnetLogger{s.cfg.Logger}),
 		)
 	}()
