@@ -33,9 +33,13 @@ test:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
 	$(MAKE) --no-print-directory test-web
 
-# metrocast.js and the dashboard under Node's test runner (Node ≥ 20).
-test-web:
-	cd gateway/web && node --test test/
+# metrocast.js and the dashboard under Node's test runner (Node ≥ 20): unit
+# tests, interop with Node's ws against the binary, and the dashboard in
+# headless Chromium (/usr/bin/chromium; .ci/run installs it). Screenshots
+# land in gateway/web/test-results/.
+test-web: build
+	@cd gateway/web && { test -d node_modules || npm ci --no-audit --no-fund --loglevel=error; }
+	cd gateway/web && METROCAST_BIN=$(BIN) node --test test/*.test.js
 
 # Run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

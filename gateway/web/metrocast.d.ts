@@ -205,6 +205,8 @@ export declare class Metrocast {
   close(): void;
   subscribe(cities: string[], filters?: Filters): void;
   unsubscribe(cities: string[]): void;
+  /** Give the current connection up (as on a dead network) and reconnect, resuming. */
+  drop(reason: string): void;
   /** Fetch a new token with getToken now and send it to the gateway. */
   refresh(): Promise<void>;
   state(city: string): CityState | undefined;

@@ -274,7 +274,7 @@ export class Metrocast {
     }, this.opts.pingIntervalMs);
   }
 
-  // drop abandons the current connection and reconnects.
+  /** drop gives the current connection up and reconnects, resuming. */
   drop(reason) {
     const ws = this.ws;
     if (!ws) return;
