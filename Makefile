@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
 
-.PHONY: all build run test test-web test-short fuzz bench lint clean
+.PHONY: all build run demo test test-web test-short fuzz bench lint clean
 
 all: build
 
@@ -22,6 +22,12 @@ run: build
 	  printf '\ndemo token (every city, 24 h, signed with %s):\n\n  %s\n\ntry: websocat "ws://127.0.0.1:8080/ws?cities=nairobi&token=%s"\n\n' \
 	    '$(DEMO_SECRET)' "$$tok" "$$tok"
 	./$(BIN) serve -auth-hmac-secret-file $(DEMO_SECRET)
+
+# The same node fed with synthetic data for 12 cities; prints the dashboard's
+# URL (admin port, a token for every city in the fragment).
+demo: build
+	@test -s $(DEMO_SECRET) || (umask 077 && head -c 32 /dev/urandom | base64 > $(DEMO_SECRET))
+	./$(BIN) serve -demo -auth-hmac-secret-file $(DEMO_SECRET)
 
 # The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
 # the race detector on the concurrent packages, and one pass of every
