@@ -156,8 +156,9 @@ func (c *demoCity) alert() []demoAlert {
 
 // runDemo feeds the demo cities through the node's ingest port, as an
 // upstream producer would, until ctx ends: a snapshot and an info alert
-// per city, then data_updates every demoTick and occasional alerts.
-func runDemo(ctx context.Context, s *gateway.Server, cfg gateway.Config, log *slog.Logger) error {
+// per city, then (after calling seeded) data_updates every demoTick and
+// occasional alerts.
+func runDemo(ctx context.Context, s *gateway.Server, cfg gateway.Config, log *slog.Logger, seeded func()) error {
 	addr := s.IngestAddr().(*net.TCPAddr)
 	opts := producer.Options{Logger: log}
 	if !cfg.Insecure && !addr.IP.IsLoopback() {
@@ -183,6 +184,7 @@ func runDemo(ctx context.Context, s *gateway.Server, cfg gateway.Config, log *sl
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
+	seeded()
 	t := time.NewTicker(demoTick)
 	defer t.Stop()
 	for {
@@ -253,19 +255,23 @@ func dashboardURL(s *gateway.Server, cfg gateway.Config) (string, error) {
 	return u + "#token=" + tok, nil
 }
 
-// startDemo prints the dashboard's URL and runs the demo feed until the
-// returned function is called, which waits for the feed to stop.
+// startDemo runs the demo feed, printing the dashboard's URL once the
+// cities are seeded, until the returned function is called, which waits
+// for the feed to stop.
 func startDemo(s *gateway.Server, cfg gateway.Config, log *slog.Logger) (stop func()) {
-	u, err := dashboardURL(s, cfg)
-	if err != nil {
-		log.Warn("demo: cannot mint a dashboard token; open the dashboard with #token=<token>", "err", err)
+	// The URL comes once every city is seeded, so the page lists them all.
+	seeded := func() {
+		u, err := dashboardURL(s, cfg)
+		if err != nil {
+			log.Warn("demo: cannot mint a dashboard token; open the dashboard with #token=<token>", "err", err)
+		}
+		fmt.Printf("\ndemo dashboard (the token in the URL fragment, if any, is for every city, 24 h):\n\n  %s\n\n", u)
 	}
-	fmt.Printf("\ndemo dashboard (the token in the URL fragment, if any, is for every city, 24 h):\n\n  %s\n\n", u)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := runDemo(ctx, s, cfg, log); err != nil {
+		if err := runDemo(ctx, s, cfg, log, seeded); err != nil {
 			log.Error("demo feed stopped", "err", err)
 		}
 	}()

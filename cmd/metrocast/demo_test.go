@@ -29,7 +29,13 @@ func startDemoNode(t *testing.T, cfg gateway.Config) *gateway.Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runDemo(ctx, s, cfg.WithDefaults(), cfg.Logger) }()
+	seeded := make(chan struct{})
+	go func() { done <- runDemo(ctx, s, cfg.WithDefaults(), cfg.Logger, func() { close(seeded) }) }()
+	select {
+	case <-seeded:
+	case err := <-done:
+		t.Fatalf("runDemo: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
