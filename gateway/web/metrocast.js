@@ -89,6 +89,7 @@ export class Metrocast {
     this.ws = null;
     this.hintMs = undefined;
     this.stopped = true;
+    this.opening = false; // open() awaits getToken
     this.timers = { retry: null, ping: null, dead: null, refresh: null };
   }
 
@@ -133,7 +134,7 @@ export class Metrocast {
 
   connect() {
     this.stopped = false;
-    if (!this.ws && !this.timers.retry) this.open();
+    if (!this.ws && !this.timers.retry && !this.opening) this.open();
   }
 
   /** close ends the connection for good (until connect() again). */
@@ -186,13 +187,16 @@ export class Metrocast {
     this.timers.retry = null;
     this.setStatus(this.attempt === 0 && this.status !== "reconnecting" ? "connecting" : "reconnecting");
     if (this.opts.getToken && this.needsToken()) {
+      this.opening = true;
       try {
         this.token = await this.opts.getToken();
       } catch (err) {
+        this.opening = false;
         this.emit("error", { code: "token_fetch_failed", message: String(err) });
-        this.scheduleReconnect("token_fetch_failed");
+        if (!this.stopped) this.scheduleReconnect("token_fetch_failed");
         return;
       }
+      this.opening = false;
       if (this.stopped) return;
     }
     let url = this.opts.url;

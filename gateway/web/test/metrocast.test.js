@@ -355,3 +355,32 @@ test("alerts and updates replayed after a resume are applied once", async () => 
   assert.equal(mc.alerts("nairobi").length, 2);
   mc.close();
 });
+
+test("connect while a token is being fetched opens one connection; a failed fetch retries", async () => {
+  let calls = 0;
+  let fail = true;
+  const { mc, made, clock } = client({
+    token: undefined,
+    getToken: async () => {
+      calls++;
+      if (fail) throw new Error("auth server down");
+      return "t1";
+    },
+  });
+  const errors = [];
+  mc.on("error", (e) => errors.push(e.code));
+  mc.connect();
+  mc.connect();
+  await flush();
+  assert.equal(calls, 1);
+  assert.equal(made.length, 0);
+  assert.deepEqual(errors, ["token_fetch_failed"]);
+  assert.equal(mc.status, "reconnecting");
+  fail = false;
+  clock.advance(375);
+  await flush();
+  assert.equal(calls, 2);
+  assert.equal(made.length, 1);
+  assert.deepEqual(made[0].protocols, ["metrocast", "bearer.t1"]);
+  mc.close();
+});
