@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"strings"
 )
 
 // webFiles are the demo dashboard and the browser client, embedded so that
@@ -36,18 +37,33 @@ type clientInfo struct {
 	Insecure bool `json:"insecure"`
 }
 
+// dashboardCSP lets the page load only its own files and talk only to its
+// origin and WebSocket endpoints (on another port, so any ws:/wss:).
+const dashboardCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
+	"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+
 // routeDashboard adds the dashboard (GET /), its files (GET /web/…) and
 // /api/client to mux.
 func (s *Server) routeDashboard(mux *http.ServeMux) {
-	static := http.FileServerFS(webRoot)
+	static := http.StripPrefix("/web/", http.FileServerFS(webRoot))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", dashboardCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
 		// The page takes its token from the URL fragment, which the
 		// browser never sends; keep it out of Referer headers too.
-		w.Header().Set("Referrer-Policy", "no-referrer")
-		w.Header().Set("Cache-Control", "no-cache")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
 		http.ServeFileFS(w, r, webRoot, "index.html")
 	})
-	mux.Handle("GET /web/", http.StripPrefix("/web/", static))
+	mux.HandleFunc("GET /web/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if strings.HasSuffix(r.URL.Path, ".d.ts") {
+			// Go's table says .ts is an MPEG transport stream.
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		static.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /api/client", func(w http.ResponseWriter, _ *http.Request) {
 		info := clientInfo{WSPath: s.cfg.Path, Epoch: s.epoch, Insecure: s.cfg.Insecure}
 		if a, ok := s.addr.(*net.TCPAddr); ok {

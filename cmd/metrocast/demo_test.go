@@ -151,6 +151,6 @@ func TestDashboardURL(t *testing.T) {
 	get("/web/dashboard.js", "text/javascript", `from "./metrocast.js"`)
 	get("/web/metrocast.js", "text/javascript", "export class Metrocast")
 	get("/web/use-city-stream.js", "text/javascript", "export function makeUseCityStream")
-	get("/web/metrocast.d.ts", "", "export declare class Metrocast")
+	get("/web/metrocast.d.ts", "text/plain", "export declare class Metrocast")
 	get("/api/client", "application/json", `"ws_path":"/ws"`)
 }

@@ -51,6 +51,11 @@ test("dashboard: live updates, alerts, resume after a lost connection, survives 
   const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  // Console errors: a Content-Security-Policy violation, a failed load.
+  // Connection failures while the node restarts are expected.
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION_REFUSED/.test(m.text())) errors.push(m.text());
+  });
   try {
     const url = node.out.match(/http:\/\/\S+#token=\S+/)?.[0];
     assert.ok(url, `no dashboard URL with a token in:\n${node.out}`);
