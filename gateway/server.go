@@ -49,6 +49,9 @@ type Server struct {
 	admin   *admin
 	metrics *serverMetrics
 
+	presenceMu    sync.Mutex
+	presenceDirty []*city // cities with presence changes to flush
+
 	// throttles of repeated warnings
 	warnSlow, warnAccept, warnRejected throttle
 }
@@ -297,6 +300,7 @@ func (s *Server) admit(cn *conn) {
 // OnTick schedules housekeeping on every loop. Runs on gnet's ticker
 // goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.flushPresence()
 	s.housekeepAll()
 	return s.live.Load().tick(), gnet.None
 }
