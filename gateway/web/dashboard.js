@@ -18,6 +18,7 @@ const ui = {
   latency: $("latency"),
   rate: $("rate"),
   epoch: $("epoch"),
+  watchers: $("watchers"),
   clock: $("clock"),
   cards: $("cards"),
   metric: $("metric"),
@@ -246,16 +247,20 @@ function pick(next) {
   ui.alertCount.textContent = "0";
   ui.seq.textContent = "–";
   ui.latency.textContent = "–";
+  ui.watchers.textContent = "–";
   if (prev) client.unsubscribe([prev]);
   client.subscribe([city]);
 }
 
 function start(url, token) {
-  client = new Metrocast({ url, token, cities: city ? [city] : [] });
+  client = new Metrocast({ url, token, cities: city ? [city] : [], presence: true });
   window.metrocastDashboard.client = client;
   client.on("status", ({ status }) => setStatus(status, status));
   client.on("reconnect", (e) => setStatus(`reconnecting in ${(e.delayMs / 1000).toFixed(1)} s`, "reconnecting"));
   client.on("subscribed", (m) => (ui.epoch.textContent = String(m.epoch)));
+  client.on("presence", (e) => {
+    if (e.city === city) ui.watchers.textContent = String(e.count);
+  });
   // The chart plots the values each frame carried, not the merged state:
   // a point per change.
   const plot = (m) => {

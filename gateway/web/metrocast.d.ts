@@ -89,6 +89,15 @@ export interface AlertsEntry {
   alerts: Alert[];
 }
 
+export interface PresenceEvent {
+  city: string;
+  /** Watchers (distinct users) of the city. */
+  count: number;
+  /** The watchers named so far (the gateway names at most 100). */
+  users: string[];
+  change: "presence" | "user_joined" | "user_left";
+}
+
 export type Status = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 export interface EventMap {
@@ -102,6 +111,8 @@ export interface EventMap {
   auth_error: AuthErrorMessage;
   reconnect: ReconnectEvent;
   refreshed: RefreshedMessage;
+  /** The city's watchers changed (options.presence). */
+  presence: PresenceEvent;
   /** Every message from the gateway, parsed. */
   message: { type: string; [key: string]: unknown };
 }
@@ -155,6 +166,8 @@ export interface Options {
   heartbeatTimeoutMs?: number;
   /** Fetch a new token this long before exp (default 60000). */
   refreshBeforeMs?: number;
+  /** Subscribe with "presence": true: count this user among the watchers and follow them. */
+  presence?: boolean;
   /** Alerts messages kept per city (default 50). */
   maxAlerts?: number;
   /** The WebSocket implementation (default globalThis.WebSocket). */
@@ -212,4 +225,5 @@ export declare class Metrocast {
   state(city: string): CityState | undefined;
   lastSeq(city: string): number | undefined;
   alerts(city: string): AlertsEntry[];
+  watchers(city: string): { count: number; users: string[] };
 }

@@ -255,6 +255,7 @@ export class Metrocast {
       if (this.epoch !== undefined) msg.epoch = this.epoch;
     }
     if (this.filters) msg.filters = this.filters;
+    if (this.opts.presence) msg.presence = true;
     this.send(msg);
   }
 
@@ -368,6 +369,11 @@ export class Metrocast {
       case "error":
         this.emit("error", m);
         break;
+      case "presence":
+      case "user_joined":
+      case "user_left":
+        this.applyPresence(m);
+        break;
     }
   }
 
@@ -421,6 +427,26 @@ export class Metrocast {
       this.opts.maxAlerts,
     );
     this.emit("alerts", m);
+  }
+
+  // applyPresence keeps a city's watchers: a snapshot replaces them,
+  // events add or remove users (the gateway may repeat a join).
+  applyPresence(m) {
+    if (!this.cities.has(m.city)) return;
+    const d = this.city(m.city);
+    if (m.type === "presence" || !d.watchers) d.watchers = new Set();
+    for (const u of m.users ?? []) {
+      if (m.type === "user_left") d.watchers.delete(u);
+      else d.watchers.add(u);
+    }
+    d.watcherCount = m.count;
+    this.emit("presence", { city: m.city, count: m.count, users: [...d.watchers].sort(), change: m.type });
+  }
+
+  /** watchers returns a city's watchers (presence: true), as far as listed. */
+  watchers(city) {
+    const d = this.cityData.get(city);
+    return { count: d?.watcherCount ?? 0, users: [...(d?.watchers ?? [])].sort() };
   }
 
   onClose(ws, code, reason) {

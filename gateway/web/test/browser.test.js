@@ -70,6 +70,8 @@ test("dashboard: live updates, alerts, resume after a lost connection, survives 
     const seq0 = Number(await page.textContent("#seq"));
     await waitFor(async () => Number(await page.textContent("#seq")) >= seq0 + 5, 10000, "seq does not advance");
     assert.match(await page.textContent("#latency"), /^\d+ ms$/);
+    // Presence: the page counts itself among the city's watchers.
+    await waitFor(async () => (await page.textContent("#watchers")) === "1", 5000, "no presence count");
     await page.waitForSelector("#chart polyline", { timeout: 10000 }); // the chart draws a line
 
     // Alerts: the demo's first one from recent_alerts, and a critical one

@@ -384,3 +384,19 @@ test("connect while a token is being fetched opens one connection; a failed fetc
   assert.deepEqual(made[0].protocols, ["metrocast", "bearer.t1"]);
   mc.close();
 });
+
+test("presence: subscribe asks for it; snapshot, joins and leaves keep the watchers", async () => {
+  const { mc, made } = client({ presence: true });
+  const events = [];
+  mc.on("presence", (e) => events.push(e));
+  mc.connect();
+  await flush();
+  made[0].serverOpen();
+  assert.deepEqual(made[0].sent[0], { type: "subscribe", cities: ["nairobi"], presence: true });
+  made[0].serverSend({ type: "presence", city: "nairobi", count: 2, users: ["bob", "alice"] });
+  made[0].serverSend({ type: "user_joined", city: "nairobi", count: 3, users: ["carol", "alice"] });
+  made[0].serverSend({ type: "user_left", city: "nairobi", count: 2, users: ["bob"] });
+  assert.deepEqual(mc.watchers("nairobi"), { count: 2, users: ["alice", "carol"] });
+  assert.deepEqual(events.map((e) => e.change), ["presence", "user_joined", "user_left"]);
+  mc.close();
+});
