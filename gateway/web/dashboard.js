@@ -199,7 +199,14 @@ function renderChart() {
   ui.chart.replaceChildren(...nodes);
 }
 
+// alertsShown identifies the alerts on screen: they are rebuilt only when
+// they change, not on every frame.
+let alertsShown = "";
+
 function renderAlerts(entries, fresh) {
+  const key = `${client.epoch}:${entries.length}:${entries[0]?.seq}`;
+  if (key === alertsShown) return;
+  alertsShown = key;
   const items = [];
   for (const e of entries) {
     for (const a of e.alerts) {
@@ -244,6 +251,7 @@ function pick(next) {
   ui.metric.replaceChildren();
   ui.cards.replaceChildren();
   ui.alerts.replaceChildren();
+  alertsShown = "";
   ui.alertCount.textContent = "0";
   ui.seq.textContent = "–";
   ui.latency.textContent = "–";
