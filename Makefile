@@ -8,7 +8,7 @@ RACE_PKGS := ./gateway/... ./codec/...
 # The load harness has goroutines per connection and a progress reader.
 RACE_PKGS += ./loadtest/
 
-.PHONY: all build run test test-short fuzz bench lint clean k6-check
+.PHONY: all build run demo test test-web test-short fuzz bench lint clean k6-check
 
 all: build
 
@@ -25,14 +25,29 @@ run: build
 	    '$(DEMO_SECRET)' "$$tok" "$$tok"
 	./$(BIN) serve -auth-hmac-secret-file $(DEMO_SECRET)
 
+# The same node fed with synthetic data for 12 cities; prints the dashboard's
+# URL (admin port, a token for every city in the fragment).
+demo: build
+	@test -s $(DEMO_SECRET) || (umask 077 && head -c 32 /dev/urandom | base64 > $(DEMO_SECRET))
+	./$(BIN) serve -demo -auth-hmac-secret-file $(DEMO_SECRET)
+
 # The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
 # the race detector on the concurrent packages, and one pass of every
-# benchmark so they cannot rot.
+# benchmark so they cannot rot; then the JavaScript client's tests.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
+	$(MAKE) --no-print-directory test-web
+
+# metrocast.js and the dashboard under Node's test runner (Node ≥ 20): unit
+# tests, interop with Node's ws against the binary, and the dashboard in
+# headless Chromium (/usr/bin/chromium; .ci/run installs it). Screenshots
+# land in gateway/web/test-results/.
+test-web: build
+	@cd gateway/web && { test -d node_modules || npm ci --no-audit --no-fund --loglevel=error; }
+	cd gateway/web && METROCAST_BIN=$(BIN) node --test test/*.test.js
 
 # Run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

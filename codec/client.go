@@ -81,16 +81,19 @@ type ClientMessage struct {
 	// Filter is set when HasFilter is true.
 	Filter    Filter
 	HasFilter bool
+	// Presence asks for the cities' watchers (subscribe only).
+	Presence bool
 }
 
 type clientJSON struct {
-	Type    string            `json:"type"`
-	Token   string            `json:"token"`
-	CityID  string            `json:"cityId"`
-	Cities  []string          `json:"cities"`
-	Since   map[string]uint64 `json:"since"`
-	Epoch   uint64            `json:"epoch"`
-	Filters *struct {
+	Type     string            `json:"type"`
+	Token    string            `json:"token"`
+	CityID   string            `json:"cityId"`
+	Cities   []string          `json:"cities"`
+	Since    map[string]uint64 `json:"since"`
+	Epoch    uint64            `json:"epoch"`
+	Presence bool              `json:"presence"`
+	Filters  *struct {
 		Types       []string `json:"types"`
 		MinSeverity string   `json:"minSeverity"`
 	} `json:"filters"`
@@ -130,7 +133,9 @@ func ParseClientMessage(b []byte) (ClientMessage, error) {
 			return m, fmt.Errorf("%w: refresh needs a token", ErrBadRequest)
 		}
 		return m, nil
-	case TypeSubscribe, TypeUnsubscribe:
+	case TypeSubscribe:
+		m.Cities, m.Presence = j.Cities, j.Presence
+	case TypeUnsubscribe:
 		m.Cities = j.Cities
 	case "":
 		return m, fmt.Errorf("%w: missing \"type\"", ErrBadRequest)

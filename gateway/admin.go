@@ -16,7 +16,7 @@ import (
 )
 
 // admin is the admin HTTP port (net/http; not on the event loops): metrics,
-// health, pprof, stats and HTTP ingest. It is meant for a private network
+// health, pprof, stats, HTTP ingest and the demo dashboard. It is meant for a private network
 // or loopback, like the ingest port.
 type admin struct {
 	ln  net.Listener
@@ -62,6 +62,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.routeDashboard(mux)
 	return mux
 }
 

@@ -23,6 +23,10 @@ type city struct {
 	// subs counts the city's subscribers on every loop (metrics and
 	// /api/stats; the loops' own lists are what the fanout uses).
 	subs atomic.Int64
+	// presence: the watchers of subscriptions made with "presence":true;
+	// presenceDirty while the city waits in Server.presenceDirty.
+	presence      presence
+	presenceDirty atomic.Bool
 
 	mu sync.Mutex // guards everything below and appends to ring
 	// State: snapshot + merged data_update members, plus the payloads

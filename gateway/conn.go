@@ -58,6 +58,7 @@ const (
 	flagRefuseFull                   // answer 503 once the request is in
 	flagRefuseIP                     // answer 429 once the request is in
 	flagWarned                       // token_expiring sent for the current grant
+	flagPresence                     // some subscription wants presence events
 )
 
 // sub is one subscription of a connection to a city.
@@ -71,6 +72,12 @@ type sub struct {
 	replaying bool
 	filter    codec.Filter
 	idx       int // in loop.subs[city]
+	// presence: the subscription counts its user among the city's
+	// watchers and gets presence events, sent up to presenceGen;
+	// presenceSnap is a snapshot waiting for the subscribed answer.
+	presence     bool
+	presenceGen  uint64
+	presenceSnap []byte
 }
 
 // started is a subscription being started: replayed from its cursor, or
@@ -467,6 +474,9 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			if m.HasFilter {
 				sb.filter = m.Filter
 			}
+			if m.Presence && !sb.presence {
+				cn.watch(sb)
+			}
 			l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.seq, Resumed: true})
 			continue
 		}
@@ -476,6 +486,9 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		}
 		sb := &sub{conn: cn, city: c, filter: m.Filter}
 		cn.subs = append(cn.subs, sb)
+		if m.Presence {
+			cn.watch(sb)
+		}
 		// Register before reading the head: a frame published from now on
 		// wakes this loop, one published before is below the head we read.
 		l.addSub(sb)
@@ -518,6 +531,22 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		}
 	}
 	clear(l.started)
+	for _, sb := range cn.subs {
+		if sb.presenceSnap != nil && cn.state == stateOpen {
+			_, _ = cn.c.Write(sb.presenceSnap)
+		}
+		sb.presenceSnap = nil
+	}
+}
+
+// watch makes sb a presence subscription: its user joins the city's
+// watchers and its snapshot goes out after the subscribed answer. Runs on
+// the loop.
+func (cn *conn) watch(sb *sub) {
+	sb.presence = true
+	sb.presenceSnap, sb.presenceGen = sb.city.presence.join(sb.city.name, cn.grant.sub)
+	cn.flags |= flagPresence
+	cn.l.s.presenceChanged(sb.city)
 }
 
 // unsubscribe drops the named cities. Runs on the loop.

@@ -85,6 +85,9 @@ func TestIngestToken(t *testing.T) {
 	if got := p.publish(t, dataLine("it-a", "data_update", `{"x":2}`)); got != seq+1 {
 		t.Fatalf("seq %d, want %d", got, seq+1)
 	}
+	// The refused producers saw EOF; the node may still be forgetting
+	// them.
+	waitFor(t, readTimeout, func() bool { return len(s.Stats().Producers) == 1 })
 	st := s.Stats()
 	if len(st.Producers) != 1 || st.Producers[0].Sub != "sensor-1" || st.Producers[0].Lines != 4 || st.Producers[0].Errors != 1 {
 		t.Fatalf("Producers = %+v", st.Producers)

@@ -278,6 +278,10 @@ func (l *loop) addSub(s *sub) {
 // removeSub unregisters s. Runs on the loop, never inside a fanout of
 // s.city (closes there are deferred to sweep).
 func (l *loop) removeSub(s *sub) {
+	if s.presence {
+		s.city.presence.leave(s.conn.grant.sub)
+		l.s.presenceChanged(s.city)
+	}
 	s.city.subs.Add(-1)
 	l.stats.subscriptions.Add(-1)
 	list := l.subs[s.city]
@@ -362,6 +366,9 @@ func (l *loop) housekeeping(context.Context) error {
 			}
 			if cn.stalledAt != 0 {
 				l.unstall(cn)
+			}
+			if cn.flags&flagPresence != 0 && cn.state == stateOpen {
+				l.sendPresence(cn)
 			}
 		}
 	}

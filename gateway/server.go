@@ -51,6 +51,9 @@ type Server struct {
 	// cluster is the link to the JetStream stream; nil on a single node.
 	cluster *cluster
 
+	presenceMu    sync.Mutex
+	presenceDirty []*city // cities with presence changes to flush
+
 	// throttles of repeated warnings
 	warnSlow, warnAccept, warnRejected, warnBus throttle
 }
@@ -116,6 +119,11 @@ func (s *Server) Start() error {
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithTicker(true),
 			gnet.WithReusePort(false),
+			// The node closes its clients on a drain, so their sockets sit
+			// in TIME_WAIT on our port: without SO_REUSEADDR a restart
+			// cannot bind it for a minute (net.Listen sets it for ingest
+			// and admin).
+			gnet.WithReuseAddr(true),
 			gnet.WithLogger(gnetLogger{s.cfg.Logger}),
 		)
 	}()
@@ -312,6 +320,7 @@ func (s *Server) admit(cn *conn) {
 // OnTick schedules housekeeping on every loop. Runs on gnet's ticker
 // goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.flushPresence()
 	s.housekeepAll()
 	return s.live.Load().tick(), gnet.None
 }

@@ -111,3 +111,34 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("Shutdown after Drain returned nil, want an error")
 	}
 }
+
+// TestRestartOnSamePort: a node that drained its clients can be started
+// again on the same address at once, as a restart does. The node closes
+// first, so the client's socket sits in TIME_WAIT on the node's port, which
+// a listener without SO_REUSEADDR cannot bind for a minute.
+func TestRestartOnSamePort(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	raw := dialUpgraded(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := s.Drain(ctx, 0); err != nil {
+		t.Fatalf("Drain: %s", err)
+	}
+	raw.expectClose(t, ws.StatusGoingAway)
+	raw.expectEOF(t)
+	_ = raw.c.Close()
+
+	cfg := s.cfg
+	cfg.Addr = s.Addr().String()
+	next, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Start(); err != nil {
+		t.Fatalf("restart on %s: %s", cfg.Addr, err)
+	}
+	t.Cleanup(func() { _ = next.Drain(context.Background(), 0) })
+	c := dialGorilla(t, wsURL(next, "cities=rs"))
+	readType(t, c, "subscribed")
+}

@@ -107,10 +107,11 @@ func deployedConfig(t *testing.T, where string, args []string, env map[string]st
 			t.Setenv(k, v)
 		}
 	}
-	c, file, err := serveConfig(args[1:])
+	c, sf, err := serveConfig(args[1:])
 	if err != nil {
 		t.Fatalf("%s: %s", where, err)
 	}
+	file := sf.file
 	if file != "" {
 		repo, ok := files[file]
 		if !ok {

@@ -16,18 +16,26 @@ import (
 	"github.com/metrocast/metrocast/gateway"
 )
 
+// serveFlags are the flags of `metrocast serve` that are not config keys.
+type serveFlags struct {
+	file string // -config
+	demo bool   // -demo
+}
+
 // serveConfig returns the configuration of `metrocast serve` with its
-// command line parsed, and the -config flag's value.
-func serveConfig(args []string) (*config, string, error) {
+// command line parsed, and the flags that are not config keys.
+func serveConfig(args []string) (*config, serveFlags, error) {
 	c := newConfig("serve")
-	file := c.fs.String("config", "", "YAML config `file` (keys as in deploy/metrocast.yaml; env METROCAST_CONFIG)")
+	var sf serveFlags
+	c.fs.StringVar(&sf.file, "config", "", "YAML config `file` (keys as in deploy/metrocast.yaml; env METROCAST_CONFIG)")
+	c.fs.BoolVar(&sf.demo, "demo", false, "feed synthetic data for 12 cities through the ingest port and print the dashboard's URL")
 	if err := c.fs.Parse(args); err != nil {
-		return nil, "", err
+		return nil, sf, err
 	}
 	if c.fs.NArg() > 0 {
-		return nil, "", fmt.Errorf("serve: unexpected argument %q", c.fs.Arg(0))
+		return nil, sf, fmt.Errorf("serve: unexpected argument %q", c.fs.Arg(0))
 	}
-	return c, *file, nil
+	return c, sf, nil
 }
 
 // newLogger returns the process's logger, its level adjustable.
@@ -40,11 +48,11 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 }
 
 func runServe(args []string) error {
-	c, file, err := serveConfig(args)
+	c, sf, err := serveConfig(args)
 	if err != nil {
 		return err
 	}
-	if err := c.load(file); err != nil {
+	if err := c.load(sf.file); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	level := new(slog.LevelVar)
@@ -74,6 +82,10 @@ func runServe(args []string) error {
 	if cfg.Insecure {
 		log.Warn("running insecure: every client is anonymous with every city, producers need no token")
 	}
+	stopDemo := func() {}
+	if sf.demo {
+		stopDemo = startDemo(s, cfg, log)
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for got := range sig {
@@ -90,6 +102,7 @@ func runServe(args []string) error {
 		break
 	}
 	signal.Stop(sig) // a second signal kills at once
+	stopDemo()
 	if err := s.Shutdown(context.Background()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -102,9 +115,9 @@ func runServe(args []string) error {
 // (liveKeys). Keys that differ from start but take a restart are logged;
 // an invalid configuration is logged and changes nothing.
 func reload(s *gateway.Server, start *config, args []string, level *slog.LevelVar, log *slog.Logger) {
-	c, file, err := serveConfig(args)
+	c, sf, err := serveConfig(args)
 	if err == nil {
-		err = c.load(file)
+		err = c.load(sf.file)
 	}
 	if err == nil {
 		err = s.Reload(c.gw)

@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// presenceMsg is a presence, user_joined or user_left message.
+type presenceMsg struct {
+	Type  string   `json:"type"`
+	City  string   `json:"city"`
+	Count int      `json:"count"`
+	Users []string `json:"users"`
+	More  int      `json:"more"`
+}
+
+// nextPresence reads c's messages until one of the presence types.
+func nextPresence(t *testing.T, c client) presenceMsg {
+	t.Helper()
+	for {
+		b, err := c.next(readTimeout)
+		if err != nil {
+			t.Fatalf("waiting for a presence message: %s", err)
+		}
+		var m presenceMsg
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		switch m.Type {
+		case "presence", "user_joined", "user_left":
+			return m
+		}
+	}
+}
+
+// TestPresence: the snapshot counts users, not connections; joins and
+// leaves reach presence subscribers only, coalesced per tick, and a user's
+// leave and rejoin within a tick cancel out.
+func TestPresence(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	s := startServer(t, cfg)
+	dial := func(sub string, presence bool) client {
+		t.Helper()
+		c := mustDialAuth(t, wsURL(s, ""), bearer(hs256(t, claims(sub, time.Hour, "*"))))
+		send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":["pr"],"presence":%v}`, presence))
+		readType(t, c, "subscribed")
+		return c
+	}
+	alice := dial("alice", true)
+	if m := nextPresence(t, alice); m.Type != "presence" || m.Count != 1 || !slices.Equal(m.Users, []string{"alice"}) {
+		t.Fatalf("alice's snapshot: %+v", m)
+	}
+	plain := dial("carol", false) // no presence: not counted, told nothing
+	bob1 := dial("bob", true)
+	if m := nextPresence(t, bob1); m.Count != 2 || !slices.Equal(m.Users, []string{"alice", "bob"}) {
+		t.Fatalf("bob's snapshot: %+v", m)
+	}
+	// Alice's and bob's joins may share a tick, and alice may see her own.
+	for {
+		m := nextPresence(t, alice)
+		if m.Type != "user_joined" {
+			t.Fatalf("alice told %+v, want joins", m)
+		}
+		if slices.Contains(m.Users, "bob") {
+			if m.Count != 2 {
+				t.Fatalf("alice told %+v, want a count of 2", m)
+			}
+			break
+		}
+	}
+
+	// A second tab is the same user: no event, the same count.
+	bob2 := dial("bob", true)
+	if m := nextPresence(t, bob2); m.Count != 2 {
+		t.Fatalf("bob's second snapshot: %+v", m)
+	}
+	// One tab closes: bob stays. The other unsubscribes: bob left.
+	bob1.close()
+	send(t, bob2, `{"type":"unsubscribe","cities":["pr"]}`)
+	readType(t, bob2, "unsubscribed")
+	m := nextPresence(t, alice)
+	if m.Type != "user_left" || !slices.Equal(m.Users, []string{"bob"}) || m.Count != 1 {
+		t.Fatalf("alice told %+v, want bob left", m)
+	}
+	// carol's connection saw no presence message: after a frame published
+	// now, the next message is that frame.
+	dialProducer(t, s).publish(t, dataLine("pr", "data_update", `{"x":1}`))
+	for {
+		m := read(t, plain)
+		if m.Type == "data_update" {
+			break
+		}
+		if m.Type != "initial_data" {
+			t.Fatalf("carol got %s", m.raw)
+		}
+	}
+}
+
+// TestPresenceCoalesced: a join and a leave of one user within one tick
+// cancel out; many users are listed up to presenceMaxListed and counted.
+func TestPresenceCoalesced(t *testing.T) {
+	p := &presence{}
+	p.join("c", "u1")
+	p.leave("u1")
+	p.flush("c")
+	if p.gen.Load() != 0 {
+		t.Fatalf("a join and a leave in one tick flushed a batch")
+	}
+	for i := range presenceMaxListed + 5 {
+		p.join("c", fmt.Sprintf("user%03d", i))
+	}
+	p.flush("c")
+	frames, g := p.since("c", 0)
+	if g != 1 {
+		t.Fatalf("gen %d, want 1", g)
+	}
+	var m presenceMsg
+	// Skip the 4-byte header of a 126-extended-length frame.
+	if err := json.Unmarshal(frames[4:], &m); err != nil {
+		t.Fatalf("%s: %s", frames, err)
+	}
+	if m.Type != "user_joined" || len(m.Users) != presenceMaxListed || m.More != 5 || m.Count != presenceMaxListed+5 {
+		t.Fatalf("batch: type %s, %d users, more %d, count %d", m.Type, len(m.Users), m.More, m.Count)
+	}
+	// A subscriber behind the kept batches gets a snapshot.
+	for i := range presenceBatches + 1 {
+		p.leave(fmt.Sprintf("user%03d", i))
+		p.flush("c")
+	}
+	frames, _ = p.since("c", 1)
+	if err := json.Unmarshal(frames[4:], &m); err != nil || m.Type != "presence" {
+		t.Fatalf("lapped subscriber got %s (%v), want a presence snapshot", frames, err)
+	}
+}

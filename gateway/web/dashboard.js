@@ -1,0 +1,343 @@
+// dashboard.js — the demo dashboard on the admin port's "/". Plain DOM and
+// inline SVG over metrocast.js; no libraries.
+//
+// The token comes from the URL fragment (#token=…, never sent to a server;
+// `metrocast serve --demo` prints such a URL), is kept in sessionStorage and
+// removed from the address bar; without one, the page asks for it.
+import { Metrocast } from "./metrocast.js";
+
+const $ = (id) => document.getElementById(id);
+const HISTORY = 180; // chart points per metric
+const TOKEN_KEY = "metrocast.token";
+
+const ui = {
+  city: $("city"),
+  conn: $("conn"),
+  connText: $("conn-text"),
+  seq: $("seq"),
+  latency: $("latency"),
+  rate: $("rate"),
+  epoch: $("epoch"),
+  watchers: $("watchers"),
+  clock: $("clock"),
+  cards: $("cards"),
+  metric: $("metric"),
+  metricNow: $("metric-now"),
+  chart: $("chart"),
+  alerts: $("alerts"),
+  alertCount: $("alert-count"),
+  tokenForm: $("token-form"),
+  tokenInput: $("token-input"),
+};
+
+// What the browser test reads: every city frame applied, in order.
+const frames = [];
+window.metrocastDashboard = { frames, client: null };
+
+let client = null;
+let city = "";
+let series = new Map(); // metric path -> [{t, v}]
+let frameTimes = [];
+
+function fragment() {
+  return new URLSearchParams(location.hash.slice(1));
+}
+
+function setFragment(params) {
+  const h = params.toString();
+  window.history.replaceState(null, "", h ? "#" + h : location.pathname + location.search);
+}
+
+function takeToken() {
+  const f = fragment();
+  const t = f.get("token");
+  if (t) {
+    sessionStorage.setItem(TOKEN_KEY, t);
+    f.delete("token");
+    setFragment(f);
+  }
+  return sessionStorage.getItem(TOKEN_KEY) ?? undefined;
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  return r.json();
+}
+
+async function loadCities() {
+  const stats = await getJSON("/api/stats?limit=1000");
+  return stats.cities.map((c) => c.city).sort();
+}
+
+function fillPicker(names) {
+  const have = new Set([...ui.city.options].map((o) => o.value));
+  for (const n of names) {
+    if (have.has(n)) continue;
+    const o = document.createElement("option");
+    o.value = n;
+    o.textContent = n;
+    ui.city.append(o);
+  }
+  const sorted = [...ui.city.options].sort((a, b) => a.value.localeCompare(b.value));
+  ui.city.replaceChildren(...sorted);
+  if (city) ui.city.value = city;
+}
+
+function fmt(v) {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1);
+  if (typeof v === "string") return v;
+  return JSON.stringify(v);
+}
+
+function label(k) {
+  return k.replace(/_/g, " ");
+}
+
+// metrics flattens a state one level deep: {traffic: {speed: 3}} gives
+// "traffic.speed".
+function metrics(state) {
+  const out = [];
+  for (const [k, v] of Object.entries(state ?? {})) {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v)) out.push([k, k2, v2]);
+    } else {
+      out.push(["", k, v]);
+    }
+  }
+  return out;
+}
+
+function renderCards(state) {
+  const groups = new Map();
+  for (const [g, k, v] of metrics(state)) {
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push([k, v]);
+  }
+  for (const [g, rows] of groups) {
+    const id = "card-" + (g || "misc");
+    let card = document.getElementById(id);
+    if (!card) {
+      card = document.createElement("article");
+      card.className = "card";
+      card.id = id;
+      card.innerHTML = `<h3></h3><div class="rows"></div>`;
+      card.querySelector("h3").textContent = label(g || "metrics");
+      ui.cards.append(card);
+    }
+    const box = card.querySelector(".rows");
+    for (const [k, v] of rows) {
+      let row = box.querySelector(`[data-key="${CSS.escape(k)}"]`);
+      if (!row) {
+        row = document.createElement("div");
+        row.className = "row";
+        row.dataset.key = k;
+        row.innerHTML = `<span class="k"></span><span class="v"></span>`;
+        row.querySelector(".k").textContent = label(k);
+        box.append(row);
+      }
+      const el = row.querySelector(".v");
+      const text = fmt(v);
+      if (el.textContent !== text) {
+        el.textContent = text;
+        el.classList.add("flash");
+        setTimeout(() => el.classList.remove("flash"), 400);
+      }
+    }
+  }
+}
+
+function record(state, t) {
+  for (const [g, k, v] of metrics(state)) {
+    if (typeof v !== "number") continue;
+    const path = g ? `${g}.${k}` : k;
+    if (!series.has(path)) {
+      series.set(path, []);
+      const o = document.createElement("option");
+      o.value = path;
+      o.textContent = label(path.replace(".", " · "));
+      ui.metric.append(o);
+      if (!ui.metric.value || ui.metric.options.length === 1) ui.metric.value = path;
+    }
+    const h = series.get(path);
+    h.push({ t, v });
+    if (h.length > HISTORY) h.shift();
+  }
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+function renderChart() {
+  const h = series.get(ui.metric.value) ?? [];
+  const W = 600, H = 220, P = 28;
+  const nodes = [];
+  for (let i = 0; i <= 4; i++) nodes.push(svg("line", { class: "grid", x1: P, x2: W, y1: (i * (H - 10)) / 4 + 5, y2: (i * (H - 10)) / 4 + 5 }));
+  if (h.length >= 2) {
+    let lo = Math.min(...h.map((p) => p.v));
+    let hi = Math.max(...h.map((p) => p.v));
+    if (hi === lo) (hi += 1), (lo -= 1);
+    const t0 = h[0].t, t1 = h[h.length - 1].t || t0 + 1;
+    const x = (t) => P + ((t - t0) / Math.max(1, t1 - t0)) * (W - P);
+    const y = (v) => 5 + (1 - (v - lo) / (hi - lo)) * (H - 10);
+    const pts = h.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
+    nodes.push(svg("polygon", { class: "area", points: `${P},${H - 5} ${pts} ${W},${H - 5}` }));
+    nodes.push(svg("polyline", { class: "line", points: pts }));
+    const top = svg("text", { x: 2, y: 14 });
+    top.textContent = fmt(hi);
+    const bottom = svg("text", { x: 2, y: H - 8 });
+    bottom.textContent = fmt(lo);
+    nodes.push(top, bottom);
+    ui.metricNow.textContent = fmt(h[h.length - 1].v);
+  } else {
+    ui.metricNow.textContent = h.length ? fmt(h[0].v) : "";
+  }
+  ui.chart.replaceChildren(...nodes);
+}
+
+// alertsShown identifies the alerts on screen: they are rebuilt only when
+// they change, not on every frame.
+let alertsShown = "";
+
+function renderAlerts(entries, fresh) {
+  const key = `${client.epoch}:${entries.length}:${entries[0]?.seq}`;
+  if (key === alertsShown) return;
+  alertsShown = key;
+  const items = [];
+  for (const e of entries) {
+    for (const a of e.alerts) {
+      const li = document.createElement("li");
+      li.dataset.severity = a.severity;
+      li.dataset.seq = e.seq;
+      if (fresh === e.seq) li.classList.add("new");
+      li.innerHTML = `<div class="meta"><span class="sev"></span><span class="when"></span></div><div class="msg"></div>`;
+      li.querySelector(".sev").textContent = a.severity;
+      li.querySelector(".when").textContent = e.timestamp ? new Date(e.timestamp).toLocaleTimeString() : "";
+      li.querySelector(".msg").textContent = a.message;
+      items.push(li);
+    }
+  }
+  ui.alerts.replaceChildren(...items);
+  ui.alertCount.textContent = String(items.length);
+}
+
+function showFrame(seq, timestamp) {
+  ui.seq.textContent = String(seq);
+  if (timestamp) ui.latency.textContent = `${Math.max(0, Date.now() - timestamp)} ms`;
+  const now = performance.now();
+  frameTimes.push(now);
+  while (frameTimes.length && frameTimes[0] < now - 5000) frameTimes.shift();
+}
+
+function setStatus(text, status) {
+  ui.conn.dataset.status = status;
+  ui.connText.textContent = text;
+}
+
+function pick(next) {
+  if (!next || next === city) return;
+  const prev = city;
+  city = next;
+  localStorage.setItem("metrocast.city", city);
+  const f = fragment();
+  f.set("city", city);
+  setFragment(f);
+  ui.city.value = city;
+  series = new Map();
+  ui.metric.replaceChildren();
+  ui.cards.replaceChildren();
+  ui.alerts.replaceChildren();
+  alertsShown = "";
+  ui.alertCount.textContent = "0";
+  ui.seq.textContent = "–";
+  ui.latency.textContent = "–";
+  ui.watchers.textContent = "–";
+  if (prev) client.unsubscribe([prev]);
+  client.subscribe([city]);
+}
+
+function start(url, token) {
+  client = new Metrocast({ url, token, cities: city ? [city] : [], presence: true });
+  window.metrocastDashboard.client = client;
+  client.on("status", ({ status }) => setStatus(status, status));
+  client.on("reconnect", (e) => setStatus(`reconnecting in ${(e.delayMs / 1000).toFixed(1)} s`, "reconnecting"));
+  client.on("subscribed", (m) => (ui.epoch.textContent = String(m.epoch)));
+  client.on("presence", (e) => {
+    if (e.city === city) ui.watchers.textContent = String(e.count);
+  });
+  // The chart plots the values each frame carried, not the merged state:
+  // a point per change.
+  const plot = (m) => {
+    if (m.city === city) record(m.data, m.timestamp ?? Date.now());
+  };
+  client.on("initial_data", plot);
+  client.on("data_update", plot);
+  client.on("message", (m) => {
+    if (m.city && m.seq !== undefined && m.city === city) {
+      frames.push({ city: m.city, seq: m.seq, type: m.type, epoch: client.epoch, resumed: m.resumed });
+      if (frames.length > 10000) frames.splice(0, frames.length - 10000);
+    }
+  });
+  client.on("state", (e) => {
+    if (e.city !== city) return;
+    renderCards(e.state);
+    renderChart();
+    showFrame(e.seq, e.timestamp);
+    renderAlerts(client.alerts(city));
+  });
+  client.on("alerts", (m) => {
+    if (m.city !== city) return;
+    showFrame(m.seq, m.timestamp);
+    renderAlerts(client.alerts(city), m.seq);
+  });
+  client.on("auth_error", (m) => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    askToken(`${m.code}: ${m.message}`);
+  });
+  client.connect();
+}
+
+function askToken(why) {
+  ui.tokenForm.hidden = false;
+  if (why) ui.tokenForm.querySelector("p").dataset.error = why;
+  ui.tokenForm.onsubmit = (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, ui.tokenInput.value.trim());
+    location.reload();
+  };
+}
+
+async function main() {
+  setInterval(() => {
+    ui.clock.textContent = new Date().toLocaleTimeString();
+    ui.rate.textContent = (frameTimes.length / 5).toFixed(1);
+  }, 1000);
+  const token = takeToken();
+  const info = await getJSON("/api/client");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = fragment().get("ws") ?? `${scheme}://${location.hostname}:${info.ws_port}${info.ws_path}`;
+  if (!token && !info.insecure) {
+    setStatus("no token", "closed");
+    askToken();
+    return;
+  }
+  ui.city.onchange = () => pick(ui.city.value);
+  ui.metric.onchange = renderChart;
+  let names = [];
+  for (let i = 0; names.length === 0 && i < 30; i++) {
+    names = await loadCities().catch(() => []);
+    if (names.length === 0) await new Promise((r) => setTimeout(r, 1000));
+  }
+  fillPicker(names);
+  const wanted = fragment().get("city") ?? localStorage.getItem("metrocast.city");
+  start(url, token);
+  pick(wanted && (names.includes(wanted) || fragment().get("city")) ? wanted : names[0] ?? "");
+  fillPicker([city]);
+  setInterval(() => loadCities().then(fillPicker, () => {}), 15000);
+}
+
+main().catch((err) => setStatus(String(err), "closed"));

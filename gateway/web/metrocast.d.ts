@@ -1,0 +1,229 @@
+// Types of metrocast.js, the metrocast gateway client.
+
+export type CityState = Record<string, unknown>;
+
+export type Severity = "info" | "warning" | "critical";
+
+export interface Alert {
+  severity: Severity;
+  message: string;
+  [key: string]: unknown;
+}
+
+export interface SubscribedMessage {
+  type: "subscribed";
+  epoch: number;
+  cities: { city: string; seq: number; resumed: boolean }[];
+}
+
+export interface InitialDataMessage {
+  type: "initial_data";
+  city: string;
+  seq: number;
+  epoch: number;
+  resumed: boolean;
+  timestamp?: number;
+  data: CityState;
+  recent_alerts?: { seq: number; timestamp: number; alerts: Alert[] }[];
+}
+
+export interface DataUpdateMessage {
+  type: "data_update";
+  city: string;
+  seq: number;
+  timestamp: number;
+  data: CityState;
+}
+
+export interface AlertsMessage {
+  type: "alerts";
+  city: string;
+  seq: number;
+  timestamp: number;
+  alerts: Alert[];
+}
+
+export interface ErrorEvent {
+  type?: "error";
+  /** A gateway error code (bad_request, forbidden, rate_limited, …) or a
+   * client one: token_fetch_failed, connect_failed, bad_frame, gave_up. */
+  code: string;
+  city?: string;
+  message: string;
+}
+
+export interface AuthErrorMessage {
+  type: "auth_error";
+  code: string;
+  message: string;
+}
+
+export interface RefreshedMessage {
+  type: "refreshed";
+  exp: number;
+  closeAt: number;
+}
+
+export interface ReconnectEvent {
+  /** Consecutive failed attempts so far (not increased by a drain hint). */
+  attempt: number;
+  delayMs: number;
+  /** true when the wait is the gateway's reconnect hint (a drain). */
+  hinted: boolean;
+  reason: string;
+  code?: number;
+}
+
+export interface StateEvent {
+  city: string;
+  seq: number;
+  state: CityState;
+  timestamp?: number;
+}
+
+/** An alerts message as kept per city, newest first. */
+export interface AlertsEntry {
+  city: string;
+  seq: number;
+  timestamp: number;
+  alerts: Alert[];
+}
+
+export interface PresenceEvent {
+  city: string;
+  /** Watchers (distinct users) of the city. */
+  count: number;
+  /** The watchers named so far (the gateway names at most 100). */
+  users: string[];
+  change: "presence" | "user_joined" | "user_left";
+}
+
+export type Status = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+export interface EventMap {
+  status: { status: Status };
+  subscribed: SubscribedMessage;
+  initial_data: InitialDataMessage;
+  data_update: DataUpdateMessage;
+  alerts: AlertsMessage;
+  state: StateEvent;
+  error: ErrorEvent;
+  auth_error: AuthErrorMessage;
+  reconnect: ReconnectEvent;
+  refreshed: RefreshedMessage;
+  /** The city's watchers changed (options.presence). */
+  presence: PresenceEvent;
+  /** Every message from the gateway, parsed. */
+  message: { type: string; [key: string]: unknown };
+}
+
+export interface Filters {
+  types?: ("data_update" | "alerts")[];
+  minSeverity?: Severity;
+}
+
+/** The subset of the WebSocket API the client uses (browsers, Node ≥ 22, the ws package). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string[]) => WebSocketLike;
+
+export interface Clock {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+  now(): number;
+}
+
+export interface Options {
+  /** The gateway's WebSocket URL, e.g. ws://127.0.0.1:8080/ws. */
+  url: string;
+  /** A JWT; optional with getToken or against an insecure node. */
+  token?: string;
+  /** Fetches a new token: before connecting without one, and refreshBeforeMs before the token's exp. */
+  getToken?: () => Promise<string> | string;
+  /** How the token travels: the "bearer.<token>" subprotocol (default), ?token=, or an auth message. */
+  tokenTransport?: "subprotocol" | "query" | "message";
+  cities?: string[];
+  filters?: Filters;
+  /** First reconnect wait before jitter (default 500). */
+  backoffInitialMs?: number;
+  /** Cap of the wait (default 30000). */
+  backoffMaxMs?: number;
+  /** Growth per attempt (default 2). */
+  backoffFactor?: number;
+  /** Failed attempts before giving up (default Infinity: never). */
+  maxRetries?: number;
+  /** Send a ping after this much silence (default 20000). */
+  pingIntervalMs?: number;
+  /** Give the connection up this long after the ping with still nothing heard (default 10000). */
+  heartbeatTimeoutMs?: number;
+  /** Fetch a new token this long before exp (default 60000). */
+  refreshBeforeMs?: number;
+  /** Subscribe with "presence": true: count this user among the watchers and follow them. */
+  presence?: boolean;
+  /** Alerts messages kept per city (default 50). */
+  maxAlerts?: number;
+  /** The WebSocket implementation (default globalThis.WebSocket). */
+  WebSocket?: WebSocketConstructor;
+  /** Timers and time (tests). */
+  clock?: Clock;
+  /** Random numbers in [0, 1) for the jitter (tests). */
+  random?: () => number;
+}
+
+export declare const defaults: Readonly<
+  Required<
+    Pick<
+      Options,
+      | "tokenTransport"
+      | "backoffInitialMs"
+      | "backoffMaxMs"
+      | "backoffFactor"
+      | "maxRetries"
+      | "pingIntervalMs"
+      | "heartbeatTimeoutMs"
+      | "refreshBeforeMs"
+      | "maxAlerts"
+    >
+  >
+>;
+
+/** The wait before reconnect attempt `attempt` (0-based): capped exponential, equal jitter in [d/2, d). */
+export declare function backoffDelay(
+  attempt: number,
+  opts?: Pick<Options, "backoffInitialMs" | "backoffMaxMs" | "backoffFactor">,
+  random?: () => number,
+): number;
+
+/** {...prev, ...update}. */
+export declare function mergeState(prev: CityState | undefined, update: CityState | undefined): CityState;
+
+/** A JWT's exp in ms since the epoch, or undefined. */
+export declare function tokenExpiry(token: string | undefined): number | undefined;
+
+export declare class Metrocast {
+  constructor(options: Options);
+  readonly status: Status;
+  /** The epoch of the node last subscribed to. */
+  readonly epoch: number | undefined;
+  on<K extends keyof EventMap>(type: K, fn: (ev: EventMap[K]) => void): () => void;
+  connect(): void;
+  close(): void;
+  subscribe(cities: string[], filters?: Filters): void;
+  unsubscribe(cities: string[]): void;
+  /** Give the current connection up (as on a dead network) and reconnect, resuming. */
+  drop(reason: string): void;
+  /** Fetch a new token with getToken now and send it to the gateway. */
+  refresh(): Promise<void>;
+  state(city: string): CityState | undefined;
+  lastSeq(city: string): number | undefined;
+  alerts(city: string): AlertsEntry[];
+  watchers(city: string): { count: number; users: string[] };
+}

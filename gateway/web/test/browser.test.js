@@ -1,0 +1,120 @@
+// The dashboard in a real browser: headless Chromium (Debian's package)
+// driven by playwright-core, against the real binary with -demo.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { chromiumPath, haveChromium, ports, publish, secretFile, startNode, waitFor } from "./gateway.js";
+
+const artifacts = fileURLToPath(new URL("../test-results", import.meta.url));
+const CITY = "lagos";
+
+let browser;
+before(async () => {
+  assert.ok(haveChromium(), `${chromiumPath} is missing: apt-get install -y chromium (.ci/run does)`);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      "--no-sandbox",
+      "--headless",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+    timeout: 30000,
+  });
+  mkdirSync(artifacts, { recursive: true });
+});
+after(() => browser?.close());
+
+// frames returns what the page applied for the city, in order.
+const frames = (page) => page.evaluate(() => window.metrocastDashboard.frames);
+
+// contiguous asserts that from frame `from` on, within one epoch, seqs
+// rise by exactly one (no gap, no repeat).
+function contiguous(list, from) {
+  for (let i = from + 1; i < list.length; i++) {
+    if (list[i].epoch !== list[i - 1].epoch) continue;
+    assert.equal(list[i].seq, list[i - 1].seq + 1, `frame ${i}: seq ${list[i - 1].seq} then ${list[i].seq}\n${JSON.stringify(list.slice(Math.max(0, i - 3), i + 2))}`);
+  }
+}
+
+test("dashboard: live updates, alerts, resume after a lost connection, survives a gateway restart", { timeout: 90000 }, async () => {
+  const p = await ports();
+  const secret = secretFile();
+  const flags = ["-demo", "-auth-hmac-secret-file", secret];
+  let node = await startNode(p, flags);
+  const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  // Console errors: a Content-Security-Policy violation, a failed load.
+  // Connection failures while the node restarts are expected.
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION_REFUSED/.test(m.text())) errors.push(m.text());
+  });
+  try {
+    const url = node.out.match(/http:\/\/\S+#token=\S+/)?.[0];
+    assert.ok(url, `no dashboard URL with a token in:\n${node.out}`);
+    await page.goto(`${url}&city=${CITY}`);
+
+    // Connected, the picker on the city, live numbers arriving.
+    await page.waitForSelector('#conn[data-status="open"]', { timeout: 15000 });
+    assert.equal(await page.inputValue("#city"), CITY);
+    assert.equal(await page.locator("#city option").count(), 12);
+    assert.equal(page.url().includes("token="), false, "the token is removed from the address bar");
+    await page.waitForSelector("#card-air_quality .row .v", { timeout: 10000 });
+    const seq0 = Number(await page.textContent("#seq"));
+    await waitFor(async () => Number(await page.textContent("#seq")) >= seq0 + 5, 10000, "seq does not advance");
+    assert.match(await page.textContent("#latency"), /^\d+ ms$/);
+    // Presence: the page counts itself among the city's watchers.
+    await waitFor(async () => (await page.textContent("#watchers")) === "1", 5000, "no presence count");
+    await page.waitForSelector("#chart polyline", { timeout: 10000 }); // the chart draws a line
+
+    // Alerts: the demo's first one from recent_alerts, and a critical one
+    // published now, highlighted.
+    await page.waitForSelector('#alerts li[data-severity="info"]', { timeout: 10000 });
+    const [ack] = await publish(p, { city: CITY, type: "alerts", id: "b1", alerts: [{ severity: "critical", message: "Browser test: river over the flood mark" }] });
+    const crit = page.locator('#alerts li[data-severity="critical"]', { hasText: "Browser test" });
+    await crit.waitFor({ timeout: 10000 });
+    assert.equal(await crit.evaluate((el) => getComputedStyle(el).borderLeftColor), "rgb(255, 77, 79)");
+    assert.ok((await frames(page)).some((f) => f.seq === ack.seq && f.type === "alerts"));
+    await page.screenshot({ path: join(artifacts, "dashboard.png") });
+
+    // A lost connection (the client gives it up, as on a dead network):
+    // it reconnects and resumes with since; not one frame is missed.
+    let n = (await frames(page)).length;
+    await page.evaluate(() => window.metrocastDashboard.client.drop("test"));
+    await waitFor(async () => (await frames(page)).length > n + 8, 15000, "no frames after the reconnect");
+    let list = await frames(page);
+    contiguous(list, 0);
+    assert.equal(list.filter((f) => f.type === "initial_data" && !f.resumed).length, 1, "the resume needed no initial_data");
+
+    // A gateway restart: SIGTERM drains (reconnect hint), a new process
+    // takes the ports. A single node's seqs start over with a new epoch,
+    // so the page gets the current state in initial_data and then every
+    // frame of the new run without a gap.
+    const epoch0 = list.at(-1).epoch;
+    const stopped = await node.stop();
+    assert.equal(stopped.code, 0, node.err);
+    node = await startNode(p, flags);
+    await waitFor(async () => (await frames(page)).some((f) => f.epoch !== epoch0), 20000, "no frames from the restarted node");
+    await page.waitForSelector('#conn[data-status="open"]', { timeout: 10000 });
+    n = (await frames(page)).length;
+    await waitFor(async () => (await frames(page)).length > n + 8, 15000, "no live frames after the restart");
+    list = await frames(page);
+    const first = list.findIndex((f) => f.epoch !== epoch0);
+    assert.equal(list[first].type, "initial_data");
+    contiguous(list, 0);
+    assert.notEqual(await page.textContent("#epoch"), String(epoch0));
+    await page.waitForSelector('#alerts li[data-severity="info"]', { timeout: 10000 });
+    await page.screenshot({ path: join(artifacts, "dashboard-after-restart.png") });
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+    await node.stop();
+  }
+});

@@ -1,0 +1,108 @@
+// Helpers for the tests that run the real metrocast binary: build it once,
+// start nodes on free loopback ports, stop them, poll for conditions.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repo = fileURLToPath(new URL("../../..", import.meta.url));
+
+let built;
+/** binary is bin/metrocast from METROCAST_BIN, or a fresh build of ./cmd/metrocast. */
+export function binary() {
+  if (process.env.METROCAST_BIN) return resolve(repo, process.env.METROCAST_BIN);
+  if (!built) {
+    built = join(mkdtempSync(join(tmpdir(), "metrocast-web-")), "metrocast");
+    execFileSync("go", ["build", "-o", built, "./cmd/metrocast"], { cwd: repo, stdio: "inherit" });
+  }
+  return built;
+}
+
+/** freePort asks the kernel for an unused loopback port. */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** secretFile writes an HMAC secret for a node and returns its path. */
+export function secretFile() {
+  const p = join(mkdtempSync(join(tmpdir(), "metrocast-secret-")), "secret");
+  writeFileSync(p, "web-test-secret-web-test-secret-0123456789\n", { mode: 0o600 });
+  return p;
+}
+
+/** ports picks the three ports of a node. */
+export async function ports() {
+  return { ws: await freePort(), admin: await freePort(), ingest: await freePort() };
+}
+
+/**
+ * startNode runs `metrocast serve` with the given ports and extra flags and
+ * resolves once it listens, with its process, its stdout so far, and stop().
+ */
+export function startNode(p, extra = []) {
+  const args = [
+    "serve",
+    "-addr", `127.0.0.1:${p.ws}`,
+    "-admin-addr", `127.0.0.1:${p.admin}`,
+    "-ingest-addr", `127.0.0.1:${p.ingest}`,
+    "-loops", "2",
+    "-drain-window", "1s",
+    ...extra,
+  ];
+  const proc = spawn(binary(), args, { stdio: ["ignore", "pipe", "pipe"] });
+  const node = { proc, out: "", err: "", exited: new Promise((r) => proc.on("exit", (code, sig) => r({ code, sig }))) };
+  proc.stdout.on("data", (b) => (node.out += b));
+  proc.stderr.on("data", (b) => (node.err += b));
+  node.stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
+    return node.exited;
+  };
+  return waitFor(() => node.err.includes("metrocast listening") && (!extra.includes("-demo") || node.out.includes("http://")), 15000, () => `node did not start:\n${node.err}`).then(
+    () => node,
+    async (e) => {
+      await node.stop();
+      throw e;
+    },
+  );
+}
+
+/** waitFor polls cond every 20 ms until it is truthy or ms pass. */
+export async function waitFor(cond, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(typeof what === "function" ? what() : what ?? "timed out");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** publish sends NDJSON lines to the node's HTTP ingest and returns the answers. */
+export async function publish(p, ...lines) {
+  const r = await fetch(`http://127.0.0.1:${p.admin}/api/publish`, {
+    method: "POST",
+    body: lines.map((l) => JSON.stringify(l)).join("\n") + "\n",
+  });
+  const text = await r.text();
+  if (r.status !== 200) throw new Error(`publish: ${r.status} ${text}`);
+  return text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+/** token mints a client token with `metrocast token`. */
+export function token(secret, sub, cities) {
+  return execFileSync(binary(), ["token", "-auth-hmac-secret-file", secret, "-sub", sub, "-cities", cities, "-ttl", "1h"])
+    .toString()
+    .trim();
+}
+
+export const chromiumPath = "/usr/bin/chromium";
+export const haveChromium = () => existsSync(chromiumPath);
