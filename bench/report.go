@@ -226,14 +226,24 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
+// gitDescribe names the commit the bench runs on, "-dirty" when tracked
+// files other than the results (which the bench itself rewrites) differ
+// from it.
 func gitDescribe(dir string) string {
-	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
-	cmd.Dir = dir
-	out, err := cmd.Output()
-	if err != nil {
-		return ""
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
 	}
-	return strings.TrimSpace(string(out))
+	rev := git("describe", "--tags", "--always")
+	if rev != "" && git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") != "" {
+		rev += "-dirty"
+	}
+	return rev
 }
 
 func (r *suiteResult) step(name string) *stepRun {

@@ -221,7 +221,10 @@ func (r *runner) phase(ctx context.Context, name string, rate float64, d time.Du
 	p := &phaseResult{Name: name, RatePerCity: rate, Seconds: secs, Frames: r.pub.frames() - frames0}
 	p.NodeCPU = (cpu1.node - cpu0.node).Seconds()
 	p.LoadgenCPU = (cpu1.loadgen - cpu0.loadgen).Seconds()
-	p.OthersCPU = (cpu1.busy - cpu0.busy).Seconds() - p.NodeCPU - p.LoadgenCPU
+	// Per-process and whole-machine CPU times are counted apart (and in
+	// ticks): the difference can come out slightly negative when nobody
+	// else ran.
+	p.OthersCPU = max(0, (cpu1.busy-cpu0.busy).Seconds()-p.NodeCPU-p.LoadgenCPU)
 	r.res.Phases = append(r.res.Phases, p)
 	return err
 }
