@@ -550,23 +550,27 @@ func TestClusterR3(t *testing.T) {
 		}
 		return strings.Join(u, ",")
 	}
-	var a, b *Server
-	// Stream creation waits for the cluster to place three replicas;
-	// right after the election it may answer "temporarily unavailable".
-	waitFor(t, clusterTimeout, func() bool {
-		s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
-			NATSURL: urls(0), NATSReplicas: 3, Insecure: true, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Start() != nil {
-			return false
-		}
-		t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
-		a = s
-		return true
-	})
-	b = startClusterNode(t, urls(1), Config{NATSReplicas: 3})
+	// Stream creation and the first consumer wait for the cluster to place
+	// three replicas; right after the election (and on a loaded machine,
+	// for a while) it may answer "temporarily unavailable" or time out.
+	start := func(first int) *Server {
+		var node *Server
+		waitFor(t, clusterTimeout, func() bool {
+			s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
+				NATSURL: urls(first), NATSReplicas: 3, Insecure: true, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Start() != nil {
+				return false
+			}
+			t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
+			node = s
+			return true
+		})
+		return node
+	}
+	a, b := start(0), start(1)
 	ca, _ := subscribeCluster(t, a, "cities=r3", 1)
 	cb, _ := subscribeCluster(t, b, "cities=r3", 1)
 	p := dialProducer(t, a)
