@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,11 +31,7 @@ func TestBinaryCluster(t *testing.T) {
 		t.Fatal("NATS server not ready")
 	}
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "metrocast")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	type node struct {
 		cmd        *exec.Cmd
 		logs       *jsonLogs
@@ -45,19 +39,9 @@ func TestBinaryCluster(t *testing.T) {
 	}
 	start := func() node {
 		t.Helper()
-		srv := exec.Command(bin, "serve", "-nats", ns.ClientURL(), "-addr", "127.0.0.1:0",
+		srv, logs := startBinary(t, bin, nil, "serve", "-nats", ns.ClientURL(), "-addr", "127.0.0.1:0",
 			"-ingest-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-loops", "1", "-drain-window", "1s",
 			"-log-format", "json", "-insecure")
-		srv.Env = os.Environ()
-		stderr, err := srv.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-		logs := readLogs(t, stderr)
 		up := logs.wait(t, "metrocast listening")
 		if up["cluster"] != true {
 			t.Fatalf("listening log %v: not in cluster mode", up)

@@ -29,11 +29,8 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "metrocast")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
+	dir := filepath.Dir(bin)
 
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "metrocast ") {
@@ -79,17 +76,8 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("config check: %v\n%s", err, out)
 	}
 
-	srv := exec.Command(bin, "serve", "--config", cfgPath, "-ring-size", "64")
-	srv.Env = append(os.Environ(), "METROCAST_INGEST_ADDR=127.0.0.1:0")
-	stderr, err := srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	logs := readLogs(t, stderr)
+	srv, logs := startBinary(t, bin, []string{"METROCAST_INGEST_ADDR=127.0.0.1:0"},
+		"serve", "--config", cfgPath, "-ring-size", "64")
 
 	// The first info line names the bound addresses.
 	up := logs.wait(t, "metrocast listening")
@@ -213,6 +201,34 @@ func dialWS(t *testing.T, url string) *websocket.Conn {
 	t.Cleanup(func() { _ = ws.Close() })
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return ws
+}
+
+// buildBinary builds cmd/metrocast into a directory of the test's own.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "metrocast")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startBinary starts bin with args and env (added to the test's
+// environment), kills it when the test ends, and returns it with its logs
+// (which must be JSON: -log-format json).
+func startBinary(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, *jsonLogs) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, readLogs(t, stderr)
 }
 
 func expectType(t *testing.T, ws *websocket.Conn, typ string) map[string]any {
