@@ -168,10 +168,6 @@ func TestParseObject(t *testing.T) {
 	f("{\"a\":\"\xff\"}", map[string]string{"a": "\"\ufffd\""})
 }
 
-// FuzzParseIngest parses a line split at a fuzzed offset (the first part
-// alone, then the whole). Whatever is accepted must be safe to splice into
-// a text frame: Data and Alerts valid JSON of the right kind, the city
-// valid, and the frame built from it valid JSON.
 func TestParseIngestAuth(t *testing.T) {
 	f := func(line, want string) {
 		t.Helper()
@@ -197,6 +193,10 @@ func TestParseIngestAuth(t *testing.T) {
 	bad("{\"auth\":\"\xff\"}")
 }
 
+// FuzzParseIngest parses a line split at a fuzzed offset (the first part
+// alone, then the whole). Whatever is accepted must be safe to splice into
+// a text frame: Data and Alerts valid JSON of the right kind, the city
+// valid, and the frame built from it valid JSON.
 func FuzzParseIngest(f *testing.F) {
 	for i, s := range []string{
 		`{"city":"paris","type":"data_update","id":"m-1","timestamp":1700000000123,"data":{"temp":21.5,"aqi":[1,2]}}`,
