@@ -60,6 +60,8 @@ type cluster struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	cc     jetstream.ConsumeContext
+	// presence shares the cities' watchers with the other nodes.
+	presence *clusterPresence
 
 	// applied is the stream seq of the last message fed to the rings.
 	// Written by the consumer's goroutine only.
@@ -170,7 +172,14 @@ func (cl *cluster) setup() error {
 	} else {
 		cl.applied.Store(last)
 	}
-	return cl.consume(ctx, occ)
+	if err := cl.consume(ctx, occ); err != nil {
+		return err
+	}
+	if err := cl.startPresence(ctx); err != nil {
+		cl.cc.Stop()
+		return err
+	}
+	return nil
 }
 
 // consume starts feeding the rings from an ordered consumer of the
@@ -189,8 +198,10 @@ func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerCon
 	return nil
 }
 
-// close stops consuming and closes the connection.
+// close withdraws the node's watchers, stops consuming and closes the
+// connection.
 func (cl *cluster) close() {
+	cl.presence.close()
 	cl.cc.Stop()
 	cl.nc.Close()
 }

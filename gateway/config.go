@@ -160,6 +160,10 @@ type Config struct {
 	// NATSResumeMax bounds the frames one resume request is served from
 	// the stream; past it the client gets initial_data. Default 10,000.
 	NATSResumeMax int
+	// NATSPresenceTTL is how long a node's watchers count on the other
+	// nodes without a refresh (a node refreshes every third of it): how
+	// long a crashed node's watchers linger. Default 15s.
+	NATSPresenceTTL time.Duration
 	// NATSCreds is a NATS credentials file (JWT and NKey). Empty: none.
 	NATSCreds string
 	// NATSTLSCA is a CA file to verify the NATS servers' certificates
@@ -230,6 +234,7 @@ func (c Config) WithDefaults() Config {
 		c.NATSMaxBytes = 1 << 30
 	}
 	def(&c.NATSResumeMax, 10_000)
+	defDur(&c.NATSPresenceTTL, 15*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -285,6 +290,7 @@ func (c *Config) Validate() error {
 	check(c.NATSMaxBytes >= 1<<20, "nats_max_bytes (%d) must be ≥ 1048576", c.NATSMaxBytes)
 	check(c.NATSReplay >= 0 && c.NATSReplay <= c.NATSMaxAge, "nats_replay (%s) must be in [0s, nats_max_age]", c.NATSReplay)
 	check(c.NATSResumeMax >= 1 && c.NATSResumeMax <= 1_000_000, "nats_resume_max (%d) must be in [1, 1000000]", c.NATSResumeMax)
+	check(c.NATSPresenceTTL >= time.Second && c.NATSPresenceTTL <= 10*time.Minute, "nats_presence_ttl (%s) must be in [1s, 10m]", c.NATSPresenceTTL)
 	return errors.Join(errs...)
 }
 

@@ -114,18 +114,20 @@ func (s *Server) writeCounters(w io.Writer) {
 	// Cluster series exist on a single node too (at 0), so that
 	// dashboards and alerts need no second shape.
 	var connected int64
-	var applied, replays, replayFails, publishErrors uint64
+	var applied, replays, replayFails, publishErrors, presenceErrors uint64
 	if cl := s.cluster; cl != nil {
 		if cl.connected() {
 			connected = 1
 		}
 		applied, replays, replayFails, publishErrors = cl.applied.Load(), cl.replays.Load(), cl.replayFails.Load(), cl.publishErrors.Load()
+		presenceErrors = cl.presence.errors.Load()
 	}
 	gauge("metrocast_cluster_connected", connected)
 	metrics.WriteGaugeUint64(w, "metrocast_cluster_applied_seq", applied)
 	counter("metrocast_cluster_publish_errors_total", publishErrors)
 	counter("metrocast_cluster_replays_total", replays)
 	counter("metrocast_cluster_replay_failures_total", replayFails)
+	counter("metrocast_cluster_presence_errors_total", presenceErrors)
 }
 
 // cityCount is a city and its subscribers at one moment.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -13,12 +14,12 @@ import (
 
 // Presence: who watches a city, for subscriptions made with
 // "presence":true. Members are JWT subjects counted once however many
-// connections (tabs) they hold. Joins and leaves are coalesced: they
+// connections (tabs) they hold, on this node or, in cluster mode, on
+// others (see clusterpresence.go). Joins and leaves are coalesced: they
 // accumulate between housekeeping ticks and go out as at most one
 // user_joined and one user_left message per city per tick, where a leave
 // and a rejoin within the tick cancel out, so a reconnect storm costs
-// the other watchers nothing. Single node only: in cluster mode each node
-// reports its own watchers.
+// the other watchers nothing.
 const (
 	// presenceMaxListed bounds the users a presence message names; the
 	// others are counted in "more".
@@ -34,14 +35,33 @@ const (
 type presence struct {
 	gen atomic.Uint64 // batches flushed so far
 
-	mu      sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// members counts, per user, this node's connections and the other
+	// nodes whose shares list the user; local counts the connections only.
 	members map[string]int
-	joined  map[string]struct{} // since the last flush
-	left    map[string]struct{}
-	batches []presenceBatch // the last presenceBatches, oldest first
+	local   map[string]int
+	// remote is the other nodes' shares by node id; remoteMore sums the
+	// watchers they count but do not list.
+	remote     map[string]*remoteShare
+	remoteMore int
+	// unshared: local changed since localShare last encoded it.
+	unshared bool
+	// sentCount is the count the last batch or snapshot told.
+	sentCount int
+	joined    map[string]struct{} // since the last flush
+	left      map[string]struct{}
+	batches   []presenceBatch // the last presenceBatches, oldest first
 }
 
-// presenceBatch is one flush: its user_joined and user_left frames.
+// remoteShare is another node's watchers of the city.
+type remoteShare struct {
+	users map[string]struct{}
+	more  int
+	seen  time.Time // when the node last refreshed it
+}
+
+// presenceBatch is one flush: its user_joined and user_left frames, or a
+// snapshot.
 type presenceBatch struct {
 	gen    uint64
 	frames []byte
@@ -53,18 +73,13 @@ type presenceBatch struct {
 func (p *presence) join(city, user string) ([]byte, uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.members == nil {
-		p.members = make(map[string]int)
-		p.joined = make(map[string]struct{})
-		p.left = make(map[string]struct{})
+	if p.local == nil {
+		p.local = make(map[string]int)
 	}
-	p.members[user]++
-	if p.members[user] == 1 {
-		if _, ok := p.left[user]; ok {
-			delete(p.left, user)
-		} else {
-			p.joined[user] = struct{}{}
-		}
+	p.local[user]++
+	if p.local[user] == 1 {
+		p.unshared = true
+		p.ref(user)
 	}
 	return p.snapshotLocked(city), p.gen.Load()
 }
@@ -73,9 +88,40 @@ func (p *presence) join(city, user string) ([]byte, uint64) {
 func (p *presence) leave(user string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.members[user] == 0 {
+	if p.local[user] == 0 {
 		panic("BUG: presence leave without a join")
 	}
+	p.local[user]--
+	if p.local[user] > 0 {
+		return
+	}
+	delete(p.local, user)
+	p.unshared = true
+	p.unref(user)
+}
+
+// ref counts one more holder (a local connection or a node) of user,
+// noting a join when it is the first. p.mu is held.
+func (p *presence) ref(user string) {
+	if p.members == nil {
+		p.members = make(map[string]int)
+		p.joined = make(map[string]struct{})
+		p.left = make(map[string]struct{})
+	}
+	p.members[user]++
+	if p.members[user] > 1 {
+		return
+	}
+	if _, ok := p.left[user]; ok {
+		delete(p.left, user)
+	} else {
+		p.joined[user] = struct{}{}
+	}
+}
+
+// unref drops one holder of user, noting a leave when it was the last.
+// p.mu is held.
+func (p *presence) unref(user string) {
 	p.members[user]--
 	if p.members[user] > 0 {
 		return
@@ -88,15 +134,95 @@ func (p *presence) leave(user string) {
 	}
 }
 
-// flush turns the joins and leaves since the last flush into a batch.
-// Called once per tick (Server.OnTick).
-func (p *presence) flush(city string) {
+// count is the number of watchers: those known by name and those the
+// other nodes only count. p.mu is held.
+func (p *presence) count() int { return len(p.members) + p.remoteMore }
+
+// setRemote replaces node's share with users and more, seen at seen; no
+// users and no more forget the node. It reports whether the city's
+// watchers changed.
+func (p *presence) setRemote(node string, users []string, more int, seen time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.joined) == 0 && len(p.left) == 0 {
-		return
+	return p.setRemoteLocked(node, users, more, seen)
+}
+
+func (p *presence) setRemoteLocked(node string, users []string, more int, seen time.Time) bool {
+	old := p.remote[node]
+	if old == nil {
+		old = &remoteShare{}
 	}
+	next := &remoteShare{users: make(map[string]struct{}, len(users)), more: more, seen: seen}
+	changed := more != old.more
+	for _, u := range users {
+		next.users[u] = struct{}{}
+		if _, had := old.users[u]; !had {
+			p.ref(u)
+			changed = true
+		}
+	}
+	for u := range old.users {
+		if _, kept := next.users[u]; !kept {
+			p.unref(u)
+			changed = true
+		}
+	}
+	p.remoteMore += more - old.more
+	if len(users) == 0 && more == 0 {
+		delete(p.remote, node)
+		return changed
+	}
+	if p.remote == nil {
+		p.remote = make(map[string]*remoteShare)
+	}
+	p.remote[node] = next
+	return changed
+}
+
+// expire forgets the shares not refreshed since before. It reports
+// whether the watchers changed and whether any share is left.
+func (p *presence) expire(before time.Time) (changed, left bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for node, r := range p.remote {
+		if r.seen.Before(before) {
+			changed = p.setRemoteLocked(node, nil, 0, r.seen) || changed
+		}
+	}
+	return changed, len(p.remote) > 0
+}
+
+// localShare returns this node's watchers as a presence share (nil when
+// there are none), and clears unshared.
+func (p *presence) localShare() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unshared = false
+	if len(p.local) == 0 {
+		return nil
+	}
+	users := make([]string, 0, len(p.local))
+	for u := range p.local {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	return codec.AppendPresenceShare(nil, users, 0)
+}
+
+// flush turns the joins and leaves since the last flush into a batch, or
+// into a snapshot when only the count changed (the watchers other nodes
+// count but do not list). It reports whether this node's watchers changed
+// since they were last shared. Called once per tick (Server.OnTick).
+func (p *presence) flush(city string) (unshared bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var frames []byte
+	switch {
+	case len(p.joined) == 0 && len(p.left) == 0 && p.count() == p.sentCount:
+		return p.unshared
+	case len(p.joined) == 0 && len(p.left) == 0:
+		frames = p.snapshotLocked(city)
+	}
 	if len(p.joined) > 0 {
 		frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_joined", city, p.joined))
 		clear(p.joined)
@@ -105,12 +231,14 @@ func (p *presence) flush(city string) {
 		frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_left", city, p.left))
 		clear(p.left)
 	}
+	p.sentCount = p.count()
 	g := p.gen.Load() + 1
 	p.batches = append(p.batches, presenceBatch{gen: g, frames: frames})
 	if len(p.batches) > presenceBatches {
 		p.batches = slices.Delete(p.batches, 0, len(p.batches)-presenceBatches)
 	}
 	p.gen.Store(g)
+	return p.unshared
 }
 
 // since returns the frames a subscriber that has sent up to generation
@@ -139,8 +267,8 @@ func (p *presence) snapshotLocked(city string) []byte {
 	b := append([]byte(nil), `{"type":"presence","city":`...)
 	b = codec.AppendString(b, city)
 	b = append(b, `,"count":`...)
-	b = strconv.AppendInt(b, int64(len(p.members)), 10)
-	b = appendUsers(b, p.members)
+	b = strconv.AppendInt(b, int64(p.count()), 10)
+	b = appendUsers(b, p.members, p.remoteMore)
 	return codec.AppendFrame(nil, ws.OpText, append(b, '}'))
 }
 
@@ -151,22 +279,22 @@ func (p *presence) appendEvent(b []byte, typ, city string, users map[string]stru
 	b = append(b, `","city":`...)
 	b = codec.AppendString(b, city)
 	b = append(b, `,"count":`...)
-	b = strconv.AppendInt(b, int64(len(p.members)), 10)
-	b = appendUsers(b, users)
+	b = strconv.AppendInt(b, int64(p.count()), 10)
+	b = appendUsers(b, users, 0)
 	return append(b, '}')
 }
 
 // appendUsers appends ,"users":[…] with at most presenceMaxListed names,
-// sorted, and ,"more":N for the rest.
-func appendUsers[V any](b []byte, set map[string]V) []byte {
+// sorted, and ,"more":N for the rest and extra.
+func appendUsers[V any](b []byte, set map[string]V, extra int) []byte {
 	names := make([]string, 0, len(set))
 	for u := range set {
 		names = append(names, u)
 	}
 	slices.Sort(names)
-	more := 0
+	more := extra
 	if len(names) > presenceMaxListed {
-		more = len(names) - presenceMaxListed
+		more += len(names) - presenceMaxListed
 		names = names[:presenceMaxListed]
 	}
 	b = append(b, `,"users":[`...)
@@ -184,9 +312,10 @@ func appendUsers[V any](b []byte, set map[string]V) []byte {
 	return b
 }
 
-// flushPresence flushes the joins and leaves of every city that had some.
-// Runs on gnet's ticker goroutine, before the loops' housekeeping sends
-// the batches.
+// flushPresence flushes the joins and leaves of every city that had some
+// and, in cluster mode, hands the cities whose local watchers changed to
+// the presence sharer. Runs on gnet's ticker goroutine, before the loops'
+// housekeeping sends the batches.
 func (s *Server) flushPresence() {
 	s.presenceMu.Lock()
 	dirty := s.presenceDirty
@@ -194,7 +323,9 @@ func (s *Server) flushPresence() {
 	s.presenceMu.Unlock()
 	for _, c := range dirty {
 		c.presenceDirty.Store(false)
-		c.presence.flush(c.name)
+		if c.presence.flush(c.name) && s.cluster != nil {
+			s.cluster.presence.changed(c)
+		}
 	}
 }
 

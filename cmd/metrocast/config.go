@@ -114,6 +114,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num64(&c.NATSMaxBytes, "nats-max-bytes", d.NATSMaxBytes, "largest stream size; the oldest frames go first")
 	dur(&c.NATSReplay, "nats-replay", d.NATSReplay, "on start, read the stream this far back to rebuild city state (0: new frames only)")
 	num(&c.NATSResumeMax, "nats-resume-max", d.NATSResumeMax, "most frames one resume is served from the stream")
+	dur(&c.NATSPresenceTTL, "nats-presence-ttl", d.NATSPresenceTTL, "how long a node's presence watchers count elsewhere without a refresh")
 	str(&c.NATSCreds, "nats-creds", "", "NATS credentials file")
 	str(&c.NATSTLSCA, "nats-tls-ca", "", "CA file for the NATS servers' certificates")
 	str(&st.logFormat, "log-format", "text", "log format: text or json")

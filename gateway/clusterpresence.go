@@ -1,0 +1,264 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Presence in cluster mode. Each node keeps its own watchers of a city
+// under the key <city>.<node> of a JetStream key-value bucket, as a
+// presence share (codec.AppendPresenceShare): put when they change (at
+// most once per tick, with the tick's coalesced joins and leaves), again
+// every third of NATSPresenceTTL while there are any, and deleted when
+// there are none or the node stops. Every node watches the bucket and
+// counts the other nodes' shares among the city's watchers (presence.
+// setRemote), so a user watching through two nodes is counted once. A
+// share not refreshed within the TTL — its node crashed or is cut off — is
+// forgotten, and the bucket's own TTL removes its key.
+
+// presenceBucketMaxBytes bounds the presence bucket; past it puts fail
+// (counted in metrocast_cluster_presence_errors_total) until keys expire.
+const presenceBucketMaxBytes = 256 << 20
+
+// presenceBucket names the presence bucket of a stream's cluster.
+func presenceBucket(stream string) string { return stream + "_presence" }
+
+// clusterPresence shares this node's watchers and follows the others'.
+type clusterPresence struct {
+	s    *Server
+	kv   jetstream.KeyValue
+	node string // this node's id in the keys
+	ttl  time.Duration
+
+	mu     sync.Mutex
+	queued map[*city]struct{} // local watchers changed, to put
+	wake   chan struct{}      // capacity 1: queued has cities
+
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	errors  atomic.Uint64 // puts and deletes that failed, shares that did not parse
+}
+
+// startPresence creates the presence bucket (or updates its limits) and
+// starts sharing and watching.
+func (cl *cluster) startPresence(ctx context.Context) error {
+	cfg := &cl.s.cfg
+	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       presenceBucket(cfg.NATSStream),
+		Description:  "metrocast presence: each node's watchers per city",
+		History:      1,
+		TTL:          cfg.NATSPresenceTTL,
+		MaxValueSize: codec.MaxShareBytes,
+		MaxBytes:     presenceBucketMaxBytes,
+		Storage:      jetstream.MemoryStorage,
+		Replicas:     cfg.NATSReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create or update the presence bucket %s: %w", presenceBucket(cfg.NATSStream), err)
+	}
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	cp := &clusterPresence{
+		s:      cl.s,
+		kv:     kv,
+		node:   hex.EncodeToString(id),
+		ttl:    cfg.NATSPresenceTTL,
+		queued: make(map[*city]struct{}),
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+	}
+	// The watch lives until close: its context must outlive this setup.
+	w, err := kv.WatchAll(context.Background())
+	if err != nil {
+		return fmt.Errorf("cannot watch the presence bucket: %w", err)
+	}
+	cl.presence = cp
+	cp.stopped.Add(2)
+	go cp.share()
+	go cp.follow(w)
+	return nil
+}
+
+// changed queues c, whose local watchers changed, to be shared. Safe for
+// concurrent use.
+func (cp *clusterPresence) changed(c *city) {
+	cp.mu.Lock()
+	cp.queued[c] = struct{}{}
+	cp.mu.Unlock()
+	select {
+	case cp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close deletes this node's keys and stops. The caller closes the NATS
+// connection afterwards.
+func (cp *clusterPresence) close() {
+	close(cp.stop)
+	cp.stopped.Wait()
+}
+
+// key is the bucket key of c's watchers on this node.
+func (cp *clusterPresence) key(c *city) string { return c.name + "." + cp.node }
+
+// share puts the queued cities' shares as they change and every city's
+// every third of the TTL, until stop; then it deletes this node's keys.
+// Runs on its own goroutine: NATS round trips never hold up the ticker.
+func (cp *clusterPresence) share() {
+	defer cp.stopped.Done()
+	refresh := time.NewTicker(cp.ttl / 3)
+	defer refresh.Stop()
+	held := make(map[*city]struct{}) // cities this node has (or may have) a key of
+	for {
+		all := false
+		select {
+		case <-cp.stop:
+			// Bounded as a whole: NATS may be gone, and the keys expire.
+			ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
+			for c := range held {
+				cp.update(ctx, c, nil)
+			}
+			cancel()
+			return
+		case <-cp.wake:
+		case <-refresh.C:
+			all = true
+		}
+		cp.mu.Lock()
+		cities := cp.queued
+		cp.queued = make(map[*city]struct{})
+		cp.mu.Unlock()
+		if all {
+			for c := range held {
+				cities[c] = struct{}{}
+			}
+		}
+		for c := range cities {
+			v := c.presence.localShare()
+			ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
+			ok := cp.update(ctx, c, v)
+			cancel()
+			if !ok || v != nil {
+				// Kept to be refreshed, or deleted again if that failed.
+				held[c] = struct{}{}
+			} else {
+				delete(held, c)
+			}
+		}
+	}
+}
+
+// update puts c's share v, or deletes c's key when v is nil. It reports
+// success.
+func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) bool {
+	var err error
+	if v == nil {
+		err = cp.kv.Delete(ctx, cp.key(c))
+	} else {
+		_, err = cp.kv.Put(ctx, cp.key(c), v)
+	}
+	if err != nil {
+		cp.errors.Add(1)
+		cp.s.warn(&cp.s.warnBus, "cannot share presence; retried on the next refresh", "city", c.name, "err", err)
+		return false
+	}
+	return true
+}
+
+// follow applies the other nodes' shares from w to the cities' watchers
+// and forgets those not refreshed within the TTL, until stop. Runs on its
+// own goroutine.
+func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
+	defer cp.stopped.Done()
+	defer func() { _ = w.Stop() }()
+	expire := time.NewTicker(cp.ttl / 3)
+	defer expire.Stop()
+	shared := make(map[*city]struct{}) // cities with other nodes' shares
+	initial := true                    // reading the shares put before the watch
+	for {
+		select {
+		case <-cp.stop:
+			return
+		case now := <-expire.C:
+			for c := range shared {
+				changed, left := c.presence.expire(now.Add(-cp.ttl))
+				if changed {
+					cp.s.presenceChanged(c)
+				}
+				if !left {
+					delete(shared, c)
+				}
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				initial = false
+				continue
+			}
+			c, err := cp.apply(e, initial)
+			if err != nil {
+				cp.errors.Add(1)
+				cp.s.warn(&cp.s.warnBus, "ignored a presence share", "key", e.Key(), "err", err)
+				continue
+			}
+			if c != nil {
+				shared[c] = struct{}{}
+			}
+		}
+	}
+}
+
+// errPresenceKey is a bucket key that is not <city>.<node>.
+var errPresenceKey = errors.New("not a key <city>.<node>")
+
+// apply counts one bucket entry among its city's watchers and returns the
+// city (nil for this node's own keys, or a deleted key of a city the node
+// does not know).
+func (cp *clusterPresence) apply(e jetstream.KeyValueEntry, initial bool) (*city, error) {
+	name, node, ok := strings.Cut(e.Key(), ".")
+	if !ok || !codec.ValidCity(name) || node == "" {
+		return nil, errPresenceKey
+	}
+	if node == cp.node {
+		return nil, nil
+	}
+	var (
+		users []string
+		more  int
+		c     *city
+		err   error
+	)
+	if e.Operation() == jetstream.KeyValuePut {
+		if users, more, err = codec.ParsePresenceShare(e.Value()); err != nil {
+			return nil, err
+		}
+		if c, err = cp.s.hub.city(name); err != nil {
+			return nil, err
+		}
+	} else if c = cp.s.hub.lookup(name); c == nil {
+		return nil, nil
+	}
+	// A share read at the start may be old (its node may have crashed):
+	// its age counts from when NATS stored it. Later ones are fresh.
+	seen := time.Now()
+	if initial && e.Created().Before(seen) {
+		seen = e.Created()
+	}
+	if c.presence.setRemote(node, users, more, seen) {
+		cp.s.presenceChanged(c)
+	}
+	return c, nil
+}
