@@ -110,7 +110,9 @@ func (l *loop) drainStep(p *drainPlan) {
 		l.drainTotal = len(l.conns)
 	}
 	keep := 0
-	if elapsed := l.now - p.start; elapsed < p.span {
+	// l.now is the loop's clock as of its wake: it may precede p.start,
+	// and a window of 0 has no span to divide by.
+	if elapsed := l.now - p.start; p.span > 0 && elapsed < p.span {
 		keep = l.drainTotal - int(int64(l.drainTotal)*elapsed/p.span)
 	}
 	n := len(l.conns) - keep

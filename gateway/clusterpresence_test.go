@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// view is what one presence subscriber knows of a city's watchers from
+// the presence messages it has read.
+type view struct {
+	t     *testing.T
+	c     client
+	users map[string]bool
+	count int
+	more  int
+	// left is every user a user_left message named.
+	left map[string]bool
+}
+
+// watch connects to s as sub, subscribed to city with presence, and reads
+// the subscribed answer.
+func watch(t *testing.T, s *Server, sub, city string) *view {
+	t.Helper()
+	c := mustDialAuth(t, wsURL(s, ""), bearer(hs256(t, claims(sub, time.Hour, "*"))))
+	send(t, c, `{"type":"subscribe","cities":["`+city+`"],"presence":true}`)
+	readType(t, c, "subscribed")
+	return &view{t: t, c: c, users: map[string]bool{}, left: map[string]bool{}}
+}
+
+// next reads the next presence message and applies it.
+func (v *view) next() presenceMsg {
+	v.t.Helper()
+	for {
+		b, err := v.c.next(clusterTimeout)
+		if err != nil {
+			v.t.Fatalf("waiting for a presence message (have %v, count %d): %s", v.names(), v.count, err)
+		}
+		var m presenceMsg
+		if err := json.Unmarshal(b, &m); err != nil {
+			v.t.Fatal(err)
+		}
+		switch m.Type {
+		case "presence":
+			clear(v.users)
+			fallthrough
+		case "user_joined":
+			for _, u := range m.Users {
+				v.users[u] = true
+			}
+		case "user_left":
+			for _, u := range m.Users {
+				delete(v.users, u)
+				v.left[u] = true
+			}
+		default:
+			continue
+		}
+		v.count, v.more = m.Count, m.More
+		return m
+	}
+}
+
+func (v *view) names() []string { return slices.Sorted(maps.Keys(v.users)) }
+
+// until reads presence messages until the subscriber knows exactly users
+// and count.
+func (v *view) until(count int, users ...string) {
+	v.t.Helper()
+	for !slices.Equal(v.names(), users) || v.count != count {
+		v.next()
+	}
+}
+
+// holders is how many holders (local connections and nodes) s counts for
+// user among city's watchers.
+func holders(s *Server, city, user string) int {
+	c := s.hub.lookup(city)
+	if c == nil {
+		return 0
+	}
+	c.presence.mu.Lock()
+	defer c.presence.mu.Unlock()
+	return c.presence.members[user]
+}
+
+// presenceKV opens s's presence bucket on its own connection to ns.
+func presenceKV(t *testing.T, ns *natsNode, s *Server) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), presenceBucket(s.cfg.NATSStream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// TestClusterPresence: watchers on two nodes see each other; a user
+// watching through both counts once and does not leave while one of its
+// connections remains; a node that stops withdraws its watchers at once
+// (the TTL is far off).
+func TestClusterPresence(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	cfg.NATSPresenceTTL = 10 * time.Minute
+	a := startClusterNode(t, ns.url(), cfg)
+	b := startClusterNode(t, ns.url(), cfg)
+
+	alice := watch(t, a, "alice", "pc")
+	alice.until(1, "alice")
+	bob := watch(t, b, "bob", "pc")
+	bob.until(2, "alice", "bob")
+	alice.until(2, "alice", "bob")
+
+	// Alice's second tab, on the other node: no change anywhere.
+	alice2 := watch(t, b, "alice", "pc")
+	alice2.until(2, "alice", "bob")
+	waitFor(t, clusterTimeout, func() bool { return holders(a, "pc", "alice") == 2 })
+
+	// Her first tab closes: she still watches through b. Carol's join,
+	// after that, is the next change bob and alice2 see.
+	alice.c.close()
+	waitFor(t, clusterTimeout, func() bool { return holders(a, "pc", "alice") == 1 })
+	carol := watch(t, a, "carol", "pc")
+	carol.until(3, "alice", "bob", "carol")
+	for _, v := range []*view{bob, alice2} {
+		v.until(3, "alice", "bob", "carol")
+		if len(v.left) > 0 {
+			t.Fatalf("told %v left, want no one", v.left)
+		}
+	}
+
+	// b stops: its watchers leave a at once, not after the TTL.
+	if err := b.Drain(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	carol.until(1, "carol")
+}
+
+// TestClusterPresenceCutOff: a node that loses NATS without a word (here
+// its connection is closed under it) stops refreshing its share, and the
+// other nodes forget its watchers after nats_presence_ttl.
+func TestClusterPresenceCutOff(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	cfg.NATSPresenceTTL = time.Second
+	a := startClusterNode(t, ns.url(), cfg)
+	c := startClusterNode(t, ns.url(), cfg)
+
+	erin := watch(t, a, "erin", "pk")
+	dave := watch(t, c, "dave", "pk")
+	dave.until(2, "dave", "erin")
+	erin.until(2, "dave", "erin")
+	// Refreshes keep a share: after three of c's (a TTL), dave is still
+	// there when frank joins.
+	kv := presenceKV(t, ns, c)
+	key := "pk." + c.cluster.presence.node
+	revs := map[uint64]bool{}
+	waitFor(t, clusterTimeout, func() bool {
+		if e, err := kv.Get(t.Context(), key); err == nil {
+			revs[e.Revision()] = true
+		}
+		return len(revs) > 3
+	})
+	watch(t, a, "frank", "pk")
+	erin.until(3, "dave", "erin", "frank")
+	if len(erin.left) > 0 {
+		t.Fatalf("erin told %v left", erin.left)
+	}
+
+	cut := time.Now()
+	c.cluster.nc.Close()
+	erin.until(2, "erin", "frank")
+	if d := time.Since(cut); d < cfg.NATSPresenceTTL-cfg.NATSPresenceTTL/3 {
+		t.Fatalf("dave left %s after the cut, before the TTL (%s) could pass", d, cfg.NATSPresenceTTL)
+	}
+}
+
+// TestClusterPresenceShares: shares in the bucket, as another node would
+// put them, are counted with their unlisted watchers; a change of count
+// alone sends a snapshot; malformed shares and keys are counted as errors
+// and change nothing.
+func TestClusterPresenceShares(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	cfg.NATSPresenceTTL = 10 * time.Minute
+	a := startClusterNode(t, ns.url(), cfg)
+	kv := presenceKV(t, ns, a)
+	ctx := t.Context()
+	put := func(key string, v []byte) {
+		t.Helper()
+		if _, err := kv.Put(ctx, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	alice := watch(t, a, "alice", "ps")
+	alice.until(1, "alice")
+	users := make([]string, codec.MaxShareUsers)
+	for i := range users {
+		users[i] = fmt.Sprintf("u%04d", i)
+	}
+	put("ps.othernode", codec.AppendPresenceShare(nil, users, 5))
+	// 1 + 1000 + 5 watchers; the join lists 100 of the 1000 (and alice,
+	// when her own join shares the tick; it may also come before).
+	m := alice.next()
+	for m.Count == 1 {
+		m = alice.next()
+	}
+	wantMore := 900
+	if slices.Contains(m.Users, "alice") {
+		wantMore++
+	}
+	if m.Type != "user_joined" || m.Count != 1006 || len(m.Users) != presenceMaxListed || m.More != wantMore {
+		t.Fatalf("got %s count %d, %d users, more %d; want user_joined 1006, %d, %d", m.Type, m.Count, len(m.Users), m.More, presenceMaxListed, wantMore)
+	}
+	// The same users, two more unlisted: a snapshot with the new count.
+	put("ps.othernode", codec.AppendPresenceShare(nil, users, 7))
+	m = alice.next()
+	if m.Type != "presence" || m.Count != 1008 || len(m.Users) != presenceMaxListed || m.More != 908 {
+		t.Fatalf("got %s count %d, %d users, more %d; want presence 1008, %d, 908", m.Type, m.Count, len(m.Users), m.More, presenceMaxListed)
+	}
+
+	// Malformed: not JSON, a user listed twice, a key without a node, a
+	// key of an invalid city. Each is an error and changes nothing.
+	before := a.cluster.presence.errors.Load()
+	put("ps.badnode", []byte(`{"users":[`))
+	put("ps.dupnode", []byte(`{"users":["x","x"]}`))
+	put("ps", []byte(`{"users":["y"]}`))
+	put("Not_A_City.node", []byte(`{"users":["z"]}`))
+	waitFor(t, clusterTimeout, func() bool { return a.cluster.presence.errors.Load() == before+4 })
+
+	// The node's share is deleted: its users leave, and the count is
+	// alice's alone.
+	if err := kv.Delete(ctx, "ps.othernode"); err != nil {
+		t.Fatal(err)
+	}
+	m = alice.next()
+	if m.Type != "user_left" || m.Count != 1 || len(m.Users) != presenceMaxListed || m.More != 900 {
+		t.Fatalf("got %s count %d, %d users, more %d; want user_left 1, %d, 900", m.Type, m.Count, len(m.Users), m.More, presenceMaxListed)
+	}
+	if holders(a, "ps", "x") != 0 || holders(a, "ps", "y") != 0 {
+		t.Fatal("a malformed share was counted")
+	}
+
+	// The node's own key holds alice alone.
+	e, err := kv.Get(ctx, "ps."+a.cluster.presence.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, more, err := codec.ParsePresenceShare(e.Value()); err != nil || !slices.Equal(got, []string{"alice"}) || more != 0 {
+		t.Fatalf("a's share: %q %d %v", got, more, err)
+	}
+	// Closing alice deletes the key.
+	alice.c.close()
+	waitFor(t, clusterTimeout, func() bool {
+		_, err := kv.Get(context.Background(), "ps."+a.cluster.presence.node)
+		return err != nil
+	})
+}
+
+// TestPresenceRemote: shares of other nodes count each user once with the
+// local connections, and an expired share leaves.
+func TestPresenceRemote(t *testing.T) {
+	p := &presence{}
+	now := time.Now()
+	p.join("c", "u1")
+	if !p.setRemote("n1", []string{"u1", "u2"}, 3, now) {
+		t.Fatal("a new share changed nothing")
+	}
+	if p.setRemote("n1", []string{"u1", "u2"}, 3, now.Add(time.Second)) {
+		t.Fatal("a refresh changed the watchers")
+	}
+	p.setRemote("n2", []string{"u2"}, 0, now)
+	p.mu.Lock()
+	if p.count() != 5 || p.members["u1"] != 2 || p.members["u2"] != 2 {
+		t.Fatalf("count %d, members %v", p.count(), p.members)
+	}
+	p.mu.Unlock()
+	if share := string(p.localShare()); share != `{"users":["u1"],"more":0}` {
+		t.Fatalf("local share %s", share)
+	}
+	// n2's share is older than the cut-off, n1's refresh is not.
+	changed, left := p.expire(now.Add(time.Millisecond))
+	if !changed || !left {
+		t.Fatalf("expire: changed %v, left %v", changed, left)
+	}
+	p.mu.Lock()
+	if p.count() != 5 || p.members["u2"] != 1 || len(p.remote) != 1 {
+		t.Fatalf("after n2 expired: count %d, members %v", p.count(), p.members)
+	}
+	p.mu.Unlock()
+	p.leave("u1")
+	if changed, left := p.expire(now.Add(time.Hour)); !changed || left {
+		t.Fatalf("expire all: changed %v, left %v", changed, left)
+	}
+	if p.localShare() != nil {
+		t.Fatal("a share without local watchers")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.count() != 0 || len(p.members) != 0 {
+		t.Fatalf("count %d, members %v", p.count(), p.members)
+	}
+}
