@@ -138,9 +138,13 @@ func (s *Server) Start() error {
 	s.ingest, s.admin = ing, adm
 	go ing.serve()
 	go adm.serve()
-	s.cfg.Logger.Info("metrocast listening", "ws", "ws://"+s.addr.String()+s.cfg.Path,
-		"ingest", ing.ln.Addr().String(), "admin", "http://"+adm.ln.Addr().String(),
-		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil)
+	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
+		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
+		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil}
+	if s.cluster != nil {
+		attrs = append(attrs, "node", s.cluster.presence.node)
+	}
+	s.cfg.Logger.Info("metrocast listening", attrs...)
 	return nil
 }
 
