@@ -90,7 +90,7 @@ func startClusterBinary(t *testing.T, bin, natsURL string, args ...string) clust
 		"-log-format", "json"}, args...)
 	srv, logs := startBinary(t, bin, nil, args...)
 	up := logs.wait(t, "metrocast listening")
-	if up["cluster"] != true || up["node"] == "" {
+	if node, _ := up["node"].(string); up["cluster"] != true || node == "" {
 		t.Fatalf("listening log %v: not in cluster mode", up)
 	}
 	return clusterNode{srv, logs, up["ws"].(string), up["ingest"].(string)}
