@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,11 @@ type clusterPresence struct {
 	queued map[*city]struct{} // local watchers changed, to put
 	wake   chan struct{}      // capacity 1: queued has cities
 
+	// sums holds, per key, a hash of the share last applied, to tell a
+	// refresh from a change. Owned by follow's goroutine.
+	sums map[string]uint64
+	seed maphash.Seed
+
 	stop    chan struct{}
 	stopped sync.WaitGroup
 	errors  atomic.Uint64 // puts and deletes that failed, shares that did not parse
@@ -76,6 +82,8 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 		ttl:    cfg.NATSPresenceTTL,
 		queued: make(map[*city]struct{}),
 		wake:   make(chan struct{}, 1),
+		sums:   make(map[string]uint64),
+		seed:   maphash.MakeSeed(),
 		stop:   make(chan struct{}),
 	}
 	// The watch lives until close: its context must outlive this setup.
@@ -192,7 +200,10 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 			return
 		case now := <-expire.C:
 			for c := range shared {
-				changed, left := c.presence.expire(now.Add(-cp.ttl))
+				nodes, changed, left := c.presence.expire(now.Add(-cp.ttl))
+				for _, n := range nodes {
+					delete(cp.sums, c.name+"."+n)
+				}
 				if changed {
 					cp.s.presenceChanged(c)
 				}
@@ -208,7 +219,7 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 				initial = false
 				continue
 			}
-			c, err := cp.apply(e, initial)
+			c, err := cp.apply(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Value(), e.Created(), initial)
 			if err != nil {
 				cp.errors.Add(1)
 				cp.s.warn(&cp.s.warnBus, "ignored a presence share", "key", e.Key(), "err", err)
@@ -224,16 +235,24 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 // errPresenceKey is a bucket key that is not <city>.<node>.
 var errPresenceKey = errors.New("not a key <city>.<node>")
 
-// apply counts one bucket entry among its city's watchers and returns the
-// city (nil for this node's own keys, or a deleted key of a city the node
-// does not know).
-func (cp *clusterPresence) apply(e jetstream.KeyValueEntry, initial bool) (*city, error) {
-	name, node, ok := strings.Cut(e.Key(), ".")
+// apply counts one bucket entry (a put of value, or a deletion; stored
+// when NATS stored it) among its city's watchers and returns the city (nil
+// for this node's own keys, or a deleted key of a city the node does not
+// know). A share equal to the one last applied under its key (a refresh)
+// only renews it. Runs on follow's goroutine.
+func (cp *clusterPresence) apply(key string, put bool, value []byte, stored time.Time, initial bool) (*city, error) {
+	name, node, ok := strings.Cut(key, ".")
 	if !ok || !codec.ValidCity(name) || node == "" {
 		return nil, errPresenceKey
 	}
 	if node == cp.node {
 		return nil, nil
+	}
+	// A share read at the start may be old (its node may have crashed):
+	// its age counts from when NATS stored it. Later ones are fresh.
+	seen := time.Now()
+	if initial && stored.Before(seen) {
+		seen = stored
 	}
 	var (
 		users []string
@@ -241,21 +260,26 @@ func (cp *clusterPresence) apply(e jetstream.KeyValueEntry, initial bool) (*city
 		c     *city
 		err   error
 	)
-	if e.Operation() == jetstream.KeyValuePut {
-		if users, more, err = codec.ParsePresenceShare(e.Value()); err != nil {
+	if put {
+		sum := maphash.Bytes(cp.seed, value)
+		if cp.sums[key] == sum {
+			if c = cp.s.hub.lookup(name); c != nil && c.presence.renew(node, seen) {
+				return c, nil
+			}
+		}
+		delete(cp.sums, key)
+		if users, more, err = codec.ParsePresenceShare(value); err != nil {
 			return nil, err
 		}
 		if c, err = cp.s.hub.city(name); err != nil {
 			return nil, err
 		}
-	} else if c = cp.s.hub.lookup(name); c == nil {
-		return nil, nil
-	}
-	// A share read at the start may be old (its node may have crashed):
-	// its age counts from when NATS stored it. Later ones are fresh.
-	seen := time.Now()
-	if initial && e.Created().Before(seen) {
-		seen = e.Created()
+		cp.sums[key] = sum
+	} else {
+		delete(cp.sums, key)
+		if c = cp.s.hub.lookup(name); c == nil {
+			return nil, nil
+		}
 	}
 	if c.presence.setRemote(node, users, more, seen) {
 		cp.s.presenceChanged(c)

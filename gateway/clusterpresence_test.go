@@ -291,6 +291,9 @@ func TestPresenceRemote(t *testing.T) {
 	if p.setRemote("n1", []string{"u1", "u2"}, 3, now.Add(time.Second)) {
 		t.Fatal("a refresh changed the watchers")
 	}
+	if !p.renew("n1", now.Add(time.Second)) || p.renew("n3", now) {
+		t.Fatal("renew: want true for a known node only")
+	}
 	p.setRemote("n2", []string{"u2"}, 0, now)
 	p.mu.Lock()
 	if p.count() != 5 || p.members["u1"] != 2 || p.members["u2"] != 2 {
@@ -301,9 +304,9 @@ func TestPresenceRemote(t *testing.T) {
 		t.Fatalf("local share %s", share)
 	}
 	// n2's share is older than the cut-off, n1's refresh is not.
-	changed, left := p.expire(now.Add(time.Millisecond))
-	if !changed || !left {
-		t.Fatalf("expire: changed %v, left %v", changed, left)
+	nodes, changed, left := p.expire(now.Add(time.Millisecond))
+	if !slices.Equal(nodes, []string{"n2"}) || !changed || !left {
+		t.Fatalf("expire: %v, changed %v, left %v", nodes, changed, left)
 	}
 	p.mu.Lock()
 	if p.count() != 5 || p.members["u2"] != 1 || len(p.remote) != 1 {
@@ -311,7 +314,7 @@ func TestPresenceRemote(t *testing.T) {
 	}
 	p.mu.Unlock()
 	p.leave("u1")
-	if changed, left := p.expire(now.Add(time.Hour)); !changed || left {
+	if _, changed, left := p.expire(now.Add(time.Hour)); !changed || left {
 		t.Fatalf("expire all: changed %v, left %v", changed, left)
 	}
 	if p.localShare() != nil {

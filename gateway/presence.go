@@ -192,17 +192,30 @@ func (p *presence) setRemoteLocked(node string, users []string, more int, seen t
 	return changed
 }
 
-// expire forgets the shares not refreshed since before. It reports
-// whether the watchers changed and whether any share is left.
-func (p *presence) expire(before time.Time) (changed, left bool) {
+// renew marks node's share as refreshed at seen, if the city has it.
+func (p *presence) renew(node string, seen time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.remote[node]
+	if r != nil {
+		r.seen = seen
+	}
+	return r != nil
+}
+
+// expire forgets the shares not refreshed since before and returns their
+// nodes. It reports whether the watchers changed and whether any share is
+// left.
+func (p *presence) expire(before time.Time) (nodes []string, changed, left bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for node, r := range p.remote {
 		if r.seen.Before(before) {
+			nodes = append(nodes, node)
 			changed = p.setRemoteLocked(node, nil, 0, r.seen) || changed
 		}
 	}
-	return changed, len(p.remote) > 0
+	return nodes, changed, len(p.remote) > 0
 }
 
 // localShare returns this node's watchers as a presence share (nil when
