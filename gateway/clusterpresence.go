@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/metrocast/metrocast/codec"
@@ -38,6 +39,7 @@ func presenceBucket(stream string) string { return stream + "_presence" }
 // clusterPresence shares this node's watchers and follows the others'.
 type clusterPresence struct {
 	s    *Server
+	nc   *nats.Conn
 	kv   jetstream.KeyValue
 	node string // this node's id in the keys
 	ttl  time.Duration
@@ -67,7 +69,7 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 		TTL:          cfg.NATSPresenceTTL,
 		MaxValueSize: codec.MaxShareBytes,
 		MaxBytes:     presenceBucketMaxBytes,
-		Storage:      jetstream.MemoryStorage,
+		Storage:      jetstream.FileStorage,
 		Replicas:     cfg.NATSReplicas,
 	})
 	if err != nil {
@@ -77,6 +79,7 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 	_, _ = rand.Read(id)
 	cp := &clusterPresence{
 		s:      cl.s,
+		nc:     cl.nc,
 		kv:     kv,
 		node:   hex.EncodeToString(id),
 		ttl:    cfg.NATSPresenceTTL,
@@ -185,8 +188,10 @@ func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) bool {
 }
 
 // follow applies the other nodes' shares from w to the cities' watchers
-// and forgets those not refreshed within the TTL, until stop. Runs on its
-// own goroutine.
+// and forgets those not refreshed within the TTL, until stop. After the
+// connection to NATS was re-established it watches anew: the client's
+// watch takes several idle heartbeats to notice a restarted server. Runs
+// on its own goroutine.
 func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 	defer cp.stopped.Done()
 	defer func() { _ = w.Stop() }()
@@ -194,11 +199,18 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 	defer expire.Stop()
 	shared := make(map[*city]struct{}) // cities with other nodes' shares
 	initial := true                    // reading the shares put before the watch
+	reconnects := cp.nc.Stats().Reconnects
 	for {
 		select {
 		case <-cp.stop:
 			return
 		case now := <-expire.C:
+			if r := cp.nc.Stats().Reconnects; r != reconnects && cp.nc.IsConnected() {
+				if nw, err := cp.kv.WatchAll(context.Background()); err == nil {
+					_ = w.Stop()
+					w, initial, reconnects = nw, true, r
+				}
+			}
 			for c := range shared {
 				nodes, changed, left := c.presence.expire(now.Add(-cp.ttl))
 				for _, n := range nodes {

@@ -195,6 +195,29 @@ func TestClusterPresenceCutOff(t *testing.T) {
 	}
 }
 
+// TestClusterPresenceNATSRestart: while NATS is away the nodes cannot
+// vouch for each other's watchers, which leave after the TTL; when it is
+// back (same store), the shares are put again and the watchers return.
+func TestClusterPresenceNATSRestart(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	cfg.NATSPresenceTTL = time.Second
+	a := startClusterNode(t, ns.url(), cfg)
+	b := startClusterNode(t, ns.url(), cfg)
+	alice := watch(t, a, "alice", "pn")
+	bob := watch(t, b, "bob", "pn")
+	alice.until(2, "alice", "bob")
+	bob.until(2, "alice", "bob")
+
+	ns.stop()
+	alice.until(1, "alice")
+	bob.until(1, "bob")
+	ns.start()
+	alice.until(2, "alice", "bob")
+	bob.until(2, "alice", "bob")
+}
+
 // TestClusterPresenceShares: shares in the bucket, as another node would
 // put them, are counted with their unlisted watchers; a change of count
 // alone sends a snapshot; malformed shares and keys are counted as errors
