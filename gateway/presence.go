@@ -235,10 +235,14 @@ func (p *presence) localShare() []byte {
 	return codec.AppendPresenceShare(nil, users, 0)
 }
 
-// flush turns the joins and leaves since the last flush into a batch, or
-// into a snapshot when only the count changed (the watchers other nodes
-// count but do not list). It reports whether this node's watchers changed
-// since they were last shared. Called once per tick (Server.OnTick).
+// flush turns the joins and leaves since the last flush into a batch of
+// events that name every user that came or went. When more than
+// presenceMaxListed came or went, or when only the count changed (the
+// watchers other nodes count but do not list), the batch is a snapshot
+// instead: a subscriber that applies events and snapshots as set
+// operations never keeps a user who left. It reports whether this node's
+// watchers changed since they were last shared. Called once per tick
+// (Server.OnTick).
 func (p *presence) flush(city string) (unshared bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -246,17 +250,19 @@ func (p *presence) flush(city string) (unshared bool) {
 	switch {
 	case len(p.joined) == 0 && len(p.left) == 0 && p.count() == p.sentCount:
 		return p.unshared
-	case len(p.joined) == 0 && len(p.left) == 0:
+	case len(p.joined) == 0 && len(p.left) == 0,
+		len(p.joined) > presenceMaxListed, len(p.left) > presenceMaxListed:
 		frames = p.snapshotLocked(city)
+	default:
+		if len(p.joined) > 0 {
+			frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_joined", city, p.joined))
+		}
+		if len(p.left) > 0 {
+			frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_left", city, p.left))
+		}
 	}
-	if len(p.joined) > 0 {
-		frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_joined", city, p.joined))
-		clear(p.joined)
-	}
-	if len(p.left) > 0 {
-		frames = codec.AppendFrame(frames, ws.OpText, p.appendEvent(nil, "user_left", city, p.left))
-		clear(p.left)
-	}
+	clear(p.joined)
+	clear(p.left)
 	p.sentCount = p.count()
 	g := p.gen.Load() + 1
 	p.batches = append(p.batches, presenceBatch{gen: g, frames: frames})
