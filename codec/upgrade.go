@@ -31,6 +31,9 @@ type Upgrade struct {
 	// Origin is the Origin header; empty when absent (clients other than
 	// browsers seldom send one).
 	Origin string
+	// ForwardedFor is the X-Forwarded-For header, its lines joined with
+	// commas; empty when absent. See ClientAddr.
+	ForwardedFor string
 	// Protocol is the subprotocol echoed in the response: Subprotocol when
 	// the client offered it, else empty.
 	Protocol string
@@ -126,6 +129,11 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 				}
 			case "Origin":
 				up.Origin = string(value)
+			case "X-Forwarded-For":
+				if up.ForwardedFor != "" {
+					up.ForwardedFor += ","
+				}
+				up.ForwardedFor += string(value)
 			}
 			return nil
 		},
