@@ -122,6 +122,11 @@ type Config struct {
 	// MaxConnsPerIP bounds the connections from one source address (IPv6:
 	// one /64); past it a new one is answered 429. Default 1,000.
 	MaxConnsPerIP int
+	// TrustedProxies lists the load balancers (addresses or CIDR prefixes)
+	// whose X-Forwarded-For header names the client: a connection from
+	// one counts against MaxConnsPerIP by the client's address it gives
+	// (see codec.ClientAddr), from its upgrade request on. Empty: none.
+	TrustedProxies []string
 	// ClientMessageRate is how many messages per minute a connection may
 	// send on average (a token bucket; pings count); past it a message is
 	// answered rate_limited, and MaxClientErrors of those close it (1008).
@@ -280,6 +285,10 @@ func (c *Config) Validate() error {
 	}
 	check(c.MaxConns >= 1, "max_conns (%d) must be ≥ 1", c.MaxConns)
 	check(c.MaxConnsPerIP >= 1, "max_conns_per_ip (%d) must be ≥ 1", c.MaxConnsPerIP)
+	for _, p := range c.TrustedProxies {
+		_, err := parseProxy(p)
+		check(err == nil, "trusted_proxies: %q must be an IP address or a CIDR prefix (10.0.0.0/8, 2001:db8::/32)", p)
+	}
 	check(c.ClientMessageRate >= 1 && c.ClientMessageRate <= 600_000, "client_message_rate (%d) must be in [1, 600000] per minute", c.ClientMessageRate)
 	check(c.ClientMessageBurst >= 1, "client_message_burst (%d) must be ≥ 1", c.ClientMessageBurst)
 	check(c.IngestMaxErrors >= 1 && c.IngestMaxErrors <= 600_000, "ingest_max_errors (%d) must be in [1, 600000] per minute", c.IngestMaxErrors)

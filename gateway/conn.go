@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 	"unicode/utf8"
 
@@ -22,7 +23,7 @@ const (
 )
 
 // conn is one client connection. It is owned by its event loop: every
-// field is read and written only there. It is kept small (120 bytes, the
+// field is read and written only there. It is kept small (128 bytes, the
 // 128-byte size class): tens of thousands of idle ones sit in memory.
 type conn struct {
 	c gnet.Conn
@@ -50,6 +51,10 @@ type conn struct {
 	// pointer: fragmented messages are rare, and the conn stays in its
 	// size class.
 	frag *[]byte
+	// client is the address a connection from a trusted proxy counts
+	// against, once its request named it (flagProxied); a pointer for the
+	// same reason.
+	client *netip.Addr
 }
 
 // Connection flags.
@@ -59,6 +64,7 @@ const (
 	flagRefuseIP                     // answer 429 once the request is in
 	flagWarned                       // token_expiring sent for the current grant
 	flagPresence                     // some subscription wants presence events
+	flagProxied                      // from a trusted proxy: counted per IP by client
 )
 
 // sub is one subscription of a connection to a city.
@@ -150,9 +156,13 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 		reason := CloseHandshakeFailed
 		var he *codec.HTTPError
 		if errors.As(err, &he) {
-			reason = CloseUnauthorized
-			if he.Status == http.StatusForbidden {
+			switch he.Status {
+			case http.StatusForbidden:
 				reason = CloseOriginForbidden
+			case http.StatusTooManyRequests:
+				reason = CloseIPLimit
+			case http.StatusUnauthorized:
+				reason = CloseUnauthorized
 			}
 		}
 		return cn.reject(reason), false
@@ -176,6 +186,28 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	return gnet.None, true
 }
 
+// admitClient counts a connection from a trusted proxy against
+// MaxConnsPerIP by the client's address in its X-Forwarded-For header (the
+// proxy's own without one): 400 for a malformed header, 429 past the limit.
+// Runs on the loop, inside Upgrader.Upgrade.
+func (cn *conn) admitClient(forwardedFor string) error {
+	s := cn.l.s
+	key := ipKey(cn.c.RemoteAddr())
+	if forwardedFor != "" {
+		a, err := codec.ClientAddr(forwardedFor, s.proxies.trusts)
+		if err != nil {
+			return &codec.HTTPError{Status: http.StatusBadRequest, Message: err.Error()}
+		}
+		key = limitKey(a)
+	}
+	if !s.ips.acquire(key) {
+		return &codec.HTTPError{Status: http.StatusTooManyRequests, Header: "Retry-After: 10\r\n",
+			Message: "too many connections from your address"}
+	}
+	cn.client = &key
+	return nil
+}
+
 // checkUpgrade decides, once the request is a valid upgrade, whether it may
 // upgrade: its Origin (403) and its token, if it carries one (401). A
 // request without a token upgrades and must authenticate with its first
@@ -183,6 +215,11 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 // Upgrader.Upgrade.
 func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
 	s := cn.l.s
+	if cn.flags&flagProxied != 0 {
+		if err := cn.admitClient(up.ForwardedFor); err != nil {
+			return err
+		}
+	}
 	if up.Origin != "" && !originAllowed(s.cfg.AllowedOrigins, up.Origin) {
 		return &codec.HTTPError{Status: http.StatusForbidden, Message: "origin not allowed"}
 	}

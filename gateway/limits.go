@@ -66,12 +66,51 @@ func ipKey(a net.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	ip, _ := netip.AddrFromSlice(ta.IP)
+	return limitKey(ip)
+}
+
+// limitKey is the key ip counts against: itself, or its /64 for IPv6.
+func limitKey(ip netip.Addr) netip.Addr {
 	ip = ip.Unmap()
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		ip = p.Addr()
 	}
 	return ip
+}
+
+// parseProxy parses a trusted proxy: an address or a CIDR prefix.
+func parseProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
+}
+
+// proxies are the trusted proxies (Config.TrustedProxies).
+type proxies []netip.Prefix
+
+func newProxies(list []string) proxies {
+	var ps proxies
+	for _, s := range list {
+		if p, err := parseProxy(s); err == nil { // Validate reported the others
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// trusts reports whether a is one of the trusted proxies.
+func (ps proxies) trusts(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *ipLimiter) shard(ip netip.Addr) *ipShard {

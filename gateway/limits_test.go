@@ -290,3 +290,73 @@ func TestUnauthenticatedAbuse(t *testing.T) {
 		t.Fatalf("Upgraded = %d, want 3", st.Upgraded)
 	}
 }
+
+// TestTrustedProxy: connections from a trusted proxy count per client by
+// X-Forwarded-For (the rightmost untrusted entry), those from anywhere
+// else by their own address whatever they claim; a malformed header from
+// the proxy is a 400.
+func TestTrustedProxy(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{MaxConnsPerIP: 2, TrustedProxies: []string{"127.0.0.2", "10.0.0.0/8"}})
+	via := func(xff string) *rawConn {
+		t.Helper()
+		r := dialFrom(t, s, "127.0.0.2")
+		r.write(t, []byte(upgradeRequest("/ws", "X-Forwarded-For: "+xff+"\r\n")))
+		return r
+	}
+	status := func(r *rawConn) int {
+		t.Helper()
+		return r.response(t).StatusCode
+	}
+	// Two clients of 203.0.113.7 through the proxy; a third is refused,
+	// however it prefixes the header, and even through a second proxy.
+	first := via("203.0.113.7")
+	for _, r := range []*rawConn{first, via("198.51.100.1, 203.0.113.7")} {
+		if got := status(r); got != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d, want 101", got)
+		}
+	}
+	for _, xff := range []string{"203.0.113.7", "192.0.2.1, 203.0.113.7", "203.0.113.7, 10.1.2.3"} {
+		r := via(xff)
+		if resp := r.response(t); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s: status %d, Retry-After %q; want 429", xff, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	// Other clients behind the same proxy are not affected, nor is the
+	// proxy's own address (a request without the header counts on it).
+	for _, xff := range []string{"203.0.113.8", "2001:db8::1", "2001:db8::2"} {
+		if got := status(via(xff)); got != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: status %d, want 101", xff, got)
+		}
+	}
+	if got := status(via("2001:db8::3")); got != http.StatusTooManyRequests {
+		t.Fatalf("a third client of one IPv6 /64: status %d, want 429", got)
+	}
+	proxy := dialFrom(t, s, "127.0.0.2")
+	proxy.upgrade(t, "/ws")
+	// A malformed header from the proxy: 400, and nothing counted.
+	for _, xff := range []string{"unknown", "203.0.113.9,", "203.0.113.9, bogus"} {
+		if got := status(via(xff)); got != http.StatusBadRequest {
+			t.Fatalf("%q: status %d, want 400", xff, got)
+		}
+	}
+	// A client that is not a trusted proxy is counted by its own address.
+	direct := func(xff string) int {
+		r := dialFrom(t, s, "127.0.0.3")
+		r.write(t, []byte(upgradeRequest("/ws", "X-Forwarded-For: "+xff+"\r\n")))
+		return status(r)
+	}
+	if a, b, c := direct("192.0.2.10"), direct("192.0.2.11"), direct("192.0.2.12"); a != 101 || b != 101 || c != 429 {
+		t.Fatalf("spoofed headers from an untrusted address: %d %d %d, want 101 101 429", a, b, c)
+	}
+	// A client's slot is freed when it leaves.
+	_ = first.c.Close()
+	waitCloses(t, s, ClosePeer, 1)
+	if got := status(via("203.0.113.7")); got != http.StatusSwitchingProtocols {
+		t.Fatalf("after one left: status %d, want 101", got)
+	}
+	waitCloses(t, s, CloseIPLimit, 5)
+	if got := closes(s, CloseHandshakeFailed); got != 3 {
+		t.Fatalf("%d handshake failures, want the 3 malformed headers", got)
+	}
+}

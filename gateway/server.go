@@ -42,8 +42,9 @@ type Server struct {
 	open     atomic.Int64
 	admitted atomic.Int64 // connections counted against MaxConns
 
-	auth *authenticator // nil when insecure
-	ips  *ipLimiter
+	auth    *authenticator // nil when insecure
+	ips     *ipLimiter
+	proxies proxies
 
 	ingest  *ingest
 	admin   *admin
@@ -81,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 	s.loops.Store(new([]*loop))
 	s.metrics = newServerMetrics(s)
 	s.ips = newIPLimiter(cfg.MaxConnsPerIP)
+	s.proxies = newProxies(cfg.TrustedProxies)
 	if !cfg.Insecure {
 		a, err := newAuthenticator(&s.cfg)
 		if err != nil {
@@ -298,22 +300,34 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cn.l.removeConn(cn)
 	if cn.flags&flagAdmitted != 0 {
 		s.admitted.Add(-1)
-		s.ips.release(ipKey(c.RemoteAddr()))
+		switch {
+		case cn.flags&flagProxied == 0:
+			s.ips.release(ipKey(c.RemoteAddr()))
+		case cn.client != nil:
+			s.ips.release(*cn.client)
+		}
 	}
 	s.open.Add(-1)
 	return gnet.None
 }
 
 // admit counts a new connection against MaxConns and MaxConnsPerIP, or marks
-// it to be refused (503 or 429) once its request has arrived. Runs on the
-// connection's loop.
+// it to be refused (503 or 429) once its request has arrived. A connection
+// from a trusted proxy counts against MaxConnsPerIP by its client's
+// address, known from its request (admitClient). Runs on the connection's
+// loop.
 func (s *Server) admit(cn *conn) {
 	if s.admitted.Add(1) > int64(s.cfg.MaxConns) {
 		s.admitted.Add(-1)
 		cn.flags |= flagRefuseFull
 		return
 	}
-	if !s.ips.acquire(ipKey(cn.c.RemoteAddr())) {
+	peer := ipKey(cn.c.RemoteAddr())
+	if len(s.proxies) > 0 && s.proxies.trusts(peer) {
+		cn.flags |= flagAdmitted | flagProxied
+		return
+	}
+	if !s.ips.acquire(peer) {
 		s.admitted.Add(-1)
 		cn.flags |= flagRefuseIP
 		return

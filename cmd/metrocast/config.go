@@ -101,6 +101,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	list(&c.AllowedOrigins, "allowed-origins", "comma-separated Origins browsers may connect from (https://a.example, https://*.example, *); empty: any")
 	num(&c.MaxConns, "max-conns", d.MaxConns, "WebSocket connections per node (503 past it)")
 	num(&c.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "WebSocket connections per source address, IPv6 per /64 (429 past it)")
+	list(&c.TrustedProxies, "trusted-proxies", "comma-separated load balancers (addresses, CIDR prefixes) whose X-Forwarded-For names the client for max-conns-per-ip")
 	num(&c.ClientMessageRate, "client-message-rate", d.ClientMessageRate, "messages per minute per connection (token bucket); past it rate_limited")
 	num(&c.ClientMessageBurst, "client-message-burst", 0, "messages a connection may send at once (0: client_message_rate)")
 	num(&c.IngestMaxErrors, "ingest-max-errors", d.IngestMaxErrors, "bad lines per minute before a producer is disconnected")

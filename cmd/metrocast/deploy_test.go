@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -220,6 +222,10 @@ func TestDeployCompose(t *testing.T) {
 		t.Fatal("nats.conf: no client port")
 	}
 
+	// HAProxy's fixed address, which the nodes must trust for
+	// X-Forwarded-For.
+	haproxyAddr := netip.MustParseAddr(fmt.Sprint(get(t, services["haproxy"], "networks", "default", "ipv4_address")))
+
 	var node *config
 	nodes := 0
 	for name, svc := range services {
@@ -251,6 +257,12 @@ func TestDeployCompose(t *testing.T) {
 		} else {
 			admin.checkAdminPath(t, name+" healthcheck", m[2])
 		}
+		if !slices.ContainsFunc(c.gw.TrustedProxies, func(p string) bool {
+			pf, err := netip.ParsePrefix(p)
+			return p == haproxyAddr.String() || err == nil && pf.Contains(haproxyAddr)
+		}) {
+			t.Errorf("%s: trusted_proxies %v does not hold HAProxy's %s", name, c.gw.TrustedProxies, haproxyAddr)
+		}
 		if c.gw.NATSReplicas > 3 {
 			t.Errorf("%s: nats_replicas %d, but compose runs 3 NATS servers", name, c.gw.NATSReplicas)
 		}
@@ -269,7 +281,7 @@ func TestDeployCompose(t *testing.T) {
 		"metrocast_ws":     portOf(t, node.gw.Addr),
 		"metrocast_ingest": portOf(t, node.gw.IngestAddr),
 	}
-	backend, servers := "", 0
+	backend, servers, forwardfor := "", 0, false
 	sc := bufio.NewScanner(cfg)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -289,6 +301,8 @@ func TestDeployCompose(t *testing.T) {
 					t.Errorf("haproxy.cfg %s: checks port %s, admin port is %s", backend, f[i+1], node.gw.AdminAddr)
 				}
 			}
+		case len(f) >= 2 && f[0] == "option" && f[1] == "forwardfor":
+			forwardfor = backend == "wss"
 		case len(f) >= 4 && f[0] == "option" && f[1] == "httpchk":
 			admin.checkAdminPath(t, "haproxy.cfg "+backend, f[3])
 		case len(f) >= 4 && f[0] == "acl" && f[2] == "path" && f[3] != node.gw.Path:
@@ -297,6 +311,9 @@ func TestDeployCompose(t *testing.T) {
 	}
 	if servers != 6 {
 		t.Errorf("haproxy.cfg: %d servers, want each of 3 nodes in 2 backends", servers)
+	}
+	if !forwardfor {
+		t.Error("haproxy.cfg: the wss frontend does not send X-Forwarded-For (option forwardfor)")
 	}
 }
 
