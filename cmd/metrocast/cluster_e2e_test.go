@@ -19,7 +19,9 @@ import (
 // TestBinaryCluster runs two real binaries in cluster mode (-nats, as the
 // issue spells it) on an embedded NATS JetStream server: a line pushed to
 // one node reaches a client of the other with the seq its producer was
-// acked, and both nodes stop on SIGTERM.
+// acked; that other node is killed (SIGKILL), and its client, back on the
+// first node with since, gets the frames it missed and nothing else; the
+// first node stops on SIGTERM.
 func TestBinaryCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -32,27 +34,52 @@ func TestBinaryCluster(t *testing.T) {
 	sub := expectType(t, ws, "subscribed")
 	expectType(t, ws, "initial_data")
 
-	push := exec.Command(bin, "push", "-addr", a.ingest)
-	push.Stdin = strings.NewReader(`{"city":"lagos","type":"data_update","data":{"pm25":7}}` + "\n")
-	out, err := push.Output()
-	if err != nil {
-		t.Fatalf("push: %v\n%s", err, out)
+	push := func(lines string) string {
+		t.Helper()
+		cmd := exec.Command(bin, "push", "-addr", a.ingest)
+		cmd.Stdin = strings.NewReader(lines)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("push: %v\n%s", err, out)
+		}
+		return string(out)
 	}
+	out := push(`{"city":"lagos","type":"data_update","data":{"pm25":7}}` + "\n")
 	m := expectType(t, ws, "data_update")
 	if m["city"] != "lagos" || m["data"].(map[string]any)["pm25"] != 7.0 ||
-		!strings.Contains(string(out), fmt.Sprintf(`"seq":%v`, m["seq"])) {
+		!strings.Contains(out, fmt.Sprintf(`"seq":%v`, m["seq"])) {
 		t.Fatalf("data_update %v after push answered %q", m, out)
 	}
 	if sub["epoch"] == nil || sub["epoch"] == 0.0 {
 		t.Fatalf("subscribed %v: no epoch", sub)
 	}
-	for _, n := range []clusterNode{a, b} {
-		if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
+
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.cmd.Wait()
+	push(`{"city":"lagos","type":"data_update","data":{"n":1}}` + "\n" +
+		`{"city":"lagos","type":"alerts","alerts":[{"severity":"critical","message":"flood"}]}` + "\n" +
+		`{"city":"lagos","type":"data_update","data":{"n":3}}` + "\n")
+	ws = dialWS(t, fmt.Sprintf("%s?cities=lagos&since=%.0f&epoch=%.0f", a.ws, m["seq"], sub["epoch"]))
+	r := expectType(t, ws, "subscribed")
+	if cities, _ := r["cities"].([]any); len(cities) != 1 || cities[0].(map[string]any)["resumed"] != true {
+		t.Fatalf("resume on the other node: %v", r)
+	}
+	last := m["seq"].(float64)
+	for _, typ := range []string{"data_update", "alerts", "data_update"} {
+		f := expectType(t, ws, typ)
+		if seq := f["seq"].(float64); seq <= last {
+			t.Fatalf("%v after seq %v", f, last)
+		} else {
+			last = seq
 		}
-		if err := n.cmd.Wait(); err != nil {
-			t.Fatalf("serve exited with %v; logs:\n%s", err, n.logs.all())
-		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v; logs:\n%s", err, a.logs.all())
 	}
 }
 
