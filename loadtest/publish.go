@@ -14,9 +14,9 @@ import (
 
 // publisher sends data_update frames to the ingest port at a fixed rate per
 // city, each carrying its send time in "data":{"t":<Unix ns>}. It uses the
-// project's producer client, so every line is acked with its seq: the last
-// seq of each city is known exactly, which is what the clients' accounting
-// is checked against.
+// project's producer client, so every line is acked with its seq: the seqs
+// of each city are known exactly, which is what the clients' accounting is
+// checked against.
 type publisher struct {
 	o    *options
 	p    *producer.Producer
@@ -24,7 +24,9 @@ type publisher struct {
 	line []byte
 	n    atomic.Int64 // frames sent so far, all cities: the "v" member
 
-	final  []atomic.Uint64
+	ackMu sync.Mutex
+	acked []seqSet // per city index
+
 	errs   atomic.Uint64
 	errMu  sync.Mutex
 	errMsg string
@@ -39,7 +41,7 @@ func newPublisher(ctx context.Context, o *options) (*publisher, error) {
 		o:     o,
 		p:     p,
 		pad:   strings.Repeat("x", o.Payload),
-		final: make([]atomic.Uint64, o.Cities),
+		acked: make([]seqSet, o.Cities),
 	}, nil
 }
 
@@ -92,7 +94,9 @@ func (p *publisher) send(ctx context.Context, city int) error {
 			return
 		}
 		// Acks come in line order: seqs of a city only grow.
-		p.final[city].Store(seq)
+		p.ackMu.Lock()
+		p.acked[city].add(seq)
+		p.ackMu.Unlock()
 	})
 	if err != nil {
 		return fmt.Errorf("cannot publish: %w", err)
@@ -109,14 +113,16 @@ func (p *publisher) fail(err error) {
 	}
 }
 
-// close waits for every ack and returns the last seq of each city.
-func (p *publisher) close() map[string]uint64 {
+// close waits for every ack and returns each city's acked seqs.
+func (p *publisher) close() map[string]seqSet {
 	_ = p.p.Close()
-	final := make(map[string]uint64, len(p.final))
-	for i := range p.final {
-		final[p.o.city(i)] = p.final[i].Load()
+	p.ackMu.Lock()
+	defer p.ackMu.Unlock()
+	acked := make(map[string]seqSet, len(p.acked))
+	for i, s := range p.acked {
+		acked[p.o.city(i)] = s
 	}
-	return final
+	return acked
 }
 
 // frames is how many frames were sent so far, all cities.

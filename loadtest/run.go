@@ -247,14 +247,14 @@ func (r *runner) cpuSnapshot() cpuSnap {
 	return s
 }
 
-// drain waits for every ack, tells the workers each city's last seq, and
+// drain waits for every ack, tells the workers each city's acked seqs, and
 // waits (at most -drain) until every reading client has received it.
 func (r *runner) drain(ctx context.Context) error {
 	r.setLabel("draining")
-	final := r.pub.close()
+	acked := r.pub.close()
 	n, msg := r.pub.firstError()
 	r.res.Publisher = &publisherFigures{Frames: r.pub.frames(), Errors: n, FirstError: msg}
-	if _, err := r.f.call(command{Op: "final", Final: final}); err != nil {
+	if _, err := r.f.call(command{Op: "final", Acked: acked}); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(r.o.Drain)

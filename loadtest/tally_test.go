@@ -5,8 +5,10 @@ import "testing"
 func TestTally(t *testing.T) {
 	// ev: "b5" begin at 5, "r9" resync to 9, a number is a frame.
 	type want struct{ received, dups, late, skipped, resyncs, lost uint64 }
+	// final: the city's acked seqs are 1..final.
 	f := func(final uint64, w want, evs ...any) {
 		t.Helper()
+		acked := seqSet{{1, final}}
 		var ta tally
 		for _, e := range evs {
 			switch e := e.(type) {
@@ -21,7 +23,7 @@ func TestTally(t *testing.T) {
 				}
 			}
 		}
-		got := want{ta.received, ta.dups, ta.late, ta.skipped, ta.resyncs, ta.lost(final)}
+		got := want{ta.received, ta.dups, ta.late, ta.skipped(acked), ta.resyncs, ta.lost(acked)}
 		if got != w {
 			t.Errorf("events %v final %d: got %+v, want %+v", evs, final, got, w)
 		}
@@ -68,5 +70,57 @@ func TestTallyWindow(t *testing.T) {
 	}
 	if ta.late != lateWindow/2 || ta.dups != lateWindow/2 {
 		t.Fatalf("late %d dups %d, want %d each", ta.late, ta.dups, lateWindow/2)
+	}
+}
+
+func TestSeqSet(t *testing.T) {
+	var s seqSet
+	for _, q := range []uint64{3, 4, 5, 9, 12, 13} {
+		s.add(q)
+	}
+	if want := (seqSet{{3, 5}, {9, 9}, {12, 13}}); len(s) != 3 || s[0] != want[0] || s[1] != want[1] || s[2] != want[2] {
+		t.Fatalf("runs %v, want %v", s, want)
+	}
+	for _, c := range []struct{ lo, hi, want uint64 }{
+		{0, 100, 6}, {2, 13, 6}, {3, 13, 5}, {5, 12, 2}, {5, 8, 0}, {9, 9, 0}, {8, 9, 1}, {13, 100, 0}, {4, 4, 0},
+	} {
+		if got := s.countIn(c.lo, c.hi); got != c.want {
+			t.Errorf("countIn(%d, %d) = %d, want %d", c.lo, c.hi, got, c.want)
+		}
+	}
+	if s.last() != 13 || (seqSet{}).last() != 0 {
+		t.Fatal("last")
+	}
+}
+
+// TestTallyCluster: in cluster mode a city's seqs skip (the stream numbers
+// every city); only the acked ones are owed.
+func TestTallyCluster(t *testing.T) {
+	acked := seqSet{{2, 2}, {5, 5}, {9, 9}, {10, 10}, {17, 17}}
+	var ta tally
+	ta.begin(2)
+	for _, q := range []uint64{5, 9, 10, 17} {
+		ta.frame(q)
+	}
+	if ta.owed(acked) != 4 || ta.lost(acked) != 0 || ta.dups != 0 || ta.late != 0 {
+		t.Fatalf("owed %d lost %d dups %d late %d", ta.owed(acked), ta.lost(acked), ta.dups, ta.late)
+	}
+	// A client that missed 10 and was resynced past 9..10 skipped 9 and 10.
+	var tb tally
+	tb.begin(2)
+	tb.frame(5)
+	tb.resync(10)
+	tb.frame(17)
+	if tb.owed(acked) != 2 || tb.lost(acked) != 0 || tb.skipped(acked) != 2 {
+		t.Fatalf("owed %d lost %d skipped %d", tb.owed(acked), tb.lost(acked), tb.skipped(acked))
+	}
+	// One that missed 9 lost it.
+	var tc tally
+	tc.begin(2)
+	for _, q := range []uint64{5, 10, 17} {
+		tc.frame(q)
+	}
+	if tc.lost(acked) != 1 {
+		t.Fatalf("lost %d, want 1", tc.lost(acked))
 	}
 }

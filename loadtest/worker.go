@@ -40,7 +40,7 @@ type command struct {
 	Name  string            `json:"name,omitempty"`  // phase
 	From  int64             `json:"from,omitempty"`  // phase: send times (Unix ns) from here on belong to it
 	Until int64             `json:"until,omitempty"` // churn: stop at (Unix ns)
-	Final map[string]uint64 `json:"final,omitempty"` // final: the last seq of each city
+	Acked map[string]seqSet `json:"acked,omitempty"` // final: the seqs acked for each city
 }
 
 // reply is one worker → coordinator answer.
@@ -150,7 +150,7 @@ type worker struct {
 	connect, reconnectLat, replay   histogram
 
 	phases  atomic.Pointer[[]*phase]
-	final   atomic.Pointer[map[string]uint64]
+	acked   atomic.Pointer[map[string]seqSet]
 	gate    atomic.Pointer[chan struct{}] // non-nil while slow clients pause
 	closing atomic.Bool
 	spread  []frameSpread // per city, with -spread
@@ -253,7 +253,7 @@ func (w *worker) handle(cmd command) (reply, error) {
 	case "churn":
 		go w.churn(cmd.Rate, time.Unix(0, cmd.Until))
 	case "final":
-		w.final.Store(&cmd.Final)
+		w.acked.Store(&cmd.Acked)
 	case "close":
 		w.closeAll()
 		return reply{Report: w.report()}, nil
@@ -406,15 +406,14 @@ func (w *worker) stats() *workerStats {
 	if phases := *w.phases.Load(); len(phases) > 0 {
 		st.Latency = phases[len(phases)-1].lat.sparse()
 	}
-	if f := w.final.Load(); f != nil {
+	if a := w.acked.Load(); a != nil {
 		paused := w.gate.Load() != nil
 		for _, c := range w.clients {
 			if c.ended.Load() || c.slow && paused {
 				continue
 			}
-			if last, final := c.lastSeq.Load(), (*f)[c.city]; final > last {
-				st.Behind += final - last
-			}
+			acked := (*a)[c.city]
+			st.Behind += acked.countIn(c.lastSeq.Load(), acked.last())
 		}
 	}
 	return st
@@ -446,9 +445,9 @@ func (w *worker) report() *workerReport {
 			Deliveries: ph.deliveries.Load(), NoTS: ph.noTS.Load(),
 		})
 	}
-	var final map[string]uint64
-	if f := w.final.Load(); f != nil {
-		final = *f
+	var acked map[string]seqSet
+	if a := w.acked.Load(); a != nil {
+		acked = *a
 	}
 	for _, c := range w.clients {
 		class := "readers"
@@ -468,13 +467,13 @@ func (w *worker) report() *workerReport {
 			a.Dropped++
 		}
 		t := &c.tally
-		f := final[c.city]
-		a.Owed += t.owed(f)
+		s := acked[c.city]
+		a.Owed += t.owed(s)
 		a.Received += t.received
-		a.Lost += t.lost(f)
+		a.Lost += t.lost(s)
 		a.Dups += t.dups
 		a.Late += t.late
-		a.Skipped += t.skipped
+		a.Skipped += t.skipped(s)
 		a.Resyncs += t.resyncs
 		a.Resumes += c.resumes
 		a.Dials += uint64(c.dials)
