@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -153,6 +154,7 @@ func (c *client) connect(start time.Time) error {
 	}
 	var nc net.Conn
 	var err error
+	addr := w.d.addr(c.idx, c.dials)
 	for attempt := range 3 {
 		if attempt > 0 {
 			w.retries.Add(1)
@@ -162,7 +164,7 @@ func (c *client) connect(start time.Time) error {
 			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
 			}
 		}
-		if nc, err = w.dial(c); err == nil {
+		if nc, err = w.dial(c, addr); err == nil {
 			break
 		}
 	}
@@ -182,7 +184,7 @@ func (c *client) connect(start time.Time) error {
 	} else {
 		c.br.Reset(c.ts)
 	}
-	if err := handshake(nc, c.br, o.Addr, target); err != nil {
+	if err := handshake(nc, c.br, addr, target); err != nil {
 		return err
 	}
 	switch {
@@ -457,30 +459,39 @@ func numberAfter(m, key []byte) (uint64, bool) {
 	return n, digits > 0
 }
 
-// dialer opens TCP connections to the node, from rotating 127.0.0.x source
-// addresses when the node is on loopback.
+// dialer opens TCP connections to the nodes, from rotating 127.0.0.x source
+// addresses when they are on loopback.
 type dialer struct {
-	addr  string
-	srcs  int  // source addresses, from 127.0.0.2
-	local bool // the node is on loopback: spread the source addresses
+	addrs []string // the nodes' WebSocket addresses (-addr, comma-separated)
+	srcs  int      // source addresses, from 127.0.0.2
+	local bool     // the nodes are on loopback: spread the source addresses
 }
 
-func newDialer(addr string, srcs int) *dialer {
-	d := &dialer{addr: addr, srcs: srcs}
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		d.local = ap.Addr().IsLoopback()
-	} else if host, _, err := net.SplitHostPort(addr); err == nil && host == "localhost" {
-		d.local = true
+func newDialer(addrs string, srcs int) *dialer {
+	d := &dialer{addrs: strings.Split(addrs, ","), srcs: srcs, local: true}
+	for _, a := range d.addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			d.local = d.local && ap.Addr().IsLoopback()
+		} else if host, _, err := net.SplitHostPort(a); err != nil || host != "localhost" {
+			d.local = false
+		}
 	}
 	return d
 }
 
-// dial connects client idx. IP_BIND_ADDRESS_NO_PORT defers the port choice
+// addr is the node of client idx's dials-th connection: clients are spread
+// over the nodes, and each reconnect moves to the next node (a resume on
+// another node, in a cluster).
+func (d *dialer) addr(idx, dials int) string {
+	return d.addrs[(idx+max(dials-1, 0))%len(d.addrs)]
+}
+
+// dial connects client idx to addr. IP_BIND_ADDRESS_NO_PORT defers the port choice
 // to connect(), where the kernel may reuse a port for different
 // destinations: without it every bind takes a port of its own. rcvbuf, when
 // positive, shrinks the receive buffer before the connection exists (a slow
 // consumer fills up sooner).
-func (d *dialer) dial(ctx context.Context, idx, rcvbuf int) (net.Conn, error) {
+func (d *dialer) dial(ctx context.Context, addr string, idx, rcvbuf int) (net.Conn, error) {
 	nd := net.Dialer{
 		Timeout: 10 * time.Second,
 		Control: func(_, _ string, rc syscall.RawConn) error {
@@ -502,5 +513,5 @@ func (d *dialer) dial(ctx context.Context, idx, rcvbuf int) (net.Conn, error) {
 	if d.local {
 		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+idx%d.srcs))}
 	}
-	return nd.DialContext(ctx, "tcp", d.addr)
+	return nd.DialContext(ctx, "tcp", addr)
 }

@@ -84,8 +84,9 @@ type options struct {
 	TargetConnect  time.Duration `json:"target_connect_p99_ns"`
 	TargetP99      time.Duration `json:"target_p99_ns"`
 	TargetP999     time.Duration `json:"target_p999_ns"`
-	Pid            int           `json:"pid"`
+	Pids           []int         `json:"pids"`
 	Spawn          string        `json:"spawn"`
+	Nodes          int           `json:"nodes"`
 	ServerArgs     string        `json:"server_args"`
 	JSON           string        `json:"-"`
 	Progress       time.Duration `json:"-"`
@@ -129,6 +130,7 @@ func defaultOptions(scenario string) options {
 		ConnRate:       2000,
 		Parallel:       256,
 		Srcs:           253,
+		Nodes:          1,
 		Rates:          []float64{10},
 		Duration:       10 * time.Second,
 		Warmup:         2 * time.Second,
@@ -195,7 +197,7 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	o := defaultOptions(scenario)
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Addr, "addr", o.Addr, "WebSocket address of the node (host:port)")
+	fs.StringVar(&o.Addr, "addr", o.Addr, "WebSocket address of the node (host:port); several, comma-separated, for a cluster: clients spread over them and move to the next on each reconnect")
 	fs.StringVar(&o.Path, "path", o.Path, "WebSocket path")
 	fs.StringVar(&o.Ingest, "ingest", o.Ingest, "TCP ingest address of the node")
 	fs.IntVar(&o.Conns, "conns", o.Conns, "WebSocket connections")
@@ -223,8 +225,9 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	fs.DurationVar(&o.TargetConnect, "target-connect-p99", o.TargetConnect, "check: connect latency p99 below this")
 	fs.DurationVar(&o.TargetP99, "target-p99", o.TargetP99, "check: ingest→client latency p99 below this")
 	fs.DurationVar(&o.TargetP999, "target-p999", o.TargetP999, "check: ingest→client latency p99.9 below this")
-	fs.IntVar(&o.Pid, "pid", o.Pid, "the node's process id, to read its RSS and CPU time from /proc")
+	pids := fs.String("pid", "", "the node's process id, to read its RSS and CPU time from /proc; several, comma-separated, are summed")
 	fs.StringVar(&o.Spawn, "spawn", o.Spawn, "start this metrocast binary on loopback ports for the run (instead of -addr, -ingest, -pid)")
+	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "with -spawn: start this many nodes as a cluster on a NATS JetStream server run inside loadtest (clients spread over them, frames published to the first)")
 	fs.StringVar(&o.ServerArgs, "server-args", o.ServerArgs, "extra flags for the spawned node, space-separated")
 	fs.StringVar(&o.JSON, "json", o.JSON, "write the result to this file")
 	fs.DurationVar(&o.Progress, "progress", o.Progress, "live progress line interval (0: none)")
@@ -237,6 +240,9 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	}
 	var err error
 	if o.Rates, err = parseRates(*rates); err != nil {
+		return nil, err
+	}
+	if o.Pids, err = parsePids(*pids); err != nil {
 		return nil, err
 	}
 	if o.Procs == 0 {
@@ -255,6 +261,21 @@ func parseRates(s string) ([]float64, error) {
 		rates = append(rates, r)
 	}
 	return rates, nil
+}
+
+func parsePids(s string) ([]int, error) {
+	var pids []int
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid < 1 {
+			return nil, fmt.Errorf("-pid %q: want process ids separated by commas", s)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 func formatRates(rates []float64) string {
@@ -305,6 +326,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-spike-factor (%g) must be in [1, 1000]", o.SpikeFactor)
 	case o.Progress < 0 || o.SweepStop < 0:
 		return fmt.Errorf("-progress (%s) and -sweep-stop (%s) must be ≥ 0", o.Progress, o.SweepStop)
+	case o.Nodes < 1 || o.Nodes > 8 || o.Nodes > 1 && o.Spawn == "":
+		return fmt.Errorf("-nodes (%d) must be in [1, 8], and more than 1 needs -spawn", o.Nodes)
 	}
 	for _, r := range o.Rates {
 		if r <= 0 || r*o.SpikeFactor*float64(o.Cities) > 100_000 {

@@ -127,3 +127,29 @@ func mustPass(t *testing.T, res *Result, names ...string) {
 		}
 	}
 }
+
+// TestDialerSpread: clients start on node idx%n and each reconnect moves
+// to the next node.
+func TestDialerSpread(t *testing.T) {
+	d := newDialer("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 10)
+	if !d.local {
+		t.Fatal("loopback nodes: want source addresses spread")
+	}
+	for _, c := range []struct {
+		idx, dials int
+		want       string
+	}{{0, 1, "127.0.0.1:1"}, {1, 1, "127.0.0.1:2"}, {4, 1, "127.0.0.1:2"}, {4, 2, "127.0.0.1:3"}, {4, 3, "127.0.0.1:1"}} {
+		if got := d.addr(c.idx, c.dials); got != c.want {
+			t.Errorf("addr(%d, %d) = %s, want %s", c.idx, c.dials, got, c.want)
+		}
+	}
+	if newDialer("127.0.0.1:1,10.0.0.1:2", 10).local {
+		t.Fatal("a node off loopback: want the kernel's source address")
+	}
+	if p, err := parsePids("12, 34"); err != nil || len(p) != 2 || p[0] != 12 || p[1] != 34 {
+		t.Fatalf("parsePids: %v %v", p, err)
+	}
+	if _, err := parsePids("12,x"); err == nil {
+		t.Fatal("parsePids accepted x")
+	}
+}

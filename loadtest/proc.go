@@ -13,8 +13,20 @@ import (
 // cgo; `getconf CLK_TCK` confirms it on the machine at hand).
 const clockTick = 10 * time.Millisecond
 
-// rss returns the resident set size of pid (VmRSS), in bytes.
-func rss(pid int) (int64, error) {
+// rss returns the resident set size of pids (VmRSS), together, in bytes.
+func rss(pids ...int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		n, err := rssOf(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+func rssOf(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("cannot read RSS: %w", err)
@@ -35,8 +47,21 @@ func rss(pid int) (int64, error) {
 	return 0, fmt.Errorf("cannot parse VmRSS in /proc/%d/status", pid)
 }
 
-// cpuTime returns the user+system CPU time pid has used, all threads.
-func cpuTime(pid int) (time.Duration, error) {
+// cpuTime returns the user+system CPU time pids have used, all threads,
+// together.
+func cpuTime(pids ...int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := cpuTimeOf(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+func cpuTimeOf(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("cannot read CPU time: %w", err)

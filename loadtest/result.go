@@ -41,9 +41,10 @@ type machineInfo struct {
 	Load1After  float64 `json:"load1_after"`
 }
 
-// nodeFigures are read from /proc/<pid> of the node, when it is local.
+// nodeFigures are read from /proc/<pid> of the node (of every node, summed,
+// for a cluster), when it is local.
 type nodeFigures struct {
-	Pid          int     `json:"pid"`
+	Pids         []int   `json:"pids"`
 	RSSBefore    int64   `json:"rss_before"`
 	RSSConnected int64   `json:"rss_connected"` // after connecting (idle: after -settle)
 	RSSEnd       int64   `json:"rss_end"`       // before closing the connections
@@ -218,8 +219,8 @@ func printResult(w io.Writer, r *Result) {
 			fms(s.FirstP50), fms(s.FirstP99), fms(s.FirstMax), fms(s.FanP50), fms(s.FanP99), fms(s.FanMax), s.Frames)
 	}
 	if n := r.Node; n != nil {
-		fmt.Fprintf(tw, "node\tpid %d: RSS %.1f MiB before, %.1f MiB connected (%.0f B per connection), %.1f MiB at the end; CPU %.1fs\n",
-			n.Pid, mib(n.RSSBefore), mib(n.RSSConnected), n.RSSPerConn, mib(n.RSSEnd), n.CPUSeconds)
+		fmt.Fprintf(tw, "node\tpid %v: RSS %.1f MiB before, %.1f MiB connected (%.0f B per connection), %.1f MiB at the end; CPU %.1fs\n",
+			n.Pids, mib(n.RSSBefore), mib(n.RSSConnected), n.RSSPerConn, mib(n.RSSEnd), n.CPUSeconds)
 	}
 	for kind, e := range r.Errors {
 		fmt.Fprintf(tw, "errors\t%s: %d, e.g. %s\n", kind, e.Count, e.Example)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,7 @@ type runner struct {
 	// pubSeen is pub for the progress goroutine.
 	pubSeen atomic.Pointer[publisher]
 	start   time.Time
-	node    nodeFigures // valid with o.Pid > 0
+	node    nodeFigures // valid with o.Pids
 
 	progressMu sync.Mutex
 	label      string // what the run is doing, for the progress line
@@ -40,24 +41,29 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		r.res.Machine.Load1After = load1()
 	}()
 	if o.Spawn != "" {
-		n, err := spawnNode(o.Spawn, o.ServerArgs)
+		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.Nodes)
+		defer stop()
 		if err != nil {
 			return r.res, err
 		}
-		defer n.stop()
-		o.Addr, o.Path, o.Ingest, o.Pid = n.ws, n.path, n.ingest, n.pid()
-		fmt.Fprintf(stdout, "spawned %s (pid %d): ws://%s%s, ingest %s\n", o.Spawn, o.Pid, o.Addr, o.Path, o.Ingest)
+		addrs := make([]string, len(nodes))
+		for i, n := range nodes {
+			addrs[i] = n.ws
+			o.Pids = append(o.Pids, n.pid())
+		}
+		o.Addr, o.Path, o.Ingest = strings.Join(addrs, ","), nodes[0].path, nodes[0].ingest
+		fmt.Fprintf(stdout, "spawned %s (pid %v): ws://%s%s, ingest %s\n", o.Spawn, o.Pids, o.Addr, o.Path, o.Ingest)
 	}
-	if o.Pid > 0 {
-		r.node.Pid = o.Pid
-		r.node.RSSBefore, _ = rss(o.Pid)
+	if len(o.Pids) > 0 {
+		r.node.Pids = o.Pids
+		r.node.RSSBefore, _ = rss(o.Pids...)
 		r.res.Node = &r.node
-		cpu0, err := cpuTime(o.Pid)
+		cpu0, err := cpuTime(o.Pids...)
 		if err != nil {
 			return r.res, err
 		}
 		defer func() {
-			if cpu1, err := cpuTime(o.Pid); err == nil {
+			if cpu1, err := cpuTime(o.Pids...); err == nil {
 				r.node.CPUSeconds = (cpu1 - cpu0).Seconds()
 			}
 		}()
@@ -140,7 +146,7 @@ func (r *runner) connect(ctx context.Context) error {
 	}
 	c.RatePerS = float64(c.Up) / secs
 	r.res.Connect = c
-	if o.Pid > 0 {
+	if len(o.Pids) > 0 {
 		if o.Scenario == "idle" && o.Settle > 0 {
 			// The node's heap settles (GC, scavenger) a few seconds after
 			// the burst of upgrades.
@@ -149,7 +155,7 @@ func (r *runner) connect(ctx context.Context) error {
 				return err
 			}
 		}
-		r.node.RSSConnected, _ = rss(o.Pid)
+		r.node.RSSConnected, _ = rss(o.Pids...)
 		if c.Up > 0 {
 			r.node.RSSPerConn = float64(r.node.RSSConnected-r.node.RSSBefore) / float64(c.Up)
 		}
@@ -185,8 +191,8 @@ func (r *runner) idle(ctx context.Context) error {
 	if err := r.hold(ctx, r.o.Duration); err != nil {
 		return err
 	}
-	if r.o.Pid > 0 {
-		r.node.RSSEnd, _ = rss(r.o.Pid)
+	if len(r.o.Pids) > 0 {
+		r.node.RSSEnd, _ = rss(r.o.Pids...)
 	}
 	return nil
 }
@@ -233,8 +239,8 @@ type cpuSnap struct{ node, loadgen, busy time.Duration }
 
 func (r *runner) cpuSnapshot() cpuSnap {
 	var s cpuSnap
-	if r.o.Pid > 0 {
-		s.node, _ = cpuTime(r.o.Pid)
+	if len(r.o.Pids) > 0 {
+		s.node, _ = cpuTime(r.o.Pids...)
 	}
 	s.loadgen, _ = cpuTime(os.Getpid())
 	if r.f != nil {
@@ -384,8 +390,8 @@ func (r *runner) publishOnly(ctx context.Context) error {
 // the targets.
 func (r *runner) finish() error {
 	r.stopWatch()
-	if r.o.Pid > 0 && r.node.RSSEnd == 0 {
-		r.node.RSSEnd, _ = rss(r.o.Pid)
+	if len(r.o.Pids) > 0 && r.node.RSSEnd == 0 {
+		r.node.RSSEnd, _ = rss(r.o.Pids...)
 	}
 	reps, err := r.f.call(command{Op: "close"})
 	if err != nil {
@@ -534,9 +540,9 @@ func (r *runner) watch(ctx context.Context, w io.Writer) func() {
 			} else if pub := r.pubSeen.Load(); pub != nil {
 				line += fmt.Sprintf(": %d frames", pub.frames())
 			}
-			if r.o.Pid > 0 {
-				rs, _ := rss(r.o.Pid)
-				cpu, _ := cpuTime(r.o.Pid)
+			if len(r.o.Pids) > 0 {
+				rs, _ := rss(r.o.Pids...)
+				cpu, _ := cpuTime(r.o.Pids...)
 				if last.cpu > 0 {
 					line += fmt.Sprintf(", node %.0f MiB %.0f%% CPU", mib(rs), 100*(cpu-last.cpu).Seconds()/dt)
 				}

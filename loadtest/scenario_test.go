@@ -70,6 +70,27 @@ func TestSmokeChurn(t *testing.T) {
 	}
 }
 
+// TestSmokeChurnCluster: the same against two nodes on one NATS JetStream
+// server (-nodes 2): clients spread over both, each reconnect moves to the
+// other node and resumes there; the cities' seqs are the stream's, which
+// skip, and the accounting still comes out exact.
+func TestSmokeChurnCluster(t *testing.T) {
+	o := smoke(t, "churn")
+	o.Spawn = nodeBinary(t)
+	o.Nodes = 2
+	o.Rates = []float64{20}
+	o.ChurnRate = 300
+	res := runScenario(t, o)
+	mustPass(t, res, append(accountingChecks, "clients reconnected", "every resume served from the ring")...)
+	a := res.Accounting["readers"]
+	if a.Resumes < 200 || a.Resumes+uint64(o.Conns) != a.Dials {
+		t.Errorf("%d dials, %d resumes: want ~300 reconnects, each resumed on the other node", a.Dials, a.Resumes)
+	}
+	if res.Node == nil || len(res.Node.Pids) != 2 {
+		t.Errorf("node figures %+v: want both nodes'", res.Node)
+	}
+}
+
 func TestSmokeSlowConsumers(t *testing.T) {
 	o := smoke(t, "slow-consumers")
 	o.Spawn = nodeBinary(t)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // node is a metrocast process started for the run (-spawn).
@@ -116,4 +118,48 @@ func (n *node) stop() {
 		_ = n.cmd.Process.Kill()
 		<-n.exited
 	}
+}
+
+// spawnNodes starts count nodes of bin: one alone, or a cluster on a NATS
+// JetStream server run inside this process, on a loopback port with its
+// store in a temporary directory. stop stops them all, NATS last.
+func spawnNodes(bin, extra string, count int) (nodes []*node, stop func(), err error) {
+	var ns *natsserver.Server
+	var dir string
+	stop = func() {
+		for _, n := range nodes {
+			n.stop()
+		}
+		if ns != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	if count > 1 {
+		if dir, err = os.MkdirTemp("", "loadtest-nats-"); err != nil {
+			return nil, stop, err
+		}
+		ns, err = natsserver.NewServer(&natsserver.Options{
+			Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+		})
+		if err != nil {
+			return nil, stop, fmt.Errorf("cannot create the NATS server: %w", err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(30 * time.Second) {
+			return nil, stop, errors.New("the NATS server did not start within 30s")
+		}
+		extra += " -nats " + ns.ClientURL()
+	}
+	for range count {
+		n, err := spawnNode(bin, extra)
+		if err != nil {
+			return nodes, stop, err
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, stop, nil
 }

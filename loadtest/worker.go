@@ -310,12 +310,12 @@ func (w *worker) dialAll(rate float64) {
 }
 
 // dial opens the TCP connection of c.
-func (w *worker) dial(c *client) (net.Conn, error) {
+func (w *worker) dial(c *client, addr string) (net.Conn, error) {
 	rcvbuf := 0
 	if c.slow {
 		rcvbuf = w.o.SlowRcvBuf
 	}
-	return w.d.dial(w.ctx, c.idx, rcvbuf)
+	return w.d.dial(w.ctx, addr, c.idx, rcvbuf)
 }
 
 // sample records the latency of a frame sent at sent (Unix ns), whose bytes
