@@ -60,6 +60,8 @@ func steps(quick bool) []step {
 				"-duration", "500ms", "-warmup", "200ms", "-server-args", slowNodeArgs}, 2 * time.Second},
 			{"spike", "spike ×10", "spike", []string{"-conns", "200", "-rate", "2", "-duration", "500ms", "-spike-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
 			{"ceiling", "connection ceiling", "idle", []string{"-conns", "400", "-procs", "2", "-settle", "0s", "-duration", "100ms"}, 2 * time.Second},
+			{"cluster", "cluster of 2, churn across nodes", "churn", []string{"-nodes", "2", "-conns", "240", "-cities", "12", "-rate", "5",
+				"-churn-rate", "100", "-duration", "500ms", "-warmup", "200ms"}, 3 * time.Second},
 		}
 	}
 	return []step{
@@ -74,6 +76,10 @@ func steps(quick bool) []step {
 			"-duration", "5s", "-spike-duration", "3s"}, 20 * time.Second},
 		{"ceiling", "connection ceiling", "idle", []string{"-conns", strconv.Itoa(ceilingConns), "-procs", "2",
 			"-conn-rate", "2500", "-settle", "5s", "-duration", "2s"}, 20 * time.Second},
+		// The nominal load through NATS JetStream on two nodes, every
+		// reconnect resumed on the other node.
+		{"cluster", "cluster of 2, churn across nodes", "churn", []string{"-nodes", "2", "-conns", strconv.Itoa(sweepConns),
+			"-cities", strconv.Itoa(sweepCities), "-rate", strconv.Itoa(nominalRate), "-churn-rate", "200", "-duration", "10s"}, 30 * time.Second},
 	}
 }
 
