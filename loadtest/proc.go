@@ -14,14 +14,21 @@ import (
 const clockTick = 10 * time.Millisecond
 
 // rss returns the resident set size of pids (VmRSS), together, in bytes.
-func rss(pids ...int) (int64, error) {
-	var sum int64
+func rss(pids ...int) (int64, error) { return sumOver(pids, rssOf) }
+
+// cpuTime returns the user+system CPU time pids have used, all threads,
+// together.
+func cpuTime(pids ...int) (time.Duration, error) { return sumOver(pids, cpuTimeOf) }
+
+// sumOver adds up f of each pid.
+func sumOver[T int64 | time.Duration](pids []int, f func(int) (T, error)) (T, error) {
+	var sum T
 	for _, pid := range pids {
-		n, err := rssOf(pid)
+		v, err := f(pid)
 		if err != nil {
 			return 0, err
 		}
-		sum += n
+		sum += v
 	}
 	return sum, nil
 }
@@ -45,20 +52,6 @@ func rssOf(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("cannot parse VmRSS in /proc/%d/status", pid)
-}
-
-// cpuTime returns the user+system CPU time pids have used, all threads,
-// together.
-func cpuTime(pids ...int) (time.Duration, error) {
-	var sum time.Duration
-	for _, pid := range pids {
-		d, err := cpuTimeOf(pid)
-		if err != nil {
-			return 0, err
-		}
-		sum += d
-	}
-	return sum, nil
 }
 
 func cpuTimeOf(pid int) (time.Duration, error) {
