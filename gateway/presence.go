@@ -17,9 +17,9 @@ import (
 // connections (tabs) they hold, on this node or, in cluster mode, on
 // others (see clusterpresence.go). Joins and leaves are coalesced: they
 // accumulate between housekeeping ticks and go out as at most one
-// user_joined and one user_left message per city per tick, where a leave
-// and a rejoin within the tick cancel out, so a reconnect storm costs
-// the other watchers nothing.
+// user_joined and one user_left message (or one snapshot) per city per
+// tick, where a leave and a rejoin within the tick cancel out, so a
+// reconnect storm costs the other watchers nothing.
 const (
 	// presenceMaxListed bounds the users a presence message names; the
 	// others are counted in "more".
