@@ -36,7 +36,9 @@ const readTimeout = 5 * time.Second
 // anonymous with every city.
 func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	cfg.Addr = "127.0.0.1:0"
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
 	cfg.AdminAddr = "127.0.0.1:0"
 	if cfg.IngestAddr == "" {
 		cfg.IngestAddr = "127.0.0.1:0"

@@ -60,13 +60,16 @@ func newIPLimiter(max int) *ipLimiter {
 }
 
 // ipKey is the address a connection counts against.
-func ipKey(a net.Addr) netip.Addr {
+func ipKey(a net.Addr) netip.Addr { return limitKey(peerAddr(a)) }
+
+// peerAddr is a connection's remote address (IPv4 unmapped).
+func peerAddr(a net.Addr) netip.Addr {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
 		return netip.Addr{}
 	}
 	ip, _ := netip.AddrFromSlice(ta.IP)
-	return limitKey(ip)
+	return ip.Unmap()
 }
 
 // limitKey is the key ip counts against: itself, or its /64 for IPv6.

@@ -360,3 +360,27 @@ func TestTrustedProxy(t *testing.T) {
 		t.Fatalf("%d handshake failures, want the 3 malformed headers", got)
 	}
 }
+
+// TestTrustedProxyIPv6: a trusted IPv6 proxy listed by its own address
+// (not its /64) is trusted.
+func TestTrustedProxyIPv6(t *testing.T) {
+	t.Parallel()
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %s", err)
+	} else {
+		_ = ln.Close()
+	}
+	s := startServer(t, Config{Addr: "[::1]:0", MaxConnsPerIP: 1, TrustedProxies: []string{"::1"}})
+	for _, xff := range []string{"203.0.113.7", "203.0.113.8"} {
+		c, err := net.DialTimeout("tcp", s.Addr().String(), readTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		r := &rawConn{c: c, br: bufio.NewReader(c)}
+		r.write(t, []byte(upgradeRequest("/ws", "X-Forwarded-For: "+xff+"\r\n")))
+		if got := r.response(t).StatusCode; got != http.StatusSwitchingProtocols {
+			t.Fatalf("%s through the proxy [::1]: status %d, want 101", xff, got)
+		}
+	}
+}

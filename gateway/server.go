@@ -322,12 +322,14 @@ func (s *Server) admit(cn *conn) {
 		cn.flags |= flagRefuseFull
 		return
 	}
-	peer := ipKey(cn.c.RemoteAddr())
+	// The proxy's own address, not its /64: a trusted IPv6 proxy may be
+	// listed alone.
+	peer := peerAddr(cn.c.RemoteAddr())
 	if len(s.proxies) > 0 && s.proxies.trusts(peer) {
 		cn.flags |= flagAdmitted | flagProxied
 		return
 	}
-	if !s.ips.acquire(peer) {
+	if !s.ips.acquire(limitKey(peer)) {
 		s.admitted.Add(-1)
 		cn.flags |= flagRefuseIP
 		return
