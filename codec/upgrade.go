@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -154,6 +155,11 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 			return "", true
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !validKeys(head) {
+				// gobwas/ws checks the key's length only.
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+					ws.RejectionReason("bad Sec-WebSocket-Key: must be 16 bytes in base64"))
+			}
 			switch {
 			case headerToken != "":
 				up.Token = headerToken
@@ -226,6 +232,26 @@ func hasHeader(head []byte, name string) bool {
 		}
 	}
 	return false
+}
+
+// validKeys reports whether every Sec-WebSocket-Key header of head is 16
+// bytes in base64, as RFC 6455 §4.2.1 requires. It allocates nothing.
+func validKeys(head []byte) bool {
+	const name = "sec-websocket-key:"
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if len(line) < len(name) || !strings.EqualFold(string(line[:len(name)]), name) {
+			continue
+		}
+		var key [18]byte
+		v := bytes.TrimSpace(line[len(name):])
+		if base64.StdEncoding.DecodedLen(len(v)) > len(key) {
+			return false
+		}
+		if n, err := base64.StdEncoding.Decode(key[:], v); err != nil || n != 16 {
+			return false
+		}
+	}
+	return true
 }
 
 func appendHTTPError(dst []byte, code int, headers, body string) []byte {

@@ -161,6 +161,9 @@ func TestUpgrade(t *testing.T) {
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: "), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ"), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==="), http.StatusBadRequest, true)
+	// 24 characters, as gobwas/ws checks, but not 16 bytes in base64.
+	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQxx"), http.StatusBadRequest, true)
+	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!=="), http.StatusBadRequest, true)
 	// Sec-WebSocket-Version: absent is 400, another version is 426 with
 	// the one we speak.
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Version: -"), http.StatusBadRequest, true)
@@ -461,7 +464,7 @@ func FuzzUpgrade(f *testing.F) {
 		}
 		r := readResponse(t, resp)
 		if err == nil {
-			if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101 ")) || r.Header.Get("Sec-WebSocket-Accept") == "" {
+			if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101 ")) || r.Header.Get("Sec-WebSocket-Accept") == "" || !validKeys(head) {
 				t.Fatalf("Upgrade(%q) accepted with %q", head, resp)
 			}
 			if _, ok := r.Header["Sec-Websocket-Extensions"]; ok {
