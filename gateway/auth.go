@@ -62,6 +62,7 @@ const (
 	authRequired      = "auth_required"       // a message other than auth before the token
 	authTimeout       = "auth_timeout"        // no token within Config.AuthTimeout
 	authSubMismatch   = "sub_mismatch"        // a refresh for another subject
+	authRevoked       = "token_revoked"       // its sub or jti is in auth_revoked_file (revoke.go)
 )
 
 // authError is a refused token: code says which auth_error it is.
@@ -94,10 +95,11 @@ func authCode(err error) string {
 }
 
 // grant is what an accepted token allows. It is immutable and kept by the
-// connections it authenticated, so it is small: a subject, an expiry and the
-// cities as one string.
+// connections it authenticated, so it is small: a subject, the token's id,
+// an expiry and the cities as one string.
 type grant struct {
 	sub string
+	jti string // the token's id; "" without one
 	// exp is the token's expiry in Unix nanoseconds; 0 never expires.
 	exp int64
 	// cities is the allowed cities joined with commas; unused with all.
@@ -108,8 +110,8 @@ type grant struct {
 // anonymous is the grant of every client of an insecure node.
 var anonymous = &grant{sub: "anonymous", all: true}
 
-func newGrant(sub string, exp time.Time, cities []string) *grant {
-	g := &grant{sub: sub, exp: exp.UnixNano()}
+func newGrant(c *Claims, cities []string) *grant {
+	g := &grant{sub: c.Subject, jti: c.ID, exp: c.ExpiresAt.UnixNano()}
 	if slices.Contains(cities, AnyCity) {
 		g.all = true
 	} else {
@@ -171,6 +173,9 @@ func (a *authenticator) verify(token string) (*Claims, error) {
 	if _, err := ks.parser.ParseWithClaims(token, c, ks.keyFor); err != nil {
 		return nil, &authError{code: authCode(err), err: err}
 	}
+	if ks.revoked.revokes(c.Subject, c.ID) {
+		return nil, authErrorf(authRevoked, "the token was revoked")
+	}
 	return c, nil
 }
 
@@ -183,7 +188,7 @@ func (a *authenticator) clientGrant(token string) (*grant, error) {
 	if len(c.Cities) == 0 {
 		return nil, authErrorf(authInvalidClaims, "the token grants no cities (claim \"cities\")")
 	}
-	return newGrant(c.Subject, c.ExpiresAt.Time, c.Cities), nil
+	return newGrant(c, c.Cities), nil
 }
 
 // producerGrant verifies a producer's token.
@@ -195,7 +200,7 @@ func (a *authenticator) producerGrant(token string) (*grant, error) {
 	if len(c.Publish) == 0 {
 		return nil, authErrorf(authInvalidClaims, "the token grants no publishing (claim \"publish\")")
 	}
-	return newGrant(c.Subject, c.ExpiresAt.Time, c.Publish), nil
+	return newGrant(c, c.Publish), nil
 }
 
 // keyFor picks the key for a token: the one named by its kid, or, without a
@@ -273,10 +278,12 @@ const (
 )
 
 // ReloadKeys reads the key files again (Config.AuthHMACSecretFile,
-// Config.AuthKeys) and swaps the key set in one step: tokens signed with a
-// new key are accepted from then on, tokens of a removed key are refused
-// (connections already open keep their grant until it expires). On error the
-// old keys stay. The binary calls it on SIGHUP. Safe for concurrent use.
+// Config.AuthKeys) and the revocation list (Config.AuthRevokedFile) and
+// swaps them in one step: tokens signed with a new key are accepted from
+// then on, tokens of a removed key are refused (connections already open
+// keep their grant until it expires), and connections and producers
+// holding a revoked token are closed. On error the old set stays. The
+// binary calls it on SIGHUP. Safe for concurrent use.
 func (s *Server) ReloadKeys() error {
 	if s.auth == nil {
 		return errors.New("no keys to reload: the node runs insecure")
@@ -286,6 +293,7 @@ func (s *Server) ReloadKeys() error {
 		return err
 	}
 	s.auth.keys.Store(ks)
-	s.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.kids())
+	s.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.kids(),
+		"revoked", len(ks.revoked.subs)+len(ks.revoked.jtis))
 	return nil
 }

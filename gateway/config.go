@@ -110,6 +110,10 @@ type Config struct {
 	// TokenGrace is how long after its token expires a connection that has
 	// not refreshed it is closed (4001). Default 30s.
 	TokenGrace time.Duration
+	// AuthRevokedFile lists revoked subjects and token ids ("sub alice",
+	// "jti 3f2b", one per line; see revoke.go), re-read with the keys on
+	// SIGHUP. Empty: none.
+	AuthRevokedFile string
 	// AllowedOrigins lists the Origin values a browser may connect from:
 	// "https://dash.example.com", "https://*.example.com" (any subdomain)
 	// or "*". Requests without an Origin (not from a browser) always pass.
@@ -276,6 +280,7 @@ func (c *Config) Validate() error {
 	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
 	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys) are exclusive")
 	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys); set insecure to admit anonymous clients")
+	check(c.AuthRevokedFile == "" || c.hasKeys(), "auth_revoked_file needs auth keys: an insecure node checks no token")
 	check(c.AuthLeeway >= 0 && c.AuthLeeway <= 10*time.Minute, "auth_leeway (%s) must be in [0, 10m]", c.AuthLeeway)
 	check(c.AuthTimeout > 0, "auth_timeout (%s) must be > 0", c.AuthTimeout)
 	check(c.TokenExpiryWarning > 0, "token_expiry_warning (%s) must be > 0", c.TokenExpiryWarning)

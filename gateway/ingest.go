@@ -53,8 +53,9 @@ type producerConn struct {
 	sub       string // the token's subject, once authenticated
 	needToken bool   // the first line must be {"auth":…}
 
-	grant *grant // nil on a port without tokens
-	rate  bucket // IngestMaxRate pacing
+	grant *grant  // nil on a port without tokens
+	keys  *keySet // the key set grant was last checked against (revocation)
+	rate  bucket  // IngestMaxRate pacing
 	errs  bucket // bad lines (IngestMaxErrors)
 
 	lines     atomic.Uint64
@@ -336,10 +337,22 @@ func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 		q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: "+err.Error(), 0), false)
 		return true
 	}
+	p.keys = p.in.s.auth.keys.Load()
 	p.in.mu.Lock()
 	p.sub = p.grant.sub
 	p.in.mu.Unlock()
 	return false
+}
+
+// revoked reports whether the producer's token was revoked by a reload
+// since it was last checked: one atomic load per line otherwise.
+func (p *producerConn) revoked() bool {
+	ks := p.in.s.auth.keys.Load()
+	if ks == p.keys {
+		return false
+	}
+	p.keys = ks
+	return ks.revoked.revokes(p.grant.sub, p.grant.jti)
 }
 
 // line publishes one ingest line and queues its answer: an ack if the line
@@ -351,6 +364,11 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	if g := p.grant; g != nil && time.Now().UnixNano() > g.exp+int64(in.s.cfg.TokenGrace) {
 		in.authFailures.Add(1)
 		q.answer(codec.AppendIngestError(q.scratch(), "the token expired: reconnect with a new one", 0), false)
+		return true
+	}
+	if p.grant != nil && p.revoked() {
+		in.authFailures.Add(1)
+		q.answer(codec.AppendIngestError(q.scratch(), "the token was revoked", 0), false)
 		return true
 	}
 	msg, err := codec.ParseIngest(line)

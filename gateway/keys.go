@@ -24,11 +24,12 @@ type key struct {
 	key  any // []byte, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
 }
 
-// keySet is the keys in force and a parser that accepts exactly their
-// algorithms. Immutable once built.
+// keySet is the keys in force, a parser that accepts exactly their
+// algorithms, and the revoked tokens. Immutable once built.
 type keySet struct {
-	keys   []key
-	parser *jwt.Parser
+	keys    []key
+	parser  *jwt.Parser
+	revoked revocations
 }
 
 func (ks *keySet) kids() []string {
@@ -130,6 +131,10 @@ func loadKeys(cfg *Config) (*keySet, error) {
 		opts = append(opts, jwt.WithIssuer(cfg.AuthIssuer))
 	}
 	ks.parser = jwt.NewParser(opts...)
+	var err error
+	if ks.revoked, err = loadRevocations(cfg); err != nil {
+		return nil, err
+	}
 	return ks, nil
 }
 

@@ -58,6 +58,7 @@ type loop struct {
 	untilSample int     // write batches until the next latency sample
 	drainBegun  bool    // drainTotal is set
 	drainTotal  int     // connections held when the drain began
+	keys        *keySet // the key set housekeeping last checked grants against
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
@@ -338,6 +339,7 @@ func (l *loop) housekeeping(context.Context) error {
 	cfg := l.cfg
 	l.now = time.Now().UnixNano()
 	ping := int64(cfg.PingInterval)
+	revoked := l.newRevocations()
 	l.iterating = true
 	for _, cn := range l.conns {
 		switch cn.state {
@@ -353,6 +355,11 @@ func (l *loop) housekeeping(context.Context) error {
 				l.closeConn(cn, CloseHandshakeTimeout)
 			}
 		case stateOpen:
+			if revoked != nil && cn.grant != nil && revoked.revokes(cn.grant.sub, cn.grant.jti) {
+				cn.authFail(authRevoked, "the token was revoked")
+				_ = l.el.Close(cn.c)
+				continue
+			}
 			if !l.checkToken(cn) {
 				continue
 			}
@@ -384,6 +391,25 @@ func (l *loop) housekeeping(context.Context) error {
 		l.wbuf = nil
 	}
 	return nil
+}
+
+// newRevocations returns the revocation list when it changed since the
+// loop last looked (a reload, Server.ReloadKeys) and revokes something, so
+// that housekeeping checks every connection against it once; else nil.
+// Runs on the loop.
+func (l *loop) newRevocations() *revocations {
+	if l.s.auth == nil {
+		return nil
+	}
+	ks := l.s.auth.keys.Load()
+	if ks == l.keys {
+		return nil
+	}
+	l.keys = ks
+	if ks.revoked.empty() {
+		return nil
+	}
+	return &ks.revoked
 }
 
 // refuseWait bounds how long a connection refused for a limit (503, 429)

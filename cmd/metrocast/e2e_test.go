@@ -24,7 +24,8 @@ import (
 // TestBinaryEndToEnd runs the real binary as a user would: serve with a
 // config file and a key, a token from `metrocast token`, a WebSocket client,
 // `metrocast push`, a scrape of /metrics, SIGHUP after editing the file and
-// rotating the key, then SIGTERM.
+// rotating the key and revoking a user (whose connection closes), then
+// SIGTERM.
 func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -51,22 +52,26 @@ func TestBinaryEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	token := func() string {
+	token := func(sub string) string {
 		t.Helper()
-		out, err := exec.Command(bin, "token", "-auth-hmac-secret-file", secret, "-sub", "e2e", "-cities", "nairobi", "-ttl", "1h").Output()
+		out, err := exec.Command(bin, "token", "-auth-hmac-secret-file", secret, "-sub", sub, "-cities", "nairobi", "-ttl", "1h").Output()
 		if err != nil {
 			t.Fatalf("token: %v", err)
 		}
 		return strings.TrimSpace(string(out))
 	}
 	writeSecret("first-secret-first-secret-first-secret")
-	firstToken := token()
+	firstToken, malloryToken := token("e2e"), token("mallory")
+	revoked := filepath.Join(dir, "revoked")
+	if err := os.WriteFile(revoked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	cfgPath := filepath.Join(dir, "metrocast.yaml")
 	writeFile := func(extra string) {
 		t.Helper()
 		text := "addr: 127.0.0.1:0\nadmin_addr: 127.0.0.1:0\nloops: 2\ndrain_window: 1s\nlog_format: json\n" +
-			"auth_hmac_secret_file: " + secret + "\n" + extra
+			"auth_hmac_secret_file: " + secret + "\nauth_revoked_file: " + revoked + "\n" + extra
 		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -156,13 +161,34 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Errorf("closed after %d bad messages, want 2 (max_client_errors reloaded)", sent+1)
 	}
 
-	// Rotate the secret: after SIGHUP new tokens pass and old ones fail.
+	// Rotate the secret and revoke mallory: after SIGHUP new tokens pass,
+	// old ones fail, and mallory's open connection is closed.
+	mallory := dialWS(t, wsURL+"?cities=nairobi&token="+malloryToken)
+	expectType(t, mallory, "subscribed")
 	writeSecret("second-secret-second-secret-second-secret")
-	secondToken := token()
+	secondToken := token("e2e")
+	if err := os.WriteFile(revoked, []byte("sub mallory\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	logs.wait(t, "auth keys reloaded")
+	for {
+		_, b, err := mallory.ReadMessage()
+		if err != nil {
+			t.Fatalf("mallory after the revocation: %v, want auth_error token_revoked", err)
+		}
+		if strings.Contains(string(b), `"auth_error"`) {
+			if !strings.Contains(string(b), `"token_revoked"`) {
+				t.Fatalf("mallory got %s", b)
+			}
+			break
+		}
+	}
+	if _, _, err := mallory.ReadMessage(); !websocket.IsCloseError(err, 4001) {
+		t.Fatalf("mallory's connection after auth_error: %v, want close 4001", err)
+	}
 	if c, _, err := websocket.DefaultDialer.Dial(wsURL+"?token="+secondToken, nil); err != nil {
 		t.Fatalf("new token after the rotation: %v", err)
 	} else {
