@@ -56,7 +56,7 @@ type producerConn struct {
 	grant *grant  // nil on a port without tokens
 	keys  *keySet // the key set grant was last checked against (revocation)
 	rate  bucket  // IngestMaxRate pacing
-	errs  bucket // bad lines (IngestMaxErrors)
+	errs  bucket  // bad lines (IngestMaxErrors)
 
 	lines     atomic.Uint64
 	bytes     atomic.Uint64
