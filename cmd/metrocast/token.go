@@ -32,6 +32,7 @@ func runToken(args []string, stdout io.Writer) error {
 		ttl     = fs.Duration("ttl", time.Hour, "lifetime: exp = now + ttl")
 		aud     = fs.String("aud", "", "audience claim (a node with -auth-audience wants it)")
 		iss     = fs.String("iss", "", "issuer claim (a node with -auth-issuer wants it)")
+		jti     = fs.String("jti", "", "token id claim, so that this token alone can be revoked (auth_revoked_file: jti <id>)")
 		kid     = fs.String("kid", "", "key id in the header: the name of the node's PEM file, or a JWKS kid")
 		alg     = fs.String("alg", "HS256", "HMAC algorithm with a secret: HS256, HS384 or HS512")
 		secretF = fs.String("auth-hmac-secret-file", "", "file holding the HMAC secret (else METROCAST_AUTH_HMAC_SECRET)")
@@ -71,6 +72,7 @@ flags:
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   *sub,
 			Issuer:    *iss,
+			ID:        *jti,
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(*ttl)),
 		},

@@ -60,8 +60,8 @@ func TestTokenCommand(t *testing.T) {
 			t.Fatalf("exp in %s, want 1h", d)
 		}
 	})
-	f("-auth-hmac-secret-file "+secretFile+" -alg HS512 -sub p -publish * -aud dash -iss me", secret, "HS512", func(c *gateway.Claims) {
-		if !slices.Equal(c.Publish, []string{"*"}) || c.Issuer != "me" || !slices.Equal(c.Audience, jwt.ClaimStrings{"dash"}) {
+	f("-auth-hmac-secret-file "+secretFile+" -alg HS512 -sub p -publish * -aud dash -iss me -jti t-1", secret, "HS512", func(c *gateway.Claims) {
+		if !slices.Equal(c.Publish, []string{"*"}) || c.Issuer != "me" || !slices.Equal(c.Audience, jwt.ClaimStrings{"dash"}) || c.ID != "t-1" {
 			t.Fatalf("claims %+v", c)
 		}
 	})
