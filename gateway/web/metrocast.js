@@ -364,7 +364,9 @@ export class Metrocast {
         break;
       case "auth_error":
         this.emit("auth_error", m);
-        if (m.code === "token_expired") this.token = undefined;
+        // A token that expired or was revoked is not offered again: the
+        // next connection asks getToken for a new one.
+        if (m.code === "token_expired" || m.code === "token_revoked") this.token = undefined;
         break;
       case "error":
         this.emit("error", m);

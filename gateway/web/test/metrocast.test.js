@@ -306,6 +306,21 @@ test("token refresh: getToken before connecting without a token, before exp, and
   assert.equal(tokenExpiry("not-a-jwt"), undefined);
 });
 
+test("a revoked token is dropped: the reconnect asks getToken for a new one", async () => {
+  let n = 0;
+  const { mc, made, clock } = client({ token: undefined, getToken: async () => "t" + n++, pingIntervalMs: 1e9 });
+  mc.connect();
+  await flush();
+  made[0].serverOpen();
+  made[0].serverSend({ type: "auth_error", code: "token_revoked", message: "the token was revoked" });
+  made[0].serverClose(4001);
+  clock.advance(60_000);
+  await flush();
+  assert.equal(n, 2, "a second token fetched");
+  assert.deepEqual(made[1].protocols, ["metrocast", "bearer.t1"]);
+  mc.close();
+});
+
 test("maxRetries gives up; unlimited by default", async () => {
   const { mc, made, clock } = client({ maxRetries: 2 });
   const errors = [];
