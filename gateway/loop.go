@@ -355,12 +355,7 @@ func (l *loop) housekeeping(context.Context) error {
 				l.closeConn(cn, CloseHandshakeTimeout)
 			}
 		case stateOpen:
-			if revoked != nil && cn.grant != nil && revoked.revokes(cn.grant.sub, cn.grant.jti) {
-				cn.authFail(authRevoked, "the token was revoked")
-				_ = l.el.Close(cn.c)
-				continue
-			}
-			if !l.checkToken(cn) {
+			if !l.checkToken(cn, revoked) {
 				continue
 			}
 			switch idle := l.now - cn.lastRead; {
@@ -416,12 +411,14 @@ func (l *loop) newRevocations() *revocations {
 // may take to send its request before it is closed without an answer.
 const refuseWait = time.Second
 
-// checkToken enforces the auth time-out and the token's expiry: an
-// unauthenticated connection past AuthTimeout, or one whose token expired
-// more than TokenGrace ago, gets auth_error and is closed (4001); one whose
-// token expires within TokenExpiryWarning is told once (token_expiring).
-// It reports whether cn is still open. Runs on the loop, in housekeeping.
-func (l *loop) checkToken(cn *conn) bool {
+// checkToken enforces the auth time-out, revocation and the token's
+// expiry: an unauthenticated connection past AuthTimeout, one whose token
+// revoked revokes (nil: no new revocations to check), or one whose token
+// expired more than TokenGrace ago, gets auth_error and is closed (4001);
+// one whose token expires within TokenExpiryWarning is told once
+// (token_expiring). It reports whether cn is still open. Runs on the loop,
+// in housekeeping.
+func (l *loop) checkToken(cn *conn, revoked *revocations) bool {
 	cfg := &l.s.cfg
 	g := cn.grant
 	switch {
@@ -430,6 +427,8 @@ func (l *loop) checkToken(cn *conn) bool {
 			return true
 		}
 		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
+	case revoked != nil && revoked.revokes(g.sub, g.jti):
+		cn.authFail(authRevoked, "the token was revoked")
 	case g.exp == 0 || l.now < g.exp-int64(cfg.TokenExpiryWarning):
 		return true
 	case l.now <= g.exp+int64(cfg.TokenGrace):
