@@ -83,6 +83,17 @@ func (v *view) until(count int, users ...string) {
 	}
 }
 
+// watchBoth connects user1 to a and user2 to b, both watching city, and
+// waits until each sees the two of them.
+func watchBoth(t testing.TB, a, b *Server, city, user1, user2 string) (*view, *view) {
+	t.Helper()
+	v1, v2 := watch(t, a, user1, city), watch(t, b, user2, city)
+	both := []string{min(user1, user2), max(user1, user2)}
+	v1.until(2, both...)
+	v2.until(2, both...)
+	return v1, v2
+}
+
 // holders is how many holders (local connections and nodes) s counts for
 // user among city's watchers.
 func holders(s *Server, city, user string) int {
@@ -173,10 +184,7 @@ func TestClusterPresenceCutOff(t *testing.T) {
 	t.Parallel()
 	ns, a, c := presenceCluster(t, time.Second)
 
-	erin := watch(t, a, "erin", "pk")
-	dave := watch(t, c, "dave", "pk")
-	dave.until(2, "dave", "erin")
-	erin.until(2, "dave", "erin")
+	erin, _ := watchBoth(t, a, c, "pk", "erin", "dave")
 	// Refreshes keep a share: after three of c's (a TTL), dave is still
 	// there when frank joins.
 	kv := presenceKV(t, ns, c)
@@ -209,10 +217,7 @@ func TestClusterPresenceCutOff(t *testing.T) {
 func TestClusterPresenceNATSRestart(t *testing.T) {
 	t.Parallel()
 	ns, a, b := presenceCluster(t, time.Second)
-	alice := watch(t, a, "alice", "pn")
-	bob := watch(t, b, "bob", "pn")
-	alice.until(2, "alice", "bob")
-	bob.until(2, "alice", "bob")
+	alice, bob := watchBoth(t, a, b, "pn", "alice", "bob")
 
 	ns.stop()
 	alice.until(1, "alice")
