@@ -337,15 +337,16 @@ func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 		q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: "+err.Error(), 0), false)
 		return true
 	}
-	p.keys = p.in.s.auth.keys.Load()
 	p.in.mu.Lock()
 	p.sub = p.grant.sub
 	p.in.mu.Unlock()
 	return false
 }
 
-// revoked reports whether the producer's token was revoked by a reload
-// since it was last checked: one atomic load per line otherwise.
+// revoked reports whether the producer's token is revoked by the key set in
+// force, checked at the first line and after each reload: one atomic load
+// per line otherwise. (Not at authentication: a reload may come between
+// the token's check and the key set this would record.)
 func (p *producerConn) revoked() bool {
 	ks := p.in.s.auth.keys.Load()
 	if ks == p.keys {
