@@ -114,6 +114,10 @@ type Config struct {
 	// "jti 3f2b", one per line; see revoke.go), re-read with the keys on
 	// SIGHUP. Empty: none.
 	AuthRevokedFile string
+	// AuthReloadInterval, when set, has the node look at the auth files
+	// (secret file, key files, revocation file) this often and reload them
+	// when one changed, as SIGHUP does. Zero: on SIGHUP only.
+	AuthReloadInterval time.Duration
 	// AllowedOrigins lists the Origin values a browser may connect from:
 	// "https://dash.example.com", "https://*.example.com" (any subdomain)
 	// or "*". Requests without an Origin (not from a browser) always pass.
@@ -281,6 +285,8 @@ func (c *Config) Validate() error {
 	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys) are exclusive")
 	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys); set insecure to admit anonymous clients")
 	check(c.AuthRevokedFile == "" || c.hasKeys(), "auth_revoked_file needs auth keys: an insecure node checks no token")
+	check(c.AuthReloadInterval == 0 || c.AuthReloadInterval >= time.Second && c.AuthReloadInterval <= time.Hour,
+		"auth_reload_interval (%s) must be 0 or in [1s, 1h]", c.AuthReloadInterval)
 	check(c.AuthLeeway >= 0 && c.AuthLeeway <= 10*time.Minute, "auth_leeway (%s) must be in [0, 10m]", c.AuthLeeway)
 	check(c.AuthTimeout > 0, "auth_timeout (%s) must be > 0", c.AuthTimeout)
 	check(c.TokenExpiryWarning > 0, "token_expiry_warning (%s) must be > 0", c.TokenExpiryWarning)

@@ -48,6 +48,7 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 		defer cancel()
 	}
 	s.cfg.Logger.Info("draining", "clients", s.open.Load(), "window", window)
+	close(s.stopped)
 	s.paceCloses(ctx, span)
 	s.ingest.close()
 	s.ingest.wait(ctx)

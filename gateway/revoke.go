@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -99,4 +101,57 @@ func loadRevocations(cfg *Config) (revocations, error) {
 		return r, fmt.Errorf("auth_revoked_file %s: %w", cfg.AuthRevokedFile, err)
 	}
 	return r, nil
+}
+
+// watchAuthFiles reloads the keys and the revocation list (ReloadKeys)
+// when one of their files changes, looking every AuthReloadInterval: for
+// platforms that update mounted files without a signal (a Kubernetes
+// Secret or ConfigMap). A change is a file's size or modification time,
+// or a file added to or removed from a key directory. Runs on its own
+// goroutine until stop is closed.
+func (s *Server) watchAuthFiles(stop <-chan struct{}) {
+	t := time.NewTicker(s.cfg.AuthReloadInterval)
+	defer t.Stop()
+	last := authFilesStamp(&s.cfg)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		stamp := authFilesStamp(&s.cfg)
+		if stamp == last {
+			continue
+		}
+		last = stamp
+		if err := s.ReloadKeys(); err != nil {
+			s.cfg.Logger.Error("auth files changed but cannot be reloaded; keeping the old keys", "err", err)
+		}
+	}
+}
+
+// authFilesStamp sums up the auth files' names, sizes and modification
+// times (following symbolic links, as Kubernetes' mounts need).
+func authFilesStamp(cfg *Config) string {
+	var b strings.Builder
+	add := func(f string) {
+		b.WriteString(f)
+		if st, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, " %d %d\n", st.Size(), st.ModTime().UnixNano())
+		} else {
+			b.WriteString(" missing\n")
+		}
+	}
+	for _, f := range []string{cfg.AuthHMACSecretFile, cfg.AuthRevokedFile} {
+		if f != "" {
+			add(f)
+		}
+	}
+	for _, p := range cfg.AuthKeys {
+		files, _ := keyFiles(p)
+		for _, f := range files {
+			add(f)
+		}
+	}
+	return b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestParseRevocations(t *testing.T) {
@@ -173,4 +174,42 @@ func TestRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	open(withID("alice", "a11"))
+}
+
+// TestAuthFileWatch: with auth_reload_interval a changed revocation file
+// applies without a signal, and so does a new key file.
+func TestAuthFileWatch(t *testing.T) {
+	t.Parallel()
+	cfg, keys := authConfig(t)
+	list := filepath.Join(t.TempDir(), "revoked")
+	if err := os.WriteFile(list, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.AuthRevokedFile = list
+	cfg.AuthReloadInterval = time.Second
+	s := startServer(t, cfg)
+	c := mustDialAuth(t, wsURL(s, "cities=aw"), bearer(hs256(t, claims("eve", time.Hour, "*"))))
+	readType(t, c, "subscribed")
+	readType(t, c, "initial_data")
+	if err := os.WriteFile(list, []byte("sub eve\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.next(clusterTimeout)
+	if err != nil {
+		t.Fatalf("no auth_error after the file changed: %v", err)
+	}
+	if m, _ := parseMsg(b); m.Type != "auth_error" || m.Code != authRevoked {
+		t.Fatalf("got %s, want auth_error %s", b, authRevoked)
+	}
+
+	sg := getSigners(t)
+	tok := mint(t, jwt.SigningMethodRS256, sg.rsa2, "rsa-2", claims("frank", time.Hour, "*"))
+	writePublicPEM(t, filepath.Join(keys, "rsa-2.pem"), sg.rsa2.Public())
+	waitFor(t, clusterTimeout, func() bool {
+		c, _, _ := dialAuth(t, wsURL(s, "cities=aw"), bearer(tok))
+		if c != nil {
+			c.close()
+		}
+		return c != nil
+	})
 }

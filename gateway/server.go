@@ -32,6 +32,7 @@ type Server struct {
 	addr     net.Addr
 	booted   chan struct{}
 	done     chan error
+	stopped  chan struct{}             // closed by Drain: background goroutines stop
 	draining atomic.Pointer[drainPlan] // set once, when Drain begins
 
 	loopsMu sync.Mutex
@@ -72,6 +73,7 @@ func New(cfg Config) (*Server, error) {
 		epoch:    uint64(time.Now().UnixMilli()),
 		upgrader: codec.Upgrader{Path: cfg.Path, MaxHeaderBytes: cfg.MaxHeaderBytes},
 		booted:   make(chan struct{}),
+		stopped:  make(chan struct{}),
 		done:     make(chan error, 1),
 	}
 	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus} {
@@ -140,6 +142,9 @@ func (s *Server) Start() error {
 	s.ingest, s.admin = ing, adm
 	go ing.serve()
 	go adm.serve()
+	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
+		go s.watchAuthFiles(s.stopped)
+	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
 		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
 		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil}

@@ -93,6 +93,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	str(&c.AuthHMACSecretFile, "auth-hmac-secret-file", "", "file holding the HMAC secret (re-read on SIGHUP)")
 	list(&c.AuthKeys, "auth-keys", "comma-separated PEM public keys (kid: file name), JWKS *.json files and directories of them (re-read on SIGHUP)")
 	str(&c.AuthRevokedFile, "auth-revoked-file", "", "file of revoked tokens, \"sub <subject>\" or \"jti <token id>\" per line (re-read on SIGHUP)")
+	dur(&c.AuthReloadInterval, "auth-reload-interval", 0, "also reload the auth files when they change, looking this often (0: on SIGHUP only)")
 	str(&c.AuthAudience, "auth-audience", "", "when set, tokens must list it in aud")
 	str(&c.AuthIssuer, "auth-issuer", "", "when set, tokens must have it as iss")
 	dur(&c.AuthLeeway, "auth-leeway", d.AuthLeeway, "clock skew allowed on exp, nbf and iat")
