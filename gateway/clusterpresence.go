@@ -138,7 +138,7 @@ func (cp *clusterPresence) share() {
 			// Bounded as a whole: NATS may be gone, and the keys expire.
 			ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
 			for c := range held {
-				cp.update(ctx, c, nil)
+				_ = cp.update(ctx, c, nil)
 			}
 			cancel()
 			return
@@ -155,12 +155,20 @@ func (cp *clusterPresence) share() {
 				cities[c] = struct{}{}
 			}
 		}
+		slow := false
 		for c := range cities {
+			if slow {
+				// NATS timed out: one wait per pass, not one per city;
+				// the rest go at the next refresh.
+				held[c] = struct{}{}
+				continue
+			}
 			v := c.presence.localShare()
 			ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
-			ok := cp.update(ctx, c, v)
+			err := cp.update(ctx, c, v)
 			cancel()
-			if !ok || v != nil {
+			slow = errors.Is(err, context.DeadlineExceeded)
+			if err != nil || v != nil {
 				// Kept to be refreshed, or deleted again if that failed.
 				held[c] = struct{}{}
 			} else {
@@ -170,9 +178,8 @@ func (cp *clusterPresence) share() {
 	}
 }
 
-// update puts c's share v, or deletes c's key when v is nil. It reports
-// success.
-func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) bool {
+// update puts c's share v, or deletes c's key when v is nil.
+func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) error {
 	var err error
 	if v == nil {
 		err = cp.kv.Delete(ctx, cp.key(c))
@@ -182,9 +189,8 @@ func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) bool {
 	if err != nil {
 		cp.errors.Add(1)
 		cp.s.warn(&cp.s.warnBus, "cannot share presence; retried on the next refresh", "city", c.name, "err", err)
-		return false
 	}
-	return true
+	return err
 }
 
 // follow applies the other nodes' shares from w to the cities' watchers
