@@ -89,8 +89,7 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 		seed:   maphash.MakeSeed(),
 		stop:   make(chan struct{}),
 	}
-	// The watch lives until close: its context must outlive this setup.
-	w, err := kv.WatchAll(context.Background())
+	w, err := cp.watch()
 	if err != nil {
 		return fmt.Errorf("cannot watch the presence bucket: %w", err)
 	}
@@ -198,9 +197,9 @@ func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) error 
 // connection to NATS was re-established it watches anew: the client's
 // watch takes several idle heartbeats to notice a restarted server. Runs
 // on its own goroutine.
-func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
+func (cp *clusterPresence) follow(w *bucketWatch) {
 	defer cp.stopped.Done()
-	defer func() { _ = w.Stop() }()
+	defer func() { w.stop() }()
 	expire := time.NewTicker(cp.ttl / 3)
 	defer expire.Stop()
 	shared := make(map[*city]struct{}) // cities with other nodes' shares
@@ -212,8 +211,8 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 			return
 		case now := <-expire.C:
 			if r := cp.nc.Stats().Reconnects; r != reconnects && cp.nc.IsConnected() {
-				if nw, err := cp.kv.WatchAll(context.Background()); err == nil {
-					_ = w.Stop()
+				if nw, err := cp.watch(); err == nil {
+					w.stop()
 					w, initial, reconnects = nw, true, r
 				}
 			}
@@ -248,6 +247,36 @@ func (cp *clusterPresence) follow(w jetstream.KeyWatcher) {
 			}
 		}
 	}
+}
+
+// bucketWatch is a watch of the presence bucket and the cancel of the
+// context it lives by.
+type bucketWatch struct {
+	jetstream.KeyWatcher
+	cancel context.CancelFunc
+}
+
+func (w *bucketWatch) stop() {
+	_ = w.Stop()
+	w.cancel()
+}
+
+// watch starts watching every key of the bucket. Its context lives as long
+// as the watch (nats.go unsubscribes when it ends), so the start is
+// bounded by a timer instead: past natsSetupTimeout it is cancelled.
+func (cp *clusterPresence) watch() (*bucketWatch, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := time.AfterFunc(natsSetupTimeout, cancel)
+	w, err := cp.kv.WatchAll(ctx)
+	if !t.Stop() && err == nil {
+		_ = w.Stop()
+		err = errors.New("timed out")
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &bucketWatch{KeyWatcher: w, cancel: cancel}, nil
 }
 
 // errPresenceKey is a bucket key that is not <city>.<node>.
