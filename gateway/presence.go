@@ -60,16 +60,6 @@ type remoteShare struct {
 	seen  time.Time // when the node last refreshed it
 }
 
-// hasAll reports whether r lists every one of users.
-func (r *remoteShare) hasAll(users []string) bool {
-	for _, u := range users {
-		if _, ok := r.users[u]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // presenceBatch is one flush: its user_joined and user_left frames, or a
 // snapshot.
 type presenceBatch struct {
@@ -161,9 +151,6 @@ func (p *presence) setRemoteLocked(node string, users []string, more int, seen t
 	old := p.remote[node]
 	if old == nil {
 		old = &remoteShare{}
-	} else if old.more == more && len(old.users) == len(users) && old.hasAll(users) {
-		old.seen = seen // a refresh
-		return false
 	}
 	next := &remoteShare{users: make(map[string]struct{}, len(users)), more: more, seen: seen}
 	changed := more != old.more
