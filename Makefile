@@ -8,7 +8,8 @@ RACE_PKGS := ./gateway/... ./codec/...
 # The load harness has goroutines per connection and a progress reader.
 RACE_PKGS += ./loadtest/
 
-.PHONY: all build run demo test test-web test-short fuzz bench lint clean k6-check
+.PHONY: all build run demo test test-web test-short fuzz bench lint clean k6-check \
+	deps apt-deps node-check
 
 all: build
 
@@ -31,22 +32,53 @@ demo: build
 	@test -s $(DEMO_SECRET) || (umask 077 && head -c 32 /dev/urandom | base64 > $(DEMO_SECRET))
 	./$(BIN) serve -demo -auth-hmac-secret-file $(DEMO_SECRET)
 
-# The whole suite: vet, unit + end-to-end tests (fuzz seed corpora included),
-# the race detector on the concurrent packages, and one pass of every
-# benchmark so they cannot rot; then the JavaScript client's tests.
-test:
-	$(GO) vet ./...
+# The whole suite, and all it needs on a fresh machine (see deps): gofmt and
+# vet, unit + end-to-end tests (fuzz seed corpora and the README's first
+# screen included), the race detector on the concurrent packages, one pass
+# of every benchmark so they cannot rot, then the JavaScript client's tests
+# and the k6 scripts' types.
+test: deps lint
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
-	$(MAKE) --no-print-directory test-web
+	$(MAKE) --no-print-directory test-web k6-check
 
-# metrocast.js and the dashboard under Node's test runner (Node ≥ 20): unit
-# tests, interop with Node's ws against the binary, and the dashboard in
-# headless Chromium (/usr/bin/chromium; .ci/run installs it). Screenshots
-# land in gateway/web/test-results/.
-test-web: build
-	@cd gateway/web && { test -d node_modules || npm ci --no-audit --no-fund --loglevel=error; }
+# What `make test` needs beyond Go, installed when missing and left alone
+# when present: Node ≥ 20 with npm (checked: Debian 12's nodejs is 18),
+# Debian's Chromium (apt-get, as root) and the npm packages of gateway/web
+# and loadtest/k6 (npm ci, again when a package-lock.json changes).
+deps: node-check apt-deps gateway/web/node_modules/.package-lock.json \
+	loadtest/k6/node_modules/.package-lock.json
+
+# Debian packages, as "command or file it provides=package".
+APT_DEPS := /usr/bin/chromium=chromium
+apt-deps:
+	@missing=; for d in $(APT_DEPS); do command -v $${d%%=*} >/dev/null 2>&1 || missing="$$missing $${d#*=}"; done; \
+	test -z "$$missing" && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make: missing:$$missing. Install as root (sudo apt-get install -y$$missing), or run make test as root." >&2; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: missing:$$missing, and there is no apt-get here: install them from this system's packages (the browser test runs /usr/bin/chromium)." >&2; exit 1; fi; \
+	echo "make: installing$$missing (apt-get, once)"; mkdir -p bin; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; } >bin/apt.log 2>&1 || \
+	  { cat bin/apt.log >&2; echo "make: apt-get install$$missing failed (log above, kept in bin/apt.log)" >&2; exit 1; }
+
+node-check:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+	  { echo "make: the JavaScript tests need Node.js ≥ 20 with npm (Debian 12's nodejs is 18: take Node's own packages)" >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+	  { echo "make: the JavaScript tests need Node.js ≥ 20, found $$(node --version)" >&2; exit 1; }
+
+# npm ci writes node_modules/.package-lock.json, newer than package-lock.json
+# until the lock file changes.
+%/node_modules/.package-lock.json: %/package-lock.json | node-check
+	cd $* && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $@
+
+# metrocast.js and the dashboard under Node's test runner: unit tests,
+# interop with Node's ws against the binary, and the dashboard in headless
+# Chromium (/usr/bin/chromium). Screenshots land in gateway/web/test-results/.
+test-web: build apt-deps gateway/web/node_modules/.package-lock.json
 	cd gateway/web && METROCAST_BIN=$(BIN) node --test test/*.test.js
 
 # Run each fuzz target for FUZZTIME (default 30s).
@@ -64,8 +96,9 @@ fuzz:
 bench:
 	$(GO) run ./bench
 
-# Type-check the k6 scripts (needs `npm --prefix loadtest/k6 install` once).
-k6-check:
+# Type-check the k6 scripts against k6's API (k6 itself is not installable
+# here; a loadtest test sends their messages to a node).
+k6-check: loadtest/k6/node_modules/.package-lock.json
 	cd loadtest/k6 && npx --no-install tsc -p .
 
 lint:

@@ -13,7 +13,7 @@ const CITY = "lagos";
 
 let browser;
 before(async () => {
-  assert.ok(haveChromium(), `${chromiumPath} is missing: apt-get install -y chromium (.ci/run does)`);
+  assert.ok(haveChromium(), `${chromiumPath} is missing: apt-get install -y chromium (make test does, as root)`);
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: [
