@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,9 +71,12 @@ func (s *Server) adminHandler() http.Handler {
 // metrics, open files included (one per connection).
 func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	s.WriteMetrics(w)
-	metrics.WriteProcessMetrics(w)
-	metrics.WriteFDMetrics(w)
+	writeHelped(w, func(w io.Writer) {
+		s.metrics.set.WritePrometheus(w)
+		metrics.WriteGoMetrics(w)
+		metrics.WriteProcMetrics(w)
+		metrics.WriteFDMetrics(w)
+	})
 }
 
 // serveReady answers 200 while the node accepts clients, 503 once it

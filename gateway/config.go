@@ -185,6 +185,10 @@ type Config struct {
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Version is the binary's version, the version label of
+	// metrocast_build_info (set by the program, not a config key).
+	// Default "dev".
+	Version string
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -250,6 +254,9 @@ func (c Config) WithDefaults() Config {
 	defDur(&c.NATSPresenceTTL, 15*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Version == "" {
+		c.Version = "dev"
 	}
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"time"
 
@@ -51,6 +52,10 @@ type serverMetrics struct {
 }
 
 func newServerMetrics(s *Server) *serverMetrics {
+	// HELP and TYPE lines let Prometheus and Grafana describe the series
+	// and treat histograms and counters as such. The switch is the
+	// library's, process-wide; this process has one kind of /metrics.
+	metrics.ExposeMetadata(true)
 	set := metrics.NewSet()
 	m := &serverMetrics{
 		set:       set,
@@ -62,11 +67,11 @@ func newServerMetrics(s *Server) *serverMetrics {
 	return m
 }
 
-// WriteMetrics writes the server's metrics in Prometheus text format (no
-// process or Go runtime metrics: the admin port adds those). Safe for
-// concurrent use.
+// WriteMetrics writes the server's metrics in Prometheus text format, with
+// their HELP and TYPE lines (no process or Go runtime metrics: the admin
+// port adds those). Safe for concurrent use.
 func (s *Server) WriteMetrics(w io.Writer) {
-	s.metrics.set.WritePrometheus(w)
+	writeHelped(w, s.metrics.set.WritePrometheus)
 }
 
 // writeCounters writes the series read from the server's counters at
@@ -75,6 +80,9 @@ func (s *Server) writeCounters(w io.Writer) {
 	st := s.Stats()
 	gauge := func(name string, v int64) { metrics.WriteGaugeUint64(w, name, uint64(max(v, 0))) }
 	counter := func(name string, v uint64) { metrics.WriteCounterUint64(w, name, v) }
+
+	metrics.WriteMetadataIfNeeded(w, "metrocast_build_info", "gauge")
+	fmt.Fprintf(w, "metrocast_build_info{version=%q,go_version=%q} 1\n", s.cfg.Version, runtime.Version())
 
 	gauge("metrocast_connections", st.Connections)
 	counter("metrocast_connections_opened_total", st.Accepted)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -300,4 +301,58 @@ func TestGrafanaDashboard(t *testing.T) {
 	if queried < 20 {
 		t.Errorf("the dashboard queries %d series, want the node's metrics charted", queried)
 	}
+}
+
+// TestMetricsHelp checks that every family /metrics exposes, ours and the
+// runtime's, has a HELP text, and that metricHelp names no metrocast_
+// family that is not exposed. A new metric without its line in
+// metrichelp.go fails here.
+func TestMetricsHelp(t *testing.T) {
+	t.Parallel()
+	fams := exposedFamilies(t)
+	if len(fams) < 90 {
+		t.Fatalf("%d families exposed, want the node's, the Go runtime's and the process's", len(fams))
+	}
+	for name, f := range fams {
+		if f.GetHelp() == "" {
+			t.Errorf("%s has no HELP text: give it one in metricHelp (gateway/metrichelp.go)", name)
+		}
+	}
+	for name, help := range metricHelp {
+		if strings.ContainsAny(help, "\\\n") {
+			t.Errorf("the HELP text of %s holds a backslash or a newline", name)
+		}
+		if strings.HasPrefix(name, "metrocast_") && fams[name] == nil {
+			t.Errorf("metricHelp describes %s, which /metrics does not expose", name)
+		}
+	}
+	bi := fams["metrocast_build_info"]
+	if bi.GetType() != dto.MetricType_GAUGE || len(bi.GetMetric()) != 1 || bi.GetMetric()[0].GetGauge().GetValue() != 1 {
+		t.Fatalf("metrocast_build_info = %v, want one gauge at 1", bi)
+	}
+	labels := map[string]string{}
+	for _, l := range bi.GetMetric()[0].GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	if labels["version"] != "dev" || labels["go_version"] != runtime.Version() || len(labels) != 2 {
+		t.Errorf("metrocast_build_info labels = %v, want version=dev (Config.Version unset) and go_version=%s", labels, runtime.Version())
+	}
+}
+
+func TestAppendHelp(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		if got := string(appendHelp(nil, []byte(in))); got != want {
+			t.Errorf("appendHelp(%q)\n got %q\nwant %q", in, got, want)
+		}
+	}
+	f("", "")
+	f("# HELP metrocast_draining\n# TYPE metrocast_draining gauge\nmetrocast_draining 0\n",
+		"# HELP metrocast_draining "+metricHelp["metrocast_draining"]+"\n# TYPE metrocast_draining gauge\nmetrocast_draining 0\n")
+	// A text already there stays; an unknown family keeps an empty HELP.
+	f("# HELP metrocast_draining own text\n", "# HELP metrocast_draining own text\n")
+	f("# HELP unknown_family\nunknown_family 1\n", "# HELP unknown_family\nunknown_family 1\n")
+	// The last line may lack its newline.
+	f("# HELP go_goroutines", "# HELP go_goroutines "+metricHelp["go_goroutines"]+"\n")
+	f("metrocast_draining 0", "metrocast_draining 0")
 }

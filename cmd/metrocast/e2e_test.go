@@ -132,6 +132,18 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if v := fams["metrocast_deliveries_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
 		t.Errorf("metrocast_deliveries_total = %v, want 1", v)
 	}
+	// Every family has a HELP text; build_info tells the version that
+	// `metrocast version` prints.
+	for name, f := range fams {
+		if f.GetHelp() == "" {
+			t.Errorf("/metrics: %s has no HELP text", name)
+		}
+	}
+	if bi := fams["metrocast_build_info"].GetMetric(); len(bi) != 1 || !slices.ContainsFunc(bi[0].GetLabel(), func(l *dto.LabelPair) bool {
+		return l.GetName() == "version" && l.GetValue() == strings.Fields(string(out))[1]
+	}) {
+		t.Errorf("/metrics: metrocast_build_info = %v, want version=%s", bi, strings.Fields(string(out))[1])
+	}
 
 	// SIGHUP applies a live key at once and warns about one that needs a
 	// restart.

@@ -58,29 +58,44 @@ commands:
 `)
 }
 
+// versionString is what `metrocast version` prints: the version and, for
+// a build from a checkout, the Go version.
 func versionString() string {
+	v := buildVersion()
+	if version == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			v += " " + bi.GoVersion
+		}
+	}
+	return v
+}
+
+// buildVersion is the version set at build time, or for a build from a
+// checkout "dev-" and its commit ("-dirty" with changes), or "dev".
+func buildVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", ""
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					dirty = "-dirty"
-				}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
 			}
 		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			return "dev-" + rev + dirty + " " + bi.GoVersion
-		}
-		return "dev " + bi.GoVersion
 	}
-	return "dev"
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		return "dev"
+	}
+	return "dev-" + rev + dirty
 }

@@ -11,8 +11,6 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/metrocast/metrocast/gateway"
 )
 
@@ -61,6 +59,7 @@ func runServe(args []string) error {
 
 	cfg := c.gw
 	cfg.Logger = log
+	cfg.Version = buildVersion()
 	cfg = cfg.WithDefaults()
 	// gnet's loops sit in epoll_wait holding a P each. With Loops equal to
 	// GOMAXPROCS the ingest goroutines wait for sysmon to retake a P, up to
@@ -69,9 +68,6 @@ func runServe(args []string) error {
 	if n := cfg.Loops + 2; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
 	}
-	// TYPE lines let Prometheus and Grafana treat histograms and counters
-	// as such.
-	metrics.ExposeMetadata(true)
 	s, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
