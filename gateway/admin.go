@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,31 +12,83 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 )
 
 // admin is the admin HTTP port (net/http; not on the event loops): metrics,
-// health, pprof, stats, HTTP ingest and the demo dashboard. It is meant for a private network
-// or loopback, like the ingest port.
+// health, pprof, stats, HTTP ingest and the demo dashboard.
+//
+// Who may use it: /healthz, /readyz and /metrics answer anyone (probes
+// and scrapers hold no credential; they reveal counters, not data). Every
+// other route goes through guard (the operators' routes) or viewer (the
+// dashboard's data), which let a request through without a credential only
+// on an open port: bound to loopback with no admin token set. Otherwise
+// the request must carry the admin token (Config.AdminTokenFile) as
+// Authorization: Bearer, or, for the dashboard's data, the client token the
+// dashboard connects with. A port beyond loopback without an admin token is
+// refused at start (Config.Validate).
 type admin struct {
+	s   *Server
 	ln  net.Listener
 	srv *http.Server
+	// open: loopback and no admin token; every route answers anyone.
+	open bool
+	// pprof: /debug/pprof/ is served (on loopback, or AdminPprof).
+	pprof bool
+	// token is the SHA-256 of the admin token (hashed so that comparing
+	// it takes the same time whatever the length offered); ok without one.
+	token    [sha256.Size]byte
+	hasToken bool
+	// refused counts requests refused for their credential.
+	refused atomic.Uint64
+}
+
+// minAdminToken is the shortest admin token taken: 32 bytes, as for an
+// HMAC secret (head -c 32 /dev/urandom | base64 gives 44).
+const minAdminToken = 32
+
+// readAdminToken reads the admin token file.
+func readAdminToken(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("admin_token_file: %w", err)
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) < minAdminToken {
+		return nil, fmt.Errorf("admin_token_file %s: a token of %d bytes, want at least %d", file, len(tok), minAdminToken)
+	}
+	return tok, nil
 }
 
 func (s *Server) listenAdmin() (*admin, error) {
+	a := &admin{s: s}
+	if f := s.cfg.AdminTokenFile; f != "" {
+		tok, err := readAdminToken(f)
+		if err != nil {
+			return nil, err
+		}
+		a.token, a.hasToken = sha256.Sum256(tok), true
+	}
 	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen for admin on %s: %w", s.cfg.AdminAddr, err)
 	}
-	return &admin{ln: ln, srv: &http.Server{
-		Handler:           s.adminHandler(),
+	// The address bound decides, not the one configured: a name that
+	// resolved beyond loopback without a token leaves nothing open.
+	loopback := isLoopback(ln.Addr())
+	a.ln, a.open, a.pprof = ln, loopback && !a.hasToken, loopback || s.cfg.AdminPprof
+	a.srv = &http.Server{
+		Handler:           s.adminHandler(a),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
-	}}, nil
+	}
+	return a, nil
 }
 
 func (a *admin) serve() { _ = a.srv.Serve(a.ln) }
@@ -49,22 +104,67 @@ func (a *admin) close(ctx context.Context) {
 // AdminAddr is the admin HTTP listen address.
 func (s *Server) AdminAddr() net.Addr { return s.admin.ln.Addr() }
 
-func (s *Server) adminHandler() http.Handler {
+func (s *Server) adminHandler(a *admin) http.Handler {
 	mux := http.NewServeMux()
+	// Public: probes and scrapers.
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
-	mux.HandleFunc("GET /api/stats", s.serveStats)
-	mux.HandleFunc("POST /api/publish", s.servePublish)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.routeDashboard(mux)
+	// Operators only.
+	mux.HandleFunc("GET /api/stats", a.guard(s.serveStats))
+	// HTTP ingest checks its own credential (a producer token, or the
+	// admin token): see servePublish.
+	mux.HandleFunc("POST /api/publish", func(w http.ResponseWriter, r *http.Request) { s.servePublish(a, w, r) })
+	if a.pprof {
+		mux.HandleFunc("/debug/pprof/", a.guard(pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", a.guard(pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", a.guard(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", a.guard(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", a.guard(pprof.Trace))
+	}
+	s.routeDashboard(mux, a)
 	return mux
+}
+
+// bearerToken returns the token of an Authorization: Bearer header.
+func bearerToken(r *http.Request) (string, bool) {
+	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+}
+
+// isAdmin reports whether r carries the admin token. The comparison takes
+// the same time wherever the token offered differs.
+func (a *admin) isAdmin(r *http.Request) bool {
+	tok, ok := bearerToken(r)
+	if !ok || !a.hasToken {
+		return false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1
+}
+
+// guard wraps an operators' route: on a port that is not open the request
+// must carry the admin token, or it is answered 401. Every admin route
+// but /healthz, /readyz, /metrics, the dashboard's (viewer) and HTTP
+// ingest (its own check) goes through it.
+func (a *admin) guard(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.open && !a.isAdmin(r) {
+			a.refuse(w, r, "the admin token is required: Authorization: Bearer <the token of admin_token_file>")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// refuse answers 401 to a request without a valid credential, counts
+// it and logs it (throttled).
+func (a *admin) refuse(w http.ResponseWriter, r *http.Request, msg string) {
+	a.refused.Add(1)
+	a.s.warn(&a.s.warnAdmin, "refused an admin request", "client", r.RemoteAddr, "path", r.URL.Path)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="metrocast"`)
+	http.Error(w, msg, http.StatusUnauthorized)
 }
 
 // serveMetrics writes the server's metrics, then the process and Go runtime

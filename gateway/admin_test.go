@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAdminEndpoints(t *testing.T) {
@@ -75,4 +79,153 @@ func TestAdminStats(t *testing.T) {
 	if r := get("?limit=1"); len(r.Cities) != 1 || r.Cities[0].City != "st1" {
 		t.Errorf("?limit=1: %+v", r.Cities)
 	}
+}
+
+// adminDo sends a request to s's admin port with tok as Authorization:
+// Bearer (none when empty) and returns the status, the WWW-Authenticate
+// header and the body.
+func adminDo(t testing.TB, s *Server, method, path, tok, body string) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://127.0.0.1:"+portOf(s.AdminAddr())+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	c := http.Client{Timeout: readTimeout}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %s", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %s", method, path, err)
+	}
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), b
+}
+
+// writeAdminToken writes an admin token file and returns its path and the
+// token.
+func writeAdminToken(t testing.TB) (string, string) {
+	t.Helper()
+	tok := "admin-" + strings.Repeat("0123456789", 4)
+	f := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(f, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, tok
+}
+
+// TestAdminBeyondLoopbackNeedsToken checks that a node asked to expose its
+// admin port beyond loopback without an admin token refuses to start, and
+// says why.
+func TestAdminBeyondLoopbackNeedsToken(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"0.0.0.0:0", ":9090", "10.77.0.1:9090", "[::]:9090", "admin.example:9090"} {
+		_, err := New(Config{Insecure: true, AdminAddr: addr})
+		if err == nil || !strings.Contains(err.Error(), "admin_token_file") || !strings.Contains(err.Error(), "beyond loopback") {
+			t.Errorf("admin_addr %s without a token: %v, want an error naming admin_token_file", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:0", "localhost:0", "[::1]:9090", "127.0.0.2:9090"} {
+		if _, err := New(Config{Insecure: true, AdminAddr: addr}); err != nil {
+			t.Errorf("admin_addr %s: %v", addr, err)
+		}
+	}
+	// A token too short to be one.
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Insecure: true, Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "0.0.0.0:0", AdminTokenFile: short})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err == nil || !strings.Contains(err.Error(), "admin_token_file") {
+		t.Fatalf("a 6-byte admin token: %v, want an error", err)
+	}
+}
+
+// TestAdminToken checks an admin port beyond loopback: probes and scrapes
+// need nothing, the operators' routes the admin token, pprof is off unless
+// asked for, HTTP ingest takes a producer token or the admin token, and
+// the dashboard works with its client token, which shows it only its
+// cities.
+func TestAdminToken(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	file, admin := writeAdminToken(t)
+	cfg.AdminAddr, cfg.AdminTokenFile = "0.0.0.0:0", file // tests dial 127.0.0.1
+	s := startServer(t, cfg)
+	p := dialProducer(t, s)
+	p.publish(t, dataLine("at-a", "data_update", `{"x":1}`))
+	p.publish(t, dataLine("at-b", "data_update", `{"x":1}`))
+	viewer := hs256(t, claims("viewer", time.Hour, "at-a"))
+	producer := hs256(t, publishClaims("feeder", time.Hour, "at-a"))
+
+	refused := uint64(0)
+	f := func(method, path, tok, body string, want int, wantBody string) {
+		t.Helper()
+		code, challenge, b := adminDo(t, s, method, path, tok, body)
+		if code != want || !strings.Contains(string(b), wantBody) {
+			t.Errorf("%s %s with %.12q: %d %.200q, want %d with %q", method, path, tok, code, b, want, wantBody)
+		}
+		if code == http.StatusUnauthorized {
+			refused++
+			if challenge == "" {
+				t.Errorf("%s %s: 401 without WWW-Authenticate", method, path)
+			}
+		}
+	}
+	// Public.
+	f("GET", "/healthz", "", "", http.StatusOK, "ok")
+	f("GET", "/readyz", "", "", http.StatusOK, "ready")
+	f("GET", "/metrics", "", "", http.StatusOK, "metrocast_connections")
+	f("GET", "/", "", "", http.StatusOK, "<script")
+	f("GET", "/web/dashboard.js", "", "", http.StatusOK, "import")
+	// The operators'.
+	for _, tok := range []string{"", "nope", admin + "x", admin[:len(admin)-1], viewer, producer, "Bearer " + admin} {
+		f("GET", "/api/stats", tok, "", http.StatusUnauthorized, "admin token")
+	}
+	f("GET", "/api/stats", admin, "", http.StatusOK, `"city": "at-a"`)
+	// pprof is off beyond loopback unless asked for: not there even for
+	// the admin.
+	f("GET", "/debug/pprof/cmdline", admin, "", http.StatusNotFound, "")
+	f("GET", "/debug/pprof/", admin, "", http.StatusNotFound, "")
+	// HTTP ingest: a producer token for its cities, or the admin token.
+	line := `{"id":"h","city":"at-a","type":"data_update","data":{"x":2}}`
+	f("POST", "/api/publish", "", line, http.StatusUnauthorized, "token")
+	f("POST", "/api/publish", viewer, line, http.StatusUnauthorized, "token")
+	f("POST", "/api/publish", producer, line, http.StatusOK, `"ack":"h"`)
+	f("POST", "/api/publish", producer, strings.ReplaceAll(line, "at-a", "at-b"), http.StatusBadRequest, "forbidden")
+	f("POST", "/api/publish", admin, strings.ReplaceAll(line, "at-a", "at-b"), http.StatusOK, `"ack":"h"`)
+	// The dashboard's data, with its client token: its cities only.
+	f("GET", "/api/client", "", "", http.StatusUnauthorized, "client token")
+	f("GET", "/api/client", "nope", "", http.StatusUnauthorized, "client token")
+	f("GET", "/api/client", viewer, "", http.StatusOK, `"ws_path":"/ws"`)
+	f("GET", "/api/cities", "", "", http.StatusUnauthorized, "client token")
+	f("GET", "/api/cities", viewer, "", http.StatusOK, `{"cities":["at-a"]}`)
+	f("GET", "/api/cities", admin, "", http.StatusOK, `{"cities":["at-a","at-b"]}`)
+	if got := s.Stats().AdminRefused; got != refused {
+		t.Errorf("AdminRefused %d, want %d", got, refused)
+	}
+	if m := scrape(t, s); m["metrocast_admin_refused_total"] != float64(refused) {
+		t.Errorf("metrocast_admin_refused_total %v, want %d", m["metrocast_admin_refused_total"], refused)
+	}
+
+	// Asked for, pprof is there, behind the token.
+	cfg.AdminPprof = true
+	s = startServer(t, cfg)
+	f("GET", "/debug/pprof/cmdline", "", "", http.StatusUnauthorized, "admin token")
+	f("GET", "/debug/pprof/cmdline", admin, "", http.StatusOK, "")
+	f("GET", "/debug/pprof/", admin, "", http.StatusOK, "goroutine")
+
+	// On loopback, a token set is a token required.
+	cfg.AdminAddr, cfg.AdminPprof = "", false
+	s = startServer(t, cfg)
+	f("GET", "/api/stats", "", "", http.StatusUnauthorized, "admin token")
+	f("GET", "/debug/pprof/cmdline", "", "", http.StatusUnauthorized, "admin token")
+	f("GET", "/debug/pprof/cmdline", admin, "", http.StatusOK, "")
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"time"
@@ -19,8 +20,18 @@ type Config struct {
 	// IngestAddr is the TCP ingest listen address. Default "127.0.0.1:7070".
 	IngestAddr string
 	// AdminAddr is the admin HTTP listen address: metrics, health, stats,
-	// pprof and HTTP ingest. Default "127.0.0.1:9090".
+	// pprof and HTTP ingest. Default "127.0.0.1:9090". Beyond loopback it
+	// needs AdminTokenFile.
 	AdminAddr string
+	// AdminTokenFile holds the admin token (surrounding white space
+	// trimmed, at least 32 bytes): when set, every admin route but
+	// /healthz, /readyz and /metrics wants it as Authorization: Bearer
+	// (see admin.go). Required when AdminAddr is beyond loopback. Empty:
+	// none, and the admin port must be on loopback.
+	AdminTokenFile string
+	// AdminPprof serves /debug/pprof/ on an admin port beyond loopback too
+	// (behind the admin token). A loopback admin port always serves it.
+	AdminPprof bool
 	// Loops is the number of event loops. Default: the number of CPUs.
 	Loops int
 
@@ -289,6 +300,8 @@ func (c *Config) Validate() error {
 	check(c.IngestMaxConns >= 1, "ingest_max_conns (%d) must be ≥ 1", c.IngestMaxConns)
 	check(c.IngestWriteTimeout > 0, "ingest_write_timeout (%s) must be > 0", c.IngestWriteTimeout)
 	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
+	check(c.AdminTokenFile != "" || loopbackAddr(c.AdminAddr),
+		"admin_addr (%q) is beyond loopback: set admin_token_file, or bind it to 127.0.0.1 (its stats, pprof and HTTP ingest are not for everyone)", c.AdminAddr)
 	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys) are exclusive")
 	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys); set insecure to admit anonymous clients")
 	check(c.AuthRevokedFile == "" || c.hasKeys(), "auth_revoked_file needs auth keys: an insecure node checks no token")
@@ -319,6 +332,21 @@ func (c *Config) Validate() error {
 	check(c.NATSResumeMax >= 1 && c.NATSResumeMax <= 1_000_000, "nats_resume_max (%d) must be in [1, 1000000]", c.NATSResumeMax)
 	check(c.NATSPresenceTTL >= time.Second && c.NATSPresenceTTL <= 10*time.Minute, "nats_presence_ttl (%s) must be in [1s, 10m]", c.NATSPresenceTTL)
 	return errors.Join(errs...)
+}
+
+// loopbackAddr reports whether the listen address addr binds only a
+// loopback interface: localhost or a loopback IP. An empty host (":9090")
+// binds every interface; a name other than localhost is not taken on trust.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // validStreamName reports whether name is a JetStream stream name this

@@ -42,9 +42,14 @@ type clientInfo struct {
 const dashboardCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
 	"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
-// routeDashboard adds the dashboard (GET /), its files (GET /web/…) and
-// /api/client to mux.
-func (s *Server) routeDashboard(mux *http.ServeMux) {
+// dashboardCities bounds /api/cities, as /api/stats's ?limit= would.
+const dashboardCities = 1000
+
+// routeDashboard adds the dashboard (GET /), its files (GET /web/…),
+// /api/client and /api/cities to mux. The page and its files are public:
+// they are the same for everyone and hold no data. What the page then
+// fetches goes through viewer.
+func (s *Server) routeDashboard(mux *http.ServeMux, a *admin) {
 	static := http.StripPrefix("/web/", http.FileServerFS(webRoot))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -64,12 +69,47 @@ func (s *Server) routeDashboard(mux *http.ServeMux) {
 		}
 		static.ServeHTTP(w, r)
 	})
-	mux.HandleFunc("GET /api/client", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /api/client", a.viewer(func(w http.ResponseWriter, _ *http.Request, _ *grant) {
 		info := clientInfo{WSPath: s.cfg.Path, Epoch: s.epoch, Insecure: s.cfg.Insecure}
 		if a, ok := s.addr.(*net.TCPAddr); ok {
 			info.WSPort = a.Port
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(&info)
-	})
+	}))
+	mux.HandleFunc("GET /api/cities", a.viewer(func(w http.ResponseWriter, _ *http.Request, g *grant) {
+		resp := struct {
+			Cities []string `json:"cities"`
+		}{Cities: []string{}}
+		for _, cc := range s.busiest(dashboardCities) {
+			if g == nil || g.allows(cc.c.name) {
+				resp.Cities = append(resp.Cities, cc.c.name)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(&resp)
+	}))
+}
+
+// viewer wraps a route of the dashboard's data. On a port that is not
+// open the request carries the admin token or, on a node with keys, a
+// client token (the one the dashboard connects with), which the handler
+// gets to narrow its answer to the token's cities (nil: every city). An
+// insecure node's data is anyone's on its WebSocket port already, so
+// there it needs neither.
+func (a *admin) viewer(h func(http.ResponseWriter, *http.Request, *grant)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		auth := a.s.auth
+		if a.open || auth == nil || a.isAdmin(r) {
+			h(w, r, nil)
+			return
+		}
+		tok, _ := bearerToken(r)
+		g, err := auth.clientGrant(tok)
+		if err != nil {
+			a.refuse(w, r, "a client token is required: Authorization: Bearer <jwt>")
+			return
+		}
+		h(w, r, g)
+	}
 }

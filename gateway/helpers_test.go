@@ -39,7 +39,9 @@ func startServer(t testing.TB, cfg Config) *Server {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
-	cfg.AdminAddr = "127.0.0.1:0"
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:0"
+	}
 	if cfg.IngestAddr == "" {
 		cfg.IngestAddr = "127.0.0.1:0"
 	}

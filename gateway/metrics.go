@@ -114,6 +114,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_ingest_bytes_total", st.IngestBytes)
 	counter("metrocast_ingest_errors_total", st.IngestErrors)
 	counter("metrocast_ingest_rejected_total", st.IngestRejected)
+	counter("metrocast_admin_refused_total", st.AdminRefused)
 	draining := int64(0)
 	if s.isDraining() {
 		draining = 1

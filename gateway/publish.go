@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -24,10 +23,11 @@ const maxPublishBody = 64 << 20
 // body is over maxPublishBody (the lines answered were stored); 503: the
 // node is stopping.
 //
-// As on the TCP port, a node with keys whose admin port is bound beyond
-// loopback takes only producers with a token, here as Authorization:
-// Bearer (401 without a valid one).
-func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
+// On an admin port that is not open (see admin), the request carries the
+// admin token, or, on a node with keys, a producer token (as on the TCP
+// port: its "publish" claim names the cities), as Authorization: Bearer;
+// 401 without either.
+func (s *Server) servePublish(a *admin, w http.ResponseWriter, r *http.Request) {
 	in := s.ingest
 	if !in.enter() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -35,13 +35,16 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	defer in.leave()
 	pc := &producerConn{in: in, addr: r.RemoteAddr}
-	if s.auth != nil && !isLoopback(s.admin.ln.Addr()) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		g, err := s.auth.producerGrant(tok)
-		if !ok || err != nil {
+	if !a.open && !a.isAdmin(r) {
+		tok, ok := bearerToken(r)
+		var g *grant
+		err := errors.New("no token")
+		if ok && s.auth != nil {
+			g, err = s.auth.producerGrant(tok)
+		}
+		if err != nil {
 			in.authFailures.Add(1)
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			http.Error(w, "a producer token is required: Authorization: Bearer <jwt>", http.StatusUnauthorized)
+			a.refuse(w, r, "a producer token or the admin token is required: Authorization: Bearer <jwt>")
 			return
 		}
 		pc.grant, pc.sub = g, g.sub
@@ -66,6 +69,7 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out.Bytes())
 }
 
+// isLoopback reports whether a listener's address a is a loopback one.
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()

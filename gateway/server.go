@@ -57,7 +57,7 @@ type Server struct {
 	presenceDirty []*city // cities with presence changes to flush
 
 	// throttles of repeated warnings
-	warnSlow, warnAccept, warnRejected, warnBus throttle
+	warnSlow, warnAccept, warnRejected, warnBus, warnAdmin throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -76,7 +76,7 @@ func New(cfg Config) (*Server, error) {
 		stopped:  make(chan struct{}),
 		done:     make(chan error, 1),
 	}
-	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus} {
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnAdmin} {
 		t.period = warnEvery
 	}
 	s.live.Store(&cfg)
@@ -211,6 +211,9 @@ func (s *Server) Stats() Stats {
 	}
 	if s.ingest != nil {
 		s.ingest.stats(&st)
+	}
+	if s.admin != nil {
+		st.AdminRefused = s.admin.refused.Load()
 	}
 	return st
 }

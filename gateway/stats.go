@@ -78,6 +78,9 @@ type Stats struct {
 	IngestAuthFailures uint64 `json:"ingest_auth_failures"`
 	// IngestDropped counts producers disconnected for too many bad lines.
 	IngestDropped uint64 `json:"ingest_dropped"`
+	// AdminRefused counts admin port requests refused for their
+	// credential (401).
+	AdminRefused uint64 `json:"admin_refused"`
 	// Producers lists the connected producers.
 	Producers []ProducerStats `json:"producers"`
 }

@@ -31,6 +31,12 @@ type settings struct {
 // natsAlias is the flag -nats, short for -nats-url.
 const natsAlias = "nats"
 
+// secretFlags are the settings whose value is a secret, by flag name, and
+// the flag to use instead. They are taken from the config file or the
+// environment, never from the command line: every local user reads a
+// process's arguments (ps, /proc/PID/cmdline, the admin port's pprof).
+var secretFlags = map[string]string{"auth-hmac-secret": "auth-hmac-secret-file"}
+
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 func keyName(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
 func envName(key string) string  { return "METROCAST_" + strings.ToUpper(key) }
@@ -66,7 +72,10 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	str(&c.Addr, "addr", d.Addr, "WebSocket listen address")
 	str(&c.Path, "path", d.Path, "WebSocket endpoint path")
 	str(&c.IngestAddr, "ingest-addr", d.IngestAddr, "TCP ingest listen address (newline-delimited JSON)")
-	str(&c.AdminAddr, "admin-addr", d.AdminAddr, "admin HTTP listen address (metrics, health, stats, pprof, HTTP ingest)")
+	str(&c.AdminAddr, "admin-addr", d.AdminAddr, "admin HTTP listen address (metrics, health, stats, pprof, HTTP ingest); beyond loopback it needs -admin-token-file")
+	str(&c.AdminTokenFile, "admin-token-file", "", "file holding the admin token (≥ 32 bytes): Authorization: Bearer for the admin port's routes but /healthz, /readyz and /metrics")
+	fs.BoolVar(&c.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ on an admin port beyond loopback too (behind the admin token; loopback always serves it)")
+	names = append(names, "admin-pprof")
 	num(&c.Loops, "loops", 0, "event loops (0: one per CPU)")
 	num(&c.MaxHeaderBytes, "max-header-bytes", d.MaxHeaderBytes, "largest upgrade request head")
 	num(&c.MaxMessageBytes, "max-message-bytes", d.MaxMessageBytes, "largest client message (close 1009 past it)")
@@ -89,7 +98,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 
 	fs.BoolVar(&c.Insecure, "insecure", false, "admit clients and producers without a token (anonymous, every city); needed when no key is configured")
 	names = append(names, "insecure")
-	str(&c.AuthHMACSecret, "auth-hmac-secret", "", "HMAC secret for HS256/384/512 tokens, ≥ 32 bytes (prefer METROCAST_AUTH_HMAC_SECRET or -auth-hmac-secret-file: flags show in ps)")
+	str(&c.AuthHMACSecret, "auth-hmac-secret", "", "HMAC secret for HS256/384/512 tokens, ≥ 32 bytes: config file or METROCAST_AUTH_HMAC_SECRET only, refused as a flag (ps shows it); see -auth-hmac-secret-file")
 	str(&c.AuthHMACSecretFile, "auth-hmac-secret-file", "", "file holding the HMAC secret (re-read on SIGHUP)")
 	list(&c.AuthKeys, "auth-keys", "comma-separated PEM public keys (kid: file name), JWKS *.json files and directories of them (re-read on SIGHUP)")
 	str(&c.AuthRevokedFile, "auth-revoked-file", "", "file of revoked tokens, \"sub <subject>\" or \"jti <token id>\" per line (re-read on SIGHUP)")
@@ -162,6 +171,12 @@ func (c *config) load(file string) error {
 		given[name] = true
 		c.from[keyName(name)] = "-" + f.Name
 	})
+	for name, instead := range secretFlags {
+		if given[name] {
+			return fmt.Errorf("-%s: a secret on the command line is visible to every local user (ps): use -%s FILE, or %s",
+				name, instead, envName(keyName(name)))
+		}
+	}
 	if file == "" {
 		file = os.Getenv("METROCAST_CONFIG")
 	}

@@ -35,7 +35,10 @@ func runPush(args []string) error {
 	}
 	addr := fs.String("addr", def, "gateway ingest `address` (env METROCAST_INGEST_ADDR)")
 	timeout := fs.Duration("timeout", producer.DefaultAckTimeout, "how long to wait to connect and for each answer")
-	token := fs.String("token", os.Getenv("METROCAST_INGEST_TOKEN"), "token sent first, for an ingest port beyond loopback (env METROCAST_INGEST_TOKEN; see metrocast token -publish)")
+	tokenFile := fs.String("token-file", "", "`file` holding the token sent first, for an ingest port beyond loopback (else env METROCAST_INGEST_TOKEN; see metrocast token -publish)")
+	fs.Func("token", "refused: a token on the command line shows in ps; use -token-file or METROCAST_INGEST_TOKEN", func(string) error {
+		return errors.New("a token on the command line is visible to every local user (ps): use -token-file FILE or METROCAST_INGEST_TOKEN")
+	})
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: metrocast push [flags] < lines.ndjson
 
@@ -60,9 +63,17 @@ flags:
 	if *timeout <= 0 {
 		return fmt.Errorf("push: -timeout (%s) must be > 0", *timeout)
 	}
+	token := os.Getenv("METROCAST_INGEST_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("push: -token-file: %w", err)
+		}
+		token = string(bytes.TrimSpace(b))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return push(ctx, stop, os.Stdin, os.Stdout, os.Stderr, *addr, *timeout, *token)
+	return push(ctx, stop, os.Stdin, os.Stdout, os.Stderr, *addr, *timeout, token)
 }
 
 // push sends the lines of in and reports to out (answers) and errOut

@@ -217,3 +217,43 @@ func TestNATSFlag(t *testing.T) {
 		t.Fatalf("nats_url %q from %q, want the flag's", c.gw.NATSURL, c.from["nats_url"])
 	}
 }
+
+// TestSecretNotOnCommandLine checks that a secret's value is refused as a
+// flag, with the way to give it instead, and still taken from the file
+// and the environment; and that a node whose admin port is beyond
+// loopback without an admin token does not start, saying why.
+func TestSecretNotOnCommandLine(t *testing.T) {
+	secret := strings.Repeat("s", 40)
+	c, _, err := serveConfig([]string{"-auth-hmac-secret", secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(""); err == nil || !strings.Contains(err.Error(), "-auth-hmac-secret-file") ||
+		!strings.Contains(err.Error(), "METROCAST_AUTH_HMAC_SECRET") || strings.Contains(err.Error(), secret) {
+		t.Fatalf("-auth-hmac-secret on the command line: %v, want a refusal naming -auth-hmac-secret-file", err)
+	}
+	for _, where := range []string{"file", "env"} {
+		c := newConfig("serve")
+		file := ""
+		if where == "file" {
+			file = writeConfig(t, "auth_hmac_secret: "+secret+"\n")
+		} else {
+			t.Setenv("METROCAST_AUTH_HMAC_SECRET", secret)
+		}
+		if err := c.load(file); err != nil || c.gw.AuthHMACSecret != secret {
+			t.Fatalf("secret from the %s: %v", where, err)
+		}
+	}
+
+	c, _, err = serveConfig([]string{"-insecure", "-admin-addr", "10.77.0.1:9090"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(""); err == nil || !strings.Contains(err.Error(), "admin_token_file") || !strings.Contains(err.Error(), "(set by -admin-addr)") {
+		t.Fatalf("admin port beyond loopback without a token: %v", err)
+	}
+
+	if err := runPush([]string{"-token", "eyJhbGciOi.x.y"}); err == nil || !strings.Contains(err.Error(), "-token-file") {
+		t.Fatalf("push -token: %v, want a refusal naming -token-file", err)
+	}
+}

@@ -59,15 +59,19 @@ function takeToken() {
   return sessionStorage.getItem(TOKEN_KEY) ?? undefined;
 }
 
-async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
-  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+// getJSON fetches from the admin port with the page's client token, which
+// an admin port beyond loopback asks for (and answers with the token's
+// cities only). A 401 is an error with status 401.
+async function getJSON(path, token) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const r = await fetch(path, { cache: "no-store", headers });
+  if (!r.ok) throw Object.assign(new Error(`${path}: ${r.status}`), { status: r.status });
   return r.json();
 }
 
-async function loadCities() {
-  const stats = await getJSON("/api/stats?limit=1000");
-  return stats.cities.map((c) => c.city).sort();
+async function loadCities(token) {
+  const { cities } = await getJSON("/api/cities", token);
+  return cities.sort();
 }
 
 function fillPicker(names) {
@@ -317,7 +321,17 @@ async function main() {
     ui.rate.textContent = (frameTimes.length / 5).toFixed(1);
   }, 1000);
   const token = takeToken();
-  const info = await getJSON("/api/client");
+  let info;
+  try {
+    info = await getJSON("/api/client", token);
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    // An admin port beyond loopback wants a (valid) client token.
+    if (token) sessionStorage.removeItem(TOKEN_KEY);
+    setStatus("no token", "closed");
+    askToken(token ? "the node refused this token" : undefined);
+    return;
+  }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const url = fragment().get("ws") ?? `${scheme}://${location.hostname}:${info.ws_port}${info.ws_path}`;
   if (!token && !info.insecure) {
@@ -329,7 +343,7 @@ async function main() {
   ui.metric.onchange = renderChart;
   let names = [];
   for (let i = 0; names.length === 0 && i < 30; i++) {
-    names = await loadCities().catch(() => []);
+    names = await loadCities(token).catch(() => []);
     if (names.length === 0) await new Promise((r) => setTimeout(r, 1000));
   }
   fillPicker(names);
@@ -337,7 +351,7 @@ async function main() {
   start(url, token);
   pick(wanted && (names.includes(wanted) || fragment().get("city")) ? wanted : names[0] ?? "");
   fillPicker([city]);
-  setInterval(() => loadCities().then(fillPicker, () => {}), 15000);
+  setInterval(() => loadCities(token).then(fillPicker, () => {}), 15000);
 }
 
 main().catch((err) => setStatus(String(err), "closed"));

@@ -6,7 +6,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { chromiumPath, haveChromium, ports, publish, secretFile, startNode, waitFor } from "./gateway.js";
+import { adminTokenFile, chromiumPath, haveChromium, ports, publish, secretFile, startNode, waitFor } from "./gateway.js";
 
 const artifacts = fileURLToPath(new URL("../test-results", import.meta.url));
 const CITY = "lagos";
@@ -46,7 +46,11 @@ function contiguous(list, from) {
 test("dashboard: live updates, alerts, resume after a lost connection, survives a gateway restart", { timeout: 90000 }, async () => {
   const p = await ports();
   const secret = secretFile();
-  const flags = ["-demo", "-auth-hmac-secret-file", secret];
+  // The admin port beyond loopback, as operators run it: the page works
+  // with its client token alone; the test's publishes carry the admin token.
+  const admin = adminTokenFile();
+  p.adminToken = admin.token;
+  const flags = ["-demo", "-auth-hmac-secret-file", secret, "-admin-addr", `0.0.0.0:${p.admin}`, "-admin-token-file", admin.path];
   let node = await startNode(p, flags);
   const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
   const errors = [];

@@ -39,6 +39,14 @@ export function secretFile() {
   return p;
 }
 
+/** adminTokenFile writes an admin token for a node and returns its path and the token. */
+export function adminTokenFile() {
+  const token = "web-test-admin-token-web-test-admin-token";
+  const p = join(mkdtempSync(join(tmpdir(), "metrocast-admin-")), "admin-token");
+  writeFileSync(p, token + "\n", { mode: 0o600 });
+  return { path: p, token };
+}
+
 /** ports picks the three ports of a node. */
 export async function ports() {
   return { ws: await freePort(), admin: await freePort(), ingest: await freePort() };
@@ -86,10 +94,14 @@ export async function waitFor(cond, ms, what) {
   }
 }
 
-/** publish sends NDJSON lines to the node's HTTP ingest and returns the answers. */
+/**
+ * publish sends NDJSON lines to the node's HTTP ingest and returns the
+ * answers; with p.adminToken set, as Authorization: Bearer.
+ */
 export async function publish(p, ...lines) {
   const r = await fetch(`http://127.0.0.1:${p.admin}/api/publish`, {
     method: "POST",
+    headers: p.adminToken ? { Authorization: `Bearer ${p.adminToken}` } : {},
     body: lines.map((l) => JSON.stringify(l)).join("\n") + "\n",
   });
   const text = await r.text();
