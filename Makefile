@@ -22,8 +22,8 @@ DEMO_SECRET ?= bin/demo-hmac-secret
 run: build
 	@test -s $(DEMO_SECRET) || (umask 077 && head -c 32 /dev/urandom | base64 > $(DEMO_SECRET))
 	@tok=$$(./$(BIN) token -auth-hmac-secret-file $(DEMO_SECRET) -sub demo -cities '*' -ttl 24h) && \
-	  printf '\ndemo token (every city, 24 h, signed with %s):\n\n  %s\n\ntry: websocat "ws://127.0.0.1:8080/ws?cities=nairobi&token=%s"\n\n' \
-	    '$(DEMO_SECRET)' "$$tok" "$$tok"
+	  printf '\ndemo token (every city, 24 h, signed with %s):\n\n  %s\n\ntry: ./$(BIN) sub nairobi\n\n' \
+	    '$(DEMO_SECRET)' "$$tok"
 	./$(BIN) serve -auth-hmac-secret-file $(DEMO_SECRET)
 
 # The same node fed with synthetic data for 12 cities; prints the dashboard's

@@ -3,6 +3,7 @@
 //	metrocast serve [flags]           run a node (config file, METROCAST_<KEY>, flags)
 //	metrocast config check FILE       validate a config file and print the effective config
 //	metrocast push [flags]            send NDJSON from stdin to the ingest port, with acks
+//	metrocast sub [flags] CITY...     print a city's frames as a client gets them, resuming on reconnect
 //	metrocast token [flags]           mint a JWT for a client or a producer
 //	metrocast version                 print the version
 package main
@@ -29,6 +30,8 @@ func main() {
 		err = runConfig(args)
 	case "push":
 		err = runPush(args)
+	case "sub":
+		err = runSub(args)
 	case "token":
 		err = runToken(args, os.Stdout)
 	case "version", "-version", "--version":
@@ -53,6 +56,7 @@ commands:
   serve     run a node (see 'metrocast serve -h'): -config FILE, METROCAST_<KEY>, flags
   config    'config check FILE' validates a config file and prints the effective config
   push      send NDJSON lines from stdin to the ingest port and print the acks
+  sub       print the frames of cities as a client gets them: metrocast sub nairobi
   token     mint a JWT: metrocast token -sub alice -cities nairobi,lagos -ttl 1h
   version   print the version
 `)
