@@ -56,6 +56,11 @@ func newCity(name string, cfg *Config, loops int, floor uint64, sparse bool) *ci
 	}
 }
 
+// mergeFailures counts the payloads mergeLocked could not split into
+// members: none, unless codec.CheckJSON and codec.EachMember part ways
+// (metrocast_merge_failures_total). Process-wide, as the invariant is.
+var mergeFailures atomic.Uint64
+
 // maxPendingMerges bounds the data_update payloads kept unmerged: past it,
 // publish folds them into the state (amortised), so the state never lags by
 // more than this many messages' worth of memory.
@@ -141,23 +146,24 @@ func tail(b []byte, n int) []byte {
 }
 
 // mergeLocked folds the pending payloads into the state, {...prev, ...update}.
-// The city lock is held on entry.
+// ParseIngest accepted each with the same scanner that splits it here
+// (codec.CheckJSON), so a payload that does not split is a broken
+// invariant: it is left out of the state and counted, never a panic on the
+// data path. The city lock is held on entry.
 func (c *city) mergeLocked() {
 	for i, p := range c.pending {
-		members, err := codec.ParseObject(p)
-		if err != nil {
-			// ParseIngest validated it; a failure here is a broken invariant.
-			panic("BUG: cannot merge a validated payload: " + err.Error())
-		}
-		if c.state == nil {
-			c.state = make(map[string][]byte, len(members))
-		}
-		for k, v := range members {
+		err := codec.EachMember(p, func(k string, v []byte) {
+			if c.state == nil {
+				c.state = make(map[string][]byte)
+			}
 			if _, ok := c.state[k]; !ok {
 				c.keys = append(c.keys, k)
 			}
-			// Values may alias the frame, which is immutable.
+			// Names and values alias the frame, which is immutable.
 			c.state[k] = v
+		})
+		if err != nil {
+			mergeFailures.Add(1)
 		}
 		c.pending[i] = nil
 	}

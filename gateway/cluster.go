@@ -71,6 +71,11 @@ type cluster struct {
 	replays       atomic.Uint64 // resume requests served from the stream
 	replayFails   atomic.Uint64 // resume requests the stream could not serve
 	publishErrors atomic.Uint64 // ingest lines the stream did not ack
+	// poison counts the stream messages no node could apply (not a valid
+	// ingest line: written by an older or a buggy node, or by hand),
+	// skipped; warnPoison throttles their log lines.
+	poison     atomic.Uint64
+	warnPoison throttle
 }
 
 // subject is the stream subject of a city's frames.
@@ -121,6 +126,7 @@ func (s *Server) startCluster() (*cluster, error) {
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
 	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches)}
+	cl.warnPoison.period = warnEvery
 	if err := cl.setup(); err != nil {
 		nc.Close()
 		return nil, err
@@ -305,7 +311,10 @@ func (cl *cluster) apply(msg jetstream.Msg) {
 	cl.applied.Store(seq)
 	in, err := codec.ParseIngest(msg.Data())
 	if err != nil {
-		cl.s.warn(&cl.s.warnBus, "dropped a stream message that is not a valid ingest line", "seq", seq, "err", err)
+		// Skipped, never retried: the consumer goes on with the next one,
+		// and a node that replays over it starts all the same.
+		cl.poison.Add(1)
+		cl.s.warn(&cl.warnPoison, "skipped a stream message that is not a valid ingest line", "seq", seq, "err", err)
 		return
 	}
 	if in.Timestamp == 0 {

@@ -11,10 +11,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -663,5 +665,91 @@ func TestClusterPipelined(t *testing.T) {
 	}
 	if f := readFrames(t, c, lines-1); f[len(f)-1].seq != last {
 		t.Fatalf("last frame %+v, want seq %d", f[len(f)-1], last)
+	}
+}
+
+// logBuffer collects a server's log lines; safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestClusterPoison writes to the stream, beside the nodes, messages no
+// node can apply (as an older or a buggy node could have): the consumer
+// skips them, counts them (metrocast_cluster_poison_total), logs the first
+// with its stream seq, and goes on; clients get the valid frames and a
+// state that encoding/json decodes; and a node that starts with a replay
+// over them starts.
+func TestClusterPoison(t *testing.T) {
+	n := startNATS(t)
+	var logs logBuffer
+	a := startClusterNode(t, n.url(), Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c, _ := subscribeCluster(t, a, "cities=poison", 1)
+	p := dialProducer(t, a)
+	first := p.publish(t, dataLine("poison", "data_update", `{"a":1}`))
+
+	nc, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("b", 41)
+	var poison []uint64
+	for _, line := range []string{
+		`{"city":"poison","type":"data_update","id":"c","data":{"a\0":1,"` + long + `":2}}`,
+		`{"city":"poison","type":"data_update","data":{"v":1e400}}`,
+		`{"city":"poison","type":"snapshot","data":{"v":"\0` + long + `"}}`,
+		`not json`,
+		``,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+		ack, err := js.Publish(ctx, subject("poison"), []byte(line))
+		cancel()
+		if err != nil {
+			t.Fatalf("cannot publish to the stream: %s", err)
+		}
+		poison = append(poison, ack.Sequence)
+	}
+	last := p.publish(t, dataLine("poison", "data_update", `{"b":2}`))
+	if frames := readFrames(t, c, 2); frames[0].seq != first || frames[1].seq != last {
+		t.Fatalf("frames %+v, want seqs %d and %d", frames, first, last)
+	}
+	waitFor(t, clusterTimeout, func() bool { return a.cluster.applied.Load() >= last })
+	if got := series(t, scrape(t, a), "metrocast_cluster_poison_total"); got != float64(len(poison)) {
+		t.Fatalf("metrocast_cluster_poison_total %v, want %d", got, len(poison))
+	}
+	if want := fmt.Sprintf("seq=%d", poison[0]); !strings.Contains(logs.String(), want) {
+		t.Fatalf("log %q does not name the first poison message (%s)", logs.String(), want)
+	}
+
+	b := startClusterNode(t, n.url(), Config{NATSReplay: time.Hour})
+	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() >= last })
+	for _, s := range []*Server{a, b} {
+		rc := dialGorilla(t, wsURL(s, "cities=poison"))
+		readType(t, rc, "subscribed")
+		m := readType(t, rc, "initial_data")
+		var v any
+		if err := json.Unmarshal(m.raw, &v); err != nil || m.Seq != last || !jsonEqual(t, m.Data, []byte(`{"a":1,"b":2}`)) {
+			t.Fatalf("initial_data %s (%v), want seq %d and the valid frames merged", m.raw, err, last)
+		}
+	}
+	if got := b.cluster.poison.Load(); got != uint64(len(poison)) {
+		t.Fatalf("replaying node skipped %d poison messages, want %d", got, len(poison))
 	}
 }

@@ -3,8 +3,10 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +189,75 @@ func TestIngestRate(t *testing.T) {
 	}
 	if st := s.Stats(); len(st.Producers) != 1 || st.Producers[0].Throttled == 0 || st.IngestErrors != 0 {
 		t.Fatalf("Producers %+v, IngestErrors %d", st.Producers, st.IngestErrors)
+	}
+}
+
+// TestIngestOneDefinitionOfValid sends, over the ingest port, lines that
+// sonic's fast paths accepted and the merge or the clients could not take
+// (issue 16.1): each is refused with its line number, the lines around it
+// are stored, and clients that join afterwards get an initial_data that
+// encoding/json decodes, holding the merge of the stored lines only.
+func TestIngestOneDefinitionOfValid(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	live := dialGorilla(t, wsURL(s, "cities=valid"))
+	readType(t, live, "subscribed")
+	readType(t, live, "initial_data")
+	p := dialProducer(t, s)
+	long := strings.Repeat("b", 41)
+	bad := []struct{ line, err string }{
+		// The issue's line: a bad escape in a name, 32 bytes or more before the end.
+		{`{"city":"valid","type":"data_update","id":"x1","data":{"a\0":1,"` + long + `":2}}`, "invalid escape"},
+		{`{"city":"valid","type":"data_update","id":"x2","data":{"a":"\0` + long + `"}}`, "invalid escape"},
+		{`{"city":"valid","type":"data_update","id":"x3","data":{"v":1e400}}`, "out of the range of a float64"},
+		{`{"city":"valid","type":"snapshot","id":"x4","data":{"v":[-1e999]}}`, "out of the range of a float64"},
+		{`{"city":"valid","type":"alerts","id":"x5","alerts":[{"severity":"info","v":1e400}]}`, "out of the range of a float64"},
+		{`{"city":"valid","type":"data_update","id":"x6","data":{"\ud800` + long + `":1}}`, "unpaired UTF-16 surrogate"},
+		{`{"city":"valid","type":"data_update","id":"x7","data":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`, "nested deeper"},
+	}
+	lines := []string{`{"city":"valid","type":"data_update","id":"ok1","data":{"a":1,"` + long + `":"\u00e9\ud83d\ude00"}}`}
+	for _, b := range bad {
+		lines = append(lines, b.line)
+	}
+	lines = append(lines, `{"city":"valid","type":"data_update","id":"ok2","data":{"a":2,"v":1.7976931348623157e308}}`)
+	p.write(t, lines...)
+	if a := p.answer(t); a.Ack != "ok1" || a.Seq != 1 {
+		t.Fatalf("line 1: %+v, want an ack at seq 1", a)
+	}
+	for i, b := range bad {
+		if a := p.answer(t); a.Ack != "" || a.Line != i+2 || !strings.Contains(a.Error, b.err) {
+			t.Fatalf("line %d: %+v, want an error on line %d mentioning %q", i+2, a, i+2, b.err)
+		}
+	}
+	if a := p.answer(t); a.Ack != "ok2" || a.Seq != 2 {
+		t.Fatalf("last line: %+v, want an ack at seq 2", a)
+	}
+
+	decode := func(what string, b []byte) any {
+		t.Helper()
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("%s %s: encoding/json cannot decode it: %v", what, b, err)
+		}
+		return v
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		m := readType(t, live, "data_update")
+		if m.Seq != seq {
+			t.Fatalf("got %s, want seq %d", m.raw, seq)
+		}
+		decode("data_update", m.raw)
+	}
+	want := decode("state", []byte(`{"a":2,"`+long+`":"é😀","v":1.7976931348623157e308}`))
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, ""))
+		_, m := subscribeAuth(t, c, "valid")
+		if m.Seq != 2 || !reflect.DeepEqual(decode("initial_data", m.raw).(map[string]any)["data"], want) {
+			t.Fatalf("%s: %s, want seq 2 and state %v", d.name, m.raw, want)
+		}
+		c.close()
+	}
+	if st := s.Stats(); st.IngestErrors != uint64(len(bad)) || st.IngestFrames != 2 {
+		t.Fatalf("IngestErrors %d IngestFrames %d, want %d and 2", st.IngestErrors, st.IngestFrames, len(bad))
 	}
 }

@@ -109,6 +109,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_conflations_total", st.Conflations)
 	counter("metrocast_slow_consumer_stalls_total", st.Stalls)
 	counter("metrocast_ring_evictions_total", st.RingEvictions)
+	counter("metrocast_merge_failures_total", mergeFailures.Load())
 	gauge("metrocast_ingest_connections", st.IngestConns)
 	counter("metrocast_ingest_frames_total", st.IngestFrames)
 	counter("metrocast_ingest_bytes_total", st.IngestBytes)
@@ -123,17 +124,19 @@ func (s *Server) writeCounters(w io.Writer) {
 	// Cluster series exist on a single node too (at 0), so that
 	// dashboards and alerts need no second shape.
 	var connected int64
-	var applied, replays, replayFails, publishErrors, presenceErrors uint64
+	var applied, replays, replayFails, publishErrors, presenceErrors, poison uint64
 	if cl := s.cluster; cl != nil {
 		if cl.connected() {
 			connected = 1
 		}
 		applied, replays, replayFails, publishErrors = cl.applied.Load(), cl.replays.Load(), cl.replayFails.Load(), cl.publishErrors.Load()
 		presenceErrors = cl.presence.errors.Load()
+		poison = cl.poison.Load()
 	}
 	gauge("metrocast_cluster_connected", connected)
 	metrics.WriteGaugeUint64(w, "metrocast_cluster_applied_seq", applied)
 	counter("metrocast_cluster_publish_errors_total", publishErrors)
+	counter("metrocast_cluster_poison_total", poison)
 	counter("metrocast_cluster_replays_total", replays)
 	counter("metrocast_cluster_replay_failures_total", replayFails)
 	counter("metrocast_cluster_presence_errors_total", presenceErrors)
