@@ -87,7 +87,11 @@ func (c *client) run(ready func(ok bool)) {
 		if first && !c.readyAt {
 			c.failed = true
 			w.failed.Add(1)
-			w.noteErr("connect", err)
+			if r := (*refusalError)(nil); errors.As(err, &r) {
+				w.noteErr("refused "+r.kind(), err)
+			} else {
+				w.noteErr("connect", err)
+			}
 			ready(false)
 			return
 		}
@@ -224,7 +228,7 @@ func handshake(nc net.Conn, br *bufio.Reader, host, target string) error {
 		return fmt.Errorf("cannot read upgrade response: %w", err)
 	}
 	if !bytes.HasPrefix(status, []byte("HTTP/1.1 101 ")) {
-		return fmt.Errorf("upgrade refused: %s", bytes.TrimSpace(status))
+		return readRefusal(br, status)
 	}
 	sum := sha1.Sum([]byte(k + wsGUID))
 	want := base64.StdEncoding.EncodeToString(sum[:])
@@ -247,6 +251,60 @@ func handshake(nc net.Conn, br *bufio.Reader, host, target string) error {
 		return errors.New("upgrade response without the right Sec-WebSocket-Accept")
 	}
 	return nil
+}
+
+// refusalError is the node's HTTP answer to an upgrade it refused: its
+// status and the code and message of its body ("invalid_token: …").
+type refusalError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *refusalError) Error() string {
+	return fmt.Sprintf("upgrade refused: %d %s", e.status, e.msg)
+}
+
+// kind names the refusal in the report: "401 invalid_token", "503".
+func (e *refusalError) kind() string {
+	if e.code == "" {
+		return strconv.Itoa(e.status)
+	}
+	return strconv.Itoa(e.status) + " " + e.code
+}
+
+// readRefusal reads the rest of a refused upgrade's answer (status is its
+// first line) for its status and the code of its body.
+func readRefusal(br *bufio.Reader, status []byte) error {
+	e := &refusalError{msg: string(bytes.TrimSpace(status))}
+	if f := bytes.Fields(status); len(f) >= 2 {
+		e.status, _ = strconv.Atoi(string(f[1]))
+	}
+	n := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return e
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, val, _ := bytes.Cut(line, []byte(":"))
+		if bytes.EqualFold(name, []byte("Content-Length")) {
+			n, _ = strconv.Atoi(string(bytes.TrimSpace(val)))
+		}
+	}
+	body := make([]byte, max(0, min(n, 512)))
+	if _, err := io.ReadFull(br, body); err != nil || len(body) == 0 {
+		return e
+	}
+	e.msg = strings.TrimSpace(string(body))
+	// The node's bodies read "code: message", the code in snake_case.
+	if code, _, ok := strings.Cut(e.msg, ": "); ok && code != "" && strings.Trim(code, "abcdefghijklmnopqrstuvwxyz_") == "" {
+		e.code = code
+	}
+	return e
 }
 
 // read handles frames until the connection ends. It answers pings and

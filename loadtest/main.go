@@ -63,7 +63,10 @@ type options struct {
 	Cities         int           `json:"cities"`
 	CityPrefix     string        `json:"city_prefix"`
 	Subscribe      string        `json:"subscribe"`
-	Token          string        `json:"-"`
+	Token          string        `json:"-"` // client token
+	IngestToken    string        `json:"-"` // producer token
+	TokenFile      string        `json:"-"`
+	SecretFile     string        `json:"-"` // -auth-hmac-secret-file
 	ConnRate       float64       `json:"conn_rate"`
 	Parallel       int           `json:"parallel"`
 	Procs          int           `json:"procs"`
@@ -126,7 +129,6 @@ func defaultOptions(scenario string) options {
 		Cities:         12,
 		CityPrefix:     "lt-",
 		Subscribe:      "url",
-		Token:          "loadtest",
 		ConnRate:       2000,
 		Parallel:       256,
 		Srcs:           253,
@@ -204,7 +206,11 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	fs.IntVar(&o.Cities, "cities", o.Cities, "cities; client i follows city i%cities")
 	fs.StringVar(&o.CityPrefix, "city-prefix", o.CityPrefix, "prefix of the city names (lt-00, lt-01, …)")
 	fs.StringVar(&o.Subscribe, "subscribe", o.Subscribe, "how clients subscribe: url (?cities=), auth (the dashboards' auth message) or subscribe (a subscribe message)")
-	fs.StringVar(&o.Token, "token", o.Token, "client token, sent on the URL and in -subscribe auth (mint one with metrocast token; an -insecure node takes any)")
+	fs.StringVar(&o.TokenFile, "token-file", "", "`file` holding the client token, sent on the URL and in -subscribe auth (else METROCAST_TOKEN; the publisher's: METROCAST_INGEST_TOKEN)")
+	fs.StringVar(&o.SecretFile, "auth-hmac-secret-file", "", "mint the clients' and the publisher's token with the HMAC secret in this `file` (default: "+demoSecret+" of make run when it exists, else METROCAST_AUTH_HMAC_SECRET); with -spawn, the node checks tokens with it")
+	fs.Func("token", "refused: a token on the command line shows in ps; use -token-file or METROCAST_TOKEN", func(string) error {
+		return errors.New("a token on the command line shows in ps: use -token-file or METROCAST_TOKEN")
+	})
 	fs.Float64Var(&o.ConnRate, "conn-rate", o.ConnRate, "new connections per second, all processes together (0: as fast as -parallel allows)")
 	fs.IntVar(&o.Parallel, "parallel", o.Parallel, "connection attempts in flight per process")
 	fs.IntVar(&o.Procs, "procs", o.Procs, fmt.Sprintf("load processes (0: one per %d connections)", connsPerProc))
@@ -248,7 +254,12 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	if o.Procs == 0 {
 		o.Procs = max(1, (o.Conns+connsPerProc-1)/connsPerProc)
 	}
-	return &o, o.validate()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	secretGiven := false
+	fs.Visit(func(f *flag.Flag) { secretGiven = secretGiven || f.Name == "auth-hmac-secret-file" })
+	return &o, o.resolveTokens(secretGiven)
 }
 
 func parseRates(s string) ([]float64, error) {

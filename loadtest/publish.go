@@ -33,7 +33,11 @@ type publisher struct {
 }
 
 func newPublisher(ctx context.Context, o *options) (*publisher, error) {
-	p, err := producer.Dial(ctx, o.Ingest, producer.Options{})
+	var opts producer.Options
+	if tok := o.IngestToken; tok != "" {
+		opts.Token = func() (string, error) { return tok, nil }
+	}
+	p, err := producer.Dial(ctx, o.Ingest, opts)
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to ingest at %s: %w", o.Ingest, err)
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +44,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		r.res.Machine.Load1After = load1()
 	}()
 	if o.Spawn != "" {
-		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.Nodes)
+		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes)
 		defer stop()
 		if err != nil {
 			return r.res, err
@@ -140,9 +143,16 @@ func (r *runner) connect(ctx context.Context) error {
 	}
 	secs := time.Since(t0).Seconds()
 	c := &connectFigures{Conns: o.Conns, Seconds: secs}
+	refused := map[string]errorCount{}
 	for _, s := range st {
 		c.Up += s.Ready
 		c.Failed += s.Failed
+		for kind, e := range s.Refused {
+			old := refused[kind]
+			old.Count += e.Count
+			old.Example = cmp.Or(old.Example, e.Example)
+			refused[kind] = old
+		}
 	}
 	c.RatePerS = float64(c.Up) / secs
 	r.res.Connect = c
@@ -161,9 +171,29 @@ func (r *runner) connect(ctx context.Context) error {
 		}
 	}
 	if c.Up < int64(o.Conns) && o.Scenario != "connect-storm" {
-		return fmt.Errorf("only %d of %d connections came up (%d failed)", c.Up, o.Conns, c.Failed)
+		return fmt.Errorf("only %d of %d connections came up (%d failed%s)", c.Up, o.Conns, c.Failed, refusals(refused))
 	}
 	return nil
+}
+
+// refusals describes the upgrades the node refused, by status and code,
+// with the node's message: "; the node refused 200 with 401 auth_required:
+// cities on the URL need a token …".
+func refusals(refused map[string]errorCount) string {
+	kinds := slices.Sorted(maps.Keys(refused))
+	var b strings.Builder
+	for i, kind := range kinds {
+		sep := "; the node refused "
+		if i > 0 {
+			sep = ", "
+		}
+		e := refused[kind]
+		fmt.Fprintf(&b, "%s%d with %s", sep, e.Count, strings.TrimPrefix(e.Example, "upgrade refused: "))
+	}
+	if len(kinds) > 0 && strings.HasPrefix(kinds[0], "401") {
+		b.WriteString("; a token: -token-file, METROCAST_TOKEN, or -auth-hmac-secret-file to mint one")
+	}
+	return b.String()
 }
 
 func (r *runner) stats() ([]*workerStats, error) {

@@ -30,11 +30,15 @@ type node struct {
 // spawnNode starts bin serve on loopback ports chosen by the kernel and
 // waits for its "metrocast listening" log line, which names them. The admin
 // port of builds that have one goes to a free port too (the environment
-// variable is ignored by builds without it).
-func spawnNode(bin, extra string) (*node, error) {
-	// Insecure: the bench measures fanout, not token checks (those have
-	// BenchmarkClientGrant).
+// variable is ignored by builds without it). With a secret file the node
+// checks tokens with it; without, it runs -insecure.
+func spawnNode(bin, extra, secretFile string) (*node, error) {
+	// Insecure by default: the bench measures fanout, not token checks
+	// (those have BenchmarkClientGrant).
 	args := []string{"serve", "-addr", "127.0.0.1:0", "-ingest-addr", "127.0.0.1:0", "-log-format", "json", "-insecure"}
+	if secretFile != "" {
+		args = append(args[:len(args)-1], "-auth-hmac-secret-file", secretFile)
+	}
 	args = append(args, strings.Fields(extra)...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "METROCAST_ADMIN_ADDR=127.0.0.1:0")
@@ -120,10 +124,10 @@ func (n *node) stop() {
 	}
 }
 
-// spawnNodes starts count nodes of bin: one alone, or a cluster on a NATS
+// spawnNodes starts count nodes of bin (see spawnNode): one alone, or a cluster on a NATS
 // JetStream server run inside this process, on a loopback port with its
 // store in a temporary directory. stop stops them all, NATS last.
-func spawnNodes(bin, extra string, count int) (nodes []*node, stop func(), err error) {
+func spawnNodes(bin, extra, secretFile string, count int) (nodes []*node, stop func(), err error) {
 	var ns *natsserver.Server
 	var dir string
 	stop = func() {
@@ -155,7 +159,7 @@ func spawnNodes(bin, extra string, count int) (nodes []*node, stop func(), err e
 		extra += " -nats " + ns.ClientURL()
 	}
 	for range count {
-		n, err := spawnNode(bin, extra)
+		n, err := spawnNode(bin, extra, secretFile)
 		if err != nil {
 			return nodes, stop, err
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,8 @@ type workerStats struct {
 	Behind     uint64 `json:"behind"`  // frames owed but not yet received, once final is known
 	Latency    sparse `json:"latency"` // the latest phase so far
 	Reconnects uint64 `json:"reconnects"`
+	// Refused counts the upgrades the node refused, by status and code.
+	Refused map[string]errorCount `json:"refused,omitempty"`
 }
 
 // workerReport is a worker's share of the results, sent when it closes.
@@ -403,6 +406,16 @@ func (w *worker) stats() *workerStats {
 		Deliveries: w.deliveries.Load(),
 		Reconnects: w.reconnects.Load(),
 	}
+	w.errMu.Lock()
+	for kind, e := range w.errors {
+		if k, ok := strings.CutPrefix(kind, "refused "); ok {
+			if st.Refused == nil {
+				st.Refused = map[string]errorCount{}
+			}
+			st.Refused[k] = e
+		}
+	}
+	w.errMu.Unlock()
 	if phases := *w.phases.Load(); len(phases) > 0 {
 		st.Latency = phases[len(phases)-1].lat.sparse()
 	}

@@ -8,7 +8,11 @@
 // METROCAST_URL (ws://127.0.0.1:8080/ws), RATE (1000/s), RAMP (10s: from 0
 // to RATE), STEADY (20s at RATE), HOLD (5 s per connection), CITIES (12),
 // CITY_PREFIX (lt-), TOKEN (when set: subscribe with the auth message and
-// send it as a bearer token too, instead of ?cities= on the URL).
+// send it as a bearer token too, instead of ?cities= on the URL). A node
+// with keys needs TOKEN: set it in the environment, which k6 run passes to
+// __ENV and ps does not show, e.g. for the node of make run:
+//
+//   export TOKEN=$(./bin/metrocast token -auth-hmac-secret-file bin/demo-hmac-secret -sub k6 -cities '*' -ttl 1h)
 import exec from "k6/execution";
 import { Counter, Trend } from "k6/metrics";
 import { Options } from "k6/options";

@@ -9,7 +9,7 @@
 //   k6 run -e METROCAST_URL=ws://host:8080/ws -e VUS=5000 loadtest/k6/latency.ts
 //
 // METROCAST_URL (ws://127.0.0.1:8080/ws), VUS (1000), HOLD (60 s), CITIES
-// (12), CITY_PREFIX (lt-), TOKEN (as in connect.ts).
+// (12), CITY_PREFIX (lt-), TOKEN (from the environment, as in connect.ts).
 import exec from "k6/execution";
 import { Counter, Trend } from "k6/metrics";
 import { Options } from "k6/options";
