@@ -374,12 +374,15 @@ func runConfig(args []string) error {
 	return configCheck(os.Stdout, args[1])
 }
 
-// configCheck loads file as serve would (with the METROCAST_* variables)
-// and writes the effective configuration to w, or returns why it is
-// invalid.
+// configCheck loads file as serve would (with the METROCAST_* variables),
+// opens every file it names, and writes the effective configuration to w,
+// or returns why it is invalid.
 func configCheck(w io.Writer, file string) error {
 	c := newConfig("config")
 	if err := c.load(file); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if err := c.checkFiles(); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	out, err := c.marshal()

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -435,6 +436,42 @@ func TestDeploySystemd(t *testing.T) {
 	}
 	if n, err := strconv.Atoi(unit["LimitNOFILE"]); err != nil || n < 65536 {
 		t.Errorf("LimitNOFILE %q: want room for tens of thousands of connections", unit["LimitNOFILE"])
+	}
+
+	// The service's own user (DynamicUser) cannot read a root-only secret:
+	// it gets a copy as a credential, the one the node reads, and a step of
+	// the set-up creates the secret it is copied from.
+	if unit["DynamicUser"] != "yes" {
+		t.Errorf("DynamicUser %q, want yes", unit["DynamicUser"])
+	}
+	name, src, _ := strings.Cut(unit["LoadCredential"], ":")
+	if want := "METROCAST_AUTH_HMAC_SECRET_FILE=%d/" + name; name == "" || unit["Environment"] != want {
+		t.Errorf("LoadCredential %q, Environment %q: want the secret as a credential, and %s", unit["LoadCredential"], unit["Environment"], want)
+	}
+	if !strings.Contains(string(b), "> "+src+")") {
+		t.Errorf("no set-up step creates %s, the secret LoadCredential copies", src)
+	}
+	c = deployedConfig(t, "metrocast.service", args[1:], map[string]string{"METROCAST_AUTH_HMAC_SECRET_FILE": "/run/credentials/metrocast.service/" + name},
+		map[string]string{"/etc/metrocast/metrocast.yaml": filepath.Join(deployDir, "metrocast.yaml")})
+	if c.from["auth_hmac_secret_file"] != "METROCAST_AUTH_HMAC_SECRET_FILE" {
+		t.Errorf("auth_hmac_secret_file comes from %s, want the credential's variable", c.from["auth_hmac_secret_file"])
+	}
+
+	// systemd's own check of the unit (Debian has systemd-analyze), with
+	// ExecStart pointing at a binary that exists here.
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Logf("systemd-analyze not installed: the unit's syntax is not checked")
+		return
+	}
+	copy := filepath.Join(t.TempDir(), "metrocast.service")
+	text := strings.ReplaceAll(string(b), args[0], "/bin/true")
+	if err := os.WriteFile(copy, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", copy).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
 
