@@ -37,6 +37,9 @@ demo: build
 # screen included), the race detector on the concurrent packages, one pass
 # of every benchmark so they cannot rot, then the JavaScript client's tests
 # and the k6 scripts' types.
+# Tests that run a tool make deps installs (haproxy, systemd-analyze, helm)
+# skip without it under plain go test, and fail here.
+test: export METROCAST_REQUIRE_TOOLS := 1
 test: deps lint
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
@@ -45,13 +48,15 @@ test: deps lint
 
 # What `make test` needs beyond Go, installed when missing and left alone
 # when present: Node ≥ 20 with npm (checked: Debian 12's nodejs is 18),
-# Debian's Chromium (apt-get, as root) and the npm packages of gateway/web
-# and loadtest/k6 (npm ci, again when a package-lock.json changes).
+# Debian's Chromium, HAProxy and systemd-analyze (apt-get, as root; the
+# deploy tests check haproxy.cfg and the unit with them) and the npm
+# packages of gateway/web and loadtest/k6 (npm ci, again when a
+# package-lock.json changes).
 deps: node-check apt-deps gateway/web/node_modules/.package-lock.json \
 	loadtest/k6/node_modules/.package-lock.json
 
 # Debian packages, as "command or file it provides=package".
-APT_DEPS := /usr/bin/chromium=chromium
+APT_DEPS := /usr/bin/chromium=chromium haproxy=haproxy systemd-analyze=systemd
 apt-deps:
 	@missing=; for d in $(APT_DEPS); do command -v $${d%%=*} >/dev/null 2>&1 || missing="$$missing $${d#*=}"; done; \
 	test -z "$$missing" && exit 0; \

@@ -4,10 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -459,11 +466,7 @@ func TestDeploySystemd(t *testing.T) {
 
 	// systemd's own check of the unit (Debian has systemd-analyze), with
 	// ExecStart pointing at a binary that exists here.
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Logf("systemd-analyze not installed: the unit's syntax is not checked")
-		return
-	}
+	analyze := needTool(t, "systemd-analyze", "apt-get install -y systemd")
 	copy := filepath.Join(t.TempDir(), "metrocast.service")
 	text := strings.ReplaceAll(string(b), args[0], "/bin/true")
 	if err := os.WriteFile(copy, []byte(text), 0o644); err != nil {
@@ -504,4 +507,109 @@ func TestDeploySysctl(t *testing.T) {
 	if settings == 0 {
 		t.Fatal("sysctl.conf sets nothing")
 	}
+}
+
+// needTool returns the path of an external program a test runs. Plain go
+// test skips without it; make test, which installs it, sets
+// METROCAST_REQUIRE_TOOLS so that a missing one fails instead.
+func needTool(t *testing.T, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("METROCAST_REQUIRE_TOOLS") != "" {
+		t.Fatalf("%s is not installed (%s)", name, install)
+	}
+	t.Skipf("%s is not installed (%s; make test does)", name, install)
+	return ""
+}
+
+// TestDeployComposeHAProxy: HAProxy itself checks haproxy.cfg (with a
+// certificate made here in place of certs/metrocast.pem); the nodes are
+// found again through Docker's DNS after they are recreated; ingest is
+// bound to a private address and published on the host's loopback only.
+func TestDeployComposeHAProxy(t *testing.T) {
+	dir := filepath.Join(deployDir, "compose")
+	b, err := os.ReadFile(filepath.Join(dir, "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	resolvers := regexp.MustCompile(`(?m)^resolvers (\S+)$`).FindStringSubmatch(text)
+	if resolvers == nil {
+		t.Fatal("haproxy.cfg: no resolvers section: a recreated node (new address) would not be found again")
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "default-server" &&
+			!strings.Contains(line, " resolvers "+resolvers[1]+" ") {
+			t.Errorf("haproxy.cfg: %q does not resolve the nodes with %s", strings.TrimSpace(line), resolvers[1])
+		}
+	}
+	m := regexp.MustCompile(`(?s)frontend ingest\n.*?\n  bind (\S+)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatal("haproxy.cfg: no ingest frontend")
+	}
+	host, _, err := net.SplitHostPort(m[1])
+	if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsPrivate() && !ip.IsLoopback() {
+		t.Errorf("haproxy.cfg: ingest bound to %s, want a private address", m[1])
+	}
+	services := get(t, yamlDocs(t, filepath.Join(dir, "docker-compose.yml"))[0], "services").(map[string]any)
+	for _, p := range yamlStrings(get(t, services["haproxy"], "ports")) {
+		if strings.HasSuffix(p, ":7070") && !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("docker-compose.yml: haproxy publishes ingest as %q, want the host's loopback only", p)
+		}
+	}
+
+	haproxy := needTool(t, "haproxy", "apt-get install -y haproxy")
+	tmp := t.TempDir()
+	pem := filepath.Join(tmp, "metrocast.pem")
+	if err := os.WriteFile(pem, selfSignedPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const crt = "/usr/local/etc/haproxy/certs/metrocast.pem"
+	if !strings.Contains(text, crt) {
+		t.Fatalf("haproxy.cfg: no certificate at %s (docker-compose.yml mounts certs/ there)", crt)
+	}
+	cfg := filepath.Join(tmp, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(text, crt, pem)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(haproxy, "-c", "-f", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Configuration file is valid") {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	// The node names resolve on the compose network only.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "[WARNING]") && !strings.Contains(line, "could not resolve address 'metrocast-") {
+			t.Errorf("haproxy -c: %s", line)
+		}
+	}
+}
+
+// selfSignedPEM returns a certificate for localhost and its key, in one
+// PEM file as HAProxy wants them.
+func selfSignedPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})...)
 }
