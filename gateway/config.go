@@ -75,6 +75,11 @@ type Config struct {
 	// HandshakeTimeout closes a connection that has not completed its
 	// upgrade. Default 10s.
 	HandshakeTimeout time.Duration
+	// FrameTimeout closes (1008) a connection whose frame, or fragmented
+	// message, is not whole this long after its first byte: bytes of an
+	// unfinished frame keep the idle clock at zero, so without it a client
+	// trickling one frame holds its connection forever. Default 5s.
+	FrameTimeout time.Duration
 
 	// IngestMaxLineBytes bounds one ingest line. Default 1 MiB.
 	IngestMaxLineBytes int
@@ -83,6 +88,10 @@ type Config struct {
 	// IngestWriteTimeout closes a producer that does not read its acks.
 	// Default 30s.
 	IngestWriteTimeout time.Duration
+	// IngestLineTimeout disconnects a producer (TCP) or ends a request (HTTP
+	// publish) whose line is not whole this long after its first byte. A
+	// producer may pause as long as it likes between lines. Default 10s.
+	IngestLineTimeout time.Duration
 
 	// DrainWindow is how long Shutdown takes at most: the clients are
 	// closed evenly over its first 90%, each told when to reconnect, and
@@ -240,9 +249,11 @@ func (c Config) WithDefaults() Config {
 	defDur(&c.PingInterval, 25*time.Second)
 	defDur(&c.IdleTimeout, 60*time.Second)
 	defDur(&c.HandshakeTimeout, 10*time.Second)
+	defDur(&c.FrameTimeout, 5*time.Second)
 	def(&c.IngestMaxLineBytes, 1<<20)
 	def(&c.IngestMaxConns, 256)
 	defDur(&c.IngestWriteTimeout, 30*time.Second)
+	defDur(&c.IngestLineTimeout, 10*time.Second)
 	defDur(&c.DrainWindow, 10*time.Second)
 	defDur(&c.AuthLeeway, 10*time.Second)
 	defDur(&c.AuthTimeout, 10*time.Second)
@@ -296,9 +307,13 @@ func (c *Config) Validate() error {
 	check(c.PingInterval > 0, "ping_interval (%s) must be > 0", c.PingInterval)
 	check(c.IdleTimeout > c.PingInterval, "idle_timeout (%s) must be > ping_interval (%s)", c.IdleTimeout, c.PingInterval)
 	check(c.HandshakeTimeout > 0, "handshake_timeout (%s) must be > 0", c.HandshakeTimeout)
+	// At most an hour: conn keeps the start of a partial frame on a 32-bit
+	// millisecond clock (see conn.partialAt).
+	check(c.FrameTimeout > 0 && c.FrameTimeout <= time.Hour, "frame_timeout (%s) must be in (0s, 1h]", c.FrameTimeout)
 	check(c.IngestMaxLineBytes >= 1024, "ingest_max_line_bytes (%d) must be ≥ 1024", c.IngestMaxLineBytes)
 	check(c.IngestMaxConns >= 1, "ingest_max_conns (%d) must be ≥ 1", c.IngestMaxConns)
 	check(c.IngestWriteTimeout > 0, "ingest_write_timeout (%s) must be > 0", c.IngestWriteTimeout)
+	check(c.IngestLineTimeout > 0, "ingest_line_timeout (%s) must be > 0", c.IngestLineTimeout)
 	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
 	check(c.AdminTokenFile != "" || loopbackAddr(c.AdminAddr),
 		"admin_addr (%q) is beyond loopback: set admin_token_file, or bind it to 127.0.0.1 (its stats, pprof and HTTP ingest are not for everyone)", c.AdminAddr)
@@ -365,6 +380,6 @@ func validStreamName(name string) bool {
 
 // tick is the housekeeping period: fine enough for the shortest time-out.
 func (c *Config) tick() time.Duration {
-	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.SlowTimeout, c.AuthTimeout, c.TokenGrace) / 4
+	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.FrameTimeout, c.SlowTimeout, c.AuthTimeout, c.TokenGrace) / 4
 	return max(10*time.Millisecond, min(d, time.Second))
 }

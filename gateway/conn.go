@@ -37,6 +37,10 @@ type conn struct {
 	reason  CloseReason
 	errors  uint8 // bad client messages so far
 	flags   uint8 // flag* bits
+	// partialAt is when the unfinished frame or fragmented message began
+	// (flagPartial), on msClock: housekeeping closes the connection past
+	// FrameTimeout. 32 bits fill the padding before opened.
+	partialAt uint32
 
 	// opened is the Unix nanoseconds of the accept (handshake time-out),
 	// then of the upgrade (auth time-out).
@@ -65,7 +69,13 @@ const (
 	flagWarned                       // token_expiring sent for the current grant
 	flagPresence                     // some subscription wants presence events
 	flagProxied                      // from a trusted proxy: counted per IP by client
+	flagPartial                      // a frame or fragmented message is unfinished (partialAt)
 )
+
+// msClock is Unix milliseconds modulo 2³², for conn.partialAt: the
+// difference of two readings is exact up to 49 days apart, and
+// FrameTimeout is at most an hour.
+func msClock(ns int64) uint32 { return uint32(ns / int64(time.Millisecond)) }
 
 // sub is one subscription of a connection to a city.
 type sub struct {
@@ -105,18 +115,30 @@ func (cn *conn) traffic() gnet.Action {
 	}
 	buf, _ := cn.c.Peek(-1)
 	off := 0
+	between := false // a message ended in this read, with none begun after it
 	for off < len(buf) && cn.state == stateOpen {
 		n := cn.frame(buf[off:])
 		if n == 0 {
 			break
 		}
 		off += n
+		between = cn.frag == nil
 	}
 	switch cn.state {
 	case stateClosed:
 		return gnet.None
 	case stateClosing:
 		return gnet.Close
+	}
+	// Bytes of an unfinished frame count as life for the idle time-out, so
+	// the frame (or fragmented message) has FrameTimeout from its first
+	// byte to be whole; housekeeping checks.
+	switch {
+	case off == len(buf) && cn.frag == nil:
+		cn.flags &^= flagPartial
+	case cn.flags&flagPartial == 0 || between:
+		cn.flags |= flagPartial
+		cn.partialAt = msClock(l.now)
 	}
 	// gnet's Discard(n) with n <= 0 drops everything buffered: with a
 	// partial frame (off == 0) the bytes must stay for the next pass.

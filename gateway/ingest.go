@@ -43,6 +43,7 @@ type ingest struct {
 	rejected     atomic.Uint64
 	authFailures atomic.Uint64
 	dropped      atomic.Uint64
+	timeouts     atomic.Uint64
 }
 
 // producerConn is one producer connection. Its goroutine owns grant, rate
@@ -187,6 +188,7 @@ func (in *ingest) stats(st *Stats) {
 	st.IngestRejected = in.rejected.Load()
 	st.IngestAuthFailures = in.authFailures.Load()
 	st.IngestDropped = in.dropped.Load()
+	st.IngestTimeouts = in.timeouts.Load()
 }
 
 // handle serves one producer until it closes, stops reading its answers,
@@ -199,10 +201,26 @@ func (in *ingest) handle(c net.Conn, pc *producerConn) {
 		_ = c.Close()
 	}()
 	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
-	_, _ = in.serveLines(pc, newLineReader(c, in.s.cfg.IngestMaxLineBytes), w, w.Flush)
+	lr := newLineReader(c, in.s.cfg.IngestMaxLineBytes, in.s.live.Load().IngestLineTimeout, func(t time.Time) error {
+		return in.setReadDeadline(c, t)
+	})
+	_, _ = in.serveLines(pc, lr, w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
 		linger(c)
 	}
+}
+
+// setReadDeadline sets a producer connection's read deadline, unless close
+// has stopped the reading (its deadline in the past stays: this one set
+// after it would undo it).
+func (in *ingest) setReadDeadline(c net.Conn, t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	if in.isClosed() {
+		return c.SetReadDeadline(time.Now())
+	}
+	return nil
 }
 
 func (in *ingest) isClosed() bool {
@@ -273,6 +291,11 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			// close stopped the reading; a part line is not answered.
 			return finish(nil)
+		}
+		if errors.Is(rerr, errLineTimeout) {
+			in.timeouts.Add(1)
+			q.answer(codec.AppendIngestError(q.scratch(), fmt.Sprintf("line %d not complete within %s: disconnecting", n, lr.timeout), 0), false)
+			return finish(errLineTimeout)
 		}
 		tooLong := errors.Is(rerr, errLineTooLong)
 		if rerr != nil && len(line) == 0 && !tooLong {
@@ -510,18 +533,36 @@ func (q *answers) settle(wait bool) error {
 	return q.err
 }
 
-var errLineTooLong = errors.New("line too long")
+var (
+	errLineTooLong = errors.New("line too long")
+	errLineTimeout = errors.New("line not complete in time")
+)
 
 // lineReader reads newline-terminated lines of at most max bytes. A longer
-// line is skipped through its newline and reported as errLineTooLong.
+// line is skipped through its newline and reported as errLineTooLong. With
+// a timeout, a line must be whole within it of its first byte
+// (errLineTimeout), however long the wait for that byte.
 type lineReader struct {
 	r   *bufio.Reader
 	buf []byte
 	max int
+
+	// timeout bounds a line once begun, through deadline, which sets the
+	// source's read deadline (the zero time: none). A producer that
+	// trickles a line forever would hold its goroutine and buffer.
+	timeout  time.Duration
+	deadline func(time.Time) error
+	due      time.Time // the deadline in force; zero: none
 }
 
-func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+// newLineReader reads lines from r. timeout > 0 bounds each line through
+// deadline, r's read deadline (net.Conn.SetReadDeadline).
+func newLineReader(r io.Reader, max int, timeout time.Duration, deadline func(time.Time) error) *lineReader {
+	lr := &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	if timeout > 0 && deadline != nil {
+		lr.timeout, lr.deadline = timeout, deadline
+	}
+	return lr
 }
 
 func (lr *lineReader) buffered() int { return lr.r.Buffered() }
@@ -530,6 +571,44 @@ func (lr *lineReader) buffered() int { return lr.r.Buffered() }
 // until the next call. At EOF it returns a last unterminated line with the
 // error.
 func (lr *lineReader) next() ([]byte, error) {
+	if lr.timeout > 0 {
+		if err := lr.arm(); err != nil {
+			return nil, err
+		}
+	}
+	line, err := lr.read()
+	if err != nil && !lr.due.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(lr.due) {
+		// Our deadline, not one set from outside (ingest.close).
+		return nil, errLineTimeout
+	}
+	return line, err
+}
+
+// arm waits without a bound for the first byte of the next line, then sets
+// the deadline for the rest of it, unless the line is buffered whole (no
+// read to bound: a producer that pipelines its lines costs no deadline
+// per line).
+func (lr *lineReader) arm() error {
+	if lr.r.Buffered() == 0 {
+		if !lr.due.IsZero() {
+			lr.due = time.Time{}
+			if err := lr.deadline(time.Time{}); err != nil {
+				return err
+			}
+		}
+		if _, err := lr.r.Peek(1); err != nil {
+			return err
+		}
+	}
+	if b, _ := lr.r.Peek(lr.r.Buffered()); bytes.IndexByte(b, '\n') >= 0 {
+		return nil
+	}
+	lr.due = time.Now().Add(lr.timeout)
+	return lr.deadline(lr.due)
+}
+
+// read reads the next line (see next).
+func (lr *lineReader) read() ([]byte, error) {
 	lr.buf = lr.buf[:0]
 	tooLong := false
 	for {

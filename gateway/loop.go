@@ -358,6 +358,10 @@ func (l *loop) housekeeping(context.Context) error {
 			if !l.checkToken(cn, revoked) {
 				continue
 			}
+			if cn.flags&flagPartial != 0 && int64(msClock(l.now)-cn.partialAt) > cfg.FrameTimeout.Milliseconds() {
+				l.closeConn(cn, CloseFrameTimeout)
+				continue
+			}
 			switch idle := l.now - cn.lastRead; {
 			case idle > int64(cfg.IdleTimeout):
 				l.closeConn(cn, CloseIdle)
@@ -488,6 +492,7 @@ var closeCodes = [closeReasons]ws.StatusCode{
 	CloseAuthTimeout:     StatusAuthFailed,
 	CloseTokenExpired:    StatusAuthFailed,
 	CloseRateLimited:     ws.StatusPolicyViolation,
+	CloseFrameTimeout:    ws.StatusPolicyViolation,
 }
 
 // StatusAuthFailed is the close code after an auth_error: the token was

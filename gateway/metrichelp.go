@@ -32,6 +32,7 @@ var metricHelp = map[string]string{
 	"metrocast_ingest_errors_total":           "Ingest lines answered with an error.",
 	"metrocast_ingest_rejected_total":         "Producer connections refused over ingest_max_conns.",
 	"metrocast_admin_refused_total":           "Admin port requests refused for their credential (401).",
+	"metrocast_ingest_line_timeouts_total":    "Producers and HTTP publishes cut off for a line not whole within ingest_line_timeout.",
 	"metrocast_deliveries_total":              "City frames written to subscribers.",
 	"metrocast_delivered_bytes_total":         "Bytes of the city frames written to subscribers.",
 	"metrocast_delivery_latency_seconds":      "Sampled write batches: ingest accepted (the batch's oldest frame) to written to a subscriber's socket.",

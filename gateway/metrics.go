@@ -116,6 +116,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_ingest_errors_total", st.IngestErrors)
 	counter("metrocast_ingest_rejected_total", st.IngestRejected)
 	counter("metrocast_admin_refused_total", st.AdminRefused)
+	counter("metrocast_ingest_line_timeouts_total", st.IngestTimeouts)
 	draining := int64(0)
 	if s.isDraining() {
 		draining = 1

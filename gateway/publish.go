@@ -50,11 +50,15 @@ func (s *Server) servePublish(a *admin, w http.ResponseWriter, r *http.Request) 
 		pc.grant, pc.sub = g, g.sub
 	}
 	body := http.MaxBytesReader(w, r.Body, maxPublishBody)
+	rc := http.NewResponseController(w)
+	lr := newLineReader(body, s.cfg.IngestMaxLineBytes, s.live.Load().IngestLineTimeout, rc.SetReadDeadline)
 	var out bytes.Buffer
-	failed, err := in.serveLines(pc, newLineReader(body, s.cfg.IngestMaxLineBytes), &out, nil)
+	failed, err := in.serveLines(pc, lr, &out, nil)
 	code := http.StatusOK
 	var tooBig *http.MaxBytesError
 	switch {
+	case errors.Is(err, errLineTimeout):
+		code = http.StatusRequestTimeout
 	case errors.As(err, &tooBig):
 		code = http.StatusRequestEntityTooLarge
 		out.Write(codec.AppendIngestError(nil, fmt.Sprintf("body larger than %d bytes", tooBig.Limit), 0))

@@ -18,8 +18,10 @@ var liveSettings = [...]struct {
 	{"ping_interval", func(d, s *Config) { d.PingInterval = s.PingInterval }},
 	{"idle_timeout", func(d, s *Config) { d.IdleTimeout = s.IdleTimeout }},
 	{"handshake_timeout", func(d, s *Config) { d.HandshakeTimeout = s.HandshakeTimeout }},
+	{"frame_timeout", func(d, s *Config) { d.FrameTimeout = s.FrameTimeout }},
 	{"ingest_max_conns", func(d, s *Config) { d.IngestMaxConns = s.IngestMaxConns }},
 	{"ingest_write_timeout", func(d, s *Config) { d.IngestWriteTimeout = s.IngestWriteTimeout }},
+	{"ingest_line_timeout", func(d, s *Config) { d.IngestLineTimeout = s.IngestLineTimeout }},
 	{"drain_window", func(d, s *Config) { d.DrainWindow = s.DrainWindow }},
 }
 

@@ -23,6 +23,7 @@ const (
 	CloseAuthTimeout                         // 4001: no token within the auth time-out
 	CloseTokenExpired                        // 4001: the token expired and was not refreshed in time
 	CloseRateLimited                         // 1008: kept sending over the message rate
+	CloseFrameTimeout                        // 1008: a frame or fragmented message not whole within the frame time-out
 	CloseUnauthorized                        // HTTP 401: a token in the upgrade request refused
 	CloseOriginForbidden                     // HTTP 403: Origin not allowed
 	CloseNodeFull                            // HTTP 503: the node is at MaxConns
@@ -33,7 +34,7 @@ const (
 var closeReasonNames = [closeReasons]string{
 	"peer", "protocol_error", "too_big", "invalid_utf8", "unsupported_data", "abuse",
 	"slow_consumer", "idle", "handshake_timeout", "handshake_failed", "shutdown",
-	"auth_failed", "auth_timeout", "token_expired", "rate_limited",
+	"auth_failed", "auth_timeout", "token_expired", "rate_limited", "frame_timeout",
 	"unauthorized", "origin_forbidden", "node_full", "ip_limit",
 }
 
@@ -81,6 +82,9 @@ type Stats struct {
 	// AdminRefused counts admin port requests refused for their
 	// credential (401).
 	AdminRefused uint64 `json:"admin_refused"`
+	// IngestTimeouts counts producers (and HTTP publishes) cut off for a
+	// line not whole within IngestLineTimeout.
+	IngestTimeouts uint64 `json:"ingest_timeouts"`
 	// Producers lists the connected producers.
 	Producers []ProducerStats `json:"producers"`
 }

@@ -91,9 +91,11 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	dur(&c.PingInterval, "ping-interval", d.PingInterval, "ping an idle connection this often")
 	dur(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
 	dur(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection that has not upgraded by then")
+	dur(&c.FrameTimeout, "frame-timeout", d.FrameTimeout, "close (1008) a connection whose frame or fragmented message is not whole this long after its first byte")
 	num(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line")
 	num(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
 	dur(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
+	dur(&c.IngestLineTimeout, "ingest-line-timeout", d.IngestLineTimeout, "disconnect a producer whose line is not whole this long after its first byte")
 	dur(&c.DrainWindow, "drain-window", d.DrainWindow, "on SIGTERM, close clients evenly over this window, then producers, then exit")
 
 	fs.BoolVar(&c.Insecure, "insecure", false, "admit clients and producers without a token (anonymous, every city); needed when no key is configured")

@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Slow attackers: input that starts and never ends. Each test drives the
+// clock through small time-outs; the writer's ticker is the stimulus, the
+// server's answers are what the test waits for.
+
+// trickle writes chunks to c, one per tick of every, from a goroutine, until
+// all are written or a write fails (the server closed). A nil chunk writes
+// nothing on its tick: a pause. The test's cleanup stops it.
+func trickle(t testing.TB, c net.Conn, every time.Duration, chunks ...[]byte) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		for _, b := range chunks {
+			<-tk.C
+			if len(b) == 0 {
+				continue
+			}
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = c.Close()
+		<-done
+	})
+}
+
+// bytewise cuts b into chunks of n bytes.
+func bytewise(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > n {
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return append(out, b)
+}
+
+// TestFrameTimeoutTrickledFrame: a client that sends a 230-byte text frame a
+// byte at a time keeps the idle clock at zero, but its frame is not whole
+// within FrameTimeout: closed 1008 and counted as frame_timeout.
+func TestFrameTimeoutTrickledFrame(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{FrameTimeout: 300 * time.Millisecond,
+		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+	r := dialUpgraded(t, s)
+	frame := text(`{"type":"ping","pad":"` + strings.Repeat("x", 230-len(`{"type":"ping","pad":""}`)) + `"}`)
+	// A byte per 50 ms: the frame would be whole after 12 s.
+	trickle(t, r.c, 50*time.Millisecond, bytewise(frame, 1)...)
+	r.expectClose(t, ws.StatusPolicyViolation)
+	waitCloses(t, s, CloseFrameTimeout, 1)
+	if n := closes(s, CloseIdle); n != 0 {
+		t.Fatalf("Closes[idle] = %d, want 0", n)
+	}
+}
+
+// TestFrameTimeoutFragmentedMessage: every fragment arrives whole and at
+// once, but the message never ends.
+func TestFrameTimeoutFragmentedMessage(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{FrameTimeout: 300 * time.Millisecond,
+		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+	r := dialUpgraded(t, s)
+	chunks := [][]byte{clientFrame(false, ws.OpText, []byte(`{"type":"ping","pad":"`))}
+	for range 200 {
+		chunks = append(chunks, clientFrame(false, ws.OpContinuation, []byte("x")))
+	}
+	trickle(t, r.c, 50*time.Millisecond, chunks...)
+	r.expectClose(t, ws.StatusPolicyViolation)
+	waitCloses(t, s, CloseFrameTimeout, 1)
+}
+
+// TestFrameTimeoutSlowButWhole: frames and fragmented messages that each
+// arrive whole within FrameTimeout, written in pieces that straddle them so
+// that the server never has an empty buffer, for several time-outs: none is
+// closed, every message is answered.
+func TestFrameTimeoutSlowButWhole(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	s := startServer(t, Config{FrameTimeout: timeout,
+		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+	r := dialUpgraded(t, s)
+	var stream []byte
+	const messages = 16
+	for i := range messages {
+		if i%2 == 0 {
+			stream = append(stream, text(`{"type":"ping"}`)...)
+			continue
+		}
+		stream = append(stream, clientFrame(false, ws.OpText, []byte(`{"type"`))...)
+		stream = append(stream, clientFrame(true, ws.OpContinuation, []byte(`:"ping"}`))...)
+	}
+	// 7 bytes a tick: a 21-byte frame or a 29-byte fragmented message
+	// takes at most 5 ticks, 150 ms; the 16 messages about 2 s.
+	trickle(t, r.c, 30*time.Millisecond, bytewise(stream, 7)...)
+	for i := range messages {
+		f := r.frame(t)
+		switch {
+		case f.Header.OpCode == ws.OpPing:
+			i-- // the server's heartbeat: not an answer
+		case f.Header.OpCode != ws.OpText || !bytes.Contains(f.Payload, []byte(`"pong"`)):
+			t.Fatalf("message %d: got opcode %d %q, want a pong", i, f.Header.OpCode, f.Payload)
+		}
+	}
+	if n := closes(s, CloseFrameTimeout); n != 0 {
+		t.Fatalf("Closes[frame_timeout] = %d, want 0", n)
+	}
+	if st := s.Stats(); st.Connections != 1 {
+		t.Fatalf("Connections = %d, want 1", st.Connections)
+	}
+}
+
+// TestIngestLineTimeout: a producer that trickles a line that never ends
+// is answered and disconnected after IngestLineTimeout; one that pauses
+// between lines, or sends a line in pieces within the bound, is not.
+func TestIngestLineTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	s := startServer(t, Config{IngestLineTimeout: timeout})
+
+	// Pauses between lines (8 ticks, 800 ms) and a line in two pieces.
+	p := dialProducer(t, s)
+	first, second := dataLine("lt", "data_update", `{"n":1}`)+"\n", dataLine("lt", "data_update", `{"n":2}`)+"\n"
+	trickle(t, p.c, 100*time.Millisecond, []byte(first[:10]), []byte(first[10:]),
+		nil, nil, nil, nil, nil, nil, nil, nil, []byte(second))
+	for range 2 {
+		if a := p.answer(t); a.Ack == "" {
+			t.Fatalf("got %+v, want an ack", a)
+		}
+	}
+
+	// A line a byte at a time, 50 ms apart: whole after 30 s.
+	p = dialProducer(t, s)
+	p.write(t, dataLine("lt", "data_update", `{"n":3}`))
+	if a := p.answer(t); a.Ack == "" {
+		t.Fatalf("got %+v, want an ack", a)
+	}
+	slow := dataLine("lt", "data_update", `{"pad":"`+strings.Repeat("x", 500)+`"}`) + "\n"
+	trickle(t, p.c, 50*time.Millisecond, bytewise([]byte(slow), 1)...)
+	p.expectDropped(t, "not complete within")
+	if st := s.Stats(); st.IngestTimeouts != 1 || st.IngestFrames != 3 {
+		t.Fatalf("IngestTimeouts %d IngestFrames %d, want 1 and 3", st.IngestTimeouts, st.IngestFrames)
+	}
+}
+
+// TestHTTPPublishLineTimeout: the same bound for a body trickled to POST
+// /api/publish: 408, with the answers to the lines before it.
+func TestHTTPPublishLineTimeout(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{IngestLineTimeout: 300 * time.Millisecond})
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = pw.Write([]byte(`{"id":"h1","city":"hlt","type":"data_update","data":{}}` + "\n"))
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for range 600 {
+			<-tk.C
+			if _, err := pw.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = pr.CloseWithError(io.ErrClosedPipe)
+		<-done
+	})
+	code, body := adminPost(t, s, "/api/publish", pr)
+	if code != http.StatusRequestTimeout {
+		t.Fatalf("status %d %q, want 408", code, body)
+	}
+	if !strings.HasPrefix(string(body), `{"ack":"h1","seq":1}`+"\n") || !strings.Contains(string(body), "not complete within") {
+		t.Fatalf("answers %q", body)
+	}
+	if st := s.Stats(); st.IngestTimeouts != 1 {
+		t.Fatalf("IngestTimeouts %d, want 1", st.IngestTimeouts)
+	}
+}
