@@ -3,6 +3,9 @@ GO        ?= go
 BIN       ?= bin/metrocast
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# helm for the chart's checks in `make test` (deploy/helm), built once.
+HELM_VERSION := v4.3.2
+HELM      := bin/tools/helm-$(HELM_VERSION)/helm
 # Packages with concurrency run under the race detector in `make test`.
 RACE_PKGS := ./gateway/... ./codec/...
 # The load harness has goroutines per connection and a progress reader.
@@ -36,10 +39,12 @@ demo: build
 # vet, unit + end-to-end tests (fuzz seed corpora and the README's first
 # screen included), the race detector on the concurrent packages, one pass
 # of every benchmark so they cannot rot, then the JavaScript client's tests
-# and the k6 scripts' types.
-# Tests that run a tool make deps installs (haproxy, systemd-analyze, helm)
-# skip without it under plain go test, and fail here.
+# and the k6 scripts' types. The deploy examples are checked by the tests
+# of cmd/metrocast: helm lint and template on the chart, haproxy -c,
+# systemd-analyze verify. Those tests skip without their tool under plain
+# go test, and fail here.
 test: export METROCAST_REQUIRE_TOOLS := 1
+test: export METROCAST_HELM := $(CURDIR)/$(HELM)
 test: deps lint
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
@@ -49,11 +54,12 @@ test: deps lint
 # What `make test` needs beyond Go, installed when missing and left alone
 # when present: Node ≥ 20 with npm (checked: Debian 12's nodejs is 18),
 # Debian's Chromium, HAProxy and systemd-analyze (apt-get, as root; the
-# deploy tests check haproxy.cfg and the unit with them) and the npm
-# packages of gateway/web and loadtest/k6 (npm ci, again when a
-# package-lock.json changes).
+# deploy tests check haproxy.cfg and the unit with them), the npm packages
+# of gateway/web and loadtest/k6 (npm ci, again when a package-lock.json
+# changes) and helm (go install into bin/tools, once: a few minutes on a
+# fresh machine).
 deps: node-check apt-deps gateway/web/node_modules/.package-lock.json \
-	loadtest/k6/node_modules/.package-lock.json
+	loadtest/k6/node_modules/.package-lock.json $(HELM)
 
 # Debian packages, as "command or file it provides=package".
 APT_DEPS := /usr/bin/chromium=chromium haproxy=haproxy systemd-analyze=systemd
@@ -76,6 +82,10 @@ node-check:
 
 # npm ci writes node_modules/.package-lock.json, newer than package-lock.json
 # until the lock file changes.
+$(HELM):
+	@echo "make: building helm $(HELM_VERSION) into $(@D) (once)"
+	GOBIN=$(CURDIR)/$(@D) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
 %/node_modules/.package-lock.json: %/package-lock.json | node-check
 	cd $* && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@touch $@

@@ -219,7 +219,7 @@ func TestDeployCompose(t *testing.T) {
 	admin := startAdminNode(t)
 	dir := filepath.Join(deployDir, "compose")
 	docs := yamlDocs(t, filepath.Join(dir, "docker-compose.yml"))
-	files := dockerCopies(t, filepath.Join(dir, "Dockerfile"))
+	files := dockerCopies(t, filepath.Join(deployDir, "Dockerfile"))
 	services := get(t, docs[0], "services").(map[string]any)
 	natsConf, err := os.ReadFile(filepath.Join(dir, "nats.conf"))
 	if err != nil {
@@ -325,27 +325,89 @@ func TestDeployCompose(t *testing.T) {
 	}
 }
 
-// k8sObjects parses every manifest under deploy/k8s by kind.
-func k8sObjects(t *testing.T) map[string][]map[string]any {
+// helmTool returns the helm that make test built into bin/tools
+// (METROCAST_HELM), or one on PATH.
+func helmTool(t *testing.T) string {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(deployDir, "k8s", "*.yaml"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no manifests: %v", err)
+	if p := os.Getenv("METROCAST_HELM"); p != "" {
+		return p
+	}
+	return needTool(t, "helm", "make deps builds it into bin/tools")
+}
+
+const chartDir = deployDir + "/helm/metrocast"
+
+// helm runs helm with args and returns its stdout, failing the test on an
+// error unless wantErr, when it returns stderr instead.
+func helm(t *testing.T, wantErr bool, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(helmTool(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	switch {
+	case wantErr && err == nil:
+		t.Fatalf("helm %s: no error", strings.Join(args, " "))
+	case wantErr:
+		return stderr.String()
+	case err != nil:
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// helmObjects renders the chart with the values given and returns its
+// objects by kind.
+func helmObjects(t *testing.T, set ...string) map[string][]map[string]any {
+	t.Helper()
+	args := []string{"template", "rel", chartDir}
+	for _, s := range set {
+		args = append(args, "--set", s)
 	}
 	out := map[string][]map[string]any{}
-	for _, p := range paths {
-		for _, d := range yamlDocs(t, p) {
-			kind := fmt.Sprint(d["kind"])
-			out[kind] = append(out[kind], d)
+	dec := yaml.NewDecoder(strings.NewReader(helm(t, false, args...)))
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("helm template: %v", err)
+		}
+		if d != nil {
+			out[fmt.Sprint(d["kind"])] = append(out[fmt.Sprint(d["kind"])], d)
 		}
 	}
 	return out
 }
 
-func TestDeployKubernetes(t *testing.T) {
+// TestDeployHelm: helm lint and helm template pass on the chart, it refuses
+// to render without an image repository or a secret, and the objects it
+// renders hold together with the binary: the config loads as serve loads
+// it, the ports, probes, paths, metrics and time-outs are the node's.
+func TestDeployHelm(t *testing.T) {
+	helm(t, false, "lint", "--strict", chartDir, "--set", "image.repository=registry.example.com/metrocast",
+		"--set", "auth.existingSecret=metrocast-auth")
+	for want, set := range map[string][]string{
+		"image.repository": {"template", "rel", chartDir, "--set", "auth.existingSecret=s"},
+		"auth.hmacSecret":  {"template", "rel", chartDir, "--set", "image.repository=r"},
+	} {
+		if msg := helm(t, true, set...); !strings.Contains(msg, want) {
+			t.Errorf("helm %v: %s, want it to name %s", set, msg, want)
+		}
+	}
+	if objs := helmObjects(t, "image.repository=r", "auth.existingSecret=mine"); len(objs["Secret"]) != 0 ||
+		get(t, objs["Deployment"][0], "spec", "template", "spec", "volumes", 1, "secret", "secretName") != "mine" {
+		t.Error("auth.existingSecret: the chart still makes a Secret, or does not mount the one named")
+	}
+
 	admin := startAdminNode(t)
-	objs := k8sObjects(t)
-	for _, kind := range []string{"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} {
+	objs := helmObjects(t, "image.repository=registry.example.com/metrocast", "image.tag=v1.2.3",
+		"auth.hmacSecret=0123456789abcdef0123456789abcdef", "auth.adminToken=admin",
+		"ingress.enabled=true", "serviceMonitor.enabled=true", "autoscaling.enabled=true")
+	for _, kind := range []string{"ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget",
+		"HorizontalPodAutoscaler", "ServiceMonitor", "Ingress"} {
 		if len(objs[kind]) == 0 {
 			t.Fatalf("no %s", kind)
 		}
@@ -358,7 +420,13 @@ func TestDeployKubernetes(t *testing.T) {
 	dep := objs["Deployment"][0]
 	pod := get(t, dep, "spec", "template", "spec")
 	ctr := get(t, pod, "containers", 0)
-	mount := fmt.Sprint(get(t, ctr, "volumeMounts", 0, "mountPath"))
+	if img := get(t, ctr, "image"); img != "registry.example.com/metrocast:v1.2.3" {
+		t.Errorf("image %v, want image.repository:image.tag", img)
+	}
+	mounts := map[string]string{} // volume → mount path
+	for _, m := range get(t, ctr, "volumeMounts").([]any) {
+		mounts[fmt.Sprint(get(t, m, "name"))] = fmt.Sprint(get(t, m, "mountPath"))
+	}
 	env := map[string]string{}
 	for _, e := range get(t, ctr, "env").([]any) {
 		// Values from the downward API are set at run time; the name
@@ -369,7 +437,16 @@ func TestDeployKubernetes(t *testing.T) {
 		}
 	}
 	c := deployedConfig(t, "deployment.yaml", yamlStrings(get(t, ctr, "args")), env,
-		map[string]string{mount + "/metrocast.yaml": cmFile})
+		map[string]string{mounts["config"] + "/metrocast.yaml": cmFile})
+
+	// The auth files the config names are the Secret's, where it is mounted.
+	secret := get(t, objs["Secret"][0], "data").(map[string]any)
+	for key, path := range map[string]string{"auth_hmac_secret_file": c.gw.AuthHMACSecretFile, "admin_token_file": c.gw.AdminTokenFile} {
+		dir, name := filepath.Split(path)
+		if filepath.Clean(dir) != mounts["auth"] || secret[name] == nil {
+			t.Errorf("%s %s is not a key of the Secret mounted at %s", key, path, mounts["auth"])
+		}
+	}
 
 	ports := map[string]int{}
 	for _, p := range get(t, ctr, "ports").([]any) {
@@ -393,11 +470,6 @@ func TestDeployKubernetes(t *testing.T) {
 	if got := fmt.Sprint(get(t, ctr, "readinessProbe", "httpGet", "path")); got != "/readyz" {
 		t.Errorf("readiness on %s, want /readyz (503 while draining or cut off from NATS)", got)
 	}
-	ann := get(t, dep, "spec", "template", "metadata", "annotations").(map[string]any)
-	if ann["prometheus.io/port"] != strconv.Itoa(ports["admin"]) {
-		t.Errorf("prometheus.io/port %v, admin port %d", ann["prometheus.io/port"], ports["admin"])
-	}
-	admin.checkAdminPath(t, "prometheus.io/path", fmt.Sprint(ann["prometheus.io/path"]))
 	grace := time.Duration(get(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second
 	if grace <= c.gw.DrainWindow+5*time.Second {
 		t.Errorf("terminationGracePeriodSeconds %s must exceed drain_window %s with room to spare", grace, c.gw.DrainWindow)
@@ -406,17 +478,90 @@ func TestDeployKubernetes(t *testing.T) {
 		t.Errorf("preStop %q does not start the drain (SIGTERM)", cmd)
 	}
 	if c.gw.NATSURL == "" {
-		t.Error("configmap.yaml: nats_url unset: the pods would not share a stream")
+		t.Error("config: nats_url unset: the pods would not share a stream")
 	}
+	// The image's user (deploy/Dockerfile), not root.
+	df, err := os.ReadFile(filepath.Join(deployDir, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := regexp.MustCompile(`(?m)^USER (\d+)`).FindSubmatch(df)
+	if user == nil || string(user[1]) == "0" || fmt.Sprint(get(t, pod, "securityContext", "runAsUser")) != string(user[1]) {
+		t.Errorf("runAsUser %v, Dockerfile USER %s: want the image's non-root user", get(t, pod, "securityContext", "runAsUser"), user)
+	}
+
+	internal := ""
 	for _, svc := range objs["Service"] {
 		for _, p := range get(t, svc, "spec", "ports").([]any) {
 			if target := fmt.Sprint(get(t, p, "targetPort")); ports[target] == 0 {
 				t.Errorf("Service %v: targetPort %s is not a container port", get(t, svc, "metadata", "name"), target)
+			} else if target == "admin" {
+				internal = fmt.Sprint(get(t, svc, "metadata", "name"))
 			}
 		}
 	}
 	for _, m := range get(t, objs["HorizontalPodAutoscaler"][0], "spec", "metrics").([]any) {
 		admin.checkMetric(t, "hpa.yaml", fmt.Sprint(get(t, m, "pods", "metric", "name")))
+	}
+	sm := objs["ServiceMonitor"][0]
+	if port := get(t, sm, "spec", "endpoints", 0, "port"); port != "admin" {
+		t.Errorf("ServiceMonitor scrapes port %v, want admin", port)
+	}
+	admin.checkAdminPath(t, "ServiceMonitor", fmt.Sprint(get(t, sm, "spec", "endpoints", 0, "path")))
+	if internal == "" {
+		t.Error("no Service exposes the admin port for the ServiceMonitor")
+	}
+	ing := objs["Ingress"][0]
+	path := get(t, ing, "spec", "rules", 0, "http", "paths", 0)
+	if get(t, path, "path") != c.gw.Path || get(t, path, "backend", "service", "port", "name") != "ws" {
+		t.Errorf("Ingress path %v, want %s on the ws port only", path, c.gw.Path)
+	}
+	// ingress-nginx closes a WebSocket quiet for proxy-read-timeout (60s by
+	// default): it must outlast the node's own idle time-out.
+	ann := get(t, ing, "metadata", "annotations").(map[string]any)
+	for _, k := range []string{"nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"} {
+		if s, err := strconv.Atoi(fmt.Sprint(ann[k])); err != nil || time.Duration(s)*time.Second <= c.gw.IdleTimeout {
+			t.Errorf("Ingress %s %v: want more than idle_timeout %s", k, ann[k], c.gw.IdleTimeout)
+		}
+	}
+}
+
+// TestDeployDockerfile: the image builds the binary with the version it is
+// given, runs as a user that is not root, and its build context keeps out
+// what is built, installed or secret but not the sources.
+func TestDeployDockerfile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	if !strings.Contains(df, "ARG VERSION") || !strings.Contains(df, "-X main.version=${VERSION}") {
+		t.Error("Dockerfile: the version does not come from a build argument into main.version")
+	}
+	if u := regexp.MustCompile(`(?m)^USER (\S+)`).FindAllStringSubmatch(df, -1); len(u) == 0 || strings.HasPrefix(u[len(u)-1][1], "0") || strings.HasPrefix(u[len(u)-1][1], "root") {
+		t.Errorf("Dockerfile: USER %v, want one that is not root", u)
+	}
+	ig, err := os.ReadFile(filepath.Join(deployDir, "Dockerfile.dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := map[string]bool{}
+	for _, l := range strings.Split(string(ig), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			ignored[l] = true
+		}
+	}
+	for _, p := range []string{".git", "bin", "**/node_modules", "deploy/compose/hmac-secret", "deploy/compose/certs"} {
+		if !ignored[p] {
+			t.Errorf("Dockerfile.dockerignore does not keep out %s", p)
+		}
+	}
+	for p := range ignored {
+		for _, need := range []string{"go.mod", "go.sum", "cmd", "gateway", "codec", "deploy", "deploy/metrocast.yaml"} {
+			if p == need {
+				t.Errorf("Dockerfile.dockerignore keeps out %s, which the build needs", p)
+			}
+		}
 	}
 }
 
