@@ -23,12 +23,12 @@ import (
 // HTML comment on the line before the fence, names, in order, as written,
 // with bash in the repository's root:
 //
-//	<!-- doc-test start=NAME [line=N] ready=/readyz|TEXT -->
-//	    runs the block (or its line N) in the background until the test
-//	    ends; waits until the node's /readyz answers 200, or until its
-//	    stdout has a line containing TEXT.
-//	<!-- doc-test run -->
-//	    runs the block; it must exit 0.
+//	<!-- doc-test start=NAME [lines=N[-M]] ready=/readyz|TEXT -->
+//	    runs the block (or its lines N to M) in the background until the
+//	    test ends; waits until the node's /readyz answers 200, or until
+//	    its stdout has a line containing TEXT.
+//	<!-- doc-test run [lines=N[-M]] -->
+//	    runs the block (or its lines N to M); it must exit 0.
 //	<!-- doc-test stdout -->
 //	    the block is what the last run block printed on stdout.
 //	<!-- doc-test output=NAME -->
@@ -144,20 +144,11 @@ func TestREADMEDocBlocks(t *testing.T) {
 		where := fmt.Sprintf("README.md:%d", b.line)
 		switch {
 		case b.attrs["start"] != "":
-			text := b.text
-			if n := b.attrs["line"]; n != "" {
-				i, err := strconv.Atoi(n)
-				ls := strings.Split(text, "\n")
-				if err != nil || i < 1 || i > len(ls) {
-					t.Fatalf("%s: line=%s: the block has %d lines", where, n, len(ls))
-				}
-				text = ls[i-1]
-			}
-			p := startDocProc(t, root, env, text)
+			p := startDocProc(t, root, env, b.lines(t, where))
 			bg[b.attrs["start"]] = p
 			p.waitReady(t, where, b.attrs["ready"], admin)
 		case hasAttr(b, "run"):
-			lastStdout = runDocBlock(t, where, root, env, b.text)
+			lastStdout = runDocBlock(t, where, root, env, b.lines(t, where))
 		case hasAttr(b, "stdout"):
 			compareDocLines(t, where, strings.Split(strings.TrimSuffix(lastStdout, "\n"), "\n"), b.text)
 		case b.attrs["output"] != "":
@@ -175,6 +166,27 @@ func TestREADMEDocBlocks(t *testing.T) {
 }
 
 func hasAttr(b docBlock, k string) bool { _, ok := b.attrs[k]; return ok }
+
+// lines returns the lines of the block its lines= attribute names ("2",
+// "1-2"), or all of them.
+func (b docBlock) lines(t *testing.T, where string) string {
+	t.Helper()
+	spec, ok := b.attrs["lines"]
+	if !ok {
+		return b.text
+	}
+	ls := strings.Split(b.text, "\n")
+	from, to, ranged := strings.Cut(spec, "-")
+	if !ranged {
+		to = from
+	}
+	i, err1 := strconv.Atoi(from)
+	j, err2 := strconv.Atoi(to)
+	if err1 != nil || err2 != nil || i < 1 || j < i || j > len(ls) {
+		t.Fatalf("%s: lines=%s: the block has %d lines", where, spec, len(ls))
+	}
+	return strings.Join(ls[i-1:j], "\n")
+}
 
 // runDocBlock runs text with bash and returns its stdout.
 func runDocBlock(t *testing.T, where, dir string, env []string, text string) string {
