@@ -79,6 +79,9 @@ func subMain(ctx context.Context, args []string, out, log io.Writer) error {
 		caFile     = fs.String("ca", "", "PEM `file` of the CA that signed a wss:// node's certificate (default: the system's)")
 		timeout    = fs.Duration("timeout", 10*time.Second, "bound on connecting and the upgrade")
 	)
+	fs.Func("token", "refused: a token on the command line shows in ps; use -token-file or METROCAST_TOKEN", func(string) error {
+		return errors.New("a token on the command line is visible to every local user (ps): use -token-file FILE or METROCAST_TOKEN")
+	})
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: metrocast sub [flags] CITY...
 

@@ -278,6 +278,7 @@ func TestSubRefusals(t *testing.T) {
 	f("", []string{"-filter", "alerts", "nairobi"}, "-filter")
 	f("", []string{"-since", "nairobi=3", "nairobi"}, "-since")
 	f("", nil, "at least one city")
+	f("", []string{"-token", "x", "nairobi"}, "-token-file")
 }
 
 // TestSubDefaultURL: sub dials where serve listens with the same
