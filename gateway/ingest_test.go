@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"reflect"
@@ -105,6 +106,33 @@ func TestIngestToken(t *testing.T) {
 	defer pr.Close()
 	if _, err := pr.Send(context.Background(), []byte(dataLine("it-c", "data_update", `{"y":1}`))); err != nil {
 		t.Fatal(err)
+	}
+
+	// With no token, or a bad one, every line in flight fails as refused
+	// (certainly not stored), with the gateway's reason.
+	for _, tok := range []func() (string, error){nil, func() (string, error) { return "not.a.token", nil }} {
+		frames := s.Stats().IngestFrames
+		bad, err := gwproducer.Dial(context.Background(), "127.0.0.1:"+portOf(s.IngestAddr()), gwproducer.Options{Token: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 3)
+		for i := range cap(errs) {
+			if err := bad.SendAsync(context.Background(), []byte(dataLine("it-c", "data_update", fmt.Sprintf(`{"z":%d}`, i))),
+				func(_ uint64, err error) { errs <- err }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range cap(errs) {
+			var re *gwproducer.RefusedError
+			if err := <-errs; !errors.As(err, &re) || !strings.HasPrefix(re.Message, "authentication failed") {
+				t.Errorf("token %v: %v, want *RefusedError: authentication failed", tok != nil, err)
+			}
+		}
+		_ = bad.Close()
+		if got := s.Stats().IngestFrames; got != frames {
+			t.Errorf("IngestFrames %d after refused lines, want %d", got, frames)
+		}
 	}
 
 	// A token that expires during the connection ends it.

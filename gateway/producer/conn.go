@@ -206,10 +206,18 @@ func (c *conn) readLoop() {
 	c.pending = queue{}
 	cause := c.err
 	c.mu.Unlock()
+	// After a refusal the gateway has answered every line it read: those
+	// left were not stored.
+	var refused *RefusedError
+	errors.As(cause, &refused)
 	for ; failed.n > 0; failed.pop() {
 		e, _ := failed.peek()
 		c.p.release()
-		if e.done != nil {
+		switch {
+		case e.done == nil:
+		case refused != nil:
+			e.done(0, refused)
+		default:
 			e.done(0, &MaybeStoredError{ID: e.id, Err: cause})
 		}
 	}
@@ -239,7 +247,7 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		if r.Error != nil && r.Line == 0 {
 			// Not about a line: the gateway refuses the connection (e.g.
 			// "too many producer connections") and closes it.
-			return fmt.Errorf("gateway error: %s", *r.Error)
+			return &RefusedError{Message: *r.Error}
 		}
 	}
 	c.mu.Lock()

@@ -39,6 +39,22 @@ func (e *RejectError) Error() string {
 	return fmt.Sprintf("gateway rejected line %d: %s", e.Line, e.Message)
 }
 
+// RefusedError fails the messages in flight on a connection the gateway
+// refused or dropped with an answer about the connection rather than a line
+// ("line":0): a missing, bad, expired or revoked token ("authentication
+// failed: …"), too many producer connections, too many bad lines. The
+// gateway answers every line it read before such an answer, so the messages
+// it fails were not stored: resend them once the cause is fixed (a new
+// token, say).
+type RefusedError struct {
+	// Message is the gateway's explanation.
+	Message string
+}
+
+func (e *RefusedError) Error() string {
+	return "gateway refused the connection: " + e.Message
+}
+
 // MaybeStoredError fails a message that was written (or queued to be
 // written) but not answered: the connection failed, the gateway did not
 // answer within Options.AckTimeout, or the caller's context ended while

@@ -17,8 +17,10 @@
 // so a high-rate producer pipelines up to Options.MaxInFlight messages on the
 // one connection. When the connection fails, messages not yet answered fail
 // with a *MaybeStoredError: the gateway may or may not have stored them, and
-// the caller decides whether to resend them with the same id. The next send
-// dials again, after a jittered backoff.
+// the caller decides whether to resend them with the same id; when the
+// gateway refuses the connection (a bad token, say) they fail with a
+// *RefusedError: not stored. The next send dials again, after a jittered
+// backoff.
 //
 // Everything is bounded: lines (Options.MaxLineBytes), messages in flight
 // (Options.MaxInFlight; sends block past it) and answer lines. A Producer
@@ -99,6 +101,8 @@ func Dial(ctx context.Context, addr string, opts Options) (*Producer, error) {
 // seq the gateway stored the message under, or:
 //   - an error wrapping ErrInvalidLine or ErrLineTooLong: nothing was sent;
 //   - *RejectError: the gateway refused the line;
+//   - *RefusedError: the gateway refused the connection (a bad token, too
+//     many producers): the line was not stored;
 //   - *MaybeStoredError: the connection failed, the ack timed out or ctx
 //     ended after the line was queued; the outcome is unknown;
 //   - ErrClosed, ctx's error or a dial error: nothing was sent.
@@ -115,7 +119,7 @@ func (p *Producer) Send(ctx context.Context, line []byte) (seq uint64, err error
 }
 
 // SendAsync queues one message like Send but does not wait for its answer:
-// done is called with the seq or the error (*RejectError or
+// done is called with the seq or the error (*RejectError, *RefusedError or
 // *MaybeStoredError) once the gateway answers or the connection fails.
 //
 // SendAsync still blocks while Options.MaxInFlight messages are in flight,

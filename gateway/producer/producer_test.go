@@ -424,13 +424,16 @@ func TestWrongAckFailsConnection(t *testing.T) {
 	}
 }
 
+// TestGatewayRefusesConnection: an answer about the connection (line 0)
+// fails the messages in flight as not stored, with the gateway's reason.
 func TestGatewayRefusesConnection(t *testing.T) {
 	g := (&fakeGateway{refuse: true}).start(t)
 	p := dial(t, g, Options{})
 	_, err := p.Send(testContext(t), dataLine(0))
+	var re *RefusedError
 	var ms *MaybeStoredError
-	if !errors.As(err, &ms) || !strings.Contains(err.Error(), "too many producer connections") {
-		t.Fatalf("Send: err %v, want *MaybeStoredError with the gateway's reason", err)
+	if !errors.As(err, &re) || errors.As(err, &ms) || re.Message != "too many producer connections" {
+		t.Fatalf("Send: err %v, want *RefusedError with the gateway's reason", err)
 	}
 }
 
