@@ -368,10 +368,22 @@ func (c *config) marshal() ([]byte, error) {
 	return yaml.Marshal(m)
 }
 
+// configUsage is the help of `metrocast config`.
+const configUsage = `usage: metrocast config check FILE
+
+Loads FILE as 'metrocast serve -config FILE' would, with the METROCAST_*
+variables of the environment, and prints the effective configuration, or
+every invalid key with where it was set. Exits non-zero when invalid.
+`
+
 // runConfig implements `metrocast config check FILE`.
 func runConfig(args []string) error {
+	if slices.ContainsFunc(args, isHelp) {
+		fmt.Print(configUsage)
+		return errHelp
+	}
 	if len(args) != 2 || args[0] != "check" {
-		return errors.New("usage: metrocast config check FILE")
+		return &usageError{"config: want 'metrocast config check FILE' (metrocast config -h tells more)"}
 	}
 	return configCheck(os.Stdout, args[1])
 }

@@ -9,7 +9,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 )
@@ -19,7 +21,7 @@ var version = ""
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	var err error
@@ -37,20 +39,26 @@ func main() {
 	case "version", "-version", "--version":
 		fmt.Println("metrocast", versionString())
 	case "help", "-h", "-help", "--help":
-		usage()
+		usage(os.Stdout)
 	default:
 		fmt.Fprintf(os.Stderr, "metrocast: unknown command %q\n\n", cmd)
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
-	if err != nil {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "metrocast:", err)
+		os.Exit(2)
+	default:
 		fmt.Fprintln(os.Stderr, "metrocast:", err)
 		os.Exit(1)
 	}
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage: metrocast <command> [flags]
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: metrocast <command> [flags]
 
 commands:
   serve     run a node (see 'metrocast serve -h'): -config FILE, METROCAST_<KEY>, flags

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,13 +53,13 @@ Exits non-zero if any line was not acked.
 
 flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("push: unexpected argument %q (lines are read from stdin)", fs.Arg(0))
+		return &usageError{fmt.Sprintf("push: unexpected argument %q (lines are read from stdin)", fs.Arg(0))}
 	}
 	if *timeout <= 0 {
 		return fmt.Errorf("push: -timeout (%s) must be > 0", *timeout)
@@ -102,6 +103,11 @@ func push(ctx context.Context, stop func(), in io.Reader, out, errOut io.Writer,
 		fatal error
 	)
 	for n := 1; fatal == nil; n++ {
+		if msg := rep.refusal(); msg != "" {
+			// Every line sent now would be refused the same way.
+			fatal = refusedError(msg, addr, token, n)
+			break
+		}
 		line, tooLong, rerr := pushReadLine(r, buf[:0], maxLine)
 		buf = line
 		switch {
@@ -124,6 +130,9 @@ func push(ctx context.Context, stop func(), in io.Reader, out, errOut io.Writer,
 	acked, rejected, unknown := rep.counts()
 	fmt.Fprintf(errOut, "push: %d lines: %d acked, %d rejected, %d not known to be stored (%s)\n",
 		acked+rejected+unknown, acked, rejected, unknown, time.Since(start).Round(time.Millisecond))
+	if msg := rep.refusal(); msg != "" && fatal == nil {
+		fatal = refusedError(msg, addr, token, 0)
+	}
 	switch {
 	case fatal != nil:
 		return fmt.Errorf("push: %w", fatal)
@@ -133,6 +142,25 @@ func push(ctx context.Context, stop func(), in io.Reader, out, errOut io.Writer,
 		return fmt.Errorf("push: %d rejected and %d not known to be stored, of %d lines", rejected, unknown, acked+rejected+unknown)
 	}
 	return nil
+}
+
+// refusedError explains a connection the gateway refused, naming the
+// remedy for a token it wants; from, when not 0, is the first stdin line
+// not sent.
+func refusedError(msg, addr, token string, from int) error {
+	var err error
+	switch {
+	case !strings.HasPrefix(msg, "authentication failed"):
+		err = fmt.Errorf("the gateway at %s refused the connection: %s", addr, msg)
+	case token == "":
+		err = fmt.Errorf("the ingest port at %s wants a token (%s): give one with a publish claim in -token-file or METROCAST_INGEST_TOKEN (metrocast token -sub NAME -publish CITIES > FILE mints one)", addr, msg)
+	default:
+		err = fmt.Errorf("the ingest port at %s refused the token (%s): give -token-file one with a publish claim that the node's keys verify (metrocast token -sub NAME -publish CITIES > FILE mints one)", addr, msg)
+	}
+	if from > 0 {
+		err = fmt.Errorf("%w; stdin lines from %d on were not sent", err, from)
+	}
+	return err
 }
 
 // pushLine hands stdin line n to the producer. A line the producer refuses
@@ -177,6 +205,7 @@ type pushReport struct {
 	acked    int
 	rejected int
 	unknown  int
+	refused  string // the first refusal of a connection by the gateway
 }
 
 type pushAck struct {
@@ -233,11 +262,21 @@ func (r *pushReport) answer(n int, seq uint64, err error) {
 	if r.inFlight == 0 {
 		r.idle.Broadcast()
 	}
-	var rej *producer.RejectError
+	var (
+		rej *producer.RejectError
+		ref *producer.RefusedError
+	)
 	switch {
 	case err == nil:
 		r.acked++
 		r.writeLocked(pushAck{Line: n, Seq: seq})
+	case errors.As(err, &ref):
+		// Not stored: the gateway refused the connection it was sent on.
+		r.rejected++
+		if r.refused == "" {
+			r.refused = ref.Message
+		}
+		r.writeLocked(pushError{Line: n, Error: ref.Error()})
 	case errors.As(err, &rej):
 		// The gateway's line number counts lines on its connection, not
 		// stdin lines: report its message alone.
@@ -277,6 +316,14 @@ func (r *pushReport) flush() error {
 		r.err = r.w.Flush()
 	}
 	return r.err
+}
+
+// refusal returns the gateway's reason for the first connection it
+// refused, or "".
+func (r *pushReport) refusal() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused
 }
 
 func (r *pushReport) counts() (acked, rejected, unknown int) {

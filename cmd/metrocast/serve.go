@@ -27,13 +27,56 @@ func serveConfig(args []string) (*config, serveFlags, error) {
 	var sf serveFlags
 	c.fs.StringVar(&sf.file, "config", "", "YAML config `file` (keys as in deploy/metrocast.yaml; env METROCAST_CONFIG)")
 	c.fs.BoolVar(&sf.demo, "demo", false, "feed synthetic data for 12 cities through the ingest port and print the dashboard's URL")
-	if err := c.fs.Parse(args); err != nil {
+	c.fs.Usage = func() { serveUsage(c.fs.Output(), c) }
+	if err := parseFlags(c.fs, args); err != nil {
 		return nil, sf, err
 	}
 	if c.fs.NArg() > 0 {
-		return nil, sf, fmt.Errorf("serve: unexpected argument %q", c.fs.Arg(0))
+		return nil, sf, &usageError{fmt.Sprintf("serve: unexpected argument %q (flags only; metrocast serve -h lists them)", c.fs.Arg(0))}
 	}
 	return c, sf, nil
+}
+
+// serveTopics groups the flags of `metrocast serve -h` as
+// deploy/metrocast.yaml groups its keys: a topic runs from its first flag
+// to the next topic's, in bindConfig's order (TestServeHelp holds the two
+// in step).
+var serveTopics = []struct{ title, first string }{
+	{"listeners", "addr"},
+	{"clients", "max-header-bytes"},
+	{"rings", "ring-size"},
+	{"slow consumers", "max-backlog-bytes"},
+	{"time-outs", "ping-interval"},
+	{"ingest", "ingest-max-line-bytes"},
+	{"stopping", "drain-window"},
+	{"security", "insecure"},
+	{"cluster", "nats-url"},
+	{"logging", "log-format"},
+}
+
+// serveUsage writes the help of `metrocast serve`, its settings grouped by
+// topic.
+func serveUsage(w io.Writer, c *config) {
+	fmt.Fprint(w, `usage: metrocast serve [-config FILE] [-demo] [flags]
+
+Runs a node. Every flag below -demo is also a config file key (-ring-size is
+ring_size) and an environment variable (METROCAST_RING_SIZE); flags win over
+the environment, which wins over the file. 0 means the default.
+
+`)
+	printFlag(w, c.fs.Lookup("config"))
+	printFlag(w, c.fs.Lookup("demo"))
+	t := -1
+	for _, name := range c.names {
+		if t+1 < len(serveTopics) && serveTopics[t+1].first == name {
+			t++
+			fmt.Fprintf(w, "\n%s:\n", serveTopics[t].title)
+		}
+		printFlag(w, c.fs.Lookup(name))
+		if name == "nats-url" {
+			printFlag(w, c.fs.Lookup(natsAlias))
+		}
+	}
 }
 
 // newLogger returns the process's logger, its level adjustable.

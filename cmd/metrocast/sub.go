@@ -101,9 +101,9 @@ secret of make run). Without any, the node must run -insecure.
 
 flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	secretGiven := false
@@ -119,7 +119,7 @@ flags:
 	}
 	switch {
 	case len(s.cities) == 0:
-		return errors.New("sub: name at least one city: metrocast sub nairobi")
+		return &usageError{"sub: name at least one city: metrocast sub nairobi"}
 	case *count < 0:
 		return fmt.Errorf("sub: -count (%d) must be ≥ 0", *count)
 	case *timeout <= 0:

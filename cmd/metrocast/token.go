@@ -48,14 +48,14 @@ Prints a signed JWT for a metrocast node, e.g.
 
 flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
 	case fs.NArg() > 0:
-		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
+		return &usageError{fmt.Sprintf("token: unexpected argument %q (flags only; metrocast token -h lists them)", fs.Arg(0))}
 	case *sub == "":
 		return errors.New("token: -sub is required")
 	case len(cities) == 0 && len(publish) == 0:
