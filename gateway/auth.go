@@ -5,9 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,11 +30,90 @@ type Claims struct {
 	// Publish lists the cities a producer may publish to on the ingest
 	// port (when it requires a token); ["*"] for every city.
 	Publish []string `json:"publish,omitempty"`
+
+	// badTime says which time claim is not a number (UnmarshalJSON).
+	badTime string
 }
 
+// UnmarshalJSON reads the claims as golang-jwt would, but for exp, nbf and
+// iat, which must be JSON numbers (RFC 7519 §2, NumericDate): golang-jwt
+// also takes a string holding a number ("exp":"9999999999"), and turns
+// a time past the int64 range of seconds into a time in the past. A claim
+// of another type is recorded, and refused by Validate once the signature
+// is known to be good (invalid_claims), so that a forged token learns
+// nothing more than invalid_token.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	type plain Claims // the same fields, without this method
+	v := struct {
+		*plain
+		// Shallower than RegisteredClaims' fields of the same names,
+		// so these take exp, nbf and iat.
+		Exp timeClaim `json:"exp"`
+		Nbf timeClaim `json:"nbf"`
+		Iat timeClaim `json:"iat"`
+	}{plain: (*plain)(c)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	c.ExpiresAt, c.NotBefore, c.IssuedAt = v.Exp.at, v.Nbf.at, v.Iat.at
+	for _, tc := range [...]struct {
+		name string
+		bad  string
+	}{{"exp", v.Exp.bad}, {"nbf", v.Nbf.bad}, {"iat", v.Iat.bad}} {
+		if tc.bad != "" {
+			c.badTime = tc.name + " is " + tc.bad
+			break
+		}
+	}
+	return nil
+}
+
+// timeClaim is a NumericDate claim as read from a token. bad names the
+// claim's JSON type when it is not a number (at is then nil).
+type timeClaim struct {
+	at  *jwt.NumericDate
+	bad string
+}
+
+// maxClaimSeconds bounds the time claims: year 9999, far enough to mean
+// "never" and near enough that time.Time arithmetic on it cannot
+// overflow. Further times (and their negatives) are taken as this bound.
+const maxClaimSeconds = 253402300799
+
+func (tc *timeClaim) UnmarshalJSON(b []byte) error {
+	switch b[0] {
+	case '"':
+		tc.bad = "a string"
+	case 't', 'f':
+		tc.bad = "a boolean"
+	case 'n':
+		tc.bad = "null"
+	case '{':
+		tc.bad = "an object"
+	case '[':
+		tc.bad = "an array"
+	}
+	if tc.bad != "" {
+		return nil
+	}
+	// A JSON number (the decoder checked its syntax). ParseFloat fails
+	// only past ±1.8e308, with ±Inf, which the bound below takes in.
+	f, _ := strconv.ParseFloat(string(b), 64)
+	f = max(-maxClaimSeconds, min(f, maxClaimSeconds))
+	sec, frac := math.Modf(f)
+	tc.at = jwt.NewNumericDate(time.Unix(int64(sec), int64(frac*1e9)))
+	return nil
+}
+
+// errTimeClaimType is an exp, nbf or iat claim that is not a JSON number.
+var errTimeClaimType = errors.New("invalid time claim")
+
 // Validate checks what the registered claims do not: golang-jwt calls it
-// after exp, nbf, iat, aud and iss.
+// after exp, nbf, iat, aud and iss, once the signature is verified.
 func (c *Claims) Validate() error {
+	if c.badTime != "" {
+		return fmt.Errorf("%w: %s, not a number of seconds", errTimeClaimType, c.badTime)
+	}
 	if c.Subject == "" {
 		return fmt.Errorf("%w: sub", jwt.ErrTokenRequiredClaimMissing)
 	}
@@ -81,6 +163,10 @@ func authErrorf(code, format string, args ...any) *authError {
 // authCode classifies a golang-jwt error.
 func authCode(err error) string {
 	switch {
+	case errors.Is(err, errTimeClaimType):
+		// Before the time checks: a time claim of the wrong type is
+		// invalid whatever the others say.
+		return authInvalidClaims
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return authExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
@@ -100,7 +186,9 @@ func authCode(err error) string {
 type grant struct {
 	sub string
 	jti string // the token's id; "" without one
-	// exp is the token's expiry in Unix nanoseconds; 0 never expires.
+	// exp is the token's expiry in Unix seconds (at most year 9999: see
+	// maxClaimSeconds); 0 never expires. Seconds, not nanoseconds, which
+	// run out in 2262: "never expires" tokens say 9999999999 (2286).
 	exp int64
 	// cities is the allowed cities joined with commas; unused with all.
 	cities string
@@ -111,7 +199,7 @@ type grant struct {
 var anonymous = &grant{sub: "anonymous", all: true}
 
 func newGrant(c *Claims, cities []string) *grant {
-	g := &grant{sub: c.Subject, jti: c.ID, exp: c.ExpiresAt.UnixNano()}
+	g := &grant{sub: c.Subject, jti: c.ID, exp: c.ExpiresAt.Unix()}
 	if slices.Contains(cities, AnyCity) {
 		g.all = true
 	} else {
@@ -126,7 +214,13 @@ func (g *grant) deadlines(cfg *Config) (exp, closeAt int64) {
 	if g.exp == 0 {
 		return 0, 0
 	}
-	return g.exp / int64(time.Second), (g.exp + int64(cfg.TokenGrace)) / int64(time.Second)
+	return g.exp, g.expPlus(cfg.TokenGrace).Unix()
+}
+
+// expPlus returns the moment d after the token's expiry (d < 0: before).
+// time.Time arithmetic holds any exp up to year 9999.
+func (g *grant) expPlus(d time.Duration) time.Time {
+	return time.Unix(g.exp, 0).Add(d)
 }
 
 // allows reports whether the grant covers city. It allocates nothing.

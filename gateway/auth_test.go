@@ -7,12 +7,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"math"
 	"math/big"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +94,12 @@ func badTokens(t testing.TB) map[string]struct{ tok, code string } {
 	parts := strings.Split(hs, ".")
 	// Claims swapped for others under the same signature.
 	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","exp":9999999999,"cities":["*"]}`)) + "." + parts[2]
+	// Well signed, with time claims of the wrong type or out of range.
+	now := time.Now().Unix()
+	timed := func(times string) string {
+		return hs256Raw(t, `{"sub":"mallory","cities":["nairobi"],`+times+`}`)
+	}
+	exp := fmt.Sprintf(`"exp":%d`, now+3600)
 
 	return map[string]struct{ tok, code string }{
 		"expired":          {hs256(t, expired), authExpired},
@@ -113,7 +123,27 @@ func badTokens(t testing.TB) map[string]struct{ tok, code string } {
 		"ps256":            {mint(t, jwt.SigningMethodPS256, sg.rsa, "rsa", good), authInvalidToken},
 		"forged claims":    {forged, authInvalidToken},
 		"garbage":          {"not.a.jwt", authInvalidToken},
-		"too long":         {hs + strings.Repeat("A", maxTokenBytes), authInvalidToken},
+		// RFC 7519: a NumericDate is a JSON number, nothing else.
+		"exp string":         {timed(`"exp":"9999999999"`), authInvalidClaims},
+		"exp string now":     {timed(fmt.Sprintf(`"exp":"%d"`, now+3600)), authInvalidClaims},
+		"exp bool":           {timed(`"exp":true`), authInvalidClaims},
+		"exp null":           {timed(`"exp":null`), authInvalidClaims},
+		"exp object":         {timed(`"exp":{"n":9999999999}`), authInvalidClaims},
+		"exp array":          {timed(`"exp":[9999999999]`), authInvalidClaims},
+		"nbf string":         {timed(exp + `,"nbf":"0"`), authInvalidClaims},
+		"nbf bool":           {timed(exp + `,"nbf":false`), authInvalidClaims},
+		"iat string":         {timed(exp + fmt.Sprintf(`,"iat":"%d"`, now)), authInvalidClaims},
+		"iat object":         {timed(exp + `,"iat":{}`), authInvalidClaims},
+		"nbf string expired": {timed(fmt.Sprintf(`"exp":%d,"nbf":"0"`, now-3600)), authInvalidClaims},
+		// Far from now, either way: no wrap-around into the other side.
+		"exp -1e300":     {timed(`"exp":-1e300`), authExpired},
+		"exp 0":          {timed(`"exp":0`), authExpired},
+		"exp min int64":  {timed(`"exp":-9223372036854775808`), authExpired},
+		"nbf far future": {timed(`"exp":99999999999,"nbf":9999999999`), authNotYetValid},
+		"nbf 1e300":      {timed(`"exp":1e300,"nbf":1e300`), authNotYetValid},
+		"iat 2^63":       {timed(`"exp":1e400,"iat":9223372036854775808`), authNotYetValid},
+		"iat far future": {timed(`"exp":99999999999,"iat":9999999999`), authNotYetValid},
+		"too long":       {hs + strings.Repeat("A", maxTokenBytes), authInvalidToken},
 	}
 }
 
@@ -170,7 +200,7 @@ func TestAuthFirstMessage(t *testing.T) {
 	t.Parallel()
 	cfg, _ := authConfig(t)
 	s := startServer(t, cfg)
-	refuse := func(first, code string) {
+	refuse := func(t *testing.T, first, code string) {
 		t.Helper()
 		c := mustDialAuth(t, wsURL(s, ""), nil)
 		send(t, c, first)
@@ -181,13 +211,13 @@ func TestAuthFirstMessage(t *testing.T) {
 	}
 	for name, bt := range badTokens(t) {
 		t.Run(name, func(t *testing.T) {
-			refuse(`{"type":"auth","token":"`+bt.tok+`","cityId":"nairobi"}`, bt.code)
+			refuse(t, `{"type":"auth","token":"`+bt.tok+`","cityId":"nairobi"}`, bt.code)
 		})
 	}
-	refuse(`{"type":"subscribe","cities":["nairobi"]}`, authRequired)
-	refuse(`{"type":"ping"}`, authRequired)
-	refuse(`{"type":"auth","cityId":"nairobi"}`, authRequired)
-	refuse(`{"type":"refresh","token":"x"}`, authRequired)
+	refuse(t, `{"type":"subscribe","cities":["nairobi"]}`, authRequired)
+	refuse(t, `{"type":"ping"}`, authRequired)
+	refuse(t, `{"type":"auth","cityId":"nairobi"}`, authRequired)
+	refuse(t, `{"type":"refresh","token":"x"}`, authRequired)
 
 	// A bad message before auth is only an error.
 	c := mustDialAuth(t, wsURL(s, ""), nil)
@@ -406,6 +436,84 @@ func TestTokenExpiry(t *testing.T) {
 	}
 }
 
+// TestFarFutureToken checks tokens that expire after 2262 (where Unix
+// nanoseconds end), such as the usual "never expires" service token with
+// exp 9999999999: at every carrier they authenticate and stay, get no
+// token_expiring, report their exp in refreshed, and a producer holding
+// one publishes.
+func TestFarFutureToken(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	cfg.Loops = 1 // one housekeeping pass sees every connection
+	cfg.TokenExpiryWarning = 2 * time.Hour
+	cfg.TokenGrace = 100 * time.Millisecond
+	cfg.IngestAddr = "0.0.0.0:0" // producers need tokens (tests dial 127.0.0.1)
+	s := startServer(t, cfg)
+
+	far := []struct {
+		payload string
+		exp     int64 // as refreshed reports it
+	}{
+		{`{"sub":"svc","cities":["ff"],"publish":["ff"],"exp":9999999999}`, 9999999999},
+		{`{"sub":"svc","cities":["ff"],"publish":["ff"],"exp":9223372037,"iat":1700000000}`, 9223372037}, // 2262-04-11, one second past int64 nanoseconds
+		{`{"sub":"svc","cities":["ff"],"publish":["ff"],"exp":253402300799.5,"nbf":1700000000}`, 253402300799},
+		{`{"sub":"svc","cities":["ff"],"publish":["ff"],"exp":1e300}`, maxClaimSeconds},
+		{`{"sub":"svc","cities":["ff"],"publish":["ff"],"exp":18446744073709551617}`, maxClaimSeconds},
+	}
+	var conns []client
+	for _, f := range far {
+		tok := hs256Raw(t, f.payload)
+		via := map[string]client{
+			"query":    mustDialAuth(t, wsURL(s, "cities=ff&token="+url.QueryEscape(tok)), nil),
+			"header":   mustDialAuth(t, wsURL(s, "cities=ff"), bearer(tok)),
+			"protocol": mustDialAuth(t, wsURL(s, "cities=ff"), nil, "metrocast", "bearer."+tok),
+			"message":  mustDialAuth(t, wsURL(s, ""), nil),
+		}
+		send(t, via["message"], `{"type":"auth","token":"`+tok+`","cityId":"ff"}`)
+		for way, c := range via {
+			readType(t, c, "subscribed")
+			readType(t, c, "initial_data")
+			send(t, c, `{"type":"refresh","token":"`+tok+`"}`)
+			m := readType(t, c, "refreshed")
+			var v struct{ Exp, CloseAt int64 }
+			if err := json.Unmarshal(m.raw, &v); err != nil || v.Exp != f.exp || v.CloseAt != f.exp {
+				t.Fatalf("%s via %s: %s, want exp and closeAt %d (grace under a second)", f.payload, way, m.raw, f.exp)
+			}
+			conns = append(conns, c)
+		}
+	}
+	for _, f := range far {
+		p := dialIngestLoopback(t, s)
+		p.write(t, `{"auth":"`+hs256Raw(t, f.payload)+`"}`)
+		p.publish(t, dataLine("ff", "data_update", `{"x":1}`))
+	}
+	for _, c := range conns {
+		for range far { // one per producer
+			readType(t, c, "data_update")
+		}
+	}
+	// A token that expires now, on the same loop: once it is closed past
+	// its grace, housekeeping has checked every far-future connection
+	// after that moment too.
+	short := mustDialAuth(t, wsURL(s, "cities=ff"), bearer(hs256(t, claims("soon", 0, "ff"))))
+	readType(t, short, "subscribed")
+	readType(t, short, "initial_data")
+	m := read(t, short)
+	if m.Type == "token_expiring" { // unless the first look was past the grace already
+		m = read(t, short)
+	}
+	if m.Type != "auth_error" || m.Code != authExpired {
+		t.Fatalf("%s, want token_expired", m.raw)
+	}
+	for _, c := range conns {
+		send(t, c, `{"type":"ping"}`)
+		readType(t, c, "pong") // not token_expiring, not auth_error
+	}
+	if n := s.Stats().Closes[CloseTokenExpired.String()]; n != 1 {
+		t.Fatalf("token_expired closes %d, want 1", n)
+	}
+}
+
 // FuzzClientToken feeds the token verifier random strings and good tokens
 // tampered in one byte of one decoded part, re-encoded so that they stay
 // well-formed: nothing but the good tokens themselves may authenticate.
@@ -455,6 +563,118 @@ func FuzzClientToken(f *testing.F) {
 		b[int(pos)%len(b)] ^= mask
 		parts[i] = base64.RawURLEncoding.EncodeToString(b)
 		check(strings.Join(parts, "."))
+	})
+}
+
+// FuzzTokenTimeClaims signs claim sets whose exp, nbf and iat are fuzzed
+// JSON values (absent when empty) and checks the verdict against RFC 7519
+// read directly: a token is accepted only if each time claim present is a
+// JSON number, exp is present and not past, nbf and iat not in the
+// future; a time claim of another type is invalid_claims; and an
+// accepted token's grant expires when its exp says, whatever its size.
+func FuzzTokenTimeClaims(f *testing.F) {
+	cfg, _ := authConfig(f)
+	cfg = cfg.WithDefaults()
+	a, err := newAuthenticator(&cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now().Unix()
+	for _, seed := range [][3]string{
+		{fmt.Sprint(now + 3600), "", fmt.Sprint(now)},
+		{"9999999999", "", ""},
+		{`"9999999999"`, "", ""},
+		{fmt.Sprint(now + 3600), `"0"`, ""},
+		{fmt.Sprint(now + 3600), "", `"1"`},
+		{"true", "false", "null"},
+		{"{}", "[]", `{"a":1}`},
+		{"1e300", "-1e300", "1e400"},
+		{"9223372036854775807", "9223372036854775808", "-9223372036854775809"},
+		{"18446744073709551616", "0", "-0"},
+		{"9223372037.5", "1.5e9", "0.0001"},
+		{"", "", ""},
+		{"1e", "+1", "0x10"},
+	} {
+		f.Add(seed[0], seed[1], seed[2])
+	}
+	f.Fuzz(func(t *testing.T, exp, nbf, iat string) {
+		payload := `{"sub":"fuzz","cities":["*"]`
+		for _, c := range [...][2]string{{"exp", exp}, {"nbf", nbf}, {"iat", iat}} {
+			if c[1] != "" {
+				payload += `,"` + c[0] + `":` + c[1]
+			}
+		}
+		payload += "}"
+		tok := hs256Raw(t, payload)
+		g, err := a.clientGrant(tok)
+
+		// The verdict from the payload itself.
+		var raw map[string]any
+		dec := json.NewDecoder(strings.NewReader(payload))
+		dec.UseNumber()
+		if dec.Decode(&raw) != nil || dec.More() {
+			if err == nil {
+				t.Fatalf("%s: not JSON, yet accepted", payload)
+			}
+			return
+		}
+		leeway := cfg.AuthLeeway.Seconds()
+		clock := float64(time.Now().Unix())
+		valid, badType := true, false
+		secs := map[string]float64{}
+		for _, name := range []string{"exp", "nbf", "iat"} {
+			v, ok := raw[name]
+			if !ok {
+				continue
+			}
+			n, isNum := v.(json.Number)
+			if !isNum {
+				badType = true
+				continue
+			}
+			fl, _ := strconv.ParseFloat(string(n), 64) // ±Inf past the float64 range
+			secs[name] = fl
+		}
+		if _, ok := secs["exp"]; !ok {
+			valid = false
+		}
+		// One second of slack either side of each bound: the verifier
+		// read the clock at another moment.
+		if e, ok := secs["exp"]; ok && e < clock-leeway-1 {
+			valid = false
+		}
+		if nb, ok := secs["nbf"]; ok && nb > clock+leeway+1 {
+			valid = false
+		}
+		if ia, ok := secs["iat"]; ok && ia > clock+leeway+1 {
+			valid = false
+		}
+		borderline := func(name string, bound float64) bool {
+			v, ok := secs[name]
+			return ok && v > bound-2 && v < bound+2
+		}
+		if borderline("exp", clock-leeway) || borderline("nbf", clock+leeway) || borderline("iat", clock+leeway) {
+			return // the verdict depends on the instant
+		}
+		switch {
+		case badType:
+			var ae *authError
+			if !errors.As(err, &ae) || ae.code != authInvalidClaims {
+				t.Fatalf("%s: %v, want invalid_claims", payload, err)
+			}
+		case valid && err != nil:
+			t.Fatalf("%s: refused: %v", payload, err)
+		case !valid && err == nil:
+			t.Fatalf("%s: accepted", payload)
+		case valid:
+			want := int64(max(-maxClaimSeconds, min(math.Floor(secs["exp"]), maxClaimSeconds)))
+			if e, closeAt := g.deadlines(&cfg); e != want || closeAt != want+int64(cfg.TokenGrace/time.Second) {
+				t.Fatalf("%s: deadlines %d %d, want exp %d", payload, e, closeAt, want)
+			}
+			if !g.expPlus(cfg.TokenGrace).After(time.Now()) {
+				t.Fatalf("%s: accepted, yet past its grace", payload)
+			}
+		}
 	})
 }
 

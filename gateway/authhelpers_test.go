@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -118,6 +119,19 @@ func mint(t testing.TB, method jwt.SigningMethod, key any, kid string, c Claims)
 		t.Fatalf("cannot sign a test token: %s", err)
 	}
 	return s
+}
+
+// hs256Raw signs the claims payload as it is, byte for byte, with the
+// test secret (HS256): for claims no Claims value would marshal to.
+func hs256Raw(t testing.TB, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, getSigners(t).hmac)
+	if err != nil {
+		t.Fatalf("cannot sign a test token: %s", err)
+	}
+	return signing + "." + enc.EncodeToString(sig)
 }
 
 // hs256 mints an HS256 token with the test secret.

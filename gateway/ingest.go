@@ -385,7 +385,7 @@ func (p *producerConn) revoked() bool {
 // producer is cut off.
 func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	in := p.in
-	if g := p.grant; g != nil && time.Now().UnixNano() > g.exp+int64(in.s.cfg.TokenGrace) {
+	if g := p.grant; g != nil && g.exp != 0 && time.Now().After(g.expPlus(in.s.cfg.TokenGrace)) {
 		in.authFailures.Add(1)
 		q.answer(codec.AppendIngestError(q.scratch(), "the token expired: reconnect with a new one", 0), false)
 		return true

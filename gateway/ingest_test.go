@@ -145,6 +145,36 @@ func TestIngestToken(t *testing.T) {
 	p.expectDropped(t, "expired")
 }
 
+// TestIngestTokenAttacks checks the token attack table against the ingest
+// port's first line: nothing authenticates, a time claim that is not a
+// number is called invalid.
+func TestIngestTokenAttacks(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	cfg.IngestAddr = "0.0.0.0:0" // not loopback: tokens required (tests dial 127.0.0.1)
+	s := startServer(t, cfg)
+	bad := badTokens(t)
+	for name, bt := range bad {
+		p := dialIngestLoopback(t, s)
+		p.write(t, `{"auth":"`+bt.tok+`"}`, dataLine("ita", "data_update", `{"x":1}`))
+		want := "authentication failed"
+		if strings.HasPrefix(name, "exp ") || strings.HasPrefix(name, "nbf ") || strings.HasPrefix(name, "iat ") {
+			want = map[string]string{
+				authInvalidClaims: "invalid time claim",
+				authExpired:       "token is expired",
+				authNotYetValid:   "token is not valid yet",
+			}[bt.code]
+			if bt.code == authNotYetValid && strings.HasPrefix(name, "iat ") {
+				want = "token used before issued"
+			}
+		}
+		t.Run(name, func(t *testing.T) { p.expectDropped(t, want) })
+	}
+	if st := s.Stats(); st.IngestAuthFailures != uint64(len(bad)) || st.IngestFrames != 0 {
+		t.Fatalf("IngestAuthFailures %d IngestFrames %d, want %d and 0", st.IngestAuthFailures, st.IngestFrames, len(bad))
+	}
+}
+
 func portOf(a net.Addr) string {
 	_, port, _ := net.SplitHostPort(a.String())
 	return port

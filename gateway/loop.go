@@ -433,9 +433,9 @@ func (l *loop) checkToken(cn *conn, revoked *revocations) bool {
 		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
 	case revoked != nil && revoked.revokes(g.sub, g.jti):
 		cn.authFail(authRevoked, "the token was revoked")
-	case g.exp == 0 || l.now < g.exp-int64(cfg.TokenExpiryWarning):
+	case g.exp == 0 || time.Unix(0, l.now).Before(g.expPlus(-cfg.TokenExpiryWarning)):
 		return true
-	case l.now <= g.exp+int64(cfg.TokenGrace):
+	case !time.Unix(0, l.now).After(g.expPlus(cfg.TokenGrace)):
 		if cn.flags&flagWarned == 0 {
 			cn.flags |= flagWarned
 			exp, closeAt := g.deadlines(cfg)
