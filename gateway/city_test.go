@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// FuzzIngestToClients follows ingest lines the whole way a client sees
+// them, against encoding/json: each line is refused or stored; a stored
+// line's frame (data_update, alerts, or a snapshot's initial_data) must
+// decode with encoding/json and carry the line's payload; and after every
+// line the city's initial_data must decode and hold the state a reference
+// merge computes with encoding/json ({...prev, ...update}, a snapshot
+// replacing it) and the latest alerts messages.
+//
+// The input is a script of lines separated by '\n'. A line starting with
+// 'D', 'S' or 'A' is the payload of a data_update, snapshot or alerts line
+// for city "f" (the rest of the line is spliced in as "data" or "alerts"),
+// so that the fuzzer reaches payloads without first finding the envelope;
+// any other line is sent as it is.
+func FuzzIngestToClients(f *testing.F) {
+	long := strings.Repeat("b", 41)
+	for _, script := range []string{
+		"D{\"a\":1,\"b\":{\"c\":[1,2]}}\nD{\"b\":2,\"é\":\"\\u00e9\"}\nS{\"z\":0}\nD{\"a\":null}",
+		"A[{\"severity\":\"info\",\"message\":\"fog\"}]\nD{\"x\":1}\nA[{\"severity\":\"critical\"},{\"severity\":\"warning\",\"v\":[{}]}]",
+		// The issue's lines: a bad escape with 32 bytes or more after it,
+		// a number past a float64.
+		`{"city":"f","type":"data_update","id":"c","data":{"a\0":1,"` + long + `":2}}` + "\nD{\"ok\":1}",
+		"D{\"v\":1e400}\nD{\"v\":1.7976931348623157e308,\"w\":-0.0e-999}",
+		"D{\"a\":1,\"a\":2,\"\\u0061\":3}\nD{\"\\ud83d\\ude00\":\"\\ud800\"}\nD{\"\\ud83d\\ude00\":\"\\udbff\\udfff\"}",
+		"D{\"s\":\"" + long + "\\x\"}\nD{\"k\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+		"D " + strings.Repeat("[", 130) + "\nD{\"d\":" + strings.Repeat("[", 126) + strings.Repeat("]", 126) + "}",
+		"S{}\nS[]\nSnull\nA[]\nA{}\nD{\"a\":1}\n{\"city\":\"g\",\"type\":\"snapshot\",\"data\":{\"g\":1}}",
+		"{\"city\":\"f\",\"type\":\"data_update\",\"data\":{\"a\":1},\"data\":{\"b\":2}}\nD{\"x\":1} \nD {}",
+	} {
+		f.Add([]byte(script))
+	}
+	f.Fuzz(func(t *testing.T, script []byte) {
+		cfg := Config{RingSize: 8, RecentAlerts: 3}.WithDefaults()
+		type recent struct {
+			seq    uint64
+			alerts any
+		}
+		type reference struct {
+			c      *city
+			state  map[string]any
+			recent []recent
+			seq    uint64
+		}
+		cities := map[string]*reference{}
+		lines := bytes.Split(script, []byte("\n"))
+		if len(lines) > 32 {
+			lines = lines[:32]
+		}
+		for _, l := range lines {
+			line := l
+			if len(l) > 0 {
+				switch l[0] {
+				case 'D', 'S':
+					typ := map[byte]string{'D': "data_update", 'S': "snapshot"}[l[0]]
+					line = append([]byte(`{"city":"f","type":"`+typ+`","data":`), append(l[1:], '}')...)
+				case 'A':
+					line = append([]byte(`{"city":"f","type":"alerts","alerts":`), append(l[1:], '}')...)
+				}
+			}
+			in, err := codec.ParseIngest(line)
+			if err != nil {
+				continue // refused: nothing changes
+			}
+			ref := cities[in.City]
+			if ref == nil {
+				ref = &reference{c: newCity(in.City, &cfg, 1, 0, false), state: map[string]any{}}
+				cities[in.City] = ref
+			}
+			fr, err := ref.c.publish(&in, time.UnixMilli(1))
+			if err != nil {
+				t.Fatalf("line %q: publish: %v", line, err)
+			}
+			ref.seq++
+			var got struct {
+				Type    string
+				City    string
+				Seq     uint64
+				Resumed bool
+				Data    any
+				Alerts  any
+			}
+			decodeFrame(t, fr.b, &got)
+			wantType := map[codec.Kind]string{codec.KindDataUpdate: "data_update", codec.KindSnapshot: "initial_data", codec.KindAlerts: "alerts"}[in.Kind]
+			if got.Type != wantType || got.City != in.City || got.Seq != ref.seq || got.Resumed != (in.Kind == codec.KindSnapshot) {
+				t.Fatalf("line %q gives frame %q, want a %s of %s at seq %d", line, fr.b, wantType, in.City, ref.seq)
+			}
+			switch in.Kind {
+			case codec.KindAlerts:
+				alerts := decodeJSON(t, in.Alerts)
+				if !reflect.DeepEqual(got.Alerts, alerts) {
+					t.Fatalf("line %q gives frame %q: alerts %v, encoding/json reads %v", line, fr.b, got.Alerts, alerts)
+				}
+				ref.recent = append(ref.recent, recent{ref.seq, alerts})
+				if len(ref.recent) > cfg.RecentAlerts {
+					ref.recent = ref.recent[1:]
+				}
+			default:
+				data := decodeJSON(t, in.Data)
+				if !reflect.DeepEqual(got.Data, data) {
+					t.Fatalf("line %q gives frame %q: data %v, encoding/json reads %v", line, fr.b, got.Data, data)
+				}
+				if in.Kind == codec.KindSnapshot {
+					clear(ref.state)
+				}
+				for k, v := range data.(map[string]any) {
+					ref.state[k] = v
+				}
+			}
+
+			var initial struct {
+				Type    string
+				City    string
+				Seq     uint64
+				Resumed bool
+				Data    map[string]any
+				Recent  []struct {
+					Seq    uint64
+					Alerts any
+				} `json:"recent_alerts"`
+			}
+			ib := ref.c.initialFrame(7).b
+			decodeFrame(t, ib, &initial)
+			if initial.Type != "initial_data" || initial.City != in.City || initial.Seq != ref.seq || initial.Resumed {
+				t.Fatalf("after %q: initial_data %q, want %s at seq %d", line, ib, in.City, ref.seq)
+			}
+			if initial.Data == nil {
+				initial.Data = map[string]any{}
+			}
+			if !reflect.DeepEqual(initial.Data, ref.state) {
+				t.Fatalf("after %q: initial_data %q holds %v, the reference merge %v", line, ib, initial.Data, ref.state)
+			}
+			if len(initial.Recent) != len(ref.recent) {
+				t.Fatalf("after %q: initial_data %q has %d recent alerts, want %d", line, ib, len(initial.Recent), len(ref.recent))
+			}
+			for i, r := range ref.recent {
+				if initial.Recent[i].Seq != r.seq || !reflect.DeepEqual(initial.Recent[i].Alerts, r.alerts) {
+					t.Fatalf("after %q: initial_data %q: recent alert %d is %v, want seq %d %v", line, ib, i, initial.Recent[i], r.seq, r.alerts)
+				}
+			}
+		}
+		if n := mergeFailures.Load(); n != 0 {
+			t.Fatalf("%d payloads could not be merged", n)
+		}
+	})
+}
+
+// decodeFrame decodes the JSON text message in the server frame b into v
+// with encoding/json.
+func decodeFrame(t *testing.T, b []byte, v any) {
+	t.Helper()
+	fr, err := ws.ReadFrame(bytes.NewReader(b))
+	if err != nil || fr.Header.OpCode != ws.OpText || !fr.Header.Fin {
+		t.Fatalf("frame %q: %v, header %+v", b, err, fr.Header)
+	}
+	if err := json.Unmarshal(fr.Payload, v); err != nil {
+		t.Fatalf("a client cannot decode %q: %v", fr.Payload, err)
+	}
+}
+
+// decodeJSON decodes b with encoding/json.
+func decodeJSON(t *testing.T, b []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("encoding/json cannot decode %q: %v", b, err)
+	}
+	return v
+}
