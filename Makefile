@@ -96,12 +96,16 @@ $(HELM):
 test-web: build apt-deps gateway/web/node_modules/.package-lock.json
 	cd gateway/web && METROCAST_BIN=$(BIN) node --test test/*.test.js
 
-# Run each fuzz target for FUZZTIME (default 30s).
-FUZZTIME ?= 30s
+# Run every fuzz target of every package, one after the other, each for
+# FUZZTIME (default 30s); FUZZFLAGS adds flags (e.g. -parallel 1 on a shared
+# machine). The packages are found by their fuzz tests, so a new one is
+# never skipped.
+FUZZTIME  ?= 30s
+FUZZFLAGS ?=
 fuzz:
-	@for p in ./codec/ ./gateway/; do \
+	@for p in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for t in $$($(GO) test $$p -list '^Fuzz' | grep ^Fuzz); do \
-			echo "== $$p $$t"; $(GO) test $$p -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+			echo "== $$p $$t"; $(GO) test $$p -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) || exit 1; \
 		done; \
 	done
 
