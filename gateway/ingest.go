@@ -36,6 +36,7 @@ type ingest struct {
 	conns  map[net.Conn]*producerConn
 	closed bool
 	wg     sync.WaitGroup
+	turns  *turns
 
 	frames       atomic.Uint64
 	bytes        atomic.Uint64
@@ -58,6 +59,7 @@ type producerConn struct {
 	keys  *keySet // the key set grant was last checked against (revocation)
 	rate  bucket  // IngestMaxRate pacing
 	errs  bucket  // bad lines (IngestMaxErrors)
+	turn  turn    // its hold on the node's ingest turn (see turns)
 
 	lines     atomic.Uint64
 	bytes     atomic.Uint64
@@ -70,7 +72,7 @@ func (s *Server) listenIngest() (*ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", s.cfg.IngestAddr, err)
 	}
-	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn)}
+	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn), turns: newTurns(s)}
 	if !isLoopback(ln.Addr()) {
 		if s.auth != nil {
 			in.needToken = true
@@ -200,7 +202,7 @@ func (in *ingest) handle(c net.Conn, pc *producerConn) {
 		in.untrack(c)
 		_ = c.Close()
 	}()
-	w := bufio.NewWriterSize(deadlineWriter{c, in.s}, 4<<10)
+	w := bufio.NewWriterSize(deadlineWriter{c, in.s, &pc.turn}, 4<<10)
 	lr := newLineReader(c, in.s.cfg.IngestMaxLineBytes, in.s.live.Load().IngestLineTimeout, func(t time.Time) error {
 		return in.setReadDeadline(c, t)
 	})
@@ -246,13 +248,16 @@ func linger(c net.Conn) {
 }
 
 // deadlineWriter writes to a producer connection, closing it if the
-// producer does not read its answers within IngestWriteTimeout.
+// producer does not read its answers within IngestWriteTimeout. A write may
+// wait: it gives up the producer's turn first.
 type deadlineWriter struct {
-	c net.Conn
-	s *Server
+	c    net.Conn
+	s    *Server
+	turn *turn
 }
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.turn.release()
 	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.live.Load().IngestWriteTimeout))
 	return d.c.Write(p)
 }
@@ -271,11 +276,15 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // pc is the producer: its token (the first line must be {"auth":…} when
 // pc.needToken), its accounting, its pacing and its bad-line budget. A
 // producer over that budget, or whose token fails, gets a last answer and
-// errProducerDropped.
+// errProducerDropped. Lines are stored in the producer's turns (see turns),
+// and nothing that may wait runs in one.
 func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
 	q := &answers{in: in, w: w}
+	pc.turn.t = in.turns
+	defer pc.turn.release()
 	// finish answers every line read, as at the end of any input.
 	finish := func(err error) (int, error) {
+		pc.turn.release()
 		if werr := q.settle(true); werr != nil {
 			return q.failed, werr
 		}
@@ -287,6 +296,9 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		return q.failed, eofIsNil(err)
 	}
 	for n := 1; ; n++ {
+		if !lr.hasLine() {
+			pc.turn.release() // the read may wait
+		}
 		line, rerr := lr.next()
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			// close stopped the reading; a part line is not answered.
@@ -310,6 +322,7 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		case tooLong:
 			fatal = pc.refuse(q, fmt.Sprintf("line longer than %d bytes", lr.max), n)
 		case len(line) > 0:
+			pc.turn.take(len(line), lr.backlog())
 			fatal = pc.line(line, n, q)
 		}
 		if fatal {
@@ -319,7 +332,11 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		// before pausing it.
 		wait := pc.pace()
 		idle := lr.buffered() == 0 || rerr != nil || wait > 0
-		if err := q.settle(idle || len(q.queue) >= maxInFlight); err != nil {
+		settle := idle || len(q.queue) >= maxInFlight
+		if settle {
+			pc.turn.release() // waits for the stream's acks, then writes
+		}
+		if err := q.settle(settle); err != nil {
 			return q.failed, err
 		}
 		if flush != nil && idle {
@@ -544,6 +561,7 @@ var (
 // (errLineTimeout), however long the wait for that byte.
 type lineReader struct {
 	r   *bufio.Reader
+	src readWatch
 	buf []byte
 	max int
 
@@ -558,14 +576,44 @@ type lineReader struct {
 // newLineReader reads lines from r. timeout > 0 bounds each line through
 // deadline, r's read deadline (net.Conn.SetReadDeadline).
 func newLineReader(r io.Reader, max int, timeout time.Duration, deadline func(time.Time) error) *lineReader {
-	lr := &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	lr := &lineReader{src: readWatch{r: r}, max: max}
+	lr.r = bufio.NewReaderSize(&lr.src, 64<<10)
 	if timeout > 0 && deadline != nil {
 		lr.timeout, lr.deadline = timeout, deadline
 	}
 	return lr
 }
 
+// readWatch tells whether the last read filled the buffer it was given:
+// then the source likely has more waiting (a producer sending faster than
+// it is read).
+type readWatch struct {
+	r    io.Reader
+	full bool
+}
+
+func (w *readWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	w.full = n == len(p)
+	return n, err
+}
+
+// backlog reports whether the producer has likely sent more than the
+// reader has taken in.
+func (lr *lineReader) backlog() bool { return lr.src.full }
+
 func (lr *lineReader) buffered() int { return lr.r.Buffered() }
+
+// hasLine reports whether a whole line is buffered: next returns it
+// without reading.
+func (lr *lineReader) hasLine() bool {
+	n := lr.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := lr.r.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
+}
 
 // next returns the next line without its "\n" (or "\r\n"). The line is valid
 // until the next call. At EOF it returns a last unterminated line with the
@@ -600,7 +648,7 @@ func (lr *lineReader) arm() error {
 			return err
 		}
 	}
-	if b, _ := lr.r.Peek(lr.r.Buffered()); bytes.IndexByte(b, '\n') >= 0 {
+	if lr.hasLine() {
 		return nil
 	}
 	lr.due = time.Now().Add(lr.timeout)
