@@ -307,7 +307,7 @@ func (r *suiteResult) evaluate() {
 		r.add("zero loss, no duplicates (every scenario)", "0 lost, 0 dups",
 			fmt.Sprintf("%d lost, %d dups of %d owed", lost, dups, owed), lost == 0 && dups == 0)
 	}
-	for _, name := range []string{"churn", "slow", "spike", "ceiling", "cluster"} {
+	for _, name := range []string{"churn", "slow", "spike", "flood", "ceiling", "cluster"} {
 		s := r.step(name)
 		if s == nil {
 			continue

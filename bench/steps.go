@@ -59,6 +59,7 @@ func steps(quick bool) []step {
 			{"slow", "slow consumers", "slow-consumers", []string{"-conns", "200", "-rate", "20", "-payload", "2048",
 				"-duration", "500ms", "-warmup", "200ms", "-server-args", slowNodeArgs}, 2 * time.Second},
 			{"spike", "spike ×10", "spike", []string{"-conns", "200", "-rate", "2", "-duration", "500ms", "-spike-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
+			{"flood", "producer flood", "flood", []string{"-conns", "200", "-rate", "10", "-flood-producers", "4", "-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
 			{"ceiling", "connection ceiling", "idle", []string{"-conns", "400", "-procs", "2", "-settle", "0s", "-duration", "100ms"}, 2 * time.Second},
 			{"cluster", "cluster of 2, churn across nodes", "churn", []string{"-nodes", "2", "-conns", "240", "-cities", "12", "-rate", "5",
 				"-churn-rate", "100", "-duration", "500ms", "-warmup", "200ms"}, 3 * time.Second},
@@ -74,6 +75,11 @@ func steps(quick bool) []step {
 		// From a tenth of the nominal load to the nominal load for 3 s.
 		{"spike", "spike ×10", "spike", []string{"-conns", "5000", "-rate", "1", "-spike-factor", "10",
 			"-duration", "5s", "-spike-duration", "3s"}, 20 * time.Second},
+		// 20 producers sending as fast as TCP allows to cities nobody
+		// follows, while 1,000 clients are fed 10,000 deliveries/s: the
+		// clients' latency targets hold, the flood is slowed and paced.
+		{"flood", "producer flood", "flood", []string{"-conns", "1000", "-rate", "10", "-flood-producers", "20",
+			"-duration", "8s"}, 25 * time.Second},
 		{"ceiling", "connection ceiling", "idle", []string{"-conns", strconv.Itoa(ceilingConns), "-procs", "2",
 			"-conn-rate", "2500", "-settle", "5s", "-duration", "2s"}, 20 * time.Second},
 		// The nominal load through NATS JetStream on two nodes, every

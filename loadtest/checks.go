@@ -55,6 +55,13 @@ func (r *runner) checks() {
 		res.check("clients reconnected", readers.Resumes > 0, fmt.Sprint(readers.Resumes, " resumes"), "> 0")
 		res.check("every resume served from the ring", readers.Resyncs == 0,
 			fmt.Sprint(readers.Resyncs, " initial_data instead"), "0")
+	case "flood":
+		if f := res.Flood; f != nil {
+			res.check("flood: no line refused", f.Errors == 0, fmt.Sprint(f.Errors, " errors"), "0")
+			res.check("flood: every producer served", f.MinAcked > 0, fmt.Sprint(f.MinAcked, " lines at least"), "> 0")
+			res.check("flood: producers paced fairly", 2*f.MinAcked >= f.MaxAcked,
+				fmt.Sprintf("%d to %d lines per producer", f.MinAcked, f.MaxAcked), "least ≥ half the most")
+		}
 	case "slow-consumers":
 		base, slow := r.phaseNamed("baseline"), r.phaseNamed("slow")
 		if base != nil && slow != nil {

@@ -10,6 +10,7 @@
 //	loadtest churn          -conns 2000 -rate 5 -churn-rate 200
 //	loadtest slow-consumers -conns 2000 -rate 10 -slow-share 0.1
 //	loadtest spike          -conns 2000 -rate 5 -spike-factor 10
+//	loadtest flood          -conns 1000 -rate 10 -flood-producers 20
 //	loadtest idle           -conns 19000 -procs 2
 //	loadtest publish        -rate 10 -duration 1m   (a publisher alone, e.g. for the k6 scripts)
 //
@@ -84,6 +85,7 @@ type options struct {
 	SlowRcvBuf     int           `json:"slow_rcvbuf"`
 	SpikeFactor    float64       `json:"spike_factor"`
 	SpikeDuration  time.Duration `json:"spike_duration_ns"`
+	FloodProducers int           `json:"flood_producers"`
 	TargetConnect  time.Duration `json:"target_connect_p99_ns"`
 	TargetP99      time.Duration `json:"target_p99_ns"`
 	TargetP999     time.Duration `json:"target_p999_ns"`
@@ -110,6 +112,9 @@ var scenarios = map[string]func(*options){
 	},
 	"spike": func(o *options) {
 		o.Rates, o.Duration = []float64{5}, 5*time.Second
+	},
+	"flood": func(o *options) {
+		o.FloodProducers = 20
 	},
 	"idle": func(o *options) {
 		o.Duration = 10 * time.Second
@@ -158,7 +163,7 @@ func main() {
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = "usage: loadtest connect-storm|steady|churn|slow-consumers|spike|idle|publish [flags]  (loadtest steady -h for the flags)"
+const usage = "usage: loadtest connect-storm|steady|churn|slow-consumers|spike|flood|idle|publish [flags]  (loadtest steady -h for the flags)"
 
 // cli runs one scenario from the command line and returns the exit code.
 func cli(args []string, stdout, stderr io.Writer) int {
@@ -228,6 +233,7 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	fs.IntVar(&o.SlowRcvBuf, "slow-rcvbuf", o.SlowRcvBuf, "slow-consumers: SO_RCVBUF of the slow clients, so that they fill up soon")
 	fs.Float64Var(&o.SpikeFactor, "spike-factor", o.SpikeFactor, "spike: rate multiplier during the burst")
 	fs.DurationVar(&o.SpikeDuration, "spike-duration", o.SpikeDuration, "spike: length of the burst")
+	fs.IntVar(&o.FloodProducers, "flood-producers", o.FloodProducers, "flood: producers sending as fast as TCP allows, to cities nobody follows")
 	fs.DurationVar(&o.TargetConnect, "target-connect-p99", o.TargetConnect, "check: connect latency p99 below this")
 	fs.DurationVar(&o.TargetP99, "target-p99", o.TargetP99, "check: ingest→client latency p99 below this")
 	fs.DurationVar(&o.TargetP999, "target-p999", o.TargetP999, "check: ingest→client latency p99.9 below this")
@@ -335,6 +341,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-slow-rcvbuf (%d) must be ≥ 0", o.SlowRcvBuf)
 	case o.SpikeFactor < 1 || o.SpikeFactor > 1000:
 		return fmt.Errorf("-spike-factor (%g) must be in [1, 1000]", o.SpikeFactor)
+	case o.Scenario == "flood" && (o.FloodProducers < 1 || o.FloodProducers > 200):
+		return fmt.Errorf("-flood-producers (%d) must be in [1, 200]", o.FloodProducers)
 	case o.Progress < 0 || o.SweepStop < 0:
 		return fmt.Errorf("-progress (%s) and -sweep-stop (%s) must be ≥ 0", o.Progress, o.SweepStop)
 	case o.Nodes < 1 || o.Nodes > 8 || o.Nodes > 1 && o.Spawn == "":

@@ -27,6 +27,7 @@ type Result struct {
 	Phases     []*phaseResult         `json:"phases,omitempty"`
 	Accounting map[string]*accounting `json:"accounting,omitempty"`
 	Publisher  *publisherFigures      `json:"publisher,omitempty"`
+	Flood      *floodFigures          `json:"flood,omitempty"`
 	Spread     *spreadFigures         `json:"spread,omitempty"`
 	Errors     map[string]errorCount  `json:"errors,omitempty"`
 	Checks     []check                `json:"checks"`
@@ -213,6 +214,10 @@ func printResult(w io.Writer, r *Result) {
 	}
 	if p := r.Publisher; p != nil {
 		fmt.Fprintf(tw, "\npublisher\t%d frames, %d errors %s\n", p.Frames, p.Errors, p.FirstError)
+	}
+	if f := r.Flood; f != nil {
+		fmt.Fprintf(tw, "flood\t%d producers: %d lines acked (%.0f/s), %d to %d per producer, %d errors %s\n",
+			f.Producers, f.Acked, f.PerSecond, f.MinAcked, f.MaxAcked, f.Errors, f.FirstError)
 	}
 	if s := r.Spread; s != nil {
 		fmt.Fprintf(tw, "per frame\tingest→first subscriber p50 %s p99 %s max %s; first→last p50 %s p99 %s max %s (%d frames)\n",

@@ -23,6 +23,8 @@ type runner struct {
 	res *Result
 	f   *fleet
 	pub *publisher
+	// flooder runs the flood scenario's producers (nil in the others).
+	flooder *fleet
 	// pubSeen is pub for the progress goroutine.
 	pubSeen atomic.Pointer[publisher]
 	start   time.Time
@@ -101,6 +103,8 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		err = r.slowConsumers(ctx)
 	case "spike":
 		err = r.spike(ctx)
+	case "flood":
+		err = r.flood(ctx)
 	}
 	if err != nil {
 		r.finish() // what was measured so far
@@ -273,8 +277,11 @@ func (r *runner) cpuSnapshot() cpuSnap {
 		s.node, _ = cpuTime(r.o.Pids...)
 	}
 	s.loadgen, _ = cpuTime(os.Getpid())
-	if r.f != nil {
-		for _, pid := range r.f.pids() {
+	for _, f := range []*fleet{r.f, r.flooder} {
+		if f == nil {
+			continue
+		}
+		for _, pid := range f.pids() {
 			t, _ := cpuTime(pid)
 			s.loadgen += t
 		}

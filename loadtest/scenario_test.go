@@ -128,6 +128,23 @@ func TestSmokeSpike(t *testing.T) {
 	}
 }
 
+// TestSmokeFlood: four producers flood the node while 300 clients are
+// fed; every check but the latency targets must hold, and the flood must
+// have been served (acked) by every producer.
+func TestSmokeFlood(t *testing.T) {
+	o := smoke(t, "flood")
+	o.Spawn = nodeBinary(t)
+	o.FloodProducers = 4
+	res := runScenario(t, o)
+	mustPass(t, res, append(accountingChecks, "flood: no line refused", "flood: every producer served")...)
+	if len(res.Phases) != 3 || res.Phases[2].Name != "flood" {
+		t.Fatalf("phases %v: want warmup, baseline, flood", res.Phases)
+	}
+	if f := res.Flood; f == nil || f.Producers != 4 || f.Acked == 0 {
+		t.Errorf("flood figures %+v: want 4 producers' acked lines", f)
+	}
+}
+
 func TestSmokeIdle(t *testing.T) {
 	o := smoke(t, "idle")
 	o.Spawn = nodeBinary(t)

@@ -40,7 +40,7 @@ type command struct {
 	Rate  float64           `json:"rate,omitempty"`  // dial: connections/s; churn: reconnects/s
 	Name  string            `json:"name,omitempty"`  // phase
 	From  int64             `json:"from,omitempty"`  // phase: send times (Unix ns) from here on belong to it
-	Until int64             `json:"until,omitempty"` // churn: stop at (Unix ns)
+	Until int64             `json:"until,omitempty"` // churn, flood: stop at (Unix ns)
 	Acked map[string]seqSet `json:"acked,omitempty"` // final: the seqs acked for each city
 }
 
@@ -49,6 +49,7 @@ type reply struct {
 	Err    string        `json:"err,omitempty"`
 	Stats  *workerStats  `json:"stats,omitempty"`
 	Report *workerReport `json:"report,omitempty"`
+	Flood  *floodReport  `json:"flood,omitempty"`
 }
 
 // workerStats is a worker's progress, for the live line.
@@ -157,6 +158,7 @@ type worker struct {
 	gate    atomic.Pointer[chan struct{}] // non-nil while slow clients pause
 	closing atomic.Bool
 	spread  []frameSpread // per city, with -spread
+	flood   *flood        // the flood scenario's flooders, once started
 
 	errMu  sync.Mutex
 	errors map[string]errorCount
@@ -255,6 +257,13 @@ func (w *worker) handle(cmd command) (reply, error) {
 		}
 	case "churn":
 		go w.churn(cmd.Rate, time.Unix(0, cmd.Until))
+	case "flood":
+		return reply{}, w.startFlood(time.Unix(0, cmd.Until))
+	case "flood-end":
+		if w.flood == nil {
+			return reply{}, errors.New("flood-end: no flood")
+		}
+		return reply{Flood: w.flood.report()}, nil
 	case "final":
 		w.acked.Store(&cmd.Acked)
 	case "close":
