@@ -13,7 +13,7 @@ import (
 // the binary serves them with nothing beside it. Named one by one: the
 // directory also holds tests and node_modules.
 //
-//go:embed web/index.html web/dashboard.css web/dashboard.js web/metrocast.js web/metrocast.d.ts web/use-city-stream.js web/use-city-stream.d.ts
+//go:embed web/index.html web/dashboard.css web/dashboard.js web/dashboard-format.js web/metrocast.js web/metrocast.d.ts web/use-city-stream.js web/use-city-stream.d.ts
 var webFiles embed.FS
 
 // webRoot is webFiles without the web/ prefix.

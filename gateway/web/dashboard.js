@@ -3,8 +3,12 @@
 //
 // The token comes from the URL fragment (#token=…, never sent to a server;
 // `metrocast serve --demo` prints such a URL), is kept in sessionStorage and
-// removed from the address bar; without one, the page asks for it.
-import { Metrocast } from "./metrocast.js";
+// removed from the address bar; without one, or when the node refuses it
+// (expired, revoked, another key), the page asks for one, saying why, and
+// connects with it without a reload: the form answers the client's
+// getToken().
+import { Metrocast, tokenExpiry } from "./metrocast.js";
+import { describe, formatValue, groupLabel, withUnit } from "./dashboard-format.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY = 180; // chart points per metric
@@ -28,6 +32,7 @@ const ui = {
   alertCount: $("alert-count"),
   tokenForm: $("token-form"),
   tokenInput: $("token-input"),
+  tokenReason: $("token-reason"),
 };
 
 // What the browser test reads: every city frame applied, in order.
@@ -88,15 +93,10 @@ function fillPicker(names) {
   if (city) ui.city.value = city;
 }
 
-function fmt(v) {
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1);
-  if (typeof v === "string") return v;
-  return JSON.stringify(v);
-}
+const fmt = (v) => formatValue(v);
 
-function label(k) {
-  return k.replace(/_/g, " ");
-}
+// units keeps the unit of each metric path shown (for the chart).
+const units = new Map();
 
 // metrics flattens a state one level deep: {traffic: {speed: 3}} gives
 // "traffic.speed".
@@ -126,7 +126,7 @@ function renderCards(state) {
       card.className = "card";
       card.id = id;
       card.innerHTML = `<h3></h3><div class="rows"></div>`;
-      card.querySelector("h3").textContent = label(g || "metrics");
+      card.querySelector("h3").textContent = groupLabel(g);
       ui.cards.append(card);
     }
     const box = card.querySelector(".rows");
@@ -136,8 +136,10 @@ function renderCards(state) {
         row = document.createElement("div");
         row.className = "row";
         row.dataset.key = k;
-        row.innerHTML = `<span class="k"></span><span class="v"></span>`;
-        row.querySelector(".k").textContent = label(k);
+        row.innerHTML = `<span class="k"></span><span class="v"></span><span class="u"></span>`;
+        const d = describe(k);
+        row.querySelector(".k").textContent = d.label;
+        row.querySelector(".u").textContent = d.unit;
         box.append(row);
       }
       const el = row.querySelector(".v");
@@ -157,9 +159,11 @@ function record(state, t) {
     const path = g ? `${g}.${k}` : k;
     if (!series.has(path)) {
       series.set(path, []);
+      const d = describe(k);
+      units.set(path, d.unit);
       const o = document.createElement("option");
       o.value = path;
-      o.textContent = label(path.replace(".", " · "));
+      o.textContent = (g ? groupLabel(g) + " · " : "") + d.label + (d.unit ? ` (${d.unit})` : "");
       ui.metric.append(o);
       if (!ui.metric.value || ui.metric.options.length === 1) ui.metric.value = path;
     }
@@ -196,9 +200,9 @@ function renderChart() {
     const bottom = svg("text", { x: 2, y: H - 8 });
     bottom.textContent = fmt(lo);
     nodes.push(top, bottom);
-    ui.metricNow.textContent = fmt(h[h.length - 1].v);
+    ui.metricNow.textContent = withUnit(fmt(h[h.length - 1].v), units.get(ui.metric.value));
   } else {
-    ui.metricNow.textContent = h.length ? fmt(h[0].v) : "";
+    ui.metricNow.textContent = h.length ? withUnit(fmt(h[0].v), units.get(ui.metric.value)) : "";
   }
   ui.chart.replaceChildren(...nodes);
 }
@@ -264,11 +268,38 @@ function pick(next) {
   client.subscribe([city]);
 }
 
-function start(url, token) {
-  client = new Metrocast({ url, token, cities: city ? [city] : [], presence: true });
+// The token in use, and why the node last refused one ("" when it has not).
+let token;
+let refusal = "";
+
+// getToken answers the client: first the token the page came with, then
+// whatever the form is given. The client asks after every refusal and
+// before the token expires.
+let offered;
+async function getToken() {
+  if (offered) {
+    const t = offered;
+    offered = undefined;
+    return t;
+  }
+  const exp = tokenExpiry(token);
+  const why = refusal || (exp > Date.now() ? `The token expires at ${new Date(exp).toLocaleTimeString()}: paste a new one to stay connected.` : "");
+  refusal = "";
+  token = await askToken(why);
+  setStatus("connecting", "connecting");
+  return token;
+}
+
+function start(url, secure) {
+  offered = token;
+  client = new Metrocast({ url, getToken: secure ? getToken : undefined, cities: city ? [city] : [], presence: true });
   window.metrocastDashboard.client = client;
-  client.on("status", ({ status }) => setStatus(status, status));
-  client.on("reconnect", (e) => setStatus(`reconnecting in ${(e.delayMs / 1000).toFixed(1)} s`, "reconnecting"));
+  client.on("status", ({ status }) => {
+    if (!(refusal && status === "reconnecting")) setStatus(status, status);
+  });
+  client.on("reconnect", (e) => {
+    if (!refusal) setStatus(`reconnecting in ${(e.delayMs / 1000).toFixed(1)} s`, "reconnecting");
+  });
   client.on("subscribed", (m) => (ui.epoch.textContent = String(m.epoch)));
   client.on("presence", (e) => {
     if (e.city === city) ui.watchers.textContent = String(e.count);
@@ -298,21 +329,39 @@ function start(url, token) {
     showFrame(m.seq, m.timestamp);
     renderAlerts(client.alerts(city), m.seq);
   });
+  // The client asks getToken for another (the form, with the reason).
   client.on("auth_error", (m) => {
     sessionStorage.removeItem(TOKEN_KEY);
-    askToken(`${m.code}: ${m.message}`);
+    refusal = `The node refused the token: ${m.code} (${m.message}).`;
+    setStatus(`token refused: ${m.code}`, "closed");
   });
   client.connect();
 }
 
+// asking is the token form's answer while it is shown.
+let asking = null;
+
+// askToken shows the token form, with why when given, and resolves with
+// the token pasted into it. A second call while it is shown updates the
+// reason and shares the answer.
 function askToken(why) {
   ui.tokenForm.hidden = false;
-  if (why) ui.tokenForm.querySelector("p").dataset.error = why;
-  ui.tokenForm.onsubmit = (ev) => {
-    ev.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, ui.tokenInput.value.trim());
-    location.reload();
-  };
+  ui.tokenReason.textContent = why;
+  ui.tokenReason.hidden = !why;
+  if (ui.conn.dataset.status !== "closed") setStatus("token needed", "closed");
+  asking ??= new Promise((resolve) => {
+    ui.tokenForm.onsubmit = (ev) => {
+      ev.preventDefault();
+      const t = ui.tokenInput.value.trim();
+      if (!t) return;
+      sessionStorage.setItem(TOKEN_KEY, t);
+      ui.tokenInput.value = "";
+      ui.tokenForm.hidden = true;
+      asking = null;
+      resolve(t);
+    };
+  });
+  return asking;
 }
 
 async function main() {
@@ -320,25 +369,22 @@ async function main() {
     ui.clock.textContent = new Date().toLocaleTimeString();
     ui.rate.textContent = (frameTimes.length / 5).toFixed(1);
   }, 1000);
-  const token = takeToken();
+  token = takeToken();
   let info;
-  try {
-    info = await getJSON("/api/client", token);
-  } catch (err) {
-    if (err.status !== 401) throw err;
-    // An admin port beyond loopback wants a (valid) client token.
-    if (token) sessionStorage.removeItem(TOKEN_KEY);
-    setStatus("no token", "closed");
-    askToken(token ? "the node refused this token" : undefined);
-    return;
+  for (;;) {
+    try {
+      info = await getJSON("/api/client", token);
+      break;
+    } catch (err) {
+      if (err.status !== 401) throw err;
+      // An admin port beyond loopback wants a valid client token.
+      if (token) sessionStorage.removeItem(TOKEN_KEY);
+      setStatus(token ? "token refused" : "token needed", "closed");
+      token = await askToken(token ? "The admin port refused the token (expired, revoked, or not for this node)." : "");
+    }
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const url = fragment().get("ws") ?? `${scheme}://${location.hostname}:${info.ws_port}${info.ws_path}`;
-  if (!token && !info.insecure) {
-    setStatus("no token", "closed");
-    askToken();
-    return;
-  }
   ui.city.onchange = () => pick(ui.city.value);
   ui.metric.onchange = renderChart;
   let names = [];
@@ -348,7 +394,7 @@ async function main() {
   }
   fillPicker(names);
   const wanted = fragment().get("city") ?? localStorage.getItem("metrocast.city");
-  start(url, token);
+  start(url, !info.insecure);
   pick(wanted && (names.includes(wanted) || fragment().get("city")) ? wanted : names[0] ?? "");
   fillPicker([city]);
   setInterval(() => loadCities(token).then(fillPicker, () => {}), 15000);

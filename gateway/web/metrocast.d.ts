@@ -108,6 +108,7 @@ export interface EventMap {
   alerts: AlertsMessage;
   state: StateEvent;
   error: ErrorEvent;
+  /** The node refused the token (close 4001 follows): see Options.getToken. */
   auth_error: AuthErrorMessage;
   reconnect: ReconnectEvent;
   refreshed: RefreshedMessage;
@@ -144,12 +145,21 @@ export interface Clock {
 export interface Options {
   /** The gateway's WebSocket URL, e.g. ws://127.0.0.1:8080/ws. */
   url: string;
-  /** A JWT; optional with getToken or against an insecure node. */
+  /** A JWT; optional with getToken or against an insecure node. Without getToken, a refusal (auth_error) stops the client. */
   token?: string;
-  /** Fetches a new token: before connecting without one, and refreshBeforeMs before the token's exp. */
+  /**
+   * Fetches a new token: before connecting without one, refreshBeforeMs before the token's exp, on
+   * token_expiring, and after any refusal (auth_error of any code: expired, revoked, a key the node
+   * no longer has, wrong aud or iss), since a refused token is never offered again.
+   */
   getToken?: () => Promise<string> | string;
-  /** How the token travels: the "bearer.<token>" subprotocol (default), ?token=, or an auth message. */
-  tokenTransport?: "subprotocol" | "query" | "message";
+  /**
+   * How the token travels: an auth message once the connection is open (default; a refusal arrives
+   * as auth_error, which a browser can see), the "bearer.<token>" subprotocol, or ?token=. In the
+   * upgrade a refusal is an HTTP 401 a browser never shows: a connection that closes before it opens
+   * then makes the client ask getToken again.
+   */
+  tokenTransport?: "message" | "subprotocol" | "query";
   cities?: string[];
   filters?: Filters;
   /** First reconnect wait before jitter (default 500). */

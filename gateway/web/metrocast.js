@@ -10,10 +10,17 @@
 // every city after its last seq so a reconnect shows no gap, keeps each
 // city's state ({...prev, ...update}), detects a dead connection by its
 // silence, and fetches a new token before the current one expires.
+//
+// The token goes out in an auth message once the connection is open
+// (tokenTransport "message"), not in the upgrade request: a browser never
+// shows a page the HTTP status of a refused upgrade, only a close 1006,
+// whereas a refused auth message is answered with an auth_error that names
+// the reason. Any refusal discards the token: the next connection asks
+// getToken() for a new one.
 
 /** Defaults of the options that have one; see metrocast.d.ts. */
 export const defaults = Object.freeze({
-  tokenTransport: "subprotocol",
+  tokenTransport: "message",
   backoffInitialMs: 500,
   backoffMaxMs: 30000,
   backoffFactor: 2,
@@ -90,6 +97,7 @@ export class Metrocast {
     this.hintMs = undefined;
     this.stopped = true;
     this.opening = false; // open() awaits getToken
+    this.opened = false; // the current WebSocket has opened
     this.timers = { retry: null, ping: null, dead: null, refresh: null };
   }
 
@@ -215,6 +223,7 @@ export class Metrocast {
       return;
     }
     this.ws = ws;
+    this.opened = false;
     this.hintMs = undefined;
     ws.onopen = () => this.onOpen(ws);
     ws.onmessage = (ev) => this.onMessage(ws, ev.data);
@@ -235,12 +244,12 @@ export class Metrocast {
 
   onOpen(ws) {
     if (ws !== this.ws) return;
+    this.opened = true;
     if (this.token && this.opts.tokenTransport === "message") {
       this.send({ type: "auth", token: this.token });
     }
     if (this.cities.size > 0) this.sendSubscribe([...this.cities]);
     this.alive();
-    this.scheduleRefresh();
   }
 
   sendSubscribe(cities) {
@@ -341,6 +350,11 @@ export class Metrocast {
         }
         this.epoch = m.epoch;
         this.setStatus("open");
+        // The node took the token (subscribed answers auth too): plan its
+        // refresh. Not before: a token the node is about to refuse needs
+        // none, and an already expiring one would be refreshed at once,
+        // racing the refusal for getToken's next token.
+        this.scheduleRefresh();
         this.emit("subscribed", m);
         break;
       case "initial_data":
@@ -363,10 +377,7 @@ export class Metrocast {
         this.scheduleRefresh();
         break;
       case "auth_error":
-        this.emit("auth_error", m);
-        // A token that expired or was revoked is not offered again: the
-        // next connection asks getToken for a new one.
-        if (m.code === "token_expired" || m.code === "token_revoked") this.token = undefined;
+        this.refused(m);
         break;
       case "error":
         this.emit("error", m);
@@ -451,10 +462,26 @@ export class Metrocast {
     return { count: d?.watcherCount ?? 0, users: [...(d?.watchers ?? [])].sort() };
   }
 
+  // refused handles an auth_error (a close 4001 follows). Whatever the
+  // reason (expired, revoked, signed with a key the node no longer has,
+  // wrong aud or iss), a refused token is refused again: it is not offered
+  // again, and the next connection asks getToken for a new one. Without
+  // getToken nothing can change, so the client stops.
+  refused(m) {
+    this.token = undefined;
+    this.emit("auth_error", m);
+    if (!this.opts.getToken) this.close();
+  }
+
   onClose(ws, code, reason) {
     if (ws !== this.ws) return;
     this.detach(ws);
     this.ws = null;
+    // Refused in the upgrade (401), a browser sees only a connection that
+    // closed without opening, as on a network failure: with the token in
+    // the request, ask getToken for a new one rather than offer the same
+    // one for ever.
+    if (!this.opened && this.opts.tokenTransport !== "message" && this.opts.getToken) this.token = undefined;
     this.afterClose(reason || "closed " + code, code);
   }
 

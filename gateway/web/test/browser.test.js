@@ -6,7 +6,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { adminTokenFile, chromiumPath, haveChromium, ports, publish, secretFile, startNode, waitFor } from "./gateway.js";
+import { adminTokenFile, chromiumPath, haveChromium, hs256, ports, publish, secretFile, startNode, token, waitFor } from "./gateway.js";
 
 const artifacts = fileURLToPath(new URL("../test-results", import.meta.url));
 const CITY = "lagos";
@@ -116,6 +116,80 @@ test("dashboard: live updates, alerts, resume after a lost connection, survives 
     assert.notEqual(await page.textContent("#epoch"), String(epoch0));
     await page.waitForSelector('#alerts li[data-severity="info"]', { timeout: 10000 });
     await page.screenshot({ path: join(artifacts, "dashboard-after-restart.png") });
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+    await node.stop();
+  }
+});
+
+// overflow lists the page's parts that stick out of the viewport's width
+// (cut off on a phone), and the page itself if it scrolls sideways.
+const overflow = (page) =>
+  page.evaluate(() => {
+    const w = document.documentElement.clientWidth;
+    const out = [];
+    if (document.documentElement.scrollWidth > w) out.push(`the page is ${document.documentElement.scrollWidth} px wide in ${w}`);
+    const parts = "header, header *, #token-form:not([hidden]), #token-form:not([hidden]) *, main > section, .card, .card *, .panel-head *, #alerts li";
+    for (const el of document.querySelectorAll(parts)) {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && (r.left < -0.5 || r.right > w + 0.5)) {
+        out.push(`${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""} "${el.textContent.trim().slice(0, 30)}" spans ${Math.round(r.left)}..${Math.round(r.right)} of ${w}`);
+      }
+    }
+    return out;
+  });
+
+test("dashboard on a phone: a refused token shows the form with the reason; a pasted one connects without a reload", { timeout: 60000 }, async () => {
+  const p = await ports();
+  const secret = secretFile();
+  const node = await startNode(p, ["-demo", "-auth-hmac-secret-file", secret]);
+  const page = await browser.newPage({ viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = hs256(secret, { sub: "ops", cities: ["*"], iat: now - 7200, exp: now - 3600 });
+    await page.goto(`http://127.0.0.1:${p.admin}/#token=${expired}&city=${CITY}`);
+    await page.evaluate(() => (window.notReloaded = true));
+
+    // The node refuses the expired token after the upgrade: the page shows
+    // why and asks, instead of "reconnecting" for ever.
+    await page.waitForSelector("#token-form:not([hidden])", { timeout: 15000 });
+    await waitFor(async () => (await page.textContent("#token-reason")).includes("token_expired"), 5000, "no reason shown");
+    assert.match(await page.textContent("#conn-text"), /token refused: token_expired/);
+    assert.deepEqual(await overflow(page), [], "cut off on a phone, token form shown");
+    await page.screenshot({ path: join(artifacts, "dashboard-phone-token.png"), fullPage: true });
+
+    // A token signed with a key the node does not have: refused too, with
+    // its reason.
+    await page.fill("#token-input", token(secretFile("a-key-the-node-no-longer-has-0123456789"), "ops", "*"));
+    await page.click("#token-form button");
+    await waitFor(async () => (await page.textContent("#token-reason")).includes("invalid_token"), 10000, "no reason for the second token");
+
+    // A good token connects, on the same page.
+    await page.fill("#token-input", token(secret, "ops", "*"));
+    await page.click("#token-form button");
+    await page.waitForSelector('#conn[data-status="open"]', { timeout: 15000 });
+    assert.equal(await page.isHidden("#token-form"), true);
+    assert.equal(await page.evaluate(() => window.notReloaded), true, "the page was not reloaded");
+
+    // Formatted labels with their units.
+    const row = page.locator('#card-air_quality [data-key="pm25"]');
+    await row.waitFor({ timeout: 10000 });
+    assert.equal(await page.textContent("#card-air_quality h3"), "Air quality");
+    assert.deepEqual([await row.locator(".k").textContent(), await row.locator(".u").textContent()], ["PM2.5", "µg/m³"]);
+    await page.waitForSelector('#card-traffic [data-key="avg_speed_kmh"]', { timeout: 10000 });
+    assert.equal(await page.textContent('#card-traffic [data-key="avg_speed_kmh"] .k'), "Avg speed");
+    assert.equal(await page.textContent('#card-traffic [data-key="avg_speed_kmh"] .u'), "km/h");
+    await page.waitForSelector('#alerts li[data-severity="info"]', { timeout: 10000 });
+    await page.waitForSelector("#chart polyline", { timeout: 10000 });
+    await page.waitForSelector("#card-energy", { timeout: 10000 });
+    assert.match(await page.textContent("#metric-now"), /^[\d,.-]+( \S+|%)?$/);
+
+    // Nothing cut off at phone width, and the page does not scroll sideways.
+    assert.deepEqual(await overflow(page), [], "cut off on a phone");
+    await page.screenshot({ path: join(artifacts, "dashboard-phone.png"), fullPage: true });
     assert.deepEqual(errors, []);
   } finally {
     await page.close();

@@ -1,7 +1,8 @@
 // Helpers for the tests that run the real metrocast binary: build it once,
 // start nodes on free loopback ports, stop them, poll for conditions.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -32,10 +33,17 @@ export function freePort() {
   });
 }
 
-/** secretFile writes an HMAC secret for a node and returns its path. */
-export function secretFile() {
+/** secretFile writes an HMAC secret (the given one, or the tests') for a node and returns its path. */
+export function secretFile(secret = "web-test-secret-web-test-secret-0123456789") {
   const p = join(mkdtempSync(join(tmpdir(), "metrocast-secret-")), "secret");
-  writeFileSync(p, "web-test-secret-web-test-secret-0123456789\n", { mode: 0o600 });
+  writeFileSync(p, secret + "\n", { mode: 0o600 });
+  return p;
+}
+
+/** textFile writes text to a fresh file and returns its path. */
+export function textFile(name, text) {
+  const p = join(mkdtempSync(join(tmpdir(), "metrocast-file-")), name);
+  writeFileSync(p, text);
   return p;
 }
 
@@ -109,11 +117,22 @@ export async function publish(p, ...lines) {
   return text.trim().split("\n").map((l) => JSON.parse(l));
 }
 
-/** token mints a client token with `metrocast token`. */
-export function token(secret, sub, cities) {
-  return execFileSync(binary(), ["token", "-auth-hmac-secret-file", secret, "-sub", sub, "-cities", cities, "-ttl", "1h"])
+/** token mints a client token with `metrocast token` (extra: more flags, e.g. ["-aud", "x"]). */
+export function token(secret, sub, cities, extra = []) {
+  return execFileSync(binary(), ["token", "-auth-hmac-secret-file", secret, "-sub", sub, "-cities", cities, "-ttl", "1h", ...extra])
     .toString()
     .trim();
+}
+
+/**
+ * hs256 signs claims with the secret in the file secret, for tokens
+ * `metrocast token` will not mint (an expired one).
+ */
+export function hs256(secret, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  const key = readFileSync(secret, "utf8").trim();
+  return `${body}.${createHmac("sha256", key).update(body).digest("base64url")}`;
 }
 
 export const chromiumPath = "/usr/bin/chromium";

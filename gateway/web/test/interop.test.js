@@ -4,7 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { Metrocast } from "../metrocast.js";
-import { ports, publish, secretFile, startNode, token, waitFor } from "./gateway.js";
+import { hs256, ports, publish, secretFile, startNode, textFile, token, waitFor } from "./gateway.js";
 
 let p, node, secret;
 before(async () => {
@@ -84,4 +84,50 @@ test("metrocast.js over ws: state, resume without a gap after a lost connection,
   } finally {
     mc.close();
   }
+});
+
+test("metrocast.js over ws: every refusal arrives as auth_error, and getToken is asked again", { timeout: 30000 }, async () => {
+  // A node that wants aud "web" and has revoked mallory's tokens.
+  const q = await ports();
+  const revoked = textFile("revoked", "sub mallory\n");
+  const strict = await startNode(q, ["-auth-hmac-secret-file", secret, "-auth-audience", "web", "-auth-revoked-file", revoked]);
+  const rotatedOut = secretFile("a-key-the-node-no-longer-has-0123456789");
+  const now = Math.floor(Date.now() / 1000);
+  const tokens = [
+    token(rotatedOut, "bob", "accra", ["-aud", "web"]), // another key
+    token(secret, "bob", "accra"), // no aud
+    hs256(secret, { sub: "bob", cities: ["accra"], aud: "web", iat: now - 7200, exp: now - 3600 }), // expired
+    token(secret, "mallory", "accra", ["-aud", "web"]), // revoked
+    token(secret, "bob", "accra", ["-aud", "web"]),
+  ];
+  let n = 0;
+  const mc = new Metrocast({
+    url: `ws://127.0.0.1:${q.ws}/ws`,
+    getToken: () => tokens[n++],
+    cities: ["accra"],
+    WebSocket,
+    backoffInitialMs: 20,
+    backoffMaxMs: 100,
+  });
+  const refusals = [];
+  mc.on("auth_error", (m) => refusals.push(m.code));
+  mc.connect();
+  try {
+    await waitFor(() => mc.state("accra") !== undefined, 15000, () => `not subscribed; refusals ${refusals}`);
+    assert.deepEqual(refusals, ["invalid_token", "invalid_claims", "token_expired", "token_revoked"]);
+    assert.equal(n, tokens.length, "one getToken call per connection");
+    assert.equal(mc.status, "open");
+  } finally {
+    mc.close();
+    await strict.stop();
+  }
+});
+
+test("metrocast.js over ws: without getToken, a refused token stops the client", { timeout: 10000 }, async () => {
+  const mc = new Metrocast({ url: `ws://127.0.0.1:${p.ws}/ws`, token: "not.a.token", cities: ["accra"], WebSocket });
+  const refusals = [];
+  mc.on("auth_error", (m) => refusals.push(m.code));
+  mc.connect();
+  await waitFor(() => mc.status === "closed", 5000, "still trying");
+  assert.deepEqual(refusals, ["invalid_token"]);
 });

@@ -124,16 +124,20 @@ test("mergeState shallow-merges top-level keys", () => {
   assert.deepEqual(prev, { a: 1 }, "prev is not mutated");
 });
 
-test("token in the subprotocol, subscribe on open, state from initial_data and updates", () => {
+test("token in an auth message, then subscribe, on open; state from initial_data and updates", () => {
   const { mc, made } = client();
   const states = [];
   mc.on("state", (e) => states.push(e));
   mc.connect();
   return flush().then(() => {
     const ws = made[0];
-    assert.deepEqual(ws.protocols, ["metrocast", "bearer.t0"]);
+    assert.equal(ws.url, "ws://gw/ws");
+    assert.equal(ws.protocols, undefined, "the token is not in the upgrade request");
     ws.serverOpen();
-    assert.deepEqual(ws.sent, [{ type: "subscribe", cities: ["nairobi"] }]);
+    assert.deepEqual(ws.sent, [
+      { type: "auth", token: "t0" },
+      { type: "subscribe", cities: ["nairobi"] },
+    ]);
     ws.serverSend({ type: "subscribed", epoch: 7, cities: [{ city: "nairobi", seq: 4, resumed: false }] });
     ws.serverSend({
       type: "initial_data",
@@ -158,17 +162,20 @@ test("token in the subprotocol, subscribe on open, state from initial_data and u
   });
 });
 
-test("query and message token transports", async () => {
+test("query and subprotocol token transports", async () => {
   const q = client({ tokenTransport: "query" });
   q.mc.connect();
   await flush();
   assert.equal(q.made[0].url, "ws://gw/ws?token=t0");
   assert.equal(q.made[0].protocols, undefined);
-  const m = client({ tokenTransport: "message" });
-  m.mc.connect();
+  q.made[0].serverOpen();
+  assert.deepEqual(q.made[0].sent, [{ type: "subscribe", cities: ["nairobi"] }]);
+  const sp = client({ tokenTransport: "subprotocol" });
+  sp.mc.connect();
   await flush();
-  m.made[0].serverOpen();
-  assert.deepEqual(m.made[0].sent[0], { type: "auth", token: "t0" });
+  assert.deepEqual(sp.made[0].protocols, ["metrocast", "bearer.t0"]);
+  sp.made[0].serverOpen();
+  assert.deepEqual(sp.made[0].sent, [{ type: "subscribe", cities: ["nairobi"] }]);
 });
 
 test("reconnect resumes with since and epoch; the backoff resets only once subscribed", async () => {
@@ -196,7 +203,10 @@ test("reconnect resumes with since and epoch; the backoff resets only once subsc
   await flush();
   assert.deepEqual(recon.map((r) => r.delayMs), [375, 750]);
   made[2].serverOpen();
-  assert.deepEqual(made[2].sent, [{ type: "subscribe", cities: ["nairobi"], since: { nairobi: 1 }, epoch: 7 }]);
+  assert.deepEqual(made[2].sent, [
+    { type: "auth", token: "t0" },
+    { type: "subscribe", cities: ["nairobi"], since: { nairobi: 1 }, epoch: 7 },
+  ]);
   made[2].serverSend({ type: "subscribed", epoch: 7, cities: [{ city: "nairobi", seq: 1, resumed: true }] });
   made[2].serverSend({ type: "data_update", city: "nairobi", seq: 2, timestamp: 1, data: { b: 2 } });
   assert.deepEqual(mc.state("nairobi"), { a: 1, b: 2 });
@@ -257,10 +267,10 @@ test("heartbeat: silence brings a ping, then a dead connection is dropped and re
   made[0].serverOpen();
   made[0].serverSend({ type: "subscribed", epoch: 1, cities: [] });
   clock.advance(999);
-  assert.equal(made[0].sent.length, 1);
+  assert.equal(made[0].sent.length, 2); // auth, subscribe
   made[0].serverSend({ type: "pong" }); // traffic restarts the window
   clock.advance(999);
-  assert.equal(made[0].sent.length, 1);
+  assert.equal(made[0].sent.length, 2); // auth, subscribe
   clock.advance(1);
   assert.deepEqual(made[0].sent.at(-1), { type: "ping" });
   made[0].serverSend({ type: "pong" });
@@ -285,8 +295,8 @@ test("token refresh: getToken before connecting without a token, before exp, and
   mc.connect();
   await flush();
   assert.equal(n, 1, "no token: fetched before connecting");
-  assert.deepEqual(made[0].protocols, ["metrocast", "bearer." + tokens[0]]);
   made[0].serverOpen();
+  assert.deepEqual(made[0].sent[0], { type: "auth", token: tokens[0] });
   made[0].serverSend({ type: "subscribed", epoch: 1, cities: [] });
   clock.advance(59_999);
   await flush();
@@ -306,18 +316,91 @@ test("token refresh: getToken before connecting without a token, before exp, and
   assert.equal(tokenExpiry("not-a-jwt"), undefined);
 });
 
-test("a revoked token is dropped: the reconnect asks getToken for a new one", async () => {
+test("any refusal drops the token: the reconnect asks getToken for a new one", async () => {
+  // Revoked, expired, signed with a key the node no longer has, wrong aud
+  // or iss: a refused token is never offered again.
+  for (const code of ["token_revoked", "token_expired", "invalid_token", "invalid_claims", "sub_mismatch"]) {
+    let n = 0;
+    const { mc, made, clock } = client({ token: undefined, getToken: async () => "t" + n++, pingIntervalMs: 1e9 });
+    const refusals = [];
+    mc.on("auth_error", (m) => refusals.push(m.code));
+    mc.connect();
+    await flush();
+    made[0].serverOpen();
+    made[0].serverSend({ type: "auth_error", code, message: "refused" });
+    made[0].serverClose(4001);
+    assert.equal(mc.status, "reconnecting", code);
+    clock.advance(60_000);
+    await flush();
+    assert.equal(n, 2, `${code}: a second token fetched`);
+    made[1].serverOpen();
+    assert.deepEqual(made[1].sent[0], { type: "auth", token: "t1" }, code);
+    assert.deepEqual(refusals, [code]);
+    mc.close();
+  }
+});
+
+test("a token is refreshed once the node took it, not on open: a refused one uses no second token", async () => {
+  const now = 1_000_000 / 1000;
   let n = 0;
-  const { mc, made, clock } = client({ token: undefined, getToken: async () => "t" + n++, pingIntervalMs: 1e9 });
+  const tokens = [jwt(now - 3600), jwt(now + 3600)];
+  const { mc, made, clock } = client({ token: undefined, getToken: async () => tokens[n++], pingIntervalMs: 1e9 });
   mc.connect();
   await flush();
   made[0].serverOpen();
-  made[0].serverSend({ type: "auth_error", code: "token_revoked", message: "the token was revoked" });
+  clock.advance(0);
+  await flush();
+  assert.equal(n, 1, "no refresh before the node answers");
+  made[0].serverSend({ type: "auth_error", code: "token_expired", message: "expired" });
   made[0].serverClose(4001);
   clock.advance(60_000);
   await flush();
-  assert.equal(n, 2, "a second token fetched");
+  assert.equal(n, 2);
+  made[1].serverOpen();
+  assert.deepEqual(made[1].sent[0], { type: "auth", token: tokens[1] });
+  made[1].serverSend({ type: "subscribed", epoch: 1, cities: [] });
+  clock.advance(3600_000 - 60_000 - 60_000 - 1);
+  await flush();
+  assert.equal(n, 2);
+  clock.advance(1);
+  await flush();
+  assert.equal(n, 3, "refreshed refreshBeforeMs before exp");
+  mc.close();
+});
+
+test("without getToken a refusal stops the client: the same token would be refused again", async () => {
+  const { mc, made, clock } = client();
+  const refusals = [];
+  mc.on("auth_error", (m) => refusals.push(m.code));
+  mc.connect();
+  await flush();
+  made[0].serverOpen();
+  made[0].serverSend({ type: "auth_error", code: "token_expired", message: "token has expired" });
+  made[0].serverClose(4001);
+  assert.deepEqual(refusals, ["token_expired"]);
+  assert.equal(mc.status, "closed");
+  assert.deepEqual(clock.pending(), [], "no reconnect scheduled");
+  clock.advance(60_000);
+  await flush();
+  assert.equal(made.length, 1);
+});
+
+test("token in the upgrade: a connection that closes before it opens (a browser's view of a 401) gets a new token", async () => {
+  let n = 0;
+  const { mc, made, clock } = client({ tokenTransport: "subprotocol", token: undefined, getToken: async () => "t" + n++, pingIntervalMs: 1e9 });
+  mc.connect();
+  await flush();
+  assert.deepEqual(made[0].protocols, ["metrocast", "bearer.t0"]);
+  made[0].serverClose(1006); // refused: never opened
+  clock.advance(60_000);
+  await flush();
   assert.deepEqual(made[1].protocols, ["metrocast", "bearer.t1"]);
+  made[1].serverOpen();
+  made[1].serverClose(1006); // opened, then lost: the token stands
+  clock.advance(60_000);
+  await flush();
+  assert.deepEqual(made[2].protocols, ["metrocast", "bearer.t1"]);
+  assert.equal(n, 2);
   mc.close();
 });
 
@@ -396,7 +479,8 @@ test("connect while a token is being fetched opens one connection; a failed fetc
   await flush();
   assert.equal(calls, 2);
   assert.equal(made.length, 1);
-  assert.deepEqual(made[0].protocols, ["metrocast", "bearer.t1"]);
+  made[0].serverOpen();
+  assert.deepEqual(made[0].sent[0], { type: "auth", token: "t1" });
   mc.close();
 });
 
@@ -407,7 +491,7 @@ test("presence: subscribe asks for it; snapshot, joins and leaves keep the watch
   mc.connect();
   await flush();
   made[0].serverOpen();
-  assert.deepEqual(made[0].sent[0], { type: "subscribe", cities: ["nairobi"], presence: true });
+  assert.deepEqual(made[0].sent[1], { type: "subscribe", cities: ["nairobi"], presence: true });
   made[0].serverSend({ type: "presence", city: "nairobi", count: 2, users: ["bob", "alice"] });
   made[0].serverSend({ type: "user_joined", city: "nairobi", count: 3, users: ["carol", "alice"] });
   made[0].serverSend({ type: "user_left", city: "nairobi", count: 2, users: ["bob"] });

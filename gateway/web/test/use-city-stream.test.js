@@ -108,7 +108,10 @@ test("useCityStream follows a city's state, alerts and status, and moves with th
   assert.equal(made.length, 1);
   const ws = made[0];
   open(ws);
-  assert.deepEqual(ws.sent, [{ type: "subscribe", cities: ["nairobi"] }]);
+  assert.deepEqual(ws.sent, [
+    { type: "auth", token: "t" },
+    { type: "subscribe", cities: ["nairobi"] },
+  ]);
   recv(ws, { type: "subscribed", epoch: 1, cities: [{ city: "nairobi", seq: 0, resumed: false }] });
   assert.equal(view.result().status, "open");
   recv(ws, { type: "initial_data", city: "nairobi", seq: 3, epoch: 1, resumed: false, data: { a: 1 } });
@@ -121,7 +124,7 @@ test("useCityStream follows a city's state, alerts and status, and moves with th
 
   view.rerender({ url: "ws://gw/ws", token: "t", city: "lagos", options });
   assert.equal(made.length, 1, "same connection for another city");
-  assert.deepEqual(ws.sent.slice(1), [
+  assert.deepEqual(ws.sent.slice(2), [
     { type: "unsubscribe", cities: ["nairobi"] },
     { type: "subscribe", cities: ["lagos"] },
   ]);
