@@ -12,7 +12,7 @@ RACE_PKGS := ./gateway/... ./codec/...
 RACE_PKGS += ./loadtest/
 
 .PHONY: all build run demo test test-web test-short fuzz bench lint clean k6-check \
-	deps apt-deps node-check
+	deps apt-deps node-check web-pack
 
 all: build
 
@@ -95,6 +95,13 @@ $(HELM):
 # Chromium (/usr/bin/chromium). Screenshots land in gateway/web/test-results/.
 test-web: build apt-deps gateway/web/node_modules/.package-lock.json
 	cd gateway/web && METROCAST_BIN=$(BIN) node --test test/*.test.js
+
+# The client's npm package, @metrocast/client, with the binary's version:
+# bin/metrocast-client-<version>.tgz, the file a release ships (front-end
+# teams `npm install` it; `npm publish` it to put it on a registry).
+# test-web packs, installs and type-checks it too (test/package.test.js).
+web-pack: build node-check
+	@node gateway/web/scripts/pack.js $(BIN) bin
 
 # Run every fuzz target of every package, one after the other, each for
 # FUZZTIME (default 30s); FUZZFLAGS adds flags (e.g. -parallel 1 on a shared
