@@ -196,9 +196,9 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	_, _ = cn.c.Discard(end)
 	cn.state = stateOpen
 	cn.scanned = 0
-	cn.opened = l.now
 	s.upgraded.Add(1)
 	s.metrics.handshake.Update(seconds(l.now - cn.opened))
+	cn.opened = l.now
 	if len(up.Cities) > 0 {
 		cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: up.Cities, Since: up.Since, Epoch: up.Epoch})
 		if cn.state != stateOpen {

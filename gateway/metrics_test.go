@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -355,4 +356,32 @@ func TestAppendHelp(t *testing.T) {
 	// The last line may lack its newline.
 	f("# HELP go_goroutines", "# HELP go_goroutines "+metricHelp["go_goroutines"]+"\n")
 	f("metrocast_draining 0", "metrocast_draining 0")
+}
+
+// TestMetricsHandshakeDuration checks the value of
+// metrocast_handshake_duration_seconds, not only its count: a client that
+// holds back the end of its request for a while has a handshake at least
+// that long, and no longer than the test saw it take.
+func TestMetricsHandshakeDuration(t *testing.T) {
+	t.Parallel()
+	const hold = 50 * time.Millisecond
+	s := startServer(t, Config{})
+	start := time.Now()
+	r := dialRaw(t, s)
+	req := []byte(upgradeRequest("/ws"))
+	r.write(t, req[:20])
+	waitFor(t, readTimeout, func() bool { return s.Stats().Connections == 1 }) // accepted
+	time.Sleep(hold)                                                           // the slow client, not a synchronisation
+	r.write(t, req[20:])
+	if resp := r.response(t); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	took := time.Since(start)
+	m := scrape(t, s)
+	if n := series(t, m, "metrocast_handshake_duration_seconds_count"); n != 1 {
+		t.Fatalf("handshake samples %v, want 1", n)
+	}
+	if got := series(t, m, "metrocast_handshake_duration_seconds_sum"); got < hold.Seconds() || got > took.Seconds() {
+		t.Fatalf("handshake duration %vs, want between %v and %v", got, hold, took)
+	}
 }
