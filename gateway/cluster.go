@@ -41,10 +41,13 @@ const (
 	natsPublishTimeout = 5 * time.Second
 	// natsFetchTimeout bounds one resume fetch from the stream.
 	natsFetchTimeout = 10 * time.Second
-	// maxConcurrentFetches bounds the resume fetches running at once; more
-	// wait for a turn (each holds its frames in memory until its loop
-	// writes them).
+	// maxConcurrentFetches bounds the resume fetches running at once (each
+	// holds its frames in memory until its loop writes them), and so the
+	// goroutines they run on.
 	maxConcurrentFetches = 16
+	// maxQueuedFetches bounds the resumes waiting for a fetch; past it a
+	// resuming subscriber gets initial_data at once.
+	maxQueuedFetches = 1024
 	// fetchBatch is how many messages one fetch request asks for.
 	fetchBatch = 256
 )
@@ -66,7 +69,8 @@ type cluster struct {
 	// applied is the stream seq of the last message fed to the rings.
 	// Written by the consumer's goroutine only.
 	applied atomic.Uint64
-	fetches chan struct{} // semaphore of resume fetches
+	fetches chan struct{}      // slots of the fetch goroutines (replay)
+	queued  chan replayRequest // resumes waiting for a fetch
 
 	replays       atomic.Uint64 // resume requests served from the stream
 	replayFails   atomic.Uint64 // resume requests the stream could not serve
@@ -125,7 +129,8 @@ func (s *Server) startCluster() (*cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
-	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches)}
+	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches),
+		queued: make(chan replayRequest, maxQueuedFetches)}
 	cl.warnPoison.period = warnEvery
 	if err := cl.setup(); err != nil {
 		nc.Close()
@@ -407,24 +412,71 @@ func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
 }
 
 // replay serves a subscription whose since is older than its ring from the
-// stream, off the event loop: the frames are fetched on a goroutine (at
-// most maxConcurrentFetches at once) and handed to the subscriber's loop,
-// which writes them and goes on from the ring (loop.finishReplay). Until
-// then the fanout skips the subscriber (sub.replaying). Runs on the loop.
+// stream, off the event loop: the request waits in a queue of at most
+// maxQueuedFetches for one of at most maxConcurrentFetches fetch
+// goroutines, which hands the frames to the subscriber's loop; the loop
+// writes them and goes on from the ring (loop.finishReplay). Until then
+// the fanout skips the subscriber (sub.replaying). With the queue full (a
+// resume storm while NATS is slow) the subscriber gets initial_data at
+// once, as when the stream cannot serve it. Runs on the loop.
 func (cl *cluster) replay(sb *sub, since uint64) {
-	l, c := sb.conn.l, sb.city
-	go func() {
-		cl.fetches <- struct{}{}
-		frames, ok := cl.fetch(c, since)
-		<-cl.fetches
-		if ok {
-			cl.replays.Add(1)
-		} else {
-			cl.replayFails.Add(1)
+	select {
+	case cl.queued <- replayRequest{sb, since}:
+	default:
+		cl.replayFails.Add(1)
+		sb.conn.l.finishReplay(sb, since, nil, false)
+		return
+	}
+	select {
+	case cl.fetches <- struct{}{}:
+		go cl.fetchQueued()
+	default: // maxConcurrentFetches are running: one of them takes it
+	}
+}
+
+// replayRequest is a subscription waiting for frames from the stream.
+type replayRequest struct {
+	sb    *sub
+	since uint64
+}
+
+// fetchQueued serves queued replays while there are any, holding one of
+// the fetches slots (taken by replay). It gives its slot back when the
+// queue is empty, then looks once more: a request queued just before that,
+// by a replay that found every slot taken, would otherwise wait for the
+// next replay.
+func (cl *cluster) fetchQueued() {
+	for {
+		select {
+		case r := <-cl.queued:
+			cl.serveReplay(r.sb, r.since)
+			continue
+		default:
 		}
-		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			l.finishReplay(sb, since, frames, ok)
-			return nil
-		}))
-	}()
+		<-cl.fetches
+		if len(cl.queued) == 0 {
+			return
+		}
+		select {
+		case cl.fetches <- struct{}{}:
+		default:
+			return // maxConcurrentFetches others are running
+		}
+	}
+}
+
+// serveReplay fetches the frames of sb's city after since and hands them
+// to its loop. Runs on a fetch goroutine.
+func (cl *cluster) serveReplay(sb *sub, since uint64) {
+	l := sb.conn.l
+	frames, ok := cl.fetch(sb.city, since)
+	if ok {
+		cl.replays.Add(1)
+	} else {
+		cl.replayFails.Add(1)
+	}
+	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		l.finishReplay(sb, since, frames, ok)
+		return nil
+	}))
 }

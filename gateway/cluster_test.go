@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -752,4 +753,160 @@ func TestClusterPoison(t *testing.T) {
 	if got := b.cluster.poison.Load(); got != uint64(len(poison)) {
 		t.Fatalf("replaying node skipped %d poison messages, want %d", got, len(poison))
 	}
+}
+
+// gatedProxy forwards TCP connections to target. While shut, it holds what
+// either side sends: a NATS server that stopped answering, for the node
+// that connects through it.
+type gatedProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cond   *sync.Cond
+	shut   bool
+	conns  []net.Conn
+}
+
+func startGatedProxy(t testing.TB, target string) *gatedProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gatedProxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.setShut(false)
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			wg.Go(func() { p.pipe(up, c) })
+			wg.Go(func() { p.pipe(c, up) })
+		}
+	})
+	return p
+}
+
+func (p *gatedProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *gatedProxy) setShut(shut bool) {
+	p.mu.Lock()
+	p.shut = shut
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// pipe copies src to dst, holding each read while the gate is shut.
+func (p *gatedProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		for p.shut {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			_ = dst.Close()
+			_ = src.Close()
+			return
+		}
+	}
+}
+
+// TestClusterResumeStorm resumes 1,100 subscriptions from the stream on a
+// node whose NATS server stops answering: the fetches run on at most
+// maxConcurrentFetches goroutines (not one per resume), at most
+// maxQueuedFetches wait, the rest get initial_data at once; once NATS
+// answers again, every subscription is served, and the goroutines are
+// gone.
+func TestClusterResumeStorm(t *testing.T) {
+	const clients, cities = 11, 100
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{})
+	p := dialProducer(t, a)
+	var names, lines []string
+	for i := range cities {
+		names = append(names, fmt.Sprintf("storm-%d", i))
+		lines = append(lines, dataLine(names[i], "data_update", `{"n":1}`))
+	}
+	p.write(t, lines...)
+	for range cities {
+		if an := p.answer(t); an.Ack == "" {
+			t.Fatalf("answer %+v, want an ack", an)
+		}
+	}
+	proxy := startGatedProxy(t, strings.TrimPrefix(n.url(), "nats://"))
+	late := startClusterNode(t, proxy.url(), Config{}) // its rings hold none of those frames
+	cl := late.cluster
+	before := runtime.NumGoroutine()
+
+	proxy.setShut(true)
+	query := "cities=" + strings.Join(names, ",") + "&since=1"
+	var cs []client
+	for range clients {
+		c := dialGobwas(t, wsURL(late, query))
+		readType(t, c, "subscribed")
+		cs = append(cs, c)
+	}
+	const total = clients * cities
+	waitFor(t, clusterTimeout, func() bool {
+		return len(cl.fetches) == maxConcurrentFetches &&
+			cl.replayFails.Load()+uint64(len(cl.queued))+maxConcurrentFetches == total
+	})
+	if refused := cl.replayFails.Load(); refused < total-maxConcurrentFetches-maxQueuedFetches {
+		t.Fatalf("%d resumes refused at once, want at least %d", refused, total-maxConcurrentFetches-maxQueuedFetches)
+	}
+	if grown := runtime.NumGoroutine() - before; grown > maxConcurrentFetches+50 {
+		t.Fatalf("%d more goroutines during the storm, want about %d", grown, maxConcurrentFetches)
+	}
+
+	proxy.setShut(false)
+	for i, c := range cs {
+		served := map[string]bool{}
+		for len(served) < cities {
+			b, err := c.next(clusterTimeout)
+			if err != nil {
+				t.Fatalf("client %d: %d cities served: %s", i, len(served), err)
+			}
+			m, err := parseMsg(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m.Type {
+			case "data_update", "initial_data":
+				served[m.City] = true
+			default:
+				t.Fatalf("client %d: got %s", i, m.raw)
+			}
+		}
+	}
+	waitFor(t, clusterTimeout, func() bool {
+		return cl.replays.Load()+cl.replayFails.Load() == total && len(cl.fetches) == 0
+	})
 }
