@@ -48,7 +48,7 @@ type ipLimiter struct {
 type ipShard struct {
 	mu sync.Mutex
 	n  map[netip.Addr]int32
-	_  [40]byte // keep shards on their own cache lines
+	_  [shardSize - 16]byte
 }
 
 func newIPLimiter(max int) *ipLimiter {
