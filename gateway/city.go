@@ -14,6 +14,9 @@ import (
 type city struct {
 	name string
 	ring *ring
+	// epoch is the node's (Server.epoch), carried by the initial_data
+	// frames an ingested snapshot becomes; set when the city is made.
+	epoch uint64
 
 	// Per event loop (indexed by loop.idx): how many of the loop's
 	// subscribers watch this city (written by the loop, read by publishers)
@@ -83,11 +86,12 @@ func (c *city) publishSeq(in *codec.Ingest, seq uint64, accepted time.Time) *fra
 	return c.publishLocked(in, seq, accepted)
 }
 
-// encodeFrame encodes in as the message clients are sent, with seq. A
+// encodeFrame encodes in as the message clients are sent, with seq (and,
+// for a snapshot, which becomes an initial_data, the node's epoch). A
 // message without a producer timestamp gets accepted's. Ring frames and
 // frames replayed from the stream are built by this one function, so that
 // a replay is byte for byte what the live fanout sent.
-func encodeFrame(city string, in *codec.Ingest, seq uint64, accepted time.Time) *frame {
+func encodeFrame(city string, epoch uint64, in *codec.Ingest, seq uint64, accepted time.Time) *frame {
 	ts := in.Timestamp
 	if ts == 0 {
 		ts = accepted.UnixMilli()
@@ -99,7 +103,7 @@ func encodeFrame(city string, in *codec.Ingest, seq uint64, accepted time.Time) 
 		f.b = codec.AppendDataUpdate(make([]byte, 0, size), city, seq, ts, in.Data)
 	case codec.KindSnapshot:
 		f.b = codec.AppendInitialData(make([]byte, 0, size), &codec.InitialData{
-			City: city, Seq: seq, TS: ts, Resumed: true, Data: in.Data})
+			City: city, Seq: seq, Epoch: epoch, TS: ts, Resumed: true, Data: in.Data})
 	case codec.KindAlerts:
 		f.b = codec.AppendAlerts(make([]byte, 0, size), city, seq, ts, in.Alerts)
 	}
@@ -111,7 +115,7 @@ func encodeFrame(city string, in *codec.Ingest, seq uint64, accepted time.Time) 
 // messages are never asked for as initial_data. The city lock is held on
 // entry.
 func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
-	f := encodeFrame(c.name, in, seq, accepted)
+	f := encodeFrame(c.name, c.epoch, in, seq, accepted)
 	f.pos = c.ring.head.Load() + 1
 	ts := in.Timestamp
 	if ts == 0 {

@@ -170,6 +170,7 @@ func (cl *cluster) setup() error {
 	// Seqs are the stream's: they start over only if the stream is
 	// recreated, and so does the epoch.
 	cl.s.epoch = uint64(info.Created.UnixMilli())
+	cl.s.hub.epoch = cl.s.epoch
 	// The rings are complete after the stream's last message as of now;
 	// with a look-back they also hold older frames (for the cities' state),
 	// but a resume from before here is served from the stream.
@@ -395,7 +396,7 @@ func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
 				in.Timestamp = md.Timestamp.UnixMilli()
 			}
 			seq := md.Sequence.Stream
-			frames = append(frames, encodeFrame(c.name, &in, seq, md.Timestamp))
+			frames = append(frames, encodeFrame(c.name, c.epoch, &in, seq, md.Timestamp))
 			if seq >= floor || md.NumPending == 0 {
 				return frames, true
 			}

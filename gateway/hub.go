@@ -22,6 +22,9 @@ type hub struct {
 	floor atomic.Uint64
 	// sparse is set (before the node listens) in cluster mode: ring.sparse.
 	sparse bool
+	// epoch is the node's, given to each city (city.epoch); set before
+	// the node listens (in cluster mode, the stream's).
+	epoch uint64
 }
 
 type hubShard struct {
@@ -39,8 +42,8 @@ const shardSize = 128
 
 var errTooManyCities = errors.New("too many cities on this node")
 
-func newHub(cfg *Config, loops int) *hub {
-	h := &hub{cfg: cfg, loops: loops, seed: maphash.MakeSeed()}
+func newHub(cfg *Config, loops int, epoch uint64) *hub {
+	h := &hub{cfg: cfg, loops: loops, seed: maphash.MakeSeed(), epoch: epoch}
 	for i := range h.shards {
 		h.shards[i].cities = make(map[string]*city)
 	}
@@ -76,6 +79,7 @@ func (h *hub) city(name string) (*city, error) {
 		return nil, errTooManyCities
 	}
 	c := newCity(name, h.cfg, h.loops, h.floor.Load(), h.sparse)
+	c.epoch = h.epoch
 	s.cities[name] = c
 	h.count.Add(1)
 	return c, nil

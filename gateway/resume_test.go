@@ -227,3 +227,33 @@ func TestRecentAlerts(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotEpochResume checks that an ingested snapshot, delivered
+// in-stream as initial_data, carries the node's epoch like every other
+// initial_data, so that a client that keeps the epoch from it (as the
+// README says) resumes after it.
+func TestSnapshotEpochResume(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	p := dialProducer(t, s)
+	for _, d := range dialers {
+		c := d.dial(t, wsURL(s, "cities=se"))
+		readType(t, c, "subscribed")
+		readType(t, c, "initial_data")
+		seq := p.publish(t, dataLine("se", "snapshot", `{"a":1}`))
+		m := readType(t, c, "initial_data")
+		if m.Seq != seq || m.Epoch != s.Epoch() || !m.Resumed {
+			t.Fatalf("%s: snapshot delivered as %s, want seq %d, epoch %d, resumed", d.name, m.raw, seq, s.Epoch())
+		}
+		c.close()
+		next := p.publish(t, dataLine("se", "data_update", `{"b":2}`))
+		// Back with what the snapshot frame said.
+		c = d.dial(t, wsURL(s, fmt.Sprintf("cities=se&since=%d&epoch=%d", m.Seq, m.Epoch)))
+		if sub := readType(t, c, "subscribed"); len(sub.Cities) != 1 || !sub.Cities[0].Resumed {
+			t.Fatalf("%s: %s, want resumed", d.name, sub.raw)
+		}
+		if u := readType(t, c, "data_update"); u.Seq != next {
+			t.Fatalf("%s: %s, want the data_update at seq %d", d.name, u.raw, next)
+		}
+	}
+}

@@ -80,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 		t.period = warnEvery
 	}
 	s.live.Store(&cfg)
-	s.hub = newHub(&s.cfg, cfg.Loops)
+	s.hub = newHub(&s.cfg, cfg.Loops, s.epoch)
 	s.loops.Store(new([]*loop))
 	s.metrics = newServerMetrics(s)
 	s.ips = newIPLimiter(cfg.MaxConnsPerIP)
