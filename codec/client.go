@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Client message types (client → server).
@@ -93,10 +94,62 @@ type clientJSON struct {
 	Since    map[string]uint64 `json:"since"`
 	Epoch    uint64            `json:"epoch"`
 	Presence bool              `json:"presence"`
-	Filters  *struct {
-		Types       []string `json:"types"`
-		MinSeverity string   `json:"minSeverity"`
-	} `json:"filters"`
+	Filters  *filtersJSON      `json:"filters"`
+}
+
+type filtersJSON struct {
+	Types       []string `json:"types"`
+	MinSeverity string   `json:"minSeverity"`
+}
+
+// clientFields are clientJSON's members, what each must be, and a check
+// that decodes a value as clientJSON would: explain names the first that
+// does not fit.
+var clientFields = [...]struct {
+	name, want string
+	check      func([]byte) error
+}{
+	{"type", "a string", decodes[string]},
+	{"token", "a string", decodes[string]},
+	{"cityId", "a string", decodes[string]},
+	{"cities", "an array of city names", decodes[[]string]},
+	{"since", "an object of city: seq (an integer ≥ 0)", decodes[map[string]uint64]},
+	{"epoch", "an integer ≥ 0", decodes[uint64]},
+	{"presence", "true or false", decodes[bool]},
+	{"filters", `an object {"types":[…],"minSeverity":"…"}`, decodes[filtersJSON]},
+}
+
+func decodes[T any](b []byte) error {
+	var v T
+	return api.Unmarshal(b, &v)
+}
+
+// explain says why a client message that did not decode is refused: JSON
+// that is not an object, or an object with a member of the wrong type
+// ("cities":"nairobi"), is a bad_request that says what is wrong; what is
+// not JSON is bad_json. Only the error path pays for it.
+func explain(b []byte) error {
+	notJSON := fmt.Errorf("%w: cannot parse message as JSON object", ErrBadJSON)
+	if CheckJSON(b) != nil {
+		return notJSON
+	}
+	wrong := -1
+	err := EachMember(b, func(name string, val []byte) {
+		for i, f := range clientFields {
+			// Names match as the decoder matches them: case-insensitively.
+			if wrong < 0 && strings.EqualFold(name, f.name) && f.check(val) != nil {
+				wrong = i
+			}
+		}
+	})
+	switch {
+	case err != nil: // JSON, but not an object
+		return fmt.Errorf("%w: a message is a JSON object", ErrBadRequest)
+	case wrong >= 0:
+		f := clientFields[wrong]
+		return fmt.Errorf("%w: %q must be %s", ErrBadRequest, f.name, f.want)
+	}
+	return notJSON
 }
 
 // MaxCitiesPerMessage bounds the cities one subscribe message may name.
@@ -118,7 +171,7 @@ func ParseClientMessage(b []byte) (ClientMessage, error) {
 		m ClientMessage
 	)
 	if err := api.Unmarshal(b, &j); err != nil {
-		return m, fmt.Errorf("%w: cannot parse message as JSON object", ErrBadJSON)
+		return m, explain(b)
 	}
 	m.Type, m.Token, m.Since, m.Epoch = j.Type, j.Token, j.Since, j.Epoch
 	switch j.Type {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -80,22 +81,32 @@ func TestParseClientMessage(t *testing.T) {
 	bad(`{"type":"ping"}{}`, ErrBadJSON, "JSON")
 	bad(`{'type':'ping'}`, ErrBadJSON, "JSON")
 	bad(`{"type":ping}`, ErrBadJSON, "JSON")
-	bad(`["ping"]`, ErrBadJSON, "JSON")
-	bad(`"ping"`, ErrBadJSON, "JSON")
-	bad(`42`, ErrBadJSON, "JSON")
-	bad(`{"type":1}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","cities":"paris"}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","cities":[1]}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","since":{"a":-1}}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","since":{"a":1.5}}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","since":{"a":18446744073709551616}}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","since":[1]}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","epoch":"1"}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","filters":{"types":"alerts"}}`, ErrBadJSON, "JSON")
-	bad(`{"type":"subscribe","filters":[]}`, ErrBadJSON, "JSON")
 	bad(`{"type":"subscribe","x":"\q"}`, ErrBadJSON, "JSON")
 	bad(`{"type":"subscribe","x":[1,]}`, ErrBadJSON, "JSON")
 	bad("{\"type\":\"ping\",\"x\":\"\x01\"}", ErrBadJSON, "JSON")
+	// JSON, but not a message: bad_request, naming the member.
+	bad(`["ping"]`, ErrBadRequest, "a message is a JSON object")
+	bad(`"ping"`, ErrBadRequest, "a message is a JSON object")
+	bad(`42`, ErrBadRequest, "a message is a JSON object")
+	bad(`{"type":1}`, ErrBadRequest, `"type" must be a string`)
+	bad(`{"type":["subscribe"]}`, ErrBadRequest, `"type" must be a string`)
+	bad(`{"type":"subscribe","cities":"paris"}`, ErrBadRequest, `"cities" must be an array of city names`)
+	bad(`{"type":"subscribe","CITIES":"paris"}`, ErrBadRequest, `"cities" must be an array`)
+	bad(`{"type":"subscribe","cities":[1]}`, ErrBadRequest, `"cities" must be an array`)
+	bad(`{"type":"subscribe","cities":{"paris":true}}`, ErrBadRequest, `"cities" must be an array`)
+	bad(`{"type":"subscribe","cities":["a"],"since":"5"}`, ErrBadRequest, `"since" must be an object of city: seq`)
+	bad(`{"type":"subscribe","cities":["a"],"since":5}`, ErrBadRequest, `"since" must be an object`)
+	bad(`{"type":"subscribe","since":{"a":-1}}`, ErrBadRequest, `"since" must be`)
+	bad(`{"type":"subscribe","since":{"a":1.5}}`, ErrBadRequest, `"since" must be`)
+	bad(`{"type":"subscribe","since":{"a":"1"}}`, ErrBadRequest, `"since" must be`)
+	bad(`{"type":"subscribe","since":{"a":18446744073709551616}}`, ErrBadRequest, `"since" must be`)
+	bad(`{"type":"subscribe","since":[1]}`, ErrBadRequest, `"since" must be`)
+	bad(`{"type":"subscribe","epoch":"1"}`, ErrBadRequest, `"epoch" must be an integer`)
+	bad(`{"type":"subscribe","epoch":-1}`, ErrBadRequest, `"epoch" must be an integer`)
+	bad(`{"type":"subscribe","presence":"yes"}`, ErrBadRequest, `"presence" must be true or false`)
+	bad(`{"type":"auth","token":"t","cityId":["a"]}`, ErrBadRequest, `"cityId" must be a string`)
+	bad(`{"type":"subscribe","filters":{"types":"alerts"}}`, ErrBadRequest, `"filters" must be an object`)
+	bad(`{"type":"subscribe","filters":[]}`, ErrBadRequest, `"filters" must be an object`)
 	// Type.
 	bad(`{}`, ErrBadRequest, `missing "type"`)
 	bad(`null`, ErrBadRequest, `missing "type"`)
@@ -107,7 +118,7 @@ func TestParseClientMessage(t *testing.T) {
 	bad(`{"type":"\u0000"}`, ErrUnknownType, `"\x00"`)
 	bad(`{"type":"refresh"}`, ErrBadRequest, "refresh needs a token")
 	bad(`{"type":"refresh","token":""}`, ErrBadRequest, "refresh needs a token")
-	bad(`{"type":"refresh","token":1}`, ErrBadJSON, "JSON")
+	bad(`{"type":"refresh","token":1}`, ErrBadRequest, `"token" must be a string`)
 	// Cities.
 	bad(`{"type":"subscribe","cities":["Paris"]}`, ErrBadRequest, `"Paris"`)
 	bad(`{"type":"subscribe","cities":["paris",""]}`, ErrBadRequest, `invalid city ""`)
@@ -122,7 +133,7 @@ func TestParseClientMessage(t *testing.T) {
 	bad(`{"type":"subscribe","cities":["a"],"filters":{"types":["alerts",""]}}`, ErrBadRequest, "filter type")
 	bad(`{"type":"subscribe","cities":["a"],"filters":{"minSeverity":"high"}}`, ErrBadRequest, `"high"`)
 	bad(`{"type":"subscribe","cities":["a"],"filters":{"minSeverity":"Info"}}`, ErrBadRequest, "minSeverity")
-	bad(`{"type":"subscribe","cities":["a"],"filters":{"minSeverity":1}}`, ErrBadJSON, "JSON")
+	bad(`{"type":"subscribe","cities":["a"],"filters":{"minSeverity":1}}`, ErrBadRequest, `"filters" must be`)
 }
 
 // TestParseClientMessageNoAlias checks that nothing in a parsed message
@@ -209,6 +220,9 @@ func FuzzParseClientMessage(f *testing.F) {
 		`{"type":"nope"}`,
 		`{"cities":[]}`,
 		`{"type":"subscribe","since":{"a":-1}}`,
+		`{"type":"subscribe","cities":"nairobi"}`,
+		`{"type":"subscribe","cities":["a"],"since":"5"}`,
+		`{"Type":"subscribe","EPOCH":{}}`,
 		"{\"type\":\"ping\",\"x\":\"\xff\"}",
 		`{"type":"ping"`,
 		`[]`,
@@ -226,6 +240,11 @@ func FuzzParseClientMessage(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, ErrBadJSON) && !errors.Is(err, ErrUnknownType) && !errors.Is(err, ErrBadRequest) {
 				t.Fatalf("ParseClientMessage(%q): unexpected error %v", in, err)
+			}
+			// bad_json only for what is not JSON: valid JSON of the
+			// wrong shape is a bad_request that says why.
+			if errors.Is(err, ErrBadJSON) && CheckJSON(in) == nil {
+				t.Fatalf("ParseClientMessage(%q) = %v, yet it is JSON", in, err)
 			}
 			return
 		}
@@ -272,4 +291,29 @@ func FuzzParseClientMessage(f *testing.F) {
 		check(t, append([]byte(nil), data[:k]...))
 		check(t, data)
 	})
+}
+
+// TestClientFieldsCoverMessage keeps explain's table in step with
+// clientJSON: every member the decoder reads is there, with the same Go
+// type's check.
+func TestClientFieldsCoverMessage(t *testing.T) {
+	rt := reflect.TypeFor[clientJSON]()
+	if rt.NumField() != len(clientFields) {
+		t.Fatalf("clientJSON has %d members, clientFields %d", rt.NumField(), len(clientFields))
+	}
+	for i := range rt.NumField() {
+		sf := rt.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if clientFields[i].name != name {
+			t.Fatalf("clientFields[%d] is %q, clientJSON's member %q", i, clientFields[i].name, name)
+		}
+		// A value of the member's own type passes its check.
+		b, err := json.Marshal(reflect.New(sf.Type).Elem().Interface())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := clientFields[i].check(b); err != nil {
+			t.Errorf("%s: the check refuses %s: %v", name, b, err)
+		}
+	}
 }

@@ -196,20 +196,31 @@ func TestFilters(t *testing.T) {
 // and keep the connection.
 func TestClientErrors(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Config{})
+	s := startServer(t, Config{MaxClientErrors: 100})
 	for _, d := range dialers {
 		c := d.dial(t, wsURL(s, ""))
-		f := func(in, code string) {
+		f := func(in, code string, mention ...string) {
 			t.Helper()
 			send(t, c, in)
 			m := readType(t, c, "error")
 			if m.Code != code || m.Message == "" {
 				t.Fatalf("%s: %s: got %s, want an error %s with a message", d.name, in, m.raw, code)
 			}
+			for _, want := range mention {
+				if !strings.Contains(m.Message, want) {
+					t.Fatalf("%s: %s: got %s, want a message about %s", d.name, in, m.raw, want)
+				}
+			}
 			expectPong(t, c)
 		}
 		f(`not json`, "bad_json")
-		f(`[1,2]`, "bad_json")
+		f(`{"type":"subscribe","cities":["a"]`, "bad_json")
+		// Valid JSON of the wrong shape: the message names the member.
+		f(`[1,2]`, "bad_request", "JSON object")
+		f(`{"type":"subscribe","cities":"nairobi"}`, "bad_request", `"cities"`)
+		f(`{"type":"subscribe","cities":["nairobi"],"since":"5"}`, "bad_request", `"since"`)
+		f(`{"type":"subscribe","cities":["nairobi"],"since":{"nairobi":"5"}}`, "bad_request", `"since"`)
+		f(`{"type":"subscribe","cities":["nairobi"],"epoch":"1"}`, "bad_request", `"epoch"`)
 		f(`{"type":"dance"}`, "unknown_type")
 		f(`{"cities":["a"]}`, "bad_request")
 		f(`{"type":"subscribe","cities":["Bad City"]}`, "bad_request")
