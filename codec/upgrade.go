@@ -91,7 +91,8 @@ type Upgrader struct {
 // Upgrade parses a whole request head (as delimited by RequestEnd), appends
 // the HTTP response to out and returns it. On error the response is an HTTP
 // error (400, 404, 405, 426 or 505, or the check's status) after which the
-// connection must close. Extension offers (permessage-deflate from browsers)
+// connection must close; it says so (Connection: close), as every refusal
+// is written by AppendHTTPError. Extension offers (permessage-deflate from browsers)
 // are declined by leaving them out of the response, as RFC 6455 §9.1 allows.
 //
 // check, when not nil, runs once the request is known to be a valid upgrade,
@@ -102,9 +103,16 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 		up       Upgrade
 		urlErr   error
 		checkErr error
+		// refused is the answer our callbacks chose; gobwas/ws's own
+		// refusals are mapped by refusal.
+		refused *HTTPError
 		// The token in each place it may come; Authorization wins.
 		headerToken, protoToken string
 	)
+	reject := func(he *HTTPError) error {
+		refused = he
+		return ws.RejectConnectionError(ws.RejectionStatus(he.Status), ws.RejectionReason(he.Message))
+	}
 	w := bytes.NewBuffer(out)
 	wu := ws.Upgrader{
 		ReadBufferSize:  u.MaxHeaderBytes,
@@ -112,13 +120,11 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 		OnRequest: func(uri []byte) error {
 			path, query, _ := strings.Cut(string(uri), "?")
 			if path != u.Path {
-				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound),
-					ws.RejectionReason("not found: the WebSocket endpoint is "+u.Path))
+				return reject(&HTTPError{Status: http.StatusNotFound, Message: "not found: the WebSocket endpoint is " + u.Path})
 			}
 			up, urlErr = parseQuery(query)
 			if urlErr != nil {
-				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
-					ws.RejectionReason(urlErr.Error()))
+				return reject(&HTTPError{Status: http.StatusBadRequest, Message: urlErr.Error()})
 			}
 			return nil
 		},
@@ -157,8 +163,7 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if !validKeys(head) {
 				// gobwas/ws checks the key's length only.
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
-					ws.RejectionReason("bad Sec-WebSocket-Key: must be 16 bytes in base64"))
+				return nil, reject(&HTTPError{Status: http.StatusBadRequest, Message: "bad Sec-WebSocket-Key: must be 16 bytes in base64"})
 			}
 			switch {
 			case headerToken != "":
@@ -170,38 +175,54 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 				return nil, nil
 			}
 			checkErr = check(&up)
-			var he *HTTPError
-			switch {
-			case checkErr == nil:
+			if checkErr == nil {
 				return nil, nil
-			case errors.As(checkErr, &he):
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(he.Status),
-					ws.RejectionReason(he.Message), ws.RejectionHeader(ws.HandshakeHeaderString(he.Header)))
 			}
-			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
-				ws.RejectionReason(checkErr.Error()))
+			he, ok := errors.AsType[*HTTPError](checkErr)
+			if !ok {
+				he = &HTTPError{Status: http.StatusBadRequest, Message: checkErr.Error()}
+			}
+			return nil, reject(he)
 		},
 	}
 	hs, err := wu.Upgrade(&headRW{r: head, w: w})
-	if checkErr != nil {
-		return up, w.Bytes(), checkErr
-	}
 	if err == nil {
 		up.Protocol = hs.Protocol
 		return up, w.Bytes(), nil
 	}
-	if errors.Is(err, ws.ErrHandshakeBadUpgrade) && !hasHeader(head, "upgrade") {
+	// gobwas/ws has written its answer (or none, for a line it cannot
+	// read); ours replaces it.
+	he := refused
+	if he == nil {
+		he = refusal(err, head)
+	}
+	if checkErr != nil {
+		err = checkErr
+	}
+	return up, AppendHTTPError(out, he.Status, he.Header, he.Message), err
+}
+
+// upgradeHeader is what a 426 says the endpoint speaks.
+const upgradeHeader = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+
+// refusal is the answer to a request gobwas/ws refused.
+func refusal(err error, head []byte) *HTTPError {
+	switch {
+	case errors.Is(err, ws.ErrHandshakeBadMethod):
+		// RFC 9110 §15.5.6: a 405 names the methods the resource takes.
+		return &HTTPError{Status: http.StatusMethodNotAllowed, Header: "Allow: GET\r\n",
+			Message: "method not allowed: a WebSocket upgrade is a GET"}
+	case errors.Is(err, ws.ErrHandshakeBadProtocol):
+		return &HTTPError{Status: http.StatusHTTPVersionNotSupported, Message: "a WebSocket upgrade needs HTTP/1.1"}
+	case errors.Is(err, ws.ErrHandshakeUpgradeRequired):
+		return &HTTPError{Status: http.StatusUpgradeRequired, Header: upgradeHeader,
+			Message: "unsupported Sec-WebSocket-Version: this endpoint speaks 13"}
+	case errors.Is(err, ws.ErrHandshakeBadUpgrade) && !hasHeader(head, "upgrade"):
 		// A plain HTTP request on the WebSocket port: tell it what to do.
-		return up, appendHTTPError(out, http.StatusUpgradeRequired,
-			"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
-			"this endpoint speaks WebSocket only"), err
+		return &HTTPError{Status: http.StatusUpgradeRequired, Header: upgradeHeader,
+			Message: "this endpoint speaks WebSocket only"}
 	}
-	if w.Len() == len(out) {
-		// gobwas/ws writes no response for I/O-level failures (a line it
-		// cannot read): answer 400 ourselves.
-		return up, appendHTTPError(out, http.StatusBadRequest, "", err.Error()), err
-	}
-	return up, w.Bytes(), err
+	return &HTTPError{Status: http.StatusBadRequest, Message: err.Error()}
 }
 
 // headRW feeds exactly the request head to gobwas/ws, so its read-ahead never
@@ -254,10 +275,18 @@ func validKeys(head []byte) bool {
 	return true
 }
 
-func appendHTTPError(dst []byte, code int, headers, body string) []byte {
-	dst = fmt.Appendf(dst, "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		code, http.StatusText(code), headers, len(body)+1, body+"\n")
-	return dst
+// AppendHTTPError appends to dst an HTTP/1.1 answer with status code, the
+// extra header lines headers (each ending in "\r\n"), and body as plain
+// text, and says that the connection closes after it. A 426 carries an
+// Upgrade header, so its Connection header lists "Upgrade" too (RFC 9110
+// §7.8), in the same, single header.
+func AppendHTTPError(dst []byte, code int, headers, body string) []byte {
+	conn := "close"
+	if code == http.StatusUpgradeRequired {
+		conn = "Upgrade, close"
+	}
+	return fmt.Appendf(dst, "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s\n",
+		code, http.StatusText(code), headers, len(body)+1, conn, body)
 }
 
 func parseQuery(q string) (Upgrade, error) {

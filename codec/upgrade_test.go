@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -110,9 +111,11 @@ func TestUpgradeBrowser(t *testing.T) {
 }
 
 func TestUpgrade(t *testing.T) {
+	var raw string // the last response
 	f := func(req string, wantStatus int, wantErr bool) *http.Response {
 		t.Helper()
 		_, resp, err := testUpgrader.Upgrade([]byte(req), []byte("|"), nil)
+		raw = string(resp)
 		if (err != nil) != wantErr {
 			t.Fatalf("Upgrade(%q): err = %v, want error: %v", req, err, wantErr)
 		}
@@ -125,6 +128,19 @@ func TestUpgrade(t *testing.T) {
 		}
 		if wantErr && r.Header.Get("Sec-WebSocket-Accept") != "" {
 			t.Fatalf("Upgrade(%q): an error response with Sec-WebSocket-Accept", req)
+		}
+		if wantErr {
+			// The connection closes after a refusal, and the answer says
+			// so in one Connection header; it explains itself in its body.
+			// (net/http takes "close" out of the header into r.Close.)
+			if n := strings.Count(string(resp), "\r\nConnection:"); n != 1 || !r.Close || r.ContentLength <= 1 {
+				t.Fatalf("Upgrade(%q): %d Connection headers, close %v, Content-Length %d; want one that says close, and a body\n%s",
+					req, n, r.Close, r.ContentLength, resp)
+			}
+			body, err := io.ReadAll(r.Body)
+			if err != nil || int64(len(body)) != r.ContentLength {
+				t.Fatalf("Upgrade(%q): body %q (%v), Content-Length %d", req, body, err, r.ContentLength)
+			}
 		}
 		return r
 	}
@@ -141,13 +157,17 @@ func TestUpgrade(t *testing.T) {
 	f(wsRequest("GET", "/ws/"), http.StatusNotFound, true)
 	f(wsRequest("GET", "/wss?cities=paris"), http.StatusNotFound, true)
 	f(wsRequest("GET", "http://localhost/ws"), http.StatusNotFound, true)
-	// Not GET.
-	f(wsRequest("POST", "/ws"), http.StatusMethodNotAllowed, true)
+	// Not GET: 405 says what is allowed (RFC 9110 §15.5.6).
+	if r := f(wsRequest("POST", "/ws"), http.StatusMethodNotAllowed, true); r.Header.Get("Allow") != "GET" {
+		t.Fatalf("405 without Allow: GET: %v", r.Header)
+	}
 	f(wsRequest("HEAD", "/ws"), http.StatusMethodNotAllowed, true)
 	f(wsRequest("get", "/ws"), http.StatusMethodNotAllowed, true)
 	// A plain HTTP GET (a browser tab, curl, a health checker).
 	r := f("GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n", http.StatusUpgradeRequired, true)
-	if r.Header.Get("Upgrade") != "websocket" || r.Header.Get("Sec-WebSocket-Version") != "13" {
+	// RFC 9110 §7.8: Upgrade is named in Connection, beside close.
+	const upgradeClose = "\r\nConnection: Upgrade, close\r\n"
+	if r.Header.Get("Upgrade") != "websocket" || r.Header.Get("Sec-WebSocket-Version") != "13" || !strings.Contains(raw, upgradeClose) {
 		t.Fatalf("426 response headers %v", r.Header)
 	}
 	f(wsRequest("GET", "/ws", "Upgrade: -"), http.StatusUpgradeRequired, true)
@@ -168,7 +188,7 @@ func TestUpgrade(t *testing.T) {
 	// the one we speak.
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Version: -"), http.StatusBadRequest, true)
 	r = f(wsRequest("GET", "/ws", "Sec-WebSocket-Version: 8"), http.StatusUpgradeRequired, true)
-	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+	if r.Header.Get("Sec-WebSocket-Version") != "13" || !strings.Contains(raw, upgradeClose) {
 		t.Fatalf("426 response headers %v", r.Header)
 	}
 	// HTTP version.

@@ -156,6 +156,17 @@ type authError struct {
 func (e *authError) Error() string { return e.err.Error() }
 func (e *authError) Unwrap() error { return e.err }
 
+// authCodeOf returns the auth_error code of an error from the
+// authenticator: an *authError's, however wrapped, or invalid_token for
+// any other error, so that a new kind of failure refuses the token rather
+// than panics a loop.
+func authCodeOf(err error) string {
+	if ae, ok := errors.AsType[*authError](err); ok {
+		return ae.code
+	}
+	return authInvalidToken
+}
+
 func authErrorf(code, format string, args ...any) *authError {
 	return &authError{code: code, err: fmt.Errorf(format, args...)}
 }

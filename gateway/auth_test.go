@@ -814,3 +814,20 @@ func TestPEMKeys(t *testing.T) {
 	f(append(pkix(sg.rsa.Public()), pkix(sg.ed.Public())...), "more than one PEM block")
 	f([]byte("not pem"), "no PEM block")
 }
+
+// TestAuthCodeOf checks the classification the upgrade and the auth
+// message use: an *authError however wrapped gives its code, and any other
+// error (a key source's own, say) refuses the token instead of panicking
+// the loop, as a type assertion did.
+func TestAuthCodeOf(t *testing.T) {
+	f := func(err error, want string) {
+		t.Helper()
+		if got := authCodeOf(err); got != want {
+			t.Fatalf("authCodeOf(%v) = %s, want %s", err, got, want)
+		}
+	}
+	f(authErrorf(authRevoked, "revoked"), authRevoked)
+	f(fmt.Errorf("jwks: %w", authErrorf(authExpired, "expired")), authExpired)
+	f(errors.Join(errors.New("other"), authErrorf(authInvalidClaims, "claims")), authInvalidClaims)
+	f(errors.New("a key source's own error"), authInvalidToken)
+}

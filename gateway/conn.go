@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -169,7 +170,8 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	case end == 0 || end > s.cfg.MaxHeaderBytes:
 		// A whole head that arrived in one read is held to the limit
 		// too, or the 431 would depend on how the request was split.
-		l.out = append(l.out[:0], respTooLarge...)
+		l.out = codec.AppendHTTPError(l.out[:0], http.StatusRequestHeaderFieldsTooLarge, "",
+			"request head larger than "+strconv.Itoa(s.cfg.MaxHeaderBytes)+" bytes")
 		return cn.reject(CloseHandshakeFailed), false
 	}
 	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0], cn.checkUpgrade)
@@ -259,8 +261,7 @@ func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
 	g, err := s.auth.clientGrant(up.Token)
 	if err != nil {
 		cn.l.stats.authFailures.Add(1)
-		code := err.(*authError).code
-		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: code + ": " + err.Error(),
+		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: authCodeOf(err) + ": " + err.Error(),
 			Header: "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"}
 	}
 	cn.grant = g
@@ -434,7 +435,7 @@ func (cn *conn) authenticate(token string) bool {
 	}
 	g, err := a.clientGrant(token)
 	if err != nil {
-		cn.authFail(err.(*authError).code, err.Error())
+		cn.authFail(authCodeOf(err), err.Error())
 		return false
 	}
 	if cn.grant != nil && cn.grant.sub != g.sub {

@@ -28,6 +28,10 @@ func TestHandshakeRejects(t *testing.T) {
 		if resp.StatusCode != status {
 			t.Fatalf("%s: status %d, want %d", name, resp.StatusCode, status)
 		}
+		// Every refusal says that the connection closes, and why.
+		if !resp.Close || resp.ContentLength <= 1 {
+			t.Fatalf("%s: Connection: close %v, Content-Length %d; want close and a body", name, resp.Close, resp.ContentLength)
+		}
 		for i := 0; i+1 < len(header); i += 2 {
 			if got := resp.Header.Get(header[i]); got != header[i+1] {
 				t.Fatalf("%s: header %s: %q, want %q", name, header[i], got, header[i+1])
@@ -40,7 +44,7 @@ func TestHandshakeRejects(t *testing.T) {
 	f("wrong path", upgradeRequest("/nope"), http.StatusNotFound)
 	f("root path", upgradeRequest("/"), http.StatusNotFound)
 	f("path prefix", upgradeRequest("/ws/x"), http.StatusNotFound)
-	f("POST", strings.Replace(upgradeRequest("/ws"), "GET", "POST", 1), http.StatusMethodNotAllowed)
+	f("POST", strings.Replace(upgradeRequest("/ws"), "GET", "POST", 1), http.StatusMethodNotAllowed, "Allow", "GET")
 	f("plain GET", "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", http.StatusUpgradeRequired,
 		"Upgrade", "websocket", "Sec-WebSocket-Version", "13")
 	f("bad key", strings.Replace(upgradeRequest("/ws"), key, "Sec-WebSocket-Key: c2hvcnQ=\r\n", 1), http.StatusBadRequest)

@@ -153,7 +153,6 @@ const (
 		"Content-Length: 36\r\nConnection: close\r\n\r\nthis node is at its connection limit"
 	respIPLimit = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: 38\r\nConnection: close\r\n\r\ntoo many connections from your address"
-	respTooLarge = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
 // validOriginPattern reports whether p is "*", scheme://host[:port] or
