@@ -114,6 +114,7 @@ func (s *Server) adminHandler(a *admin) http.Handler {
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	// Operators only.
 	mux.HandleFunc("GET /api/stats", a.guard(s.serveStats))
+	mux.HandleFunc("POST /api/revoke", a.guard(s.serveRevoke))
 	// HTTP ingest checks its own credential (a producer token, or the
 	// admin token): see servePublish.
 	mux.HandleFunc("POST /api/publish", func(w http.ResponseWriter, r *http.Request) { s.servePublish(a, w, r) })

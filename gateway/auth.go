@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -249,20 +251,49 @@ func (g *grant) allows(city string) bool {
 	return false
 }
 
-// authenticator verifies tokens against the configured keys. It is safe for
-// concurrent use; ReloadKeys swaps its key set atomically.
+// authenticator verifies tokens against the key set in force, which it
+// builds from its sources (keys.go): the node's key files, the JWKS URLs
+// (jwks.go), the revocation file and the timed revocations (revoke.go).
+// It is safe for concurrent use; a change of a source swaps the key set
+// atomically.
 type authenticator struct {
 	cfg  *Config
 	keys atomic.Pointer[keySet]
+
+	// mu serialises the building of key sets and guards the sources.
+	mu      sync.Mutex
+	local   keyList     // the node's key files, as last read
+	revoked revocations // auth_revoked_file, as last read
+	timed   *timedRevocations
+	jwks    []*jwksSource // one per Config.AuthJWKSURL
+
+	client *http.Client // fetches the JWKS URLs
+	// refetch asks watchJWKS to fetch the JWKS URLs again (capacity 1): a
+	// token named an unknown kid, or the keys were reloaded.
+	refetch     chan struct{}
+	fetches     atomic.Uint64 // JWKS fetches made
+	fetchErrors atomic.Uint64 // JWKS fetches that failed (the last good keys stay)
 }
 
+// newAuthenticator reads the node's key files and fetches its JWKS URLs
+// (off the event loops: they do not run yet). It fails when that leaves
+// no key: a JWKS URL that cannot be fetched is logged and tried again
+// later if another key is configured.
 func newAuthenticator(cfg *Config) (*authenticator, error) {
-	ks, err := loadKeys(cfg)
+	local, revoked, err := readLocalKeys(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a := &authenticator{cfg: cfg}
-	a.keys.Store(ks)
+	a := &authenticator{cfg: cfg, local: local, revoked: revoked, refetch: make(chan struct{}, 1)}
+	errs := a.startJWKS()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.setKeysLocked(); err != nil {
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("%w, and no JWKS URL could be fetched: %w", err, errors.Join(errs...))
+		}
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -275,10 +306,15 @@ func (a *authenticator) verify(token string) (*Claims, error) {
 	}
 	ks := a.keys.Load()
 	c := new(Claims)
-	if _, err := ks.parser.ParseWithClaims(token, c, ks.keyFor); err != nil {
+	if t, err := ks.parser.ParseWithClaims(token, c, ks.keyFor); err != nil {
+		if t != nil && ks.unknownKid(t) {
+			// Perhaps a key new at a JWKS URL (of an algorithm no key
+			// in force has, even): have them fetched again.
+			a.refetchJWKS()
+		}
 		return nil, &authError{code: authCode(err), err: err}
 	}
-	if ks.revoked.revokes(c.Subject, c.ID) {
+	if ks.revokes(c.Subject, c.ID, time.Now().UnixNano()) {
 		return nil, authErrorf(authRevoked, "the token was revoked")
 	}
 	return c, nil
@@ -346,6 +382,12 @@ func (ks *keySet) keyFor(t *jwt.Token) (any, error) {
 	return set, nil
 }
 
+// unknownKid reports whether t names a kid that no key of ks has.
+func (ks *keySet) unknownKid(t *jwt.Token) bool {
+	kid, ok := t.Header["kid"].(string)
+	return ok && !keyList(ks.keys).has(kid)
+}
+
 // algsFor returns the algorithms a key of this type may verify.
 func algsFor(key any) ([]string, error) {
 	switch k := key.(type) {
@@ -387,18 +429,30 @@ const (
 // swaps them in one step: tokens signed with a new key are accepted from
 // then on, tokens of a removed key are refused (connections already open
 // keep their grant until it expires), and connections and producers
-// holding a revoked token are closed. On error the old set stays. The
-// binary calls it on SIGHUP. Safe for concurrent use.
+// holding a revoked token are closed. On error the old set stays. It also
+// has the JWKS URLs fetched again, in the background. The binary calls it
+// on SIGHUP. Safe for concurrent use.
 func (s *Server) ReloadKeys() error {
 	if s.auth == nil {
 		return errors.New("no keys to reload: the node runs insecure")
 	}
-	ks, err := loadKeys(&s.cfg)
+	a := s.auth
+	local, revoked, err := readLocalKeys(&s.cfg)
 	if err != nil {
 		return err
 	}
-	s.auth.keys.Store(ks)
+	a.mu.Lock()
+	oldLocal, oldRevoked := a.local, a.revoked
+	a.local, a.revoked = local, revoked
+	if err := a.setKeysLocked(); err != nil {
+		a.local, a.revoked = oldLocal, oldRevoked
+		a.mu.Unlock()
+		return err
+	}
+	ks := a.keys.Load()
+	a.mu.Unlock()
+	a.refetchJWKS()
 	s.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.kids(),
-		"revoked", len(ks.revoked.subs)+len(ks.revoked.jtis))
+		"revoked", ks.revocationsAt(time.Now().UnixNano()))
 	return nil
 }

@@ -65,6 +65,9 @@ type cluster struct {
 	cc     jetstream.ConsumeContext
 	// presence shares the cities' watchers with the other nodes.
 	presence *clusterPresence
+	// revocations shares Server.Revoke's with the other nodes; nil on a
+	// node without keys.
+	revocations *clusterRevocations
 
 	// applied is the stream seq of the last message fed to the rings.
 	// Written by the consumer's goroutine only.
@@ -191,6 +194,11 @@ func (cl *cluster) setup() error {
 		cl.cc.Stop()
 		return err
 	}
+	if err := cl.startRevocations(ctx); err != nil {
+		cl.presence.close()
+		cl.cc.Stop()
+		return err
+	}
 	return nil
 }
 
@@ -213,6 +221,7 @@ func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerCon
 // close withdraws the node's watchers, stops consuming and closes the
 // connection.
 func (cl *cluster) close() {
+	cl.revocations.close()
 	cl.presence.close()
 	cl.cc.Stop()
 	cl.nc.Close()

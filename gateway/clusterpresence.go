@@ -249,8 +249,8 @@ func (cp *clusterPresence) follow(w *bucketWatch) {
 	}
 }
 
-// bucketWatch is a watch of the presence bucket and the cancel of the
-// context it lives by.
+// bucketWatch is a watch of a bucket and the cancel of the context it
+// lives by.
 type bucketWatch struct {
 	jetstream.KeyWatcher
 	cancel context.CancelFunc
@@ -261,13 +261,16 @@ func (w *bucketWatch) stop() {
 	w.cancel()
 }
 
-// watch starts watching every key of the bucket. Its context lives as long
+// watch starts watching every key of the bucket.
+func (cp *clusterPresence) watch() (*bucketWatch, error) { return watchBucket(cp.kv) }
+
+// watchBucket starts watching every key of kv. Its context lives as long
 // as the watch (nats.go unsubscribes when it ends), so the start is
 // bounded by a timer instead: past natsSetupTimeout it is cancelled.
-func (cp *clusterPresence) watch() (*bucketWatch, error) {
+func watchBucket(kv jetstream.KeyValue) (*bucketWatch, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := time.AfterFunc(natsSetupTimeout, cancel)
-	w, err := cp.kv.WatchAll(ctx)
+	w, err := kv.WatchAll(ctx)
 	if !t.Stop() && err == nil {
 		_ = w.Stop()
 		err = errors.New("timed out")

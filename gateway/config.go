@@ -114,6 +114,16 @@ type Config struct {
 	// files. ReloadKeys reads them again, so keys rotate by adding and
 	// removing files. Empty: none.
 	AuthKeys []string
+	// AuthJWKSURL lists JWK set URLs of identity providers (Auth0,
+	// Keycloak, Cognito, any OIDC issuer's jwks_uri): https, or http to a
+	// loopback host. Fetched at start, then every AuthJWKSRefresh (see
+	// jwks.go); their keys join those of AuthKeys. Empty: none.
+	AuthJWKSURL []string
+	// AuthJWKSRefresh is the longest a JWKS URL's keys are kept before it
+	// is fetched again; a shorter Cache-Control max-age fetches sooner,
+	// down to a tenth of it, and so does a token naming an unknown kid.
+	// Default 5m.
+	AuthJWKSRefresh time.Duration
 	// AuthAudience, when set, must be among a token's aud.
 	AuthAudience string
 	// AuthIssuer, when set, must be a token's iss.
@@ -255,6 +265,7 @@ func (c Config) WithDefaults() Config {
 	defDur(&c.IngestWriteTimeout, 30*time.Second)
 	defDur(&c.IngestLineTimeout, 10*time.Second)
 	defDur(&c.DrainWindow, 10*time.Second)
+	defDur(&c.AuthJWKSRefresh, 5*time.Minute)
 	defDur(&c.AuthLeeway, 10*time.Second)
 	defDur(&c.AuthTimeout, 10*time.Second)
 	defDur(&c.TokenExpiryWarning, time.Minute)
@@ -317,8 +328,13 @@ func (c *Config) Validate() error {
 	check(c.DrainWindow > 0 && c.DrainWindow <= time.Hour, "drain_window (%s) must be in (0s, 1h]", c.DrainWindow)
 	check(c.AdminTokenFile != "" || loopbackAddr(c.AdminAddr),
 		"admin_addr (%q) is beyond loopback: set admin_token_file, or bind it to 127.0.0.1 (its stats, pprof and HTTP ingest are not for everyone)", c.AdminAddr)
-	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys) are exclusive")
-	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys); set insecure to admit anonymous clients")
+	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys, auth_jwks_url) are exclusive")
+	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file, auth_keys or auth_jwks_url); set insecure to admit anonymous clients")
+	for _, u := range c.AuthJWKSURL {
+		err := checkJWKSURL(u)
+		check(err == nil, "auth_jwks_url: %q: %v", u, err)
+	}
+	check(c.AuthJWKSRefresh >= time.Second && c.AuthJWKSRefresh <= 24*time.Hour, "auth_jwks_refresh (%s) must be in [1s, 24h]", c.AuthJWKSRefresh)
 	check(c.AuthRevokedFile == "" || c.hasKeys(), "auth_revoked_file needs auth keys: an insecure node checks no token")
 	check(c.AuthReloadInterval == 0 || c.AuthReloadInterval >= time.Second && c.AuthReloadInterval <= time.Hour,
 		"auth_reload_interval (%s) must be 0 or in [1s, 1h]", c.AuthReloadInterval)

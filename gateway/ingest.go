@@ -393,7 +393,7 @@ func (p *producerConn) revoked() bool {
 		return false
 	}
 	p.keys = ks
-	return ks.revoked.revokes(p.grant.sub, p.grant.jti)
+	return ks.revokes(p.grant.sub, p.grant.jti, time.Now().UnixNano())
 }
 
 // line publishes one ingest line and queues its answer: an ack if the line

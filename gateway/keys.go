@@ -25,11 +25,15 @@ type key struct {
 }
 
 // keySet is the keys in force, a parser that accepts exactly their
-// algorithms, and the revoked tokens. Immutable once built.
+// algorithms, and the revoked tokens. Immutable once built; the
+// authenticator builds a new one whenever a source changes.
 type keySet struct {
 	keys    []key
 	parser  *jwt.Parser
-	revoked revocations
+	revoked revocations // auth_revoked_file's
+	// timed are the revocations of POST /api/revoke (and in cluster mode
+	// of every node's), each until its expiry; nil: none.
+	timed *timedRevocations
 }
 
 func (ks *keySet) kids() []string {
@@ -40,75 +44,117 @@ func (ks *keySet) kids() []string {
 	return kids
 }
 
-// hasKeys reports whether c names any key.
-func (c *Config) hasKeys() bool {
-	return c.AuthHMACSecret != "" || c.AuthHMACSecretFile != "" || len(c.AuthKeys) > 0
+// revokes reports whether a token of subject sub and id jti is revoked at
+// now (Unix nanoseconds).
+func (ks *keySet) revokes(sub, jti string, now int64) bool {
+	return ks.revoked.revokes(sub, jti) || ks.timed.revokes(sub, jti, now)
 }
 
-// loadKeys reads every configured key. Errors name the config key and file.
-func loadKeys(cfg *Config) (*keySet, error) {
-	ks := &keySet{}
-	add := func(k key, src string) error {
-		algs, err := algsFor(k.key)
-		if err != nil {
-			return fmt.Errorf("%s: %w", src, err)
-		}
-		if len(k.algs) > 0 { // a JWK's "alg" narrows its key to one algorithm
-			if !slices.Contains(algs, k.algs[0]) {
-				// One we do not verify (PS256, RSA-OAEP…): skipped, as
-				// RFC 7517 §5 asks of what is not understood.
-				return nil
-			}
-			algs = k.algs
-		}
-		k.algs = algs
-		for _, o := range ks.keys {
-			if o.kid == k.kid {
-				return fmt.Errorf("%s: key id %q is used twice", src, k.kid)
+// revocationsAt counts the revocations in force at now (Unix nanoseconds).
+func (ks *keySet) revocationsAt(now int64) int {
+	n := len(ks.revoked.subs) + len(ks.revoked.jtis)
+	if t := ks.timed; t != nil {
+		for _, m := range [...]map[string]int64{t.subs, t.jtis} {
+			for _, until := range m {
+				if until > now {
+					n++
+				}
 			}
 		}
-		ks.keys = append(ks.keys, k)
-		return nil
 	}
+	return n
+}
+
+// revokesAny reports whether the set revokes anything.
+func (ks *keySet) revokesAny() bool { return !ks.revoked.empty() || ks.timed.size() > 0 }
+
+// hasKeys reports whether c names any key.
+func (c *Config) hasKeys() bool {
+	return c.AuthHMACSecret != "" || c.AuthHMACSecretFile != "" || len(c.AuthKeys) > 0 || len(c.AuthJWKSURL) > 0
+}
+
+// keyList collects verification keys, each with the algorithms it may
+// verify.
+type keyList []key
+
+// add checks k and appends it; src names where it came from in errors. A
+// JWK whose "alg" this node does not verify is skipped.
+func (l *keyList) add(k key, src string) error {
+	algs, err := algsFor(k.key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	if len(k.algs) > 0 { // a JWK's "alg" narrows its key to one algorithm
+		if !slices.Contains(algs, k.algs[0]) {
+			// One we do not verify (PS256, RSA-OAEP…): skipped, as
+			// RFC 7517 §5 asks of what is not understood.
+			return nil
+		}
+		algs = k.algs
+	}
+	k.algs = algs
+	if l.has(k.kid) {
+		return fmt.Errorf("%s: key id %q is used twice", src, k.kid)
+	}
+	*l = append(*l, k)
+	return nil
+}
+
+func (l keyList) has(kid string) bool {
+	return slices.ContainsFunc(l, func(k key) bool { return k.kid == kid })
+}
+
+// readLocalKeys reads the keys of the node's own files (and
+// AuthHMACSecret) and the revocation file. Errors name the config key and
+// file. No key is not an error here: they may all come from JWKS URLs.
+func readLocalKeys(cfg *Config) (keyList, revocations, error) {
+	var ks keyList
 	if cfg.AuthHMACSecret != "" && cfg.AuthHMACSecretFile != "" {
-		return nil, errors.New("auth_hmac_secret and auth_hmac_secret_file are exclusive")
+		return nil, revocations{}, errors.New("auth_hmac_secret and auth_hmac_secret_file are exclusive")
 	}
 	if cfg.AuthHMACSecret != "" {
-		if err := add(key{key: []byte(cfg.AuthHMACSecret)}, "auth_hmac_secret"); err != nil {
-			return nil, err
+		if err := ks.add(key{key: []byte(cfg.AuthHMACSecret)}, "auth_hmac_secret"); err != nil {
+			return nil, revocations{}, err
 		}
 	}
 	if f := cfg.AuthHMACSecretFile; f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("auth_hmac_secret_file: %w", err)
+			return nil, revocations{}, fmt.Errorf("auth_hmac_secret_file: %w", err)
 		}
-		if err := add(key{key: bytes.TrimSpace(b)}, "auth_hmac_secret_file "+f); err != nil {
-			return nil, err
+		if err := ks.add(key{key: bytes.TrimSpace(b)}, "auth_hmac_secret_file "+f); err != nil {
+			return nil, revocations{}, err
 		}
 	}
 	for _, p := range cfg.AuthKeys {
 		files, err := keyFiles(p)
 		if err != nil {
-			return nil, fmt.Errorf("auth_keys: %w", err)
+			return nil, revocations{}, fmt.Errorf("auth_keys: %w", err)
 		}
 		for _, f := range files {
 			keys, err := readKeyFile(f)
 			if err != nil {
-				return nil, fmt.Errorf("auth_keys: %s: %w", f, err)
+				return nil, revocations{}, fmt.Errorf("auth_keys: %s: %w", f, err)
 			}
 			for _, k := range keys {
-				if err := add(k, "auth_keys "+f); err != nil {
-					return nil, err
+				if err := ks.add(k, "auth_keys "+f); err != nil {
+					return nil, revocations{}, err
 				}
 			}
 		}
 	}
-	if len(ks.keys) == 0 {
-		return nil, errors.New("auth: no key configured (auth_hmac_secret, auth_hmac_secret_file or auth_keys)")
+	revoked, err := loadRevocations(cfg)
+	if err != nil {
+		return nil, revocations{}, err
 	}
+	return ks, revoked, nil
+}
+
+// newKeySet returns a key set of keys (not empty) whose parser accepts
+// exactly their algorithms and checks the claims cfg asks for.
+func newKeySet(cfg *Config, keys []key, revoked revocations, timed *timedRevocations) *keySet {
 	var methods []string
-	for _, k := range ks.keys {
+	for _, k := range keys {
 		for _, a := range k.algs {
 			if !slices.Contains(methods, a) {
 				methods = append(methods, a)
@@ -130,12 +176,7 @@ func loadKeys(cfg *Config) (*keySet, error) {
 	if cfg.AuthIssuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.AuthIssuer))
 	}
-	ks.parser = jwt.NewParser(opts...)
-	var err error
-	if ks.revoked, err = loadRevocations(cfg); err != nil {
-		return nil, err
-	}
-	return ks, nil
+	return &keySet{keys: keys, parser: jwt.NewParser(opts...), revoked: revoked, timed: timed}
 }
 
 // keyFiles expands p: a directory gives its *.pem and *.json files (sorted),
@@ -243,4 +284,30 @@ func parseJWKS(b []byte) ([]key, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// errNoKeys: the sources hold no key at all.
+var errNoKeys = errors.New("auth: no key configured (auth_hmac_secret, auth_hmac_secret_file, auth_keys or auth_jwks_url)")
+
+// setKeysLocked builds a key set from the sources and puts it in force:
+// the node's own keys, then each JWKS URL's in order. A kid that an
+// earlier source holds already is skipped (and logged): the node's files
+// win over a URL, a URL over the next. Without any key it changes nothing
+// and returns errNoKeys. a.mu is held.
+func (a *authenticator) setKeysLocked() error {
+	keys := slices.Clone(a.local)
+	for _, src := range a.jwks {
+		for _, k := range src.keys {
+			if keys.has(k.kid) {
+				a.cfg.Logger.Warn("a JWKS URL repeats a key id held already; its key is skipped", "url", src.url, "kid", k.kid)
+				continue
+			}
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return errNoKeys
+	}
+	a.keys.Store(newKeySet(a.cfg, keys, a.revoked, a.timed))
+	return nil
 }

@@ -392,11 +392,12 @@ func (l *loop) housekeeping(context.Context) error {
 	return nil
 }
 
-// newRevocations returns the revocation list when it changed since the
-// loop last looked (a reload, Server.ReloadKeys) and revokes something, so
-// that housekeeping checks every connection against it once; else nil.
-// Runs on the loop.
-func (l *loop) newRevocations() *revocations {
+// newRevocations returns the key set in force when it changed since the
+// loop last looked (a reload, Server.ReloadKeys, Server.Revoke, new keys
+// from a JWKS URL) and revokes something, so that housekeeping checks
+// every connection against its revocations once; else nil. Runs on the
+// loop.
+func (l *loop) newRevocations() *keySet {
 	if l.s.auth == nil {
 		return nil
 	}
@@ -405,10 +406,10 @@ func (l *loop) newRevocations() *revocations {
 		return nil
 	}
 	l.keys = ks
-	if ks.revoked.empty() {
+	if !ks.revokesAny() {
 		return nil
 	}
-	return &ks.revoked
+	return ks
 }
 
 // refuseWait bounds how long a connection refused for a limit (503, 429)
@@ -422,7 +423,7 @@ const refuseWait = time.Second
 // one whose token expires within TokenExpiryWarning is told once
 // (token_expiring). It reports whether cn is still open. Runs on the loop,
 // in housekeeping.
-func (l *loop) checkToken(cn *conn, revoked *revocations) bool {
+func (l *loop) checkToken(cn *conn, revoked *keySet) bool {
 	cfg := &l.s.cfg
 	g := cn.grant
 	switch {
@@ -431,7 +432,7 @@ func (l *loop) checkToken(cn *conn, revoked *revocations) bool {
 			return true
 		}
 		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
-	case revoked != nil && revoked.revokes(g.sub, g.jti):
+	case revoked != nil && revoked.revokes(g.sub, g.jti, l.now):
 		cn.authFail(authRevoked, "the token was revoked")
 	case g.exp == 0 || time.Unix(0, l.now).Before(g.expPlus(-cfg.TokenExpiryWarning)):
 		return true

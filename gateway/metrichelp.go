@@ -50,6 +50,12 @@ var metricHelp = map[string]string{
 	"metrocast_cluster_replay_failures_total": "Resumes the stream could not serve, answered with initial_data.",
 	"metrocast_cluster_presence_errors_total": "Presence shares the node could not put, delete or read.",
 
+	// Auth.
+	"metrocast_auth_jwks_fetches_total":         "Fetches of the auth_jwks_url key sets.",
+	"metrocast_auth_jwks_fetch_errors_total":    "Fetches of the auth_jwks_url key sets that failed; the last good keys stayed in force.",
+	"metrocast_auth_revocations":                "Revocations in force: auth_revoked_file entries and unexpired ones of POST /api/revoke.",
+	"metrocast_cluster_revocation_errors_total": "Revocations the node could not put in the revocation bucket, or bucket entries it could not read.",
+
 	// The Go runtime (runtime/metrics and runtime.MemStats).
 	"go_sched_latencies_seconds":          "Time goroutines spent ready to run before running.",
 	"go_mutex_wait_seconds_total":         "Time goroutines spent blocked on a sync.Mutex or sync.RWMutex.",

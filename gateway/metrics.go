@@ -116,6 +116,9 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_ingest_errors_total", st.IngestErrors)
 	counter("metrocast_ingest_rejected_total", st.IngestRejected)
 	counter("metrocast_admin_refused_total", st.AdminRefused)
+	counter("metrocast_auth_jwks_fetches_total", st.JWKSFetches)
+	counter("metrocast_auth_jwks_fetch_errors_total", st.JWKSFetchErrors)
+	gauge("metrocast_auth_revocations", st.Revocations)
 	counter("metrocast_ingest_line_timeouts_total", st.IngestTimeouts)
 	draining := int64(0)
 	if s.isDraining() {
@@ -125,13 +128,16 @@ func (s *Server) writeCounters(w io.Writer) {
 	// Cluster series exist on a single node too (at 0), so that
 	// dashboards and alerts need no second shape.
 	var connected int64
-	var applied, replays, replayFails, publishErrors, presenceErrors, poison uint64
+	var applied, replays, replayFails, publishErrors, presenceErrors, revocationErrors, poison uint64
 	if cl := s.cluster; cl != nil {
 		if cl.connected() {
 			connected = 1
 		}
 		applied, replays, replayFails, publishErrors = cl.applied.Load(), cl.replays.Load(), cl.replayFails.Load(), cl.publishErrors.Load()
 		presenceErrors = cl.presence.errors.Load()
+		if cl.revocations != nil {
+			revocationErrors = cl.revocations.errors.Load()
+		}
 		poison = cl.poison.Load()
 	}
 	gauge("metrocast_cluster_connected", connected)
@@ -141,6 +147,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_cluster_replays_total", replays)
 	counter("metrocast_cluster_replay_failures_total", replayFails)
 	counter("metrocast_cluster_presence_errors_total", presenceErrors)
+	counter("metrocast_cluster_revocation_errors_total", revocationErrors)
 }
 
 // cityCount is a city and its subscribers at one moment.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,4 +213,195 @@ func TestAuthFileWatch(t *testing.T) {
 		}
 		return c != nil
 	})
+}
+
+// TestRevokeAPI: POST /api/revoke on the admin port (behind the admin
+// token) revokes a subject or a token at once: holders get auth_error and
+// 4001 without waiting for a tick, producers are cut off at their next
+// line, new tokens are refused until the expiry, and then admitted again.
+func TestRevokeAPI(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	file, admin := writeAdminToken(t)
+	cfg.AdminTokenFile = file
+	cfg.IngestAddr = "0.0.0.0:0" // producers need tokens
+	s := startServer(t, cfg)
+	withID := func(sub, jti string) string {
+		c := claims(sub, time.Hour, "*")
+		c.ID = jti
+		return hs256(t, c)
+	}
+	open := func(tok string) client {
+		t.Helper()
+		c := mustDialAuth(t, wsURL(s, "cities=ra"), bearer(tok))
+		readType(t, c, "subscribed")
+		readType(t, c, "initial_data")
+		return c
+	}
+	revoke := func(tok, body string) (int, string) {
+		t.Helper()
+		code, _, b := adminDo(t, s, http.MethodPost, "/api/revoke", tok, body)
+		return code, string(b)
+	}
+	alice, bob, bobOther := open(withID("alice", "a1")), open(withID("bob", "b1")), open(withID("bob", "b2"))
+	p := dialIngestLoopback(t, s)
+	p.write(t, `{"auth":"`+hs256(t, publishClaims("alice", time.Hour, "*"))+`"}`)
+	p.publish(t, dataLine("ra", "data_update", `{"x":1}`))
+	readType(t, alice, "data_update")
+	readType(t, bob, "data_update")
+	readType(t, bobOther, "data_update")
+
+	if code, body := revoke("", `{"sub":"alice","ttl":"1h"}`); code != http.StatusUnauthorized {
+		t.Fatalf("without the admin token: %d %s", code, body)
+	}
+	if code, body := revoke(admin, `{"sub":"alice","ttl":"1h"}`); code != http.StatusOK || !strings.Contains(body, `"sub":"alice"`) {
+		t.Fatalf("revoke sub alice: %d %s", code, body)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	if code, body := revoke(admin, fmt.Sprintf(`{"jti":"b1","exp":%d}`, exp)); code != http.StatusOK {
+		t.Fatalf("revoke jti b1: %d %s", code, body)
+	}
+	for _, c := range []client{alice, bob} {
+		if m := readType(t, c, "auth_error"); m.Code != authRevoked {
+			t.Fatalf("got %s, want auth_error %s", m.raw, authRevoked)
+		}
+		expectClose(t, c, ws.StatusCode(4001))
+	}
+	send(t, bobOther, `{"type":"ping"}`)
+	readType(t, bobOther, "pong")
+	p.write(t, dataLine("ra", "data_update", `{"x":2}`))
+	p.expectDropped(t, "revoked")
+	if c, resp, _ := dialAuth(t, wsURL(s, "cities=ra"), bearer(withID("alice", "a2"))); c != nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a revoked subject's new token: %v %v, want 401", c, resp)
+	}
+	if st := s.Stats(); st.Revocations != 2 {
+		t.Fatalf("Revocations %d, want 2", st.Revocations)
+	}
+
+	// Until the expiry only.
+	if code, body := revoke(admin, `{"sub":"carol","ttl":"300ms"}`); code != http.StatusOK {
+		t.Fatalf("revoke carol: %d %s", code, body)
+	}
+	if c, _, _ := dialAuth(t, wsURL(s, "cities=ra"), bearer(withID("carol", "c1"))); c != nil {
+		t.Fatal("carol admitted while revoked")
+	}
+	waitFor(t, readTimeout, func() bool {
+		c, _, _ := dialAuth(t, wsURL(s, "cities=ra"), bearer(withID("carol", "c2")))
+		if c != nil {
+			c.close()
+		}
+		return c != nil
+	})
+
+	for _, bad := range []struct{ body, want string }{
+		{`{"sub":"x"}`, "one of exp"},
+		{`{"ttl":"1h"}`, "one of sub and jti"},
+		{`{"sub":"x","jti":"y","ttl":"1h"}`, "one of sub and jti"},
+		{`{"sub":"","ttl":"1h"}`, "sub must be"},
+		{`{"sub":"x","ttl":"1h","exp":1}`, "one of exp"},
+		{`{"sub":"x","ttl":"-1h"}`, "ttl must be"},
+		{`{"sub":"x","ttl":"9000h"}`, "ttl must be"},
+		{`{"sub":"x","exp":1}`, "exp must be"},
+		{`{"sub":"x","exp":"9999999999"}`, "exp"},
+		{`{"sub":"x","ttl":"1h","who":"me"}`, "unknown field"},
+		{`{"sub":"x","ttl":"1h"}{}`, "one JSON object"},
+		{`not json`, "invalid revocation"},
+	} {
+		if code, body := revoke(admin, bad.body); code != http.StatusBadRequest || !strings.Contains(body, bad.want) {
+			t.Errorf("%s: %d %q, want 400 about %q", bad.body, code, body, bad.want)
+		}
+	}
+}
+
+// TestRevokeAPIInsecure: an insecure node has no token to revoke.
+func TestRevokeAPIInsecure(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	if code, _, body := adminDo(t, s, http.MethodPost, "/api/revoke", "", `{"sub":"x","ttl":"1h"}`); code != http.StatusConflict {
+		t.Fatalf("%d %s, want 409", code, body)
+	}
+}
+
+func TestParseRevokeRequest(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	f := func(body string, want revocation) {
+		t.Helper()
+		got, err := parseRevokeRequest([]byte(body), now)
+		if err != nil || got != want {
+			t.Errorf("%s: %+v %v, want %+v", body, got, err, want)
+		}
+	}
+	f(`{"sub":"alice","ttl":"24h"}`, revocation{"sub", "alice", now.Add(24 * time.Hour)})
+	f(`{"jti":"3f2b 9c","exp":1800003600}`, revocation{"jti", "3f2b 9c", time.Unix(1_800_003_600, 0)})
+	f(` {"exp":1800000001, "sub":"é"} `, revocation{"sub", "é", time.Unix(1_800_000_001, 0)})
+	for _, bad := range []string{
+		``, `null`, `[]`, `{}`, `{"sub":null,"ttl":"1h"}`, `{"sub":1,"ttl":"1h"}`,
+		`{"sub":"a","ttl":"0s"}`, `{"sub":"a","ttl":"1"}`, `{"sub":"a","exp":1800000000}`,
+		`{"sub":"a","exp":1.5}`, `{"sub":"a","exp":1e20}`, `{"sub":"` + strings.Repeat("x", maxRevokedIDLen+1) + `","ttl":"1h"}`,
+		`{"sub":"a","ttl":"1h"} x`, `{"sub":"a","ttl":"1h","sub":"b","jti":"c"}`,
+	} {
+		if _, err := parseRevokeRequest([]byte(bad), now); !errors.Is(err, errRevokeRequest) {
+			t.Errorf("%.60s: %v, want errRevokeRequest", bad, err)
+		}
+	}
+}
+
+// FuzzParseRevokeRequest: a revocation that parses is a sub or a jti of
+// 1-maxRevokedIDLen bytes, expiring within maxRevokeTTL.
+func FuzzParseRevokeRequest(f *testing.F) {
+	for _, s := range []string{`{"sub":"alice","ttl":"24h"}`, `{"jti":"x","exp":1800003600}`, `{"sub":"a","ttl":"1h"}{}`, `{"exp":-1}`} {
+		f.Add([]byte(s))
+	}
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseRevokeRequest(b, now)
+		if err != nil {
+			if !errors.Is(err, errRevokeRequest) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if r.kind != "sub" && r.kind != "jti" || len(r.id) == 0 || len(r.id) > maxRevokedIDLen ||
+			!r.until.After(now) || r.until.After(now.Add(maxRevokeTTL)) {
+			t.Fatalf("%q parsed as %+v", b, r)
+		}
+	})
+}
+
+func TestTimedRevocations(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	var tr *timedRevocations
+	if tr.revokes("a", "", now.UnixNano()) || tr.size() != 0 {
+		t.Fatal("nil revokes")
+	}
+	tr, err := tr.with([]revocation{{"sub", "a", at(time.Hour)}, {"jti", "j", at(time.Minute)}, {"sub", "gone", at(-time.Second)}}, now.UnixNano())
+	if err != nil || tr.size() != 2 {
+		t.Fatalf("%v %v", tr, err)
+	}
+	f := func(sub, jti string, when time.Duration, want bool) {
+		t.Helper()
+		if got := tr.revokes(sub, jti, at(when).UnixNano()); got != want {
+			t.Errorf("revokes(%q, %q) at +%s = %v, want %v", sub, jti, when, got, want)
+		}
+	}
+	f("a", "", 0, true)
+	f("a", "", time.Hour, false)
+	f("b", "j", 0, true)
+	f("b", "j", 2*time.Minute, false)
+	f("b", "", 0, false)
+	f("gone", "", 0, false)
+	// Lifted (a zero until), and the expired dropped on the next change.
+	next, err := tr.with([]revocation{{kind: "sub", id: "a"}}, at(2*time.Minute).UnixNano())
+	if err != nil || next.size() != 0 {
+		t.Fatalf("after lifting a and j's expiry: %d entries, %v", next.size(), err)
+	}
+	f("a", "", 0, true) // tr itself is unchanged
+	many := make([]revocation, maxRevokedEntries+1)
+	for i := range many {
+		many[i] = revocation{"jti", fmt.Sprint(i), at(time.Hour)}
+	}
+	if _, err := tr.with(many, now.UnixNano()); !errors.Is(err, errRevocationsFull) {
+		t.Fatalf("%d entries: %v", len(many)+2, err)
+	}
 }

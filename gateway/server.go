@@ -145,6 +145,9 @@ func (s *Server) Start() error {
 	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
 		go s.watchAuthFiles(s.stopped)
 	}
+	if s.auth != nil && len(s.auth.jwks) > 0 {
+		go s.auth.watchJWKS(s.stopped)
+	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
 		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
 		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil}
@@ -214,6 +217,10 @@ func (s *Server) Stats() Stats {
 	}
 	if s.admin != nil {
 		st.AdminRefused = s.admin.refused.Load()
+	}
+	if a := s.auth; a != nil {
+		st.JWKSFetches, st.JWKSFetchErrors = a.fetches.Load(), a.fetchErrors.Load()
+		st.Revocations = int64(a.keys.Load().revocationsAt(time.Now().UnixNano()))
 	}
 	return st
 }

@@ -82,6 +82,13 @@ type Stats struct {
 	// AdminRefused counts admin port requests refused for their
 	// credential (401).
 	AdminRefused uint64 `json:"admin_refused"`
+	// JWKSFetches counts fetches of the JWKS URLs; JWKSFetchErrors those
+	// that failed (the URL's last good keys stayed in force).
+	JWKSFetches     uint64 `json:"jwks_fetches"`
+	JWKSFetchErrors uint64 `json:"jwks_fetch_errors"`
+	// Revocations counts the revocations in force: auth_revoked_file's
+	// entries and the timed ones (Server.Revoke), expired ones aside.
+	Revocations int64 `json:"revocations"`
 	// IngestTimeouts counts producers (and HTTP publishes) cut off for a
 	// line not whole within IngestLineTimeout.
 	IngestTimeouts uint64 `json:"ingest_timeouts"`

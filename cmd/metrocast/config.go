@@ -103,6 +103,8 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	str(&c.AuthHMACSecret, "auth-hmac-secret", "", "HMAC secret for HS256/384/512 tokens, ≥ 32 bytes: config file or METROCAST_AUTH_HMAC_SECRET only, refused as a flag (ps shows it); see -auth-hmac-secret-file")
 	str(&c.AuthHMACSecretFile, "auth-hmac-secret-file", "", "file holding the HMAC secret (re-read on SIGHUP)")
 	list(&c.AuthKeys, "auth-keys", "comma-separated PEM public keys (kid: file name), JWKS *.json files and directories of them (re-read on SIGHUP)")
+	list(&c.AuthJWKSURL, "auth-jwks-url", "comma-separated JWK set URLs of identity providers (https; http only to loopback), fetched at start and every auth-jwks-refresh")
+	dur(&c.AuthJWKSRefresh, "auth-jwks-refresh", d.AuthJWKSRefresh, "fetch the JWKS URLs again this often at most (sooner for a shorter Cache-Control max-age or an unknown kid)")
 	str(&c.AuthRevokedFile, "auth-revoked-file", "", "file of revoked tokens, \"sub <subject>\" or \"jti <token id>\" per line (re-read on SIGHUP)")
 	dur(&c.AuthReloadInterval, "auth-reload-interval", 0, "also reload the auth files when they change, looking this often (0: on SIGHUP only)")
 	str(&c.AuthAudience, "auth-audience", "", "when set, tokens must list it in aud")

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestClusterRevoke: one POST /api/revoke on node a revokes a user on
+// every node: node b closes its connections at once and refuses its new
+// tokens, and a node started afterwards reads the revocation before it
+// serves anyone. The bucket entry ends with the revocation's expiry.
+func TestClusterRevoke(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	a, b := startClusterNode(t, ns.url(), cfg), startClusterNode(t, ns.url(), cfg)
+	tok := func(sub string) string { return hs256(t, claims(sub, time.Hour, "*")) }
+	open := func(s *Server, sub string) client {
+		t.Helper()
+		c := mustDialAuth(t, wsURL(s, "cities=cr"), bearer(tok(sub)))
+		readType(t, c, "subscribed")
+		readType(t, c, "initial_data")
+		return c
+	}
+	onB, otherOnB := open(b, "mallory"), open(b, "walter")
+
+	code, _, body := adminDo(t, a, http.MethodPost, "/api/revoke", "", `{"sub":"mallory","ttl":"2s"}`)
+	if code != http.StatusOK || !strings.Contains(string(body), `"cluster":true`) {
+		t.Fatalf("revoke on a: %d %s", code, body)
+	}
+	b2, err := onB.next(clusterTimeout)
+	if m, _ := parseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != authRevoked {
+		t.Fatalf("mallory on b: %s %v, want auth_error %s", b2, err, authRevoked)
+	}
+	expectClose(t, onB, ws.StatusCode(4001))
+	send(t, otherOnB, `{"type":"ping"}`)
+	readType(t, otherOnB, "pong")
+	for _, s := range []*Server{a, b} {
+		if code := dialStatus(t, s, tok("mallory")); code != http.StatusUnauthorized {
+			t.Fatalf("mallory's new token: %d, want 401", code)
+		}
+	}
+	// A node that starts now knows it before it listens.
+	c := startClusterNode(t, ns.url(), cfg)
+	if code := dialStatus(t, c, tok("mallory")); code != http.StatusUnauthorized {
+		t.Fatalf("mallory's token on a node started after the revocation: %d, want 401", code)
+	}
+
+	// The entry is in the bucket until the expiry, then gone: mallory is
+	// admitted again everywhere.
+	kv := revocationKV(t, ns, a)
+	if _, err := kv.Get(t.Context(), revocationKey(revocation{kind: "sub", id: "mallory"})); err != nil {
+		t.Fatalf("the revocation is not in the bucket: %v", err)
+	}
+	waitFor(t, clusterTimeout, func() bool {
+		_, err := kv.Get(t.Context(), revocationKey(revocation{kind: "sub", id: "mallory"}))
+		return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+	})
+	for _, s := range []*Server{a, b, c} {
+		waitFor(t, clusterTimeout, func() bool { return dialStatus(t, s, tok("mallory")) == http.StatusSwitchingProtocols })
+	}
+}
+
+// TestClusterRevokeLift: deleting a bucket key (nats kv del) lifts the
+// revocation on every node; an entry that is not a revocation is ignored
+// and counted.
+func TestClusterRevokeLift(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	cfg, _ := authConfig(t)
+	a, b := startClusterNode(t, ns.url(), cfg), startClusterNode(t, ns.url(), cfg)
+	if err := a.Revoke("sub", "trudy", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	tok := hs256(t, claims("trudy", time.Hour, "*"))
+	waitFor(t, clusterTimeout, func() bool { return dialStatus(t, b, tok) == http.StatusUnauthorized })
+	kv := revocationKV(t, ns, a)
+	if _, err := kv.Put(t.Context(), "nonsense", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(t.Context(), revocationKey(revocation{kind: "sub", id: "trudy"})); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Server{a, b} {
+		waitFor(t, clusterTimeout, func() bool { return dialStatus(t, s, tok) == http.StatusSwitchingProtocols })
+		if m := scrape(t, s); m["metrocast_cluster_revocation_errors_total"] != 1 {
+			t.Errorf("metrocast_cluster_revocation_errors_total %v, want 1", m["metrocast_cluster_revocation_errors_total"])
+		}
+	}
+}
+
+// revocationKV opens s's revocation bucket on its own connection to ns.
+func revocationKV(t testing.TB, ns *natsNode, s *Server) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), revocationBucket(s.cfg.NATSStream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func TestParseRevocationEntry(t *testing.T) {
+	until := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	r := revocation{kind: "jti", id: "3f2b 9c/é", until: until}
+	got, err := parseRevocationEntry(revocationKey(r), true, []byte(until.Format(time.RFC3339Nano)))
+	if err != nil || got.kind != r.kind || got.id != r.id || !got.until.Equal(until) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	if got, err := parseRevocationEntry(revocationKey(r), false, nil); err != nil || !got.until.IsZero() {
+		t.Fatalf("deletion: %+v %v", got, err)
+	}
+	for _, bad := range []struct {
+		key, value string
+	}{
+		{"sub", "2026-12-01T00:00:00Z"},
+		{"sub.", "2026-12-01T00:00:00Z"},
+		{"kid.YQ", "2026-12-01T00:00:00Z"},
+		{"sub.YQ==", "2026-12-01T00:00:00Z"},
+		{"sub.Y!", "2026-12-01T00:00:00Z"},
+		{"sub.YQ", "tomorrow"},
+		{"sub.YQ", ""},
+	} {
+		if _, err := parseRevocationEntry(bad.key, true, []byte(bad.value)); !errors.Is(err, errRevocationEntry) {
+			t.Errorf("%s → %q: %v, want errRevocationEntry", bad.key, bad.value, err)
+		}
+	}
+}
+
+// FuzzParseRevocationEntry: what parses round-trips through revocationKey.
+func FuzzParseRevocationEntry(f *testing.F) {
+	f.Add("sub.YWxpY2U", "2026-12-01T00:00:00Z")
+	f.Add("jti.eA", "2026-12-01T00:00:00.5+01:00")
+	f.Add("sub.", "")
+	f.Fuzz(func(t *testing.T, key, value string) {
+		r, err := parseRevocationEntry(key, true, []byte(value))
+		if err != nil {
+			if !errors.Is(err, errRevocationEntry) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if revocationKey(r) != key || len(r.id) == 0 || len(r.id) > maxRevokedIDLen {
+			t.Fatalf("%q parsed as %+v", key, r)
+		}
+	})
+}
