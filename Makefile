@@ -48,7 +48,7 @@ test: export METROCAST_HELM := $(CURDIR)/$(HELM)
 test: deps lint
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/ ./bench/
 	$(MAKE) --no-print-directory test-web k6-check
 
 # What `make test` needs beyond Go, installed when missing and left alone
@@ -118,7 +118,7 @@ fuzz:
 
 # The benchmark suite (bench/): the micro-benchmarks with allocations, then
 # the real binary under the load harness, checked against the targets;
-# writes bench/results/<date>-<host>.{json,svg}. Under 10 minutes on 2 cores.
+# writes bench/results/<date>-<host>.{json,svg}. Under 12 minutes on 2 cores.
 bench:
 	$(GO) run ./bench
 

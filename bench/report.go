@@ -23,9 +23,12 @@ type suiteResult struct {
 	Seconds float64       `json:"seconds"`
 	Command string        `json:"command"`
 	Machine machine       `json:"machine"`
+	Floor   *floorFigures `json:"floor,omitempty"`
 	Targets []target      `json:"targets"`
 	Figures figures       `json:"figures"`
 	Sweep   []sweepPoint  `json:"sweep"`
+	Shapes  []shape       `json:"shapes,omitempty"`
+	Pings   *pingsPair    `json:"pings,omitempty"`
 	Micro   []microResult `json:"micro,omitempty"`
 	Steps   []*stepRun    `json:"steps"`
 }
@@ -44,13 +47,51 @@ type machine struct {
 	// OthersMax is the largest share of the machine's CPU that processes
 	// other than the node and the load generator used during a sweep rate.
 	OthersMax float64 `json:"others_cpu_share_max"`
+	// VsReference is this machine's floor (one write) over the reference
+	// machine's: 1.3 means 30% slower than the machine the README
+	// publishes, and absolute figures about that much worse.
+	VsReference float64 `json:"floor_vs_reference"`
 }
 
+// target is a target of the suite. An open one is an issue's target not
+// met yet: reported, PASS or FAIL, but it does not fail the run.
 type target struct {
 	Name string `json:"name"`
 	Want string `json:"want"`
 	Got  string `json:"got"`
 	Pass bool   `json:"pass"`
+	Open bool   `json:"open,omitempty"`
+}
+
+// shape is one run of the shapes: the same deliveries/s over a number of
+// cities.
+type shape struct {
+	Step      string  `json:"step"`
+	Cities    int     `json:"cities"`
+	Conns     int     `json:"connections"`
+	Delivered float64 `json:"deliveries_per_s"`
+	Latency   latency `json:"latency"`
+	// Node and load generator CPU per delivery (µs), the node's also as a
+	// multiple of the floor's write.
+	NodeCPU    float64 `json:"node_cpu_us_per_delivery"`
+	FloorRatio float64 `json:"node_cpu_floor_ratio"`
+	LoadgenCPU float64 `json:"loadgen_cpu_us_per_delivery"`
+	// FanP99 is the time from a frame's first subscriber to its last
+	// (kernel timestamps), when measured.
+	FanP99 float64 `json:"fan_p99_ms,omitempty"`
+	// BoundMs (one city) is subscribers ÷ loops × the floor's write: how
+	// long a loop takes to write a frame to its share of the subscribers
+	// at the floor's cost, which the last of them waits; P99Bound is the
+	// p99 over it.
+	BoundMs  float64 `json:"bound_ms,omitempty"`
+	P99Bound float64 `json:"p99_bound_ratio,omitempty"`
+}
+
+// pingsPair is the same steady load with pings and without.
+type pingsPair struct {
+	On    latency `json:"on"`
+	Off   latency `json:"off"`
+	Ratio float64 `json:"p999_ratio"` // On.P999 / Off.P999
 }
 
 // figures are the numbers to beat, reported whatever they are.
@@ -67,11 +108,17 @@ type figures struct {
 	Nominal          *latency `json:"latency_at_nominal,omitempty"`
 	NominalDelivered float64  `json:"nominal_deliveries_per_s"`
 	CPUAtNominal     float64  `json:"node_cpu_s_per_million_deliveries_at_nominal"`
-	ConnectP99       float64  `json:"connect_p99_ms"`
-	ConnectRate      float64  `json:"connect_rate_per_s"`
-	CeilingConns     int64    `json:"ceiling_connections"`
-	CeilingRSS       int64    `json:"ceiling_node_rss"`
-	RSSPerConn       float64  `json:"rss_per_connection_at_ceiling"`
+	// The node's CPU per delivery as a multiple of the floor's write, at
+	// the nominal load and at the highest rate; the load generator's CPU
+	// per delivery (µs) at the nominal load.
+	FloorRatioAtNominal float64 `json:"node_cpu_floor_ratio_at_nominal"`
+	FloorRatioAtMax     float64 `json:"node_cpu_floor_ratio_at_max"`
+	LoadgenAtNominal    float64 `json:"loadgen_cpu_us_per_delivery_at_nominal"`
+	ConnectP99          float64 `json:"connect_p99_ms"`
+	ConnectRate         float64 `json:"connect_rate_per_s"`
+	CeilingConns        int64   `json:"ceiling_connections"`
+	CeilingRSS          int64   `json:"ceiling_node_rss"`
+	RSSPerConn          float64 `json:"rss_per_connection_at_ceiling"`
 }
 
 // sweepPoint is one rate of the latency sweep.
@@ -81,24 +128,37 @@ type sweepPoint struct {
 	Latency     latency `json:"latency"`
 	ReadP99     float64 `json:"read_p99_ms"`
 	NodeCPU     float64 `json:"node_cpu_s_per_million_deliveries"`
+	FloorRatio  float64 `json:"node_cpu_floor_ratio"`
 	LoadgenCPU  float64 `json:"loadgen_cpu_s"`
-	OthersCPU   float64 `json:"others_cpu_s"`
+	// LoadgenPerDelivery is the load generator's CPU per delivery (µs):
+	// below the node's, it measures the node rather than itself.
+	LoadgenPerDelivery float64 `json:"loadgen_cpu_us_per_delivery"`
+	OthersCPU          float64 `json:"others_cpu_s"`
 	// OthersShare is OthersCPU as a share of the machine over the rate.
 	OthersShare float64 `json:"others_cpu_share"`
 }
 
 func (r *suiteResult) passed() bool {
 	for _, t := range r.Targets {
-		if !t.Pass {
+		if !t.Pass && !t.Open {
 			return false
 		}
 	}
 	return true
 }
 
+// floorRatio is µs of CPU per delivery as a multiple of the floor's write,
+// or 0 without a floor.
+func (r *suiteResult) floorRatio(us float64) float64 {
+	if r.Floor == nil || r.Floor.WriteNs <= 0 {
+		return 0
+	}
+	return us * 1e3 / r.Floor.WriteNs
+}
+
 // retryBudget bounds the time after which no step is run again for a
-// quieter machine: make bench must end within 10 minutes.
-const retryBudget = 8 * time.Minute
+// quieter machine: make bench must end within 12 minutes.
+const retryBudget = 9 * time.Minute
 
 // runSuite builds, runs every wanted step and reports.
 func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error) {
@@ -137,10 +197,18 @@ func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error
 			return nil, fmt.Errorf("cannot build metrocast: %w", err)
 		}
 	}
+	sockets, perPass := floorSockets, 30_000
+	if cfg.quick {
+		sockets, perPass = 200, 2000
+	}
+	fmt.Fprintf(w, "== the loopback floor: write and writev of %d-byte frames to %d sockets\n", floorFrameBytes, sockets)
+	if res.Floor, err = measureFloor(sockets, perPass, 3); err != nil {
+		return nil, fmt.Errorf("cannot measure the floor: %w", err)
+	}
 	if cfg.micro {
-		fmt.Fprintln(w, "== micro-benchmarks: go test -run '^$' -bench . -benchmem ./codec/ ./gateway/")
+		fmt.Fprintln(w, "== micro-benchmarks: go test -run '^$' -bench . -benchmem ./codec/ ./gateway/ ./bench/")
 		var out strings.Builder
-		err := goCmd(ctx, root, io.MultiWriter(w, &out), "test", "-run", "^$", "-bench", ".", "-benchmem", "./codec/", "./gateway/")
+		err := goCmd(ctx, root, io.MultiWriter(w, &out), "test", "-run", "^$", "-bench", ".", "-benchmem", "./codec/", "./gateway/", "./bench/")
 		if err != nil {
 			return nil, fmt.Errorf("micro-benchmarks: %w", err)
 		}
@@ -163,6 +231,13 @@ func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error
 		}
 		res.Steps = append(res.Steps, runStepQuietly(ctx, lt, node, tmp, s, res.Machine.CPUs, cfg.tries, cfg.maxOthers, deadline, w))
 	}
+	// Again at the end: a floor that moved during the run says the machine
+	// did.
+	end, err := measureFloor(sockets, perPass, 3)
+	if err != nil {
+		return nil, fmt.Errorf("cannot measure the floor: %w", err)
+	}
+	res.Floor.add(end)
 	res.Seconds = time.Since(start).Seconds()
 	res.Machine.LoadAfter = load1()
 	res.evaluate()
@@ -259,9 +334,17 @@ func (r *suiteResult) add(name, want, got string, pass bool) {
 	r.Targets = append(r.Targets, target{Name: name, Want: want, Got: got, Pass: pass})
 }
 
+// addOpen adds a target of an open issue: reported, not failing the run.
+func (r *suiteResult) addOpen(name, want, got string, pass bool) {
+	r.Targets = append(r.Targets, target{Name: name, Want: want, Got: got, Pass: pass, Open: true})
+}
+
 // evaluate fills the targets, the figures and the sweep from the steps.
 // A step that did not run (or could not) fails its targets.
 func (r *suiteResult) evaluate() {
+	if r.Floor != nil && reference.WriteNs > 0 {
+		r.Machine.VsReference = r.Floor.WriteNs / reference.WriteNs
+	}
 	missing := func(s *stepRun) string {
 		switch {
 		case s == nil:
@@ -290,6 +373,9 @@ func (r *suiteResult) evaluate() {
 			r.sweep(s.parsed)
 		}
 	}
+
+	r.shapes(missing)
+	r.pings(missing)
 
 	// Zero loss everywhere, and each scenario's own checks.
 	var lost, dups, owed uint64
@@ -350,7 +436,8 @@ func (r *suiteResult) sweep(l *ltResult) {
 			continue
 		}
 		sp := sweepPoint{RatePerCity: p.RatePerCity, Delivered: p.PerSecond, Latency: p.Latency,
-			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, LoadgenCPU: p.LoadgenCPU, OthersCPU: p.OthersCPU}
+			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, FloorRatio: r.floorRatio(p.NodeCPUPerMDel),
+			LoadgenCPU: p.LoadgenCPU, LoadgenPerDelivery: p.loadgenPerDelivery(), OthersCPU: p.OthersCPU}
 		if p.Seconds > 0 && r.Machine.CPUs > 0 {
 			sp.OthersShare = max(0, p.OthersCPU/(p.Seconds*float64(r.Machine.CPUs)))
 			r.Machine.OthersMax = max(r.Machine.OthersMax, sp.OthersShare)
@@ -363,6 +450,7 @@ func (r *suiteResult) sweep(l *ltResult) {
 			lat := p.Latency
 			r.Figures.MaxDeliveries, r.Figures.MaxRatePerCity, r.Figures.AtMax, r.Figures.CPUAtMax =
 				p.PerSecond, p.RatePerCity, &lat, p.NodeCPUPerMDel
+			r.Figures.FloorRatioAtMax = r.floorRatio(p.NodeCPUPerMDel)
 			if p.NodeCPUPerMDel > 0 {
 				r.Figures.NodeBound = float64(r.Machine.CPUs) / p.NodeCPUPerMDel * 1e6
 			}
@@ -379,10 +467,96 @@ func (r *suiteResult) sweep(l *ltResult) {
 	}
 	lat := nominal.Latency
 	r.Figures.Nominal, r.Figures.NominalDelivered, r.Figures.CPUAtNominal = &lat, nominal.PerSecond, nominal.NodeCPUPerMDel
+	r.Figures.FloorRatioAtNominal = r.floorRatio(nominal.NodeCPUPerMDel)
+	r.Figures.LoadgenAtNominal = nominal.loadgenPerDelivery()
 	at := fmt.Sprintf(" at %.0f deliveries/s (%d connections, %g frames/s × %d cities)",
 		nominal.PerSecond, conns, nominal.RatePerCity, sweepCities)
 	r.add("ingest→client p99"+at, "< 50ms", fms(lat.P99), lat.Count > 0 && lat.P99 < 50)
 	r.add("ingest→client p99.9"+at, "< 100ms", fms(lat.P999), lat.Count > 0 && lat.P999 < 100)
+	if ratio := r.Figures.FloorRatioAtNominal; ratio > 0 {
+		r.addOpen("node CPU per delivery"+at+" (issue 13.2)", fmt.Sprintf("≤ %.2f× the floor", maxFloorRatio),
+			fmt.Sprintf("%.2f µs, %.2f× the floor", nominal.NodeCPUPerMDel, ratio), ratio <= maxFloorRatio)
+	}
+}
+
+// The targets of issue 13 the shapes and the pings pair judge.
+const (
+	maxFloorRatio = 1.15 // node CPU per delivery over the floor's write, at the nominal load
+	maxBoundRatio = 1.3  // the hot city's p99 over subscribers ÷ loops × the floor's write
+	maxPingsRatio = 1.1  // p99.9 with pings over p99.9 without
+)
+
+// shapes reads the shape steps: each one's figures, and the hot city
+// against its bound.
+func (r *suiteResult) shapes(missing func(*stepRun) string) {
+	for _, name := range shapes {
+		s := r.step(name)
+		if s == nil {
+			continue
+		}
+		if m := missing(s); m != "" {
+			r.add(s.What, "a result", m, false)
+			continue
+		}
+		row := shape{Step: name}
+		if o := s.parsed.Options; o != nil {
+			row.Cities = o.Cities
+		}
+		if c := s.parsed.Connect; c != nil {
+			row.Conns = c.Conns
+		}
+		for i := range s.parsed.Phases {
+			p := &s.parsed.Phases[i]
+			if p.Name == "warmup" {
+				continue
+			}
+			row.Delivered, row.Latency, row.NodeCPU = p.PerSecond, p.Latency, p.NodeCPUPerMDel
+			row.FloorRatio, row.LoadgenCPU = r.floorRatio(p.NodeCPUPerMDel), p.loadgenPerDelivery()
+		}
+		if sp := s.parsed.Spread; sp != nil {
+			row.FanP99 = sp.FanP99
+		}
+		if row.Cities == 1 && r.Floor != nil && r.Machine.CPUs > 0 && row.Conns > 0 {
+			// The node runs a loop per CPU (its default).
+			row.BoundMs = float64(row.Conns) / float64(r.Machine.CPUs) * r.Floor.WriteNs / 1e6
+			row.P99Bound = row.Latency.P99 / row.BoundMs
+			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s (issue 13.4)", fms(row.BoundMs)),
+				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", fms(row.Latency.P99), row.P99Bound),
+				row.Latency.Count > 0 && row.P99Bound <= maxBoundRatio)
+		}
+		r.Shapes = append(r.Shapes, row)
+	}
+}
+
+// pings compares the pings pair's p99.9.
+func (r *suiteResult) pings(missing func(*stepRun) string) {
+	on, off := r.step("pings"), r.step("nopings")
+	if on == nil || off == nil {
+		return
+	}
+	for _, s := range []*stepRun{on, off} {
+		if m := missing(s); m != "" {
+			r.add(s.What, "a result", m, false)
+			return
+		}
+	}
+	measured := func(l *ltResult) latency {
+		var lat latency
+		for _, p := range l.Phases {
+			if p.Name != "warmup" {
+				lat = p.Latency
+			}
+		}
+		return lat
+	}
+	pp := &pingsPair{On: measured(on.parsed), Off: measured(off.parsed)}
+	if pp.Off.P999 > 0 {
+		pp.Ratio = pp.On.P999 / pp.Off.P999
+	}
+	r.Pings = pp
+	r.addOpen("p99.9 with pings against without, same load (issue 13.1)", fmt.Sprintf("≤ %.1f×", maxPingsRatio),
+		fmt.Sprintf("%s against %s, %.2f×", fms(pp.On.P999), fms(pp.Off.P999), pp.Ratio),
+		pp.On.Count > 0 && pp.Off.Count > 0 && pp.Ratio <= maxPingsRatio)
 }
 
 func fms(ms float64) string {
@@ -396,8 +570,9 @@ func (r *suiteResult) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nmetrocast bench %s on %s: %d CPUs, %s, %s; load %.2f at the start; %.0fs\n",
 		r.Machine.Commit, r.Host, r.Machine.CPUs, r.Machine.Kernel, r.Machine.Go, r.Machine.LoadBefore, r.Seconds)
+	r.printFloor(tw)
 	if r.Machine.LoadBefore >= r.Machine.QuietLoad {
-		fmt.Fprintf(tw, "NOTE: the load was %.2f (≥ %.2f) at the start: other programs shared the machine, the figures are pessimistic\n",
+		fmt.Fprintf(tw, "NOTE: the load was %.2f (≥ %.2f) at the start: other programs shared the machine, the figures are pessimistic; compare the ratios to the floor\n",
 			r.Machine.LoadBefore, r.Machine.QuietLoad)
 	}
 	if len(r.Sweep) > 0 {
@@ -415,27 +590,51 @@ func (r *suiteResult) print(w io.Writer) {
 		if !t.Pass {
 			v = "FAIL"
 		}
+		if t.Open {
+			v += " (open issue, not gating)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Want, t.Got, v)
 	}
 	if len(r.Sweep) > 0 {
-		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode CPU s per 10⁶ deliveries\tload generator CPU s\tothers")
+		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode µs/delivery\t×floor\tload generator µs/delivery\tothers")
 		for _, p := range r.Sweep {
-			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.0f%%\n", p.RatePerCity, p.Delivered,
+			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%.0f%%\n", p.RatePerCity, p.Delivered,
 				fms(p.Latency.P50), fms(p.Latency.P99), fms(p.Latency.P999), fms(p.Latency.Max), fms(p.ReadP99), p.NodeCPU,
-				p.LoadgenCPU, 100*p.OthersShare)
+				ratio(p.FloorRatio), p.LoadgenPerDelivery, 100*p.OthersShare)
 		}
+	}
+	if len(r.Shapes) > 0 {
+		fmt.Fprintln(tw, "\nshape: cities × subscribers\tdeliveries/s\tp50\tp99\tp99.9\tnode µs/delivery\t×floor\tload generator µs/delivery\tfirst→last p99\tbound\tp99/bound")
+		for _, sh := range r.Shapes {
+			fan, bound, pb := "-", "-", "-"
+			if sh.FanP99 > 0 {
+				fan = fms(sh.FanP99)
+			}
+			if sh.BoundMs > 0 {
+				bound, pb = fms(sh.BoundMs), ratio(sh.P99Bound)
+			}
+			fmt.Fprintf(tw, "%d × %d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\n", sh.Cities, sh.Conns/max(sh.Cities, 1),
+				sh.Delivered, fms(sh.Latency.P50), fms(sh.Latency.P99), fms(sh.Latency.P999), sh.NodeCPU, ratio(sh.FloorRatio),
+				sh.LoadgenCPU, fan, bound, pb)
+		}
+		fmt.Fprintln(tw, "(bound: subscribers ÷ loops × the floor's write, the wait of a frame's last subscriber at the floor's cost)")
+	}
+	if p := r.Pings; p != nil {
+		fmt.Fprintf(tw, "\npings pair\twith pings p50 %s p99 %s p99.9 %s max %s; without p50 %s p99 %s p99.9 %s max %s; p99.9 %.2f×\n",
+			fms(p.On.P50), fms(p.On.P99), fms(p.On.P999), fms(p.On.Max), fms(p.Off.P50), fms(p.Off.P99), fms(p.Off.P999), fms(p.Off.Max), p.Ratio)
 	}
 	f := r.Figures
 	fmt.Fprintln(tw, "\nfigures to beat")
 	if f.AtMax != nil {
-		fmt.Fprintf(tw, "highest deliveries/s with p99 < 50ms (%d connections, %d cities)\t%.0f/s (%g frames/s per city): p50 %s p99 %s p99.9 %s; node CPU %.2f s per million deliveries\n",
-			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, fms(f.AtMax.P50), fms(f.AtMax.P99), fms(f.AtMax.P999), f.CPUAtMax)
+		fmt.Fprintf(tw, "highest deliveries/s with p99 < 50ms (%d connections, %d cities)\t%.0f/s (%g frames/s per city): p50 %s p99 %s p99.9 %s; node CPU %.2f µs per delivery (%s the floor)\n",
+			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, fms(f.AtMax.P50), fms(f.AtMax.P99), fms(f.AtMax.P999), f.CPUAtMax, ratio(f.FloorRatioAtMax))
 	}
 	if f.NodeBound > 0 {
 		fmt.Fprintf(tw, "deliveries/s the node's CPU per delivery allows on %d cores (estimate)\t%.0f/s\n", r.Machine.CPUs, f.NodeBound)
 	}
 	if f.Nominal != nil {
-		fmt.Fprintf(tw, "node CPU per million deliveries at %.0f/s\t%.2f s\n", f.NominalDelivered, f.CPUAtNominal)
+		fmt.Fprintf(tw, "node CPU per delivery at %.0f/s\t%.2f µs (%s the floor); the load generator's %.2f µs\n",
+			f.NominalDelivered, f.CPUAtNominal, ratio(f.FloorRatioAtNominal), f.LoadgenAtNominal)
 	}
 	if f.CeilingConns > 0 {
 		fmt.Fprintf(tw, "RSS per connection at %d connections\t%.0f B (node RSS %.1f MiB)\n", f.CeilingConns, f.RSSPerConn, float64(f.CeilingRSS)/(1<<20))
@@ -449,9 +648,44 @@ func (r *suiteResult) print(w io.Writer) {
 	_ = tw.Flush()
 }
 
+// printFloor says what this machine's floor is and how it compares with
+// the reference machine's, so that a reader can tell a slower or busier
+// machine from a regression.
+func (r *suiteResult) printFloor(w io.Writer) {
+	fl := r.Floor
+	if fl == nil {
+		return
+	}
+	fmt.Fprintf(w, "floor: one write of a %d-byte frame to %s loopback sockets costs %.2f µs of sender CPU here, a writev of %d frames %.2f µs (%.2f µs a frame)",
+		fl.FrameBytes, thousands(float64(fl.Sockets)), fl.WriteNs/1e3, floorBatch, fl.WritevNs/1e3, fl.perFrame()/1e3)
+	if fl.EndWriteNs > 0 {
+		fmt.Fprintf(w, "; %.2f µs at the start, %.2f at the end", fl.StartWriteNs/1e3, fl.EndWriteNs/1e3)
+	}
+	fmt.Fprintln(w)
+	if v := r.Machine.VsReference; v > 0 {
+		how := "as fast as"
+		switch {
+		case v > 1.1:
+			how = fmt.Sprintf("%.2f× slower than", v)
+		case v < 0.9:
+			how = fmt.Sprintf("%.2f× faster than", 1/v)
+		}
+		fmt.Fprintf(w, "this machine is %s the reference (%.2f µs a write; %s): expect absolute figures about %.2f× the README's; the ratios to the floor compare as they are\n",
+			how, reference.WriteNs/1e3, reference.Run, v)
+	}
+}
+
+// ratio formats a multiple of the floor, "-" when there is none.
+func ratio(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
 func extra(e map[string]float64) string {
 	var s string
-	for _, unit := range []string{"ns/delivery", "cpu-ns/delivery", "MB/s"} {
+	for _, unit := range []string{"ns/delivery", "cpu-ns/delivery", "cpu-ns/write", "cpu-ns/frame", "MB/s"} {
 		if v, ok := e[unit]; ok {
 			s += fmt.Sprintf(", %.1f %s", v, unit)
 		}

@@ -129,3 +129,128 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+// shapeResult is a loadtest steady result over cities, of one measured
+// phase with the given p99 and CPU per delivery (µs), node and load generator.
+func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
+	l := &ltResult{Accounting: map[string]ltAccounting{"readers": {Owed: 1000}}}
+	l.Connect = &struct {
+		Conns    int     `json:"conns"`
+		Up       int64   `json:"up"`
+		Failed   int64   `json:"failed"`
+		RatePerS float64 `json:"rate_per_s"`
+		Latency  latency `json:"latency"`
+	}{Conns: conns, Up: int64(conns)}
+	l.Options = &struct {
+		Cities int `json:"cities"`
+	}{Cities: cities}
+	const deliveries = 500_000
+	l.Phases = []ltPhase{
+		{Name: "warmup", PerSecond: 1, NodeCPUPerMDel: 99},
+		{Name: "rate=10", PerSecond: 50_000, Deliveries: deliveries, Latency: latency{Count: deliveries, P50: p99 / 4, P99: p99, P999: 2 * p99},
+			NodeCPUPerMDel: nodeUS, LoadgenCPU: loadgenUS * deliveries / 1e6},
+	}
+	return l
+}
+
+// TestEvaluateShapes: each shape's row with its ratio to the floor, and
+// the hot city against subscribers ÷ loops × the floor's write: 5,000 ÷ 2
+// × 10 µs = 25 ms.
+func TestEvaluateShapes(t *testing.T) {
+	r := &suiteResult{Machine: machine{CPUs: 2}, Floor: &floorFigures{WriteNs: 10_000, WritevNs: 12_000}, Steps: []*stepRun{
+		{Name: "hot", What: "hot", parsed: shapeResult(5000, 1, 30, 12, 4)},
+		{Name: "cities12", What: "12", parsed: shapeResult(5000, 12, 10, 11, 3)},
+		{Name: "cities500", What: "500", Err: "exit status 2"},
+	}}
+	r.Steps[0].parsed.Spread = &struct {
+		Frames uint64  `json:"frames"`
+		FanP50 float64 `json:"fan_p50_ms"`
+		FanP99 float64 `json:"fan_p99_ms"`
+		FanMax float64 `json:"fan_max_ms"`
+	}{Frames: 100, FanP99: 24}
+	r.evaluate()
+	if len(r.Shapes) != 2 {
+		t.Fatalf("%d shapes, want the two that ran", len(r.Shapes))
+	}
+	hot, c12 := r.Shapes[0], r.Shapes[1]
+	if hot.Cities != 1 || hot.Conns != 5000 || hot.NodeCPU != 12 || hot.FloorRatio != 1.2 || hot.LoadgenCPU != 4 || hot.FanP99 != 24 {
+		t.Errorf("hot city %+v", hot)
+	}
+	if hot.BoundMs != 25 || hot.P99Bound != 1.2 {
+		t.Errorf("hot city bound %g ms, p99/bound %g: want 25 ms, 1.2", hot.BoundMs, hot.P99Bound)
+	}
+	if c12.Cities != 12 || c12.BoundMs != 0 || c12.FloorRatio != 1.1 {
+		t.Errorf("12 cities %+v: no bound, 1.1× the floor", c12)
+	}
+	var bound, missing *target
+	for i, tg := range r.Targets {
+		switch {
+		case strings.Contains(tg.Name, "hot city p99"):
+			bound = &r.Targets[i]
+		case tg.Name == "500":
+			missing = &r.Targets[i]
+		}
+	}
+	if bound == nil || !bound.Pass || !bound.Open {
+		t.Errorf("hot city target %+v: want an open target, passed (1.2 ≤ 1.3)", bound)
+	}
+	// A shape that could not run fails the suite.
+	if missing == nil || missing.Pass || missing.Open || r.passed() {
+		t.Errorf("missing shape's target %+v: want a gating failure", missing)
+	}
+	// The machine against the reference.
+	if want := 10_000 / reference.WriteNs; r.Machine.VsReference != want {
+		t.Errorf("vs reference %g, want %g", r.Machine.VsReference, want)
+	}
+}
+
+// TestEvaluatePings: p99.9 with pings against without; an open target, so
+// a failure there does not fail the run.
+func TestEvaluatePings(t *testing.T) {
+	r := &suiteResult{Steps: []*stepRun{
+		{Name: "pings", parsed: shapeResult(5000, 12, 30, 10, 3)},
+		{Name: "nopings", parsed: shapeResult(5000, 12, 15, 10, 3)},
+	}}
+	r.evaluate()
+	if r.Pings == nil || r.Pings.On.P999 != 60 || r.Pings.Off.P999 != 30 || r.Pings.Ratio != 2 {
+		t.Fatalf("pings %+v: want 60 ms against 30 ms, 2×", r.Pings)
+	}
+	for _, tg := range r.Targets {
+		if strings.Contains(tg.Name, "pings") && (tg.Pass || !tg.Open) {
+			t.Errorf("target %+v: want an open failure", tg)
+		}
+	}
+	if !r.passed() {
+		t.Errorf("targets %+v: an open target failed the run", r.Targets)
+	}
+}
+
+// TestFloorRatios: the sweep's CPU per delivery as multiples of the floor,
+// and the nominal load's open target.
+func TestFloorRatios(t *testing.T) {
+	r := &suiteResult{Floor: &floorFigures{WriteNs: 5000}, Steps: []*stepRun{{Name: "sweep", parsed: sweepResult(0, [2]float64{5, 4}, [2]float64{10, 30})}}}
+	r.evaluate()
+	// sweepResult's phases cost 6 µs per delivery: 1.2× a 5 µs floor.
+	if r.Sweep[0].FloorRatio != 1.2 || r.Figures.FloorRatioAtNominal != 1.2 || r.Figures.FloorRatioAtMax != 1.2 {
+		t.Errorf("ratios %+v, %+v", r.Sweep[0], r.Figures)
+	}
+	found := false
+	for _, tg := range r.Targets {
+		if strings.Contains(tg.Name, "node CPU per delivery") {
+			found = true
+			if tg.Pass || !tg.Open {
+				t.Errorf("target %+v: want an open failure (1.2 > 1.15)", tg)
+			}
+		}
+	}
+	if !found || !r.passed() {
+		t.Errorf("targets %+v", r.Targets)
+	}
+	var out strings.Builder
+	r.print(&out)
+	for _, want := range []string{"1.20×", "this machine is", "FAIL (open issue, not gating)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}

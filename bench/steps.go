@@ -34,7 +34,19 @@ const (
 	nominalRate  = 5 // frames/s per city at the nominal load: 50,000 deliveries/s
 	ceilingConns = 19_000
 	connectRate  = 1000
+	// The shapes of issue 13 at one delivery rate: shapeConns connections
+	// × shapeRate frames/s per city = 50,000 deliveries/s, however many
+	// cities share them.
+	shapeConns = 5000
+	shapeRate  = 10
 )
+
+// shapes are the steps of the shapes, the hot city first.
+var shapes = []string{"hot", "cities12", "cities500"}
+
+// noPings makes the node ping nobody within a run: the other half of the
+// pings pair.
+const noPings = "-ping-interval 1h -idle-timeout 2h"
 
 // sweepRates are the frames/s per city of the latency sweep: ×10,000
 // deliveries/s each with 10,000 connections over 12 cities.
@@ -60,6 +72,16 @@ func steps(quick bool) []step {
 				"-duration", "500ms", "-warmup", "200ms", "-server-args", slowNodeArgs}, 2 * time.Second},
 			{"spike", "spike ×10", "spike", []string{"-conns", "200", "-rate", "2", "-duration", "500ms", "-spike-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
 			{"flood", "producer flood", "flood", []string{"-conns", "200", "-rate", "10", "-flood-producers", "4", "-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
+			{"hot", "shape: 1 city × 200 subscribers", "steady", []string{"-conns", "200", "-cities", "1", "-rate", "10",
+				"-duration", "500ms", "-warmup", "200ms", "-spread"}, 2 * time.Second},
+			{"cities12", "shape: 12 cities × 17 subscribers", "steady", []string{"-conns", "200", "-cities", "12", "-rate", "10",
+				"-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
+			{"cities500", "shape: 100 cities × 2 subscribers", "steady", []string{"-conns", "200", "-cities", "100", "-rate", "10",
+				"-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
+			{"pings", "pings on (ping_interval 1s)", "steady", []string{"-conns", "200", "-cities", "12", "-rate", "10",
+				"-duration", "1500ms", "-warmup", "200ms", "-server-args", "-ping-interval 1s -idle-timeout 3s"}, 3 * time.Second},
+			{"nopings", "pings off (" + noPings + ")", "steady", []string{"-conns", "200", "-cities", "12", "-rate", "10",
+				"-duration", "1500ms", "-warmup", "200ms", "-server-args", noPings}, 3 * time.Second},
 			{"ceiling", "connection ceiling", "idle", []string{"-conns", "400", "-procs", "2", "-settle", "0s", "-duration", "100ms"}, 2 * time.Second},
 			{"cluster", "cluster of 2, churn across nodes", "churn", []string{"-nodes", "2", "-conns", "240", "-cities", "12", "-rate", "5",
 				"-churn-rate", "100", "-duration", "500ms", "-warmup", "200ms"}, 3 * time.Second},
@@ -80,6 +102,18 @@ func steps(quick bool) []step {
 		// clients' latency targets hold, the flood is slowed and paced.
 		{"flood", "producer flood", "flood", []string{"-conns", "1000", "-rate", "10", "-flood-producers", "20",
 			"-duration", "8s"}, 25 * time.Second},
+		// The same 50,000 deliveries/s to one hot city, to 12 and to 500:
+		// what the fanout's cost and latency owe to the subscribers per
+		// frame. The hot city's per-frame spread (first → last subscriber)
+		// shows the fanout itself.
+		{"hot", fmt.Sprintf("shape: 1 city × %s subscribers", thousands(shapeConns)), "steady", shapeArgs(1, "-spread"), 20 * time.Second},
+		{"cities12", fmt.Sprintf("shape: 12 cities × %d subscribers", shapeConns/12), "steady", shapeArgs(12), 20 * time.Second},
+		{"cities500", fmt.Sprintf("shape: 500 cities × %d subscribers", shapeConns/500), "steady", shapeArgs(500), 25 * time.Second},
+		// The 12-city shape with the default ping_interval (25 s) and with
+		// pings off, each measured over 30 s so that the first round of
+		// pings (25 s after the connections opened) falls in it.
+		{"pings", "pings on (ping_interval 25s), 12 cities", "steady", pingArgs(""), 45 * time.Second},
+		{"nopings", "pings off (" + noPings + "), 12 cities", "steady", pingArgs(noPings), 45 * time.Second},
 		{"ceiling", "connection ceiling", "idle", []string{"-conns", strconv.Itoa(ceilingConns), "-procs", "2",
 			"-conn-rate", "2500", "-settle", "5s", "-duration", "2s"}, 20 * time.Second},
 		// The nominal load through NATS JetStream on two nodes, every
@@ -87,6 +121,23 @@ func steps(quick bool) []step {
 		{"cluster", "cluster of 2, churn across nodes", "churn", []string{"-nodes", "2", "-conns", strconv.Itoa(sweepConns),
 			"-cities", strconv.Itoa(sweepCities), "-rate", strconv.Itoa(nominalRate), "-churn-rate", "200", "-duration", "10s"}, 30 * time.Second},
 	}
+}
+
+// shapeArgs are the loadtest flags of a shape over cities.
+func shapeArgs(cities int, extra ...string) []string {
+	return append([]string{"-conns", strconv.Itoa(shapeConns), "-cities", strconv.Itoa(cities),
+		"-rate", strconv.Itoa(shapeRate), "-duration", "8s", "-warmup", "2s"}, extra...)
+}
+
+// pingArgs are the loadtest flags of one run of the pings pair, the node
+// started with nodeArgs.
+func pingArgs(nodeArgs string) []string {
+	a := []string{"-conns", strconv.Itoa(shapeConns), "-cities", "12", "-rate", strconv.Itoa(shapeRate),
+		"-duration", "30s", "-warmup", "2s"}
+	if nodeArgs != "" {
+		a = append(a, "-server-args", nodeArgs)
+	}
+	return a
 }
 
 // slowNodeArgs make the node stall a client that stops reading after a few
@@ -123,9 +174,18 @@ type ltResult struct {
 		RatePerS float64 `json:"rate_per_s"`
 		Latency  latency `json:"latency"`
 	} `json:"connect"`
+	Options *struct {
+		Cities int `json:"cities"`
+	} `json:"options"`
 	Phases     []ltPhase               `json:"phases"`
 	Accounting map[string]ltAccounting `json:"accounting"`
 	Checks     []ltCheck               `json:"checks"`
+	Spread     *struct {
+		Frames uint64  `json:"frames"`
+		FanP50 float64 `json:"fan_p50_ms"`
+		FanP99 float64 `json:"fan_p99_ms"`
+		FanMax float64 `json:"fan_max_ms"`
+	} `json:"spread"`
 }
 
 type ltPhase struct {
@@ -138,6 +198,16 @@ type ltPhase struct {
 	NodeCPUPerMDel float64 `json:"node_cpu_s_per_million_deliveries"`
 	LoadgenCPU     float64 `json:"loadgen_cpu_s"`
 	OthersCPU      float64 `json:"others_cpu_s"`
+	Deliveries     uint64  `json:"deliveries"`
+}
+
+// loadgenPerDelivery is the load generator's CPU per delivery in the
+// phase, in µs, or 0.
+func (p *ltPhase) loadgenPerDelivery() float64 {
+	if p.Deliveries == 0 {
+		return 0
+	}
+	return p.LoadgenCPU / float64(p.Deliveries) * 1e6
 }
 
 type latency struct {

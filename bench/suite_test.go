@@ -31,8 +31,21 @@ func TestQuickSuite(t *testing.T) {
 			t.Errorf("step %s: no result: %s", s.Name, s.Err)
 		}
 	}
-	if len(res.Steps) != len(stepNames()) || len(res.Sweep) == 0 {
-		t.Fatalf("%d steps, %d sweep points", len(res.Steps), len(res.Sweep))
+	if len(res.Steps) != len(stepNames()) || len(res.Sweep) == 0 || len(res.Shapes) != len(shapes) || res.Pings == nil {
+		t.Fatalf("%d steps, %d sweep points, %d shapes, pings %v", len(res.Steps), len(res.Sweep), len(res.Shapes), res.Pings)
+	}
+	if f := res.Floor; f == nil || f.WriteNs <= 0 || len(f.WritePasses) != 6 || res.Machine.VsReference <= 0 {
+		t.Errorf("floor %+v: want 3 passes at the start and 3 at the end", f)
+	}
+	// CPU times come from /proc in 10 ms ticks: too coarse to require
+	// here, over half a second.
+	for _, sh := range res.Shapes {
+		if sh.Delivered <= 0 || sh.Latency.Count == 0 || sh.Conns != 200 {
+			t.Errorf("shape %+v: want 200 connections and their deliveries", sh)
+		}
+	}
+	if hot := res.Shapes[0]; hot.BoundMs <= 0 || hot.FanP99 <= 0 {
+		t.Errorf("hot city %+v: want its bound and first→last spread", hot)
 	}
 	// Accounting must hold anywhere; latency targets are not judged here.
 	for _, tg := range res.Targets {

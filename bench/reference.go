@@ -1,0 +1,16 @@
+package main
+
+// reference is the floor of the machine the README's Performance section
+// was measured on, in the run it quotes: a run elsewhere (or on a busier
+// day) divides its own floor by it to say how its machine compares, so
+// that a slower machine is not read as a regression. Update it with the
+// README, from the same run's result (its "floor").
+var reference = struct {
+	Run      string  // when and on what
+	WriteNs  float64 // floorFigures.WriteNs
+	WritevNs float64 // floorFigures.WritevNs
+}{
+	Run:      "2026-12-01, 2 vCPUs (AMD EPYC, a Firecracker VM), Linux 6.18, load 5–7: to be measured again on a quiet machine",
+	WriteNs:  10_200,
+	WritevNs: 11_000,
+}
