@@ -222,3 +222,23 @@ func AppendIngestError(dst []byte, msg string, n int) []byte {
 	dst = strconv.AppendInt(dst, int64(n), 10)
 	return append(dst, "}\n"...)
 }
+
+// What an ingest error answer with "retry" knows of the line: it was
+// fine, the node's cluster bus failed, and the producer should resend it.
+const (
+	// RetryNotStored: the line is known not to be stored.
+	RetryNotStored = "not_stored"
+	// RetryMaybeStored: the bus did not confirm the line in time; it may
+	// be stored. A resend with the same id is stored once.
+	RetryMaybeStored = "maybe_stored"
+)
+
+// AppendIngestRetry appends an ingest error line for line number n that the
+// producer should resend: the error line with "retry" (RetryNotStored or
+// RetryMaybeStored) added, which producers that do not know it ignore.
+func AppendIngestRetry(dst []byte, msg string, n int, retry string) []byte {
+	dst = AppendIngestError(dst, msg, n)
+	dst = append(dst[:len(dst)-2], `,"retry":`...)
+	dst = AppendString(dst, retry)
+	return append(dst, "}\n"...)
+}

@@ -233,6 +233,10 @@ func TestAppendIngestError(t *testing.T) {
 		}
 	}
 	f("bad", 3, "{\"error\":\"bad\",\"line\":3}\n")
+	got := AppendIngestRetry([]byte("prev\n"), "bus down", 2, RetryNotStored)
+	if want := "prev\n{\"error\":\"bus down\",\"line\":2,\"retry\":\"not_stored\"}\n"; string(got) != want {
+		t.Fatalf("AppendIngestRetry = %q, want %q", got, want)
+	}
 	_, err := ParseIngest([]byte(`{"city":"` + "\\u0000" + `","type":"x"}`))
 	f(err.Error(), 1, `{"error":"invalid ingest line: city \"\\x00\" must be 1-64 of a-z 0-9 - _","line":1}`+"\n")
 }
