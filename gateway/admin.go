@@ -182,17 +182,21 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 
 // serveReady answers 200 while the node accepts clients, 503 once it
 // drains: load balancers stop sending it new ones. In cluster mode it also
-// answers 503 ("degraded") while the node is cut off from NATS: its
-// clients keep their connections and rings, but it can neither store nor
-// receive new frames, so new clients are better served by another node.
+// answers 503 ("degraded: <why>") until the node can serve: while it is cut
+// off from NATS, while the stream cannot store a line, and while the node
+// has not applied the stream up to its end (see cluster.ready). Its
+// clients keep their connections and rings meanwhile, but new clients are
+// better served by another node.
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if s.isDraining() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
-	if s.cluster != nil && !s.cluster.connected() {
-		http.Error(w, "degraded: cluster bus (NATS) unavailable", http.StatusServiceUnavailable)
-		return
+	if s.cluster != nil {
+		if why := s.cluster.ready(); why != "" {
+			http.Error(w, "degraded: "+why, http.StatusServiceUnavailable)
+			return
+		}
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

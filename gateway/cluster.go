@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 )
 
 // Cluster mode. Every node publishes the ingest lines it accepts to one
-// JetStream stream and feeds its rings from an ordered consumer of that
-// stream, so every node holds the same frames in the same order, and the
+// JetStream stream and feeds its rings from consumers of that stream (see
+// clusterfeed.go), so every node holds the same frames in the same order, and the
 // seq a client sees is the stream sequence: the same for a frame on every
 // node. Per city, seqs increase but are not contiguous (the stream numbers
 // all cities' messages in one sequence); the rings keep a contiguous
@@ -52,8 +53,45 @@ const (
 	fetchBatch = 256
 )
 
+// busError is an ingest line the cluster bus failed to store: the line was
+// fine, the producer is not to blame (it does not count toward
+// IngestMaxErrors) and should resend it. Its text says what is known.
+type busError struct {
+	// maybe: the line may be stored (JetStream did not answer in time);
+	// otherwise it is known not to be.
+	maybe bool
+	msg   string
+}
+
+func (e *busError) Error() string { return e.msg }
+
+// retry is the answer's "retry" value.
+func (e *busError) retry() string {
+	if e.maybe {
+		return codec.RetryMaybeStored
+	}
+	return codec.RetryNotStored
+}
+
 // errBusDown answers ingest while the node has no connection to NATS.
-var errBusDown = errors.New("cluster bus (NATS) unavailable: not stored; resend later, to this or another node")
+var errBusDown = &busError{msg: "cluster bus (NATS) unavailable: not stored; resend it later, to this or another node"}
+
+// pubError words why JetStream gave no ack for a published line, saying
+// "not stored" only where that is known.
+func pubError(err error) *busError {
+	var api *jetstream.APIError
+	switch {
+	case errors.As(err, &api):
+		return &busError{msg: "JetStream refused the line: not stored; resend it: " + err.Error()}
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return &busError{msg: "no JetStream server took the line (the stream has no leader): not stored; resend it"}
+	case errors.Is(err, nats.ErrDisconnected):
+		return &busError{maybe: true, msg: "lost the connection to NATS before JetStream confirmed the line: it may or may not be stored; resend it with the same id (stored once)"}
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return &busError{maybe: true, msg: fmt.Sprintf("JetStream did not confirm the line within %s: it may or may not be stored; resend it with the same id (stored once)", natsPublishTimeout)}
+	}
+	return &busError{maybe: true, msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
+}
 
 // cluster is the node's link to the JetStream stream. Its methods are safe
 // for concurrent use.
@@ -62,18 +100,31 @@ type cluster struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	cc     jetstream.ConsumeContext
 	// presence shares the cities' watchers with the other nodes.
 	presence *clusterPresence
 	// revocations shares Server.Revoke's with the other nodes; nil on a
 	// node without keys.
 	revocations *clusterRevocations
 
-	// applied is the stream seq of the last message fed to the rings.
-	// Written by the consumer's goroutine only.
-	applied atomic.Uint64
-	fetches chan struct{}      // slots of the fetch goroutines (replay)
-	queued  chan replayRequest // resumes waiting for a fetch
+	// replayFrom is where the node started reading the stream with a
+	// look-back (NATSReplay); zero without one.
+	replayFrom time.Time
+	// feeds read the stream; stopFeeds stops them. Guarded by feedsMu.
+	feedsMu   sync.Mutex
+	feeds     []*feed
+	stopFeeds func()
+	// applyMu serialises apply: the feeds deliver the same messages.
+	applyMu sync.Mutex
+	// applied is the stream seq of the last message fed to the rings, and
+	// appliedAt its stream time (Unix ns). Written under applyMu.
+	applied   atomic.Uint64
+	appliedAt atomic.Int64
+	// The last readiness check (see ready), made at readyAt.
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	notReady string             // why not ready; "" when ready
+	fetches  chan struct{}      // slots of the fetch goroutines (replay)
+	queued   chan replayRequest // resumes waiting for a fetch
 
 	replays       atomic.Uint64 // resume requests served from the stream
 	replayFails   atomic.Uint64 // resume requests the stream could not serve
@@ -107,11 +158,19 @@ func redactURLs(urls string) string {
 func (s *Server) startCluster() (*cluster, error) {
 	cfg := &s.cfg
 	log := cfg.Logger
+	cl := &cluster{s: s, fetches: make(chan struct{}, maxConcurrentFetches),
+		queued: make(chan replayRequest, maxQueuedFetches)}
 	opts := []nats.Option{
 		nats.Name("metrocast"),
 		nats.Timeout(natsSetupTimeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// A server that vanishes without closing its connections (a host
+		// or network failure; a killed process is seen at once) is given
+		// up after two unanswered pings, not nats.go's default four
+		// minutes.
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(2),
 		// A publish while disconnected fails at once instead of waiting in
 		// a buffer: the producer is told, and resends.
 		nats.ReconnectBufSize(-1),
@@ -120,6 +179,7 @@ func (s *Server) startCluster() (*cluster, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			cl.reconnected()
 		}),
 	}
 	if cfg.NATSCreds != "" {
@@ -132,8 +192,7 @@ func (s *Server) startCluster() (*cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
-	cl := &cluster{s: s, nc: nc, fetches: make(chan struct{}, maxConcurrentFetches),
-		queued: make(chan replayRequest, maxQueuedFetches)}
+	cl.nc = nc
 	cl.warnPoison.period = warnEvery
 	if err := cl.setup(); err != nil {
 		nc.Close()
@@ -165,6 +224,10 @@ func (cl *cluster) setup() error {
 		Storage:     jetstream.FileStorage,
 		// The window in which a producer's resend (same id) is dropped.
 		Duplicates: 2 * time.Minute,
+		// Any replica answers a get, not only the leader: a feed that lost
+		// deliveries takes them from the stream (cluster.fill) while the
+		// server that holds the consumer, or leads, is gone.
+		AllowDirect: true,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create or update stream %s: %w", cfg.NATSStream, err)
@@ -180,18 +243,16 @@ func (cl *cluster) setup() error {
 	last := info.State.LastSeq
 	cl.s.hub.floor.Store(last)
 	cl.s.hub.sparse = true
-	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: last + 1}
 	if cfg.NATSReplay > 0 {
-		from := time.Now().Add(-cfg.NATSReplay)
-		occ = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
+		cl.replayFrom = time.Now().Add(-cfg.NATSReplay)
 	} else {
 		cl.applied.Store(last)
 	}
-	if err := cl.consume(ctx, occ); err != nil {
-		return err
+	if err := cl.startFeeds(ctx); err != nil {
+		return fmt.Errorf("cannot consume stream %s: %w", cfg.NATSStream, err)
 	}
 	if err := cl.startPresence(ctx); err != nil {
-		cl.cc.Stop()
+		cl.stopAllFeeds()
 		return err
 	}
 	if err := cl.startRevocations(ctx); err != nil {
@@ -202,20 +263,15 @@ func (cl *cluster) setup() error {
 	return nil
 }
 
-// consume starts feeding the rings from an ordered consumer of the
-// stream. The consumer recreates itself after a disconnect or a gap,
-// from the last message it delivered.
-func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerConfig) error {
-	cons, err := cl.stream.OrderedConsumer(ctx, occ)
-	if err == nil {
-		cl.cc, err = cons.Consume(cl.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			cl.s.warn(&cl.s.warnBus, "stream consumer error; it resumes after the last frame applied", "err", err)
-		}))
+// reconnected checks, after a reconnect to NATS, that the feeds lost no
+// delivery on the connection that died. Runs on nats.go's callback
+// goroutine.
+func (cl *cluster) reconnected() {
+	cl.feedsMu.Lock()
+	defer cl.feedsMu.Unlock()
+	for _, f := range cl.feeds {
+		go f.verify()
 	}
-	if err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", cl.s.cfg.NATSStream, err)
-	}
-	return nil
 }
 
 // close withdraws the node's watchers, stops consuming and closes the
@@ -223,7 +279,7 @@ func (cl *cluster) consume(ctx context.Context, occ jetstream.OrderedConsumerCon
 func (cl *cluster) close() {
 	cl.revocations.close()
 	cl.presence.close()
-	cl.cc.Stop()
+	cl.stopAllFeeds()
 	cl.nc.Close()
 }
 
@@ -236,6 +292,46 @@ func (cl *cluster) ahead(seq uint64) bool {
 
 // connected reports whether the node can publish and consume.
 func (cl *cluster) connected() bool { return cl.nc.IsConnected() }
+
+// Readiness (see Server.serveReady).
+const (
+	// readyMaxLag is how far (in stream time) the last message a node
+	// applied may trail the stream's last for the node to be ready.
+	readyMaxLag = time.Second
+	// readyTimeout bounds the stream info request of a readiness check;
+	// readyCache is how long its answer stands.
+	readyTimeout = time.Second
+	readyCache   = 500 * time.Millisecond
+)
+
+// ready reports why the node cannot serve, "" if it can: it is connected
+// to NATS, the stream has a leader to store lines (the leader is what
+// answers the stream's info), and the node has applied the stream up to
+// its last message, or to within readyMaxLag of it. One check runs at a
+// time and its answer stands for readyCache. Safe for concurrent use.
+func (cl *cluster) ready() string {
+	if !cl.nc.IsConnected() {
+		return "cluster bus (NATS) unavailable"
+	}
+	cl.readyMu.Lock()
+	defer cl.readyMu.Unlock()
+	if time.Since(cl.readyAt) < readyCache {
+		return cl.notReady
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	info, err := cl.stream.Info(ctx)
+	switch {
+	case err != nil:
+		cl.notReady = "the stream cannot store lines: " + err.Error()
+	case cl.applied.Load() < info.State.LastSeq && info.State.LastTime.UnixNano()-cl.appliedAt.Load() > int64(readyMaxLag):
+		cl.notReady = fmt.Sprintf("catching up with the stream: applied seq %d of %d", cl.applied.Load(), info.State.LastSeq)
+	default:
+		cl.notReady = ""
+	}
+	cl.readyAt = time.Now()
+	return cl.notReady
+}
 
 // publish sends one parsed ingest line to the stream without waiting for
 // the ack: the returned pubWait tells the stream sequence once JetStream
@@ -258,8 +354,10 @@ func (cl *cluster) publish(in *codec.Ingest, line []byte) (*pubWait, error) {
 	}
 	fut, err := cl.js.PublishMsgAsync(m)
 	if err != nil {
+		// Not sent: with no reconnect buffer, nats.go writes nothing
+		// while it reconnects.
 		cl.publishErrors.Add(1)
-		return nil, fmt.Errorf("cluster bus (NATS) did not take the line, resend it: %w", err)
+		return nil, &busError{msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()}
 	}
 	return &pubWait{cl: cl, fut: fut}, nil
 }
@@ -271,32 +369,35 @@ type pubWait struct {
 	fut  jetstream.PubAckFuture
 	done bool
 	seq  uint64
-	err  error
+	err  *busError
 }
 
-// poll returns the line's stream sequence, or why it was not stored, once
-// JetStream has answered (ok); with wait it waits for that (at most
-// natsPublishTimeout).
-func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err error) {
+// poll returns the line's stream sequence, or why it is not known to be
+// stored, once JetStream has answered or given up (ok); with wait it waits
+// for that (at most natsPublishTimeout).
+func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 	if !p.done {
-		var ack *jetstream.PubAck
+		var (
+			ack  *jetstream.PubAck
+			perr error
+		)
 		if wait {
 			select {
 			case ack = <-p.fut.Ok():
-			case err = <-p.fut.Err():
+			case perr = <-p.fut.Err():
 			}
 		} else {
 			select {
 			case ack = <-p.fut.Ok():
-			case err = <-p.fut.Err():
+			case perr = <-p.fut.Err():
 			default:
 				return 0, false, nil
 			}
 		}
 		p.done = true
-		if err != nil {
+		if perr != nil {
 			p.cl.publishErrors.Add(1)
-			p.err = fmt.Errorf("cluster bus (NATS) did not store the line, resend it: %w", err)
+			p.err = pubError(perr)
 		} else {
 			p.seq = ack.Sequence
 		}
@@ -304,18 +405,14 @@ func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err error) {
 	return p.seq, true, p.err
 }
 
-// apply feeds one stream message to its city's ring and wakes the loops
-// that follow the city. Runs on the consumer's goroutine, one message at a
-// time in stream order: every node numbers and merges the same way.
-func (cl *cluster) apply(msg jetstream.Msg) {
-	md, err := msg.Metadata()
-	if err != nil {
-		return
-	}
-	seq := md.Sequence.Stream
+// apply feeds one stream message (data, stored under seq at ts) to its
+// city's ring and wakes the loops that follow the city. Runs under
+// applyMu, one message at a time in stream order: every node numbers and
+// merges the same way.
+func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 	applied := cl.applied.Load()
 	if seq <= applied {
-		return // delivered again after a reset of the consumer
+		return // the other feed brought it first
 	}
 	if seq > applied+1 && applied > 0 {
 		// The stream dropped messages this node had not read (retention
@@ -324,7 +421,8 @@ func (cl *cluster) apply(msg jetstream.Msg) {
 		cl.s.hub.raiseFloor(seq - 1)
 	}
 	cl.applied.Store(seq)
-	in, err := codec.ParseIngest(msg.Data())
+	cl.appliedAt.Store(ts.UnixNano())
+	in, err := codec.ParseIngest(data)
 	if err != nil {
 		// Skipped, never retried: the consumer goes on with the next one,
 		// and a node that replays over it starts all the same.
@@ -334,7 +432,7 @@ func (cl *cluster) apply(msg jetstream.Msg) {
 	}
 	if in.Timestamp == 0 {
 		// The stream's time, not this node's: the same frame everywhere.
-		in.Timestamp = md.Timestamp.UnixMilli()
+		in.Timestamp = ts.UnixMilli()
 	}
 	c, err := cl.s.hub.city(in.City)
 	if err != nil {

@@ -303,8 +303,7 @@ func TestClusterResumeAhead(t *testing.T) {
 	p.publish(t, dataLine("ahead", "data_update", `{"n":0}`))
 	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() > 0 })
 	// B stops reading the stream: it falls behind A.
-	b.cluster.cc.Stop()
-	<-b.cluster.cc.Closed()
+	b.cluster.stopAllFeeds()
 	behind := b.cluster.applied.Load()
 	var acked []uint64
 	for i := range 6 {
@@ -320,8 +319,7 @@ func TestClusterResumeAhead(t *testing.T) {
 		t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
 	}
 	// B catches up from where it stopped.
-	if err := b.cluster.consume(t.Context(), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: behind + 1}); err != nil {
+	if err := b.cluster.startFeeds(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, rc, 2) {
@@ -408,8 +406,8 @@ func TestClusterNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("HTTP publish with NATS down: status %d, want 400 (not stored)", resp.StatusCode)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("HTTP publish with NATS down: status %d, want 503 (not stored, resend)", resp.StatusCode)
 	}
 	n.start()
 	waitReady(t, a, http.StatusOK)

@@ -206,7 +206,7 @@ func (in *ingest) handle(c net.Conn, pc *producerConn) {
 	lr := newLineReader(c, in.s.cfg.IngestMaxLineBytes, in.s.live.Load().IngestLineTimeout, func(t time.Time) error {
 		return in.setReadDeadline(c, t)
 	})
-	_, _ = in.serveLines(pc, lr, w, w.Flush)
+	_, _, _ = in.serveLines(pc, lr, w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
 		linger(c)
 	}
@@ -270,30 +270,32 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // that pipelines lines gets its answers in batches. In cluster mode the
 // lines a producer pipelines are published without waiting for each ack
 // (up to maxInFlight at once), and answered as the acks come back. It
-// returns how many lines failed, and the error that ended the input (nil at
-// EOF) or a write.
+// returns how many lines failed, how many of those for a fault of the
+// cluster bus (answered with "retry"), and the error that ended the input
+// (nil at EOF) or a write.
 //
 // pc is the producer: its token (the first line must be {"auth":…} when
 // pc.needToken), its accounting, its pacing and its bad-line budget. A
 // producer over that budget, or whose token fails, gets a last answer and
-// errProducerDropped. Lines are stored in the producer's turns (see turns),
-// and nothing that may wait runs in one.
-func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed int, err error) {
+// errProducerDropped. Bus faults are not the producer's: they do not count
+// toward the budget, and the producer stays connected. Lines are stored in
+// the producer's turns (see turns), and nothing that may wait runs in one.
+func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed, retry int, err error) {
 	q := &answers{in: in, w: w}
 	pc.turn.t = in.turns
 	defer pc.turn.release()
 	// finish answers every line read, as at the end of any input.
-	finish := func(err error) (int, error) {
+	finish := func(err error) (int, int, error) {
 		pc.turn.release()
 		if werr := q.settle(true); werr != nil {
-			return q.failed, werr
+			return q.failed, q.retry, werr
 		}
 		if flush != nil {
 			if werr := flush(); werr != nil {
-				return q.failed, werr
+				return q.failed, q.retry, werr
 			}
 		}
-		return q.failed, eofIsNil(err)
+		return q.failed, q.retry, eofIsNil(err)
 	}
 	for n := 1; ; n++ {
 		if !lr.hasLine() {
@@ -337,16 +339,16 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 			pc.turn.release() // waits for the stream's acks, then writes
 		}
 		if err := q.settle(settle); err != nil {
-			return q.failed, err
+			return q.failed, q.retry, err
 		}
 		if flush != nil && idle {
 			if err := flush(); err != nil {
-				return q.failed, err
+				return q.failed, q.retry, err
 			}
 		}
 		switch {
 		case rerr != nil && !tooLong:
-			return q.failed, eofIsNil(rerr)
+			return q.failed, q.retry, eofIsNil(rerr)
 		case wait > 0:
 			pc.throttled.Add(1)
 			time.Sleep(wait)
@@ -430,6 +432,10 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 				q.queue = append(q.queue, queued{pub: pw, id: msg.ID, n: n, size: len(line)})
 				return false
 			}
+			if be, ok := err.(*busError); ok {
+				q.busFailed(be, n)
+				return false
+			}
 		}
 	}
 	return p.refuse(q, err.Error(), n)
@@ -473,8 +479,9 @@ type answers struct {
 	w      io.Writer
 	buf    []byte   // scratch for an answer written at once
 	queue  []queued // answers waiting behind an ack, oldest first
-	failed int
-	err    error // the first write error
+	failed int      // lines answered with an error
+	retry  int      // of those, lines the cluster bus failed (answered with "retry")
+	err    error    // the first write error
 }
 
 // queued is an answer not written yet.
@@ -496,6 +503,14 @@ func (q *answers) stored(id string, seq uint64, size int) {
 	if id != "" {
 		q.answer(codec.AppendAck(q.scratch(), id, seq), true)
 	}
+}
+
+// busFailed answers line n, which the cluster bus failed to store, with
+// "retry". It is counted as an ingest error, but not against the producer.
+func (q *answers) busFailed(be *busError, n int) {
+	q.in.errors.Add(1)
+	q.retry++
+	q.answer(codec.AppendIngestRetry(q.scratch(), be.msg, n, be.retry()), false)
 }
 
 // answer writes b (built in scratch) now, or queues a copy behind the
@@ -531,7 +546,8 @@ func (q *answers) settle(wait bool) error {
 			if err != nil {
 				q.in.errors.Add(1)
 				q.failed++
-				a.b = codec.AppendIngestError(q.scratch(), err.Error(), a.n)
+				q.retry++
+				a.b = codec.AppendIngestRetry(q.scratch(), err.msg, a.n, err.retry())
 			} else {
 				q.in.frames.Add(1)
 				q.in.bytes.Add(uint64(a.size))

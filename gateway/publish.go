@@ -21,7 +21,8 @@ const maxPublishBody = 64 << 20
 // (application/x-ndjson). 200: every line was stored; 400: some line failed
 // (the lines that have an ack were stored: do not resend them); 413: the
 // body is over maxPublishBody (the lines answered were stored); 503: the
-// node is stopping.
+// node is stopping, or every line that failed did so for a fault of the
+// cluster bus (answered with "retry"; resend those, after Retry-After).
 //
 // On an admin port that is not open (see admin), the request carries the
 // admin token, or, on a node with keys, a producer token (as on the TCP
@@ -53,7 +54,7 @@ func (s *Server) servePublish(a *admin, w http.ResponseWriter, r *http.Request) 
 	rc := http.NewResponseController(w)
 	lr := newLineReader(body, s.cfg.IngestMaxLineBytes, s.live.Load().IngestLineTimeout, rc.SetReadDeadline)
 	var out bytes.Buffer
-	failed, err := in.serveLines(pc, lr, &out, nil)
+	failed, retry, err := in.serveLines(pc, lr, &out, nil)
 	code := http.StatusOK
 	var tooBig *http.MaxBytesError
 	switch {
@@ -65,8 +66,11 @@ func (s *Server) servePublish(a *admin, w http.ResponseWriter, r *http.Request) 
 	case err != nil:
 		// The client went away mid-body; it will not read this.
 		code = http.StatusBadRequest
-	case failed > 0:
+	case failed > retry:
 		code = http.StatusBadRequest
+	case failed > 0:
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(code)

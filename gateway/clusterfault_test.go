@@ -1,0 +1,458 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startProcNode starts a metrocast node on the NATS cluster procs with a
+// stream on every server, the first URL being procs[first]'s. Right after the cluster forms
+// (and on a loaded machine, for a while) the stream's creation may answer
+// "temporarily unavailable": it retries.
+func startProcNode(t testing.TB, procs []*natsProc, first int) *Server {
+	t.Helper()
+	var node *Server
+	waitFor(t, clusterTimeout, func() bool {
+		s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
+			NATSURL: natsURLs(procs, first), NATSReplicas: len(procs), Insecure: true, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Start() != nil {
+			return false
+		}
+		t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
+		node = s
+		return true
+	})
+	return node
+}
+
+// jszDetail is the part of /jsz?consumers=true the tests read: where each
+// stream and consumer has its leader.
+type jszDetail struct {
+	Accounts []struct {
+		Streams []struct {
+			Name    string `json:"name"`
+			Cluster struct {
+				Leader string `json:"leader"`
+			} `json:"cluster"`
+			Consumers []struct {
+				Name    string `json:"name"`
+				Cluster struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+			} `json:"consumer_detail"`
+		} `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+// streamConsumers returns, per NATS server name, how many consumers of
+// stream it leads, as the servers' /jsz say (each lists its own).
+func streamConsumers(t testing.TB, procs []*natsProc, stream string) map[string]int {
+	t.Helper()
+	on := map[string]int{}
+	for _, p := range procs {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&consumers=true", p.monPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d jszDetail
+		err = json.NewDecoder(resp.Body).Decode(&d)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range d.Accounts {
+			for _, st := range a.Streams {
+				if st.Name != stream {
+					continue
+				}
+				for _, c := range st.Consumers {
+					if c.Cluster.Leader == p.name {
+						on[p.name]++
+					}
+				}
+			}
+		}
+	}
+	return on
+}
+
+// maxStall is the longest a line stored after the loss of one NATS server
+// of three may take to reach every node's clients (issue 16, item 4).
+const maxStall = 2 * time.Second
+
+// TestClusterLoseOneNATSServer runs three nodes on three nats-server
+// processes (R3 stream), each with a client and a producer that resends
+// every line the node answers with "retry" until it is acked, and kills
+// (SIGKILL) the server that holds the most stream consumers, the meta
+// leader among equals. Every acked line reaches every client once, in
+// order, and every line acked after the kill reaches every client within
+// maxStall of its ack. (While JetStream elects a new stream leader, if the
+// dead server led the stream, no line is stored, and none is acked.)
+func TestClusterLoseOneNATSServer(t *testing.T) {
+	procs := startNATSProcs(t, 3)
+	nodes := []*Server{startProcNode(t, procs, 0), startProcNode(t, procs, 1), startProcNode(t, procs, 2)}
+	type line struct {
+		data string
+		at   time.Time // acked
+	}
+	var (
+		mu     sync.Mutex
+		acked  = map[uint64]line{}
+		killed time.Time
+		after  = make([]int, len(nodes)) // acks since the kill, per producer
+	)
+	clients := make([]client, len(nodes))
+	for k, s := range nodes {
+		clients[k], _ = subscribeCluster(t, s, "cities=lose", 1)
+	}
+	stop := make(chan struct{})
+	var producers sync.WaitGroup
+	for k, s := range nodes {
+		p := dialProducer(t, s)
+		producers.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				data := fmt.Sprintf(`{"p":%d,"i":%d}`, k, i)
+				l := fmt.Sprintf(`{"id":"lose-%d-%d","city":"lose","type":"data_update","data":%s}`, k, i, data)
+				for {
+					// Written and read on this goroutine: no t.Fatal here.
+					_ = p.c.SetDeadline(time.Now().Add(r3Timeout))
+					if _, err := fmt.Fprintln(p.c, l); err != nil {
+						t.Errorf("producer %d: %s", k, err)
+						return
+					}
+					b, err := p.br.ReadBytes('\n')
+					if err != nil {
+						t.Errorf("producer %d: %s", k, err)
+						return
+					}
+					var a answer
+					if err := json.Unmarshal(b, &a); err != nil || a.Error != "" && !strings.Contains(string(b), `"retry"`) {
+						t.Errorf("producer %d: answer %s", k, b)
+						return
+					}
+					if a.Error == "" {
+						mu.Lock()
+						acked[a.Seq] = line{data, time.Now()}
+						if !killed.IsZero() {
+							after[k]++
+						}
+						mu.Unlock()
+						break
+					}
+				}
+			}
+		})
+	}
+	type recv struct {
+		seq  uint64
+		data string
+		at   time.Time
+	}
+	var gotMu sync.Mutex
+	got := make([][]recv, len(nodes))
+	var readers sync.WaitGroup
+	read := make(chan struct{}) // closed once every client has every line
+	for k, c := range clients {
+		readers.Go(func() {
+			for {
+				b, err := c.next(time.Second)
+				select {
+				case <-read:
+					return
+				default:
+				}
+				if err != nil {
+					continue
+				}
+				if m, err := parseMsg(b); err == nil && m.Type == "data_update" {
+					gotMu.Lock()
+					got[k] = append(got[k], recv{m.Seq, string(m.Data), time.Now()})
+					gotMu.Unlock()
+				}
+			}
+		})
+	}
+	waitFor(t, clusterTimeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 100
+	})
+
+	on := streamConsumers(t, procs, nodes[0].cfg.NATSStream)
+	meta, err := procs[0].jsz()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := procs[0]
+	for _, p := range procs {
+		if on[p.name] > on[victim.name] || on[p.name] == on[victim.name] && p.name == meta.Meta.Leader {
+			victim = p
+		}
+	}
+	mu.Lock()
+	killed = time.Now()
+	mu.Unlock()
+	victim.kill()
+	t.Logf("killed %s (stream consumers per server %v, meta leader %s)", victim.name, on, meta.Meta.Leader)
+	waitFor(t, r3Timeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Since(killed) > 3*time.Second && slices.Min(after) >= 30
+	})
+	close(stop)
+	producers.Wait()
+
+	// Every client gets every acked line, once, in order.
+	complete := func() bool {
+		gotMu.Lock()
+		defer gotMu.Unlock()
+		for k := range got {
+			if len(got[k]) < len(acked) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(clusterTimeout); !complete(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			gotMu.Lock()
+			for k, rs := range got {
+				seen := map[uint64]bool{}
+				for _, r := range rs {
+					seen[r.seq] = true
+				}
+				var missing []uint64
+				for seq := range acked {
+					if !seen[seq] {
+						missing = append(missing, seq)
+					}
+				}
+				slices.Sort(missing)
+				t.Errorf("node %d: %d of %d acked lines, applied seq %d; missing %v", k, len(rs), len(acked), nodes[k].cluster.applied.Load(), missing)
+			}
+			gotMu.Unlock()
+			t.FailNow()
+		}
+	}
+	close(read)
+	readers.Wait()
+	for k, rs := range got {
+		var last uint64
+		var stall time.Duration
+		for _, r := range rs {
+			l, ok := acked[r.seq]
+			if !ok || r.seq <= last || l.data != r.data {
+				t.Fatalf("node %d: seq %d %s after seq %d; acked %q", k, r.seq, r.data, last, l.data)
+			}
+			last = r.seq
+			if l.at.After(killed) {
+				stall = max(stall, r.at.Sub(l.at))
+			}
+		}
+		t.Logf("node %d: %d lines, longest from an ack after the kill to the client: %s", k, len(rs), stall)
+		if stall > maxStall {
+			t.Errorf("node %d: a line acked after the kill took %s to reach its client, over %s", k, stall, maxStall)
+		}
+	}
+}
+
+// busAnswer reads one ingest answer, waiting up to timeout.
+func (p *producer) answerWithin(t testing.TB, timeout time.Duration) (answer, string) {
+	t.Helper()
+	_ = p.c.SetReadDeadline(time.Now().Add(timeout))
+	line, err := p.br.ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("cannot read ingest answer: %s", err)
+	}
+	var a answer
+	if err := json.Unmarshal(line, &a); err != nil {
+		t.Fatalf("ingest answer %q: %s", line, err)
+	}
+	return a, string(line)
+}
+
+// TestClusterBusDownNotProducersFault cuts the node off from NATS and
+// sends more lines than IngestMaxErrors allows bad ones: each is answered
+// as not stored, with "retry", and the producer keeps its connection, on
+// which the same lines are stored once NATS is back. Over HTTP the same
+// lines get 503 and Retry-After.
+func TestClusterBusDownNotProducersFault(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{IngestMaxErrors: 3})
+	c, _ := subscribeCluster(t, a, "cities=busdown", 1)
+	p := dialProducer(t, a)
+	line := func(i int) string {
+		return fmt.Sprintf(`{"id":"bd-%d","city":"busdown","type":"data_update","data":{"i":%d}}`, i, i)
+	}
+	n.stop()
+	waitReady(t, a, http.StatusServiceUnavailable)
+	const lines = 20
+	for i := range lines {
+		p.write(t, line(i))
+	}
+	for i := range lines {
+		ans, raw := p.answerWithin(t, clusterTimeout)
+		if ans.Error == "" || ans.Line != i+1 || !strings.Contains(raw, `"retry":"not_stored"`) ||
+			!strings.Contains(ans.Error, "not stored") {
+			t.Fatalf("answer %d with NATS down: %s, want a not_stored retry for line %d", i, raw, i+1)
+		}
+	}
+	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/publish", "application/x-ndjson",
+		strings.NewReader(line(lines)+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		!strings.Contains(string(body), `"retry":"not_stored"`) {
+		t.Fatalf("HTTP publish with NATS down: %d %q %s, want 503, Retry-After and a retry answer",
+			resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if got := a.Stats().IngestDropped; got != 0 {
+		t.Fatalf("%d producers dropped for the bus's faults", got)
+	}
+
+	n.start()
+	waitReady(t, a, http.StatusOK)
+	// The same connection, the same ids: each stored, and delivered, once.
+	var acked []uint64
+	for i := range lines {
+		waitFor(t, clusterTimeout, func() bool {
+			p.write(t, line(i))
+			ans, raw := p.answerWithin(t, clusterTimeout)
+			if ans.Error != "" {
+				if !strings.Contains(raw, `"retry"`) {
+					t.Fatalf("line %d after NATS came back: %s", i, raw)
+				}
+				return false
+			}
+			acked = append(acked, ans.Seq)
+			return true
+		})
+	}
+	for i, f := range readFrames(t, c, lines) {
+		if f.seq != acked[i] || f.data != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Fatalf("frame %d: %+v, want seq %d", i, f, acked[i])
+		}
+	}
+}
+
+// TestClusterAckTimeoutMaybeStored freezes the NATS server (SIGSTOP) while
+// a line is on its way to the stream: the node cannot know whether it was
+// stored, and says so ("maybe_stored"), never "not stored". Thawed, the
+// server stores the line it had read; the producer's resend with the same
+// id is acked with that seq, and clients get the line once.
+func TestClusterAckTimeoutMaybeStored(t *testing.T) {
+	procs := startNATSProcs(t, 1)
+	a := startProcNode(t, procs, 0)
+	c, _ := subscribeCluster(t, a, "cities=maybe", 1)
+	p := dialProducer(t, a)
+	line := `{"id":"maybe-1","city":"maybe","type":"data_update","data":{"v":1}}`
+
+	procs[0].freeze(t)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			procs[0].thaw(t)
+		}
+	}
+	t.Cleanup(thaw)
+	p.write(t, line)
+	ans, raw := p.answerWithin(t, 3*natsPublishTimeout)
+	if ans.Error == "" || !strings.Contains(raw, `"retry":"maybe_stored"`) ||
+		strings.Contains(ans.Error, "not stored") || strings.Contains(ans.Error, "did not store") {
+		t.Fatalf("answer with NATS frozen: %s, want a maybe_stored retry that does not say \"not stored\"", raw)
+	}
+	thaw()
+	var seq uint64
+	waitFor(t, clusterTimeout, func() bool {
+		p.write(t, line)
+		ans, raw := p.answerWithin(t, clusterTimeout)
+		if ans.Error != "" && !strings.Contains(raw, `"retry"`) {
+			t.Fatalf("resend: %s", raw)
+		}
+		seq = ans.Seq
+		return ans.Error == ""
+	})
+	next := p.publish(t, dataLine("maybe", "data_update", `{"v":2}`))
+	got := readFrames(t, c, 2)
+	if got[0].seq != seq || got[0].data != `{"v":1}` || got[1].seq != next {
+		t.Fatalf("frames %+v, want the line once (seq %d), then seq %d", got, seq, next)
+	}
+}
+
+// readyBody returns the node's /readyz status and body.
+func readyBody(t testing.TB, s *Server) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + s.AdminAddr().String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestClusterReadyMeansAbleToServe checks that /readyz answers 200 only
+// while the node can store a line and has applied the stream to its end: a
+// node whose consumer stopped while others published is not ready until it
+// has caught up, and a node whose NATS server is frozen (connected, but
+// nothing answers) is not ready until the server answers again.
+func TestClusterReadyMeansAbleToServe(t *testing.T) {
+	procs := startNATSProcs(t, 1)
+	a, b := startProcNode(t, procs, 0), startProcNode(t, procs, 0)
+	waitReady(t, b, http.StatusOK)
+	p := dialProducer(t, a)
+	b.cluster.stopAllFeeds()
+	var last uint64
+	for i := range 5 {
+		last = p.publish(t, dataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	// Stream time moves on past readyMaxLag while B stands still.
+	var code int
+	var body string
+	waitFor(t, clusterTimeout, func() bool {
+		p.publish(t, dataLine("ready", "data_update", `{"tick":1}`))
+		code, body = readyBody(t, b)
+		return code == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(body, "catching up") {
+		t.Fatalf("/readyz of a node behind the stream: %d %q, want 503 catching up", code, body)
+	}
+	if err := b.cluster.startFeeds(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, b, http.StatusOK)
+	if got := b.cluster.applied.Load(); got < last {
+		t.Fatalf("B ready having applied seq %d, before %d", got, last)
+	}
+
+	procs[0].freeze(t)
+	defer procs[0].thaw(t)
+	waitReady(t, a, http.StatusServiceUnavailable)
+	if code, body := readyBody(t, a); code != http.StatusServiceUnavailable || !strings.Contains(body, "degraded") {
+		t.Fatalf("/readyz with NATS frozen: %d %q", code, body)
+	}
+	procs[0].thaw(t)
+	waitReady(t, a, http.StatusOK)
+	p.publish(t, dataLine("ready", "data_update", `{"after":1}`))
+}
