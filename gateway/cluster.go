@@ -257,7 +257,7 @@ func (cl *cluster) setup() error {
 	}
 	if err := cl.startRevocations(ctx); err != nil {
 		cl.presence.close()
-		cl.cc.Stop()
+		cl.stopAllFeeds()
 		return err
 	}
 	return nil
