@@ -377,10 +377,12 @@ func TestMetricsHandshakeDuration(t *testing.T) {
 		t.Fatalf("status %d, want 101", resp.StatusCode)
 	}
 	took := time.Since(start)
-	m := scrape(t, s)
-	if n := series(t, m, "metrocast_handshake_duration_seconds_count"); n != 1 {
-		t.Fatalf("handshake samples %v, want 1", n)
-	}
+	// The sample is taken just after the response is written.
+	var m map[string]float64
+	waitFor(t, readTimeout, func() bool {
+		m = scrape(t, s)
+		return series(t, m, "metrocast_handshake_duration_seconds_count") == 1
+	})
 	if got := series(t, m, "metrocast_handshake_duration_seconds_sum"); got < hold.Seconds() || got > took.Seconds() {
 		t.Fatalf("handshake duration %vs, want between %v and %v", got, hold, took)
 	}
