@@ -369,6 +369,7 @@ type pubWait struct {
 	fut  jetstream.PubAckFuture
 	done bool
 	seq  uint64
+	dup  bool // the stream already held the id: seq is the first copy's
 	err  *busError
 }
 
@@ -399,7 +400,7 @@ func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 			p.cl.publishErrors.Add(1)
 			p.err = pubError(perr)
 		} else {
-			p.seq = ack.Sequence
+			p.seq, p.dup = ack.Sequence, ack.Duplicate
 		}
 	}
 	return p.seq, true, p.err

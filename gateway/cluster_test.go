@@ -448,6 +448,9 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	if again := p.publish(t, line); again != first {
 		t.Fatalf("resent line acked with seq %d, first copy %d", again, first)
 	}
+	if st := a.Stats(); st.IngestFrames != 1 || st.IngestDuplicates != 1 {
+		t.Fatalf("IngestFrames %d IngestDuplicates %d, want 1 and 1", st.IngestFrames, st.IngestDuplicates)
+	}
 	p.publish(t, dataLine("dedup", "snapshot", `{"s":1,"x":0}`))
 	p.publish(t, dataLine("dedup", "data_update", `{"y":2}`))
 	last := p.publish(t, alertLine("dedup", "warning"))

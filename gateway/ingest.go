@@ -45,6 +45,10 @@ type ingest struct {
 	authFailures atomic.Uint64
 	dropped      atomic.Uint64
 	timeouts     atomic.Uint64
+	duplicates   atomic.Uint64 // lines acked as copies of an id stored before
+	// ids is the duplicate window of a single node (nil in cluster mode,
+	// where the stream's is used).
+	ids *recentIDs
 }
 
 // producerConn is one producer connection. Its goroutine owns grant, rate
@@ -73,6 +77,9 @@ func (s *Server) listenIngest() (*ingest, error) {
 		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", s.cfg.IngestAddr, err)
 	}
 	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn), turns: newTurns(s)}
+	if s.cluster == nil {
+		in.ids = newRecentIDs()
+	}
 	if !isLoopback(ln.Addr()) {
 		if s.auth != nil {
 			in.needToken = true
@@ -191,6 +198,7 @@ func (in *ingest) stats(st *Stats) {
 	st.IngestAuthFailures = in.authFailures.Load()
 	st.IngestDropped = in.dropped.Load()
 	st.IngestTimeouts = in.timeouts.Load()
+	st.IngestDuplicates = in.duplicates.Load()
 }
 
 // handle serves one producer until it closes, stops reading its answers,
@@ -420,9 +428,18 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	}
 	if err == nil {
 		if cl := in.s.cluster; cl == nil {
-			var seq uint64
-			if seq, err = in.s.publish(&msg, time.Now()); err == nil {
-				q.stored(msg.ID, seq, len(line))
+			var (
+				seq uint64
+				dup bool
+			)
+			store := func() (uint64, error) { return in.s.publish(&msg, time.Now()) }
+			if msg.ID != "" {
+				seq, dup, err = in.ids.once(msg.ID, mono(), store)
+			} else {
+				seq, err = store()
+			}
+			if err == nil {
+				q.stored(msg.ID, seq, len(line), dup)
 				return false
 			}
 		} else if _, err = in.s.hub.city(msg.City); err == nil {
@@ -496,13 +513,23 @@ type queued struct {
 // scratch returns the answer buffer, empty.
 func (q *answers) scratch() []byte { return q.buf[:0] }
 
-// stored counts a stored line and answers it with its seq if it has an id.
-func (q *answers) stored(id string, seq uint64, size int) {
-	q.in.frames.Add(1)
-	q.in.bytes.Add(uint64(size))
+// stored counts a stored line, or a copy of one that was not stored again
+// (dup), and answers it with its seq if it has an id.
+func (q *answers) stored(id string, seq uint64, size int, dup bool) {
+	q.count(size, dup)
 	if id != "" {
 		q.answer(codec.AppendAck(q.scratch(), id, seq), true)
 	}
+}
+
+// count counts a stored line of size bytes, or a copy of one (dup).
+func (q *answers) count(size int, dup bool) {
+	if dup {
+		q.in.duplicates.Add(1)
+		return
+	}
+	q.in.frames.Add(1)
+	q.in.bytes.Add(uint64(size))
 }
 
 // busFailed answers line n, which the cluster bus failed to store, with
@@ -549,8 +576,7 @@ func (q *answers) settle(wait bool) error {
 				q.retry++
 				a.b = codec.AppendIngestRetry(q.scratch(), err.msg, a.n, err.retry())
 			} else {
-				q.in.frames.Add(1)
-				q.in.bytes.Add(uint64(a.size))
+				q.count(a.size, a.pub.dup)
 				a.b = q.scratch()
 				if a.id != "" {
 					a.b = codec.AppendAck(a.b, a.id, seq)

@@ -30,6 +30,7 @@ var metricHelp = map[string]string{
 	"metrocast_ingest_frames_total":           "Ingest lines stored (TCP and HTTP).",
 	"metrocast_ingest_bytes_total":            "Bytes of the ingest lines stored.",
 	"metrocast_ingest_errors_total":           "Ingest lines answered with an error.",
+	"metrocast_ingest_duplicates_total":       "Ingest lines acked as copies of an id stored in the last two minutes, not stored again.",
 	"metrocast_ingest_rejected_total":         "Producer connections refused over ingest_max_conns.",
 	"metrocast_admin_refused_total":           "Admin port requests refused for their credential (401).",
 	"metrocast_ingest_line_timeouts_total":    "Producers and HTTP publishes cut off for a line not whole within ingest_line_timeout.",

@@ -114,6 +114,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_ingest_frames_total", st.IngestFrames)
 	counter("metrocast_ingest_bytes_total", st.IngestBytes)
 	counter("metrocast_ingest_errors_total", st.IngestErrors)
+	counter("metrocast_ingest_duplicates_total", st.IngestDuplicates)
 	counter("metrocast_ingest_rejected_total", st.IngestRejected)
 	counter("metrocast_admin_refused_total", st.AdminRefused)
 	counter("metrocast_auth_jwks_fetches_total", st.JWKSFetches)

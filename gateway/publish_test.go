@@ -61,10 +61,12 @@ func TestHTTPPublish(t *testing.T) {
 
 // TestHTTPPublishSameAnswersAsTCP sends the same NDJSON (good, malformed,
 // unanswered, too long and pipelined lines) to the TCP port and over HTTP,
-// each for a fresh city, and expects the same answers byte for byte.
+// each to a node of its own (its ids would be resends on one node), and
+// expects the same answers byte for byte.
 func TestHTTPPublishSameAnswersAsTCP(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{IngestMaxLineBytes: 1024})
+	s2 := startServer(t, Config{IngestMaxLineBytes: 1024})
 	ndjson := func(city string) string {
 		return strings.Join([]string{
 			`{"id":"a","city":"` + city + `","type":"data_update","data":{"n":1}}`,
@@ -90,7 +92,7 @@ func TestHTTPPublishSameAnswersAsTCP(t *testing.T) {
 		tcp.Write(line)
 	}
 
-	code, body := adminPost(t, s, "/api/publish", strings.NewReader(ndjson("viahttp")))
+	code, body := adminPost(t, s2, "/api/publish", strings.NewReader(ndjson("viahttp")))
 	if code != http.StatusBadRequest {
 		t.Errorf("status %d, want 400 (some lines failed)", code)
 	}
@@ -102,7 +104,7 @@ func TestHTTPPublishSameAnswersAsTCP(t *testing.T) {
 			t.Errorf("answers lack %s:\n%s", want, body)
 		}
 	}
-	for _, city := range []string{"viatcp", "viahttp"} {
+	for city, s := range map[string]*Server{"viatcp": s, "viahttp": s2} {
 		if cs := s.Cities([]string{city}, 0); len(cs) != 1 || cs[0].Head != 3 || cs[0].RecentAlerts != 1 {
 			t.Errorf("%s: %+v, want 3 frames, 1 alert", city, cs)
 		}

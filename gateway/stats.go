@@ -92,6 +92,9 @@ type Stats struct {
 	// IngestTimeouts counts producers (and HTTP publishes) cut off for a
 	// line not whole within IngestLineTimeout.
 	IngestTimeouts uint64 `json:"ingest_timeouts"`
+	// IngestDuplicates counts lines acked as copies of an id stored in the
+	// last two minutes, not stored again.
+	IngestDuplicates uint64 `json:"ingest_duplicates"`
 	// Producers lists the connected producers.
 	Producers []ProducerStats `json:"producers"`
 }
