@@ -202,7 +202,8 @@ type ltPhase struct {
 }
 
 // loadgenPerDelivery is the load generator's CPU per delivery in the
-// phase, in µs, or 0.
+// phase, in µs, or 0. (Computed here rather than read: loadtest binaries
+// from before it reported it, given with -loadtest, compare too.)
 func (p *ltPhase) loadgenPerDelivery() float64 {
 	if p.Deliveries == 0 {
 		return 0

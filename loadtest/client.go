@@ -27,33 +27,49 @@ import (
 
 // client is one simulated dashboard: a WebSocket connection subscribed to
 // one city, reconnected with resume when the churner asks. Everything but
-// the fields marked otherwise belongs to the client's goroutine (run).
+// the fields marked otherwise belongs to the client's goroutine (run), and
+// to its poller while the poller reads the connection (read).
 type client struct {
 	w    *worker
 	idx  int // global index: city idx%cities, source address, slow share
 	city string
 	slow bool // stops reading while the worker is paused
 
-	br    *bufio.Reader
-	ts    *tsReader
-	buf   []byte // payloads too large to peek
+	br *bufio.Reader // the upgrade answer
+	ts *tsReader
+	// pend holds the bytes of a frame not yet whole; at the hand-over, the
+	// frames that came with the upgrade answer, received at pendTS.
+	pend   []byte
+	pendTS int64
+	// The read being handled: when it was read (Unix ns), and whether the
+	// kernel gave no receive timestamp for it.
+	readAt int64
+	noTS   bool
+	done   chan error // the poller's end of a connection: why
+
 	tally tally
 	epoch uint64
 	// since is the dial time of the current connection (Unix ns): a frame
 	// sent before it reached the client by replay, not live.
 	since   int64
-	dials   int    // connections made, reconnects included
-	readyAt bool   // the current connection got its initial_data/subscribed
-	resumes uint64 // reconnects answered resumed:true at the right seq
-	bad     uint64 // protocol surprises: bad resume answer, unknown message, error message
-	badTime uint64 // data_update without a parsable "t"
-	dropped bool   // the server (or the network) ended it
-	failed  bool   // never got ready
+	dials   int           // connections made, reconnects included
+	readyAt bool          // the current connection got its initial_data/subscribed
+	resumes uint64        // reconnects answered resumed:true at the right seq
+	bad     uint64        // protocol surprises: bad resume answer, unknown message, error message
+	badTime uint64        // data_update without a parsable "t"
+	dropped bool          // the server (or the network) ended it
+	failed  bool          // never got ready
+	ready   func(ok bool) // run's, called once the first connection is up or failed
 
-	mu  sync.Mutex // guards cur, for the churner's and closer's Close
-	cur net.Conn
+	mu  sync.Mutex // guards cur and fd, for the churner's and closer's interrupt
+	cur net.Conn   // while connecting
+	fd  int        // while a poller reads it (detach), else -1
 
-	reconnect atomic.Bool   // set by the churner before it closes cur
+	// up is the connection's race between its first message and the
+	// connect time-out: upWaiting, then upReady or upTimedOut.
+	up atomic.Int32
+
+	reconnect atomic.Bool   // set by the churner before it interrupts
 	lastSeq   atomic.Uint64 // tally.last, for progress (behind) while running
 	ended     atomic.Bool   // run has returned
 }
@@ -75,13 +91,14 @@ func (e *closeError) Error() string { return fmt.Sprintf("closed by server: %d %
 func (c *client) run(ready func(ok bool)) {
 	w := c.w
 	defer c.ended.Store(true)
+	c.ready = ready
 	for {
 		first := c.dials == 0
 		start := time.Now()
 		err := c.connect(start)
 		if err == nil {
 			c.since = start.UnixNano()
-			err = c.read(start, first, ready)
+			err = c.read(start)
 		}
 		c.setConn(nil)
 		if first && !c.readyAt {
@@ -117,14 +134,20 @@ func (c *client) setConn(nc net.Conn) {
 	c.mu.Unlock()
 }
 
-// interrupt closes the current connection, if any, from another goroutine.
+// interrupt ends the current connection, if any, from another goroutine:
+// it closes it while connecting, and shuts it down while a poller reads it
+// (the poller closes it, so that its descriptor is never reused under it).
 func (c *client) interrupt() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur == nil {
+	switch {
+	case c.cur != nil:
+		_ = c.cur.Close()
+	case c.fd >= 0:
+		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	default:
 		return false
 	}
-	_ = c.cur.Close()
 	return true
 }
 
@@ -307,115 +330,124 @@ func readRefusal(br *bufio.Reader, status []byte) error {
 	return e
 }
 
-// read handles frames until the connection ends. It answers pings and
-// accounts every city message. start is when the connection was dialled.
-func (c *client) read(start time.Time, first bool, ready func(bool)) error {
+// Connection states between the poller and the connect time-out.
+const (
+	upWaiting = iota
+	upReady
+	upTimedOut
+)
+
+// read hands the connection to a poller and waits until it ends; the first
+// message must come within the connect time-out of start, the dial. The
+// poller answers pings and accounts every city message (frames).
+func (c *client) read(start time.Time) error {
 	w := c.w
-	for {
-		if c.slow {
-			if g := w.gate.Load(); g != nil {
-				select {
-				case <-*g:
-				case <-w.ctx.Done():
-					return errClosing
-				}
-			}
-		}
-		op, payload, err := c.next()
-		if err != nil {
-			return err
-		}
-		at := c.ts.ts
-		if at == 0 {
-			at = time.Now().UnixNano()
-		}
-		switch op {
-		case ws.OpText:
-			if c.message(payload, at) && !c.readyAt {
-				c.readyAt = true
-				nc := c.conn()
-				if nc != nil {
-					_ = nc.SetDeadline(time.Time{})
-				}
-				lat := at - start.UnixNano()
-				if first {
-					w.connect.record(lat)
-					ready(true)
-				} else {
-					w.reconnectLat.record(lat)
-				}
-			}
-		case ws.OpPing:
-			if nc := c.conn(); nc != nil {
-				if err := ws.WriteFrame(nc, ws.MaskFrameInPlace(ws.NewPongFrame(bytes.Clone(payload)))); err != nil {
-					return err
-				}
-			}
-		case ws.OpClose:
-			ce := &closeError{code: ws.StatusNoStatusRcvd}
-			if len(payload) >= 2 {
-				ce.code = ws.StatusCode(binary.BigEndian.Uint16(payload))
-				ce.reason = string(payload[2:])
-			}
-			return ce
-		}
+	if err := c.detach(); err != nil {
+		return err
 	}
+	c.up.Store(upWaiting)
+	w.poller.add(c)
+	t := time.NewTimer(time.Until(start.Add(w.o.ConnectTimeout)))
+	defer t.Stop()
+	select {
+	case err := <-c.done:
+		return err
+	case <-t.C:
+	}
+	if !c.up.CompareAndSwap(upWaiting, upTimedOut) {
+		return <-c.done
+	}
+	c.interrupt()
+	<-c.done
+	return fmt.Errorf("no answer to the subscription within %s", w.o.ConnectTimeout)
 }
 
-func (c *client) conn() net.Conn {
+// detach takes the connection out of Go's netpoller for a poller: it keeps
+// a duplicate of the socket and closes the net.Conn (which removes it from
+// the runtime's epoll), and keeps what the upgrade's reader read ahead.
+// Under mu, so that an interrupt closes either the net.Conn, before (then
+// the duplicate fails), or the duplicate, after.
+func (c *client) detach() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur
+	nc := c.cur
+	if nc == nil {
+		return errClosing
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return errNotTCP
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("cannot duplicate the socket: %w", derr)
+	}
+	_ = nc.Close()
+	c.cur, c.fd = nil, fd
+	ahead, _ := c.br.Peek(c.br.Buffered())
+	c.pend = append(c.pend[:0], ahead...)
+	c.pendTS = c.ts.ts
+	return nil
 }
 
-// next returns the next frame's opcode and payload. The payload is valid
-// until the next call: it is peeked from the reader when it fits, so most
-// frames are not copied.
-func (c *client) next() (ws.OpCode, []byte, error) {
-	b, err := c.br.Peek(2)
-	if err != nil {
-		return 0, nil, err
+// frames handles every whole frame at the start of b, which arrived at ts
+// (the kernel's receive timestamp, Unix ns; 0: none) and was read at now,
+// and returns the bytes they took. An error ends the connection. Runs on
+// the poller.
+func (c *client) frames(b []byte, ts, now int64) (int, error) {
+	c.readAt, c.noTS = now, ts == 0
+	at := ts
+	if at == 0 {
+		at = now
 	}
-	op := ws.OpCode(b[0] & 0x0f)
-	if b[1]&0x80 != 0 {
-		return 0, nil, errors.New("masked frame from the server")
-	}
-	n, hn := int(b[1]&0x7f), 2
-	switch n {
-	case 126:
-		if b, err = c.br.Peek(4); err != nil {
-			return 0, nil, err
+	used := 0
+	for {
+		op, payload, n, err := nextFrame(b[used:])
+		if err != nil || n == 0 {
+			return used, err
 		}
-		n, hn = int(binary.BigEndian.Uint16(b[2:])), 4
-	case 127:
-		if b, err = c.br.Peek(10); err != nil {
-			return 0, nil, err
+		used += n
+		if err := c.frame(op, payload, at); err != nil {
+			return used, err
 		}
-		l := binary.BigEndian.Uint64(b[2:])
-		if l > 64<<20 {
-			return 0, nil, fmt.Errorf("frame of %d bytes", l)
+	}
+}
+
+// frame handles one frame that arrived at at.
+func (c *client) frame(op ws.OpCode, payload []byte, at int64) error {
+	switch op {
+	case ws.OpText:
+		if c.message(payload, at) && !c.readyAt && c.up.CompareAndSwap(upWaiting, upReady) {
+			c.readyAt = true
+			lat := at - c.since
+			if c.dials == 1 {
+				c.w.connect.record(lat)
+				c.ready(true)
+			} else {
+				c.w.reconnectLat.record(lat)
+			}
 		}
-		n, hn = int(l), 10
-	}
-	if hn+n <= c.br.Size() {
-		b, err := c.br.Peek(hn + n)
-		if err != nil {
-			return 0, nil, err
+	case ws.OpPing:
+		pong := ws.MustCompileFrame(ws.MaskFrameInPlace(ws.NewPongFrame(bytes.Clone(payload))))
+		if n, err := unix.Write(c.fd, pong); err != nil || n != len(pong) {
+			return fmt.Errorf("cannot answer a ping (%d of %d bytes written): %v", n, len(pong), err)
 		}
-		_, _ = c.br.Discard(hn + n)
-		return op, b[hn:], nil
+	case ws.OpClose:
+		ce := &closeError{code: ws.StatusNoStatusRcvd}
+		if len(payload) >= 2 {
+			ce.code = ws.StatusCode(binary.BigEndian.Uint16(payload))
+			ce.reason = string(payload[2:])
+		}
+		return ce
 	}
-	if _, err := c.br.Discard(hn); err != nil {
-		return 0, nil, err
-	}
-	if cap(c.buf) < n {
-		c.buf = make([]byte, n)
-	}
-	c.buf = c.buf[:n]
-	if _, err := io.ReadFull(c.br, c.buf); err != nil {
-		return 0, nil, err
-	}
-	return op, c.buf, nil
+	return nil
 }
 
 var (
@@ -496,7 +528,7 @@ func (c *client) cityFrame(m []byte, seq uint64, at int64) {
 		c.badTime++
 		return
 	}
-	w.sample(c, seq, int64(sent), at, time.Now().UnixNano())
+	w.sample(c, seq, int64(sent), at, c.readAt)
 }
 
 // numberAfter parses the unsigned integer that follows the first key in m.

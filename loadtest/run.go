@@ -490,6 +490,7 @@ func (r *runner) finish() error {
 		p.PerSecond = float64(p.Deliveries) / p.Seconds
 		if p.Deliveries > 0 {
 			p.NodeCPUPerMDel = p.NodeCPU / float64(p.Deliveries) * 1e6
+			p.LoadgenPerMDel = p.LoadgenCPU / float64(p.Deliveries) * 1e6
 		}
 	}
 	if r.o.Spread {

@@ -148,6 +148,8 @@ type worker struct {
 	clients []*client
 	wg      sync.WaitGroup // client goroutines
 	dialing atomic.Bool
+	poller  *poller   // reads the connections
+	stopped sync.Once // the poller
 
 	ready, failed, dropped, retries atomic.Int64
 	deliveries, resyncs, reconnects atomic.Uint64
@@ -155,7 +157,7 @@ type worker struct {
 
 	phases  atomic.Pointer[[]*phase]
 	acked   atomic.Pointer[map[string]seqSet]
-	gate    atomic.Pointer[chan struct{}] // non-nil while slow clients pause
+	paused  atomic.Bool // slow clients stop reading
 	closing atomic.Bool
 	spread  []frameSpread // per city, with -spread
 	flood   *flood        // the flood scenario's flooders, once started
@@ -221,8 +223,17 @@ func newWorker(s spec) (*worker, error) {
 	if s.Opts.Spread {
 		w.spread = make([]frameSpread, s.Opts.Cities)
 	}
+	// One poller: a worker reads on one core at most, and leaves the
+	// other to the node (more workers, -procs, read on more).
+	p, err := newPoller(w)
+	if err != nil {
+		w.cancel()
+		return nil, err
+	}
+	w.poller = p
 	for i := s.Lo; i < s.Hi; i++ {
-		w.clients = append(w.clients, &client{w: w, idx: i, city: s.Opts.city(i), slow: s.Opts.isSlow(i)})
+		w.clients = append(w.clients, &client{w: w, idx: i, city: s.Opts.city(i), slow: s.Opts.isSlow(i),
+			fd: -1, done: make(chan error, 1)})
 	}
 	// The time limit closes everything even if the coordinator hangs.
 	go func() {
@@ -249,12 +260,10 @@ func (w *worker) handle(cmd command) (reply, error) {
 		ph := append(slices.Clip(old), &phase{name: cmd.Name, from: cmd.From})
 		w.phases.Store(&ph)
 	case "pause":
-		g := make(chan struct{})
-		w.gate.Store(&g)
+		w.paused.Store(true)
 	case "resume":
-		if g := w.gate.Swap(nil); g != nil {
-			close(*g)
-		}
+		w.paused.Store(false)
+		w.poller.poke() // it takes the paused clients back
 	case "churn":
 		go w.churn(cmd.Rate, time.Unix(0, cmd.Until))
 	case "flood":
@@ -352,7 +361,7 @@ func (w *worker) sample(c *client, seq uint64, sent, at, read int64) {
 		ph.lat.record(at - sent)
 		ph.read.record(read - sent)
 		ph.deliveries.Add(1)
-		if c.ts.ts == 0 {
+		if c.noTS {
 			ph.noTS.Add(1)
 		}
 		break
@@ -429,7 +438,7 @@ func (w *worker) stats() *workerStats {
 		st.Latency = phases[len(phases)-1].lat.sparse()
 	}
 	if a := w.acked.Load(); a != nil {
-		paused := w.gate.Load() != nil
+		paused := w.paused.Load()
 		for _, c := range w.clients {
 			if c.ended.Load() || c.slow && paused {
 				continue
@@ -441,15 +450,21 @@ func (w *worker) stats() *workerStats {
 	return st
 }
 
-// closeAll closes every connection and waits for the client goroutines.
-// Safe to call more than once.
+// closeAll closes every connection, waits for the client goroutines and
+// stops the poller. Safe to call more than once, and concurrently.
 func (w *worker) closeAll() {
 	w.closing.Store(true)
 	for _, c := range w.clients {
 		c.interrupt()
 	}
-	w.cancel() // also releases paused readers and pending dials
+	w.cancel()      // also releases pending dials
+	w.poller.poke() // it ends the paused clients
 	w.wg.Wait()
+	w.stopPoller()
+}
+
+func (w *worker) stopPoller() {
+	w.stopped.Do(w.poller.stop)
 }
 
 // report sums the clients' accounting by class. Call it after closeAll.
