@@ -12,12 +12,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	gwproducer "github.com/metrocast/metrocast/gateway/producer"
 )
 
 // startProcNode starts a metrocast node on the NATS cluster procs with a
-// stream on every server, the first URL being procs[first]'s. Right after the cluster forms
-// (and on a loaded machine, for a while) the stream's creation may answer
-// "temporarily unavailable": it retries.
+// stream on every server, the first URL being procs[first]'s. Right after
+// the cluster forms (and on a loaded machine, for a while) the stream's
+// creation may answer "temporarily unavailable": it retries.
 func startProcNode(t testing.TB, procs []*natsProc, first int) *Server {
 	t.Helper()
 	var node *Server
@@ -455,4 +457,54 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	procs[0].thaw(t)
 	waitReady(t, a, http.StatusOK)
 	p.publish(t, dataLine("ready", "data_update", `{"after":1}`))
+}
+
+// TestClusterProducerResends: the producer package resends, with the same
+// id, a line the node could not store while NATS was away, and returns
+// once it is stored: the client gets it once.
+func TestClusterProducerResends(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{IngestMaxErrors: 1})
+	c, _ := subscribeCluster(t, a, "cities=resend", 1)
+	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
+		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	n.stop()
+	waitReady(t, a, http.StatusServiceUnavailable)
+	type result struct {
+		seq uint64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		seq, err := p.Send(context.Background(), []byte(`{"id":"resend-1","city":"resend","type":"data_update","data":{"v":1}}`))
+		done <- result{seq, err}
+	}()
+	// Answered "retry" a few times: more than IngestMaxErrors allows bad
+	// lines, and the producer is not dropped for them.
+	waitFor(t, clusterTimeout, func() bool { return a.Stats().IngestErrors >= 3 })
+	n.start()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(r3Timeout):
+		t.Fatal("Send did not return after NATS came back")
+	}
+	if r.err != nil {
+		t.Fatalf("Send: %v", r.err)
+	}
+	next, err := p.Send(t.Context(), []byte(`{"id":"resend-2","city":"resend","type":"data_update","data":{"v":2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readFrames(t, c, 2)
+	if got[0].seq != r.seq || got[0].data != `{"v":1}` || got[1].seq != next {
+		t.Fatalf("frames %+v, want the resent line once (seq %d), then seq %d", got, r.seq, next)
+	}
+	if st := a.Stats(); st.IngestDropped != 0 {
+		t.Fatalf("%d producers dropped", st.IngestDropped)
+	}
 }

@@ -25,8 +25,9 @@ const pushDefaultAddr = "127.0.0.1:7070"
 
 // runPush implements `metrocast push`: it reads NDJSON from stdin, sends
 // every non-empty line to the gateway's ingest port (pipelined, with at most
-// producer.DefaultMaxInFlight lines unanswered), prints one JSON line per
-// answer to stdout and a summary to stderr. It returns an error if any line
+// producer.DefaultMaxInFlight lines unanswered; the producer resends those
+// answered with "retry" for producer.DefaultRetryTimeout), prints one JSON
+// line per answer to stdout and a summary to stderr. It returns an error if any line
 // was rejected or may not have been stored.
 func runPush(args []string) error {
 	fs := flag.NewFlagSet("push", flag.ContinueOnError)
@@ -49,6 +50,9 @@ to the ingest port, and prints one line per answer to stdout:
   {"line":N,"seq":S}          stored under seq S
   {"line":N,"error":"..."}    rejected, or not known to be stored
 where N is the stdin line number. Lines without an "id" get a generated one.
+A line the gateway could not store for a fault of its cluster bus (NATS
+down; its answer has "retry") is resent with the same id, backing off, for
+up to a minute before it counts as not stored.
 Exits non-zero if any line was not acked.
 
 flags:

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/metrocast/metrocast/gateway"
 )
@@ -74,5 +77,74 @@ func TestPushRefused(t *testing.T) {
 	out, _, err := run(strings.TrimSpace(tok.String()))
 	if err != nil || strings.Count(out, `"seq":`) != 2 {
 		t.Fatalf("with a token: %v\n%s", err, out)
+	}
+}
+
+// TestPushResendsOverBusOutage: with the node's NATS down, push's lines are
+// answered "retry"; push backs off and resends them with their ids, keeps
+// its connection, and exits 0 once NATS is back and every line is stored.
+func TestPushResendsOverBusOutage(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	var ns *natsserver.Server
+	startNATS := func() {
+		t.Helper()
+		var err error
+		if ns, err = natsserver.NewServer(opts); err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		opts.Port = ns.Addr().(*net.TCPAddr).Port
+	}
+	startNATS()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	s, err := gateway.New(gateway.Config{
+		Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Loops: 1,
+		NATSURL: ns.ClientURL(), IngestMaxErrors: 1, Insecure: true, DrainWindow: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	const lines = `{"city":"po","type":"data_update","data":{"n":1}}
+{"city":"po","type":"data_update","data":{"n":2}}
+{"city":"po","type":"data_update","data":{"n":3}}
+`
+	var out, errOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- push(context.Background(), func() {}, strings.NewReader(lines), &out, &errOut, s.IngestAddr().String(), 5*time.Second, "")
+	}()
+	// Every line answered "retry" at least once, past IngestMaxErrors.
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Stats().IngestErrors < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest errors %d: the lines were not refused while NATS was down", s.Stats().IngestErrors)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	startNATS()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("push: %v\n%s\n%s", err, out.String(), errOut.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("push did not finish after NATS came back")
+	}
+	if strings.Count(out.String(), `"seq":`) != 3 || !strings.Contains(errOut.String(), "3 acked") {
+		t.Fatalf("push answers\n%s%s, want 3 acked", out.String(), errOut.String())
+	}
+	if st := s.Stats(); st.IngestDropped != 0 || st.IngestConns > 1 {
+		t.Fatalf("stats %+v: the producer was dropped or reconnected", st)
 	}
 }

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -23,8 +24,13 @@ const retainBytes = 1 << 20
 // entry is one message written (or queued) and not yet answered.
 type entry struct {
 	id   string
-	line int // 1-based line number on the connection
+	line int    // 1-based line number on the connection
+	raw  []byte // the line as written, with its newline, to resend it
 	done func(seq uint64, err error)
+	// Resends of a line the gateway answered with "retry": how many so
+	// far, and until when (zero before the first).
+	resends int
+	until   time.Time
 }
 
 // queue is a FIFO of entries with a fixed capacity: every entry holds an
@@ -72,13 +78,14 @@ type conn struct {
 	failOnce sync.Once
 	answered bool // readLoop only: an answer arrived on this connection
 
-	mu       sync.Mutex // guards the fields below
-	out      []byte     // lines appended by senders, not yet taken by writeLoop
-	pending  queue      // entries in line order
-	lines    int        // lines appended so far
-	dead     bool       // no more appends: the connection failed or is closing
-	draining bool       // Close waits for pending to empty, then closes
-	err      error      // why the connection failed (set with dead)
+	mu        sync.Mutex // guards the fields below
+	out       []byte     // lines appended by senders, not yet taken by writeLoop
+	pending   queue      // entries in line order
+	resending int        // entries answered "retry", waiting to be resent
+	lines     int        // lines appended so far
+	dead      bool       // no more appends: the connection failed or is closing
+	draining  bool       // Close waits for pending and resending to empty, then closes
+	err       error      // why the connection failed (set with dead)
 }
 
 func newConn(p *Producer, nc net.Conn, no uint64) *conn {
@@ -118,8 +125,13 @@ func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
 		// readLoop re-arms it on each answer and disarms it when idle.
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
 	}
-	c.pending.push(entry{id: f.id, line: c.lines, done: done})
+	start := len(c.out)
 	c.out = appendFrame(c.out, f)
+	e := entry{id: f.id, line: c.lines, done: done}
+	if c.p.opts.RetryTimeout > 0 {
+		e.raw = bytes.Clone(c.out[start:])
+	}
+	c.pending.push(e)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -147,7 +159,7 @@ func (c *conn) fail(cause error) {
 func (c *conn) drain() {
 	c.mu.Lock()
 	c.draining = true
-	idle := c.pending.n == 0
+	idle := c.pending.n == 0 && c.resending == 0
 	c.mu.Unlock()
 	if idle {
 		c.fail(errClosing)
@@ -254,8 +266,9 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 	e, ok := c.pending.peek()
 	c.mu.Unlock()
 	var (
-		seq uint64
-		err error
+		seq    uint64
+		err    error
+		resend bool
 	)
 	switch {
 	case !ok:
@@ -271,21 +284,40 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		if r.Line != e.line {
 			return fmt.Errorf("error for line %d where line %d was due: %s", r.Line, e.line, *r.Error)
 		}
-		err = &RejectError{Line: r.Line, Message: *r.Error}
+		if r.Retry == retryMaybeStored {
+			err = &MaybeStoredError{ID: e.id, Err: fmt.Errorf("gateway: %s", *r.Error)}
+		} else {
+			err = &RejectError{Line: r.Line, Message: *r.Error, Retryable: r.Retry != ""}
+		}
+		resend = r.Retry != "" && c.p.resendable(&e)
 	}
 	c.mu.Lock()
 	c.pending.pop()
+	if resend {
+		c.resending++
+	}
 	switch {
 	case c.pending.n > 0:
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
 	default:
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
-	closeNow := c.draining && c.pending.n == 0
+	closeNow := c.draining && c.pending.n == 0 && c.resending == 0
 	c.mu.Unlock()
 	if !c.answered {
 		c.answered = true
 		c.p.connAnswered()
+	}
+	if resend {
+		// It keeps its in-flight slot. readLoop is counted in p.wg, so this
+		// Add comes before any Wait on a zero count.
+		e.resends++
+		c.p.wg.Add(1)
+		time.AfterFunc(c.p.opts.backoff(e.resends), func() {
+			defer c.p.wg.Done()
+			c.resend(e, err)
+		})
+		return nil
 	}
 	c.p.release()
 	if e.done != nil {
@@ -295,6 +327,34 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		return errClosing
 	}
 	return nil
+}
+
+// resend writes e again, with the same id, as the connection's next line;
+// if the connection died meanwhile, e fails with last, the error of its
+// last answer. Runs on a timer's goroutine.
+func (c *conn) resend(e entry, last error) {
+	c.mu.Lock()
+	c.resending--
+	if c.dead {
+		c.mu.Unlock()
+		c.p.release()
+		if e.done != nil {
+			e.done(0, last)
+		}
+		return
+	}
+	c.lines++
+	e.line = c.lines
+	if c.pending.n == 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
+	}
+	c.pending.push(e)
+	c.out = append(c.out, e.raw...)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // readAnswer reads one answer line into buf (without its newline). A line

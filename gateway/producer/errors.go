@@ -25,7 +25,9 @@ var (
 
 // RejectError is the gateway's error line for a message: the gateway did not
 // store it. Resending the same bytes is pointless when the line is malformed;
-// other messages (for example a cluster outage) may succeed later.
+// a message the gateway could not store for a fault of its cluster bus
+// (Retryable) was resent for Options.RetryTimeout already, and may succeed
+// later.
 type RejectError struct {
 	// Line is the 1-based line number on the connection the message was
 	// sent on, as the gateway reported it. It identifies the line within one
@@ -33,6 +35,9 @@ type RejectError struct {
 	Line int
 	// Message is the gateway's explanation.
 	Message string
+	// Retryable: the line was fine; the gateway's cluster bus was down or
+	// had no stream leader ("retry":"not_stored").
+	Retryable bool
 }
 
 func (e *RejectError) Error() string {
@@ -57,8 +62,9 @@ func (e *RefusedError) Error() string {
 
 // MaybeStoredError fails a message that was written (or queued to be
 // written) but not answered: the connection failed, the gateway did not
-// answer within Options.AckTimeout, or the caller's context ended while
-// Send waited. The gateway may or may not have stored the message. To retry
+// answer within Options.AckTimeout, the caller's context ended while Send
+// waited, or the gateway's cluster bus kept answering that it could not
+// confirm the line ("retry":"maybe_stored") for Options.RetryTimeout. The gateway may or may not have stored the message. To retry
 // without risking a duplicate, resend it with the same "id" (ID below): the
 // gateway acks by id, so a duplicate is recognisable downstream.
 type MaybeStoredError struct {

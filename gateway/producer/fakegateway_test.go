@@ -29,6 +29,11 @@ type fakeGateway struct {
 	// refuse answers every new connection with a connection-level error
 	// (line 0) and closes it, as the gateway does when it is full.
 	refuse bool
+	// retry answers lines with an id as the gateway does when its cluster
+	// bus fails, {"error":…,"line":N,"retry":retry}: the first retryLines
+	// of them, or all with retryLines 0.
+	retry      string
+	retryLines int
 
 	ln       net.Listener
 	quit     chan struct{}
@@ -36,6 +41,7 @@ type fakeGateway struct {
 	wg       sync.WaitGroup
 	seq      atomic.Uint64
 	accepted atomic.Int32
+	retried  atomic.Int32
 
 	mu    sync.Mutex
 	lines []string // every line read, in order
@@ -121,6 +127,7 @@ type fakeAck struct {
 type fakeError struct {
 	Error string `json:"error"`
 	Line  int    `json:"line"`
+	Retry string `json:"retry,omitempty"`
 }
 
 func appendJSONLine(dst []byte, v any) []byte {
@@ -161,6 +168,8 @@ func (g *fakeGateway) serve(c net.Conn, no int) {
 			answer = appendJSONLine(nil, fakeError{Error: "cannot parse JSON object", Line: n})
 		case m.City == "":
 			answer = appendJSONLine(nil, fakeError{Error: `missing "city"`, Line: n})
+		case m.ID != "" && g.retry != "" && (g.retryLines == 0 || g.retried.Add(1) <= int32(g.retryLines)):
+			answer = appendJSONLine(nil, fakeError{Error: "cluster bus (NATS) unavailable", Line: n, Retry: g.retry})
 		case m.ID != "":
 			id := m.ID
 			if no == 1 && g.wrongAck {

@@ -117,7 +117,16 @@ type response struct {
 	Seq   uint64  `json:"seq"`
 	Error *string `json:"error"`
 	Line  int     `json:"line"`
+	// Retry, on an error, says the line was fine and the gateway's cluster
+	// bus failed to store it: retryNotStored or retryMaybeStored.
+	Retry string `json:"retry"`
 }
+
+// The gateway's "retry" values (codec.RetryNotStored, RetryMaybeStored).
+const (
+	retryNotStored   = "not_stored"
+	retryMaybeStored = "maybe_stored"
+)
 
 // parseResponse parses one answer line (without its newline).
 func parseResponse(line []byte) (response, error) {

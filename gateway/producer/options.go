@@ -15,6 +15,7 @@ const (
 	DefaultMaxLineBytes = 1 << 20 // the gateway's default ingest line limit
 	DefaultReconnectMin = 100 * time.Millisecond
 	DefaultReconnectMax = 10 * time.Second
+	DefaultRetryTimeout = time.Minute
 )
 
 // Options configures a Producer. The zero value is usable: every field says
@@ -30,9 +31,11 @@ type Options struct {
 	// write may block on TCP backpressure and how long Close waits for each
 	// answer. Zero means DefaultAckTimeout.
 	AckTimeout time.Duration
-	// MaxInFlight bounds the messages sent or queued but not yet answered.
-	// Send and SendAsync block while it is reached. With MaxLineBytes it
-	// bounds the producer's memory: at most MaxInFlight lines are buffered.
+	// MaxInFlight bounds the messages sent or queued but not yet answered,
+	// or waiting to be resent. Send and SendAsync block while it is
+	// reached. With MaxLineBytes it bounds the producer's memory: each
+	// message in flight keeps its line (to resend it), at most MaxInFlight
+	// of them.
 	// Zero means DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxLineBytes is the longest line (without its newline, with the id the
@@ -49,6 +52,15 @@ type Options struct {
 	// DefaultReconnectMax (or ReconnectMin, if that is larger).
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// RetryTimeout is how long a message is resent, with the same id, while
+	// the gateway answers it with "retry": the line is fine but the
+	// gateway's cluster bus could not store it (NATS down, no stream
+	// leader) or did not confirm it in time. The pauses between resends
+	// follow ReconnectMin and ReconnectMax. Past RetryTimeout the message
+	// fails with the last answer: a *RejectError with Retryable set (known
+	// not stored) or a *MaybeStoredError (it may be stored). Zero means
+	// DefaultRetryTimeout; a negative value never resends.
+	RetryTimeout time.Duration
 	// Token, when set, is called before each connection and its result
 	// sent as the connection's first line, {"auth":"<token>"}: a gateway
 	// whose ingest port is not on loopback requires one, with a "publish"
@@ -78,6 +90,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReconnectMax == 0 {
 		o.ReconnectMax = max(DefaultReconnectMax, o.ReconnectMin)
+	}
+	if o.RetryTimeout == 0 {
+		o.RetryTimeout = DefaultRetryTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -22,6 +22,13 @@
 // *RefusedError: not stored. The next send dials again, after a jittered
 // backoff.
 //
+// A line the gateway answers with "retry" was fine, but the gateway's
+// cluster bus could not store it, or did not confirm it: the producer
+// resends it with the same id (which the gateway stores once), on the same
+// connection, backing off, for up to Options.RetryTimeout, and the caller
+// sees only the final answer. A resent message is stored, and its callback
+// runs, after those of messages sent after it.
+//
 // Everything is bounded: lines (Options.MaxLineBytes), messages in flight
 // (Options.MaxInFlight; sends block past it) and answer lines. A Producer
 // runs two goroutines per connection and none per message.
@@ -100,11 +107,13 @@ func Dial(ctx context.Context, addr string, opts Options) (*Producer, error) {
 // when it has no "id" the producer inserts a generated one. Send returns the
 // seq the gateway stored the message under, or:
 //   - an error wrapping ErrInvalidLine or ErrLineTooLong: nothing was sent;
-//   - *RejectError: the gateway refused the line;
+//   - *RejectError: the gateway refused the line (Retryable: its cluster
+//     bus could not store it, for Options.RetryTimeout of resends);
 //   - *RefusedError: the gateway refused the connection (a bad token, too
 //     many producers): the line was not stored;
-//   - *MaybeStoredError: the connection failed, the ack timed out or ctx
-//     ended after the line was queued; the outcome is unknown;
+//   - *MaybeStoredError: the connection failed, the ack timed out, ctx
+//     ended after the line was queued, or the gateway's cluster bus could
+//     not confirm it for Options.RetryTimeout; the outcome is unknown;
 //   - ErrClosed, ctx's error or a dial error: nothing was sent.
 //
 // Send blocks while Options.MaxInFlight messages are in flight, while it
@@ -178,7 +187,8 @@ func (p *Producer) Publish(ctx context.Context, city, typ string, data any) (seq
 // for an in-flight slot), waits until every message in flight is answered,
 // then closes the connection. Each answer may take up to Options.AckTimeout;
 // a gateway that stays silent longer has its messages failed with
-// *MaybeStoredError. When Close returns, every callback has run and the
+// *MaybeStoredError. A message being resent keeps Close waiting until it
+// is acked or its Options.RetryTimeout has passed. When Close returns, every callback has run and the
 // producer's goroutines have exited. Close is idempotent and returns nil.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
@@ -403,6 +413,19 @@ func (p *Producer) connLost(c *conn, cause error) {
 	p.retryAt = time.Now().Add(p.opts.backoff(p.failures))
 	p.mu.Unlock()
 	p.log.Warn("lost the connection to the metrocast ingest port", "addr", p.addr, "conn", c.no, "in_flight", inFlight, "err", cause)
+}
+
+// resendable reports whether e, answered with "retry", is to be resent:
+// within Options.RetryTimeout of its first such answer. Runs on readLoop.
+func (p *Producer) resendable(e *entry) bool {
+	if p.opts.RetryTimeout < 0 {
+		return false
+	}
+	now := time.Now()
+	if e.until.IsZero() {
+		e.until = now.Add(p.opts.RetryTimeout)
+	}
+	return now.Before(e.until)
 }
 
 // connAnswered is called on a connection's first answer: the gateway works,

@@ -494,3 +494,79 @@ func TestRedialAfterGatewayRestart(t *testing.T) {
 		t.Fatalf("Send after the gateway is back: %s", err)
 	}
 }
+
+// TestResendOnRetry: a line the gateway answers with "retry" (its cluster
+// bus failed) is resent, with the same id, on the same connection, after a
+// pause, until it is acked; the caller sees only the ack.
+func TestResendOnRetry(t *testing.T) {
+	g := (&fakeGateway{retry: retryNotStored, retryLines: 3}).start(t)
+	p := dial(t, g, Options{})
+	seq, err := p.Send(testContext(t), []byte(`{"id":"r1","city":"c","type":"data_update","data":{}}`))
+	if err != nil || seq == 0 {
+		t.Fatalf("Send = %d, %v; want an ack after the resends", seq, err)
+	}
+	got := g.received()
+	if len(got) != 4 {
+		t.Fatalf("gateway read %d lines, want the line and 3 resends: %q", len(got), got)
+	}
+	for _, l := range got {
+		if l != got[0] {
+			t.Fatalf("resent %q, first sent %q", l, got[0])
+		}
+	}
+	if n := g.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want the one", n)
+	}
+}
+
+// TestResendGivesUp: past Options.RetryTimeout a message answered with
+// "retry" fails with what its last answer says: not stored (*RejectError,
+// Retryable) or maybe stored (*MaybeStoredError). With a negative
+// RetryTimeout it fails at the first answer, sent once.
+func TestResendGivesUp(t *testing.T) {
+	f := func(retry string, timeout time.Duration, check func(error) bool) {
+		t.Helper()
+		g := (&fakeGateway{retry: retry}).start(t)
+		p := dial(t, g, Options{RetryTimeout: timeout})
+		_, err := p.Send(testContext(t), []byte(`{"id":"g1","city":"c","type":"data_update","data":{}}`))
+		if !check(err) {
+			t.Fatalf("retry %s, RetryTimeout %s: Send error %v (%T)", retry, timeout, err, err)
+		}
+		if n := len(g.received()); timeout < 0 && n != 1 || timeout > 0 && n < 2 {
+			t.Fatalf("retry %s, RetryTimeout %s: the gateway read %d lines", retry, timeout, n)
+		}
+	}
+	rejected := func(err error) bool {
+		var re *RejectError
+		return errors.As(err, &re) && re.Retryable
+	}
+	maybe := func(err error) bool {
+		var me *MaybeStoredError
+		return errors.As(err, &me) && me.ID == "g1" && strings.Contains(err.Error(), "cluster bus")
+	}
+	f(retryNotStored, 30*time.Millisecond, rejected)
+	f(retryMaybeStored, 30*time.Millisecond, maybe)
+	f(retryNotStored, -1, rejected)
+}
+
+// TestCloseWaitsForResends: Close returns once a message being resent is
+// answered, its callback run.
+func TestCloseWaitsForResends(t *testing.T) {
+	g := (&fakeGateway{retry: retryNotStored, retryLines: 2}).start(t)
+	p := dial(t, g, Options{})
+	c := newCollector(1)
+	if err := p.SendAsync(testContext(t), []byte(`{"id":"w1","city":"c","type":"data_update","data":{}}`), c.cb(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("Close returned before the resent message was answered")
+	}
+	if r := c.results[0]; r.err != nil || r.seq == 0 {
+		t.Fatalf("resent message: %+v, want an ack", r)
+	}
+}
