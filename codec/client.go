@@ -152,6 +152,19 @@ func explain(b []byte) error {
 	return notJSON
 }
 
+// filterKind returns the kind a filter's types entry names.
+func filterKind(name string) (Kind, bool) {
+	switch name {
+	case "data_update":
+		return KindDataUpdate, true
+	case "alerts":
+		return KindAlerts, true
+	case "snapshot", "initial_data":
+		return KindSnapshot, true
+	}
+	return 0, false
+}
+
 // MaxCitiesPerMessage bounds the cities one subscribe message may name.
 const MaxCitiesPerMessage = 256
 
@@ -211,16 +224,11 @@ func ParseClientMessage(b []byte) (ClientMessage, error) {
 	if j.Filters != nil {
 		m.HasFilter = true
 		for _, t := range j.Filters.Types {
-			switch t {
-			case "data_update":
-				m.Filter.Kinds |= KindDataUpdate
-			case "alerts":
-				m.Filter.Kinds |= KindAlerts
-			case "snapshot", "initial_data":
-				m.Filter.Kinds |= KindSnapshot
-			default:
+			k, ok := filterKind(t)
+			if !ok {
 				return m, fmt.Errorf("%w: unknown filter type %q", ErrBadRequest, t)
 			}
+			m.Filter.Kinds |= k
 		}
 		if s := j.Filters.MinSeverity; s != "" {
 			sev, ok := ParseSeverity(s)

@@ -93,6 +93,27 @@ func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// ServerPayload returns the opcode and the payload of a whole frame built by
+// this package's encoders (final, unmasked): what another transport sends
+// of it. The payload aliases frame. A frame shorter than its header says
+// returns a nil payload.
+func ServerPayload(frame []byte) (ws.OpCode, []byte) {
+	if len(frame) < 2 {
+		return 0, nil
+	}
+	n, hs := int(frame[1]&0x7f), 2
+	switch n {
+	case 126:
+		hs = 4
+	case 127:
+		hs = 10
+	}
+	if len(frame) < hs {
+		return 0, nil
+	}
+	return ws.OpCode(frame[0] & 0x0f), frame[hs:]
+}
+
 // putHeader writes the header of a final, unmasked frame of type op with an
 // n-byte payload at the start of b, which holds at least headerSize(n) bytes.
 func putHeader(b []byte, op ws.OpCode, n int) {

@@ -298,6 +298,13 @@ func parseQuery(q string) (Upgrade, error) {
 	if err != nil {
 		return up, fmt.Errorf("cannot parse query: %w", err)
 	}
+	return parseValues(vals)
+}
+
+// parseValues reads the subscription of a WebSocket or SSE URL: cities,
+// since, epoch and token.
+func parseValues(vals url.Values) (Upgrade, error) {
+	var up Upgrade
 	for _, c := range vals["cities"] {
 		for name := range strings.SplitSeq(c, ",") {
 			if name == "" {
