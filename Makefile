@@ -62,7 +62,7 @@ deps: node-check apt-deps gateway/web/node_modules/.package-lock.json \
 	loadtest/k6/node_modules/.package-lock.json $(HELM)
 
 # Debian packages, as "command or file it provides=package".
-APT_DEPS := /usr/bin/chromium=chromium haproxy=haproxy systemd-analyze=systemd
+APT_DEPS := /usr/bin/chromium=chromium haproxy=haproxy systemd-analyze=systemd curl=curl
 apt-deps:
 	@missing=; for d in $(APT_DEPS); do command -v $${d%%=*} >/dev/null 2>&1 || missing="$$missing $${d#*=}"; done; \
 	test -z "$$missing" && exit 0; \

@@ -71,6 +71,7 @@ const (
 	flagPresence                     // some subscription wants presence events
 	flagProxied                      // from a trusted proxy: counted per IP by client
 	flagPartial                      // a frame or fragmented message is unfinished (partialAt)
+	flagHTTP                         // a plain HTTP request, not an upgrade: an SSE stream or a response (sse.go)
 )
 
 // msClock is Unix milliseconds modulo 2³², for conn.partialAt: the
@@ -87,8 +88,12 @@ type sub struct {
 	// replaying is set while frames older than the ring are fetched from
 	// the stream for it (cluster mode): the fanout leaves it alone.
 	replaying bool
-	filter    codec.Filter
-	idx       int // in loop.subs[city]
+	// fresh is set until the client has been sent the initial_data the
+	// subscription starts from: a stream's event ids leave the city out
+	// until then (loop.eventIDRest).
+	fresh  bool
+	filter codec.Filter
+	idx    int // in loop.subs[city]
 	// presence: the subscription counts its user among the city's
 	// watchers and gets presence events, sent up to presenceGen;
 	// presenceSnap is a snapshot waiting for the subscribed answer.
@@ -113,6 +118,11 @@ func (cn *conn) traffic() gnet.Action {
 		if act, done := cn.handshake(); !done {
 			return act
 		}
+	}
+	if cn.flags&flagHTTP != 0 {
+		// An SSE client has nothing to say after its request.
+		_, _ = cn.c.Discard(-1)
+		return gnet.None
 	}
 	buf, _ := cn.c.Peek(-1)
 	off := 0
@@ -173,6 +183,9 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 		l.out = codec.AppendHTTPError(l.out[:0], http.StatusRequestHeaderFieldsTooLarge, "",
 			"request head larger than "+strconv.Itoa(s.cfg.MaxHeaderBytes)+" bytes")
 		return cn.reject(CloseHandshakeFailed), false
+	}
+	if _, path, ok := codec.RequestTarget(buf[:end]); ok && httpPath(path) {
+		return cn.serveHTTP(buf[:end]), false
 	}
 	up, resp, err := s.upgrader.Upgrade(buf[:end], l.out[:0], cn.checkUpgrade)
 	l.out = resp
@@ -564,7 +577,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			sb.seq, sb.replaying, st.replay = since, true, true
 		default:
 			st.initial = c.initialFrame(s.epoch)
-			sb.cursor, sb.seq = st.initial.pos, st.initial.seq
+			sb.cursor, sb.seq, sb.fresh = st.initial.pos, st.initial.seq, true
 		}
 		l.subbed = append(l.subbed, codec.SubscribedCity{City: name, Seq: sb.seq, Resumed: st.initial == nil})
 		l.started = append(l.started, st)
@@ -584,7 +597,8 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		if st.initial != nil {
 			// Exactly the frame whose seq became the cursor: a newer one
 			// would repeat frames the fanout is about to send.
-			_, _ = cn.c.Write(st.initial.b)
+			st.sb.fresh = false
+			l.writeFrame(st.sb, st.initial)
 		}
 		if head := st.sb.city.ring.head.Load(); st.sb.cursor < head {
 			l.deliver(st.sb, head)

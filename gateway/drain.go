@@ -127,11 +127,23 @@ func (l *loop) drainStep(p *drainPlan) {
 			continue
 		}
 		if cn.state == stateOpen {
-			l.send(cn, codec.AppendReconnect(l.out[:0], rand.Int64N(reconnectJitter.Milliseconds())))
+			l.sendReconnect(cn, rand.Int64N(reconnectJitter.Milliseconds()))
 		}
 		l.closeConn(cn, CloseShutdown)
 		n--
 	}
 	l.iterating = false
 	l.sweep()
+}
+
+// sendReconnect sends cn the drain's hint: connect again after ms. A
+// stream gets it as an event with the retry field, so that a browser's
+// EventSource waits that long by itself. Runs on the loop.
+func (l *loop) sendReconnect(cn *conn, ms int64) {
+	frame := codec.AppendReconnect(l.out[:0], ms)
+	if cn.flags&flagHTTP != 0 {
+		l.writeEvent(cn, codec.AppendRetry(l.http.ev[:0], ms), frame)
+		return
+	}
+	l.send(cn, frame)
 }

@@ -46,6 +46,7 @@ type loop struct {
 	iov       [][]byte
 	out       []byte // scratch for control frames and responses
 	wbuf      []byte // coalesces long fanout batches (see write)
+	http      httpBufs
 	fp        codec.FrameParser
 	iterating bool    // inside a fanout: closes are deferred
 	deferred  []*conn // closed while iterating
@@ -125,6 +126,12 @@ func (l *loop) fanout(c *city) {
 // allocates nothing.
 func (l *loop) deliver(s *sub, head uint64) {
 	cn := s.conn
+	// An SSE stream of several cities: the others' part of the event ids,
+	// the same for every frame of this city's batch.
+	var rest []byte
+	if cn.flags&flagHTTP != 0 {
+		rest = l.eventIDRest(s)
+	}
 	for s.cursor < head && cn.state == stateOpen {
 		// room bounds the backlog to MaxBacklogBytes plus one frame.
 		buffered := cn.c.OutboundBuffered()
@@ -141,7 +148,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 		}
 		cn.stalledAt = 0
 		room = min(room, maxIOVBytes)
-		iov, n, oldest := l.iov[:0], 0, int64(0)
+		iov, n, k, oldest := l.iov[:0], 0, 0, int64(0)
 		for s.cursor < head && len(iov) < maxIOV && n < room {
 			f := s.city.ring.get(s.cursor + 1)
 			if f == nil {
@@ -155,20 +162,24 @@ func (l *loop) deliver(s *sub, head uint64) {
 			}
 			s.seq = f.seq
 			if s.filter.Pass(f.kind, f.sev) {
-				if len(iov) == 0 {
+				if k == 0 {
 					oldest = f.accepted
 				}
-				iov = append(iov, f.b)
-				n += len(f.b)
+				k++
+				if cn.flags&flagHTTP != 0 {
+					iov, n = l.appendEvent(iov, n, s, f, rest)
+				} else {
+					iov = append(iov, f.b)
+					n += len(f.b)
+				}
 			}
 		}
-		if len(iov) == 0 && s.cursor < head {
+		if k == 0 && s.cursor < head {
 			l.conflate(s)
 			continue
 		}
-		if len(iov) > 0 {
-			l.stats.deliveries.Add(uint64(len(iov)))
-			l.stats.bytesWritten.Add(uint64(n))
+		if k > 0 {
+			l.delivered(cn, k, n)
 			l.write(cn, iov)
 			if l.untilSample--; l.untilSample <= 0 {
 				l.untilSample = 1 + rand.IntN(2*latencySampleEvery-1)
@@ -177,6 +188,17 @@ func (l *loop) deliver(s *sub, head uint64) {
 		}
 		clear(iov)
 		l.iov = iov[:0]
+	}
+}
+
+// delivered counts frames (and their bytes) written to cn. Runs on the
+// loop.
+func (l *loop) delivered(cn *conn, frames, bytes int) {
+	l.stats.deliveries.Add(uint64(frames))
+	l.stats.bytesWritten.Add(uint64(bytes))
+	if cn.flags&flagHTTP != 0 {
+		l.stats.sse.deliveries.Add(uint64(frames))
+		l.stats.sse.bytesWritten.Add(uint64(bytes))
 	}
 }
 
@@ -219,7 +241,10 @@ func (l *loop) conflate(s *sub) {
 	f := s.city.initialFrame(l.s.epoch)
 	s.cursor, s.seq = f.pos, f.seq
 	l.stats.conflations.Add(1)
-	_, _ = s.conn.c.Write(f.b)
+	if s.conn.flags&flagHTTP != 0 {
+		l.stats.sse.conflations.Add(1)
+	}
+	l.writeFrame(s, f)
 }
 
 // finishReplay continues a subscription that waited for frames from the
@@ -253,9 +278,7 @@ func (l *loop) finishReplay(sb *sub, since uint64, frames []*frame, ok bool) {
 				return
 			}
 			if sb.filter.Pass(f.kind, f.sev) {
-				l.stats.deliveries.Add(1)
-				l.stats.bytesWritten.Add(uint64(len(f.b)))
-				_, _ = cn.c.Write(f.b)
+				l.delivered(cn, 1, l.writeFrame(sb, f))
 			}
 		}
 	}
@@ -272,6 +295,9 @@ func (l *loop) addSub(s *sub) {
 	}
 	s.city.subs.Add(1)
 	l.stats.subscriptions.Add(1)
+	if s.conn.flags&flagHTTP != 0 {
+		l.stats.sse.subscriptions.Add(1)
+	}
 	s.idx = len(list)
 	l.subs[s.city] = append(list, s)
 }
@@ -285,6 +311,9 @@ func (l *loop) removeSub(s *sub) {
 	}
 	s.city.subs.Add(-1)
 	l.stats.subscriptions.Add(-1)
+	if s.conn.flags&flagHTTP != 0 {
+		l.stats.sse.subscriptions.Add(-1)
+	}
 	list := l.subs[s.city]
 	last := len(list) - 1
 	list[s.idx] = list[last]
@@ -309,6 +338,9 @@ func (l *loop) removeConn(cn *conn) {
 	if l.iterating {
 		l.deferred = append(l.deferred, cn)
 		return
+	}
+	if cn.flags&flagHTTP != 0 && cn.lastPing != 0 {
+		l.stats.sse.streams.Add(-1) // a stream, not a response (conn.stream)
 	}
 	for _, s := range cn.subs {
 		l.removeSub(s)
@@ -355,6 +387,10 @@ func (l *loop) housekeeping(context.Context) error {
 				l.closeConn(cn, CloseHandshakeTimeout)
 			}
 		case stateOpen:
+			if cn.flags&flagHTTP != 0 {
+				l.tickStream(cn, revoked)
+				continue
+			}
 			if !l.checkToken(cn, revoked) {
 				continue
 			}
@@ -375,6 +411,10 @@ func (l *loop) housekeeping(context.Context) error {
 			}
 			if cn.flags&flagPresence != 0 && cn.state == stateOpen {
 				l.sendPresence(cn)
+			}
+		case stateClosing:
+			if cn.flags&flagHTTP != 0 {
+				l.tickResponse(cn)
 			}
 		}
 	}
@@ -536,6 +576,10 @@ func (l *loop) beginClose(cn *conn, reason CloseReason, msg string) {
 func (l *loop) send(cn *conn, frame []byte) {
 	if cap(frame) > cap(l.out) {
 		l.out = frame[:0]
+	}
+	if cn.flags&flagHTTP != 0 {
+		l.sendEvent(cn, frame)
+		return
 	}
 	_, _ = cn.c.Write(frame)
 }

@@ -121,6 +121,21 @@ func (s *Server) writeCounters(w io.Writer) {
 	counter("metrocast_auth_jwks_fetch_errors_total", st.JWKSFetchErrors)
 	gauge("metrocast_auth_revocations", st.Revocations)
 	counter("metrocast_ingest_line_timeouts_total", st.IngestTimeouts)
+	for _, m := range []struct {
+		name, typ string
+		ws, sse   uint64
+	}{
+		{"metrocast_transport_connections", "gauge", uint64(st.Transports.WebSocket.Connections), uint64(st.Transports.SSE.Connections)},
+		{"metrocast_transport_opened_total", "counter", st.Transports.WebSocket.Opened, st.Transports.SSE.Opened},
+		{"metrocast_transport_subscriptions", "gauge", uint64(st.Transports.WebSocket.Subscriptions), uint64(st.Transports.SSE.Subscriptions)},
+		{"metrocast_transport_deliveries_total", "counter", st.Transports.WebSocket.Deliveries, st.Transports.SSE.Deliveries},
+		{"metrocast_transport_delivered_bytes_total", "counter", st.Transports.WebSocket.BytesWritten, st.Transports.SSE.BytesWritten},
+		{"metrocast_transport_conflations_total", "counter", st.Transports.WebSocket.Conflations, st.Transports.SSE.Conflations},
+	} {
+		metrics.WriteMetadataIfNeeded(w, m.name, m.typ)
+		fmt.Fprintf(w, "%s{transport=\"websocket\"} %d\n%s{transport=\"sse\"} %d\n", m.name, m.ws, m.name, m.sse)
+	}
+	counter("metrocast_history_requests_total", st.HistoryRequests)
 	draining := int64(0)
 	if s.isDraining() {
 		draining = 1

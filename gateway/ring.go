@@ -26,6 +26,9 @@ type frame struct {
 	accepted int64
 	// b is the whole WebSocket frame, header included.
 	b []byte
+	// sse is the frame as a Server-Sent Event, made on first use
+	// (frame.event).
+	sse atomic.Pointer[[]byte]
 }
 
 // ring holds the latest frames of one city, bounded by count and bytes.

@@ -200,6 +200,16 @@ func (s *Server) Stats() Stats {
 	}
 	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
 	for _, l := range *s.loops.Load() {
+		// The SSE share first: the totals count a delivery before the
+		// share does, so read after it they are never below it.
+		sse := &st.Transports.SSE
+		sse.Connections += l.stats.sse.streams.Load()
+		sse.Opened += l.stats.sse.opened.Load()
+		sse.Subscriptions += l.stats.sse.subscriptions.Load()
+		sse.Deliveries += l.stats.sse.deliveries.Load()
+		sse.BytesWritten += l.stats.sse.bytesWritten.Load()
+		sse.Conflations += l.stats.sse.conflations.Load()
+		st.HistoryRequests += l.stats.history.Load()
 		st.Subscriptions += l.stats.subscriptions.Load()
 		st.Deliveries += l.stats.deliveries.Load()
 		st.BytesWritten += l.stats.bytesWritten.Load()
@@ -211,6 +221,17 @@ func (s *Server) Stats() Stats {
 		for r := range l.stats.closes {
 			st.Closes[CloseReason(r).String()] += l.stats.closes[r].Load()
 		}
+	}
+	sse := st.Transports.SSE
+	st.Transports.WebSocket = TransportStats{
+		// Gauges move apart for an instant while a stream opens or
+		// closes.
+		Connections:   max(st.Connections-sse.Connections, 0),
+		Opened:        st.Upgraded,
+		Subscriptions: max(st.Subscriptions-sse.Subscriptions, 0),
+		Deliveries:    st.Deliveries - sse.Deliveries,
+		BytesWritten:  st.BytesWritten - sse.BytesWritten,
+		Conflations:   st.Conflations - sse.Conflations,
 	}
 	if s.ingest != nil {
 		s.ingest.stats(&st)

@@ -21,6 +21,18 @@ import (
 // upgraded with ?cities=cities[0],cities[1]...
 func dialSmallWindow(t testing.TB, s *Server, cities ...string) *rawConn {
 	t.Helper()
+	r := dialSmallWindowRaw(t, s)
+	r.upgrade(t, "/ws?cities="+strings.Join(cities, ","))
+	r.msgType(t, "subscribed")
+	for range cities {
+		r.msgType(t, "initial_data")
+	}
+	return r
+}
+
+// dialSmallWindowRaw opens a raw client whose receive buffer is 4 KiB.
+func dialSmallWindowRaw(t testing.TB, s *Server) *rawConn {
+	t.Helper()
 	d := net.Dialer{Timeout: readTimeout, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -39,13 +51,7 @@ func dialSmallWindow(t testing.TB, s *Server, cities ...string) *rawConn {
 	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	r := &rawConn{c: c, br: bufio.NewReaderSize(c, 4096)}
-	r.upgrade(t, "/ws?cities="+strings.Join(cities, ","))
-	r.msgType(t, "subscribed")
-	for range cities {
-		r.msgType(t, "initial_data")
-	}
-	return r
+	return &rawConn{c: c, br: bufio.NewReaderSize(c, 4096)}
 }
 
 // updateSeq returns the seq of a data_update frame of city, reading only

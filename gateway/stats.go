@@ -28,6 +28,8 @@ const (
 	CloseOriginForbidden                     // HTTP 403: Origin not allowed
 	CloseNodeFull                            // HTTP 503: the node is at MaxConns
 	CloseIPLimit                             // HTTP 429: the source address is at MaxConnsPerIP
+	CloseResponded                           // an HTTP response (history, CORS preflight) was sent whole
+	CloseForbidden                           // HTTP 403: a stream or history request for a city outside its token
 	closeReasons
 )
 
@@ -36,6 +38,7 @@ var closeReasonNames = [closeReasons]string{
 	"slow_consumer", "idle", "handshake_timeout", "handshake_failed", "shutdown",
 	"auth_failed", "auth_timeout", "token_expired", "rate_limited", "frame_timeout",
 	"unauthorized", "origin_forbidden", "node_full", "ip_limit",
+	"responded", "forbidden",
 }
 
 func (r CloseReason) String() string { return closeReasonNames[r] }
@@ -51,6 +54,8 @@ type loopStats struct {
 	rateLimited   atomic.Uint64
 	forbidden     atomic.Uint64
 	closes        [closeReasons]atomic.Uint64
+	sse           transportStats // the SSE streams' share (sse.go)
+	history       atomic.Uint64  // history requests answered (200 or 410)
 	_             [64]byte
 }
 
@@ -97,6 +102,41 @@ type Stats struct {
 	IngestDuplicates uint64 `json:"ingest_duplicates"`
 	// Producers lists the connected producers.
 	Producers []ProducerStats `json:"producers"`
+	// Transports splits the client counters by the way out.
+	Transports Transports `json:"transports"`
+	// HistoryRequests counts GET /history requests answered (200 or 410).
+	HistoryRequests uint64 `json:"history_requests"`
+}
+
+// Transports splits the client counters: WebSocket and SSE add up to
+// Stats' Connections, Subscriptions, Deliveries, BytesWritten and
+// Conflations.
+type Transports struct {
+	// WebSocket counts, among its Connections, those still in their
+	// handshake, and HTTP responses (history) being written.
+	WebSocket TransportStats `json:"websocket"`
+	// SSE is the Server-Sent Events streams (GET /sse).
+	SSE TransportStats `json:"sse"`
+}
+
+// TransportStats is one transport's share of the client counters.
+type TransportStats struct {
+	Connections   int64  `json:"connections"`   // open
+	Opened        uint64 `json:"opened"`        // upgraded (WebSocket) or started (SSE) since start
+	Subscriptions int64  `json:"subscriptions"` // current
+	Deliveries    uint64 `json:"deliveries"`    // city frames written
+	BytesWritten  uint64 `json:"bytes_written"` // bytes of city frames written
+	Conflations   uint64 `json:"conflations"`   // subscribers lapped and resent initial_data
+}
+
+// transportStats are one loop's counters of a transport (loopStats.sse).
+type transportStats struct {
+	streams       atomic.Int64
+	opened        atomic.Uint64
+	subscriptions atomic.Int64
+	deliveries    atomic.Uint64
+	bytesWritten  atomic.Uint64
+	conflations   atomic.Uint64
 }
 
 // ProducerStats is one producer connection's accounting.
