@@ -279,7 +279,7 @@ func runStepQuietly(ctx context.Context, lt, node, dir string, s step, cpus, tri
 			best = r
 		}
 		best.Attempts = attempt
-		if best.parsed == nil || best.Others <= maxOthers || time.Now().Add(time.Since(t0)).After(deadline) {
+		if best.parsed == nil || best.Others <= maxOthers || attempt == tries || time.Now().Add(time.Since(t0)).After(deadline) {
 			break
 		}
 		fmt.Fprintf(w, "== %s: other processes used %.0f%% of the machine during a phase (over %.0f%%): running it again\n",
