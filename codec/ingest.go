@@ -48,6 +48,13 @@ const MaxIDLen = 128
 // ErrIngest is wrapped by every ingest parse error.
 var ErrIngest = errors.New("invalid ingest line")
 
+// apiChecked is api for input CheckJSON has accepted: sonic does not
+// check again what it skips or takes raw, it only picks the fields. That
+// takes back most of what CheckJSON costs: BenchmarkParseIngest used 1.4×
+// the CPU time of the sonic-only parse before CheckJSON with api, 1.03×
+// with apiChecked.
+var apiChecked = sonic.Config{CopyString: true, NoValidateJSONSkip: true}.Froze()
+
 // ParseIngest parses one ingest line (without its newline).
 func ParseIngest(line []byte) (Ingest, error) {
 	var (
@@ -61,7 +68,7 @@ func ParseIngest(line []byte) (Ingest, error) {
 	if err := CheckJSON(line); err != nil {
 		return in, fmt.Errorf("%w: %w", ErrIngest, err)
 	}
-	if err := api.Unmarshal(line, &j); err != nil {
+	if err := apiChecked.Unmarshal(line, &j); err != nil {
 		return in, fmt.Errorf("%w: cannot parse JSON object", ErrIngest)
 	}
 	if !ValidCity(j.City) {
@@ -84,7 +91,7 @@ func ParseIngest(line []byte) (Ingest, error) {
 	case "alerts":
 		in.Kind = KindAlerts
 		var alerts []alertJSON
-		if len(j.Alerts) == 0 || j.Alerts[0] != '[' || api.Unmarshal(j.Alerts, &alerts) != nil {
+		if len(j.Alerts) == 0 || j.Alerts[0] != '[' || apiChecked.Unmarshal(j.Alerts, &alerts) != nil {
 			return in, fmt.Errorf("%w: alerts needs \"alerts\" as an array of {severity, message}", ErrIngest)
 		}
 		if len(alerts) == 0 || len(alerts) > MaxAlertsPerMessage {

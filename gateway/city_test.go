@@ -15,7 +15,7 @@ import (
 
 // FuzzIngestToClients follows ingest lines the whole way a client sees
 // them, against encoding/json: each line is refused or stored; a stored
-// line's frame (data_update, alerts, or a snapshot's initial_data) must
+// line's envelope must be what encoding/json reads; its frame (data_update, alerts, or a snapshot's initial_data) must
 // decode with encoding/json and carry the line's payload; and after every
 // line the city's initial_data must decode and hold the state a reference
 // merge computes with encoding/json ({...prev, ...update}, a snapshot
@@ -40,6 +40,10 @@ func FuzzIngestToClients(f *testing.F) {
 		"D " + strings.Repeat("[", 130) + "\nD{\"d\":" + strings.Repeat("[", 126) + strings.Repeat("]", 126) + "}",
 		"S{}\nS[]\nSnull\nA[]\nA{}\nD{\"a\":1}\n{\"city\":\"g\",\"type\":\"snapshot\",\"data\":{\"g\":1}}",
 		"{\"city\":\"f\",\"type\":\"data_update\",\"data\":{\"a\":1},\"data\":{\"b\":2}}\nD{\"x\":1} \nD {}",
+		// Names matched without case, the last one winning, as
+		// encoding/json does.
+		`{"city":"f","CITY":"g","type":"data_update","Data":{"a":1},"data":{"b":2},"id":"x","ID":"y"}`,
+		`{"City":"f","TYPE":"snapshot","DATA":{"x":1},"timestamp":12,"TimeStamp":13,"timeſtamp":14}`,
 	} {
 		f.Add([]byte(script))
 	}
@@ -74,6 +78,26 @@ func FuzzIngestToClients(f *testing.F) {
 			in, err := codec.ParseIngest(line)
 			if err != nil {
 				continue // refused: nothing changes
+			}
+			// encoding/json reads the envelope as sonic did (the producer
+			// package counts on it to find the id). Only ASCII names fold
+			// alike: encoding/json also takes ſ and K (U+017F, U+212A) for
+			// s and k, sonic does not; "id" has neither.
+			var env struct {
+				City, Type, ID string
+				Timestamp      int64
+				Data, Alerts   json.RawMessage
+			}
+			if err := json.Unmarshal(line, &env); err != nil {
+				t.Fatalf("line %q accepted, but encoding/json reads no envelope: %v", line, err)
+			}
+			if bytes.ContainsRune(line, 'ſ') || bytes.ContainsRune(line, '\u212a') {
+				env.Timestamp, env.Alerts = in.Timestamp, in.Alerts // "timestamp", "alerts"
+			}
+			if env.City != in.City || env.ID != in.ID || env.Timestamp != in.Timestamp ||
+				in.Kind == codec.KindAlerts && !reflect.DeepEqual(decodeJSON(t, env.Alerts), decodeJSON(t, in.Alerts)) ||
+				in.Kind != codec.KindAlerts && !reflect.DeepEqual(decodeJSON(t, env.Data), decodeJSON(t, in.Data)) {
+				t.Fatalf("line %q: ParseIngest reads %+v (data %q, alerts %q), encoding/json %+v", line, in, in.Data, in.Alerts, env)
 			}
 			ref := cities[in.City]
 			if ref == nil {
