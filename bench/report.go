@@ -516,6 +516,12 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 		if sp := s.parsed.Spread; sp != nil {
 			row.FanP99 = sp.FanP99
 		}
+		if row.Cities == 12 && row.NodeCPU > 0 && row.LoadgenCPU > 0 {
+			// Above the node's, the figures would be the load generator's.
+			r.add("the load generator measures the node, not itself: its CPU per delivery (12 cities)", "< the node's",
+				fmt.Sprintf("%.2f µs against %.2f µs, %.2f×", row.LoadgenCPU, row.NodeCPU, row.LoadgenCPU/row.NodeCPU),
+				row.LoadgenCPU < row.NodeCPU)
+		}
 		if row.Cities == 1 && r.Floor != nil && r.Machine.CPUs > 0 && row.Conns > 0 {
 			// The node runs a loop per CPU (its default).
 			row.BoundMs = float64(row.Conns) / float64(r.Machine.CPUs) * r.Floor.WriteNs / 1e6

@@ -182,14 +182,20 @@ func TestEvaluateShapes(t *testing.T) {
 	if c12.Cities != 12 || c12.BoundMs != 0 || c12.FloorRatio != 1.1 {
 		t.Errorf("12 cities %+v: no bound, 1.1× the floor", c12)
 	}
-	var bound, missing *target
+	var bound, missing, loader *target
 	for i, tg := range r.Targets {
 		switch {
 		case strings.Contains(tg.Name, "hot city p99"):
 			bound = &r.Targets[i]
 		case tg.Name == "500":
 			missing = &r.Targets[i]
+		case strings.Contains(tg.Name, "load generator"):
+			loader = &r.Targets[i]
 		}
+	}
+	// 3 µs against the node's 11: the load generator measured the node.
+	if loader == nil || !loader.Pass || loader.Open {
+		t.Errorf("load generator target %+v: want a gating pass", loader)
 	}
 	if bound == nil || !bound.Pass || !bound.Open {
 		t.Errorf("hot city target %+v: want an open target, passed (1.2 ≤ 1.3)", bound)

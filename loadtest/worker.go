@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -192,6 +193,13 @@ func workerMain(in io.Reader, out io.Writer) int {
 				break
 			}
 			w, err = newWorker(*cmd.Spec)
+			if err == nil && cmd.Spec.Hi > cmd.Spec.Lo {
+				// A reading worker is one poller (and dials now and then):
+				// one P, so that the runtime does not spin a second thread
+				// looking for work each time the poller parks. Measured:
+				// a fifth less CPU per frame. (The flooder keeps its Ps.)
+				runtime.GOMAXPROCS(1)
+			}
 		case w == nil:
 			err = fmt.Errorf("%s before start", cmd.Op)
 		default:
