@@ -119,8 +119,10 @@ fuzz:
 # The benchmark suite (bench/): the micro-benchmarks with allocations, then
 # the real binary under the load harness, checked against the targets;
 # writes bench/results/<date>-<host>.{json,svg}. Under 12 minutes on 2 cores.
+# BENCHFLAGS picks steps, e.g. '-micro=false -only hot,cities12,cities500'
+# (the floor is measured in every run).
 bench:
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCHFLAGS)
 
 # Type-check the k6 scripts against k6's API (k6 itself is not installable
 # here; a loadtest test sends their messages to a node).

@@ -10,7 +10,9 @@ var reference = struct {
 	WriteNs  float64 // floorFigures.WriteNs
 	WritevNs float64 // floorFigures.WritevNs
 }{
-	Run:      "2026-12-01, 2 vCPUs (AMD EPYC, a Firecracker VM), Linux 6.18, load 5–7: to be measured again on a quiet machine",
-	WriteNs:  10_200,
-	WritevNs: 11_000,
+	// From a make bench on a busy machine: the next run on a quiet one
+	// replaces it, with the README's figures.
+	Run:      "2026-12-07 at ffbca2f, 2 vCPUs (AMD EPYC, a Firecracker VM), Linux 6.18, load 12.6",
+	WriteNs:  10_950,
+	WritevNs: 11_630,
 }
