@@ -67,7 +67,8 @@ type Config struct {
 	// kernel's default. Smaller values find slow consumers sooner.
 	SocketSendBuffer int
 
-	// PingInterval is how often an idle connection is pinged. Default 25s.
+	// PingInterval is how often a quiet connection is pinged, each at its
+	// own instant of the interval (loop.pingDue). Default 25s.
 	PingInterval time.Duration
 	// IdleTimeout closes a connection that sent nothing (not even a pong)
 	// for this long. Default 60s.
@@ -394,8 +395,27 @@ func validStreamName(name string) bool {
 	return true
 }
 
-// tick is the housekeeping period: fine enough for the shortest time-out.
-func (c *Config) tick() time.Duration {
+// sweep is how often housekeeping visits each connection: fine enough for
+// the shortest time-out.
+func (c *Config) sweep() time.Duration {
 	d := min(c.PingInterval, c.IdleTimeout, c.HandshakeTimeout, c.FrameTimeout, c.SlowTimeout, c.AuthTimeout, c.TokenGrace) / 4
 	return max(10*time.Millisecond, min(d, time.Second))
+}
+
+// minTick bounds how often the ticker wakes the loops: a short sweep is
+// visited in fewer ticks of several slots each.
+const minTick = 10 * time.Millisecond
+
+// tick is the housekeeping period: a sweep takes wheelSlots ticks (one
+// slot each), or fewer when that would tick more often than minTick.
+func (c *Config) tick() time.Duration { return max(c.sweep()/wheelSlots, minTick) }
+
+// pingQuiet is how long a connection must have read nothing for its ping
+// instant to ping it: half an interval, so that a client that answers
+// every ping is pinged at every instant (its pong came an interval, less
+// its round trip, before), but never so long that a silent client would
+// reach IdleTimeout before its first ping (which comes within pingQuiet
+// plus an interval of its last read).
+func (c *Config) pingQuiet() int64 {
+	return int64(min(c.PingInterval/2, (c.IdleTimeout-c.PingInterval)/2))
 }

@@ -32,22 +32,25 @@ type conn struct {
 	// grant is what the connection's token allows; nil until it has
 	// authenticated. Shared, never modified (a refresh replaces it).
 	grant   *grant
-	idx     int32 // in l.conns
+	idx     int32 // in its slot of l.wheel
 	scanned int32 // bytes of the request head searched so far
 	state   uint8
 	reason  CloseReason
-	errors  uint8 // bad client messages so far
-	flags   uint8 // flag* bits
+	errors  uint8  // bad client messages so far
+	flags   uint16 // flag* bits
 	// partialAt is when the unfinished frame or fragmented message began
 	// (flagPartial), on msClock: housekeeping closes the connection past
-	// FrameTimeout. 32 bits fill the padding before opened.
+	// FrameTimeout.
 	partialAt uint32
+	// phase is the connection's place in the loop's periodic duties: its
+	// slot of the housekeeping wheel and its instant in each ping interval
+	// (loop.nextPhase). 4 bytes of padding follow.
+	phase uint32
 
 	// opened is the Unix nanoseconds of the accept (handshake time-out),
 	// then of the upgrade (auth time-out).
 	opened    int64
-	lastRead  int64 // Unix nanoseconds of the last inbound bytes
-	lastPing  int64
+	lastRead  int64  // Unix nanoseconds of the last inbound bytes
 	stalledAt int64  // when it went over the backlog limit; 0 if not
 	rate      bucket // inbound messages (ClientMessageRate)
 
@@ -64,14 +67,15 @@ type conn struct {
 
 // Connection flags.
 const (
-	flagAdmitted   uint8 = 1 << iota // counted against MaxConns and MaxConnsPerIP
-	flagRefuseFull                   // answer 503 once the request is in
-	flagRefuseIP                     // answer 429 once the request is in
-	flagWarned                       // token_expiring sent for the current grant
-	flagPresence                     // some subscription wants presence events
-	flagProxied                      // from a trusted proxy: counted per IP by client
-	flagPartial                      // a frame or fragmented message is unfinished (partialAt)
-	flagHTTP                         // a plain HTTP request, not an upgrade: an SSE stream or a response (sse.go)
+	flagAdmitted   uint16 = 1 << iota // counted against MaxConns and MaxConnsPerIP
+	flagRefuseFull                    // answer 503 once the request is in
+	flagRefuseIP                      // answer 429 once the request is in
+	flagWarned                        // token_expiring sent for the current grant
+	flagPresence                      // some subscription wants presence events
+	flagProxied                       // from a trusted proxy: counted per IP by client
+	flagPartial                       // a frame or fragmented message is unfinished (partialAt)
+	flagHTTP                          // a plain HTTP request, not an upgrade: an SSE stream or a response (sse.go)
+	flagStream                        // with flagHTTP: an SSE stream, not a response (conn.stream)
 )
 
 // msClock is Unix milliseconds modulo 2³², for conn.partialAt: the

@@ -108,7 +108,7 @@ const reconnectJitter = time.Second
 func (l *loop) drainStep(p *drainPlan) {
 	if !l.drainBegun {
 		l.drainBegun = true
-		l.drainTotal = len(l.conns)
+		l.drainTotal = l.nconns
 	}
 	keep := 0
 	// l.now is the loop's clock as of its wake: it may precede p.start,
@@ -116,21 +116,23 @@ func (l *loop) drainStep(p *drainPlan) {
 	if elapsed := l.now - p.start; p.span > 0 && elapsed < p.span {
 		keep = l.drainTotal - int(int64(l.drainTotal)*elapsed/p.span)
 	}
-	n := len(l.conns) - keep
+	n := l.nconns - keep
 	if n <= 0 {
 		return
 	}
 	l.iterating = true
-	for i := len(l.conns) - 1; i >= 0 && n > 0; i-- {
-		cn := l.conns[i]
-		if cn.state >= stateClosing {
-			continue
+	for _, conns := range l.wheel {
+		for i := len(conns) - 1; i >= 0 && n > 0; i-- {
+			cn := conns[i]
+			if cn.state >= stateClosing {
+				continue
+			}
+			if cn.state == stateOpen {
+				l.sendReconnect(cn, rand.Int64N(reconnectJitter.Milliseconds()))
+			}
+			l.closeConn(cn, CloseShutdown)
+			n--
 		}
-		if cn.state == stateOpen {
-			l.sendReconnect(cn, rand.Int64N(reconnectJitter.Milliseconds()))
-		}
-		l.closeConn(cn, CloseShutdown)
-		n--
 	}
 	l.iterating = false
 	l.sweep()

@@ -2,14 +2,18 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 )
 
 // TestIdleClientIsPingedThenClosed checks that the server pings a client that
@@ -128,4 +132,141 @@ func TestPongFramesResetIdle(t *testing.T) {
 	// Stop answering.
 	r.expectClose(t, ws.StatusGoingAway)
 	waitCloses(t, s, CloseIdle, 1)
+}
+
+// TestPingsSpread checks that quiet connections are pinged each at its own
+// instant of the interval, not together: connections whose last read came
+// at the same moment (here all at once, as after a storm of pongs) are
+// pinged evenly over the next interval. It counts the pings per eighth of
+// the interval by the time the kernel received them (SO_TIMESTAMPNS), so
+// that a reader the scheduler held back does not bunch them up.
+func TestPingsSpread(t *testing.T) {
+	t.Parallel()
+	const (
+		n       = 256
+		ping    = 2 * time.Second
+		windows = 8
+	)
+	s := startServer(t, Config{PingInterval: ping, IdleTimeout: time.Hour})
+	clients := make([]*rawConn, n)
+	for i := range clients {
+		clients[i] = dialUpgraded(t, s)
+	}
+	// Every connection reads at once: an unsolicited pong is traffic.
+	pong := clientFrame(true, ws.OpPong, nil)
+	for _, r := range clients {
+		r.write(t, pong)
+	}
+	start := time.Now()
+	end := start.Add(ping + ping/2 + ping/4)
+
+	var (
+		mu    sync.Mutex
+		times []time.Time
+		wg    sync.WaitGroup
+		errs  = make(chan error, n)
+	)
+	for _, r := range clients {
+		wg.Go(func() {
+			got, err := pingTimes(r, end)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			times = append(times, got...)
+			mu.Unlock()
+			if len(got) == 0 || len(got) > 2 {
+				errs <- fmt.Errorf("%d pings within %s, want 1 or 2", len(got), end.Sub(start))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Quiet for half an interval (pingQuiet), each connection is pinged at
+	// its first instant after that: all of them in the next interval.
+	var per [windows]int
+	for _, at := range times {
+		if d := at.Sub(start) - ping/2; d >= 0 && d < ping {
+			per[d*windows/ping]++
+		}
+	}
+	t.Logf("pings per %s from %s after the pongs: %v", ping/windows, ping/2, per)
+	total := 0
+	for w, k := range per {
+		total += k
+		if k > 2*n/windows {
+			t.Errorf("%d pings in window %d, want about %d (of %d connections)", k, w, n/windows, n)
+		}
+	}
+	if total < n*9/10 {
+		t.Errorf("%d pings in the interval after the quiet half, want about %d", total, n)
+	}
+}
+
+// pingTimes reads the pings r receives until deadline and returns when the
+// kernel received each.
+func pingTimes(r *rawConn, deadline time.Time) ([]time.Time, error) {
+	if r.br.Buffered() > 0 {
+		return nil, errors.New("bytes after the upgrade response")
+	}
+	rc, err := r.c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return nil, errors.Join(err, serr)
+	}
+	_ = r.c.SetReadDeadline(deadline)
+	var (
+		times []time.Time
+		buf   [64]byte
+		oob   = make([]byte, unix.CmsgSpace(16))
+	)
+	for {
+		var n, oobn int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf[:], oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return times, nil
+		}
+		if err = errors.Join(err, rerr); err != nil {
+			return nil, err
+		}
+		if n == 0 || n%2 != 0 || !bytes.Equal(buf[:n], bytes.Repeat(pingFrame, n/2)) {
+			return nil, fmt.Errorf("got % x, want pings", buf[:n])
+		}
+		at, err := rxTime(oob[:oobn])
+		if err != nil {
+			return nil, err
+		}
+		for range n / 2 {
+			times = append(times, at)
+		}
+	}
+}
+
+// rxTime returns the SO_TIMESTAMPNS receive time in a control message.
+func rxTime(oob []byte) (time.Time, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec := binary.NativeEndian.Uint64(m.Data)
+			nsec := binary.NativeEndian.Uint64(m.Data[8:])
+			return time.Unix(int64(sec), int64(nsec)), nil
+		}
+	}
+	return time.Time{}, errors.New("no receive timestamp")
 }

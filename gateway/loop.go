@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -40,7 +41,12 @@ type loop struct {
 	hkTask    gnet.RunnableFunc
 
 	// loop-owned
-	conns     []*conn
+	wheel     [wheelSlots][]*conn // connections by slot; conn.idx is the index in its slot
+	nconns    int                 // in all slots
+	hand      int                 // the slot housekeeping visits next
+	handAt    int64               // when the hand last moved (Unix nanoseconds)
+	visited   [wheelSlots]int64   // when housekeeping last visited each slot
+	phases    uint32              // phases handed out (nextPhase)
 	subs      map[*city][]*sub
 	spare     []*city
 	iov       [][]byte
@@ -64,6 +70,10 @@ type loop struct {
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{s: s, idx: idx, el: el, subs: make(map[*city][]*sub), cfg: s.live.Load()}
+	l.handAt = time.Now().UnixNano()
+	for i := range l.visited {
+		l.visited[i] = l.handAt
+	}
 	l.drainTask = l.drain
 	l.hkTask = l.housekeeping
 	return l
@@ -327,9 +337,14 @@ func (l *loop) removeSub(s *sub) {
 	l.subs[s.city] = list[:last]
 }
 
+// addConn registers a new connection in the slot of its phase. Runs on
+// the loop.
 func (l *loop) addConn(cn *conn) {
-	cn.idx = int32(len(l.conns))
-	l.conns = append(l.conns, cn)
+	cn.phase = l.nextPhase()
+	slot := &l.wheel[cn.slot()]
+	cn.idx = int32(len(*slot))
+	*slot = append(*slot, cn)
+	l.nconns++
 }
 
 // removeConn forgets a closed connection and its subscriptions. Runs on the
@@ -339,18 +354,21 @@ func (l *loop) removeConn(cn *conn) {
 		l.deferred = append(l.deferred, cn)
 		return
 	}
-	if cn.flags&flagHTTP != 0 && cn.lastPing != 0 {
-		l.stats.sse.streams.Add(-1) // a stream, not a response (conn.stream)
+	if cn.flags&flagStream != 0 {
+		l.stats.sse.streams.Add(-1)
 	}
 	for _, s := range cn.subs {
 		l.removeSub(s)
 	}
 	cn.subs = nil
-	last := len(l.conns) - 1
-	l.conns[cn.idx] = l.conns[last]
-	l.conns[cn.idx].idx = cn.idx
-	l.conns[last] = nil
-	l.conns = l.conns[:last]
+	slot := &l.wheel[cn.slot()]
+	conns := *slot
+	last := len(conns) - 1
+	conns[cn.idx] = conns[last]
+	conns[cn.idx].idx = cn.idx
+	conns[last] = nil
+	*slot = conns[:last]
+	l.nconns--
 }
 
 // sweep removes the connections closed during an iteration.
@@ -362,60 +380,73 @@ func (l *loop) sweep() {
 	l.deferred = l.deferred[:0]
 }
 
-// housekeeping runs on the loop every tick: time-outs, pings, and the
-// catch-up of subscribers that were over the backlog limit.
+// The housekeeping wheel. Every connection's periodic duties (its
+// time-outs, token checks, ping, presence sends, the catch-up of a stalled
+// subscriber) come round once per sweep (Config.sweep), at its own phase:
+// the loop keeps its connections in wheelSlots slots, and each tick visits
+// only the slots due since the last, so that a tick touches a
+// wheelSlots-th of the connections instead of all of them at once. Pings
+// go further: each connection has its own instant in every PingInterval
+// (pingDue), so that connections opened together, and answering together,
+// are not pinged together for ever after.
+const (
+	wheelBits  = 5
+	wheelSlots = 1 << wheelBits
+)
+
+// nextPhase returns the phase of the loop's next connection. Consecutive
+// connections go round the slots; within a slot, their instants in the
+// ping interval follow the van der Corput sequence (the bits of their
+// number reversed), so that however many there are, each slot and each
+// part of the interval hold an even share.
+func (l *loop) nextPhase() uint32 {
+	n := l.phases
+	l.phases++
+	return n%wheelSlots<<(32-wheelBits) | bits.Reverse32(n/wheelSlots)>>wheelBits
+}
+
+// slot is cn's place on the housekeeping wheel: the top bits of its phase.
+func (cn *conn) slot() int { return int(cn.phase >> (32 - wheelBits)) }
+
+// pingDue reports whether cn's ping instant, its phase of each interval
+// (the low bits of its phase, as a fraction of the interval), fell after
+// since: the previous visit of its slot.
+func (l *loop) pingDue(cn *conn, since int64) bool {
+	p := int64(l.cfg.PingInterval)
+	off, _ := bits.Mul64(uint64(p), uint64(cn.phase<<wheelBits)<<32)
+	return (l.now-int64(off))/p > (since-int64(off))/p
+}
+
+// housekeeping runs on the loop every tick: it visits the slots of the
+// wheel due by now, and paces a drain. Revocations are checked against
+// every connection at once, not at their phase: a revoked token is closed
+// "at once" (Server.Revoke).
 func (l *loop) housekeeping(context.Context) error {
 	l.housekeep.Store(false)
 	// Settings changed by Server.Reload apply from here on.
 	l.cfg = l.s.live.Load()
-	cfg := l.cfg
 	l.now = time.Now().UnixNano()
-	ping := int64(cfg.PingInterval)
-	revoked := l.newRevocations()
+	if ks := l.newRevocations(); ks != nil {
+		l.revokeAll(ks)
+	}
+	step := int64(l.cfg.sweep()) / wheelSlots
+	due := (l.now - l.handAt) / step
+	if due >= wheelSlots {
+		// Late by a whole sweep (a reload, a stalled loop): one full
+		// turn, and the wheel starts again from now.
+		due, l.handAt = wheelSlots, l.now
+	} else {
+		l.handAt += due * step
+	}
+	quiet := l.cfg.pingQuiet()
 	l.iterating = true
-	for _, cn := range l.conns {
-		switch cn.state {
-		case stateHandshake:
-			// From the accept, not the last byte: a client trickling its
-			// request (slowloris) does not reset the clock. A connection
-			// refused for a limit holds a descriptor only briefly.
-			limit := int64(cfg.HandshakeTimeout)
-			if cn.flags&(flagRefuseFull|flagRefuseIP) != 0 {
-				limit = min(limit, int64(refuseWait))
-			}
-			if l.now-cn.opened > limit {
-				l.closeConn(cn, CloseHandshakeTimeout)
-			}
-		case stateOpen:
-			if cn.flags&flagHTTP != 0 {
-				l.tickStream(cn, revoked)
-				continue
-			}
-			if !l.checkToken(cn, revoked) {
-				continue
-			}
-			if cn.flags&flagPartial != 0 && int64(msClock(l.now)-cn.partialAt) > cfg.FrameTimeout.Milliseconds() {
-				l.closeConn(cn, CloseFrameTimeout)
-				continue
-			}
-			switch idle := l.now - cn.lastRead; {
-			case idle > int64(cfg.IdleTimeout):
-				l.closeConn(cn, CloseIdle)
-				continue
-			case idle > ping && l.now-cn.lastPing > ping:
-				cn.lastPing = l.now
-				_, _ = cn.c.Write(pingFrame)
-			}
-			if cn.stalledAt != 0 {
-				l.unstall(cn)
-			}
-			if cn.flags&flagPresence != 0 && cn.state == stateOpen {
-				l.sendPresence(cn)
-			}
-		case stateClosing:
-			if cn.flags&flagHTTP != 0 {
-				l.tickResponse(cn)
-			}
+	for range due {
+		slot := l.hand
+		l.hand = (slot + 1) % wheelSlots
+		since := l.visited[slot]
+		l.visited[slot] = l.now
+		for _, cn := range l.wheel[slot] {
+			l.visit(cn, since, quiet)
 		}
 	}
 	l.iterating = false
@@ -430,6 +461,55 @@ func (l *loop) housekeeping(context.Context) error {
 		l.wbuf = nil
 	}
 	return nil
+}
+
+// visit does cn's periodic duties: its time-outs, token expiry, ping,
+// catch-up and presence. since is the previous visit of its slot; quiet is
+// Config.pingQuiet. Runs on the loop, in housekeeping.
+func (l *loop) visit(cn *conn, since, quiet int64) {
+	cfg := l.cfg
+	switch cn.state {
+	case stateHandshake:
+		// From the accept, not the last byte: a client trickling its
+		// request (slowloris) does not reset the clock. A connection
+		// refused for a limit holds a descriptor only briefly.
+		limit := int64(cfg.HandshakeTimeout)
+		if cn.flags&(flagRefuseFull|flagRefuseIP) != 0 {
+			limit = min(limit, int64(refuseWait))
+		}
+		if l.now-cn.opened > limit {
+			l.closeConn(cn, CloseHandshakeTimeout)
+		}
+	case stateOpen:
+		if cn.flags&flagHTTP != 0 {
+			l.tickStream(cn, since)
+			return
+		}
+		if !l.checkToken(cn) {
+			return
+		}
+		if cn.flags&flagPartial != 0 && int64(msClock(l.now)-cn.partialAt) > cfg.FrameTimeout.Milliseconds() {
+			l.closeConn(cn, CloseFrameTimeout)
+			return
+		}
+		switch idle := l.now - cn.lastRead; {
+		case idle > int64(cfg.IdleTimeout):
+			l.closeConn(cn, CloseIdle)
+			return
+		case idle >= quiet && l.pingDue(cn, since):
+			_, _ = cn.c.Write(pingFrame)
+		}
+		if cn.stalledAt != 0 {
+			l.unstall(cn)
+		}
+		if cn.flags&flagPresence != 0 && cn.state == stateOpen {
+			l.sendPresence(cn)
+		}
+	case stateClosing:
+		if cn.flags&flagHTTP != 0 {
+			l.tickResponse(cn)
+		}
+	}
 }
 
 // newRevocations returns the key set in force when it changed since the
@@ -452,18 +532,33 @@ func (l *loop) newRevocations() *keySet {
 	return ks
 }
 
+// revokeAll sends auth_error to every open connection whose token ks
+// revokes, and closes it (4001). Runs on the loop, in housekeeping.
+func (l *loop) revokeAll(ks *keySet) {
+	l.iterating = true
+	for _, conns := range l.wheel {
+		for _, cn := range conns {
+			if g := cn.grant; cn.state == stateOpen && g != nil && ks.revokes(g.sub, g.jti, l.now) {
+				cn.authFail(authRevoked, "the token was revoked")
+				l.closeFailed(cn)
+			}
+		}
+	}
+	l.iterating = false
+	l.sweep()
+}
+
 // refuseWait bounds how long a connection refused for a limit (503, 429)
 // may take to send its request before it is closed without an answer.
 const refuseWait = time.Second
 
-// checkToken enforces the auth time-out, revocation and the token's
-// expiry: an unauthenticated connection past AuthTimeout, one whose token
-// revoked revokes (nil: no new revocations to check), or one whose token
-// expired more than TokenGrace ago, gets auth_error and is closed (4001);
-// one whose token expires within TokenExpiryWarning is told once
+// checkToken enforces the auth time-out and the token's expiry: an
+// unauthenticated connection past AuthTimeout, or one whose token expired
+// more than TokenGrace ago, gets auth_error and is closed (4001); one
+// whose token expires within TokenExpiryWarning is told once
 // (token_expiring). It reports whether cn is still open. Runs on the loop,
 // in housekeeping.
-func (l *loop) checkToken(cn *conn, revoked *keySet) bool {
+func (l *loop) checkToken(cn *conn) bool {
 	cfg := &l.s.cfg
 	g := cn.grant
 	switch {
@@ -472,8 +567,6 @@ func (l *loop) checkToken(cn *conn, revoked *keySet) bool {
 			return true
 		}
 		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
-	case revoked != nil && revoked.revokes(g.sub, g.jti, l.now):
-		cn.authFail(authRevoked, "the token was revoked")
 	case g.exp == 0 || time.Unix(0, l.now).Before(g.expPlus(-cfg.TokenExpiryWarning)):
 		return true
 	case !time.Unix(0, l.now).After(g.expPlus(cfg.TokenGrace)):
@@ -486,10 +579,16 @@ func (l *loop) checkToken(cn *conn, revoked *keySet) bool {
 	default:
 		cn.authFail(authExpired, "the token expired; send {\"type\":\"refresh\",\"token\":…} before closeAt")
 	}
+	l.closeFailed(cn)
+	return false
+}
+
+// closeFailed closes a connection that authFail has sent auth_error and
+// marked closing, unless that write closed it already. Runs on the loop.
+func (l *loop) closeFailed(cn *conn) {
 	if cn.state != stateClosed {
 		_ = l.el.Close(cn.c)
 	}
-	return false
 }
 
 // unstall resumes a stalled connection whose backlog drained, or closes it

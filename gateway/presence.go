@@ -16,10 +16,11 @@ import (
 // "presence":true. Members are JWT subjects counted once however many
 // connections (tabs) they hold, on this node or, in cluster mode, on
 // others (see clusterpresence.go). Joins and leaves are coalesced: they
-// accumulate between housekeeping ticks and go out as at most one
-// user_joined and one user_left message (or one snapshot) per city per
-// tick, where a leave and a rejoin within the tick cancel out, so a
-// reconnect storm costs the other watchers nothing.
+// accumulate between flushes (one per housekeeping sweep) and go out as
+// at most one user_joined and one user_left message (or one snapshot) per
+// city per sweep, where a leave and a rejoin within the sweep cancel out,
+// so a reconnect storm costs the other watchers nothing. Each watcher is
+// sent the batches at its visit, its phase of the sweep.
 const (
 	// presenceMaxListed bounds the users a presence message names; the
 	// others are counted in "more".
@@ -333,8 +334,8 @@ func appendUsers[V any](b []byte, set map[string]V, extra int) []byte {
 
 // flushPresence flushes the joins and leaves of every city that had some
 // and, in cluster mode, hands the cities whose local watchers changed to
-// the presence sharer. Runs on gnet's ticker goroutine, before the loops'
-// housekeeping sends the batches.
+// the presence sharer. Runs on gnet's ticker goroutine, once a sweep;
+// the loops' housekeeping sends the batches at each watcher's visit.
 func (s *Server) flushPresence() {
 	s.presenceMu.Lock()
 	dirty := s.presenceDirty

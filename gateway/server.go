@@ -54,7 +54,8 @@ type Server struct {
 	cluster *cluster
 
 	presenceMu    sync.Mutex
-	presenceDirty []*city // cities with presence changes to flush
+	presenceDirty []*city   // cities with presence changes to flush
+	flushedAt     time.Time // of presence, by OnTick; owned by gnet's ticker goroutine
 
 	// throttles of repeated warnings
 	warnSlow, warnAccept, warnRejected, warnBus, warnAdmin throttle
@@ -373,12 +374,18 @@ func (s *Server) admit(cn *conn) {
 	cn.flags |= flagAdmitted
 }
 
-// OnTick schedules housekeeping on every loop. Runs on gnet's ticker
-// goroutine.
+// OnTick schedules housekeeping on every loop, and flushes presence once
+// a sweep: each watcher is visited once a sweep (at its phase), so a
+// flush per tick would split the batches it sends into many small ones.
+// Runs on gnet's ticker goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	s.flushPresence()
+	cfg := s.live.Load()
+	if now := time.Now(); now.Sub(s.flushedAt) >= cfg.sweep() {
+		s.flushedAt = now
+		s.flushPresence()
+	}
 	s.housekeepAll()
-	return s.live.Load().tick(), gnet.None
+	return cfg.tick(), gnet.None
 }
 
 // publish stores one ingest message and wakes the loops that follow its

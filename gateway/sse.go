@@ -192,9 +192,8 @@ func (cn *conn) stream(req *codec.Request, cors string) gnet.Action {
 	}
 	_, _ = cn.c.Discard(-1)
 	cn.state = stateOpen
-	// lastPing, the heartbeat clock, is set on streams alone: removeConn
-	// tells them from responses by it.
-	cn.opened, cn.lastPing = l.now, l.now
+	cn.opened = l.now
+	cn.flags |= flagStream
 	l.stats.sse.opened.Add(1)
 	l.stats.sse.streams.Add(1)
 	cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: req.Cities,
@@ -208,22 +207,23 @@ func (cn *conn) stream(req *codec.Request, cors string) gnet.Action {
 	return gnet.None
 }
 
-// tickStream is housekeeping for an open stream: the token's expiry and
-// revocation as for WebSocket (a stream cannot refresh its token: it gets
+// tickStream is housekeeping for an open stream: the token's expiry as
+// for WebSocket (a stream cannot refresh its token: it gets
 // token_expiring, then auth_error and its end at closeAt; a client
 // reconnects with a fresh token and Last-Event-ID or since=), a heartbeat
-// comment every PingInterval, and the catch-up of a stalled stream. A
-// stream has no idle time-out: its client never speaks. Runs on the loop.
-func (l *loop) tickStream(cn *conn, revoked *keySet) {
-	if !l.checkToken(cn, revoked) {
+// comment once every PingInterval at the stream's own instant (since is
+// the previous visit of its slot: loop.pingDue), and the catch-up of a
+// stalled stream. A stream has no idle time-out: its client never speaks.
+// Runs on the loop, in housekeeping.
+func (l *loop) tickStream(cn *conn, since int64) {
+	if !l.checkToken(cn) {
 		return
 	}
 	if cn.stalledAt != 0 {
 		l.unstall(cn)
 		return
 	}
-	if l.now-cn.lastPing > int64(l.cfg.PingInterval) {
-		cn.lastPing = l.now
+	if l.pingDue(cn, since) {
 		_, _ = cn.c.Write(codec.Heartbeat)
 	}
 }

@@ -88,7 +88,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.MaxBacklogBytes, "max-backlog-bytes", d.MaxBacklogBytes, "outbound backlog past which a subscriber is paused (then conflated)")
 	dur(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog before close 1008")
 	num(&c.SocketSendBuffer, "socket-send-buffer", d.SocketSendBuffer, "SO_SNDBUF for client sockets (0: kernel default)")
-	dur(&c.PingInterval, "ping-interval", d.PingInterval, "ping an idle connection this often")
+	dur(&c.PingInterval, "ping-interval", d.PingInterval, "ping a quiet connection this often, each at its own instant")
 	dur(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
 	dur(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection that has not upgraded by then")
 	dur(&c.FrameTimeout, "frame-timeout", d.FrameTimeout, "close (1008) a connection whose frame or fragmented message is not whole this long after its first byte")
