@@ -61,7 +61,9 @@ type Config struct {
 	// fresh initial_data. Default 256 KiB.
 	MaxBacklogBytes int
 	// SlowTimeout is how long a subscriber may stay over MaxBacklogBytes
-	// before it is closed (1008). Default 30s.
+	// while its peer takes less than half of it before it is closed
+	// (1008): a client that reads is slow, not stuck. Default 30s, at most
+	// 1h.
 	SlowTimeout time.Duration
 	// SocketSendBuffer sets SO_SNDBUF on client sockets; 0 keeps the
 	// kernel's default. Smaller values find slow consumers sooner.
@@ -315,7 +317,7 @@ func (c *Config) Validate() error {
 	check(c.RecentAlerts >= 0 && c.RecentAlerts <= 4096, "recent_alerts (%d) must be in [0, 4096]", c.RecentAlerts)
 	check(c.MaxBacklogBytes >= 1024, "max_backlog_bytes (%d) must be ≥ 1024", c.MaxBacklogBytes)
 	check(c.SocketSendBuffer >= 0, "socket_send_buffer (%d) must be ≥ 0", c.SocketSendBuffer)
-	check(c.SlowTimeout > 0, "slow_timeout (%s) must be > 0", c.SlowTimeout)
+	check(c.SlowTimeout > 0 && c.SlowTimeout <= time.Hour, "slow_timeout (%s) must be in (0s, 1h]", c.SlowTimeout)
 	check(c.PingInterval > 0, "ping_interval (%s) must be > 0", c.PingInterval)
 	check(c.IdleTimeout > c.PingInterval, "idle_timeout (%s) must be > ping_interval (%s)", c.IdleTimeout, c.PingInterval)
 	check(c.HandshakeTimeout > 0, "handshake_timeout (%s) must be > 0", c.HandshakeTimeout)

@@ -49,10 +49,15 @@ type conn struct {
 
 	// opened is the Unix nanoseconds of the accept (handshake time-out),
 	// then of the upgrade (auth time-out).
-	opened    int64
-	lastRead  int64  // Unix nanoseconds of the last inbound bytes
-	stalledAt int64  // when it went over the backlog limit; 0 if not
-	rate      bucket // inbound messages (ClientMessageRate)
+	opened   int64
+	lastRead int64 // Unix nanoseconds of the last inbound bytes
+	// stalledAt is when the connection went over the backlog limit, or
+	// last showed it reads (see loop.unstall), on msClock; stallAcked is
+	// the bytes its peer had acknowledged then (the low 32 bits of
+	// tcpi_bytes_acked). Both only with flagStalled.
+	stalledAt  uint32
+	stallAcked uint32
+	rate       bucket // inbound messages (ClientMessageRate)
 
 	subs []*sub
 	// frag reassembles a fragmented message; nil between messages. A
@@ -76,6 +81,7 @@ const (
 	flagPartial                       // a frame or fragmented message is unfinished (partialAt)
 	flagHTTP                          // a plain HTTP request, not an upgrade: an SSE stream or a response (sse.go)
 	flagStream                        // with flagHTTP: an SSE stream, not a response (conn.stream)
+	flagStalled                       // over the backlog limit, not written to (stalledAt)
 )
 
 // msClock is Unix milliseconds modulo 2³², for conn.partialAt: the

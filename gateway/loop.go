@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -147,16 +149,17 @@ func (l *loop) deliver(s *sub, head uint64) {
 		buffered := cn.c.OutboundBuffered()
 		room := l.cfg.MaxBacklogBytes - buffered
 		if room <= 0 {
-			if cn.stalledAt == 0 {
-				cn.stalledAt = l.now
+			if cn.flags&flagStalled == 0 {
+				cn.flags |= flagStalled
+				cn.stalledAt, cn.stallAcked = msClock(l.now), bytesAcked(cn.c)
 				l.stats.stalls.Add(1)
 			}
 			return
 		}
-		if cn.stalledAt != 0 && buffered > l.cfg.MaxBacklogBytes/2 {
+		if cn.flags&flagStalled != 0 && buffered > l.cfg.MaxBacklogBytes/2 {
 			return // not drained enough yet: see unstall
 		}
-		cn.stalledAt = 0
+		cn.flags &^= flagStalled
 		room = min(room, maxIOVBytes)
 		iov, n, k, oldest := l.iov[:0], 0, 0, int64(0)
 		for s.cursor < head && len(iov) < maxIOV && n < room {
@@ -499,7 +502,7 @@ func (l *loop) visit(cn *conn, since, quiet int64) {
 		case idle >= quiet && l.pingDue(cn, since):
 			_, _ = cn.c.Write(pingFrame)
 		}
-		if cn.stalledAt != 0 {
+		if cn.flags&flagStalled != 0 {
 			l.unstall(cn)
 		}
 		if cn.flags&flagPresence != 0 && cn.state == stateOpen {
@@ -598,21 +601,50 @@ func (l *loop) closeFailed(cn *conn) {
 // stuck client whose kernel still takes a few bytes now and then (it merges
 // small segments to free receive space) would otherwise dip under the limit,
 // resume, and restart its slow clock forever.
+//
+// Stuck means taking less than half the limit in SlowTimeout, not staying
+// over it that long. The backlog counted is gnet's; the socket buffers in
+// front of it (the node's send buffer, the client's receive buffer:
+// megabytes each with the kernel's autotuning) fill first and drain first.
+// A client that pauses for less than SlowTimeout and then reads as fast as
+// frames come must read all of that before gnet's backlog moves, and was
+// closed though it never stopped for SlowTimeout (TestPausedReaders). So
+// the clock restarts whenever the peer has acknowledged another half of
+// the limit (TCP_INFO): a reading client is slow, not stuck, and is
+// conflated once it has caught up with what it was sent.
 func (l *loop) unstall(cn *conn) {
 	if cn.c.OutboundBuffered() > l.cfg.MaxBacklogBytes/2 {
-		if stuck := time.Duration(l.now - cn.stalledAt); stuck > l.cfg.SlowTimeout {
+		now := msClock(l.now)
+		if acked := bytesAcked(cn.c); acked-cn.stallAcked >= uint32(min(l.cfg.MaxBacklogBytes/2, math.MaxInt32)) {
+			cn.stalledAt, cn.stallAcked = now, acked
+			return
+		}
+		if stuck := time.Duration(now-cn.stalledAt) * time.Millisecond; stuck > l.cfg.SlowTimeout {
 			l.s.warn(&l.s.warnSlow, "closed a slow consumer", "client", cn.c.RemoteAddr().String(),
-				"stuck", stuck.Round(time.Millisecond), "backlog_bytes", cn.c.OutboundBuffered())
+				"stuck", stuck, "backlog_bytes", cn.c.OutboundBuffered())
 			l.closeConn(cn, CloseSlowConsumer)
 		}
 		return
 	}
-	cn.stalledAt = 0
+	cn.flags &^= flagStalled
 	for _, s := range cn.subs {
 		if head := s.city.ring.head.Load(); s.cursor < head && !s.replaying {
 			l.deliver(s, head)
 		}
 	}
+}
+
+// bytesAcked returns the low 32 bits of the bytes c's peer has
+// acknowledged (TCP_INFO's tcpi_bytes_acked, Linux 4.1 on), or 0 when the
+// kernel does not say: then no progress shows, and a stalled client is
+// judged by its backlog alone. Costs a system call; called only for
+// stalled connections.
+func bytesAcked(c gnet.Conn) uint32 {
+	info, err := unix.GetsockoptTCPInfo(c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return uint32(info.Bytes_acked)
 }
 
 var pingFrame = codec.AppendFrame(nil, ws.OpPing, nil)

@@ -219,7 +219,7 @@ func (l *loop) tickStream(cn *conn, since int64) {
 	if !l.checkToken(cn) {
 		return
 	}
-	if cn.stalledAt != 0 {
+	if cn.flags&flagStalled != 0 {
 		l.unstall(cn)
 		return
 	}

@@ -86,7 +86,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.RingBytes, "ring-bytes", d.RingBytes, "bytes kept per city for replay")
 	num(&c.RecentAlerts, "recent-alerts", d.RecentAlerts, "alerts messages per city sent to late joiners in initial_data")
 	num(&c.MaxBacklogBytes, "max-backlog-bytes", d.MaxBacklogBytes, "outbound backlog past which a subscriber is paused (then conflated)")
-	dur(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog before close 1008")
+	dur(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog while taking less than half of it before close 1008")
 	num(&c.SocketSendBuffer, "socket-send-buffer", d.SocketSendBuffer, "SO_SNDBUF for client sockets (0: kernel default)")
 	dur(&c.PingInterval, "ping-interval", d.PingInterval, "ping a quiet connection this often, each at its own instant")
 	dur(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
