@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,15 @@ type city struct {
 	// presenceDirty while the city waits in Server.presenceDirty.
 	presence      presence
 	presenceDirty atomic.Bool
+	// active is when (mono) the city last had a frame, or lost its last
+	// subscriber, or was created: how cold it is (hub.fit) and how long
+	// idle (hub.sweep).
+	active atomic.Int64
 
 	mu sync.Mutex // guards everything below and appends to ring
+	// dropped is set when hub.sweep drops the city: whoever still holds
+	// it must look the city up again.
+	dropped bool
 	// State: snapshot + merged data_update members, plus the payloads
 	// not merged yet (oldest first; they alias their frames).
 	state   map[string][]byte
@@ -69,21 +77,32 @@ var mergeFailures atomic.Uint64
 // more than this many messages' worth of memory.
 const maxPendingMerges = 64
 
-// publish numbers in as the city's next message (a single node's seqs),
-// then stores it as publishSeq does. Safe for concurrent use.
+// errCityGone: the city was dropped (hub.sweep) after the caller looked it
+// up; look it up again.
+var errCityGone = errors.New("city dropped")
+
+// publish numbers in as the city's next message (a single node's seqs:
+// one more than the last, or than the ring's floor), then stores it as
+// publishSeq does. Safe for concurrent use.
 func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.publishLocked(in, c.ring.head.Load()+1, accepted), nil
+	if c.dropped {
+		return nil, errCityGone
+	}
+	return c.publishLocked(in, c.ring.headSeqLocked()+1, accepted), nil
 }
 
 // publishSeq stores in with the given seq (the stream sequence in cluster
 // mode), which must be above every seq the city holds. Safe for
 // concurrent use.
-func (c *city) publishSeq(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
+func (c *city) publishSeq(in *codec.Ingest, seq uint64, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.publishLocked(in, seq, accepted)
+	if c.dropped {
+		return nil, errCityGone
+	}
+	return c.publishLocked(in, seq, accepted), nil
 }
 
 // encodeFrame encodes in as the message clients are sent, with seq (and,
@@ -140,7 +159,52 @@ func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *
 	}
 	c.initial = nil
 	c.ring.pushLocked(f)
+	c.active.Store(f.accepted)
 	return f
+}
+
+// trim drops the oldest frames of the ring until n bytes of ring memory
+// are freed or the ring is empty, and returns how many it dropped. An
+// emptied ring's city keeps its state, merged, so that it holds on to the
+// payloads of its current members only, and lets go of its cached
+// initial_data. Safe for concurrent use.
+func (c *city) trim(n int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, frames := c.ring.trimLocked(n)
+	if c.ring.tail.Load() > c.ring.head.Load() {
+		c.mergeLocked()
+		c.initial = nil
+	}
+	return frames
+}
+
+// drop marks the city dropped if it still has no subscriber, no presence
+// watcher and no activity for ttl as of now (mono), and lets go of its
+// frames and state. It returns the city's last seq. Safe for concurrent
+// use.
+//
+// Subscribers count themselves (loop.addSub) before checking gone, under
+// the city lock as drop is: either drop sees the subscriber, or the
+// subscriber sees the city dropped.
+func (c *city) drop(now int64, ttl time.Duration) (last uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs.Load() != 0 || now-c.active.Load() < int64(ttl) || c.presenceDirty.Load() || !c.presence.empty() {
+		return 0, false
+	}
+	c.dropped = true
+	last = c.ring.headSeqLocked()
+	c.ring.trimLocked(trimAll)
+	c.state, c.keys, c.pending, c.recent, c.initial, c.buf = nil, nil, nil, nil, nil, nil
+	return last, true
+}
+
+// gone reports whether the city was dropped. Safe for concurrent use.
+func (c *city) gone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
 }
 
 // tail returns the n bytes before the closing brace of an encoded message.

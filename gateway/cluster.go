@@ -435,13 +435,19 @@ func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 		// The stream's time, not this node's: the same frame everywhere.
 		in.Timestamp = ts.UnixMilli()
 	}
-	c, err := cl.s.hub.city(in.City)
-	if err != nil {
-		cl.s.warn(&cl.s.warnBus, "dropped a stream message", "city", in.City, "seq", seq, "err", err)
+	for {
+		c, err := cl.s.hub.city(in.City)
+		if err != nil {
+			cl.s.warn(&cl.s.warnBus, "dropped a stream message", "city", in.City, "seq", seq, "err", err)
+			return
+		}
+		if _, err := c.publishSeq(&in, seq, time.Now()); errors.Is(err, errCityGone) {
+			continue // dropped just now: a new one takes the frame
+		}
+		cl.s.wakeCity(c)
+		cl.s.hub.fit()
 		return
 	}
-	c.publishSeq(&in, seq, time.Now())
-	cl.s.wakeCity(c)
 }
 
 // fetch returns the frames of city after seq since, in order, from the

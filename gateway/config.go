@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -55,6 +59,16 @@ type Config struct {
 	// RecentAlerts is how many alerts messages each city keeps for late
 	// joiners and conflated clients (sent in initial_data). Default 64.
 	RecentAlerts int
+	// RingMemory bounds the memory all cities' rings hold together, their
+	// frames and slots: over it, the oldest frames of the cities that have
+	// gone longest without activity are dropped (see hub.fit). Default: a
+	// quarter of the memory the node may use (the machine's, or its
+	// cgroup's limit if lower; 1 GiB when neither can be read).
+	RingMemory int64
+	// CityIdleTTL is how long a city may go without a subscriber and
+	// without a frame before it is dropped, its merged state with it (see
+	// hub.sweep). Default 1h. Live.
+	CityIdleTTL time.Duration
 
 	// MaxBacklogBytes is the outbound backlog past which a subscriber is not
 	// written to until half of it drains; lapped meanwhile, it is conflated to a
@@ -257,6 +271,10 @@ func (c Config) WithDefaults() Config {
 	def(&c.RingSize, 1024)
 	def(&c.RingBytes, 4<<20)
 	def(&c.RecentAlerts, 64)
+	if c.RingMemory == 0 {
+		c.RingMemory = defaultRingMemory()
+	}
+	defDur(&c.CityIdleTTL, time.Hour)
 	def(&c.MaxBacklogBytes, 256<<10)
 	defDur(&c.SlowTimeout, 30*time.Second)
 	defDur(&c.PingInterval, 25*time.Second)
@@ -315,6 +333,8 @@ func (c *Config) Validate() error {
 	check(c.RingSize >= 2 && c.RingSize <= 1<<20, "ring_size (%d) must be in [2, 1048576]", c.RingSize)
 	check(c.RingBytes >= 1024, "ring_bytes (%d) must be ≥ 1024", c.RingBytes)
 	check(c.RecentAlerts >= 0 && c.RecentAlerts <= 4096, "recent_alerts (%d) must be in [0, 4096]", c.RecentAlerts)
+	check(c.RingMemory >= 1<<20, "ring_memory (%d) must be ≥ 1048576", c.RingMemory)
+	check(c.CityIdleTTL >= time.Second, "city_idle_ttl (%s) must be ≥ 1s", c.CityIdleTTL)
 	check(c.MaxBacklogBytes >= 1024, "max_backlog_bytes (%d) must be ≥ 1024", c.MaxBacklogBytes)
 	check(c.SocketSendBuffer >= 0, "socket_send_buffer (%d) must be ≥ 0", c.SocketSendBuffer)
 	check(c.SlowTimeout > 0 && c.SlowTimeout <= time.Hour, "slow_timeout (%s) must be in (0s, 1h]", c.SlowTimeout)
@@ -420,4 +440,70 @@ func (c *Config) tick() time.Duration { return max(c.sweep()/wheelSlots, minTick
 // plus an interval of its last read).
 func (c *Config) pingQuiet() int64 {
 	return int64(min(c.PingInterval/2, (c.IdleTimeout-c.PingInterval)/2))
+}
+
+// defaultRingMemory is RingMemory's default: a quarter of nodeMemory, at
+// least 16 MiB, or 1 GiB when nodeMemory cannot tell.
+func defaultRingMemory() int64 {
+	m := nodeMemory()
+	if m <= 0 {
+		return 1 << 30
+	}
+	return max(m/4, 16<<20)
+}
+
+// nodeMemory is the memory this process may use: the machine's (MemTotal
+// in /proc/meminfo), or the limit of its cgroup or of one above it, if
+// lower (cgroup v2 memory.max, v1 memory.limit_in_bytes, which reads as a
+// huge number when unlimited); 0 if none can be read.
+func nodeMemory() int64 {
+	var total int64
+	lower := func(n int64) {
+		if n > 0 && (total == 0 || n < total) {
+			total = n
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if err == nil {
+					lower(kb << 10)
+				}
+				break
+			}
+		}
+	}
+	readLimit := func(path string) {
+		if b, err := os.ReadFile(path); err == nil {
+			// "max" (v2) fails to parse: no limit.
+			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				lower(n)
+			}
+		}
+	}
+	// Lines of /proc/self/cgroup: "0::/path" (v2), "4:memory:/path" (v1).
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			parts := strings.SplitN(line, ":", 3)
+			if len(parts) != 3 {
+				continue
+			}
+			base, file := "/sys/fs/cgroup", "memory.max"
+			switch {
+			case parts[0] == "0" && parts[1] == "":
+			case slices.Contains(strings.Split(parts[1], ","), "memory"):
+				base, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+			default:
+				continue
+			}
+			for dir := path.Clean("/" + parts[2]); ; dir = path.Dir(dir) {
+				readLimit(path.Join(base, dir, file))
+				if dir == "/" {
+					break
+				}
+			}
+		}
+	}
+	return total
 }

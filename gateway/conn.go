@@ -567,14 +567,12 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			cn.fail("too_many_subscriptions", name, "subscription limit reached")
 			continue
 		}
-		sb := &sub{conn: cn, city: c, filter: m.Filter}
-		cn.subs = append(cn.subs, sb)
-		if m.Presence {
-			cn.watch(sb)
+		sb, err := cn.attach(c, m)
+		if err != nil {
+			cn.fail("too_many_cities", name, err.Error())
+			continue
 		}
-		// Register before reading the head: a frame published from now on
-		// wakes this loop, one published before is below the head we read.
-		l.addSub(sb)
+		c = sb.city
 		st := started{sb: sb}
 		since, ok := m.Since[name]
 		ok = ok && (m.Epoch == 0 || m.Epoch == s.epoch)
@@ -620,6 +618,33 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			_, _ = cn.c.Write(sb.presenceSnap)
 		}
 		sb.presenceSnap = nil
+	}
+}
+
+// attach subscribes cn to c, or to the city that replaces it should c be
+// dropped meanwhile: the subscriber is counted (loop.addSub) before the
+// city is checked (see city.drop). Runs on the loop.
+func (cn *conn) attach(c *city, m *codec.ClientMessage) (*sub, error) {
+	l := cn.l
+	for {
+		sb := &sub{conn: cn, city: c, filter: m.Filter}
+		cn.subs = append(cn.subs, sb)
+		if m.Presence {
+			cn.watch(sb)
+		}
+		// Register before reading the head: a frame published from now on
+		// wakes this loop, one published before is below the head we read.
+		l.addSub(sb)
+		if !c.gone() {
+			return sb, nil
+		}
+		// Dropped (idle) between the lookup and addSub.
+		l.removeSub(sb)
+		cn.subs = cn.subs[:len(cn.subs)-1]
+		var err error
+		if c, err = l.s.hub.city(c.name); err != nil {
+			return nil, err
+		}
 	}
 }
 

@@ -322,7 +322,10 @@ func (l *loop) removeSub(s *sub) {
 		s.city.presence.leave(s.conn.grant.sub)
 		l.s.presenceChanged(s.city)
 	}
-	s.city.subs.Add(-1)
+	if s.city.subs.Add(-1) == 0 {
+		// Idle from now on, not from its last frame (hub.sweep).
+		s.city.active.Store(mono())
+	}
 	l.stats.subscriptions.Add(-1)
 	if s.conn.flags&flagHTTP != 0 {
 		l.stats.sse.subscriptions.Add(-1)

@@ -68,6 +68,13 @@ type presenceBatch struct {
 	frames []byte
 }
 
+// empty reports whether the city has no watcher, on this node or another.
+func (p *presence) empty() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.members) == 0 && len(p.remote) == 0 && p.remoteMore == 0
+}
+
 // join counts user as a watcher and returns the snapshot frame to send
 // the new subscriber, and the generation it reflects. The events of the
 // current tick may repeat it (joined users are a set, not a count).

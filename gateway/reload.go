@@ -23,6 +23,7 @@ var liveSettings = [...]struct {
 	{"ingest_write_timeout", func(d, s *Config) { d.IngestWriteTimeout = s.IngestWriteTimeout }},
 	{"ingest_line_timeout", func(d, s *Config) { d.IngestLineTimeout = s.IngestLineTimeout }},
 	{"drain_window", func(d, s *Config) { d.DrainWindow = s.DrainWindow }},
+	{"city_idle_ttl", func(d, s *Config) { d.CityIdleTTL = s.CityIdleTTL }},
 }
 
 // LiveKeys returns the config keys that Server.Reload applies to a running

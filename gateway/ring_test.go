@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,4 +61,65 @@ func TestRingResume(t *testing.T) {
 	sparse.raiseFloor(140)
 	f(sparse, 139, 0, false)
 	f(sparse, 140, 4, true)
+}
+
+// TestRingMemory checks a ring's slots and its account of the node's ring
+// memory: no slots before the first frame, slots that grow with the frames
+// up to ring_size with every frame still readable, an account that is
+// always the frames' and slots' size, and a trim that frees it all and
+// leaves the seqs going on.
+func TestRingMemory(t *testing.T) {
+	cfg := Config{RingSize: 64}.WithDefaults()
+	var mem atomic.Int64
+	c := newCity("m", &cfg, 1, 0, false)
+	c.ring.mem = &mem
+	in := codec.Ingest{City: "m", Kind: codec.KindDataUpdate, Data: []byte(`{"a":1}`)}
+	r := c.ring
+	check := func(wantSlots int) {
+		t.Helper()
+		b := r.buf.Load()
+		if got := slotCount(b); got != wantSlots {
+			t.Fatalf("%d slots, want %d", got, wantSlots)
+		}
+		want := slotBytes * int64(slotCount(b))
+		for pos := r.tail.Load(); pos <= r.head.Load(); pos++ {
+			f := r.get(pos)
+			if f == nil || f.pos != pos {
+				t.Fatalf("frame %d not held (tail %d, head %d)", pos, r.tail.Load(), r.head.Load())
+			}
+			want += int64(cap(f.b)) + frameOverhead
+		}
+		if got := mem.Load(); got != want {
+			t.Fatalf("ring memory %d, want %d", got, want)
+		}
+	}
+	check(0)
+	for i := 1; i <= 100; i++ {
+		if _, err := c.publish(&in, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		slots := minSlots
+		for slots < min(i, 64) {
+			slots *= 2
+		}
+		check(slots)
+	}
+	if tail := r.tail.Load(); tail != 100-64+1 {
+		t.Fatalf("tail %d, want %d: a full ring laps", tail, 100-64+1)
+	}
+	if n := c.trim(1); n != 1 || r.floor != 37 {
+		t.Fatalf("trim(1) dropped %d frames, floor %d; want 1 and 37", n, r.floor)
+	}
+	check(64)
+	if n := c.trim(trimAll); n != 63 {
+		t.Fatalf("trim dropped %d frames, want 63", n)
+	}
+	check(0)
+	if r.get(r.head.Load()) != nil {
+		t.Fatal("a trimmed ring still gives its head frame")
+	}
+	if f, _ := c.publish(&in, time.Now()); f.seq != 101 {
+		t.Fatalf("seq %d after a trim, want 101", f.seq)
+	}
+	check(minSlots)
 }

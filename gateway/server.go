@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -58,7 +59,7 @@ type Server struct {
 	flushedAt     time.Time // of presence, by OnTick; owned by gnet's ticker goroutine
 
 	// throttles of repeated warnings
-	warnSlow, warnAccept, warnRejected, warnBus, warnAdmin throttle
+	warnSlow, warnAccept, warnRejected, warnBus, warnAdmin, warnCities throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -77,11 +78,15 @@ func New(cfg Config) (*Server, error) {
 		stopped:  make(chan struct{}),
 		done:     make(chan error, 1),
 	}
-	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnAdmin} {
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnAdmin, &s.warnCities} {
 		t.period = warnEvery
 	}
 	s.live.Store(&cfg)
 	s.hub = newHub(&s.cfg, cfg.Loops, s.epoch)
+	s.hub.full = func(name string) {
+		s.warn(&s.warnCities, "refused a new city: max_cities reached (idle cities are dropped after city_idle_ttl)",
+			"city", name, "max_cities", s.cfg.MaxCities)
+	}
 	s.loops.Store(new([]*loop))
 	s.metrics = newServerMetrics(s)
 	s.ips = newIPLimiter(cfg.MaxConnsPerIP)
@@ -143,6 +148,7 @@ func (s *Server) Start() error {
 	s.ingest, s.admin = ing, adm
 	go ing.serve()
 	go adm.serve()
+	go s.sweepCities(s.stopped)
 	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
 		go s.watchAuthFiles(s.stopped)
 	}
@@ -200,6 +206,8 @@ func (s *Server) Stats() Stats {
 		st.Closes[name] = 0
 	}
 	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
+	st.RingMemory = s.hub.mem.Load()
+	st.RingTrimmed, st.CitiesDropped, st.CitiesRefused = s.hub.trimmed.Load(), s.hub.dropped.Load(), s.hub.refused.Load()
 	for _, l := range *s.loops.Load() {
 		// The SSE share first: the totals count a delivery before the
 		// share does, so read after it they are never below it.
@@ -391,16 +399,22 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 // publish stores one ingest message and wakes the loops that follow its
 // city. Safe for concurrent use.
 func (s *Server) publish(in *codec.Ingest, now time.Time) (uint64, error) {
-	c, err := s.hub.city(in.City)
-	if err != nil {
-		return 0, err
+	for {
+		c, err := s.hub.city(in.City)
+		if err != nil {
+			return 0, err
+		}
+		f, err := c.publish(in, now)
+		if errors.Is(err, errCityGone) {
+			continue // dropped just now: a new one takes the frame
+		}
+		if err != nil {
+			return 0, err
+		}
+		s.wakeCity(c)
+		s.hub.fit()
+		return f.seq, nil
 	}
-	f, err := c.publish(in, now)
-	if err != nil {
-		return 0, err
-	}
-	s.wakeCity(c)
-	return f.seq, nil
 }
 
 // wakeCity wakes the loops that follow c after a publish. Safe for
@@ -410,6 +424,27 @@ func (s *Server) wakeCity(c *city) {
 	for i := range c.loopSubs {
 		if c.loopSubs[i].Load() > 0 && i < len(loops) {
 			loops[i].wake(c)
+		}
+	}
+}
+
+// sweepCities drops idle cities (hub.sweep) every sweepEvery of the live
+// CityIdleTTL, until stop is closed. It looks at the setting every second,
+// so that a reload applies within one.
+func (s *Server) sweepCities(stop <-chan struct{}) {
+	t := time.NewTicker(min(sweepEvery(s.cfg.CityIdleTTL), time.Second))
+	defer t.Stop()
+	last := mono()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ttl := s.live.Load().CityIdleTTL
+		if now := mono(); now-last >= int64(sweepEvery(ttl)) {
+			s.hub.sweep(now, ttl)
+			last = now
 		}
 	}
 }

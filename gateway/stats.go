@@ -75,6 +75,10 @@ type Stats struct {
 	Closes         map[string]uint64 `json:"closes"`        // closed connections by close reason
 	Cities         int64             `json:"city_count"`
 	RingEvictions  uint64            `json:"ring_evictions"` // frames the rings dropped to make room
+	RingMemory     int64             `json:"ring_memory"`    // bytes the rings hold, frames and slots
+	RingTrimmed    uint64            `json:"ring_trimmed"`   // frames dropped to keep within ring_memory
+	CitiesDropped  uint64            `json:"cities_dropped"` // idle cities dropped (city_idle_ttl)
+	CitiesRefused  uint64            `json:"cities_refused"` // new cities refused at max_cities
 	IngestConns    int64             `json:"ingest_conns"`
 	IngestFrames   uint64            `json:"ingest_frames"`
 	IngestBytes    uint64            `json:"ingest_bytes"`

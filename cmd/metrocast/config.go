@@ -85,6 +85,8 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.RingSize, "ring-size", d.RingSize, "frames kept per city for replay")
 	num(&c.RingBytes, "ring-bytes", d.RingBytes, "bytes kept per city for replay")
 	num(&c.RecentAlerts, "recent-alerts", d.RecentAlerts, "alerts messages per city sent to late joiners in initial_data")
+	num64(&c.RingMemory, "ring-memory", 0, "bytes all cities' rings may hold together; over it the coldest cities' oldest frames go (0: a quarter of the machine's memory, or of the cgroup's limit)")
+	dur(&c.CityIdleTTL, "city-idle-ttl", d.CityIdleTTL, "drop a city that has had no subscriber and no frame for this long, with its state")
 	num(&c.MaxBacklogBytes, "max-backlog-bytes", d.MaxBacklogBytes, "outbound backlog past which a subscriber is paused (then conflated)")
 	dur(&c.SlowTimeout, "slow-timeout", d.SlowTimeout, "how long a subscriber may stay over the backlog while taking less than half of it before close 1008")
 	num(&c.SocketSendBuffer, "socket-send-buffer", d.SocketSendBuffer, "SO_SNDBUF for client sockets (0: kernel default)")
