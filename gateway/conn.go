@@ -214,10 +214,7 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 		}
 		return cn.reject(reason), false
 	}
-	_, _ = cn.c.Write(resp)
-	if cn.state == stateClosed {
-		return gnet.None, false
-	}
+	l.put(cn, resp)
 	_, _ = cn.c.Discard(end)
 	cn.state = stateOpen
 	cn.scanned = 0
@@ -293,7 +290,7 @@ func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
 
 // reject writes the HTTP error in l.out and closes.
 func (cn *conn) reject(reason CloseReason) gnet.Action {
-	_, _ = cn.c.Write(cn.l.out)
+	cn.l.put(cn, cn.l.out)
 	cn.state = stateClosing
 	cn.reason = reason
 	return gnet.Close
@@ -414,7 +411,7 @@ func (cn *conn) message(b []byte) {
 	l := cn.l
 	switch m.Type {
 	case codec.TypePing:
-		_, _ = cn.c.Write(codec.PongFrame)
+		l.put(cn, codec.PongFrame)
 	case codec.TypeAuth:
 		if !cn.authenticate(m.Token) {
 			return
@@ -615,7 +612,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 	clear(l.started)
 	for _, sb := range cn.subs {
 		if sb.presenceSnap != nil && cn.state == stateOpen {
-			_, _ = cn.c.Write(sb.presenceSnap)
+			l.put(cn, sb.presenceSnap)
 		}
 		sb.presenceSnap = nil
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // TestHandshakeRejects checks the HTTP answers to requests that do not
@@ -261,4 +265,62 @@ func TestHandshakeClients(t *testing.T) {
 	f("cities=hs-a&since=0&epoch=1", 1)                      // another epoch
 	f("token=abc&cities=hs-b", 1)
 	waitCloses(t, s, ClosePeer, 10)
+}
+
+// TestHandshakeOneWrite checks that an upgrade that subscribes on the URL
+// is answered with one write: the 101, subscribed and initial_data leave
+// in one TCP segment (the server's socket counts them), and so do the
+// answers to several messages that arrive in one read.
+func TestHandshakeOneWrite(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{Loops: 1})
+	p := dialProducer(t, s)
+	p.publish(t, dataLine("ow", "data_update", `{"a":1}`))
+	r := dialRaw(t, s)
+	r.upgrade(t, "/ws?cities=ow")
+	if m := r.msg(t); m.Type != "subscribed" {
+		t.Fatalf("%s, want subscribed", m.raw)
+	}
+	if m := r.msg(t); m.Type != "initial_data" {
+		t.Fatalf("%s, want initial_data", m.raw)
+	}
+	if n := dataSegsOut(t, s); n != 1 {
+		t.Fatalf("the server sent the answer to the upgrade in %d segments, want 1", n)
+	}
+	r.write(t, bytes.Repeat(text(`{"type":"ping"}`), 3))
+	for range 3 {
+		if m := r.msg(t); m.Type != "pong" {
+			t.Fatalf("%s, want pong", m.raw)
+		}
+	}
+	if n := dataSegsOut(t, s); n != 2 {
+		t.Fatalf("the server sent %d segments in all, want 2: one per read", n)
+	}
+}
+
+// dataSegsOut returns the data segments the server has sent on its only
+// connection (TCP_INFO), asking its loop.
+func dataSegsOut(t *testing.T, s *Server) uint32 {
+	t.Helper()
+	l := (*s.loops.Load())[0]
+	got := make(chan uint32, 1)
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		var n uint32
+		for _, conns := range l.wheel {
+			for _, cn := range conns {
+				info, err := unix.GetsockoptTCPInfo(cn.c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO)
+				if err != nil {
+					t.Error(err)
+				} else {
+					n += info.Data_segs_out
+				}
+			}
+		}
+		got <- n
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return <-got
 }

@@ -53,6 +53,8 @@ type loop struct {
 	spare     []*city
 	iov       [][]byte
 	out       []byte // scratch for control frames and responses
+	corked    *conn  // whose writes put holds back in cork, in OnTraffic
+	cork      []byte
 	wbuf      []byte // coalesces long fanout batches (see write)
 	http      httpBufs
 	fp        codec.FrameParser
@@ -146,7 +148,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 	}
 	for s.cursor < head && cn.state == stateOpen {
 		// room bounds the backlog to MaxBacklogBytes plus one frame.
-		buffered := cn.c.OutboundBuffered()
+		buffered := l.backlog(cn)
 		room := l.cfg.MaxBacklogBytes - buffered
 		if room <= 0 {
 			if cn.flags&flagStalled == 0 {
@@ -236,8 +238,8 @@ const maxStackIOV = 8
 // once, so the buffer is free again on return. Writing may close the conn
 // (EPIPE) and call OnClose from inside; callers iterating sweep after.
 func (l *loop) write(cn *conn, iov [][]byte) {
-	if len(iov) <= maxStackIOV {
-		_, _ = cn.c.Writev(iov)
+	if len(iov) <= maxStackIOV || l.corked == cn {
+		l.putv(cn, iov)
 		return
 	}
 	b := l.wbuf[:0]
@@ -245,7 +247,7 @@ func (l *loop) write(cn *conn, iov [][]byte) {
 		b = append(b, f...)
 	}
 	l.wbuf = b
-	_, _ = cn.c.Write(b)
+	l.put(cn, b)
 }
 
 // conflate replaces a lapped subscriber's missed frames with the city's
@@ -463,6 +465,9 @@ func (l *loop) housekeeping(context.Context) error {
 	if cap(l.out) > maxLoopCache {
 		l.out = nil
 	}
+	if cap(l.cork) > maxLoopCache {
+		l.cork = nil
+	}
 	if cap(l.wbuf) > maxIOVBytes+maxLoopCache {
 		l.wbuf = nil
 	}
@@ -503,7 +508,7 @@ func (l *loop) visit(cn *conn, since, quiet int64) {
 			l.closeConn(cn, CloseIdle)
 			return
 		case idle >= quiet && l.pingDue(cn, since):
-			_, _ = cn.c.Write(pingFrame)
+			l.put(cn, pingFrame)
 		}
 		if cn.flags&flagStalled != 0 {
 			l.unstall(cn)
@@ -715,5 +720,53 @@ func (l *loop) send(cn *conn, frame []byte) {
 		l.sendEvent(cn, frame)
 		return
 	}
-	_, _ = cn.c.Write(frame)
+	l.put(cn, frame)
+}
+
+// put writes b to cn: at once, or, while cn's inbound bytes are being
+// handled (OnTraffic: cn is l.corked), into l.cork, which flush writes
+// when they are done, so that the answers to one read (the upgrade's 101,
+// subscribed and initial_data; the replies to a batch of messages) leave
+// in one system call, as nats-server flushes once per read. Runs on the
+// loop.
+func (l *loop) put(cn *conn, b []byte) {
+	if l.corked == cn {
+		l.cork = append(l.cork, b...)
+		return
+	}
+	_, _ = cn.c.Write(b)
+}
+
+// putv is put for several buffers. Runs on the loop.
+func (l *loop) putv(cn *conn, iov [][]byte) {
+	if l.corked == cn {
+		for _, b := range iov {
+			l.cork = append(l.cork, b...)
+		}
+		return
+	}
+	_, _ = cn.c.Writev(iov)
+}
+
+// flush writes what put held back for l.corked, and ends the hold. The
+// write may close the connection (OnClose runs from inside). Runs on the
+// loop, at the end of OnTraffic (or before, to have the bytes out now).
+func (l *loop) flush() {
+	cn := l.corked
+	l.corked = nil
+	if cn != nil && len(l.cork) > 0 && cn.state != stateClosed {
+		_, _ = cn.c.Write(l.cork)
+	}
+	l.cork = l.cork[:0]
+}
+
+// backlog is what cn has to send that the socket has not taken yet:
+// gnet's outbound buffer and, in OnTraffic, what put holds back. Runs on
+// the loop.
+func (l *loop) backlog(cn *conn) int {
+	n := cn.c.OutboundBuffered()
+	if l.corked == cn {
+		n += len(l.cork)
+	}
+	return n
 }

@@ -376,7 +376,7 @@ func (l *loop) sendPresence(cn *conn) {
 		frames, g := sb.city.presence.since(sb.city.name, sb.presenceGen)
 		sb.presenceGen = g
 		if len(frames) > 0 {
-			_, _ = cn.c.Write(frames)
+			l.put(cn, frames)
 		}
 		if cn.state != stateOpen {
 			return

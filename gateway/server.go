@@ -325,8 +325,15 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
-	cn.l.now = time.Now().UnixNano()
-	return cn.traffic()
+	l := cn.l
+	l.now = time.Now().UnixNano()
+	l.corked = cn
+	act := cn.traffic()
+	l.flush()
+	if cn.state == stateClosed {
+		return gnet.None
+	}
+	return act
 }
 
 // OnClose forgets the connection. Runs on its loop, possibly from inside a

@@ -157,7 +157,10 @@ func (cn *conn) checkRequest(req *codec.Request) (CloseReason, error) {
 // once it is out: at once when the socket took it all, else by housekeeping
 // (tickResponse). Runs on the loop, from serveHTTP.
 func (cn *conn) respond(resp []byte) gnet.Action {
-	_, _ = cn.c.Write(resp)
+	// Out now, not at the end of OnTraffic: whether it is all out decides
+	// the close.
+	cn.l.put(cn, resp)
+	cn.l.flush()
 	if cn.state == stateClosed {
 		return gnet.None
 	}
@@ -186,10 +189,7 @@ func (cn *conn) stream(req *codec.Request, cors string) gnet.Action {
 	l := cn.l
 	retry := streamRetry + rand.N(streamRetryJitter)
 	l.out = codec.AppendStreamHead(l.out[:0], cors, retry.Milliseconds())
-	_, _ = cn.c.Write(l.out)
-	if cn.state == stateClosed {
-		return gnet.None
-	}
+	l.put(cn, l.out)
 	_, _ = cn.c.Discard(-1)
 	cn.state = stateOpen
 	cn.opened = l.now
@@ -224,7 +224,7 @@ func (l *loop) tickStream(cn *conn, since int64) {
 		return
 	}
 	if l.pingDue(cn, since) {
-		_, _ = cn.c.Write(codec.Heartbeat)
+		l.put(cn, codec.Heartbeat)
 	}
 }
 
@@ -290,11 +290,11 @@ func (l *loop) appendEvent(iov [][]byte, n int, sb *sub, f *frame, rest []byte) 
 func (l *loop) writeFrame(sb *sub, f *frame) int {
 	cn := sb.conn
 	if cn.flags&flagHTTP == 0 {
-		_, _ = cn.c.Write(f.b)
+		l.put(cn, f.b)
 		return len(f.b)
 	}
 	iov, n := l.appendEvent(l.iov[:0], 0, sb, f, l.eventIDRest(sb))
-	_, _ = cn.c.Writev(iov)
+	l.putv(cn, iov)
 	clear(iov)
 	l.iov = iov[:0]
 	return n
@@ -316,5 +316,5 @@ func (l *loop) writeEvent(cn *conn, b []byte, frame []byte) {
 		return
 	}
 	l.http.ev = codec.AppendEvent(b, msg)
-	_, _ = cn.c.Write(l.http.ev)
+	l.put(cn, l.http.ev)
 }
