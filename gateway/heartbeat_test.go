@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,8 +212,43 @@ func TestPingsSpread(t *testing.T) {
 // pingTimes reads the pings r receives until deadline and returns when the
 // kernel received each.
 func pingTimes(r *rawConn, deadline time.Time) ([]time.Time, error) {
+	sr, err := stamped(r)
+	if err != nil {
+		return nil, err
+	}
+	_ = r.c.SetReadDeadline(deadline)
+	var times []time.Time
+	for {
+		b, at, err := sr.next()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return times, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == 0 || len(b)%2 != 0 || !bytes.Equal(b, bytes.Repeat(pingFrame, len(b)/2)) {
+			return nil, fmt.Errorf("got % x, want pings", b)
+		}
+		for range len(b) / 2 {
+			times = append(times, at)
+		}
+	}
+}
+
+// stampedReader reads a raw client's socket with the time the kernel
+// received the bytes (SO_TIMESTAMPNS): when the server wrote them, on
+// loopback, however late the test reads.
+type stampedReader struct {
+	rc  syscall.RawConn
+	buf [4096]byte
+	oob []byte
+}
+
+// stamped turns on receive timestamps on r, whose reader must hold no
+// bytes: from now on read it with the stampedReader alone.
+func stamped(r *rawConn) (*stampedReader, error) {
 	if r.br.Buffered() > 0 {
-		return nil, errors.New("bytes after the upgrade response")
+		return nil, errors.New("bytes buffered before the timestamps")
 	}
 	rc, err := r.c.(*net.TCPConn).SyscallConn()
 	if err != nil {
@@ -223,36 +260,29 @@ func pingTimes(r *rawConn, deadline time.Time) ([]time.Time, error) {
 	}); err != nil || serr != nil {
 		return nil, errors.Join(err, serr)
 	}
-	_ = r.c.SetReadDeadline(deadline)
-	var (
-		times []time.Time
-		buf   [64]byte
-		oob   = make([]byte, unix.CmsgSpace(16))
-	)
-	for {
-		var n, oobn int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf[:], oob, 0)
-			return rerr != unix.EAGAIN
-		})
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			return times, nil
-		}
-		if err = errors.Join(err, rerr); err != nil {
-			return nil, err
-		}
-		if n == 0 || n%2 != 0 || !bytes.Equal(buf[:n], bytes.Repeat(pingFrame, n/2)) {
-			return nil, fmt.Errorf("got % x, want pings", buf[:n])
-		}
-		at, err := rxTime(oob[:oobn])
-		if err != nil {
-			return nil, err
-		}
-		for range n / 2 {
-			times = append(times, at)
-		}
+	return &stampedReader{rc: rc, oob: make([]byte, unix.CmsgSpace(16))}, nil
+}
+
+// next returns the bytes of one read (valid until the next call) and when
+// the kernel received the first of them. The conn's read deadline applies.
+func (sr *stampedReader) next() ([]byte, time.Time, error) {
+	var n, oobn int
+	var rerr error
+	err := sr.rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), sr.buf[:], sr.oob, 0)
+		return rerr != unix.EAGAIN
+	})
+	if err == nil {
+		err = rerr
 	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if n == 0 {
+		return nil, time.Time{}, io.EOF
+	}
+	at, err := rxTime(sr.oob[:oobn])
+	return sr.buf[:n], at, err
 }
 
 // rxTime returns the SO_TIMESTAMPNS receive time in a control message.

@@ -118,20 +118,37 @@ func (l *loop) drain(context.Context) error {
 
 // fanout writes every local subscriber of c up to the ring's head. Runs on
 // the loop.
+//
+// A fanout to thousands of subscribers takes milliseconds, and the last
+// one waits for all the others: each fanout starts at another place in
+// the list (fanoutStart), so that no subscriber is always last.
 func (l *loop) fanout(c *city) {
 	subs := l.subs[c]
 	if len(subs) == 0 {
 		return
 	}
 	head := c.ring.head.Load()
+	start := fanoutStart(head, len(subs))
 	l.iterating = true
-	for _, s := range subs {
-		if s.cursor < head && !s.replaying {
-			l.deliver(s, head)
+	for _, part := range [2][]*sub{subs[start:], subs[:start]} {
+		for _, s := range part {
+			if s.cursor < head && !s.replaying {
+				l.deliver(s, head)
+			}
 		}
 	}
 	l.iterating = false
 	l.sweep()
+}
+
+// fanoutStart returns where in a list of n subscribers the fanout up to
+// head begins: head's place in the golden-ratio (Weyl) sequence, scaled to
+// n, so that successive frames start evenly spread over the list, and a
+// subscriber's place in the order is as often near the front as near the
+// back. It needs no state.
+func fanoutStart(head uint64, n int) int {
+	frac := head * 0x9E3779B97F4A7C15 >> 32
+	return int(frac * uint64(n) >> 32)
 }
 
 // deliver writes s's frames after its cursor up to head, batching them into

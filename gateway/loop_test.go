@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestFanoutStartSpread: successive frames start the fanout all over the
+// list, each place about as often as the others.
+func TestFanoutStartSpread(t *testing.T) {
+	f := func(n, frames int) {
+		t.Helper()
+		counts := make([]int, n)
+		for head := uint64(1); head <= uint64(frames); head++ {
+			i := fanoutStart(head, n)
+			if i < 0 || i >= n {
+				t.Fatalf("fanoutStart(%d, %d) = %d, out of range", head, n, i)
+			}
+			counts[i]++
+		}
+		want := frames / n
+		for i, c := range counts {
+			if c < want-2 || c > want+2 {
+				t.Fatalf("n=%d, %d frames: place %d starts %d fanouts, want %d±2 (%v)", n, frames, i, c, want, counts)
+			}
+		}
+	}
+	f(1, 10)
+	f(2, 1000)
+	f(7, 7000)
+	f(2500, 250_000)
+	f(5000, 50_000)
+}
+
+// TestFanoutFair: a city's subscribers on one loop are written in a
+// different order for each frame, so that none is always last. The order
+// is read from the kernel's receive timestamps on the clients' sockets.
+func TestFanoutFair(t *testing.T) {
+	t.Parallel()
+	const (
+		n      = 8
+		frames = 24
+	)
+	s := startServer(t, Config{Loops: 1})
+	p := dialProducer(t, s)
+	p.publish(t, dataLine("fair", "data_update", `{"a":0}`))
+	readers := make([]*stampedReader, n)
+	conns := make([]*rawConn, n)
+	for i := range readers {
+		r := dialRaw(t, s)
+		r.upgrade(t, "/ws?cities=fair")
+		r.msgType(t, "subscribed")
+		r.msgType(t, "initial_data")
+		sr, err := stamped(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers[i], conns[i] = sr, r
+	}
+	last := make([]int, n) // frames each client got last
+	first := make([]int, n)
+	for k := 1; k <= frames; k++ {
+		p.publish(t, dataLine("fair", "data_update", `{"a":`+strconv.Itoa(k)+`}`))
+		at := make([]time.Time, n)
+		for i, sr := range readers {
+			_ = conns[i].c.SetReadDeadline(time.Now().Add(readTimeout))
+			b, t0, err := sr.next()
+			if err != nil {
+				t.Fatalf("client %d, frame %d: %v", i, k, err)
+			}
+			if m, err := parseMsg(b[2:]); err != nil || m.Type != "data_update" {
+				t.Fatalf("client %d, frame %d: %q, want one data_update", i, k, b)
+			}
+			at[i] = t0
+		}
+		byTime := make([]int, n)
+		for i := range byTime {
+			byTime[i] = i
+		}
+		slices.SortFunc(byTime, func(a, b int) int { return at[a].Compare(at[b]) })
+		first[byTime[0]]++
+		last[byTime[n-1]]++
+	}
+	t.Logf("frames each client got first: %v, last: %v", first, last)
+	for i := range n {
+		if last[i] > frames/4 || first[i] > frames/4 {
+			t.Errorf("client %d was first %d and last %d times of %d frames, want each at most %d", i, first[i], last[i], frames, frames/4)
+		}
+	}
+}
