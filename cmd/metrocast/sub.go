@@ -78,6 +78,7 @@ func subMain(ctx context.Context, args []string, out, log io.Writer) error {
 		count      = fs.Int("count", 0, "exit after printing this many frames (0: until interrupted)")
 		caFile     = fs.String("ca", "", "PEM `file` of the CA that signed a wss:// node's certificate (default: the system's)")
 		timeout    = fs.Duration("timeout", 10*time.Second, "bound on connecting and the upgrade")
+		sse        = fs.Bool("sse", false, "follow the cities over Server-Sent Events (GET /sse on the -url's host) instead of a WebSocket")
 	)
 	fs.Func("token", "refused: a token on the command line shows in ps; use -token-file or METROCAST_TOKEN", func(string) error {
 		return errors.New("a token on the command line is visible to every local user (ps): use -token-file FILE or METROCAST_TOKEN")
@@ -89,7 +90,9 @@ Subscribes to the cities and prints every message of the node, one JSON
 object per line, to stdout; connection events go to stderr. A lost
 connection is made again (after the node's reconnect hint, or a backoff)
 and each city resumes after the last seq printed, with since and epoch,
-so that nothing the node still holds is skipped or printed twice.
+so that nothing the node still holds is skipped or printed twice. With
+-sse it follows the same messages as a Server-Sent Events stream (and
+takes a new token by connecting again, as a stream cannot refresh one).
 
 The token: -token-file, else METROCAST_TOKEN, else one minted for the
 cities with an HMAC secret (-auth-hmac-secret-file; by default the demo
@@ -98,6 +101,7 @@ secret of make run). Without any, the node must run -insecure.
   metrocast sub nairobi
   metrocast sub -since 41 -filter '{"types":["alerts"]}' nairobi lagos
   metrocast sub -url wss://metrocast.example/ws -token-file tok nairobi
+  metrocast sub -sse nairobi
 
 flags:
 `)
@@ -114,6 +118,7 @@ flags:
 		last:    map[string]uint64{},
 		count:   *count,
 		timeout: *timeout,
+		sse:     *sse,
 		out:     out,
 		log:     log,
 	}
@@ -181,7 +186,8 @@ type subscriber struct {
 	filter  json.RawMessage
 	tls     *tls.Config
 	timeout time.Duration
-	count   int // frames left to print; 0: no bound
+	sse     bool // over Server-Sent Events (subsse.go)
+	count   int  // frames left to print; 0: no bound
 	out     io.Writer
 	log     io.Writer
 	token   func() (string, error) // nil: no token
@@ -283,9 +289,12 @@ func (s *subscriber) run(ctx context.Context) error {
 			backoff = 500 * time.Millisecond
 		}
 		wait := backoff
-		if s.after > 0 {
+		switch {
+		case errors.Is(err, errSubRenew):
+			wait = 0
+		case s.after > 0:
 			wait = s.after
-		} else {
+		default:
 			backoff = min(2*backoff, subMaxBackoff)
 		}
 		fmt.Fprintf(s.log, "sub: %v; connecting again in %s\n", err, wait.Round(time.Millisecond))
@@ -300,6 +309,9 @@ func (s *subscriber) run(ctx context.Context) error {
 // session makes one connection, subscribes (resuming where the last one
 // ended) and prints frames until it ends.
 func (s *subscriber) session(ctx context.Context) error {
+	if s.sse {
+		return s.sessionSSE(ctx)
+	}
 	s.after, s.authErr, s.upgraded, s.cur = 0, "", false, ""
 	var err error
 	if s.token != nil {
@@ -364,7 +376,11 @@ func (s *subscriber) session(ctx context.Context) error {
 		if h.OpCode != ws.OpText {
 			continue
 		}
-		if err := s.handle(conn, msg.Bytes()); err != nil {
+		err = s.handle(msg.Bytes(), func(tok string) error {
+			refresh, _ := json.Marshal(map[string]string{"type": "refresh", "token": tok})
+			return wsutil.WriteClientText(conn, refresh)
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -382,12 +398,16 @@ func readRefusal(r io.Reader) string {
 	return string(bytes.TrimSpace(b))
 }
 
-// refused turns an HTTP answer to the upgrade into an error: fatal unless
+// refused turns an HTTP answer to the upgrade (or stream) into an error: fatal unless
 // waiting may help (429, 503) or a minted token may pass next time.
 func (s *subscriber) refused(status int, body string) error {
-	err := fmt.Errorf("the node refused the upgrade: %d %s", status, http.StatusText(status))
+	what := "upgrade"
+	if s.sse {
+		what = "stream"
+	}
+	err := fmt.Errorf("the node refused the %s: %d %s", what, status, http.StatusText(status))
 	if body != "" {
-		err = fmt.Errorf("the node refused the upgrade: %d %s", status, body)
+		err = fmt.Errorf("the node refused the %s: %d %s", what, status, body)
 	}
 	switch {
 	case status == http.StatusTooManyRequests, status >= 500:
@@ -455,8 +475,9 @@ type subMessage struct {
 	} `json:"cities"`
 }
 
-// handle prints one message and keeps what resuming needs.
-func (s *subscriber) handle(conn net.Conn, b []byte) error {
+// handle prints one message and keeps what resuming needs; refresh hands
+// the node a new token before the current one expires.
+func (s *subscriber) handle(b []byte, refresh func(token string) error) error {
 	if bytes.IndexByte(b, '\n') >= 0 {
 		var c bytes.Buffer
 		if json.Compact(&c, b) == nil {
@@ -497,8 +518,7 @@ func (s *subscriber) handle(conn net.Conn, b []byte) error {
 			tok, err := s.token()
 			if err == nil && tok != s.cur {
 				s.cur = tok
-				refresh, _ := json.Marshal(map[string]string{"type": "refresh", "token": tok})
-				if err := wsutil.WriteClientText(conn, refresh); err != nil {
+				if err := refresh(tok); err != nil {
 					return err
 				}
 			}

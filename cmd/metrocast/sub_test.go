@@ -182,13 +182,23 @@ func dataSeqs(t *testing.T, ls []string) []uint64 {
 	return seqs
 }
 
+// transports are sub's ways to follow: WebSocket, and -sse.
+var transports = []struct{ name, flag string }{{"websocket", "-sse=false"}, {"sse", "-sse"}}
+
 // TestSubResumes: sub mints a token with the secret, prints the frames, and
 // after its connection is cut resumes after the last seq it printed: the
-// frame published while it was away arrives once, nothing twice.
+// frame published while it was away arrives once, nothing twice. Over
+// WebSocket and over SSE alike.
 func TestSubResumes(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { testSubResumes(t, tr.flag) })
+	}
+}
+
+func testSubResumes(t *testing.T, transport string) {
 	n := startSubNode(t)
 	cut := startCutter(t, n.s.Addr().String())
-	out, _ := startSub(t, "ws://"+cut.ln.Addr().String()+"/ws", "-auth-hmac-secret-file", n.secret, "nairobi")
+	out, _ := startSub(t, "ws://"+cut.ln.Addr().String()+"/ws", transport, "-auth-hmac-secret-file", n.secret, "nairobi")
 	out.wait(t, `"type":"initial_data"`)
 	n.publish(t, `{"city":"nairobi","type":"data_update","data":{"pm25":1}}`)
 	n.publish(t, `{"city":"nairobi","type":"data_update","data":{"pm25":2}}`)
@@ -219,6 +229,12 @@ func equalSeqs(a, b []uint64) bool {
 // TestSubSinceFilterCount: -since starts after a seq, -filter passes the
 // protocol's filter, -count ends sub after that many frames.
 func TestSubSinceFilterCount(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { testSubSinceFilterCount(t, tr.flag) })
+	}
+}
+
+func testSubSinceFilterCount(t *testing.T, transport string) {
 	n := startSubNode(t)
 	url := "ws://" + n.s.Addr().String() + "/ws"
 	n.publish(t, `{"city":"lagos","type":"data_update","data":{"a":1}}`)
@@ -226,7 +242,7 @@ func TestSubSinceFilterCount(t *testing.T) {
 	n.publish(t, `{"city":"lagos","type":"data_update","data":{"a":3}}`)
 	n.publish(t, `{"city":"lagos","type":"alerts","alerts":[{"severity":"critical","message":"y"}]}`)
 
-	out, done := startSub(t, url, "-auth-hmac-secret-file", n.secret, "-since", "1",
+	out, done := startSub(t, url, transport, "-auth-hmac-secret-file", n.secret, "-since", "1",
 		"-filter", `{"types":["alerts"]}`, "-count", "3", "lagos")
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -279,6 +295,8 @@ func TestSubRefusals(t *testing.T) {
 	f("", []string{"-since", "nairobi=3", "nairobi"}, "-since")
 	f("", nil, "at least one city")
 	f("", []string{"-token", "x", "nairobi"}, "-token-file")
+	f("", []string{"-sse", "nairobi"}, "refused the stream: 401 auth_required", "METROCAST_TOKEN")
+	f("", []string{"-sse", "-auth-hmac-secret-file", other, "nairobi"}, "refused the stream: 401 invalid_token")
 }
 
 // TestSubDefaultURL: sub dials where serve listens with the same
