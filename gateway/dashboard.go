@@ -38,8 +38,10 @@ type clientInfo struct {
 }
 
 // dashboardCSP lets the page load only its own files and talk only to its
-// origin and WebSocket endpoints (on another port, so any ws:/wss:).
-const dashboardCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
+// origin and the gateway's endpoints: WebSocket, and the Server-Sent Events
+// stream it falls back to, both on another port (so any ws:/wss:, and
+// http:/https:).
+const dashboardCSP = "default-src 'self'; connect-src 'self' ws: wss: http: https:; img-src 'self' data:; " +
 	"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 // dashboardCities bounds /api/cities, as /api/stats's ?limit= would.

@@ -292,11 +292,15 @@ async function getToken() {
 
 function start(url, secure) {
   offered = token;
-  client = new Metrocast({ url, getToken: secure ? getToken : undefined, cities: city ? [city] : [], presence: true });
+  // Where a proxy breaks the WebSocket upgrade, the page follows the city
+  // over the gateway's Server-Sent Events stream (no presence there).
+  client = new Metrocast({ url, getToken: secure ? getToken : undefined, cities: city ? [city] : [], presence: true, sseFallback: true });
   window.metrocastDashboard.client = client;
   client.on("status", ({ status }) => {
-    if (!(refusal && status === "reconnecting")) setStatus(status, status);
+    const text = status === "open" && client.transport === "sse" ? "open (SSE)" : status;
+    if (!(refusal && status === "reconnecting")) setStatus(text, status);
   });
+  client.on("transport", () => (ui.conn.dataset.transport = client.transport));
   client.on("reconnect", (e) => {
     if (!refusal) setStatus(`reconnecting in ${(e.delayMs / 1000).toFixed(1)} s`, "reconnecting");
   });

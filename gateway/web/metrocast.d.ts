@@ -46,7 +46,9 @@ export interface AlertsMessage {
 export interface ErrorEvent {
   type?: "error";
   /** A gateway error code (bad_request, forbidden, rate_limited, …) or a
-   * client one: token_fetch_failed, connect_failed, bad_frame, gave_up. */
+   * client one: token_fetch_failed, connect_failed, bad_frame, gave_up,
+   * stream_refused (the gateway answered a stream request with an HTTP error
+   * other than 401 and 403). */
   code: string;
   city?: string;
   message: string;
@@ -116,7 +118,11 @@ export interface EventMap {
   presence: PresenceEvent;
   /** Every message from the gateway, parsed. */
   message: { type: string; [key: string]: unknown };
+  /** The client moved to the gateway's Server-Sent Events stream (sseFallback). */
+  transport: { transport: Transport };
 }
+
+export type Transport = "websocket" | "sse";
 
 export interface Filters {
   types?: ("data_update" | "alerts")[];
@@ -182,6 +188,28 @@ export interface Options {
   maxAlerts?: number;
   /** The WebSocket implementation (default globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Where to start: a WebSocket (default), or the gateway's Server-Sent Events stream (GET /sse on the
+   * same port, read with fetch; the token goes in an Authorization header). A stream carries the same
+   * messages and resumes the same way (since and epoch on its URL); it is one-way, so subscribe(),
+   * unsubscribe() and a new token (refresh) open a new stream, resuming, and it has no presence.
+   */
+  transport?: Transport;
+  /**
+   * Move to the Server-Sent Events stream after sseFallbackAfter WebSocket connections in a row that
+   * never opened (a proxy that breaks the upgrade), until close(). Default false.
+   */
+  sseFallback?: boolean;
+  /** WebSocket connections in a row that never opened before sseFallback moves (default 2). */
+  sseFallbackAfter?: number;
+  /** The stream's URL (default: url's host and port, http(s), path /sse: see sseUrlOf). */
+  sseUrl?: string;
+  /**
+   * The fetch implementation for streams (default globalThis.fetch): called with the URL and
+   * {headers, signal, cache}, it must resolve to a Response whose body is a ReadableStream.
+   * Typed loosely so that the types need no DOM library.
+   */
+  fetch?: (url: string, init: any) => Promise<any>;
   /** Timers and time (tests). */
   clock?: Clock;
   /** Random numbers in [0, 1) for the jitter (tests). */
@@ -201,6 +229,9 @@ export declare const defaults: Readonly<
       | "heartbeatTimeoutMs"
       | "refreshBeforeMs"
       | "maxAlerts"
+      | "transport"
+      | "sseFallback"
+      | "sseFallbackAfter"
     >
   >
 >;
@@ -218,11 +249,24 @@ export declare function mergeState(prev: CityState | undefined, update: CityStat
 /** A JWT's exp in ms since the epoch, or undefined. */
 export declare function tokenExpiry(token: string | undefined): number | undefined;
 
+/** The gateway's Server-Sent Events URL beside a WebSocket URL: same host and port, http(s), path /sse. */
+export declare function sseUrlOf(wsUrl: string): string;
+
+/** Reads an event stream as the HTML standard does; feed() takes chunks cut anywhere. */
+export declare class EventStreamParser {
+  constructor(onEvent: (ev: { type: string; data: string; lastEventId: string }) => void, onComment?: () => void);
+  feed(text: string): void;
+  readonly lastEventId: string;
+  readonly retry: number | undefined;
+}
+
 export declare class Metrocast {
   constructor(options: Options);
   readonly status: Status;
   /** The epoch of the node last subscribed to. */
   readonly epoch: number | undefined;
+  /** The transport in use: options.transport, or "sse" once sseFallback moved. */
+  readonly transport: Transport;
   on<K extends keyof EventMap>(type: K, fn: (ev: EventMap[K]) => void): () => void;
   connect(): void;
   close(): void;

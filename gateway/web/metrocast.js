@@ -17,6 +17,12 @@
 // whereas a refused auth message is answered with an auth_error that names
 // the reason. Any refusal discards the token: the next connection asks
 // getToken() for a new one.
+//
+// Where a WebSocket cannot connect (a proxy that breaks the upgrade),
+// sseFallback moves the client to the gateway's Server-Sent Events stream
+// (GET /sse on the same port, read with fetch so that the token travels in
+// a header): the same messages, the same resume (since and epoch on the
+// URL), one-way. transport: "sse" starts there.
 
 /** Defaults of the options that have one; see metrocast.d.ts. */
 export const defaults = Object.freeze({
@@ -29,6 +35,9 @@ export const defaults = Object.freeze({
   heartbeatTimeoutMs: 10000,
   refreshBeforeMs: 60000,
   maxAlerts: 50,
+  transport: "websocket",
+  sseFallback: false,
+  sseFallbackAfter: 2,
 });
 
 /**
@@ -64,6 +73,151 @@ export function tokenExpiry(token) {
   }
 }
 
+/**
+ * sseUrlOf is the gateway's Server-Sent Events endpoint beside a WebSocket
+ * URL: the same host and port, http(s), path /sse.
+ */
+export function sseUrlOf(wsUrl) {
+  const u = new URL(wsUrl);
+  u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+  u.pathname = "/sse";
+  u.search = "";
+  u.hash = "";
+  return u.toString();
+}
+
+/**
+ * EventStreamParser reads the text of an event stream as the HTML
+ * standard's interpretation does: lines end at CR, LF or CRLF (even split
+ * between chunks), fields data, event, id and retry, comments, an event
+ * dispatched at a blank line. onEvent gets {type, data, lastEventId};
+ * onComment is called for each comment line (a gateway's heartbeat).
+ */
+export class EventStreamParser {
+  constructor(onEvent, onComment = () => {}) {
+    this.onEvent = onEvent;
+    this.onComment = onComment;
+    this.partial = "";
+    this.cr = false; // the last line ended at a CR: an LF right after it is part of the line end
+    this.data = [];
+    this.type = "";
+    this.lastEventId = "";
+    this.retry = undefined;
+  }
+
+  feed(text) {
+    let from = 0;
+    for (let i = 0; i < text.length; i++) {
+      const ch = text.charCodeAt(i);
+      if (ch === 10 && this.cr) {
+        this.cr = false;
+        from = i + 1;
+        continue;
+      }
+      this.cr = ch === 13;
+      if (ch === 10 || ch === 13) {
+        this.line(this.partial + text.slice(from, i));
+        this.partial = "";
+        from = i + 1;
+      }
+    }
+    this.partial += text.slice(from);
+  }
+
+  line(l) {
+    if (l === "") {
+      if (this.data.length > 0) {
+        this.onEvent({ type: this.type || "message", data: this.data.join("\n"), lastEventId: this.lastEventId });
+      }
+      this.data = [];
+      this.type = "";
+      return;
+    }
+    if (l[0] === ":") {
+      this.onComment();
+      return;
+    }
+    const i = l.indexOf(":");
+    const name = i < 0 ? l : l.slice(0, i);
+    let value = i < 0 ? "" : l.slice(i + 1);
+    if (value[0] === " ") value = value.slice(1);
+    switch (name) {
+      case "data":
+        this.data.push(value);
+        break;
+      case "event":
+        this.type = value;
+        break;
+      case "id":
+        if (!value.includes("\0")) this.lastEventId = value;
+        break;
+      case "retry":
+        if (/^\d+$/.test(value)) this.retry = Number(value);
+        break;
+    }
+  }
+}
+
+/**
+ * EventStream is a gateway's Server-Sent Events stream with the face of the
+ * WebSocket the client drives (readyState, onopen, onmessage with each
+ * event's data, onclose, close). It reads with fetch, so that the token can
+ * go in an Authorization header (an EventSource cannot set one). A refusal
+ * (the gateway answers before the stream starts) calls onrefused(status,
+ * body), then onclose; a comment calls onheartbeat.
+ */
+class EventStream {
+  constructor(url, headers, fetchFn) {
+    this.readyState = 0;
+    this.onopen = this.onmessage = this.onclose = this.onerror = this.onrefused = this.onheartbeat = null;
+    this.ctrl = new AbortController();
+    this.run(url, headers, fetchFn);
+  }
+
+  async run(url, headers, fetchFn) {
+    let reason = "the stream ended";
+    try {
+      const res = await fetchFn(url, { headers, signal: this.ctrl.signal, cache: "no-store" });
+      if (!res.ok) {
+        const body = (await res.text()).trim();
+        reason = `refused: ${res.status} ${body}`;
+        if (this.readyState !== 3) this.onrefused?.(res.status, body);
+        return;
+      }
+      this.readyState = 1;
+      this.onopen?.({});
+      const parser = new EventStreamParser(
+        (ev) => this.readyState === 1 && this.onmessage?.({ data: ev.data }),
+        () => this.readyState === 1 && this.onheartbeat?.(),
+      );
+      const decoder = new TextDecoder();
+      const reader = res.body.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.readyState === 3) break;
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+    } catch (err) {
+      reason = String(err?.message ?? err);
+    } finally {
+      if (this.readyState !== 3) {
+        this.readyState = 3;
+        this.onclose?.({ code: 1006, reason });
+      }
+    }
+  }
+
+  send() {
+    // A stream carries nothing to the gateway.
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.ctrl.abort();
+  }
+}
+
 const realClock = {
   setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
   clearTimeout: (id) => globalThis.clearTimeout(id),
@@ -81,7 +235,14 @@ export class Metrocast {
     if (!options || !options.url) throw new TypeError("metrocast: options.url is required");
     this.opts = { ...defaults, ...options };
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (!this.WebSocket) throw new TypeError("metrocast: no WebSocket implementation; pass options.WebSocket");
+    this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this.transport = this.opts.transport;
+    if (this.transport !== "websocket" && this.transport !== "sse") {
+      throw new TypeError(`metrocast: transport ${this.transport}: want "websocket" or "sse"`);
+    }
+    if (this.transport === "websocket" && !this.WebSocket) throw new TypeError("metrocast: no WebSocket implementation; pass options.WebSocket");
+    if ((this.transport === "sse" || this.opts.sseFallback) && !this.fetch) throw new TypeError("metrocast: no fetch implementation; pass options.fetch");
+    this.wsFailures = 0; // WebSocket connections in a row that never opened
     this.clock = options.clock ?? realClock;
     this.random = options.random ?? Math.random;
     this.token = options.token;
@@ -141,6 +302,7 @@ export class Metrocast {
   }
 
   connect() {
+    if (this.stopped) this.transport = this.opts.transport;
     this.stopped = false;
     if (!this.ws && !this.timers.retry && !this.opening) this.open();
   }
@@ -165,7 +327,8 @@ export class Metrocast {
   subscribe(cities, filters) {
     for (const c of cities) this.cities.add(c);
     if (filters) this.filters = filters;
-    if (this.isOpen()) this.sendSubscribe(cities);
+    if (this.transport === "sse") this.restart();
+    else if (this.isOpen()) this.sendSubscribe(cities);
   }
 
   unsubscribe(cities) {
@@ -173,7 +336,24 @@ export class Metrocast {
       this.cities.delete(c);
       this.cityData.delete(c);
     }
-    if (this.isOpen()) this.send({ type: "unsubscribe", cities });
+    if (this.transport === "sse") this.restart();
+    else if (this.isOpen()) this.send({ type: "unsubscribe", cities });
+  }
+
+  // restart replaces a stream by one with the current cities, filters and
+  // token, at once (a stream's subscription is its URL). Idle while no
+  // stream is open or opening: the next open takes them anyway.
+  restart() {
+    const ws = this.ws;
+    if (!ws || this.stopped) return;
+    this.detach(ws);
+    this.ws = null;
+    ws.close();
+    for (const k of ["ping", "dead"]) {
+      if (this.timers[k] !== null) this.clock.clearTimeout(this.timers[k]);
+      this.timers[k] = null;
+    }
+    this.open();
   }
 
   isOpen() {
@@ -207,6 +387,10 @@ export class Metrocast {
       this.opening = false;
       if (this.stopped) return;
     }
+    if (this.transport === "sse") {
+      this.attach(new EventStream(this.streamUrl(), this.streamHeaders(), this.fetch));
+      return;
+    }
     let url = this.opts.url;
     let protocols;
     if (this.token && this.opts.tokenTransport === "subprotocol") {
@@ -219,9 +403,14 @@ export class Metrocast {
       ws = protocols ? new this.WebSocket(url, protocols) : new this.WebSocket(url);
     } catch (err) {
       this.emit("error", { code: "connect_failed", message: String(err) });
+      this.failedWebSocket();
       this.scheduleReconnect("connect_failed");
       return;
     }
+    this.attach(ws);
+  }
+
+  attach(ws) {
     this.ws = ws;
     this.opened = false;
     this.hintMs = undefined;
@@ -229,6 +418,59 @@ export class Metrocast {
     ws.onmessage = (ev) => this.onMessage(ws, ev.data);
     ws.onclose = (ev) => this.onClose(ws, ev.code, ev.reason);
     ws.onerror = () => {}; // a close follows; it decides
+    if (ws instanceof EventStream) {
+      ws.onheartbeat = () => ws === this.ws && this.alive();
+      ws.onrefused = (status, body) => ws === this.ws && this.streamRefused(status, body);
+    }
+  }
+
+  // streamUrl is the stream's URL: the cities, each resuming after its
+  // last seq, and the filters. The token goes in a header.
+  streamUrl() {
+    const u = new URL(this.opts.sseUrl ?? sseUrlOf(this.opts.url));
+    const q = u.searchParams;
+    q.set("cities", [...this.cities].join(","));
+    const since = [];
+    for (const c of this.cities) {
+      const seq = this.cityData.get(c)?.seq;
+      if (seq !== undefined) since.push(`${c}:${seq}`);
+    }
+    if (since.length > 0) {
+      q.set("since", since.join(","));
+      if (this.epoch !== undefined) q.set("epoch", String(this.epoch));
+    }
+    if (this.filters?.types?.length) q.set("types", this.filters.types.join(","));
+    if (this.filters?.minSeverity) q.set("minSeverity", this.filters.minSeverity);
+    return u.toString();
+  }
+
+  streamHeaders() {
+    const h = { Accept: "text/event-stream" };
+    if (this.token) h.Authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  // streamRefused handles the HTTP answer that refused a stream: a 401 as
+  // an auth_error (its body is "code: message"), anything else as an error;
+  // the close that follows reconnects.
+  streamRefused(status, body) {
+    const i = body.indexOf(":");
+    const code = i > 0 ? body.slice(0, i) : String(status);
+    if (status === 401) this.refused({ type: "auth_error", code, message: body });
+    else this.emit("error", { code: status === 403 ? "forbidden" : "stream_refused", message: `${status} ${body}` });
+  }
+
+  // failedWebSocket counts a WebSocket that never opened; with sseFallback,
+  // sseFallbackAfter of them in a row move the client to the SSE stream
+  // (until close()).
+  failedWebSocket() {
+    if (this.transport !== "websocket") return;
+    this.wsFailures++;
+    if (this.opts.sseFallback && this.wsFailures >= this.opts.sseFallbackAfter) {
+      this.transport = "sse";
+      this.wsFailures = 0;
+      this.emit("transport", { transport: "sse" });
+    }
   }
 
   // needsToken: fetch a token when there is none or it is about to expire.
@@ -245,6 +487,11 @@ export class Metrocast {
   onOpen(ws) {
     if (ws !== this.ws) return;
     this.opened = true;
+    if (this.transport === "sse") {
+      this.alive(); // the subscription and the token went with the request
+      return;
+    }
+    this.wsFailures = 0;
     if (this.token && this.opts.tokenTransport === "message") {
       this.send({ type: "auth", token: this.token });
     }
@@ -272,11 +519,22 @@ export class Metrocast {
   // client sends a ping (a browser cannot see the server's ping frames),
   // and heartbeatTimeoutMs later with still nothing heard, it gives the
   // connection up as dead and reconnects.
+  //
+  // A stream cannot ping: the gateway sends a comment every ping_interval
+  // (25 s by default), and pingIntervalMs + heartbeatTimeoutMs of silence
+  // means a dead stream.
   alive() {
     const t = this.timers;
     if (t.ping !== null) this.clock.clearTimeout(t.ping);
     if (t.dead !== null) this.clock.clearTimeout(t.dead);
-    t.dead = null;
+    t.ping = t.dead = null;
+    if (this.transport === "sse") {
+      t.dead = this.clock.setTimeout(() => {
+        t.dead = null;
+        this.drop("heartbeat_timeout");
+      }, this.opts.pingIntervalMs + this.opts.heartbeatTimeoutMs);
+      return;
+    }
     t.ping = this.clock.setTimeout(() => {
       t.ping = null;
       if (!this.isOpen()) return;
@@ -325,7 +583,9 @@ export class Metrocast {
       return;
     }
     this.token = token;
-    if (this.isOpen()) this.send({ type: "refresh", token });
+    // A stream cannot take a new token: a new stream does, resuming.
+    if (this.transport === "sse") this.restart();
+    else if (this.isOpen()) this.send({ type: "refresh", token });
   }
 
   onMessage(ws, raw) {
@@ -481,7 +741,8 @@ export class Metrocast {
     // closed without opening, as on a network failure: with the token in
     // the request, ask getToken for a new one rather than offer the same
     // one for ever.
-    if (!this.opened && this.opts.tokenTransport !== "message" && this.opts.getToken) this.token = undefined;
+    if (!this.opened && this.transport === "websocket" && this.opts.tokenTransport !== "message" && this.opts.getToken) this.token = undefined;
+    if (!this.opened) this.failedWebSocket();
     this.afterClose(reason || "closed " + code, code);
   }
 

@@ -3,10 +3,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { adminTokenFile, chromiumPath, haveChromium, hs256, ports, publish, secretFile, startNode, token, waitFor } from "./gateway.js";
+import { adminTokenFile, chromiumPath, haveChromium, hs256, ports, publish, secretFile, startNode, startProxy, token, waitFor } from "./gateway.js";
 
 const artifacts = fileURLToPath(new URL("../test-results", import.meta.url));
 const CITY = "lagos";
@@ -193,6 +194,112 @@ test("dashboard on a phone: a refused token shows the form with the reason; a pa
     assert.deepEqual(errors, []);
   } finally {
     await page.close();
+    await node.stop();
+  }
+});
+
+// pageServer serves a blank page of its own origin, from which a test's
+// script reaches the gateway across origins, as a web app does.
+function pageServer() {
+  const srv = createServer((_req, res) => res.end("<!doctype html><title>app</title>"));
+  return new Promise((r) => srv.listen(0, "127.0.0.1", () => r({ url: `http://127.0.0.1:${srv.address().port}/`, close: () => new Promise((c) => srv.close(c)) })));
+}
+
+test("Chromium's own EventSource: a dropped connection resumes by Last-Event-ID alone, with no gap and no duplicate", { timeout: 60000 }, async () => {
+  const p = await ports();
+  const secret = secretFile();
+  const node = await startNode(p, ["-auth-hmac-secret-file", secret]);
+  const proxy = await startProxy(p.ws);
+  const app = await pageServer();
+  const page = await browser.newPage();
+  try {
+    await page.goto(app.url);
+    const url = `http://127.0.0.1:${proxy.port}/sse?cities=mombasa,malindi&token=${token(secret, "web", "mombasa,malindi")}`;
+    await page.evaluate((url) => {
+      window.got = [];
+      window.drops = 0;
+      const es = new EventSource(url);
+      for (const type of ["initial_data", "data_update", "alerts"]) {
+        es.addEventListener(type, (e) => {
+          const m = JSON.parse(e.data);
+          window.got.push({ type, city: m.city, seq: m.seq, resumed: m.resumed, id: e.lastEventId });
+        });
+      }
+      es.onerror = () => window.drops++;
+    }, url);
+    const got = () => page.evaluate(() => window.got);
+    await waitFor(async () => (await got()).length === 2, 10000, "no initial_data");
+    const sent = [];
+    const pub = async (n) => {
+      for (let i = 0; i < n; i++) {
+        const city = i % 2 ? "malindi" : "mombasa";
+        const [a] = await publish(p, { city, type: "data_update", id: `e${sent.length}`, data: { n: sent.length } });
+        sent.push({ city, seq: a.seq });
+      }
+    };
+    await pub(4);
+    await waitFor(async () => (await got()).length === 6, 10000, "no live events");
+
+    // The network drops; the browser reconnects by itself after retry and
+    // sends the last id it saw; frames published meanwhile arrive once.
+    const requests = proxy.heads.length;
+    proxy.cut();
+    await pub(6);
+    await waitFor(async () => (await got()).length === 12, 20000, () => "no resume");
+    await pub(2);
+    await waitFor(async () => (await got()).length === 14, 10000, "no live events after the resume");
+    const list = await got();
+    for (const city of ["mombasa", "malindi"]) {
+      const seqs = (l) => l.filter((e) => e.city === city).map((e) => e.seq);
+      assert.deepEqual(seqs(list.slice(2)), seqs(sent), `${city}: every frame once, in order`);
+    }
+    assert.equal(list.filter((e) => e.type === "initial_data").length, 2, "no initial_data after the resume");
+    assert.ok((await page.evaluate(() => window.drops)) >= 1, "the page saw the drop");
+    const again = proxy.heads.slice(requests).find((h) => h.startsWith("GET /sse?"));
+    assert.ok(again, "no second request");
+    assert.match(again, /^last-event-id: \d+\/(mombasa|malindi):\d+,(mombasa|malindi):\d+\r$/im, "the reconnect carries Last-Event-ID");
+    assert.doesNotMatch(again.split("\r\n")[0], /since=/, "the URL did not change: the id alone resumed");
+  } finally {
+    await page.close();
+    await app.close();
+    await proxy.close();
+    await node.stop();
+  }
+});
+
+test("dashboard over SSE: behind a proxy that breaks the WebSocket upgrade it falls back, and resumes without a gap", { timeout: 60000 }, async () => {
+  const p = await ports();
+  const secret = secretFile();
+  const node = await startNode(p, ["-demo", "-auth-hmac-secret-file", secret]);
+  const proxy = await startProxy(p.ws, { breakUpgrades: true });
+  const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION|ERR_EMPTY_RESPONSE/.test(m.text())) errors.push(m.text());
+  });
+  try {
+    const url = node.out.match(/http:\/\/\S+#token=\S+/)?.[0];
+    assert.ok(url, `no dashboard URL with a token in:\n${node.out}`);
+    await page.goto(`${url}&city=${CITY}&ws=ws://127.0.0.1:${proxy.port}/ws`);
+    await page.waitForSelector('#conn[data-status="open"][data-transport="sse"]', { timeout: 20000 });
+    assert.equal(await page.textContent("#conn-text"), "open (SSE)");
+    await page.waitForSelector("#card-air_quality .row .v", { timeout: 10000 });
+    const seq0 = Number(await page.textContent("#seq"));
+    await waitFor(async () => Number(await page.textContent("#seq")) >= seq0 + 3, 10000, "seq does not advance over SSE");
+    assert.ok(proxy.heads.some((h) => h.startsWith("GET /sse?")), "no stream request");
+
+    let n = (await frames(page)).length;
+    proxy.cut();
+    await waitFor(async () => (await frames(page)).length > n + 8, 20000, "no frames after the stream was cut");
+    const list = await frames(page);
+    contiguous(list, 0);
+    assert.equal(list.filter((f) => f.type === "initial_data" && !f.resumed).length, 1, "the resume needed no initial_data");
+    await page.screenshot({ path: join(artifacts, "dashboard-sse.png") });
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+    await proxy.close();
     await node.stop();
   }
 });

@@ -3,7 +3,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -137,3 +137,55 @@ export function hs256(secret, claims) {
 
 export const chromiumPath = "/usr/bin/chromium";
 export const haveChromium = () => existsSync(chromiumPath);
+
+/**
+ * startProxy forwards TCP connections to 127.0.0.1:port, as a network in
+ * between does: cut() drops every connection open so far (a lost network),
+ * heads lists the first bytes each connection sent (its request head), and
+ * with breakUpgrades a connection whose request asks for a WebSocket
+ * upgrade is closed at once, as a proxy that does not pass upgrades does.
+ * close() stops it.
+ */
+export function startProxy(port, { breakUpgrades = false } = {}) {
+  const conns = new Set();
+  const heads = [];
+  const server = createServer((client) => {
+    conns.add(client);
+    client.on("close", () => conns.delete(client));
+    client.on("error", () => {});
+    client.once("data", (first) => {
+      const head = first.toString("latin1");
+      heads.push(head);
+      if (breakUpgrades && /^upgrade:\s*websocket/im.test(head)) {
+        client.destroy();
+        return;
+      }
+      const upstream = connect(port, "127.0.0.1");
+      conns.add(upstream);
+      upstream.on("close", () => {
+        conns.delete(upstream);
+        client.destroy();
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("close", () => upstream.destroy());
+      upstream.write(first);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+  });
+  return new Promise((res) =>
+    server.listen(0, "127.0.0.1", () =>
+      res({
+        port: server.address().port,
+        heads,
+        cut() {
+          for (const c of conns) c.destroy();
+        },
+        close() {
+          this.cut();
+          return new Promise((r) => server.close(r));
+        },
+      }),
+    ),
+  );
+}

@@ -1,7 +1,7 @@
 // Unit tests of metrocast.js: a fake WebSocket and a fake clock, no network.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Metrocast, backoffDelay, mergeState, tokenExpiry } from "../metrocast.js";
+import { EventStreamParser, Metrocast, backoffDelay, mergeState, sseUrlOf, tokenExpiry } from "../metrocast.js";
 
 // FakeClock runs timers when the test advances time.
 class FakeClock {
@@ -497,5 +497,220 @@ test("presence: subscribe asks for it; snapshot, joins and leaves keep the watch
   made[0].serverSend({ type: "user_left", city: "nairobi", count: 2, users: ["bob"] });
   assert.deepEqual(mc.watchers("nairobi"), { count: 2, users: ["alice", "carol"] });
   assert.deepEqual(events.map((e) => e.change), ["presence", "user_joined", "user_left"]);
+  mc.close();
+});
+
+// fakeStreams returns a fetch whose streams the test drives: each call is
+// recorded with its URL and headers; the test answers it with a refusal or
+// opens it and writes event-stream text into it.
+function fakeStreams() {
+  const made = [];
+  const fetch = (url, init) => {
+    const s = { url: new URL(url), headers: init.headers, aborted: false };
+    init.signal.addEventListener("abort", () => {
+      s.aborted = true;
+      s.ctrl?.error(new Error("aborted"));
+    });
+    s.response = new Promise((resolve) => {
+      s.refuse = (status, body) => resolve({ ok: false, status, text: async () => body });
+      s.open = () =>
+        resolve({
+          ok: true,
+          status: 200,
+          body: new ReadableStream({ start: (ctrl) => (s.ctrl = ctrl) }),
+        });
+    });
+    s.write = (text) => s.ctrl.enqueue(new TextEncoder().encode(text));
+    s.event = (m) => s.write(`event: ${m.type}\ndata: ${JSON.stringify(m)}\n\n`);
+    s.end = () => s.ctrl.close();
+    made.push(s);
+    return s.response;
+  };
+  return { fetch, made };
+}
+
+function streamClient(extra = {}) {
+  const { fetch, made } = fakeStreams();
+  const clock = new FakeClock();
+  const mc = new Metrocast({
+    url: "wss://gw.example/ws",
+    token: "t0",
+    cities: ["nairobi"],
+    transport: "sse",
+    fetch,
+    clock,
+    random: () => 0.5,
+    ...extra,
+  });
+  return { mc, made, clock };
+}
+
+test("sseUrlOf: the same host and port, http(s), /sse", () => {
+  assert.equal(sseUrlOf("ws://127.0.0.1:8080/ws"), "http://127.0.0.1:8080/sse");
+  assert.equal(sseUrlOf("wss://gw.example/live/ws?cities=a"), "https://gw.example/sse");
+});
+
+test("EventStreamParser: fields, comments and the last id, however the text is cut", () => {
+  const text =
+    "retry: 1500\n\n: hi\nid: 7/a:1\nevent: data_update\ndata: {\"a\":1}\n\n" +
+    "data: x\r\ndata: y\r\n\r\n" + // CRLF, two data lines joined by LF
+    "event: alerts\rdata: z\r\r" + // CR alone
+    "id\ndata\n\n" + // an empty id, an empty data line
+    "event: skipped\n\n"; // no data: nothing dispatched
+  const want = [
+    { type: "data_update", data: '{"a":1}', lastEventId: "7/a:1" },
+    { type: "message", data: "x\ny", lastEventId: "7/a:1" },
+    { type: "alerts", data: "z", lastEventId: "7/a:1" },
+    { type: "message", data: "", lastEventId: "" },
+  ];
+  for (let cut = 0; cut <= text.length; cut++) {
+    for (const step of [1, 3, text.length]) {
+      const got = [];
+      let comments = 0;
+      const p = new EventStreamParser((ev) => got.push(ev), () => comments++);
+      p.feed(text.slice(0, cut));
+      for (let i = cut; i < text.length; i += step) p.feed(text.slice(i, i + step));
+      assert.deepEqual(got, want, `cut at ${cut}, step ${step}`);
+      assert.equal(comments, 1);
+      assert.equal(p.retry, 1500);
+    }
+  }
+});
+
+test("sse: the subscription on the URL, the token in a header; resume with since and epoch", async () => {
+  const { mc, made, clock } = streamClient({ filters: { types: ["alerts"], minSeverity: "warning" } });
+  const statuses = [];
+  mc.on("status", (e) => statuses.push(e.status));
+  mc.connect();
+  await flush();
+  assert.equal(made[0].url.origin + made[0].url.pathname, "https://gw.example/sse");
+  assert.deepEqual(Object.fromEntries(made[0].url.searchParams), { cities: "nairobi", types: "alerts", minSeverity: "warning" });
+  assert.deepEqual(made[0].headers, { Accept: "text/event-stream", Authorization: "Bearer t0" });
+  made[0].open();
+  await flush();
+  made[0].write("retry: 1200\n\n");
+  made[0].event({ type: "subscribed", epoch: 9, cities: [{ city: "nairobi", seq: 4, resumed: false }] });
+  made[0].write('id: 9/nairobi:4\nevent: initial_data\ndata: {"type":"initial_data","city":"nairobi","seq":4,"epoch":9,"resumed":false,"data":{"a":1}}\n\n');
+  made[0].event({ type: "alerts", city: "nairobi", seq: 5, timestamp: 1, alerts: [{ severity: "critical", message: "m" }] });
+  await flush();
+  assert.equal(mc.status, "open");
+  assert.deepEqual(mc.state("nairobi"), { a: 1 });
+  assert.equal(mc.lastSeq("nairobi"), 5);
+  made[0].end();
+  await flush();
+  assert.equal(mc.status, "reconnecting");
+  clock.advance(375);
+  await flush();
+  assert.equal(made[1].url.searchParams.get("since"), "nairobi:5");
+  assert.equal(made[1].url.searchParams.get("epoch"), "9");
+  assert.deepEqual(statuses, ["connecting", "open", "reconnecting"]);
+  mc.close();
+  assert.equal(made[1].aborted, true);
+  assert.deepEqual(clock.pending(), []);
+});
+
+test("sse: heartbeats keep a stream; silence past ping + timeout drops it", async () => {
+  const { mc, made, clock } = streamClient({ pingIntervalMs: 1000, heartbeatTimeoutMs: 500 });
+  mc.connect();
+  await flush();
+  made[0].open();
+  await flush();
+  made[0].event({ type: "subscribed", epoch: 1, cities: [] });
+  await flush();
+  clock.advance(1400);
+  made[0].write(":\n\n");
+  await flush();
+  clock.advance(1400);
+  assert.equal(made[0].aborted, false, "a heartbeat restarted the window");
+  clock.advance(100);
+  assert.equal(made[0].aborted, true, "silent stream dropped");
+  clock.advance(375);
+  await flush();
+  assert.equal(made.length, 2);
+  mc.close();
+});
+
+test("sse: subscribe, unsubscribe and a new token open a new stream at once, resuming", async () => {
+  let n = 0;
+  const { mc, made } = streamClient({ token: undefined, getToken: async () => `tok${n++}`, pingIntervalMs: 1e9 });
+  mc.connect();
+  await flush();
+  assert.equal(made[0].headers.Authorization, "Bearer tok0");
+  made[0].open();
+  await flush();
+  made[0].event({ type: "initial_data", city: "nairobi", seq: 3, epoch: 2, resumed: false, data: {} });
+  await flush();
+  mc.subscribe(["lagos"]);
+  await flush();
+  assert.equal(made[0].aborted, true);
+  assert.equal(made[1].url.searchParams.get("cities"), "nairobi,lagos");
+  assert.equal(made[1].url.searchParams.get("since"), "nairobi:3");
+  made[1].open();
+  await flush();
+  made[1].event({ type: "token_expiring", exp: 1, closeAt: 2 });
+  await flush();
+  await flush();
+  assert.equal(made[1].aborted, true, "a stream cannot refresh: a new one takes the token");
+  assert.equal(made[2].headers.Authorization, "Bearer tok1");
+  mc.unsubscribe(["nairobi"]);
+  await flush();
+  assert.equal(made[3].url.searchParams.get("cities"), "lagos");
+  mc.close();
+});
+
+test("sse: a 401 is an auth_error that asks getToken again; other refusals are errors", async () => {
+  let n = 0;
+  const { mc, made, clock } = streamClient({ token: undefined, getToken: async () => `tok${n++}` });
+  const authErrors = [];
+  const errors = [];
+  mc.on("auth_error", (m) => authErrors.push(m));
+  mc.on("error", (e) => errors.push(e));
+  mc.connect();
+  await flush();
+  made[0].refuse(401, "token_expired: the token expired");
+  await flush();
+  assert.deepEqual(authErrors, [{ type: "auth_error", code: "token_expired", message: "token_expired: the token expired" }]);
+  clock.advance(375);
+  await flush();
+  assert.equal(made[1].headers.Authorization, "Bearer tok1");
+  made[1].refuse(403, "forbidden: the token does not cover nairobi");
+  await flush();
+  assert.deepEqual(errors.map((e) => e.code), ["forbidden"]);
+  assert.equal(mc.status, "reconnecting");
+  mc.close();
+});
+
+test("sseFallback: WebSocket connections that never open move the client to the stream", async () => {
+  const { FakeWS, made: sockets } = fakeSockets();
+  const { fetch, made: streams } = fakeStreams();
+  const clock = new FakeClock();
+  const mc = new Metrocast({ url: "ws://gw/ws", token: "t0", cities: ["nairobi"], WebSocket: FakeWS, fetch, clock, random: () => 0.5, sseFallback: true });
+  const moved = [];
+  mc.on("transport", (e) => moved.push(e));
+  mc.connect();
+  await flush();
+  // A WebSocket that opened once is not a proxy's refusal: no move.
+  sockets[0].serverOpen();
+  sockets[0].serverClose(1006);
+  clock.advance(5000);
+  await flush();
+  sockets[1].serverClose(1006); // never opened: 1
+  clock.advance(5000);
+  await flush();
+  assert.equal(streams.length, 0);
+  sockets[2].serverClose(1006); // never opened: 2
+  assert.deepEqual(moved, [{ transport: "sse" }]);
+  assert.equal(mc.transport, "sse");
+  clock.advance(5000);
+  await flush();
+  assert.equal(sockets.length, 3);
+  assert.equal(streams.length, 1);
+  assert.equal(streams[0].url.toString(), "http://gw/sse?cities=nairobi");
+  mc.close();
+  assert.equal(mc.transport, "sse");
+  mc.connect();
+  await flush();
+  assert.equal(mc.transport, "websocket", "connect() after close() starts over with a WebSocket");
+  assert.equal(sockets.length, 4);
   mc.close();
 });
