@@ -30,6 +30,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/metrocast/metrocast/codec"
 	"github.com/metrocast/metrocast/gateway"
 )
 
@@ -313,8 +314,12 @@ func TestDeployCompose(t *testing.T) {
 			forwardfor = backend == "wss"
 		case len(f) >= 4 && f[0] == "option" && f[1] == "httpchk":
 			admin.checkAdminPath(t, "haproxy.cfg "+backend, f[3])
-		case len(f) >= 4 && f[0] == "acl" && f[2] == "path" && f[3] != node.gw.Path:
-			t.Errorf("haproxy.cfg: acl on path %s, the WebSocket path is %s", f[3], node.gw.Path)
+		case len(f) >= 4 && f[0] == "acl" && f[2] == "path":
+			for _, path := range f[3:] {
+				if path != node.gw.Path && path != codec.SSEPath && path != codec.HistoryPath {
+					t.Errorf("haproxy.cfg: acl on path %s, the client paths are %s, %s and %s", path, node.gw.Path, codec.SSEPath, codec.HistoryPath)
+				}
+			}
 		}
 	}
 	if servers != 6 {
@@ -512,9 +517,15 @@ func TestDeployHelm(t *testing.T) {
 		t.Error("no Service exposes the admin port for the ServiceMonitor")
 	}
 	ing := objs["Ingress"][0]
-	path := get(t, ing, "spec", "rules", 0, "http", "paths", 0)
-	if get(t, path, "path") != c.gw.Path || get(t, path, "backend", "service", "port", "name") != "ws" {
-		t.Errorf("Ingress path %v, want %s on the ws port only", path, c.gw.Path)
+	paths := get(t, ing, "spec", "rules", 0, "http", "paths").([]any)
+	for i, want := range []string{c.gw.Path, codec.SSEPath, codec.HistoryPath} {
+		if i >= len(paths) || get(t, paths[i], "path") != want || get(t, paths[i], "backend", "service", "port", "name") != "ws" {
+			t.Errorf("Ingress paths %v, want %s, %s and %s on the ws port only", paths, c.gw.Path, codec.SSEPath, codec.HistoryPath)
+			break
+		}
+	}
+	if len(paths) != 3 {
+		t.Errorf("Ingress paths %v, want the client paths only", paths)
 	}
 	// ingress-nginx closes a WebSocket quiet for proxy-read-timeout (60s by
 	// default): it must outlast the node's own idle time-out.
