@@ -199,7 +199,7 @@ func (l *loop) deliver(s *sub, head uint64) {
 				}
 				k++
 				if cn.flags&flagHTTP != 0 {
-					iov, n = l.appendEvent(iov, n, s, f, rest)
+					iov, n = l.appendEvent(iov, n, s, f, s.city.ring.mem, rest)
 				} else {
 					iov = append(iov, f.b)
 					n += len(f.b)

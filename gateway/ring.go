@@ -28,7 +28,7 @@ type frame struct {
 	// b is the whole WebSocket frame, header included.
 	b []byte
 	// sse is the frame as a Server-Sent Event, made on first use
-	// (frame.event).
+	// (frame.event); evictedEvent once the frame left its ring.
 	sse atomic.Pointer[[]byte]
 }
 
@@ -158,14 +158,17 @@ func slotCount(b *slots) int {
 	return len(b.s)
 }
 
-// evictLocked accounts for the oldest frame leaving the ring. The city
-// lock is held on entry.
-func (r *ring) evictLocked(old *frame) {
+// evictLocked accounts for the oldest frame leaving the ring, its event
+// included (frame.dropEvent), and returns the node's ring memory it freed.
+// The city lock is held on entry.
+func (r *ring) evictLocked(old *frame) int64 {
+	freed := int64(cap(old.b)) + frameOverhead + old.dropEvent()
 	r.bytes -= len(old.b)
-	r.account(-int64(cap(old.b)) - frameOverhead)
+	r.account(-freed)
 	r.floor = max(r.floor, old.seq)
 	r.tail.Store(old.pos + 1)
 	r.evictions.Add(1)
+	return freed
 }
 
 // trimLocked evicts the oldest frames until at least n bytes of the node's
@@ -177,10 +180,8 @@ func (r *ring) trimLocked(n int64) (freed int64, frames int) {
 	head := r.head.Load()
 	for t := r.tail.Load(); t <= head && freed < n; t++ {
 		s := &b.s[t&b.mask]
-		f := s.Load()
-		r.evictLocked(f)
+		freed += r.evictLocked(s.Load())
 		s.Store(nil)
-		freed += int64(cap(f.b)) + frameOverhead
 		frames++
 	}
 	if r.tail.Load() > head && b != noSlots {

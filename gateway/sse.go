@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -230,21 +231,43 @@ func (l *loop) tickStream(cn *conn, since int64) {
 
 // event returns f as a Server-Sent Event of city (codec.AppendCityEvent),
 // encoded on first use and then shared by every stream that is sent f: a
-// city followed over WebSocket alone never pays for it. Safe for
-// concurrent use: loops that race build it more than once and keep one.
-//
-// A city followed over SSE holds its frames twice (at most twice
-// RingBytes): the WebSocket frame and the event.
-func (f *frame) event(epoch uint64, city string) []byte {
-	if p := f.sse.Load(); p != nil {
+// city followed over WebSocket alone never pays for it. mem is the node's
+// ring memory account when f is a ring's frame (the event counts there
+// until the frame leaves the ring: dropEvent), nil for a frame of no ring
+// (initial_data, a replay from the stream). Safe for concurrent use: loops
+// that race build it more than once and keep one.
+func (f *frame) event(epoch uint64, city string, mem *atomic.Int64) []byte {
+	p := f.sse.Load()
+	if p != nil && p != evictedEvent {
 		return *p
 	}
 	_, msg := codec.ServerPayload(f.b)
 	b := codec.AppendCityEvent(make([]byte, 0, len(msg)+len(city)+80), epoch, city, f.seq, msg)
-	if f.sse.CompareAndSwap(nil, &b) {
+	if p == nil && f.sse.CompareAndSwap(nil, &b) {
+		if mem != nil {
+			mem.Add(int64(cap(b)))
+		}
 		return b
 	}
-	return *f.sse.Load()
+	if q := f.sse.Load(); q != evictedEvent {
+		return *q // another loop's
+	}
+	return b // the frame left its ring meanwhile: not kept
+}
+
+// evictedEvent marks the event of a frame that left its ring: one built
+// from then on (a loop still sending the frame) is neither kept nor
+// accounted.
+var evictedEvent = new([]byte)
+
+// dropEvent marks f as out of its ring and returns the bytes of the event
+// it held, which leave the ring memory account with it. The city lock is
+// held on entry (ring.evictLocked).
+func (f *frame) dropEvent() int64 {
+	if p := f.sse.Swap(evictedEvent); p != nil && p != evictedEvent {
+		return int64(cap(*p))
+	}
+	return 0
 }
 
 // eventIDRest returns the part of the event ids of sb's stream that the
@@ -274,10 +297,10 @@ func (l *loop) eventIDRest(sb *sub) []byte {
 
 // appendEvent appends f's event for sb's stream to iov and its size to n:
 // the shared event, or, with rest (eventIDRest), the event with rest
-// inserted at the end of its id line. Runs on the loop; allocates nothing
+// inserted at the end of its id line. mem: frame.event. Runs on the loop; allocates nothing
 // but f's event when it is its first use.
-func (l *loop) appendEvent(iov [][]byte, n int, sb *sub, f *frame, rest []byte) ([][]byte, int) {
-	ev := f.event(l.s.epoch, sb.city.name)
+func (l *loop) appendEvent(iov [][]byte, n int, sb *sub, f *frame, mem *atomic.Int64, rest []byte) ([][]byte, int) {
+	ev := f.event(l.s.epoch, sb.city.name, mem)
 	if rest == nil {
 		return append(iov, ev), n + len(ev)
 	}
@@ -293,7 +316,7 @@ func (l *loop) writeFrame(sb *sub, f *frame) int {
 		l.put(cn, f.b)
 		return len(f.b)
 	}
-	iov, n := l.appendEvent(l.iov[:0], 0, sb, f, l.eventIDRest(sb))
+	iov, n := l.appendEvent(l.iov[:0], 0, sb, f, nil, l.eventIDRest(sb))
 	l.putv(cn, iov)
 	clear(iov)
 	l.iov = iov[:0]

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -588,5 +589,62 @@ func TestSSESlowConsumer(t *testing.T) {
 	}
 	if st := s.Stats(); !conflated || st.Transports.SSE.Conflations == 0 || st.Transports.WebSocket.Conflations != 0 {
 		t.Fatalf("conflated %v, transports %+v", conflated, st.Transports)
+	}
+}
+
+// TestRingMemoryEvents checks that the events a city's frames are sent as
+// count in the node's ring memory while the frames are in the ring, and
+// leave it with them: one built for a frame already gone (a loop still
+// sending it) is neither kept nor counted.
+func TestRingMemoryEvents(t *testing.T) {
+	cfg := Config{RingSize: 16}.WithDefaults()
+	var mem atomic.Int64
+	c := newCity("m", &cfg, 1, 0, false)
+	c.ring.mem = &mem
+	r := c.ring
+	check := func() {
+		t.Helper()
+		want := slotBytes * int64(slotCount(r.buf.Load()))
+		for pos := r.tail.Load(); pos <= r.head.Load(); pos++ {
+			f := r.get(pos)
+			want += int64(cap(f.b)) + frameOverhead
+			if p := f.sse.Load(); p != nil {
+				want += int64(cap(*p))
+			}
+		}
+		if got := mem.Load(); got != want {
+			t.Fatalf("ring memory %d, want %d", got, want)
+		}
+	}
+	in := codec.Ingest{City: "m", Kind: codec.KindDataUpdate, Data: []byte(`{"a":1}`)}
+	var old *frame
+	for i := range 40 {
+		f, err := c.publish(&in, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			ev := f.event(7, "m", &mem)
+			if again := f.event(7, "m", &mem); &again[0] != &ev[0] {
+				t.Fatal("the event was built twice")
+			}
+		}
+		if i == 0 {
+			old = f
+		}
+		check()
+	}
+	// Lapped long ago: its event is gone, and one built now is not kept.
+	if p := old.sse.Load(); p != evictedEvent {
+		t.Fatalf("an evicted frame keeps its event: %v", p)
+	}
+	before := mem.Load()
+	if ev := old.event(7, "m", &mem); !bytes.HasPrefix(ev, []byte("id: 7/m:1\n")) || mem.Load() != before || old.sse.Load() != evictedEvent {
+		t.Fatalf("event of an evicted frame: %q, memory %d → %d", ev, before, mem.Load())
+	}
+	c.trim(trimAll)
+	check()
+	if mem.Load() != 0 {
+		t.Fatalf("ring memory %d after a trim of everything", mem.Load())
 	}
 }
