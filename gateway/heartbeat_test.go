@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,13 +69,16 @@ func TestIdleClientIsPingedThenClosed(t *testing.T) {
 // are not closed, whatever their library; and that pongs count as traffic.
 func TestPongKeepsClientAlive(t *testing.T) {
 	t.Parallel()
-	const idle = 300 * time.Millisecond
-	s := startServer(t, Config{PingInterval: 50 * time.Millisecond, IdleTimeout: idle})
+	// Pings every 100 ms, the idle time-out ten times that: a client may
+	// be held back by the scheduler for most of a second (a loaded
+	// machine, the race detector) and still answer in time.
+	const idle = time.Second
+	s := startServer(t, Config{PingInterval: 100 * time.Millisecond, IdleTimeout: idle})
 	var clients []client
 	for _, d := range dialers {
 		clients = append(clients, d.dial(t, wsURL(s, "cities=alive")))
 	}
-	// Both libraries answer pings while they read. Reading for three idle
+	// Both libraries answer pings while they read. Reading for two idle
 	// time-outs must end in the read deadline, not a close.
 	errs := make([]error, len(clients))
 	done := make(chan int)
@@ -82,7 +86,7 @@ func TestPongKeepsClientAlive(t *testing.T) {
 		go func() {
 			defer func() { done <- i }()
 			for {
-				b, err := c.next(3 * idle)
+				b, err := c.next(2 * idle)
 				if err != nil {
 					errs[i] = err
 					return
@@ -115,8 +119,8 @@ func TestPongKeepsClientAlive(t *testing.T) {
 // and once it stops answering it is.
 func TestPongFramesResetIdle(t *testing.T) {
 	t.Parallel()
-	const idle = 300 * time.Millisecond
-	s := startServer(t, Config{PingInterval: 50 * time.Millisecond, IdleTimeout: idle})
+	const idle = time.Second // ten pings: see TestPongKeepsClientAlive
+	s := startServer(t, Config{PingInterval: 100 * time.Millisecond, IdleTimeout: idle})
 	r := dialUpgraded(t, s)
 	start := time.Now()
 	pings := 0
@@ -134,6 +138,47 @@ func TestPongFramesResetIdle(t *testing.T) {
 	// Stop answering.
 	r.expectClose(t, ws.StatusGoingAway)
 	waitCloses(t, s, CloseIdle, 1)
+}
+
+// TestStalledLoopSparesClients stalls the node's loop for twice its idle
+// time-out, as a descheduled thread or a long pause would: its client,
+// which answers every ping, was not pinged meanwhile and is not closed as
+// idle when the loop resumes; pinged again, it answers and stays.
+func TestStalledLoopSparesClients(t *testing.T) {
+	t.Parallel()
+	const idle = time.Second
+	s := startServer(t, Config{Loops: 1, PingInterval: 100 * time.Millisecond, IdleTimeout: idle})
+	r := dialUpgraded(t, s)
+	pong := func() {
+		t.Helper()
+		if f := r.frame(t); f.Header.OpCode != ws.OpPing {
+			t.Fatalf("got a frame of opcode %d (%q), want a ping", f.Header.OpCode, f.Payload)
+		}
+		r.write(t, clientFrame(true, ws.OpPong, nil))
+	}
+	pong()
+
+	stalled, release := make(chan struct{}), make(chan struct{})
+	l := (*s.loops.Load())[0]
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		close(stalled)
+		<-release
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-stalled
+	// The stall itself, the stimulus: the loop runs nothing for 2 s.
+	time.Sleep(2 * idle)
+	close(release)
+
+	for start := time.Now(); time.Since(start) < 2*idle; {
+		pong()
+	}
+	if n := closes(s, CloseIdle); n != 0 {
+		t.Fatalf("Closes[idle] = %d, want 0", n)
+	}
 }
 
 // TestPingsSpread checks that quiet connections are pinged each at its own

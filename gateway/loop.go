@@ -454,7 +454,8 @@ func (l *loop) housekeeping(context.Context) error {
 	if ks := l.newRevocations(); ks != nil {
 		l.revokeAll(ks)
 	}
-	step := int64(l.cfg.sweep()) / wheelSlots
+	sweep := int64(l.cfg.sweep())
+	step := sweep / wheelSlots
 	due := (l.now - l.handAt) / step
 	if due >= wheelSlots {
 		// Late by a whole sweep (a reload, a stalled loop): one full
@@ -470,8 +471,14 @@ func (l *loop) housekeeping(context.Context) error {
 		l.hand = (slot + 1) % wheelSlots
 		since := l.visited[slot]
 		l.visited[slot] = l.now
+		// A visit more than a sweep late (a stalled loop, a starved
+		// ticker): its connections were not pinged meanwhile.
+		late := l.now - since - sweep
+		if late <= sweep {
+			late = 0
+		}
 		for _, cn := range l.wheel[slot] {
-			l.visit(cn, since, quiet)
+			l.visit(cn, since, quiet, late)
 		}
 	}
 	l.iterating = false
@@ -493,8 +500,10 @@ func (l *loop) housekeeping(context.Context) error {
 
 // visit does cn's periodic duties: its time-outs, token expiry, ping,
 // catch-up and presence. since is the previous visit of its slot; quiet is
-// Config.pingQuiet. Runs on the loop, in housekeeping.
-func (l *loop) visit(cn *conn, since, quiet int64) {
+// Config.pingQuiet; late is how much later than a sweep after since the
+// visit comes, when it is over a sweep late (else 0). Runs on the loop, in
+// housekeeping.
+func (l *loop) visit(cn *conn, since, quiet, late int64) {
 	cfg := l.cfg
 	switch cn.state {
 	case stateHandshake:
@@ -519,6 +528,13 @@ func (l *loop) visit(cn *conn, since, quiet int64) {
 		if cn.flags&flagPartial != 0 && int64(msClock(l.now)-cn.partialAt) > cfg.FrameTimeout.Milliseconds() {
 			l.closeConn(cn, CloseFrameTimeout)
 			return
+		}
+		if late > 0 {
+			// The time the loop was not looking is not the client's
+			// silence: it was not pinged, and its pong or its bytes
+			// may be waiting unread. A client that answers every
+			// ping is not closed because the node stalled.
+			cn.lastRead = min(cn.lastRead+late, l.now)
 		}
 		switch idle := l.now - cn.lastRead; {
 		case idle > int64(cfg.IdleTimeout):
