@@ -13,7 +13,13 @@ import (
 // adminPost posts body to path on s's admin port.
 func adminPost(t testing.TB, s *Server, path string, body io.Reader) (int, []byte) {
 	t.Helper()
-	c := http.Client{Timeout: readTimeout}
+	return adminPostWithin(t, s, path, body, readTimeout)
+}
+
+// adminPostWithin is adminPost that gives up after timeout.
+func adminPostWithin(t testing.TB, s *Server, path string, body io.Reader, timeout time.Duration) (int, []byte) {
+	t.Helper()
+	c := http.Client{Timeout: timeout}
 	resp, err := c.Post("http://"+s.AdminAddr().String()+path, "application/x-ndjson", body)
 	if err != nil {
 		t.Fatalf("POST %s: %s", path, err)
@@ -114,9 +120,16 @@ func TestHTTPPublishSameAnswersAsTCP(t *testing.T) {
 // repeatReader yields b forever.
 type repeatReader byte
 
+// Read fills p by doubling a copy: a loop storing byte by byte takes
+// seconds for a 64 MiB body under the race detector, which instruments
+// every store (copy is one range access).
 func (r repeatReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(r)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	p[0] = byte(r)
+	for n := 1; n < len(p); n *= 2 {
+		copy(p[n:], p[:n])
 	}
 	return len(p), nil
 }
@@ -127,7 +140,9 @@ func TestHTTPPublishBodyLimit(t *testing.T) {
 	body := io.MultiReader(
 		strings.NewReader(`{"id":"first","city":"big","type":"data_update","data":{}}`+"\n"),
 		io.LimitReader(repeatReader('x'), maxPublishBody))
-	code, answers := adminPost(t, s, "/api/publish", body)
+	// 64 MiB through loopback: seconds on a loaded machine under the race
+	// detector, so a longer bound to give up.
+	code, answers := adminPostWithin(t, s, "/api/publish", body, 6*readTimeout)
 	if code != http.StatusRequestEntityTooLarge {
 		t.Errorf("status %d, want 413", code)
 	}

@@ -58,7 +58,7 @@ func bytewise(b []byte, n int) [][]byte {
 func TestFrameTimeoutTrickledFrame(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{FrameTimeout: 300 * time.Millisecond,
-		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+		PingInterval: 100 * time.Millisecond, IdleTimeout: 5 * time.Second})
 	r := dialUpgraded(t, s)
 	frame := text(`{"type":"ping","pad":"` + strings.Repeat("x", 230-len(`{"type":"ping","pad":""}`)) + `"}`)
 	// A byte per 50 ms: the frame would be whole after 12 s.
@@ -75,7 +75,7 @@ func TestFrameTimeoutTrickledFrame(t *testing.T) {
 func TestFrameTimeoutFragmentedMessage(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{FrameTimeout: 300 * time.Millisecond,
-		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+		PingInterval: 100 * time.Millisecond, IdleTimeout: 5 * time.Second})
 	r := dialUpgraded(t, s)
 	chunks := [][]byte{clientFrame(false, ws.OpText, []byte(`{"type":"ping","pad":"`))}
 	for range 200 {
@@ -88,16 +88,21 @@ func TestFrameTimeoutFragmentedMessage(t *testing.T) {
 
 // TestFrameTimeoutSlowButWhole: frames and fragmented messages that each
 // arrive whole within FrameTimeout, written in pieces that straddle them so
-// that the server never has an empty buffer, for several time-outs: none is
-// closed, every message is answered.
+// that the server never has an empty buffer, for longer than the time-out
+// (the clock starts again with each message): none is closed, every
+// message is answered.
 func TestFrameTimeoutSlowButWhole(t *testing.T) {
 	t.Parallel()
-	const timeout = 300 * time.Millisecond
+	// Each message takes 150 ms of the 2 s time-out: the writer may be
+	// held back by the scheduler for over a second (a loaded machine, the
+	// race detector: gaps of 500 ms between its writes were seen) and
+	// still finish it in time.
+	const timeout = 2 * time.Second
 	s := startServer(t, Config{FrameTimeout: timeout,
-		PingInterval: 100 * time.Millisecond, IdleTimeout: time.Second})
+		PingInterval: 100 * time.Millisecond, IdleTimeout: 5 * time.Second})
 	r := dialUpgraded(t, s)
 	var stream []byte
-	const messages = 16
+	const messages = 32
 	for i := range messages {
 		if i%2 == 0 {
 			stream = append(stream, text(`{"type":"ping"}`)...)
@@ -107,7 +112,7 @@ func TestFrameTimeoutSlowButWhole(t *testing.T) {
 		stream = append(stream, clientFrame(true, ws.OpContinuation, []byte(`:"ping"}`))...)
 	}
 	// 7 bytes a tick: a 21-byte frame or a 29-byte fragmented message
-	// takes at most 5 ticks, 150 ms; the 16 messages about 2 s.
+	// takes at most 5 ticks, 150 ms; the 32 messages about 3.5 s.
 	trickle(t, r.c, 30*time.Millisecond, bytewise(stream, 7)...)
 	for i := range messages {
 		f := r.frame(t)
