@@ -83,7 +83,16 @@ func BenchmarkRingGet(b *testing.B) {
 //
 // allocs/op should not grow with subs: the publish allocates (the frame, the
 // parsed members), the fanout should not.
-func BenchmarkFanout(b *testing.B) {
+func BenchmarkFanout(b *testing.B) { benchFanout(b, wsTarget) }
+
+// BenchmarkFanoutSSE is BenchmarkFanout with Server-Sent Events streams
+// for subscribers: its cpu-ns/delivery, beside BenchmarkFanout's in the
+// same run, is what a delivery costs over SSE against WebSocket; its
+// allocs/op, what the lazy event encoding adds per frame (the fanout adds
+// none per subscriber).
+func BenchmarkFanoutSSE(b *testing.B) { benchFanout(b, sseTarget) }
+
+func benchFanout(b *testing.B, target string) {
 	for _, n := range []int{1, 100, 10_000} {
 		var fx *fanoutFixture
 		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
@@ -92,7 +101,7 @@ func BenchmarkFanout(b *testing.B) {
 			}
 			// The function runs once per b.N probe: connect once.
 			if fx == nil {
-				fx = newFanoutFixture(b, n)
+				fx = newFanoutFixture(b, n, target)
 			}
 			fx.run(b)
 		})
@@ -106,13 +115,23 @@ func BenchmarkFanout(b *testing.B) {
 // that each subscriber is sent several frames per writev: the batching the
 // design counts on under load. Its allocs/op shows whether a batch allocates
 // per subscriber.
-func BenchmarkFanoutBurst(b *testing.B) {
+func BenchmarkFanoutBurst(b *testing.B) { benchFanoutBurst(b, "", wsTarget) }
+
+// BenchmarkFanoutBurstSSE is BenchmarkFanoutBurst with SSE streams, of
+// one city and of two (cities=2: every event's id also carries the other
+// city's position, written beside the shared event).
+func BenchmarkFanoutBurstSSE(b *testing.B) {
+	benchFanoutBurst(b, "/cities=1", sseTarget)
+	benchFanoutBurst(b, "/cities=2", sseTarget+",benchother")
+}
+
+func benchFanoutBurst(b *testing.B, suffix, target string) {
 	const burst = 16
 	for _, n := range []int{100, 1000} {
 		var fx *fanoutFixture
-		b.Run(fmt.Sprintf("subs=%d/frames=%d", n, burst), func(b *testing.B) {
+		b.Run(fmt.Sprintf("subs=%d/frames=%d%s", n, burst, suffix), func(b *testing.B) {
 			if fx == nil {
-				fx = newFanoutFixture(b, n)
+				fx = newFanoutFixture(b, n, target)
 			}
 			fx.runBurst(b, burst)
 		})
@@ -124,8 +143,12 @@ func BenchmarkFanoutBurst(b *testing.B) {
 
 const (
 	benchCity = "benchcity"
-	// helperEnv carries "<ws addr> <clients> <city>" to TestHelperClients.
+	// helperEnv carries "<ws addr> <clients> <target>" to
+	// TestHelperClients.
 	helperEnv = "METROCAST_BENCH_CLIENTS"
+	// The subscribers' requests: WebSocket upgrades, or SSE streams.
+	wsTarget  = "/ws?cities=" + benchCity
+	sseTarget = "/sse?cities=" + benchCity
 )
 
 type fanoutFixture struct {
@@ -140,7 +163,7 @@ type fanoutFixture struct {
 	exited chan struct{}
 }
 
-func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
+func newFanoutFixture(b *testing.B, n int, target string) *fanoutFixture {
 	s, err := New(Config{
 		Addr:       "127.0.0.1:0",
 		IngestAddr: "127.0.0.1:0",
@@ -161,7 +184,7 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 	}
 	fx := &fanoutFixture{s: s, n: n, in: benchIngest(benchCity), out: new(bytes.Buffer)}
 	fx.child = exec.Command(os.Args[0], "-test.run=^TestHelperClients$", "-test.timeout=30m")
-	fx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", helperEnv, s.Addr(), n, benchCity))
+	fx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", helperEnv, s.Addr(), n, target))
 	fx.child.Stdout, fx.child.Stderr = fx.out, fx.out
 	if fx.stdin, err = fx.child.StdinPipe(); err != nil {
 		b.Fatal(err)
@@ -172,13 +195,13 @@ func newFanoutFixture(b *testing.B, n int) *fanoutFixture {
 	fx.exited = make(chan struct{})
 	go func() { _ = fx.child.Wait(); close(fx.exited) }()
 
-	// Every client connected, upgraded and subscribed.
+	// Every client connected, upgraded (or streaming) and subscribed.
 	deadline := time.Now().Add(2*time.Minute + time.Duration(n)*time.Millisecond)
 	for {
 		if fx.c == nil {
 			fx.c = s.hub.lookup(benchCity)
 		}
-		if s.open.Load() == int64(n) && s.upgraded.Load() >= uint64(n) && fx.c != nil && benchSubs(s, fx.c) == n {
+		if s.open.Load() == int64(n) && fx.c != nil && benchSubs(s, fx.c) == n {
 			break
 		}
 		select {
@@ -334,8 +357,9 @@ func benchSubs(s *Server, c *city) int {
 
 // TestHelperClients is not a test: BenchmarkFanout runs this test binary
 // again with helperEnv set, and this opens the subscribers there. Each one
-// upgrades with ?cities= and then reads and discards whatever comes, until
-// the server closes it or stdin (the parent's pipe) reaches EOF.
+// sends its request (an upgrade with ?cities=, or a GET of an SSE stream)
+// and then reads and discards whatever comes, until the server closes it
+// or stdin (the parent's pipe) reaches EOF.
 func TestHelperClients(t *testing.T) {
 	spec := os.Getenv(helperEnv)
 	if spec == "" {
@@ -343,15 +367,18 @@ func TestHelperClients(t *testing.T) {
 	}
 	f := strings.Fields(spec)
 	if len(f) != 3 {
-		t.Fatalf("%s=%q: want <addr> <clients> <city>", helperEnv, spec)
+		t.Fatalf("%s=%q: want <addr> <clients> <target>", helperEnv, spec)
 	}
-	addr, city := f[0], f[2]
+	addr, target := f[0], f[2]
 	n, err := strconv.Atoi(f[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := []byte("GET /ws?cities=" + city + " HTTP/1.1\r\nHost: " + addr +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	req := []byte("GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
+	if strings.HasPrefix(target, "/ws") {
+		req = []byte("GET " + target + " HTTP/1.1\r\nHost: " + addr +
+			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	}
 
 	var (
 		mu    sync.Mutex
