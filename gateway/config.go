@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metrocast/metrocast/codec"
 )
 
 // Config is everything a Server needs. Zero fields take the default named
@@ -324,6 +326,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	check(strings.HasPrefix(c.Path, "/"), "path (%q) must start with /", c.Path)
+	check(c.Path != codec.SSEPath && c.Path != codec.HistoryPath, "path (%q) is taken by Server-Sent Events (%s) and history (%s)", c.Path, codec.SSEPath, codec.HistoryPath)
 	check(c.Loops >= 1 && c.Loops <= 256, "loops (%d) must be in [1, 256]", c.Loops)
 	check(c.MaxHeaderBytes >= 1024 && c.MaxHeaderBytes <= 1<<20, "max_header_bytes (%d) must be in [1024, 1048576]", c.MaxHeaderBytes)
 	check(c.MaxMessageBytes >= 128 && c.MaxMessageBytes <= 16<<20, "max_message_bytes (%d) must be in [128, 16777216]", c.MaxMessageBytes)

@@ -32,6 +32,8 @@ func TestConfigValidate(t *testing.T) {
 	f(func(*Config) {})
 	f(func(c *Config) { c.RingSize = 1 }, "ring_size (1) must be in [2, 1048576]")
 	f(func(c *Config) { c.Path = "ws" }, `path ("ws") must start with /`)
+	f(func(c *Config) { c.Path = "/sse" }, `path ("/sse") is taken by Server-Sent Events`)
+	f(func(c *Config) { c.Path = "/history" }, `path ("/history") is taken`)
 	f(func(c *Config) { c.IdleTimeout = c.PingInterval }, "idle_timeout (25s) must be > ping_interval (25s)")
 	f(func(c *Config) { c.DrainWindow = 2 * time.Hour }, "drain_window (2h0m0s) must be in (0s, 1h]")
 	f(func(c *Config) { c.NATSStream = "a.b" }, `nats_stream ("a.b") must be 1-64 of A-Z a-z 0-9 - _`)
