@@ -165,7 +165,7 @@ func BenchmarkFanoutConns(b *testing.B) {
 				b.Skip("skipped in -short mode")
 			}
 			if fx == nil {
-				fx = newFanoutFixture(b, n)
+				fx = newFanoutFixture(b, n, wsTarget)
 			}
 			fx.runFloor(b)
 		})
