@@ -35,6 +35,8 @@ func FuzzIngestToClients(f *testing.F) {
 		// a number past a float64.
 		`{"city":"f","type":"data_update","id":"c","data":{"a\0":1,"` + long + `":2}}` + "\nD{\"ok\":1}",
 		"D{\"v\":1e400}\nD{\"v\":1.7976931348623157e308,\"w\":-0.0e-999}",
+		// A CR is JSON white space, and a line end to an EventSource.
+		"D{\"a\":\r1,\r\"b\" :\t{}}\r\nA[\r]",
 		"D{\"a\":1,\"a\":2,\"\\u0061\":3}\nD{\"\\ud83d\\ude00\":\"\\ud800\"}\nD{\"\\ud83d\\ude00\":\"\\udbff\\udfff\"}",
 		"D{\"s\":\"" + long + "\\x\"}\nD{\"k\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
 		"D " + strings.Repeat("[", 130) + "\nD{\"d\":" + strings.Repeat("[", 126) + strings.Repeat("]", 126) + "}",
@@ -118,6 +120,7 @@ func FuzzIngestToClients(f *testing.F) {
 				Alerts  any
 			}
 			decodeFrame(t, fr.b, &got)
+			sameEvent(t, fr, 7, in.City)
 			wantType := map[codec.Kind]string{codec.KindDataUpdate: "data_update", codec.KindSnapshot: "initial_data", codec.KindAlerts: "alerts"}[in.Kind]
 			if got.Type != wantType || got.City != in.City || got.Seq != ref.seq || got.Resumed != (in.Kind == codec.KindSnapshot) {
 				t.Fatalf("line %q gives frame %q, want a %s of %s at seq %d", line, fr.b, wantType, in.City, ref.seq)
@@ -156,8 +159,10 @@ func FuzzIngestToClients(f *testing.F) {
 					Alerts any
 				} `json:"recent_alerts"`
 			}
-			ib := ref.c.initialFrame(7).b
+			inf := ref.c.initialFrame(7)
+			ib := inf.b
 			decodeFrame(t, ib, &initial)
+			sameEvent(t, inf, 7, in.City)
 			if initial.Type != "initial_data" || initial.City != in.City || initial.Seq != ref.seq || initial.Resumed {
 				t.Fatalf("after %q: initial_data %q, want %s at seq %d", line, ib, in.City, ref.seq)
 			}

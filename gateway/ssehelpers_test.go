@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -201,4 +203,26 @@ func needTool(t *testing.T, name string) string {
 	}
 	t.Skipf("%s is not installed (apt-get install %s; make test does)", name, name)
 	return ""
+}
+
+// sameEvent checks that f's Server-Sent Event, read as an EventSource reads
+// it, is one event named by the message's type, with the id of f's city
+// and seq, whose data decodes (encoding/json) to what the WebSocket frame
+// does.
+func sameEvent(t *testing.T, f *frame, epoch uint64, city string) {
+	t.Helper()
+	ev := f.event(epoch, city, nil)
+	lines := strings.Split(string(ev), "\n")
+	if len(lines) != 5 || lines[3] != "" || lines[4] != "" || strings.ContainsRune(string(ev), '\r') {
+		t.Fatalf("event %q: want id, event and data lines, then a blank one", ev)
+	}
+	var ws, sse map[string]any
+	decodeFrame(t, f.b, &ws)
+	data, ok := strings.CutPrefix(lines[2], "data: ")
+	if err := json.Unmarshal([]byte(data), &sse); !ok || err != nil {
+		t.Fatalf("event %q: its data does not decode: %v", ev, err)
+	}
+	if want := fmt.Sprintf("id: %d/%s:%d", epoch, city, f.seq); lines[0] != want || lines[1] != "event: "+ws["type"].(string) || !reflect.DeepEqual(ws, sse) {
+		t.Fatalf("event %q, want %s, the type %v and the data of the frame %q", ev, want, ws["type"], f.b)
+	}
 }
