@@ -224,7 +224,10 @@ func (cn *conn) handshake() (act gnet.Action, done bool) {
 	if len(up.Cities) > 0 {
 		cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: up.Cities, Since: up.Since, Epoch: up.Epoch})
 		if cn.state != stateOpen {
-			return gnet.None, false
+			// Closing: too many of the URL's cities were refused
+			// (MaxClientErrors). Housekeeping leaves a closing
+			// WebSocket alone, so it closes now or never.
+			return gnet.Close, false
 		}
 	}
 	return gnet.None, true
@@ -541,6 +544,12 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 	}
 	l.subbed, l.started = l.subbed[:0], l.started[:0]
 	for _, name := range m.Cities {
+		if cn.state != stateOpen {
+			// An error for an earlier city closed it (MaxClientErrors):
+			// a closing connection gains no subscription and sends
+			// nothing after its close frame.
+			break
+		}
 		if !cn.grant.allows(name) {
 			cn.forbid(name, "the token does not cover this city")
 			continue

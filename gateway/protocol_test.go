@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 )
@@ -294,6 +299,66 @@ func TestTooManySubscriptions(t *testing.T) {
 	p.write(t, dataLine("m6", "data_update", `{}`))
 	if a := p.answer(t); !strings.Contains(a.Error, "too many cities") || a.Line != 1 {
 		t.Fatalf("got %+v, want a too many cities error on line 1", a)
+	}
+}
+
+// TestErrorsCloseMidSubscribe checks that a subscription whose refused
+// cities reach MaxClientErrors closes the connection there: the cities
+// after it are not subscribed, nothing follows the close frame, and the
+// connection goes, on the URL (where it used to stay open, subscribed,
+// for ever) as in a message.
+func TestErrorsCloseMidSubscribe(t *testing.T) {
+	t.Parallel()
+	const maxErrors = 2
+	s := startServer(t, Config{MaxSubscriptions: 1, MaxClientErrors: maxErrors})
+	// The first city is subscribed, the next two refused, the rest never
+	// looked at.
+	cities := []string{"mid1", "mid2", "mid3", "mid4", "mid5"}
+	check := func(name string, r *rawConn) {
+		t.Helper()
+		for i := range maxErrors {
+			if m := r.msgType(t, "error"); m.Code != "too_many_subscriptions" || m.City != cities[1+i] {
+				t.Fatalf("%s: got %s, want too_many_subscriptions for %s", name, m.raw, cities[1+i])
+			}
+		}
+		f := r.frame(t)
+		if f.Header.OpCode != ws.OpClose {
+			t.Fatalf("%s: got a frame of opcode %d (%q), want the close", name, f.Header.OpCode, f.Payload)
+		}
+		if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusPolicyViolation {
+			t.Fatalf("%s: closed with %d, want %d", name, code, ws.StatusPolicyViolation)
+		}
+		// Nothing after the close frame, and the connection ends without
+		// the client's close.
+		_ = r.c.SetReadDeadline(time.Now().Add(readTimeout))
+		rest, err := io.ReadAll(r.br)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("%s: the server did not close the connection within %s", name, readTimeout)
+		}
+		if len(rest) > 0 {
+			t.Fatalf("%s: %q after the close frame", name, rest)
+		}
+	}
+
+	r := dialRaw(t, s)
+	r.write(t, []byte(upgradeRequest("/ws?cities="+strings.Join(cities, ","))))
+	if resp := r.response(t); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status %d, want 101", resp.StatusCode)
+	}
+	check("URL", r)
+	waitCloses(t, s, CloseAbuse, 1)
+
+	r = dialUpgraded(t, s)
+	r.write(t, text(`{"type":"subscribe","cities":["`+strings.Join(cities, `","`)+`"]}`))
+	check("message", r)
+	waitCloses(t, s, CloseAbuse, 2)
+
+	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == 0 })
+	for _, name := range cities[1+maxErrors:] {
+		if s.hub.lookup(name) != nil {
+			t.Fatalf("city %s was made for a connection that had closed", name)
+		}
 	}
 }
 

@@ -199,7 +199,11 @@ func (cn *conn) stream(req *codec.Request, cors string) gnet.Action {
 	l.stats.sse.streams.Add(1)
 	cn.subscribe(&codec.ClientMessage{Type: codec.TypeSubscribe, Cities: req.Cities,
 		Since: req.Since, Epoch: req.Epoch, Filter: req.Filter, HasFilter: req.HasFilter})
-	if cn.state == stateOpen && len(cn.subs) == 0 {
+	switch {
+	case cn.state != stateOpen:
+		// Closed by the errors of refused cities (MaxClientErrors).
+		return gnet.Close
+	case len(cn.subs) == 0:
 		// Every city refused after all (checkRequest made them, but a
 		// limit may still refuse one): nothing to stream.
 		cn.state, cn.reason = stateClosing, CloseResponded
