@@ -40,6 +40,11 @@ const (
 	// the same id, the stream drops the copy if the first did arrive).
 	// A producer's lines are acked asynchronously (maxInFlight at once).
 	natsPublishTimeout = 5 * time.Second
+	// maxPendingAcks bounds the lines the node has published and JetStream
+	// has not acked yet, all producers together (nats.go's default). Past
+	// it, a producer's next line waits for a slot, outside its turn (see
+	// pubWait.send), and TCP backpressure slows the producer.
+	maxPendingAcks = 4000
 	// natsFetchTimeout bounds one resume fetch from the stream.
 	natsFetchTimeout = 10 * time.Second
 	// maxConcurrentFetches bounds the resume fetches running at once (each
@@ -205,7 +210,8 @@ func (s *Server) startCluster() (*cluster, error) {
 // node's view starts after, and starts the consumer.
 func (cl *cluster) setup() error {
 	cfg := &cl.s.cfg
-	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
+	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout),
+		jetstream.WithPublishAsyncMaxPending(maxPendingAcks))
 	if err != nil {
 		return fmt.Errorf("cannot use JetStream: %w", err)
 	}
@@ -333,39 +339,27 @@ func (cl *cluster) ready() string {
 	return cl.notReady
 }
 
-// publish sends one parsed ingest line to the stream without waiting for
-// the ack: the returned pubWait tells the stream sequence once JetStream
-// has stored it (or the error, at the latest after natsPublishTimeout; the
-// line may then have been stored, and a resend with the same id is
-// dropped). The line goes to the stream as it came: every node parses it
-// again and builds the same frame. A producer id becomes the message id,
-// so that a resent line is stored once (the ack of a copy names the first
-// one's seq). Runs on the producer's goroutine.
-func (cl *cluster) publish(in *codec.Ingest, line []byte) (*pubWait, error) {
-	if !cl.nc.IsConnected() {
-		cl.publishErrors.Add(1)
-		return nil, errBusDown
-	}
+// prepare readies one parsed ingest line for the stream; pubWait.send
+// publishes it. The line goes to the stream as it came: every node parses
+// it again and builds the same frame. A producer id becomes the message
+// id, so that a resent line is stored once (the ack of a copy names the
+// first one's seq). Runs on the producer's goroutine, in its turn: it
+// only copies.
+func (cl *cluster) prepare(in *codec.Ingest, line []byte) *pubWait {
 	// A copy: the client keeps the message to resend it while the stream
 	// elects a leader, and the line's buffer is reused.
 	m := &nats.Msg{Subject: subject(in.City), Data: bytes.Clone(line)}
 	if in.ID != "" {
 		m.Header = nats.Header{jetstream.MsgIDHeader: []string{in.ID}}
 	}
-	fut, err := cl.js.PublishMsgAsync(m)
-	if err != nil {
-		// Not sent: with no reconnect buffer, nats.go writes nothing
-		// while it reconnects.
-		cl.publishErrors.Add(1)
-		return nil, &busError{msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()}
-	}
-	return &pubWait{cl: cl, fut: fut}, nil
+	return &pubWait{cl: cl, msg: m}
 }
 
-// pubWait is a line published to the stream, waiting for its ack. Owned by
-// the producer's goroutine.
+// pubWait is a line for the stream: prepared, then sent without waiting
+// for the ack, then acked (or failed). Owned by the producer's goroutine.
 type pubWait struct {
 	cl   *cluster
+	msg  *nats.Msg // to send; nil once sent
 	fut  jetstream.PubAckFuture
 	done bool
 	seq  uint64
@@ -373,11 +367,49 @@ type pubWait struct {
 	err  *busError
 }
 
+// send publishes the line. It may wait, and so runs outside the turn
+// (see turns): nats.go waits for a slot while the node has
+// maxPendingAcks lines awaiting JetStream's ack (at most
+// natsPublishTimeout, in which the oldest are acked or time out), and
+// for the socket when its buffer to NATS is full. One producer's lines
+// are sent in line order, on one connection: the stream stores them in
+// that order. Then poll tells the stream sequence once JetStream has
+// stored it (or the error, at the latest after natsPublishTimeout; the
+// line may then have been stored, and a resend with the same id is
+// dropped).
+func (p *pubWait) send() {
+	m := p.msg
+	p.msg = nil
+	cl := p.cl
+	if !cl.nc.IsConnected() {
+		p.fail(errBusDown)
+		return
+	}
+	fut, err := cl.js.PublishMsgAsync(m, jetstream.WithStallWait(natsPublishTimeout))
+	if err != nil {
+		// Not sent: with no reconnect buffer, nats.go writes nothing
+		// while it reconnects, and nothing after a stall that timed out.
+		p.fail(&busError{msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()})
+		return
+	}
+	p.fut = fut
+}
+
+// fail settles the line as not stored by the stream, for be.
+func (p *pubWait) fail(be *busError) {
+	p.cl.publishErrors.Add(1)
+	p.done, p.err = true, be
+}
+
 // poll returns the line's stream sequence, or why it is not known to be
 // stored, once JetStream has answered or given up (ok); with wait it waits
-// for that (at most natsPublishTimeout).
+// for that (at most natsPublishTimeout). A line not sent yet is not
+// answered (ok false), wait or not.
 func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 	if !p.done {
+		if p.msg != nil {
+			return 0, false, nil
+		}
 		var (
 			ack  *jetstream.PubAck
 			perr error
@@ -395,11 +427,10 @@ func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 				return 0, false, nil
 			}
 		}
-		p.done = true
 		if perr != nil {
-			p.cl.publishErrors.Add(1)
-			p.err = pubError(perr)
+			p.fail(pubError(perr))
 		} else {
+			p.done = true
 			p.seq, p.dup = ack.Sequence, ack.Duplicate
 		}
 	}

@@ -758,13 +758,15 @@ func TestClusterPoison(t *testing.T) {
 
 // gatedProxy forwards TCP connections to target. While shut, it holds what
 // either side sends: a NATS server that stopped answering, for the node
-// that connects through it.
+// that connects through it. While mute, it holds only what target sends:
+// a NATS server that takes the node's messages and does not answer yet.
 type gatedProxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	cond   *sync.Cond
 	shut   bool
+	mute   bool
 	conns  []net.Conn
 }
 
@@ -780,6 +782,7 @@ func startGatedProxy(t testing.TB, target string) *gatedProxy {
 	t.Cleanup(func() {
 		_ = ln.Close()
 		p.setShut(false)
+		p.setMute(false)
 		p.mu.Lock()
 		for _, c := range p.conns {
 			_ = c.Close()
@@ -801,8 +804,8 @@ func startGatedProxy(t testing.TB, target string) *gatedProxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
-			wg.Go(func() { p.pipe(up, c) })
-			wg.Go(func() { p.pipe(c, up) })
+			wg.Go(func() { p.pipe(up, c, false) })
+			wg.Go(func() { p.pipe(c, up, true) })
 		}
 	})
 	return p
@@ -817,13 +820,21 @@ func (p *gatedProxy) setShut(shut bool) {
 	p.cond.Broadcast()
 }
 
-// pipe copies src to dst, holding each read while the gate is shut.
-func (p *gatedProxy) pipe(dst, src net.Conn) {
+func (p *gatedProxy) setMute(mute bool) {
+	p.mu.Lock()
+	p.mute = mute
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// pipe copies src to dst, holding each read while the gate is shut, or
+// mute for what target sends (reply).
+func (p *gatedProxy) pipe(dst, src net.Conn, reply bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		p.mu.Lock()
-		for p.shut {
+		for p.shut || reply && p.mute {
 			p.cond.Wait()
 		}
 		p.mu.Unlock()

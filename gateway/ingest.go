@@ -287,14 +287,22 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // producer over that budget, or whose token fails, gets a last answer and
 // errProducerDropped. Bus faults are not the producer's: they do not count
 // toward the budget, and the producer stays connected. Lines are stored in
-// the producer's turns (see turns), and nothing that may wait runs in one.
+// the producer's turns (see turns), and nothing that may wait runs in one:
+// in cluster mode a turn only prepares its lines for the stream, and they
+// are sent when it ends (pause).
 func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed, retry int, err error) {
 	q := &answers{in: in, w: w}
 	pc.turn.t = in.turns
 	defer pc.turn.release()
+	// pause ends the producer's turn, before anything that may wait, and
+	// sends the lines it prepared for the stream.
+	pause := func() {
+		pc.turn.release()
+		q.send()
+	}
 	// finish answers every line read, as at the end of any input.
 	finish := func(err error) (int, int, error) {
-		pc.turn.release()
+		pause()
 		if werr := q.settle(true); werr != nil {
 			return q.failed, q.retry, werr
 		}
@@ -307,7 +315,7 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 	}
 	for n := 1; ; n++ {
 		if !lr.hasLine() {
-			pc.turn.release() // the read may wait
+			pause() // the read may wait
 		}
 		line, rerr := lr.next()
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
@@ -332,6 +340,9 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		case tooLong:
 			fatal = pc.refuse(q, fmt.Sprintf("line longer than %d bytes", lr.max), n)
 		case len(line) > 0:
+			if pc.turn.spent() {
+				pause()
+			}
 			pc.turn.take(len(line), lr.backlog())
 			fatal = pc.line(line, n, q)
 		}
@@ -344,7 +355,7 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		idle := lr.buffered() == 0 || rerr != nil || wait > 0
 		settle := idle || len(q.queue) >= maxInFlight
 		if settle {
-			pc.turn.release() // waits for the stream's acks, then writes
+			pause() // waits for the stream's acks, then writes
 		}
 		if err := q.settle(settle); err != nil {
 			return q.failed, q.retry, err
@@ -444,15 +455,8 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 			}
 		} else if _, err = in.s.hub.city(msg.City); err == nil {
 			// Refused here rather than dropped by every node's consumer.
-			var pw *pubWait
-			if pw, err = cl.publish(&msg, line); err == nil {
-				q.queue = append(q.queue, queued{pub: pw, id: msg.ID, n: n, size: len(line)})
-				return false
-			}
-			if be, ok := err.(*busError); ok {
-				q.busFailed(be, n)
-				return false
-			}
+			q.publish(cl.prepare(&msg, line), msg.ID, n, len(line))
+			return false
 		}
 	}
 	return p.refuse(q, err.Error(), n)
@@ -494,11 +498,12 @@ const maxInFlight = 256
 type answers struct {
 	in     *ingest
 	w      io.Writer
-	buf    []byte   // scratch for an answer written at once
-	queue  []queued // answers waiting behind an ack, oldest first
-	failed int      // lines answered with an error
-	retry  int      // of those, lines the cluster bus failed (answered with "retry")
-	err    error    // the first write error
+	buf    []byte     // scratch for an answer written at once
+	queue  []queued   // answers waiting behind an ack, oldest first
+	unsent []*pubWait // lines of queue prepared for the stream, not sent yet
+	failed int        // lines answered with an error
+	retry  int        // of those, lines the cluster bus failed (answered with "retry")
+	err    error      // the first write error
 }
 
 // queued is an answer not written yet.
@@ -532,12 +537,21 @@ func (q *answers) count(size int, dup bool) {
 	q.in.bytes.Add(uint64(size))
 }
 
-// busFailed answers line n, which the cluster bus failed to store, with
-// "retry". It is counted as an ingest error, but not against the producer.
-func (q *answers) busFailed(be *busError, n int) {
-	q.in.errors.Add(1)
-	q.retry++
-	q.answer(codec.AppendIngestRetry(q.scratch(), be.msg, n, be.retry()), false)
+// publish queues the answer of line n (its id and size), which waits for
+// the stream's ack of pw, and pw to be sent (send).
+func (q *answers) publish(pw *pubWait, id string, n, size int) {
+	q.queue = append(q.queue, queued{pub: pw, id: id, n: n, size: size})
+	q.unsent = append(q.unsent, pw)
+}
+
+// send publishes the lines prepared for the stream, in line order. It may
+// wait: call it outside the turn.
+func (q *answers) send() {
+	for i, pw := range q.unsent {
+		pw.send()
+		q.unsent[i] = nil
+	}
+	q.unsent = q.unsent[:0]
 }
 
 // answer writes b (built in scratch) now, or queues a copy behind the
@@ -561,8 +575,12 @@ func (q *answers) write(b []byte) {
 }
 
 // settle writes the queued answers whose acks have come, in order; with
-// wait, it waits for every one. It returns the first write error.
+// wait, it sends the lines not sent yet and waits for every ack, so call it
+// outside the turn then. It returns the first write error.
 func (q *answers) settle(wait bool) error {
+	if wait {
+		q.send()
+	}
 	done := 0
 	for _, a := range q.queue {
 		if a.pub != nil {
@@ -571,6 +589,8 @@ func (q *answers) settle(wait bool) error {
 				break
 			}
 			if err != nil {
+				// Counted as an ingest error, but not against the
+				// producer.
 				q.in.errors.Add(1)
 				q.failed++
 				q.retry++

@@ -34,6 +34,12 @@ import (
 // read takes), but the two classes alternate while both wait, so each gets
 // at least every other turn. A light producer's line thus waits for about
 // one turn, not a round of every flooding producer's.
+//
+// In cluster mode a turn parses and checks its lines, and prepares them
+// for the stream; they are published when it ends, outside it: a publish
+// may wait (for JetStream's acks when the node has maxPendingAcks lines
+// awaiting them, or for the socket to NATS), and no other producer waits
+// with it.
 type turns struct {
 	s *Server
 
@@ -66,18 +72,11 @@ type turn struct {
 }
 
 // take makes sure the producer has the turn before it stores a line of
-// size bytes: it waits for one if it has none or has used it up, and
-// yields to event loops waiting to run. backlog tells whether the producer
-// has more input waiting than its last read took.
+// size bytes: it waits for one if it has none, and yields to event loops
+// waiting to run. backlog tells whether the producer has more input
+// waiting than its last read took. A turn used up (spent) must be
+// released first.
 func (p *turn) take(size int, backlog bool) {
-	if p.held && (p.lines >= turnLines || p.bytes >= turnBytes) {
-		// Let the goroutines the network poller made runnable meanwhile
-		// (producers with new lines, event loops) run before the turn goes
-		// on: the next producer would take over this processor at once,
-		// ahead of them.
-		runtime.Gosched()
-		p.release()
-	}
 	if !p.held {
 		p.t.acquire(p, p.usedUp || backlog)
 		p.held, p.lines, p.bytes = true, 0, 0
@@ -89,14 +88,27 @@ func (p *turn) take(size int, backlog bool) {
 	p.bytes += size
 }
 
+// spent reports whether the producer has used its turn up: it releases it
+// before its next line.
+func (p *turn) spent() bool {
+	return p.held && (p.lines >= turnLines || p.bytes >= turnBytes)
+}
+
 // release ends the producer's turn, if it has one. Call it before anything
 // that may wait.
 func (p *turn) release() {
 	if !p.held {
 		return
 	}
+	p.usedUp = p.spent()
+	if p.usedUp {
+		// Let the goroutines the network poller made runnable meanwhile
+		// (producers with new lines, event loops) run before the turn goes
+		// on: the next producer would take over this processor at once,
+		// ahead of them.
+		runtime.Gosched()
+	}
 	p.held = false
-	p.usedUp = p.lines >= turnLines || p.bytes >= turnBytes
 	p.t.handOver()
 }
 
