@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/bytedance/sonic"
@@ -69,7 +70,7 @@ func ParseIngest(line []byte) (Ingest, error) {
 		return in, fmt.Errorf("%w: %w", ErrIngest, err)
 	}
 	if err := apiChecked.Unmarshal(line, &j); err != nil {
-		return in, fmt.Errorf("%w: cannot parse JSON object", ErrIngest)
+		return in, explainIngest(line)
 	}
 	if !ValidCity(j.City) {
 		return in, fmt.Errorf("%w: city %q must be 1-64 of a-z 0-9 - _", ErrIngest, j.City)
@@ -111,6 +112,42 @@ func ParseIngest(line []byte) (Ingest, error) {
 		return in, fmt.Errorf("%w: unknown type %q (data_update, alerts, snapshot)", ErrIngest, j.Type)
 	}
 	return in, nil
+}
+
+// ingestFields are the members of an ingest line that must be of one type,
+// what each must be, and a check that decodes a value as ingestJSON
+// would: explainIngest names the first that does not fit.
+var ingestFields = [...]struct {
+	name, want string
+	check      func([]byte) error
+}{
+	{"city", "a string", decodes[string]},
+	{"type", "a string", decodes[string]},
+	{"id", "a string", decodes[string]},
+	{"timestamp", "an integer of Unix milliseconds", decodes[int64]},
+}
+
+// explainIngest says why a line CheckJSON accepted did not decode: it is
+// not an object, or a member has the wrong type ("id":7,
+// "timestamp":1.5). Only the error path pays for it.
+func explainIngest(line []byte) error {
+	wrong := -1
+	err := EachMember(line, func(name string, val []byte) {
+		for i, f := range ingestFields {
+			// Names match as the decoder matches them: case-insensitively.
+			if wrong < 0 && strings.EqualFold(name, f.name) && f.check(val) != nil {
+				wrong = i
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: a line is a JSON object", ErrIngest)
+	case wrong >= 0:
+		f := ingestFields[wrong]
+		return fmt.Errorf("%w: %q must be %s", ErrIngest, f.name, f.want)
+	}
+	return fmt.Errorf("%w: cannot parse JSON object", ErrIngest)
 }
 
 // ErrIngestAuth is wrapped by ParseIngestAuth's errors.

@@ -283,6 +283,8 @@ func TestIngestAnswers(t *testing.T) {
 	bad(`{"id":"x","city":"ans","type":"alerts","alerts":[]}`, "1 to 64 alerts")
 	bad(`{"id":"x","city":"ans","type":"data_update","data":{"v":1}`, "cannot parse JSON")
 	bad("{\"id\":\"x\",\"city\":\"ans\",\"type\":\"data_update\",\"data\":{\"v\":\"\xff\"}}", "UTF-8")
+	bad(`{"id":7,"city":"ans","type":"data_update","data":{}}`, `"id" must be a string`)
+	bad(`{"id":"x","city":"ans","type":"data_update","data":{},"timestamp":1.5}`, `"timestamp" must be an integer`)
 	ok("a13", `{"v":13}`)
 	lines = append(lines, "") // empty line: skipped silently
 	ok("a15", `{"v":15}`)
@@ -310,8 +312,8 @@ func TestIngestAnswers(t *testing.T) {
 	if seq := p.publish(t, dataLine("ans", "data_update", `{"v":"end"}`)); seq != uint64(len(data)+1) {
 		t.Errorf("last ack seq %d, want %d", seq, len(data)+1)
 	}
-	if st := s.Stats(); st.IngestErrors != 8 {
-		t.Errorf("IngestErrors = %d, want 8", st.IngestErrors)
+	if st := s.Stats(); st.IngestErrors != 10 {
+		t.Errorf("IngestErrors = %d, want 10", st.IngestErrors)
 	}
 }
 
