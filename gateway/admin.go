@@ -129,9 +129,15 @@ func (s *Server) adminHandler(a *admin) http.Handler {
 	return mux
 }
 
-// bearerToken returns the token of an Authorization: Bearer header.
+// bearerToken returns the token of an Authorization: Bearer header. The
+// scheme's case does not matter (RFC 9110 §11.1), as on the WebSocket
+// port (codec.ParseRequest): some clients send "bearer".
 func bearerToken(r *http.Request) (string, bool) {
-	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 // isAdmin reports whether r carries the admin token. The comparison takes

@@ -86,12 +86,22 @@ func TestAdminStats(t *testing.T) {
 // header and the body.
 func adminDo(t testing.TB, s *Server, method, path, tok, body string) (int, string, []byte) {
 	t.Helper()
+	if tok != "" {
+		tok = "Bearer " + tok
+	}
+	return adminDoAuth(t, s, method, path, tok, body)
+}
+
+// adminDoAuth is adminDo with the whole Authorization header (none when
+// empty).
+func adminDoAuth(t testing.TB, s *Server, method, path, auth, body string) (int, string, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://127.0.0.1:"+portOf(s.AdminAddr())+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	c := http.Client{Timeout: readTimeout}
 	resp, err := c.Do(req)
@@ -190,6 +200,25 @@ func TestAdminToken(t *testing.T) {
 		f("GET", "/api/stats", tok, "", http.StatusUnauthorized, "admin token")
 	}
 	f("GET", "/api/stats", admin, "", http.StatusOK, `"city": "at-a"`)
+	// The scheme's case does not matter (RFC 9110 §11.1), nor the spaces
+	// after it, as on the WebSocket port; another scheme is no token.
+	for _, auth := range []string{"bearer " + admin, "BEARER " + admin, "Bearer  " + admin} {
+		if code, _, b := adminDoAuth(t, s, "GET", "/api/stats", auth, ""); code != http.StatusOK {
+			t.Errorf("GET /api/stats with %.10q…: %d %.200q, want 200", auth, code, b)
+		}
+	}
+	if code, _, b := adminDoAuth(t, s, "GET", "/api/cities", "bearer "+viewer, ""); code != http.StatusOK || !strings.Contains(string(b), `{"cities":["at-a"]}`) {
+		t.Errorf("GET /api/cities with a client token as bearer: %d %.200q, want 200", code, b)
+	}
+	if code, _, b := adminDoAuth(t, s, "POST", "/api/publish", "bearer "+producer, `{"id":"hb","city":"at-a","type":"data_update","data":{"x":3}}`); code != http.StatusOK {
+		t.Errorf("POST /api/publish with a producer token as bearer: %d %.200q, want 200", code, b)
+	}
+	for _, auth := range []string{"Basic " + admin, "Bearer" + admin, admin} {
+		if code, _, _ := adminDoAuth(t, s, "GET", "/api/stats", auth, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET /api/stats with %.10q…: %d, want 401", auth, code)
+		}
+		refused++
+	}
 	// pprof is off beyond loopback unless asked for: not there even for
 	// the admin.
 	f("GET", "/debug/pprof/cmdline", admin, "", http.StatusNotFound, "")
