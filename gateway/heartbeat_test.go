@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -158,20 +157,10 @@ func TestStalledLoopSparesClients(t *testing.T) {
 	}
 	pong()
 
-	stalled, release := make(chan struct{}), make(chan struct{})
-	l := (*s.loops.Load())[0]
-	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		close(stalled)
-		<-release
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-stalled
+	release := stallLoop(t, s)
 	// The stall itself, the stimulus: the loop runs nothing for 2 s.
 	time.Sleep(2 * idle)
-	close(release)
+	release()
 
 	for start := time.Now(); time.Since(start) < 2*idle; {
 		pong()

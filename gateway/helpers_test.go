@@ -22,6 +22,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/gorilla/websocket"
+	"github.com/panjf2000/gnet/v2"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -99,6 +100,29 @@ func waitFor(t testing.TB, timeout time.Duration, fn func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// stallLoop holds s's first event loop in a task until release is called
+// (at the latest when the test ends), as a thread held back on a loaded
+// machine would be: meanwhile the loop reads nothing, and the housekeeping
+// the ticker asks for waits behind the task, to run before the next read.
+func stallLoop(t testing.TB, s *Server) (release func()) {
+	t.Helper()
+	stalled, done := make(chan struct{}), make(chan struct{})
+	l := (*s.loops.Load())[0]
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		close(stalled)
+		<-done
+		return nil
+	}))
+	if err != nil {
+		t.Fatalf("cannot stall the loop: %s", err)
+	}
+	<-stalled
+	var once sync.Once
+	release = func() { once.Do(func() { close(done) }) }
+	t.Cleanup(release)
+	return release
 }
 
 // closes returns the server's count of closes for reason.

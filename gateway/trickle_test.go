@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,44 @@ func TestFrameTimeoutSlowButWhole(t *testing.T) {
 	}
 	if st := s.Stats(); st.Connections != 1 {
 		t.Fatalf("Connections = %d, want 1", st.Connections)
+	}
+}
+
+// TestFrameTimeoutStalledLoop: the rest of a frame that arrives in time,
+// while the loop is stalled past FrameTimeout, is the client's answer, not
+// a time-out: after the stall, housekeeping runs before the loop reads it.
+func TestFrameTimeoutStalledLoop(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	s := startServer(t, Config{Loops: 1, FrameTimeout: timeout,
+		PingInterval: 100 * time.Millisecond, IdleTimeout: 5 * time.Second})
+	r := dialUpgraded(t, s)
+	pong := func() {
+		t.Helper()
+		for {
+			f := r.frame(t)
+			if f.Header.OpCode == ws.OpPing {
+				continue // the server's heartbeat
+			}
+			if f.Header.OpCode != ws.OpText || !bytes.Contains(f.Payload, []byte(`"pong"`)) {
+				t.Fatalf("got opcode %d %q, want a pong", f.Header.OpCode, f.Payload)
+			}
+			return
+		}
+	}
+	// A message and the start of the next, in one write: once the first
+	// is answered, the loop has read the start and the frame's clock runs.
+	ping := text(`{"type":"ping"}`)
+	r.write(t, append(slices.Clone(ping), ping[:8]...))
+	pong()
+	release := stallLoop(t, s)
+	r.write(t, ping[8:])
+	// The stall, the stimulus: twice the time-out.
+	time.Sleep(2 * timeout)
+	release()
+	pong()
+	if n := closes(s, CloseFrameTimeout); n != 0 {
+		t.Fatalf("Closes[frame_timeout] = %d, want 0", n)
 	}
 }
 
