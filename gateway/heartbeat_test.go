@@ -185,9 +185,16 @@ func TestPingsSpread(t *testing.T) {
 	)
 	s := startServer(t, Config{PingInterval: ping, IdleTimeout: time.Hour})
 	clients := make([]*rawConn, n)
+	readers := make([]*stampedReader, n)
 	for i := range clients {
 		clients[i] = dialUpgraded(t, s)
+		sr, err := stamped(clients[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers[i] = sr
 	}
+	waitStamping(t)
 	// Every connection reads at once: an unsolicited pong is traffic.
 	pong := clientFrame(true, ws.OpPong, nil)
 	for _, r := range clients {
@@ -202,9 +209,9 @@ func TestPingsSpread(t *testing.T) {
 		wg    sync.WaitGroup
 		errs  = make(chan error, n)
 	)
-	for _, r := range clients {
+	for i, r := range clients {
 		wg.Go(func() {
-			got, err := pingTimes(r, end)
+			got, err := pingTimes(r, readers[i], end)
 			if err != nil {
 				errs <- err
 				return
@@ -243,13 +250,9 @@ func TestPingsSpread(t *testing.T) {
 	}
 }
 
-// pingTimes reads the pings r receives until deadline and returns when the
-// kernel received each.
-func pingTimes(r *rawConn, deadline time.Time) ([]time.Time, error) {
-	sr, err := stamped(r)
-	if err != nil {
-		return nil, err
-	}
+// pingTimes reads the pings r receives until deadline, through its
+// stampedReader sr, and returns when the kernel received each.
+func pingTimes(r *rawConn, sr *stampedReader, deadline time.Time) ([]time.Time, error) {
 	_ = r.c.SetReadDeadline(deadline)
 	var times []time.Time
 	for {
@@ -295,6 +298,43 @@ func stamped(r *rawConn) (*stampedReader, error) {
 		return nil, errors.Join(err, serr)
 	}
 	return &stampedReader{rc: rc, oob: make([]byte, unix.CmsgSpace(16))}, nil
+}
+
+// waitStamping waits until the kernel stamps the bytes it receives. The
+// first socket to ask (stamped) turns stamping on from a work queue,
+// later than its setsockopt returns (on a loaded machine, much later),
+// and bytes received meanwhile carry no stamp. Call it once the test's
+// sockets have asked: they keep stamping on until they close.
+func waitStamping(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := &rawConn{c: c, br: bufio.NewReader(c)}
+	sr, err := stamped(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, readTimeout, func() bool {
+		if _, err := w.Write([]byte{0}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+		_, _, err := sr.next()
+		return err == nil
+	})
 }
 
 // next returns the bytes of one read (valid until the next call) and when

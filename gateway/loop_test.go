@@ -59,6 +59,7 @@ func TestFanoutFair(t *testing.T) {
 		}
 		readers[i], conns[i] = sr, r
 	}
+	waitStamping(t)
 	last := make([]int, n) // frames each client got last
 	first := make([]int, n)
 	for k := 1; k <= frames; k++ {
