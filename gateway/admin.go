@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -55,9 +54,9 @@ const minAdminToken = 32
 
 // readAdminToken reads the admin token file.
 func readAdminToken(file string) ([]byte, error) {
-	b, err := os.ReadFile(file)
+	b, err := readFile(file, maxSecretFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("admin_token_file: %w", err)
+		return nil, fmt.Errorf("admin_token_file %s: %w", file, err)
 	}
 	tok := bytes.TrimSpace(b)
 	if len(tok) < minAdminToken {

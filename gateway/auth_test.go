@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -347,6 +348,98 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("reload with a broken key: %v, want an error naming bad.pem", err)
 	}
 	ok(next, true)
+}
+
+// TestReloadOddFiles checks that no file the operator names can hang a
+// reload, which the signal handler waits for (a named pipe in the key
+// directory left the node deaf to SIGTERM), or fill the memory: a pipe
+// without a writer, a device, a file over its bound are refused at once,
+// naming the file, and the keys in force stay. A secret from a pipe whose
+// writer is done (<(vault read …)) still loads.
+func TestReloadOddFiles(t *testing.T) {
+	t.Parallel()
+	cfg, keys := authConfig(t)
+	cfg.AuthRevokedFile = filepath.Join(t.TempDir(), "revoked")
+	write := func(f string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(cfg.AuthRevokedFile, []byte("sub nobody\n"))
+	s := startServer(t, cfg)
+	tok := hs256(t, claims("erin", time.Hour, "*"))
+	reload := func(wantErr string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- s.ReloadKeys() }()
+		select {
+		case err := <-done:
+			if wantErr == "" && err != nil || wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)) {
+				t.Fatalf("reload: %v, want an error mentioning %q", err, wantErr)
+			}
+		case <-time.After(readTimeout):
+			t.Fatalf("the reload hangs (want an error mentioning %q)", wantErr)
+		}
+		if cl, resp, err := dialAuth(t, wsURL(s, "cities=odd"), bearer(tok)); cl == nil {
+			t.Fatalf("the key in force was lost: %v %v", resp, err)
+		}
+	}
+	// A named pipe without a writer in the key directory.
+	fifo := filepath.Join(keys, "fifo.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// A reload still waiting in open gets a writer, and ends.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = f.Close()
+		}
+	})
+	reload("fifo.pem")
+	if err := os.Remove(fifo); err != nil {
+		t.Fatal(err)
+	}
+	// The secret file a link to a device that never ends.
+	secret := cfg.AuthHMACSecretFile
+	saved, err := os.ReadFile(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", secret); err != nil {
+		t.Fatal(err)
+	}
+	reload("a device, not a regular file")
+	if err := os.Remove(secret); err != nil {
+		t.Fatal(err)
+	}
+	write(secret, saved)
+	// A revocation list over its bound, refused before it is read.
+	if err := os.Truncate(cfg.AuthRevokedFile, maxRevokedBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	reload("more than")
+	write(cfg.AuthRevokedFile, []byte("sub nobody\n"))
+	// The secret from a pipe whose writer is done, as bash's <(…) gives.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := w.Write(saved); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	if err := os.Remove(secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(fmt.Sprintf("/proc/self/fd/%d", r.Fd()), secret); err != nil {
+		t.Fatal(err)
+	}
+	reload("")
 }
 
 // TestTokenExpiry checks the life of a connection whose token expires:

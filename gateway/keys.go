@@ -118,9 +118,9 @@ func readLocalKeys(cfg *Config) (keyList, revocations, error) {
 		}
 	}
 	if f := cfg.AuthHMACSecretFile; f != "" {
-		b, err := os.ReadFile(f)
+		b, err := readFile(f, maxSecretFileBytes)
 		if err != nil {
-			return nil, revocations{}, fmt.Errorf("auth_hmac_secret_file: %w", err)
+			return nil, revocations{}, fmt.Errorf("auth_hmac_secret_file %s: %w", f, err)
 		}
 		if err := ks.add(key{key: bytes.TrimSpace(b)}, "auth_hmac_secret_file "+f); err != nil {
 			return nil, revocations{}, err
@@ -205,7 +205,7 @@ func keyFiles(p string) ([]string, error) {
 // readKeyFile reads a JWKS (*.json) or one PEM public key, whose kid is the
 // file name without its extension.
 func readKeyFile(f string) ([]key, error) {
-	b, err := os.ReadFile(f)
+	b, err := readFile(f, maxJWKSBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -100,9 +100,9 @@ func loadRevocations(cfg *Config) (revocations, error) {
 	if cfg.AuthRevokedFile == "" {
 		return revocations{}, nil
 	}
-	b, err := os.ReadFile(cfg.AuthRevokedFile)
+	b, err := readFile(cfg.AuthRevokedFile, maxRevokedBytes)
 	if err != nil {
-		return revocations{}, fmt.Errorf("auth_revoked_file: %w", err)
+		return revocations{}, fmt.Errorf("auth_revoked_file %s: %w", cfg.AuthRevokedFile, err)
 	}
 	r, err := parseRevocations(b)
 	if err != nil {
