@@ -112,9 +112,10 @@ type Config struct {
 	// producer may pause as long as it likes between lines. Default 10s.
 	IngestLineTimeout time.Duration
 
-	// DrainWindow is how long Shutdown takes at most: the clients are
-	// closed evenly over its first 90%, each told when to reconnect, and
-	// the producers after them (see Server.Drain). Default 10s.
+	// DrainWindow is how long Shutdown takes: the clients are closed
+	// evenly over its first 90%, each told when to reconnect, and the
+	// producers after them; stopping the loops may take up to a second
+	// more on a loaded machine (see Server.Drain). Default 10s.
 	DrainWindow time.Duration
 	// Insecure admits WebSocket clients without a token, as anonymous with
 	// every city, and producers without a token on any ingest address.

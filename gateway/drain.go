@@ -21,6 +21,14 @@ type drainPlan struct {
 	span  int64
 }
 
+// stopGrace is how long past its window a drain may take to stop the
+// loops, the admin port and the cluster link once the clients and
+// producers are done: milliseconds, but on a loaded machine more than
+// the window's last 10%, which is all a window of a second leaves once
+// its last client closed (metrocast serve then exited 1 after a clean
+// drain).
+const stopGrace = time.Second
+
 // drainShare is the part of the drain window over which clients are
 // closed; the rest is for the producers and for the loops to stop.
 const drainShare = 0.9
@@ -35,8 +43,8 @@ const drainShare = 0.9
 // closed (the lines not read yet get no answer: they were not stored), and
 // the loops, the admin port and the link to the cluster stop. A window of 0 closes every client at
 // once. Drain returns when the node has stopped or ctx expires; without a
-// deadline, ctx is bounded to window (at least a second). Safe for
-// concurrent use; a second call fails.
+// deadline, ctx is bounded to window plus stopGrace. Safe for concurrent
+// use; a second call fails.
 func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	span := time.Duration(float64(max(window, 0)) * drainShare)
 	if !s.draining.CompareAndSwap(nil, &drainPlan{start: time.Now().UnixNano(), span: int64(span)}) {
@@ -44,7 +52,7 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, max(window, time.Second))
+		ctx, cancel = context.WithTimeout(ctx, max(window, 0)+stopGrace)
 		defer cancel()
 	}
 	s.cfg.Logger.Info("draining", "clients", s.open.Load(), "window", window)
