@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,9 @@ func TestMain(m *testing.M) {
 	metrics.ExposeMetadata(true)
 	code := m.Run()
 	shutdowns.Wait()
+	if natsBinary.path != "" {
+		_ = os.RemoveAll(filepath.Dir(natsBinary.path))
+	}
 	os.Exit(code)
 }
 

@@ -154,6 +154,9 @@ jetstream { store_dir: %q }
 		}
 		logPath := filepath.Join(dir, "nats.log")
 		p.cmd = exec.Command(bin, "-c", confPath, "-l", logPath)
+		// Killed with the test binary too when it dies without its
+		// cleanups (a panic, -timeout): no server outlives the run.
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := p.cmd.Start(); err != nil {
 			t.Fatalf("cannot start nats-server: %s", err)
 		}

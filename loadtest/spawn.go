@@ -42,6 +42,9 @@ func spawnNode(bin, extra, secretFile string) (*node, error) {
 	args = append(args, strings.Fields(extra)...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "METROCAST_ADMIN_ADDR=127.0.0.1:0")
+	// The node dies with the harness, also when the harness is killed
+	// (make bench's time-out, a test binary's -timeout) and cannot stop it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -258,6 +258,9 @@ func startBinary(t *testing.T, bin string, env []string, args ...string) (*exec.
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	// Killed with the test binary too when it dies without its cleanups
+	// (a panic, -timeout): no node outlives the run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
