@@ -59,6 +59,10 @@ type InitialData struct {
 	Epoch   uint64
 	TS      int64
 	Resumed bool
+	// Partial: the node let go of the state the city had before it was
+	// dropped for idleness, and holds only what came since; a snapshot
+	// ends it. Sent only when set.
+	Partial bool
 	// Data is the city state as a JSON object.
 	Data []byte
 	// Recent lists recent alerts messages, oldest first, so a client that
@@ -73,6 +77,9 @@ func AppendInitialData(dst []byte, d *InitialData) []byte {
 	dst = strconv.AppendUint(dst, d.Epoch, 10)
 	dst = append(dst, `,"resumed":`...)
 	dst = strconv.AppendBool(dst, d.Resumed)
+	if d.Partial {
+		dst = append(dst, `,"partial":true`...)
+	}
 	if d.TS != 0 {
 		dst = append(dst, `,"timestamp":`...)
 		dst = strconv.AppendInt(dst, d.TS, 10)

@@ -114,6 +114,8 @@ func TestAppendInitialData(t *testing.T) {
 	}}, `{"type":"initial_data","city":"a","seq":3,"epoch":1,"resumed":false,"data":{},"recent_alerts":[`+
 		`{"seq":1,"timestamp":10,"alerts":[{"severity":"info"}]},`+
 		`{"seq":2,"timestamp":20,"alerts":[{"severity":"critical","message":"x"}]}]}`)
+	f(InitialData{City: "a", Seq: 7, Epoch: 1, Partial: true, TS: 5, Data: []byte(`{"v":2}`)},
+		`{"type":"initial_data","city":"a","seq":7,"epoch":1,"resumed":false,"partial":true,"timestamp":5,"data":{"v":2}}`)
 	f(InitialData{City: "a", Recent: []RecentAlert{{Seq: 1, TS: 10, Alerts: []byte(`[]`)}}},
 		`{"type":"initial_data","city":"a","seq":0,"epoch":0,"resumed":false,"data":{},"recent_alerts":[{"seq":1,"timestamp":10,"alerts":[]}]}`)
 }

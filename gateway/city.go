@@ -40,6 +40,12 @@ type city struct {
 	// dropped is set when hub.sweep drops the city: whoever still holds
 	// it must look the city up again.
 	dropped bool
+	// history: the city has had a frame, on this node or before it was
+	// dropped (restore); a dropped city keeps what it has only then.
+	history bool
+	// partial: the state lacks what the city had before it was dropped
+	// (the node let go of that, see hub.fitKept), until a snapshot.
+	partial bool
 	// State: snapshot + merged data_update members, plus the payloads
 	// not merged yet (oldest first; they alias their frames).
 	state   map[string][]byte
@@ -140,9 +146,11 @@ func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *
 	if ts == 0 {
 		ts = accepted.UnixMilli()
 	}
+	c.history = true
 	switch in.Kind {
 	case codec.KindSnapshot:
 		c.state, c.keys, c.pending = nil, c.keys[:0], c.pending[:0]
+		c.partial = false
 	case codec.KindAlerts:
 		c.recent = append(c.recent, codec.RecentAlert{Seq: seq, TS: ts, Alerts: tail(f.b, len(in.Alerts))})
 		if len(c.recent) > c.keepAlerts {
@@ -181,23 +189,68 @@ func (c *city) trim(n int64) int {
 
 // drop marks the city dropped if it still has no subscriber, no presence
 // watcher and no activity for ttl as of now (mono), and lets go of its
-// frames and state. It returns the city's last seq. Safe for concurrent
-// use.
+// frames and state. It returns the city's last seq, and what the city
+// needs to come back as it was (nil for a city that never had a frame).
+// Safe for concurrent use.
 //
 // Subscribers count themselves (loop.addSub) before checking gone, under
 // the city lock as drop is: either drop sees the subscriber, or the
 // subscriber sees the city dropped.
-func (c *city) drop(now int64, ttl time.Duration) (last uint64, ok bool) {
+func (c *city) drop(now int64, ttl time.Duration) (k *keptState, last uint64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.subs.Load() != 0 || now-c.active.Load() < int64(ttl) || c.presenceDirty.Load() || !c.presence.empty() {
-		return 0, false
+		return nil, 0, false
 	}
 	c.dropped = true
 	last = c.ring.headSeqLocked()
+	if c.history {
+		k = c.keepLocked(last, now)
+	}
 	c.ring.trimLocked(trimAll)
 	c.state, c.keys, c.pending, c.recent, c.initial, c.buf = nil, nil, nil, nil, nil, nil
-	return last, true
+	return k, last, true
+}
+
+// keepLocked returns the city's state as of seq, compact: the object
+// initial_data carries and the recent alerts, copied into one buffer (the
+// frames they alias go with the ring). The city lock is held on entry.
+func (c *city) keepLocked(seq uint64, now int64) *keptState {
+	c.mergeLocked()
+	if c.partial && len(c.keys) == 0 && len(c.recent) == 0 {
+		return &keptState{seq: seq, at: now, partial: true} // still a mark
+	}
+	c.buf = codec.AppendObject(c.buf[:0], c.keys, c.state)
+	n := len(c.buf)
+	for _, r := range c.recent {
+		n += len(r.Alerts)
+	}
+	k := &keptState{seq: seq, at: now, ts: c.stateTS, obj: len(c.buf), partial: c.partial}
+	k.b = append(make([]byte, 0, n), c.buf...)
+	if len(c.recent) > 0 {
+		k.recent = make([]codec.RecentAlert, len(c.recent))
+		for i, r := range c.recent {
+			off := len(k.b)
+			k.b = append(k.b, r.Alerts...)
+			k.recent[i] = codec.RecentAlert{Seq: r.Seq, TS: r.TS, Alerts: k.b[off:len(k.b):len(k.b)]}
+		}
+	}
+	return k
+}
+
+// restore gives a new city, not yet in the hub, what a dropped one of its
+// name kept: it comes back as it was (or, from a mark, partial). Its ring
+// starts after the kept seq (newCity's floor).
+func (c *city) restore(k *keptState) {
+	c.history = true
+	c.partial = k.partial
+	c.stateTS = k.ts
+	c.recent = k.recent
+	if k.obj > 0 {
+		// Merged lazily, as a data_update's payload; k.b is not written
+		// again.
+		c.pending = append(c.pending, k.b[:k.obj:k.obj])
+	}
 }
 
 // gone reports whether the city was dropped. Safe for concurrent use.
@@ -251,12 +304,13 @@ func (c *city) initialFrame(epoch uint64) *frame {
 	c.mergeLocked()
 	c.buf = codec.AppendObject(c.buf[:0], c.keys, c.state)
 	d := codec.InitialData{
-		City:   c.name,
-		Seq:    c.ring.headSeqLocked(),
-		Epoch:  epoch,
-		TS:     c.stateTS,
-		Data:   c.buf,
-		Recent: c.recent,
+		City:    c.name,
+		Seq:     c.ring.headSeqLocked(),
+		Epoch:   epoch,
+		TS:      c.stateTS,
+		Partial: c.partial,
+		Data:    c.buf,
+		Recent:  c.recent,
 	}
 	c.initial = &frame{pos: c.ring.head.Load(), seq: d.Seq, kind: codec.KindSnapshot, b: codec.AppendInitialData(nil, &d)}
 	return c.initial

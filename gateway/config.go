@@ -68,9 +68,15 @@ type Config struct {
 	// cgroup's limit if lower; 1 GiB when neither can be read).
 	RingMemory int64
 	// CityIdleTTL is how long a city may go without a subscriber and
-	// without a frame before it is dropped, its merged state with it (see
-	// hub.sweep). Default 1h. Live.
+	// without a frame before it is dropped, its ring and its place among
+	// MaxCities with it; its merged state is kept, compact, within
+	// IdleStateMemory (see hub.sweep). Default 1h. Live.
 	CityIdleTTL time.Duration
+	// IdleStateMemory bounds the memory the kept states of dropped cities
+	// hold together: over it, the states dropped first are let go of,
+	// leaving a mark each, so that their cities come back partial (see
+	// hub.fitKept). Default (0): an eighth of RingMemory.
+	IdleStateMemory int64
 
 	// MaxBacklogBytes is the outbound backlog past which a subscriber is not
 	// written to until half of it drains; lapped meanwhile, it is conflated to a
@@ -278,6 +284,9 @@ func (c Config) WithDefaults() Config {
 		c.RingMemory = defaultRingMemory()
 	}
 	defDur(&c.CityIdleTTL, time.Hour)
+	if c.IdleStateMemory == 0 {
+		c.IdleStateMemory = c.RingMemory / 8
+	}
 	def(&c.MaxBacklogBytes, 256<<10)
 	defDur(&c.SlowTimeout, 30*time.Second)
 	defDur(&c.PingInterval, 25*time.Second)
@@ -339,6 +348,7 @@ func (c *Config) Validate() error {
 	check(c.RecentAlerts >= 0 && c.RecentAlerts <= 4096, "recent_alerts (%d) must be in [0, 4096]", c.RecentAlerts)
 	check(c.RingMemory >= 1<<20, "ring_memory (%d) must be ≥ 1048576", c.RingMemory)
 	check(c.CityIdleTTL >= time.Second, "city_idle_ttl (%s) must be ≥ 1s", c.CityIdleTTL)
+	check(c.IdleStateMemory >= 0, "idle_state_memory (%d) must be ≥ 0", c.IdleStateMemory)
 	check(c.MaxBacklogBytes >= 1024, "max_backlog_bytes (%d) must be ≥ 1024", c.MaxBacklogBytes)
 	check(c.SocketSendBuffer >= 0, "socket_send_buffer (%d) must be ≥ 0", c.SocketSendBuffer)
 	check(c.SlowTimeout > 0 && c.SlowTimeout <= time.Hour, "slow_timeout (%s) must be in (0s, 1h]", c.SlowTimeout)

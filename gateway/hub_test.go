@@ -46,7 +46,8 @@ func heapInUse() int64 {
 // (the coldest cities' frames are trimmed), the city past max_cities is
 // refused, counted and logged once, and once the cities have been idle for
 // city_idle_ttl (reloaded down from its default hour) they are dropped,
-// their memory with them, and a new city is served.
+// their memory with them but for what they keep within idle_state_memory
+// (an eighth of ring_memory), and a new city is served.
 func TestCitiesWithinMeans(t *testing.T) {
 	names, budget := 100_000, int64(4<<20)
 	if raceEnabled {
@@ -144,9 +145,15 @@ func TestCitiesWithinMeans(t *testing.T) {
 	if err := s.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, clusterTimeout, func() bool { return s.hub.count.Load() == 0 })
+	waitFor(t, clusterTimeout, func() bool { return s.hub.count.Load() == 0 && s.hub.keptMem.Load() <= s.cfg.IdleStateMemory })
 	if st := s.Stats(); st.CitiesDropped != uint64(names) || st.RingMemory != 0 {
 		t.Errorf("CitiesDropped %d, RingMemory %d: want %d and 0", st.CitiesDropped, st.RingMemory, names)
+	}
+	// What they keep to come back as they were stays within
+	// idle_state_memory: the states first, then the marks they leave, go.
+	if st := s.Stats(); st.IdleStatesEvicted == 0 || st.IdleStatesForgotten == 0 || st.IdleStatesRestored != 0 {
+		t.Errorf("idle states evicted %d, forgotten %d, restored %d: want some evicted and forgotten, none restored",
+			st.IdleStatesEvicted, st.IdleStatesForgotten, st.IdleStatesRestored)
 	}
 	if left := heapInUse() - base; left > 16<<20 {
 		t.Errorf("the heap holds %d bytes more than before the cities: they were not freed", left)
@@ -196,7 +203,7 @@ func TestSubscribeWithoutRing(t *testing.T) {
 // TestCityDropResume drops a city idle for city_idle_ttl on a single node
 // and brings it back: its seqs go on after the last it had, a client that
 // had read it all resumes, and one that had not gets initial_data
-// (resumed false) with the state since the drop, not the dropped one.
+// (resumed false) with the whole state, kept through the drop.
 func TestCityDropResume(t *testing.T) {
 	s := startServer(t, Config{CityIdleTTL: time.Second})
 	p := dialProducer(t, s)
@@ -212,8 +219,8 @@ func TestCityDropResume(t *testing.T) {
 	}
 	c.close()
 	waitFor(t, clusterTimeout, func() bool { return s.Stats().CitiesDropped == 1 })
-	if s.hub.lookup("dr") != nil || s.hub.mem.Load() != 0 {
-		t.Fatal("the dropped city is still held")
+	if s.hub.lookup("dr") != nil || s.hub.mem.Load() != 0 || s.hub.keptMem.Load() == 0 {
+		t.Fatal("the dropped city is still held, or nothing of it kept")
 	}
 
 	if seq := p.publish(t, dataLine("dr", "data_update", `{"new":1}`)); seq != 4 {
@@ -232,20 +239,24 @@ func TestCityDropResume(t *testing.T) {
 			}
 			return
 		}
-		if m := readType(t, c, "initial_data"); m.Seq != 4 || string(m.Data) != `{"new":1}` {
-			t.Fatalf("since %d: %s, want the state since the drop at seq 4", since, m.raw)
+		if m := readType(t, c, "initial_data"); m.Seq != 4 || string(m.Data) != `{"new":1,"old1":1,"old2":2,"old3":3}` ||
+			strings.Contains(string(m.raw), "partial") {
+			t.Fatalf("since %d: %s, want the whole state at seq 4", since, m.raw)
 		}
 	}
 	f(3, true)  // it had read everything before the drop
-	f(2, false) // frame 3 is gone with the city
+	f(2, false) // frame 3 is gone with the ring
 	f(0, false)
+	if st := s.Stats(); st.IdleStatesRestored != 1 || st.IdleStateMemory != 0 {
+		t.Fatalf("idle states restored %d, holding %d bytes: want 1 and 0", st.IdleStatesRestored, st.IdleStateMemory)
+	}
 }
 
 // TestClusterCityDrop drops a city idle on a cluster node and brings it
 // back with the stream's next frame: a client resuming from before the
 // drop is served the frames it missed from the stream, one that had read
-// it all continues from the ring, and a new one gets the state since the
-// drop.
+// it all continues from the ring, and a new one gets the whole state, kept
+// through the drop.
 func TestClusterCityDrop(t *testing.T) {
 	n := startNATS(t)
 	s := startClusterNode(t, n.url(), Config{CityIdleTTL: time.Second})
@@ -258,8 +269,12 @@ func TestClusterCityDrop(t *testing.T) {
 	readFrames(t, c, 3)
 	c.close()
 	waitFor(t, clusterTimeout, func() bool { return s.Stats().CitiesDropped == 1 })
-	if f := s.hub.floor.Load(); f < seqs[2] {
-		t.Fatalf("floor %d after the drop, want at least the city's last seq %d", f, seqs[2])
+	sh := s.hub.shard("cd")
+	sh.mu.RLock()
+	k := sh.kept["cd"]
+	sh.mu.RUnlock()
+	if k == nil || k.seq != seqs[2] {
+		t.Fatalf("kept %+v after the drop, want the city's last seq %d", k, seqs[2])
 	}
 	seqs = append(seqs, p.publish(t, dataLine("cd", "data_update", `{"new":1}`)))
 	waitFor(t, clusterTimeout, func() bool { return s.hub.lookup("cd") != nil })
@@ -282,7 +297,107 @@ func TestClusterCityDrop(t *testing.T) {
 	if sub.Cities[0].Resumed {
 		t.Fatal("a new subscriber resumed")
 	}
-	if m := readType(t, c, "initial_data"); m.Seq != seqs[3] || string(m.Data) != `{"new":1}` {
-		t.Fatalf("a new subscriber got %s, want the state since the drop at seq %d", m.raw, seqs[3])
+	if m := readType(t, c, "initial_data"); m.Seq != seqs[3] || string(m.Data) != `{"new":1,"old0":0,"old1":1,"old2":2}` {
+		t.Fatalf("a new subscriber got %s, want the whole state at seq %d", m.raw, seqs[3])
+	}
+}
+
+// initialOf subscribes to city on s and returns the initial_data it is
+// sent.
+func initialOf(t testing.TB, s *Server, city string) msg {
+	t.Helper()
+	c := dialGobwas(t, wsURL(s, "cities="+city))
+	defer c.close()
+	readType(t, c, "subscribed")
+	return readType(t, c, "initial_data")
+}
+
+// appliedOn waits until every node has applied the stream up to seq.
+func appliedOn(t testing.TB, seq uint64, nodes ...*Server) {
+	t.Helper()
+	waitFor(t, clusterTimeout, func() bool {
+		for _, s := range nodes {
+			if s.cluster.applied.Load() < seq {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestClusterCityDropSameState drops a city on one of two nodes (its
+// city_idle_ttl is a second, the other's an hour): the two then serve the
+// same initial_data for it, byte for byte, when a subscription brings it
+// back and after its next frame, as any node must serve the same stream.
+func TestClusterCityDropSameState(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{CityIdleTTL: time.Second})
+	b := startClusterNode(t, n.url(), Config{})
+	p := dialProducer(t, b)
+	p.publish(t, dataLine("same", "snapshot", `{"a":1,"b":1}`))
+	p.publish(t, dataLine("same", "data_update", `{"b":2,"c":3}`))
+	p.publish(t, alertLine("same", "warning"))
+	last := p.publish(t, dataLine("same", "data_update", `{"d":4}`))
+	appliedOn(t, last, a, b)
+	waitFor(t, clusterTimeout, func() bool { return a.Stats().CitiesDropped == 1 })
+
+	same := func(seq uint64, data string) {
+		t.Helper()
+		ma, mb := initialOf(t, a, "same"), initialOf(t, b, "same")
+		if string(ma.raw) != string(mb.raw) {
+			t.Fatalf("the nodes serve different initial_data:\n%s (dropped the city)\n%s", ma.raw, mb.raw)
+		}
+		if ma.Seq != seq || string(ma.Data) != data || len(ma.Recent) != 1 {
+			t.Fatalf("initial_data %s, want seq %d, data %s and the alert", ma.raw, seq, data)
+		}
+	}
+	same(last, `{"a":1,"b":2,"c":3,"d":4}`)
+	if got := a.Stats().IdleStatesRestored; got != 1 {
+		t.Fatalf("%d cities restored, want 1", got)
+	}
+	next := p.publish(t, dataLine("same", "data_update", `{"e":5}`))
+	appliedOn(t, next, a, b)
+	same(next, `{"a":1,"b":2,"c":3,"d":4,"e":5}`)
+}
+
+// TestClusterCityDropPartial drops a city on a node whose
+// idle_state_memory cannot hold its state: the state is let go of, a mark
+// left, and the city comes back at the seq the other node serves, with
+// what came since and "partial":true, until a snapshot makes the two
+// nodes serve the same again.
+func TestClusterCityDropPartial(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), Config{CityIdleTTL: time.Second, IdleStateMemory: 1024})
+	b := startClusterNode(t, n.url(), Config{})
+	p := dialProducer(t, b)
+	pad := strings.Repeat("x", 2048)
+	p.publish(t, dataLine("part", "data_update", `{"pad":"`+pad+`"}`))
+	last := p.publish(t, dataLine("part", "data_update", `{"v":1}`))
+	appliedOn(t, last, a, b)
+	waitFor(t, clusterTimeout, func() bool { return a.Stats().IdleStatesEvicted == 1 })
+	if st := a.Stats(); st.IdleStatesForgotten != 0 || st.IdleStateMemory > 1024 {
+		t.Fatalf("forgotten %d, holding %d bytes: want the mark kept within 1024", st.IdleStatesForgotten, st.IdleStateMemory)
+	}
+
+	f := func(seq uint64, data string) {
+		t.Helper()
+		ma, mb := initialOf(t, a, "part"), initialOf(t, b, "part")
+		if ma.Seq != seq || mb.Seq != seq || string(ma.Data) != data || !strings.Contains(string(ma.raw), `"partial":true`) {
+			t.Fatalf("initial_data %s, want seq %d (as the other node's), data %s, partial", ma.raw, seq, data)
+		}
+		if strings.Contains(string(mb.raw), "partial") || !strings.Contains(string(mb.Data), pad) {
+			t.Fatalf("the node that kept the city serves %s", mb.raw)
+		}
+	}
+	f(last, `{}`)
+	next := p.publish(t, dataLine("part", "data_update", `{"w":2}`))
+	appliedOn(t, next, a, b)
+	f(next, `{"w":2}`)
+
+	snap := p.publish(t, dataLine("part", "snapshot", `{"s":1}`))
+	appliedOn(t, snap, a, b)
+	ma, mb := initialOf(t, a, "part"), initialOf(t, b, "part")
+	if string(ma.raw) != string(mb.raw) || ma.Seq != snap || string(ma.Data) != `{"s":1}` || strings.Contains(string(ma.raw), "partial") {
+		t.Fatalf("after a snapshot the nodes serve\n%s\n%s\nwant both the snapshot at seq %d, whole", ma.raw, mb.raw, snap)
 	}
 }

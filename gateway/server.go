@@ -208,6 +208,8 @@ func (s *Server) Stats() Stats {
 	s.hub.each(func(c *city) { st.RingEvictions += c.ring.evictions.Load() })
 	st.RingMemory = s.hub.mem.Load()
 	st.RingTrimmed, st.CitiesDropped, st.CitiesRefused = s.hub.trimmed.Load(), s.hub.dropped.Load(), s.hub.refused.Load()
+	st.IdleStateMemory = s.hub.keptMem.Load()
+	st.IdleStatesRestored, st.IdleStatesEvicted, st.IdleStatesForgotten = s.hub.restored.Load(), s.hub.evicted.Load(), s.hub.forgotten.Load()
 	for _, l := range *s.loops.Load() {
 		// The SSE share first: the totals count a delivery before the
 		// share does, so read after it they are never below it.

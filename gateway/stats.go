@@ -61,29 +61,38 @@ type loopStats struct {
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections    int64             `json:"connections"`   // open WebSocket connections
-	Accepted       uint64            `json:"accepted"`      // connections accepted since start
-	Upgraded       uint64            `json:"upgraded"`      // connections upgraded since start
-	Subscriptions  int64             `json:"subscriptions"` // current subscriptions, all cities
-	Deliveries     uint64            `json:"deliveries"`    // city frames written to clients
-	BytesWritten   uint64            `json:"bytes_written"` // bytes of city frames written
-	Conflations    uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
-	Stalls         uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
-	AuthFailures   uint64            `json:"auth_failures"` // tokens refused (401 at the upgrade, or auth_error)
-	RateLimited    uint64            `json:"rate_limited"`  // client messages refused as over the message rate
-	Forbidden      uint64            `json:"forbidden"`     // subscriptions refused: city not in the token
-	Closes         map[string]uint64 `json:"closes"`        // closed connections by close reason
-	Cities         int64             `json:"city_count"`
-	RingEvictions  uint64            `json:"ring_evictions"` // frames the rings dropped to make room
-	RingMemory     int64             `json:"ring_memory"`    // bytes the rings hold, frames and slots
-	RingTrimmed    uint64            `json:"ring_trimmed"`   // frames dropped to keep within ring_memory
-	CitiesDropped  uint64            `json:"cities_dropped"` // idle cities dropped (city_idle_ttl)
-	CitiesRefused  uint64            `json:"cities_refused"` // new cities refused at max_cities
-	IngestConns    int64             `json:"ingest_conns"`
-	IngestFrames   uint64            `json:"ingest_frames"`
-	IngestBytes    uint64            `json:"ingest_bytes"`
-	IngestErrors   uint64            `json:"ingest_errors"`
-	IngestRejected uint64            `json:"ingest_rejected"` // producer connections refused over the limit
+	Connections   int64             `json:"connections"`   // open WebSocket connections
+	Accepted      uint64            `json:"accepted"`      // connections accepted since start
+	Upgraded      uint64            `json:"upgraded"`      // connections upgraded since start
+	Subscriptions int64             `json:"subscriptions"` // current subscriptions, all cities
+	Deliveries    uint64            `json:"deliveries"`    // city frames written to clients
+	BytesWritten  uint64            `json:"bytes_written"` // bytes of city frames written
+	Conflations   uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
+	Stalls        uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
+	AuthFailures  uint64            `json:"auth_failures"` // tokens refused (401 at the upgrade, or auth_error)
+	RateLimited   uint64            `json:"rate_limited"`  // client messages refused as over the message rate
+	Forbidden     uint64            `json:"forbidden"`     // subscriptions refused: city not in the token
+	Closes        map[string]uint64 `json:"closes"`        // closed connections by close reason
+	Cities        int64             `json:"city_count"`
+	RingEvictions uint64            `json:"ring_evictions"` // frames the rings dropped to make room
+	RingMemory    int64             `json:"ring_memory"`    // bytes the rings hold, frames and slots
+	RingTrimmed   uint64            `json:"ring_trimmed"`   // frames dropped to keep within ring_memory
+	CitiesDropped uint64            `json:"cities_dropped"` // idle cities dropped (city_idle_ttl)
+	// IdleStateMemory is what the dropped cities keep to come back as they
+	// were (idle_state_memory bounds it); IdleStatesRestored counts the
+	// cities that came back so, IdleStatesEvicted the states let go of
+	// (their cities come back partial), IdleStatesForgotten the marks of
+	// those let go of too (their cities come back empty, unmarked).
+	IdleStateMemory     int64  `json:"idle_state_memory"`
+	IdleStatesRestored  uint64 `json:"idle_states_restored"`
+	IdleStatesEvicted   uint64 `json:"idle_states_evicted"`
+	IdleStatesForgotten uint64 `json:"idle_states_forgotten"`
+	CitiesRefused       uint64 `json:"cities_refused"` // new cities refused at max_cities
+	IngestConns         int64  `json:"ingest_conns"`
+	IngestFrames        uint64 `json:"ingest_frames"`
+	IngestBytes         uint64 `json:"ingest_bytes"`
+	IngestErrors        uint64 `json:"ingest_errors"`
+	IngestRejected      uint64 `json:"ingest_rejected"` // producer connections refused over the limit
 	// IngestAuthFailures counts producers refused for their token.
 	IngestAuthFailures uint64 `json:"ingest_auth_failures"`
 	// IngestDropped counts producers disconnected for too many bad lines.
