@@ -631,6 +631,9 @@ func (l *loop) checkToken(cn *conn) bool {
 			l.send(cn, codec.AppendTokenEvent(l.out[:0], "token_expiring", exp, closeAt))
 		}
 		return cn.state == stateOpen
+	case cn.flags&flagHTTP != 0:
+		// A stream cannot send refresh.
+		cn.authFail(authExpired, "the token expired: reconnect with a fresh token and Last-Event-ID (or since= and epoch=)")
 	default:
 		cn.authFail(authExpired, "the token expired; send {\"type\":\"refresh\",\"token\":…} before closeAt")
 	}

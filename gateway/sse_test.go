@@ -254,8 +254,9 @@ func TestSSETokenExpiry(t *testing.T) {
 	if ev := sc.nextType(t, "token_expiring"); ev.id == "" {
 		t.Fatalf("%s: the event id was lost", ev.data)
 	}
-	if ev := sc.nextType(t, "auth_error"); ev.msg.Code != authExpired {
-		t.Fatalf("%s, want %s", ev.data, authExpired)
+	// It says what a stream can do: not refresh, but reconnect.
+	if ev := sc.nextType(t, "auth_error"); ev.msg.Code != authExpired || strings.Contains(ev.msg.Message, "refresh") || !strings.Contains(ev.msg.Message, "reconnect") {
+		t.Fatalf("%s, want %s telling to reconnect", ev.data, authExpired)
 	}
 	sc.expectEnd(t)
 	waitCloses(t, s, CloseTokenExpired, 1)
