@@ -459,6 +459,15 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 			return false
 		}
 	}
+	if errors.Is(err, errTooManyCities) {
+		// The node is full, the line is fine: like a broker fault, it is
+		// not the producer's bad line (IngestMaxErrors), and its lines
+		// for the cities the node holds go on.
+		in.errors.Add(1)
+		p.errors.Add(1)
+		q.answer(codec.AppendIngestError(q.scratch(), err.Error(), n), false)
+		return false
+	}
 	return p.refuse(q, err.Error(), n)
 }
 

@@ -223,6 +223,28 @@ func TestIngestGarbage(t *testing.T) {
 	}
 }
 
+// TestIngestFullNodeIsNotGarbage checks that lines refused because the
+// node holds max_cities do not count as the producer's bad lines: past
+// IngestMaxErrors of them it keeps its connection, and its lines for the
+// cities the node holds go on.
+func TestIngestFullNodeIsNotGarbage(t *testing.T) {
+	t.Parallel()
+	const maxErrors = 2
+	s := startServer(t, Config{MaxCities: 1, IngestMaxErrors: maxErrors})
+	p := dialProducer(t, s)
+	p.publish(t, dataLine("full-a", "data_update", `{"n":0}`))
+	for i := range 3 * maxErrors {
+		p.write(t, dataLine(fmt.Sprintf("full-x%d", i), "data_update", `{}`))
+		if a := p.answer(t); a.Line != 2+2*i || !strings.Contains(a.Error, "too many cities") {
+			t.Fatalf("answer %+v, want too many cities on line %d", a, 2+2*i)
+		}
+		p.publish(t, dataLine("full-a", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
+	}
+	if st := s.Stats(); st.IngestDropped != 0 || st.IngestErrors != 3*maxErrors || st.CitiesRefused != 3*maxErrors {
+		t.Fatalf("IngestDropped %d IngestErrors %d CitiesRefused %d, want 0, %d, %d", st.IngestDropped, st.IngestErrors, st.CitiesRefused, 3*maxErrors, 3*maxErrors)
+	}
+}
+
 // TestIngestRate checks that IngestMaxRate paces a producer without
 // refusing anything.
 func TestIngestRate(t *testing.T) {
