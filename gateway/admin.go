@@ -46,7 +46,17 @@ type admin struct {
 	hasToken bool
 	// refused counts requests refused for their credential.
 	refused atomic.Uint64
+	// conns counts the port's open connections (maxAdminConns).
+	conns atomic.Int64
 }
+
+// maxAdminConns bounds the admin port's open connections: past it a new
+// one is closed at once. The port is net/http, a goroutine and a
+// descriptor per connection, and its public routes (/healthz, /metrics)
+// answer anyone: without a bound, idle keep-alive connections could take
+// every descriptor the process has (20,000 here) and starve the
+// WebSocket port. Probes, scrapers and HTTP producers need far fewer.
+const maxAdminConns = 1024
 
 // minAdminToken is the shortest admin token taken: 32 bytes, as for an
 // HMAC secret (head -c 32 /dev/urandom | base64 gives 44).
@@ -85,9 +95,26 @@ func (s *Server) listenAdmin() (*admin, error) {
 	a.srv = &http.Server{
 		Handler:           s.adminHandler(a),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+		// A keep-alive connection waits for its next request as long
+		// as a WebSocket client may stay silent, not for ever.
+		IdleTimeout: s.cfg.IdleTimeout,
+		ConnState:   a.connState,
+		ErrorLog:    slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return a, nil
+}
+
+// connState counts the port's connections and closes a new one past
+// maxAdminConns. Runs on the connections' goroutines (net/http).
+func (a *admin) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		if a.conns.Add(1) > maxAdminConns {
+			_ = c.Close() // the server sees it closed: StateClosed
+		}
+	case http.StateHijacked, http.StateClosed:
+		a.conns.Add(-1)
+	}
 }
 
 func (a *admin) serve() { _ = a.srv.Serve(a.ln) }

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -78,6 +81,67 @@ func TestAdminStats(t *testing.T) {
 	}
 	if r := get("?limit=1"); len(r.Cities) != 1 || r.Cities[0].City != "st1" {
 		t.Errorf("?limit=1: %+v", r.Cities)
+	}
+}
+
+// TestAdminConnBounds checks that the admin port, whose public routes
+// answer anyone, cannot be made to hold connections without bound: an
+// idle keep-alive connection is closed after IdleTimeout, and past
+// maxAdminConns a new connection is closed at once.
+func TestAdminConnBounds(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{PingInterval: 100 * time.Millisecond, IdleTimeout: 500 * time.Millisecond})
+	addr := s.AdminAddr().String()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", addr, readTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	// healthz sends a request on c and reads its answer; it reports
+	// whether there was one.
+	healthz := func(c net.Conn, br *bufio.Reader) bool {
+		_ = c.SetDeadline(time.Now().Add(readTimeout))
+		if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			return false
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	// A keep-alive connection left idle is closed.
+	idle := dial()
+	br := bufio.NewReader(idle)
+	if !healthz(idle, br) {
+		t.Fatal("no answer to /healthz")
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(readTimeout))
+	if n, err := br.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("an idle keep-alive connection is still open after %s (read %d, %v)", readTimeout, n, err)
+	}
+	// Past maxAdminConns, a new connection is closed unanswered; once
+	// one goes, there is room again.
+	conns := make([]net.Conn, maxAdminConns)
+	for i := range conns {
+		conns[i] = dial()
+	}
+	waitFor(t, readTimeout, func() bool { return s.admin.conns.Load() == maxAdminConns })
+	over := dial()
+	if healthz(over, bufio.NewReader(over)) {
+		t.Fatalf("connection %d was answered, want it closed", maxAdminConns+1)
+	}
+	_ = conns[0].Close()
+	waitFor(t, readTimeout, func() bool { return s.admin.conns.Load() < maxAdminConns })
+	again := dial()
+	if !healthz(again, bufio.NewReader(again)) {
+		t.Fatal("no answer once a connection left")
 	}
 }
 
