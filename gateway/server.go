@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/socket"
 	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
@@ -123,12 +126,21 @@ func (s *Server) Start() error {
 		s.closeCluster()
 		return err
 	}
+	addr, release, err := reservePort(s.cfg.Addr)
+	if err != nil {
+		ing.close()
+		_ = adm.ln.Close()
+		s.closeCluster()
+		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
+	}
 	go func() {
-		s.done <- gnet.Run(s, "tcp://"+s.cfg.Addr,
+		s.done <- gnet.Run(s, "tcp://"+addr,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithTicker(true),
-			gnet.WithReusePort(false),
+			// Each loop accepts on a listener of its own (reservePort):
+			// no hand-off from an accepting thread.
+			gnet.WithReusePort(true),
 			// The node closes its clients on a drain, so their sockets sit
 			// in TIME_WAIT on our port: without SO_REUSEADDR a restart
 			// cannot bind it for a minute (net.Listen sets it for ingest
@@ -139,7 +151,10 @@ func (s *Server) Start() error {
 	}()
 	select {
 	case <-s.booted:
+		// The first loop's listener holds the port now.
+		release()
 	case err := <-s.done:
+		release()
 		ing.close()
 		_ = adm.ln.Close()
 		s.closeCluster()
@@ -163,6 +178,64 @@ func (s *Server) Start() error {
 	}
 	s.cfg.Logger.Info("metrocast listening", attrs...)
 	return nil
+}
+
+// reservePort binds a socket to addr as gnet's listeners will (the same
+// address family, SO_REUSEADDR) and returns addr with the port it got (a
+// port of 0 is the kernel's choice) and a function that closes it.
+//
+// Every event loop listens on the WebSocket port with SO_REUSEPORT and the
+// kernel spreads the connections over them (gnet.WithReusePort), so that
+// a loop accepts its own: without it, one thread accepts every connection
+// and hands it to a loop with an Execute, a wake and a thread switch more
+// per connection (BenchmarkConnect). The loops' listeners cannot each take
+// port 0 (they would get different ports): this socket fixes the port for
+// all of them. It binds before it sets SO_REUSEPORT, so that a port
+// another process listens on is refused, as without SO_REUSEPORT, rather
+// than shared; once set, the loops' listeners may bind beside it.
+func reservePort(addr string) (string, func(), error) {
+	sa, family, _, ipv6only, err := socket.GetTCPSockAddr("tcp", addr)
+	if err != nil {
+		return "", nil, err
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return "", nil, os.NewSyscallError("socket", err)
+	}
+	release := func() { _ = unix.Close(fd) }
+	if err := reserve(fd, sa, ipv6only); err != nil {
+		release()
+		return "", nil, err
+	}
+	port := 0
+	switch a, _ := unix.Getsockname(fd); a := a.(type) {
+	case *unix.SockaddrInet4:
+		port = a.Port
+	case *unix.SockaddrInet6:
+		port = a.Port
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || port == 0 {
+		release()
+		return "", nil, fmt.Errorf("cannot tell the port bound to %s: %v", addr, err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), release, nil
+}
+
+// reserve binds fd to sa, then lets SO_REUSEPORT sockets bind beside it.
+func reserve(fd int, sa unix.Sockaddr, ipv6only bool) error {
+	if ipv6only {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return os.NewSyscallError("bind", err)
+	}
+	return os.NewSyscallError("setsockopt", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
 }
 
 // closeCluster leaves the cluster, if the node is in one.
