@@ -379,13 +379,15 @@ func (l *loop) removeConn(cn *conn) {
 		l.deferred = append(l.deferred, cn)
 		return
 	}
-	if cn.flags&flagStream != 0 {
-		l.stats.sse.streams.Add(-1)
-	}
 	for _, s := range cn.subs {
 		l.removeSub(s)
 	}
 	cn.subs = nil
+	// After its subscriptions: a reader that sees the stream gone sees
+	// them gone too.
+	if cn.flags&flagStream != 0 {
+		l.stats.sse.streams.Add(-1)
+	}
 	slot := &l.wheel[cn.slot()]
 	conns := *slot
 	last := len(conns) - 1
