@@ -214,6 +214,13 @@ func (in *ingest) handle(c net.Conn, pc *producerConn) {
 	lr := newLineReader(c, in.s.cfg.IngestMaxLineBytes, in.s.live.Load().IngestLineTimeout, func(t time.Time) error {
 		return in.setReadDeadline(c, t)
 	})
+	if pc.needToken {
+		// Its auth line must begin within AuthTimeout, as a WebSocket
+		// client's auth message must come: one of IngestMaxConns is not
+		// for a connection that says nothing. (The line, once begun, is
+		// bounded by IngestLineTimeout.)
+		lr.firstBy(time.Now().Add(in.s.cfg.AuthTimeout))
+	}
 	_, _, _ = in.serveLines(pc, lr, w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
 		linger(c)
@@ -319,7 +326,13 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		}
 		line, rerr := lr.next()
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			// close stopped the reading; a part line is not answered.
+			if pc.needToken && pc.grant == nil && !in.isClosed() {
+				// No auth line within AuthTimeout (handle).
+				in.authFailures.Add(1)
+				q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: no {\"auth\":…} line within "+in.s.cfg.AuthTimeout.String(), 0), false)
+			}
+			// Else close stopped the reading; a part line is not
+			// answered.
 			return finish(nil)
 		}
 		if errors.Is(rerr, errLineTimeout) {
@@ -642,6 +655,9 @@ type lineReader struct {
 	timeout  time.Duration
 	deadline func(time.Time) error
 	due      time.Time // the deadline in force; zero: none
+	// begin, when set, bounds the wait for the next line's first byte
+	// (see firstBy); zero: the wait is unbounded.
+	begin time.Time
 }
 
 // newLineReader reads lines from r. timeout > 0 bounds each line through
@@ -703,15 +719,27 @@ func (lr *lineReader) next() ([]byte, error) {
 	return line, err
 }
 
-// arm waits without a bound for the first byte of the next line, then sets
-// the deadline for the rest of it, unless the line is buffered whole (no
-// read to bound: a producer that pipelines its lines costs no deadline
-// per line).
+// firstBy bounds the wait for the first byte of the next line (a
+// producer's auth line) to t: past it, next returns
+// os.ErrDeadlineExceeded. Lines after it wait without a bound. It needs
+// the reader's deadline (a timeout).
+func (lr *lineReader) firstBy(t time.Time) {
+	if lr.deadline != nil {
+		lr.begin = t
+	}
+}
+
+// arm waits for the first byte of the next line (without a bound but
+// firstBy's), then sets the deadline for the rest of it, unless the line
+// is buffered whole (no read to bound: a producer that pipelines its
+// lines costs no deadline per line).
 func (lr *lineReader) arm() error {
 	if lr.r.Buffered() == 0 {
-		if !lr.due.IsZero() {
-			lr.due = time.Time{}
-			if err := lr.deadline(time.Time{}); err != nil {
+		if !lr.due.IsZero() || !lr.begin.IsZero() {
+			// firstBy's deadline, else none; one left in force stays
+			// in due, to be lifted at the next line.
+			lr.due, lr.begin = lr.begin, time.Time{}
+			if err := lr.deadline(lr.due); err != nil {
 				return err
 			}
 		}

@@ -175,6 +175,36 @@ func TestIngestTokenAttacks(t *testing.T) {
 	}
 }
 
+// TestIngestAuthTimeout checks that on a port that wants a token, a
+// connection that sends no auth line does not hold one of IngestMaxConns
+// for ever: it is dropped after AuthTimeout, saying why, and its place
+// goes to a producer with a token. A producer that authenticated may be
+// silent as long as it likes.
+func TestIngestAuthTimeout(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	cfg.IngestAddr = "0.0.0.0:0" // not loopback: tokens required (tests dial 127.0.0.1)
+	cfg.IngestMaxConns = 2
+	cfg.AuthTimeout = 300 * time.Millisecond
+	s := startServer(t, cfg)
+	auth := `{"auth":"` + hs256(t, publishClaims("feeder", time.Hour, "iat-a")) + `"}`
+	p := dialIngestLoopback(t, s)
+	p.write(t, auth)
+	p.publish(t, dataLine("iat-a", "data_update", `{"x":1}`))
+	silent := dialIngestLoopback(t, s)
+	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 2 })
+	dialIngestLoopback(t, s).expectDropped(t, "too many producer connections")
+	silent.expectDropped(t, "no {\"auth\":…} line within 300ms")
+	// p has been silent longer than AuthTimeout since its auth line.
+	p.publish(t, dataLine("iat-a", "data_update", `{"x":2}`))
+	next := dialIngestLoopback(t, s)
+	next.write(t, auth)
+	next.publish(t, dataLine("iat-a", "data_update", `{"x":3}`))
+	if st := s.Stats(); st.IngestAuthFailures != 1 {
+		t.Fatalf("IngestAuthFailures %d, want 1", st.IngestAuthFailures)
+	}
+}
+
 func portOf(a net.Addr) string {
 	_, port, _ := net.SplitHostPort(a.String())
 	return port
