@@ -82,6 +82,9 @@ func ParseRequest(head []byte) (Request, error) {
 		hasLastID, hasHost  bool
 	)
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if hasCTL(line) {
+		return req, badRequest(fmt.Sprintf("control character in request line %q", clip(line)))
+	}
 	method, target, version, err := requestLine(line)
 	if err != nil {
 		return req, err
@@ -89,6 +92,12 @@ func ParseRequest(head []byte) (Request, error) {
 	req.Method = method
 	for rest = bytes.TrimSuffix(rest, []byte("\r\n")); len(rest) > 0; {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		if hasCTL(line) {
+			// A bare CR or LF, or a NUL, is not in a field value (RFC
+			// 9110 §5.5): Origin is written back (CORS), and a bare
+			// line break there would split the response's head.
+			return req, badRequest(fmt.Sprintf("control character in header line %q", clip(line)))
+		}
 		k, v, ok := bytes.Cut(line, []byte(":"))
 		if !ok || len(k) == 0 || bytes.ContainsAny(k, " \t") {
 			// Line folding (obsolete, RFC 9112 §5.2) and a space before
@@ -148,6 +157,17 @@ func ParseRequest(head []byte) (Request, error) {
 		req.Epoch, req.Since, req.LastEventID = epoch, since, true
 	}
 	return req, nil
+}
+
+// hasCTL reports whether b holds a control character other than a
+// horizontal tab (RFC 9110 §5.5, §5.6.2): a bare CR or LF, a NUL, DEL.
+func hasCTL(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // headerIs reports whether the header (or scheme) name k is name, in any

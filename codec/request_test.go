@@ -115,6 +115,14 @@ func TestParseRequestMalformed(t *testing.T) {
 	f(get("/sse", " folded\r\n"), http.StatusBadRequest, "header")
 	f(get("/sse", "NoColon\r\n"), http.StatusBadRequest, "header")
 	f(get("/sse", ": empty\r\n"), http.StatusBadRequest, "header")
+	// A control character in a header (Origin is written back: a bare
+	// line break would split the response) or in the request line.
+	f(get("/sse?cities=a", "Origin: http://a\nSet-Cookie: x=1\r\n"), http.StatusBadRequest, "control character")
+	f(get("/sse?cities=a", "Origin: http://a\rX: 1\r\n"), http.StatusBadRequest, "control character")
+	f(get("/sse?cities=a", "Origin: http://a\x00\r\n"), http.StatusBadRequest, "control character")
+	f(get("/sse?cities=a", "X-Any: a\x7fb\r\n"), http.StatusBadRequest, "control character")
+	f("OPTIONS /sse HTTP/1.1\r\nHost: x\r\nOrigin: http://a\nX: 1\r\n\r\n", http.StatusBadRequest, "control character")
+	f("GET /sse?cities=a\n HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "control character")
 	f(get("/nope"), http.StatusNotFound, "not found")
 	f(get("/sse?cities=Paris"), http.StatusBadRequest, "invalid city")
 	f(get("/sse?cities=a&since=a:x"), http.StatusBadRequest, "since")
@@ -145,6 +153,7 @@ func FuzzParseRequest(f *testing.F) {
 		"POST /history HTTP/1.1\r\n\r\n",
 		"GET /sse HTTP/1.1\r\nHost: x\r\n\r\nGET /sse HTTP/1.1\r\n\r\n",
 		"OPTIONS / HTTP/1.0\r\n0:\r\n\r\n",
+		"OPTIONS /sse HTTP/1.1\r\nHost: x\r\nOrigin: http://a\nX: 1\r\n\r\n",
 		"\r\n\r\n",
 	}
 	for i, s := range seeds {
@@ -179,6 +188,12 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if req.Path != SSEPath && req.Path != HistoryPath {
 			t.Fatalf("ParseRequest(%q) accepted path %q", head, req.Path)
+		}
+		// What may be written back into a response holds no line break.
+		for _, v := range []string{req.Origin, req.ForwardedFor, req.Token} {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				t.Fatalf("ParseRequest(%q) accepted a header value %q", head, v)
+			}
 		}
 		for _, c := range append(slices.Clone(req.Cities), slices.Collect(maps.Keys(req.Since))...) {
 			if !ValidCity(c) {

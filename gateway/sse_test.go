@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -326,6 +328,33 @@ func TestSSERequestSplit(t *testing.T) {
 	p := dialProducer(t, s)
 	p.publish(t, dataLine("sp", "data_update", `{"a":1}`))
 	sc.nextType(t, "data_update")
+}
+
+// TestSSEHeaderInjection checks that a request whose Origin holds a bare
+// line break, which CORS would write back into the response's head (any
+// origin is allowed here), is refused with no header of the client's
+// making in the answer.
+func TestSSEHeaderInjection(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{})
+	for _, req := range []string{
+		"GET /sse?cities=hi HTTP/1.1\r\nHost: x\r\nOrigin: http://a\nSet-Cookie: injected=1\r\n\r\n",
+		"OPTIONS /sse HTTP/1.1\r\nHost: x\r\nOrigin: http://a\rSet-Cookie: injected=1\r\n\r\n",
+		"GET /history?city=hi HTTP/1.1\r\nHost: x\r\nOrigin: http://a\nSet-Cookie: injected=1\r\n\r\n",
+	} {
+		c := dialRaw(t, s)
+		c.write(t, []byte(req))
+		_ = c.c.SetReadDeadline(time.Now().Add(readTimeout))
+		b, err := io.ReadAll(c.br)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("%q: the connection stayed open", req)
+		}
+		head, _, _ := bytes.Cut(b, []byte("\r\n\r\n"))
+		if !bytes.HasPrefix(head, []byte("HTTP/1.1 400 ")) || bytes.Contains(head, []byte("injected")) {
+			t.Fatalf("%q: answered %q, want a 400 without the client's header", req, head)
+		}
+	}
 }
 
 // TestSSELimits checks that streams count against max-conns-per-ip and
