@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -137,7 +139,9 @@ func TestFrameTimeoutSlowButWhole(t *testing.T) {
 // a time-out: after the stall, housekeeping runs before the loop reads it.
 func TestFrameTimeoutStalledLoop(t *testing.T) {
 	t.Parallel()
-	const timeout = 500 * time.Millisecond
+	// The frame's clock runs from its start, before the stall: the test
+	// has the time-out to begin the stall, however loaded the machine.
+	const timeout = 2 * time.Second
 	s := startServer(t, Config{Loops: 1, FrameTimeout: timeout,
 		PingInterval: 100 * time.Millisecond, IdleTimeout: 5 * time.Second})
 	r := dialUpgraded(t, s)
@@ -175,14 +179,19 @@ func TestFrameTimeoutStalledLoop(t *testing.T) {
 // between lines, or sends a line in pieces within the bound, is not.
 func TestIngestLineTimeout(t *testing.T) {
 	t.Parallel()
-	const timeout = 300 * time.Millisecond
+	// A line in two pieces 100 ms apart within a 1 s bound: the writer may
+	// be held back by the scheduler for most of a second (a loaded machine,
+	// the race detector) and still finish it in time.
+	const timeout = time.Second
 	s := startServer(t, Config{IngestLineTimeout: timeout})
 
-	// Pauses between lines (8 ticks, 800 ms) and a line in two pieces.
+	// A line in two pieces, then a pause longer than the bound (12
+	// ticks, 1.2 s) before the next line.
 	p := dialProducer(t, s)
 	first, second := dataLine("lt", "data_update", `{"n":1}`)+"\n", dataLine("lt", "data_update", `{"n":2}`)+"\n"
-	trickle(t, p.c, 100*time.Millisecond, []byte(first[:10]), []byte(first[10:]),
-		nil, nil, nil, nil, nil, nil, nil, nil, []byte(second))
+	pieces := [][]byte{[]byte(first[:10]), []byte(first[10:])}
+	pieces = append(pieces, make([][]byte, 12)...)
+	trickle(t, p.c, 100*time.Millisecond, append(pieces, []byte(second))...)
 	for range 2 {
 		if a := p.answer(t); a.Ack == "" {
 			t.Fatalf("got %+v, want an ack", a)
@@ -208,26 +217,35 @@ func TestIngestLineTimeout(t *testing.T) {
 func TestHTTPPublishLineTimeout(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{IngestLineTimeout: 300 * time.Millisecond})
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = pw.Write([]byte(`{"id":"h1","city":"hlt","type":"data_update","data":{}}` + "\n"))
-		tk := time.NewTicker(50 * time.Millisecond)
-		defer tk.Stop()
-		for range 600 {
-			<-tk.C
-			if _, err := pw.Write([]byte("x")); err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = pr.CloseWithError(io.ErrClosedPipe)
-		<-done
-	})
-	code, body := adminPost(t, s, "/api/publish", pr)
-	if code != http.StatusRequestTimeout {
+	// The request by hand: Go's client may report the write that meets
+	// the closed connection instead of the response that came before it.
+	c, err := net.Dial("tcp", s.AdminAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := func(b string) []byte { return fmt.Appendf(nil, "%x\r\n%s\r\n", len(b), b) }
+	req := append([]byte("POST /api/publish HTTP/1.1\r\nHost: metrocast\r\n"+
+		"Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"),
+		chunk(`{"id":"h1","city":"hlt","type":"data_update","data":{}}`+"\n")...)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	// Then a byte every 50 ms: whole after 30 s, if ever.
+	x := make([][]byte, 600)
+	for i := range x {
+		x[i] = chunk("x")
+	}
+	trickle(t, c, 50*time.Millisecond, x...)
+	_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := resp.StatusCode; code != http.StatusRequestTimeout {
 		t.Fatalf("status %d %q, want 408", code, body)
 	}
 	if !strings.HasPrefix(string(body), `{"ack":"h1","seq":1}`+"\n") || !strings.Contains(string(body), "not complete within") {
