@@ -99,8 +99,10 @@ func TestIngestFlood(t *testing.T) {
 			<-done
 		}
 	}()
-	// The flood is on once every flooder has been served.
-	waitFor(t, readTimeout, func() bool {
+	// The flood is on once every flooder has been served. The bound is
+	// for starting the other process (a test binary, seconds under -race
+	// on a loaded machine) and its 32 connections.
+	waitFor(t, 6*readTimeout, func() bool {
 		n := 0
 		for _, p := range s.Stats().Producers {
 			if p.Lines > 2*turnLines {
