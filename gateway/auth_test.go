@@ -924,3 +924,56 @@ func TestAuthCodeOf(t *testing.T) {
 	f(errors.Join(errors.New("other"), authErrorf(authInvalidClaims, "claims")), authInvalidClaims)
 	f(errors.New("a key source's own error"), authInvalidToken)
 }
+
+// TestTokenCache: a loop verifies a client token once and then finds its
+// grant in its cache; a cached token that has expired since, or that new
+// revocations cover, is verified again and refused; the cache stays
+// bounded.
+func TestTokenCache(t *testing.T) {
+	cfg, _ := authConfig(t)
+	cfg = cfg.WithDefaults()
+	a, err := newAuthenticator(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tc tokenCache
+	tok := hs256(t, claims("cached", time.Hour, "tc"))
+	g1, err := tc.grant(a, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2, err := tc.grant(a, tok); err != nil || g2 != g1 {
+		t.Fatalf("second look: %p %v, want the cached grant %p", g2, err, g1)
+	}
+	// Past its exp plus the leeway, as the cache sees it: verified again
+	// (still good here: a new grant).
+	tc.grants[tok] = cachedGrant{g1, time.Now().Add(-time.Second)}
+	if g3, err := tc.grant(a, tok); err != nil || g3 == g1 {
+		t.Fatalf("after the cached expiry: %p %v, want a new grant", g3, err)
+	}
+	// A token the parser refuses is not cached.
+	old := hs256(t, claims("old", -time.Hour, "tc"))
+	for range 2 {
+		if _, err := tc.grant(a, old); authCodeOf(err) != authExpired {
+			t.Fatalf("expired token: %v, want %s", err, authExpired)
+		}
+	}
+	if _, ok := tc.grants[old]; ok {
+		t.Fatal("an expired token was cached")
+	}
+	// Revoking the subject makes new keys: the cache starts over.
+	if err := a.revoke(revocation{kind: "sub", id: "cached", until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.grant(a, tok); authCodeOf(err) != authRevoked {
+		t.Fatalf("revoked token: %v, want %s", err, authRevoked)
+	}
+	for i := range tokenCacheSize + 10 {
+		if _, err := tc.grant(a, hs256(t, claims("u"+strconv.Itoa(i), time.Hour, "tc"))); err != nil {
+			t.Fatal(err)
+		}
+		if len(tc.grants) > tokenCacheSize {
+			t.Fatalf("%d tokens cached, over %d", len(tc.grants), tokenCacheSize)
+		}
+	}
+}

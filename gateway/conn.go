@@ -281,7 +281,7 @@ func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
 		}
 		return nil
 	}
-	g, err := s.auth.clientGrant(up.Token)
+	g, err := cn.l.tokens.grant(s.auth, up.Token)
 	if err != nil {
 		cn.l.stats.authFailures.Add(1)
 		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: authCodeOf(err) + ": " + err.Error(),
@@ -456,7 +456,7 @@ func (cn *conn) authenticate(token string) bool {
 		cn.authFail(authRequired, "the auth message carries no token")
 		return false
 	}
-	g, err := a.clientGrant(token)
+	g, err := cn.l.tokens.grant(a, token)
 	if err != nil {
 		cn.authFail(authCodeOf(err), err.Error())
 		return false

@@ -17,21 +17,23 @@ import (
 	"time"
 )
 
-// connectsEnv carries "<ws addr> <token>" to TestHelperConnects.
+// connectsEnv carries "<ws addr> <token>" to TestHelperConnects: a token
+// for every client, "-" for none, mintEach for one of its own each.
 const connectsEnv = "METROCAST_BENCH_CONNECTS"
+
+const mintEach = "each"
 
 // BenchmarkConnect is the node's CPU per connection, from the accept to
 // the close: the upgrade with an HS256 token on the URL, the subscribed
 // answer and the city's initial_data, then the client closes. The clients
 // run in a child process (TestHelperConnects), 64 at a time, so that this
 // process's CPU time is the node's alone (cpu-µs/connect); allocs/op are
-// the node's per connection.
+// the node's per connection. HS256 clients share one token (the loops
+// verify it once: tokenCache), HS256-each have a token each (every
+// connect verifies one), insecure ones none.
 func BenchmarkConnect(b *testing.B) {
-	for _, secure := range []bool{true, false} {
-		name := "HS256"
-		if !secure {
-			name = "insecure"
-		}
+	for _, name := range []string{"HS256", "HS256-each", "insecure"} {
+		secure := name != "insecure"
 		b.Run(name, func(b *testing.B) {
 			cfg := Config{
 				Addr:       "127.0.0.1:0",
@@ -46,6 +48,9 @@ func BenchmarkConnect(b *testing.B) {
 				cfg.Addr, cfg.IngestAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 				cfg.Loops, cfg.Logger = 2, slog.New(slog.DiscardHandler)
 				tok = hs256(b, claims("bench", time.Hour, benchCity))
+				if name == "HS256-each" {
+					tok = mintEach
+				}
 			} else {
 				cfg.Insecure = true
 			}
@@ -141,10 +146,17 @@ func TestHelperConnects(t *testing.T) {
 		t.Fatalf("%s=%q: want <addr> <token>", connectsEnv, spec)
 	}
 	addr, target := f[0], "/ws?cities="+benchCity
-	if f[1] != "-" {
-		target += "&token=" + url.QueryEscape(f[1])
+	request := func(int) []byte { return []byte(upgradeRequest(target)) }
+	switch tok := f[1]; tok {
+	case "-":
+	case mintEach:
+		request = func(i int) []byte {
+			tok := hs256(t, claims("bench-"+strconv.Itoa(i), time.Hour, benchCity))
+			return []byte(upgradeRequest(target + "&token=" + tok))
+		}
+	default:
+		target += "&token=" + url.QueryEscape(tok)
 	}
-	req := []byte(upgradeRequest(target))
 	in := bufio.NewScanner(os.Stdin)
 	var next int
 	for in.Scan() {
@@ -161,7 +173,7 @@ func TestHelperConnects(t *testing.T) {
 		for range n {
 			sem <- struct{}{}
 			wg.Add(1)
-			src := benchSource(next)
+			src, req := benchSource(next), request(next)
 			next++
 			go func() {
 				defer func() { <-sem; wg.Done() }()

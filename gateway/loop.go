@@ -70,6 +70,7 @@ type loop struct {
 	drainBegun  bool    // drainTotal is set
 	drainTotal  int     // connections held when the drain began
 	keys        *keySet // the key set housekeeping last checked grants against
+	tokens      tokenCache
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {

@@ -117,7 +117,7 @@ func (cn *conn) checkRequest(req *codec.Request) (CloseReason, error) {
 			return CloseUnauthorized, &codec.HTTPError{Status: http.StatusUnauthorized, Header: "WWW-Authenticate: Bearer\r\n",
 				Message: authRequired + ": send a token (Authorization: Bearer, or token= on the URL)"}
 		}
-		g, err := s.auth.clientGrant(req.Token)
+		g, err := l.tokens.grant(s.auth, req.Token)
 		if err != nil {
 			l.stats.authFailures.Add(1)
 			return CloseUnauthorized, &codec.HTTPError{Status: http.StatusUnauthorized, Message: authCodeOf(err) + ": " + err.Error(),
