@@ -107,6 +107,9 @@ func ParseRequest(head []byte) (Request, error) {
 		v = bytes.TrimSpace(v)
 		switch {
 		case headerIs(k, "Host"):
+			if hasHost {
+				return req, badRequest("more than one Host header") // RFC 9112 §3.2
+			}
 			hasHost = true
 		case headerIs(k, "Authorization"):
 			if scheme, tok, ok := bytes.Cut(v, []byte(" ")); ok && headerIs(scheme, "Bearer") {

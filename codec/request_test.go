@@ -111,6 +111,7 @@ func TestParseRequestMalformed(t *testing.T) {
 	f("GET sse HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "request line")
 	f("GET /sse\r\n\r\n", http.StatusBadRequest, "request line")
 	f("GET /sse HTTP/1.1\r\n\r\n", http.StatusBadRequest, "Host")
+	f(get("/sse?cities=a", "Host: y\r\n"), http.StatusBadRequest, "more than one Host") // RFC 9112 §3.2
 	f(get("/sse", "Bad Header: x\r\n"), http.StatusBadRequest, "header")
 	f(get("/sse", " folded\r\n"), http.StatusBadRequest, "header")
 	f(get("/sse", "NoColon\r\n"), http.StatusBadRequest, "header")

@@ -165,6 +165,10 @@ func (u *Upgrader) Upgrade(head []byte, out []byte, check func(*Upgrade) error) 
 				// gobwas/ws checks the key's length only.
 				return nil, reject(&HTTPError{Status: http.StatusBadRequest, Message: "bad Sec-WebSocket-Key: must be 16 bytes in base64"})
 			}
+			if headerLines(head, "host:") > 1 {
+				// gobwas/ws takes the last.
+				return nil, reject(badRequest("more than one Host header")) // RFC 9112 §3.2
+			}
 			switch {
 			case headerToken != "":
 				up.Token = headerToken
@@ -255,9 +259,13 @@ func hasHeader(head []byte, name string) bool {
 	return false
 }
 
-// validKeys reports whether every Sec-WebSocket-Key header of head is 16
-// bytes in base64, as RFC 6455 §4.2.1 requires. It allocates nothing.
+// validKeys reports whether head has one Sec-WebSocket-Key header, 16
+// bytes in base64, as RFC 6455 §4.1 and §4.2.1 require (gobwas/ws checks
+// that one is there). It allocates nothing.
 func validKeys(head []byte) bool {
+	if headerLines(head, "sec-websocket-key:") > 1 {
+		return false // exactly one (RFC 6455 §4.1)
+	}
 	const name = "sec-websocket-key:"
 	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
 		if len(line) < len(name) || !strings.EqualFold(string(line[:len(name)]), name) {
@@ -273,6 +281,18 @@ func validKeys(head []byte) bool {
 		}
 	}
 	return true
+}
+
+// headerLines counts the lines of head that start with name (lower case,
+// with its colon), in any case. It allocates nothing.
+func headerLines(head []byte, name string) int {
+	n := 0
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if len(line) >= len(name) && strings.EqualFold(string(line[:len(name)]), name) {
+			n++
+		}
+	}
+	return n
 }
 
 // AppendHTTPError appends to dst an HTTP/1.1 answer with status code, the

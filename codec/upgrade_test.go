@@ -176,6 +176,7 @@ func TestUpgrade(t *testing.T) {
 	f(wsRequest("GET", "/ws", "Connection: -"), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Connection: keep-alive"), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Host: -"), http.StatusBadRequest, true)
+	f(strings.Replace(wsRequest("GET", "/ws"), "\r\n\r\n", "\r\nHost: other.example\r\n\r\n", 1), http.StatusBadRequest, true) // RFC 9112 §3.2
 	// Sec-WebSocket-Key.
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: -"), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: "), http.StatusBadRequest, true)
@@ -184,6 +185,7 @@ func TestUpgrade(t *testing.T) {
 	// 24 characters, as gobwas/ws checks, but not 16 bytes in base64.
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQxx"), http.StatusBadRequest, true)
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!=="), http.StatusBadRequest, true)
+	f(strings.Replace(wsRequest("GET", "/ws"), "\r\n\r\n", "\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n", 1), http.StatusBadRequest, true) // exactly one
 	// Sec-WebSocket-Version: absent is 400, another version is 426 with
 	// the one we speak.
 	f(wsRequest("GET", "/ws", "Sec-WebSocket-Version: -"), http.StatusBadRequest, true)

@@ -55,6 +55,9 @@ func TestHandshakeRejects(t *testing.T) {
 	f("no key", strings.Replace(upgradeRequest("/ws"), key, "", 1), http.StatusBadRequest)
 	f("version 8", strings.Replace(upgradeRequest("/ws"), "Version: 13", "Version: 8", 1), http.StatusUpgradeRequired)
 	f("no host", strings.Replace(upgradeRequest("/ws"), "Host: 127.0.0.1\r\n", "", 1), http.StatusBadRequest)
+	f("two hosts", upgradeRequest("/ws", "Host: other.example\r\n"), http.StatusBadRequest) // RFC 9112 §3.2
+	f("two keys", upgradeRequest("/ws", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"), http.StatusBadRequest)
+	f("two hosts, stream", "GET /sse?cities=a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", http.StatusBadRequest)
 	f("HTTP/1.0", strings.Replace(upgradeRequest("/ws"), "HTTP/1.1", "HTTP/1.0", 1), http.StatusHTTPVersionNotSupported)
 	f("garbage", "HELLO\r\n\r\n", http.StatusBadRequest)
 	f("bad city", upgradeRequest("/ws?cities=Bad!"), http.StatusBadRequest)
