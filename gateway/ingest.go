@@ -25,7 +25,9 @@ import (
 // Bound to loopback, producers are trusted neighbours. Bound to any other
 // address on a node with keys, each producer must first send
 // {"auth":"<token>"} with a token whose "publish" claim names the cities it
-// may publish to.
+// may publish to. On a port that wants no token, such a first line is
+// taken all the same (producerConn.authLine), so that one producer
+// configuration works against a laptop and in production.
 type ingest struct {
 	s  *Server
 	ln net.Listener
@@ -58,6 +60,11 @@ type producerConn struct {
 	addr      string
 	sub       string // the token's subject, once authenticated
 	needToken bool   // the first line must be {"auth":…}
+	// authLine: the port wants no token, but a first line {"auth":…}
+	// is an auth line all the same: checked on a node with keys (a bad
+	// token is refused, a good one's publish claim holds), passed over
+	// without an answer on an insecure node.
+	authLine bool
 
 	grant *grant  // nil on a port without tokens
 	keys  *keySet // the key set grant was last checked against (revocation)
@@ -101,7 +108,7 @@ func (in *ingest) serve() {
 			time.Sleep(50 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
-		pc := &producerConn{in: in, addr: c.RemoteAddr().String(), needToken: in.needToken}
+		pc := &producerConn{in: in, addr: c.RemoteAddr().String(), needToken: in.needToken, authLine: !in.needToken}
 		if !in.track(c, pc) {
 			in.rejected.Add(1)
 			in.s.warn(&in.s.warnRejected, "refused a producer connection: ingest_max_conns reached",
@@ -347,9 +354,16 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		pc.lines.Add(1)
 		pc.bytes.Add(uint64(len(line)))
 		fatal := false
+		auth := pc.needToken && pc.grant == nil
+		if n == 1 && pc.authLine && !tooLong {
+			_, err := codec.ParseIngestAuth(line)
+			auth = err == nil
+		}
 		switch {
-		case pc.needToken && pc.grant == nil:
+		case auth && in.s.auth != nil:
 			fatal = pc.authenticate(line, q)
+		case auth:
+			// An insecure node has no key to check it with.
 		case tooLong:
 			fatal = pc.refuse(q, fmt.Sprintf("line longer than %d bytes", lr.max), n)
 		case len(line) > 0:

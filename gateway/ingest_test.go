@@ -54,6 +54,55 @@ func (p *producer) expectDropped(t testing.TB, want string) {
 	}
 }
 
+// TestIngestAuthLineOptional: on a loopback port, which wants no token, a
+// producer configured with one (its first line {"auth":…}) works as on a
+// port that wants it: on a node with keys the token is checked (a bad one
+// is refused, a good one's publish claim holds), and on an insecure node
+// the line is passed over. Either way the line has no answer, and only a
+// first line is an auth line.
+func TestIngestAuthLineOptional(t *testing.T) {
+	t.Parallel()
+	cfg, _ := authConfig(t)
+	s := startServer(t, cfg) // IngestAddr 127.0.0.1:0
+	p := dialProducer(t, s)
+	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "al-a"))+`"}`)
+	seq := p.publish(t, dataLine("al-a", "data_update", `{"x":1}`))
+	p.write(t, dataLine("al-b", "data_update", `{"x":1}`))
+	if a := p.answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
+		t.Fatalf("%+v, want forbidden for line 3: the token's publish claim holds", a)
+	}
+	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "*"))+`"}`)
+	if a := p.answer(t); a.Line != 4 || a.Error == "" {
+		t.Fatalf("%+v, want an error for line 4: only a first line authenticates", a)
+	}
+	if got := p.publish(t, dataLine("al-a", "data_update", `{"x":2}`)); got != seq+1 {
+		t.Fatalf("seq %d, want %d", got, seq+1)
+	}
+	if st := s.Stats(); len(st.Producers) != 1 || st.Producers[0].Sub != "sensor-1" {
+		t.Fatalf("Producers = %+v, want sensor-1's", st.Producers)
+	}
+	for _, tok := range []string{"not.a.token", hs256(t, publishClaims("p", -time.Hour, "*")), hs256(t, claims("viewer", time.Hour, "*"))} {
+		bad := dialProducer(t, s)
+		bad.write(t, `{"auth":"`+tok+`"}`, dataLine("al-a", "data_update", `{"x":3}`))
+		bad.expectDropped(t, "authentication failed")
+	}
+	if st := s.Stats(); st.IngestAuthFailures != 3 || st.IngestFrames != 2 {
+		t.Fatalf("IngestAuthFailures %d IngestFrames %d, want 3 and 2", st.IngestAuthFailures, st.IngestFrames)
+	}
+	// Without an auth line the port wants nothing, as ever.
+	dialProducer(t, s).publish(t, dataLine("al-c", "data_update", `{"x":1}`))
+
+	insecure := startServer(t, Config{})
+	p = dialProducer(t, insecure)
+	p.write(t, `{"auth":"whatever.a.laptop.has"}`)
+	if seq := p.publish(t, dataLine("al-a", "data_update", `{"x":1}`)); seq != 1 {
+		t.Fatalf("seq %d, want 1: the auth line is passed over, unanswered", seq)
+	}
+	if st := insecure.Stats(); st.IngestErrors != 0 || st.IngestAuthFailures != 0 {
+		t.Fatalf("IngestErrors %d IngestAuthFailures %d, want 0 and 0", st.IngestErrors, st.IngestAuthFailures)
+	}
+}
+
 // TestIngestToken checks an ingest port bound beyond loopback on a node
 // with keys: producers must authenticate with their first line, and may
 // publish only to the cities of their token's publish claim.
