@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -52,6 +53,11 @@ type city struct {
 	keys    []string // sorted member names of state
 	pending [][]byte
 	stateTS int64
+	// size is the bytes of state's names and values; pinned bounds the
+	// memory they keep from being freed: they alias the payloads merged
+	// since the last compaction (a whole frame each) or that
+	// compaction's buffer (see mergeLocked). pendingBytes: pending's.
+	size, pinned, pendingBytes int
 	// recent alerts messages, oldest first, at most keepAlerts.
 	recent     []codec.RecentAlert
 	keepAlerts int
@@ -78,10 +84,18 @@ func newCity(name string, cfg *Config, loops int, floor uint64, sparse bool) *ci
 // (metrocast_merge_failures_total). Process-wide, as the invariant is.
 var mergeFailures atomic.Uint64
 
-// maxPendingMerges bounds the data_update payloads kept unmerged: past it,
-// publish folds them into the state (amortised), so the state never lags by
-// more than this many messages' worth of memory.
-const maxPendingMerges = 64
+// maxPendingMerges and maxPendingBytes bound the data_update payloads kept
+// unmerged: past either, publish folds them into the state (amortised), so
+// the state never lags by more than this much memory.
+const (
+	maxPendingMerges = 64
+	maxPendingBytes  = 1 << 20
+)
+
+// payloadOverhead is what a payload's frame holds beside it, for
+// city.pinned: the frame, the message's other members and the WebSocket
+// header.
+const payloadOverhead = int(frameOverhead) + 128
 
 // errCityGone: the city was dropped (hub.sweep) after the caller looked it
 // up; look it up again.
@@ -150,6 +164,7 @@ func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *
 	switch in.Kind {
 	case codec.KindSnapshot:
 		c.state, c.keys, c.pending = nil, c.keys[:0], c.pending[:0]
+		c.size, c.pinned, c.pendingBytes = 0, 0, 0
 		c.partial = false
 	case codec.KindAlerts:
 		c.recent = append(c.recent, codec.RecentAlert{Seq: seq, TS: ts, Alerts: tail(f.b, len(in.Alerts))})
@@ -160,8 +175,9 @@ func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *
 	if in.Kind != codec.KindAlerts {
 		// The payload sits at the end of the frame: keep a view, not a copy.
 		c.pending = append(c.pending, tail(f.b, len(in.Data)))
+		c.pendingBytes += len(in.Data)
 		c.stateTS = ts
-		if len(c.pending) >= maxPendingMerges {
+		if len(c.pending) >= maxPendingMerges || c.pendingBytes >= maxPendingBytes {
 			c.mergeLocked()
 		}
 	}
@@ -209,6 +225,7 @@ func (c *city) drop(now int64, ttl time.Duration) (k *keptState, last uint64, ok
 	}
 	c.ring.trimLocked(trimAll)
 	c.state, c.keys, c.pending, c.recent, c.initial, c.buf = nil, nil, nil, nil, nil, nil
+	c.size, c.pinned, c.pendingBytes = 0, 0, 0
 	return k, last, true
 }
 
@@ -250,6 +267,7 @@ func (c *city) restore(k *keptState) {
 		// Merged lazily, as a data_update's payload; k.b is not written
 		// again.
 		c.pending = append(c.pending, k.b[:k.obj:k.obj])
+		c.pendingBytes += k.obj
 	}
 }
 
@@ -271,16 +289,32 @@ func tail(b []byte, n int) []byte {
 // (codec.CheckJSON), so a payload that does not split is a broken
 // invariant: it is left out of the state and counted, never a panic on the
 // data path. The city lock is held on entry.
+//
+// Names and values alias the payloads (frames are immutable), which saves
+// a copy per member, but a member keeps its whole frame from being freed
+// however small it is: a producer that sends {"k<n>":1,"big":"<500 KB>"}
+// made each frame stay for its one small member, 600 MB for a state of
+// 0.5 MB after 1,000 lines. So once the payloads it pins (pinned) pass
+// twice the state (and compactSlack), the state is copied into one buffer
+// of its own size: the copies cost at most the bytes merged since the
+// last one, and what the state holds stays within about twice its size.
 func (c *city) mergeLocked() {
+	if len(c.pending) == 0 {
+		return
+	}
 	for i, p := range c.pending {
+		c.pinned += len(p) + payloadOverhead
 		err := codec.EachMember(p, func(k string, v []byte) {
 			if c.state == nil {
 				c.state = make(map[string][]byte)
 			}
-			if _, ok := c.state[k]; !ok {
+			if old, ok := c.state[k]; ok {
+				c.size -= len(old)
+			} else {
 				c.keys = append(c.keys, k)
+				c.size += len(k)
 			}
-			// Names and values alias the frame, which is immutable.
+			c.size += len(v)
 			c.state[k] = v
 		})
 		if err != nil {
@@ -288,8 +322,33 @@ func (c *city) mergeLocked() {
 		}
 		c.pending[i] = nil
 	}
-	c.pending = c.pending[:0]
+	c.pending, c.pendingBytes = c.pending[:0], 0
 	slices.Sort(c.keys)
+	if c.pinned > 2*c.size+compactSlack {
+		c.compactLocked()
+	}
+}
+
+// compactSlack is how much more than twice its size a state may hold
+// before it is compacted: small states are not copied over and over.
+const compactSlack = 64 << 10
+
+// compactLocked copies the state's names and values into one buffer, so
+// that it holds no frame any more. The city lock is held on entry.
+func (c *city) compactLocked() {
+	b := make([]byte, 0, c.size)
+	state := make(map[string][]byte, len(c.keys))
+	for i, k := range c.keys {
+		v := c.state[k]
+		off := len(b)
+		b = append(b, k...)
+		b = append(b, v...)
+		// b has room for the whole state: it never moves.
+		name := unsafe.String(unsafe.SliceData(b[off:]), len(k))
+		state[name] = b[off+len(k) : len(b) : len(b)]
+		c.keys[i] = name
+	}
+	c.state, c.pinned = state, len(b)
 }
 
 // initialFrame returns an initial_data frame (resumed: false) with the

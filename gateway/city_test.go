@@ -3,7 +3,10 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -208,4 +211,51 @@ func decodeJSON(t *testing.T, b []byte) any {
 		t.Fatalf("encoding/json cannot decode %q: %v", b, err)
 	}
 	return v
+}
+
+// TestStatePinsNoFrames checks that a city's state does not keep the
+// frames its members came in from being freed: each line brings one small
+// member of its own and replaces a big one, so the state stays small
+// while the lines add up to much more than the ring holds. Not parallel:
+// it reads the heap.
+func TestStatePinsNoFrames(t *testing.T) {
+	const (
+		lines = 400
+		big   = 100 << 10
+	)
+	s := startServer(t, Config{RingBytes: 1 << 20})
+	p := dialProducer(t, s)
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	filler := strings.Repeat("x", big)
+	for i := range lines {
+		p.publish(t, dataLine("pin", "data_update", fmt.Sprintf(`{"k%d":%d,"big":"%s%d"}`, i, i, filler, i)))
+	}
+	c := dialGorilla(t, wsURL(s, "cities=pin"))
+	readType(t, c, "subscribed")
+	m := readType(t, c, "initial_data")
+	var state map[string]any
+	if err := json.Unmarshal(m.Data, &state); err != nil {
+		t.Fatal(err)
+	}
+	if len(state) != lines+1 || state["big"] != filler+strconv.Itoa(lines-1) || state["k0"] != 0.0 {
+		t.Fatalf("initial_data holds %d members, want %d and the last big one", len(state), lines+1)
+	}
+	// The lines came to 40 MB; the ring holds 1 MiB of them, the state
+	// 100 KB (twice that at most, until it is compacted), and the
+	// initial_data frame the same again.
+	if grew := int64(heap()) - int64(before); grew > 12<<20 {
+		t.Fatalf("the heap grew by %d MB for a state of %d KB", grew>>20, len(m.Data)>>10)
+	}
+	ct := s.hub.lookup("pin")
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.pinned > 2*ct.size+compactSlack {
+		t.Fatalf("the state of %d bytes pins %d", ct.size, ct.pinned)
+	}
 }
