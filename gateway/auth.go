@@ -33,8 +33,9 @@ type Claims struct {
 	// port (when it requires a token); ["*"] for every city.
 	Publish []string `json:"publish,omitempty"`
 
-	// badTime says which time claim is not a number (UnmarshalJSON).
-	badTime string
+	// badTime says which time claim is not a number, badType which other
+	// claim is not of its type (UnmarshalJSON).
+	badTime, badType string
 }
 
 // UnmarshalJSON reads the claims as golang-jwt would, but for exp, nbf and
@@ -43,7 +44,9 @@ type Claims struct {
 // a time past the int64 range of seconds into a time in the past. A claim
 // of another type is recorded, and refused by Validate once the signature
 // is known to be good (invalid_claims), so that a forged token learns
-// nothing more than invalid_token.
+// nothing more than invalid_token. So is any other claim of the wrong type
+// ("cities":"nairobi", "sub":5, "aud":{}), which encoding/json would make
+// a malformed token, with a message naming Go's types.
 func (c *Claims) UnmarshalJSON(b []byte) error {
 	type plain Claims // the same fields, without this method
 	v := struct {
@@ -55,7 +58,23 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		Iat timeClaim `json:"iat"`
 	}{plain: (*plain)(c)}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			// encoding/json decoded the other claims.
+			name := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
+			kind, _, _ := strings.Cut(te.Value, " ") // "number 1e30"
+			want, ok := claimTypes[name]
+			if !ok {
+				want = "of another type"
+			}
+			c.badType = fmt.Sprintf("%s must be %s (found a JSON %s)", name, want, kind)
+		case errors.Is(err, jwt.ErrInvalidType):
+			// ClaimStrings' own error: aud, the one claim of that type.
+			c.badType = "aud must be a string or an array of strings"
+		default:
+			return err
+		}
 	}
 	c.ExpiresAt, c.NotBefore, c.IssuedAt = v.Exp.at, v.Nbf.at, v.Iat.at
 	for _, tc := range [...]struct {
@@ -68,6 +87,13 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// claimTypes says what each claim decoded into a Go type must be, for
+// Claims.badType.
+var claimTypes = map[string]string{
+	"sub": "a string", "iss": "a string", "jti": "a string",
+	"cities": "an array of city names", "publish": "an array of city names",
 }
 
 // timeClaim is a NumericDate claim as read from a token. bad names the
@@ -107,14 +133,21 @@ func (tc *timeClaim) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// errTimeClaimType is an exp, nbf or iat claim that is not a JSON number.
-var errTimeClaimType = errors.New("invalid time claim")
+// errTimeClaimType is an exp, nbf or iat claim that is not a JSON number;
+// errClaimType another claim of the wrong type.
+var (
+	errTimeClaimType = errors.New("invalid time claim")
+	errClaimType     = errors.New("invalid claim type")
+)
 
 // Validate checks what the registered claims do not: golang-jwt calls it
 // after exp, nbf, iat, aud and iss, once the signature is verified.
 func (c *Claims) Validate() error {
 	if c.badTime != "" {
 		return fmt.Errorf("%w: %s, not a number of seconds", errTimeClaimType, c.badTime)
+	}
+	if c.badType != "" {
+		return fmt.Errorf("%w: %s", errClaimType, c.badType)
 	}
 	if c.Subject == "" {
 		return fmt.Errorf("%w: sub", jwt.ErrTokenRequiredClaimMissing)

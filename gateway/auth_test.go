@@ -145,6 +145,16 @@ func badTokens(t testing.TB) map[string]struct{ tok, code string } {
 		"iat 2^63":       {timed(`"exp":1e400,"iat":9223372036854775808`), authNotYetValid},
 		"iat far future": {timed(`"exp":99999999999,"iat":9999999999`), authNotYetValid},
 		"too long":       {hs + strings.Repeat("A", maxTokenBytes), authInvalidToken},
+		// Other claims of the wrong type: invalid_claims once the
+		// signature is good, invalid_token when it is not.
+		"sub number":           {hs256Raw(t, `{"sub":5,`+exp+`,"cities":["nairobi"]}`), authInvalidClaims},
+		"cities string":        {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":"nairobi"}`), authInvalidClaims},
+		"cities numbers":       {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":[1]}`), authInvalidClaims},
+		"cities nested":        {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":[["nairobi"]]}`), authInvalidClaims},
+		"publish object":       {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":["nairobi"],"publish":{}}`), authInvalidClaims},
+		"jti number":           {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":["nairobi"],"jti":7}`), authInvalidClaims},
+		"aud object":           {hs256Raw(t, `{"sub":"mallory",`+exp+`,"cities":["nairobi"],"aud":{"x":1}}`), authInvalidClaims},
+		"forged cities string": {parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory",`+exp+`,"cities":"*"}`)) + "." + parts[2], authInvalidToken},
 	}
 }
 
