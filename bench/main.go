@@ -56,6 +56,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 func main() {
@@ -100,7 +102,7 @@ func main() {
 // for d.
 func waitQuiet(ctx context.Context, limit float64, d time.Duration) {
 	deadline := time.Now().Add(d)
-	for l := load1(); l >= limit && time.Now().Before(deadline); l = load1() {
+	for l := result.Load1(); l >= limit && time.Now().Before(deadline); l = result.Load1() {
 		fmt.Printf("bench: load %.2f ≥ %.2f, waiting for a quiet machine (until %s)\n", l, limit, deadline.Format("15:04:05"))
 		select {
 		case <-ctx.Done():
@@ -108,17 +110,6 @@ func waitQuiet(ctx context.Context, limit float64, d time.Duration) {
 		case <-time.After(15 * time.Second):
 		}
 	}
-}
-
-// load1 is the machine's 1-minute load average, or 0.
-func load1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	var l float64
-	_, _ = fmt.Sscanf(string(b), "%f", &l)
-	return l
 }
 
 // resultPaths names the result files of a run on date (YYYY-MM-DD) on host.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // suiteResult is what bench/results/<date>-<host>.json holds.
@@ -66,11 +68,11 @@ type target struct {
 // shape is one run of the shapes: the same deliveries/s over a number of
 // cities.
 type shape struct {
-	Step      string  `json:"step"`
-	Cities    int     `json:"cities"`
-	Conns     int     `json:"connections"`
-	Delivered float64 `json:"deliveries_per_s"`
-	Latency   latency `json:"latency"`
+	Step      string         `json:"step"`
+	Cities    int            `json:"cities"`
+	Conns     int            `json:"connections"`
+	Delivered float64        `json:"deliveries_per_s"`
+	Latency   result.Latency `json:"latency"`
 	// Node and load generator CPU per delivery (µs), the node's also as a
 	// multiple of the floor's write.
 	NodeCPU    float64 `json:"node_cpu_us_per_delivery"`
@@ -89,25 +91,25 @@ type shape struct {
 
 // pingsPair is the same steady load with pings and without.
 type pingsPair struct {
-	On    latency `json:"on"`
-	Off   latency `json:"off"`
-	Ratio float64 `json:"p999_ratio"` // On.P999 / Off.P999
+	On    result.Latency `json:"on"`
+	Off   result.Latency `json:"off"`
+	Ratio float64        `json:"p999_ratio"` // On.P999 / Off.P999
 }
 
 // figures are the numbers to beat, reported whatever they are.
 type figures struct {
-	SweepConns     int      `json:"sweep_connections"`
-	MaxDeliveries  float64  `json:"max_deliveries_per_s_p99_under_50ms"`
-	MaxRatePerCity float64  `json:"max_rate_per_city"`
-	AtMax          *latency `json:"latency_at_max,omitempty"`
-	CPUAtMax       float64  `json:"node_cpu_s_per_million_deliveries_at_max"`
+	SweepConns     int             `json:"sweep_connections"`
+	MaxDeliveries  float64         `json:"max_deliveries_per_s_p99_under_50ms"`
+	MaxRatePerCity float64         `json:"max_rate_per_city"`
+	AtMax          *result.Latency `json:"latency_at_max,omitempty"`
+	CPUAtMax       float64         `json:"node_cpu_s_per_million_deliveries_at_max"`
 	// NodeBound is what the node's CPU per delivery at the highest rate
 	// allows on every core of the machine, had it them to itself (in the
 	// sweep it shares them with the load generator): an estimate.
-	NodeBound        float64  `json:"node_cpu_bound_deliveries_per_s"`
-	Nominal          *latency `json:"latency_at_nominal,omitempty"`
-	NominalDelivered float64  `json:"nominal_deliveries_per_s"`
-	CPUAtNominal     float64  `json:"node_cpu_s_per_million_deliveries_at_nominal"`
+	NodeBound        float64         `json:"node_cpu_bound_deliveries_per_s"`
+	Nominal          *result.Latency `json:"latency_at_nominal,omitempty"`
+	NominalDelivered float64         `json:"nominal_deliveries_per_s"`
+	CPUAtNominal     float64         `json:"node_cpu_s_per_million_deliveries_at_nominal"`
 	// The node's CPU per delivery as a multiple of the floor's write, at
 	// the nominal load and at the highest rate; the load generator's CPU
 	// per delivery (µs) at the nominal load.
@@ -123,13 +125,13 @@ type figures struct {
 
 // sweepPoint is one rate of the latency sweep.
 type sweepPoint struct {
-	RatePerCity float64 `json:"rate_per_city"`
-	Delivered   float64 `json:"deliveries_per_s"`
-	Latency     latency `json:"latency"`
-	ReadP99     float64 `json:"read_p99_ms"`
-	NodeCPU     float64 `json:"node_cpu_s_per_million_deliveries"`
-	FloorRatio  float64 `json:"node_cpu_floor_ratio"`
-	LoadgenCPU  float64 `json:"loadgen_cpu_s"`
+	RatePerCity float64        `json:"rate_per_city"`
+	Delivered   float64        `json:"deliveries_per_s"`
+	Latency     result.Latency `json:"latency"`
+	ReadP99     float64        `json:"read_p99_ms"`
+	NodeCPU     float64        `json:"node_cpu_s_per_million_deliveries"`
+	FloorRatio  float64        `json:"node_cpu_floor_ratio"`
+	LoadgenCPU  float64        `json:"loadgen_cpu_s"`
 	// LoadgenPerDelivery is the load generator's CPU per delivery (µs):
 	// below the node's, it measures the node rather than itself.
 	LoadgenPerDelivery float64 `json:"loadgen_cpu_us_per_delivery"`
@@ -169,7 +171,7 @@ func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error
 		Date: start.Format("2006-01-02"), Host: host, Started: start.UTC().Truncate(time.Second),
 		Command: "make bench (go run ./bench " + strings.Join(os.Args[1:], " ") + ")",
 		Machine: machine{CPUs: runtime.NumCPU(), Kernel: strings.TrimSpace(string(kernel)), Go: runtime.Version(),
-			LoadBefore: load1(), QuietLoad: cfg.quietLoad},
+			LoadBefore: result.Load1(), QuietLoad: cfg.quietLoad},
 	}
 	if cfg.quick {
 		res.Command += " — quick: figures not comparable"
@@ -239,7 +241,7 @@ func runSuite(ctx context.Context, cfg config, w io.Writer) (*suiteResult, error
 	}
 	res.Floor.add(end)
 	res.Seconds = time.Since(start).Seconds()
-	res.Machine.LoadAfter = load1()
+	res.Machine.LoadAfter = result.Load1()
 	res.evaluate()
 	res.print(w)
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
@@ -361,7 +363,7 @@ func (r *suiteResult) evaluate() {
 		} else if c := s.parsed.Connect; c != nil {
 			r.Figures.ConnectP99, r.Figures.ConnectRate = c.Latency.P99, c.RatePerS
 			r.add(fmt.Sprintf("connect p99, %d connections at %.0f/s", c.Conns, c.RatePerS), "< 100ms",
-				fmt.Sprintf("%s (%d failed)", fms(c.Latency.P99), c.Failed), c.Latency.P99 < 100 && c.Failed == 0 && c.Up == int64(c.Conns))
+				fmt.Sprintf("%s (%d failed)", result.Ms(c.Latency.P99), c.Failed), c.Latency.P99 < 100 && c.Failed == 0 && c.Up == int64(c.Conns))
 		}
 	}
 
@@ -429,7 +431,7 @@ func (r *suiteResult) sweep(l *ltResult) {
 	for _, a := range l.Accounting {
 		lost += a.Lost + a.Dups
 	}
-	var nominal *ltPhase
+	var nominal *result.Phase
 	for i := range l.Phases {
 		p := &l.Phases[i]
 		if p.Name == "warmup" {
@@ -437,7 +439,7 @@ func (r *suiteResult) sweep(l *ltResult) {
 		}
 		sp := sweepPoint{RatePerCity: p.RatePerCity, Delivered: p.PerSecond, Latency: p.Latency,
 			ReadP99: p.Read.P99, NodeCPU: p.NodeCPUPerMDel, FloorRatio: r.floorRatio(p.NodeCPUPerMDel),
-			LoadgenCPU: p.LoadgenCPU, LoadgenPerDelivery: p.loadgenPerDelivery(), OthersCPU: p.OthersCPU}
+			LoadgenCPU: p.LoadgenCPU, LoadgenPerDelivery: loadgenPerDelivery(p), OthersCPU: p.OthersCPU}
 		if p.Seconds > 0 && r.Machine.CPUs > 0 {
 			sp.OthersShare = max(0, p.OthersCPU/(p.Seconds*float64(r.Machine.CPUs)))
 			r.Machine.OthersMax = max(r.Machine.OthersMax, sp.OthersShare)
@@ -468,11 +470,11 @@ func (r *suiteResult) sweep(l *ltResult) {
 	lat := nominal.Latency
 	r.Figures.Nominal, r.Figures.NominalDelivered, r.Figures.CPUAtNominal = &lat, nominal.PerSecond, nominal.NodeCPUPerMDel
 	r.Figures.FloorRatioAtNominal = r.floorRatio(nominal.NodeCPUPerMDel)
-	r.Figures.LoadgenAtNominal = nominal.loadgenPerDelivery()
+	r.Figures.LoadgenAtNominal = loadgenPerDelivery(nominal)
 	at := fmt.Sprintf(" at %.0f deliveries/s (%d connections, %g frames/s × %d cities)",
 		nominal.PerSecond, conns, nominal.RatePerCity, sweepCities)
-	r.add("ingest→client p99"+at, "< 50ms", fms(lat.P99), lat.Count > 0 && lat.P99 < 50)
-	r.add("ingest→client p99.9"+at, "< 100ms", fms(lat.P999), lat.Count > 0 && lat.P999 < 100)
+	r.add("ingest→client p99"+at, "< 50ms", result.Ms(lat.P99), lat.Count > 0 && lat.P99 < 50)
+	r.add("ingest→client p99.9"+at, "< 100ms", result.Ms(lat.P999), lat.Count > 0 && lat.P999 < 100)
 	if ratio := r.Figures.FloorRatioAtNominal; ratio > 0 {
 		r.addOpen("node CPU per delivery"+at+" (issue 13.2)", fmt.Sprintf("≤ %.2f× the floor", maxFloorRatio),
 			fmt.Sprintf("%.2f µs, %.2f× the floor", nominal.NodeCPUPerMDel, ratio), ratio <= maxFloorRatio)
@@ -511,7 +513,7 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 				continue
 			}
 			row.Delivered, row.Latency, row.NodeCPU = p.PerSecond, p.Latency, p.NodeCPUPerMDel
-			row.FloorRatio, row.LoadgenCPU = r.floorRatio(p.NodeCPUPerMDel), p.loadgenPerDelivery()
+			row.FloorRatio, row.LoadgenCPU = r.floorRatio(p.NodeCPUPerMDel), loadgenPerDelivery(p)
 		}
 		if sp := s.parsed.Spread; sp != nil {
 			row.FanP99 = sp.FanP99
@@ -526,8 +528,8 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			// The node runs a loop per CPU (its default).
 			row.BoundMs = float64(row.Conns) / float64(r.Machine.CPUs) * r.Floor.WriteNs / 1e6
 			row.P99Bound = row.Latency.P99 / row.BoundMs
-			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s (issue 13.4)", fms(row.BoundMs)),
-				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", fms(row.Latency.P99), row.P99Bound),
+			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s (issue 13.4)", result.Ms(row.BoundMs)),
+				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", result.Ms(row.Latency.P99), row.P99Bound),
 				row.Latency.Count > 0 && row.P99Bound <= maxBoundRatio)
 		}
 		r.Shapes = append(r.Shapes, row)
@@ -546,8 +548,8 @@ func (r *suiteResult) pings(missing func(*stepRun) string) {
 			return
 		}
 	}
-	measured := func(l *ltResult) latency {
-		var lat latency
+	measured := func(l *ltResult) result.Latency {
+		var lat result.Latency
 		for _, p := range l.Phases {
 			if p.Name != "warmup" {
 				lat = p.Latency
@@ -561,15 +563,8 @@ func (r *suiteResult) pings(missing func(*stepRun) string) {
 	}
 	r.Pings = pp
 	r.addOpen("p99.9 with pings against without, same load (issue 13.1)", fmt.Sprintf("≤ %.1f×", maxPingsRatio),
-		fmt.Sprintf("%s against %s, %.2f×", fms(pp.On.P999), fms(pp.Off.P999), pp.Ratio),
+		fmt.Sprintf("%s against %s, %.2f×", result.Ms(pp.On.P999), result.Ms(pp.Off.P999), pp.Ratio),
 		pp.On.Count > 0 && pp.Off.Count > 0 && pp.Ratio <= maxPingsRatio)
-}
-
-func fms(ms float64) string {
-	if ms < 10 {
-		return fmt.Sprintf("%.2fms", ms)
-	}
-	return fmt.Sprintf("%.0fms", ms)
 }
 
 func (r *suiteResult) print(w io.Writer) {
@@ -605,7 +600,7 @@ func (r *suiteResult) print(w io.Writer) {
 		fmt.Fprintln(tw, "\nsweep: frames/s per city\tdeliveries/s\tp50\tp99\tp99.9\tmax\tread p99\tnode µs/delivery\t×floor\tload generator µs/delivery\tothers")
 		for _, p := range r.Sweep {
 			fmt.Fprintf(tw, "%g\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%.0f%%\n", p.RatePerCity, p.Delivered,
-				fms(p.Latency.P50), fms(p.Latency.P99), fms(p.Latency.P999), fms(p.Latency.Max), fms(p.ReadP99), p.NodeCPU,
+				result.Ms(p.Latency.P50), result.Ms(p.Latency.P99), result.Ms(p.Latency.P999), result.Ms(p.Latency.Max), result.Ms(p.ReadP99), p.NodeCPU,
 				ratio(p.FloorRatio), p.LoadgenPerDelivery, 100*p.OthersShare)
 		}
 	}
@@ -614,26 +609,26 @@ func (r *suiteResult) print(w io.Writer) {
 		for _, sh := range r.Shapes {
 			fan, bound, pb := "-", "-", "-"
 			if sh.FanP99 > 0 {
-				fan = fms(sh.FanP99)
+				fan = result.Ms(sh.FanP99)
 			}
 			if sh.BoundMs > 0 {
-				bound, pb = fms(sh.BoundMs), ratio(sh.P99Bound)
+				bound, pb = result.Ms(sh.BoundMs), ratio(sh.P99Bound)
 			}
 			fmt.Fprintf(tw, "%d × %d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\n", sh.Cities, sh.Conns/max(sh.Cities, 1),
-				sh.Delivered, fms(sh.Latency.P50), fms(sh.Latency.P99), fms(sh.Latency.P999), sh.NodeCPU, ratio(sh.FloorRatio),
+				sh.Delivered, result.Ms(sh.Latency.P50), result.Ms(sh.Latency.P99), result.Ms(sh.Latency.P999), sh.NodeCPU, ratio(sh.FloorRatio),
 				sh.LoadgenCPU, fan, bound, pb)
 		}
 		fmt.Fprintln(tw, "(bound: subscribers ÷ loops × the floor's write, the wait of a frame's last subscriber at the floor's cost)")
 	}
 	if p := r.Pings; p != nil {
 		fmt.Fprintf(tw, "\npings pair\twith pings p50 %s p99 %s p99.9 %s max %s; without p50 %s p99 %s p99.9 %s max %s; p99.9 %.2f×\n",
-			fms(p.On.P50), fms(p.On.P99), fms(p.On.P999), fms(p.On.Max), fms(p.Off.P50), fms(p.Off.P99), fms(p.Off.P999), fms(p.Off.Max), p.Ratio)
+			result.Ms(p.On.P50), result.Ms(p.On.P99), result.Ms(p.On.P999), result.Ms(p.On.Max), result.Ms(p.Off.P50), result.Ms(p.Off.P99), result.Ms(p.Off.P999), result.Ms(p.Off.Max), p.Ratio)
 	}
 	f := r.Figures
 	fmt.Fprintln(tw, "\nfigures to beat")
 	if f.AtMax != nil {
 		fmt.Fprintf(tw, "highest deliveries/s with p99 < 50ms (%d connections, %d cities)\t%.0f/s (%g frames/s per city): p50 %s p99 %s p99.9 %s; node CPU %.2f µs per delivery (%s the floor)\n",
-			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, fms(f.AtMax.P50), fms(f.AtMax.P99), fms(f.AtMax.P999), f.CPUAtMax, ratio(f.FloorRatioAtMax))
+			f.SweepConns, sweepCities, f.MaxDeliveries, f.MaxRatePerCity, result.Ms(f.AtMax.P50), result.Ms(f.AtMax.P99), result.Ms(f.AtMax.P999), f.CPUAtMax, ratio(f.FloorRatioAtMax))
 	}
 	if f.NodeBound > 0 {
 		fmt.Fprintf(tw, "deliveries/s the node's CPU per delivery allows on %d cores (estimate)\t%.0f/s\n", r.Machine.CPUs, f.NodeBound)
@@ -646,7 +641,7 @@ func (r *suiteResult) print(w io.Writer) {
 		fmt.Fprintf(tw, "RSS per connection at %d connections\t%.0f B (node RSS %.1f MiB)\n", f.CeilingConns, f.RSSPerConn, float64(f.CeilingRSS)/(1<<20))
 	}
 	if f.ConnectRate > 0 {
-		fmt.Fprintf(tw, "connect p99 at %.0f new connections/s\t%s\n", f.ConnectRate, fms(f.ConnectP99))
+		fmt.Fprintf(tw, "connect p99 at %.0f new connections/s\t%s\n", f.ConnectRate, result.Ms(f.ConnectP99))
 	}
 	for _, m := range r.Micro {
 		fmt.Fprintf(tw, "micro %s\t%.1f ns/op, %.0f B/op, %.0f allocs/op%s\n", m.Name, m.NsPerOp, m.BytesPerOp, m.AllocsPerOp, extra(m.Extra))

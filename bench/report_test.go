@@ -5,16 +5,18 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // sweepResult is a loadtest steady result with one phase per (rate, p99)
 // and the given loss.
 func sweepResult(lost uint64, phases ...[2]float64) *ltResult {
-	l := &ltResult{Accounting: map[string]ltAccounting{"readers": {Owed: 1000, Lost: lost}}}
-	l.Phases = append(l.Phases, ltPhase{Name: "warmup", RatePerCity: 1, PerSecond: 1e9, Latency: latency{Count: 1, P99: 1}})
+	l := &ltResult{Accounting: map[string]result.Accounting{"readers": {Owed: 1000, Lost: lost}}}
+	l.Phases = append(l.Phases, result.Phase{Name: "warmup", RatePerCity: 1, PerSecond: 1e9, Latency: result.Latency{Count: 1, P99: 1}})
 	for _, p := range phases {
-		l.Phases = append(l.Phases, ltPhase{Name: "rate", RatePerCity: p[0], PerSecond: p[0] * 10_000,
-			Latency: latency{Count: 100, P50: p[1] / 4, P99: p[1], P999: 2 * p[1], Max: 3 * p[1]}, NodeCPUPerMDel: 6})
+		l.Phases = append(l.Phases, result.Phase{Name: "rate", RatePerCity: p[0], PerSecond: p[0] * 10_000,
+			Latency: result.Latency{Count: 100, P50: p[1] / 4, P99: p[1], P999: 2 * p[1], Max: 3 * p[1]}, NodeCPUPerMDel: 6})
 	}
 	return l
 }
@@ -64,7 +66,7 @@ func TestEvaluateFails(t *testing.T) {
 	// The sweep stopped before the nominal rate.
 	f("stopped early", []*stepRun{{Name: "sweep", parsed: sweepResult(0, [2]float64{1, 70})}}, "nominal")
 	// A failed scenario check.
-	spike := &ltResult{Checks: []ltCheck{{Name: "spike: p99", Pass: false, Got: "80ms", Want: "< 50ms"}}}
+	spike := &ltResult{Checks: []result.Check{{Name: "spike: p99", Pass: false, Got: "80ms", Want: "< 50ms"}}}
 	f("spike check", []*stepRun{{Name: "spike", What: "spike ×10", parsed: spike}}, "spike ×10")
 }
 
@@ -115,7 +117,7 @@ func TestNiceCeil(t *testing.T) {
 }
 
 func TestOthersShare(t *testing.T) {
-	l := &ltResult{Phases: []ltPhase{{Seconds: 10, OthersCPU: 2}, {Seconds: 5, OthersCPU: 4}, {Seconds: 0, OthersCPU: 9}}}
+	l := &ltResult{Phases: []result.Phase{{Seconds: 10, OthersCPU: 2}, {Seconds: 5, OthersCPU: 4}, {Seconds: 0, OthersCPU: 9}}}
 	// 4 s of CPU in 5 s on 2 CPUs: 40%; a phase without duration is skipped.
 	if got := othersShare(l, 2); got != 0.4 {
 		t.Errorf("othersShare = %g, want 0.4", got)
@@ -133,21 +135,15 @@ func TestThousands(t *testing.T) {
 // shapeResult is a loadtest steady result over cities, of one measured
 // phase with the given p99 and CPU per delivery (µs), node and load generator.
 func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
-	l := &ltResult{Accounting: map[string]ltAccounting{"readers": {Owed: 1000}}}
-	l.Connect = &struct {
-		Conns    int     `json:"conns"`
-		Up       int64   `json:"up"`
-		Failed   int64   `json:"failed"`
-		RatePerS float64 `json:"rate_per_s"`
-		Latency  latency `json:"latency"`
-	}{Conns: conns, Up: int64(conns)}
+	l := &ltResult{Accounting: map[string]result.Accounting{"readers": {Owed: 1000}}}
+	l.Connect = &result.Connect{Conns: conns, Up: int64(conns)}
 	l.Options = &struct {
 		Cities int `json:"cities"`
 	}{Cities: cities}
 	const deliveries = 500_000
-	l.Phases = []ltPhase{
+	l.Phases = []result.Phase{
 		{Name: "warmup", PerSecond: 1, NodeCPUPerMDel: 99},
-		{Name: "rate=10", PerSecond: 50_000, Deliveries: deliveries, Latency: latency{Count: deliveries, P50: p99 / 4, P99: p99, P999: 2 * p99},
+		{Name: "rate=10", PerSecond: 50_000, Deliveries: deliveries, Latency: result.Latency{Count: deliveries, P50: p99 / 4, P99: p99, P999: 2 * p99},
 			NodeCPUPerMDel: nodeUS, LoadgenCPU: loadgenUS * deliveries / 1e6},
 	}
 	return l
@@ -162,12 +158,7 @@ func TestEvaluateShapes(t *testing.T) {
 		{Name: "cities12", What: "12", parsed: shapeResult(5000, 12, 10, 11, 3)},
 		{Name: "cities500", What: "500", Err: "exit status 2"},
 	}}
-	r.Steps[0].parsed.Spread = &struct {
-		Frames uint64  `json:"frames"`
-		FanP50 float64 `json:"fan_p50_ms"`
-		FanP99 float64 `json:"fan_p99_ms"`
-		FanMax float64 `json:"fan_max_ms"`
-	}{Frames: 100, FanP99: 24}
+	r.Steps[0].parsed.Spread = &result.Spread{Frames: 100, FanP99: 24}
 	r.evaluate()
 	if len(r.Shapes) != 2 {
 		t.Fatalf("%d shapes, want the two that ran", len(r.Shapes))

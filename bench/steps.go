@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 type config struct {
@@ -161,76 +163,28 @@ func joinRates(r []float64) string {
 	return strings.Join(s, ",")
 }
 
-// ltResult is the part of loadtest's JSON result the bench reads.
+// ltResult is the part of loadtest's JSON result the bench reads, in
+// loadtest's own types.
 type ltResult struct {
-	Node *struct {
-		RSSConnected int64   `json:"rss_connected"`
-		RSSPerConn   float64 `json:"rss_per_conn"`
-	} `json:"node"`
-	Connect *struct {
-		Conns    int     `json:"conns"`
-		Up       int64   `json:"up"`
-		Failed   int64   `json:"failed"`
-		RatePerS float64 `json:"rate_per_s"`
-		Latency  latency `json:"latency"`
-	} `json:"connect"`
+	Node    *result.Node    `json:"node"`
+	Connect *result.Connect `json:"connect"`
 	Options *struct {
 		Cities int `json:"cities"`
 	} `json:"options"`
-	Phases     []ltPhase               `json:"phases"`
-	Accounting map[string]ltAccounting `json:"accounting"`
-	Checks     []ltCheck               `json:"checks"`
-	Spread     *struct {
-		Frames uint64  `json:"frames"`
-		FanP50 float64 `json:"fan_p50_ms"`
-		FanP99 float64 `json:"fan_p99_ms"`
-		FanMax float64 `json:"fan_max_ms"`
-	} `json:"spread"`
+	Phases     []result.Phase               `json:"phases"`
+	Accounting map[string]result.Accounting `json:"accounting"`
+	Checks     []result.Check               `json:"checks"`
+	Spread     *result.Spread               `json:"spread"`
 }
 
-type ltPhase struct {
-	Name           string  `json:"name"`
-	RatePerCity    float64 `json:"rate_per_city"`
-	Seconds        float64 `json:"seconds"`
-	PerSecond      float64 `json:"deliveries_per_s"`
-	Latency        latency `json:"latency"`
-	Read           latency `json:"read_latency"`
-	NodeCPUPerMDel float64 `json:"node_cpu_s_per_million_deliveries"`
-	LoadgenCPU     float64 `json:"loadgen_cpu_s"`
-	OthersCPU      float64 `json:"others_cpu_s"`
-	Deliveries     uint64  `json:"deliveries"`
-}
-
-// loadgenPerDelivery is the load generator's CPU per delivery in the
-// phase, in µs, or 0. (Computed here rather than read: loadtest binaries
-// from before it reported it, given with -loadtest, compare too.)
-func (p *ltPhase) loadgenPerDelivery() float64 {
+// loadgenPerDelivery is the load generator's CPU per delivery in p, in
+// µs, or 0. (Computed here rather than read: loadtest binaries from
+// before it reported it, given with -loadtest, compare too.)
+func loadgenPerDelivery(p *result.Phase) float64 {
 	if p.Deliveries == 0 {
 		return 0
 	}
 	return p.LoadgenCPU / float64(p.Deliveries) * 1e6
-}
-
-type latency struct {
-	Count uint64  `json:"count"`
-	P50   float64 `json:"p50_ms"`
-	P90   float64 `json:"p90_ms"`
-	P99   float64 `json:"p99_ms"`
-	P999  float64 `json:"p999_ms"`
-	Max   float64 `json:"max_ms"`
-}
-
-type ltAccounting struct {
-	Owed uint64 `json:"owed"`
-	Lost uint64 `json:"lost"`
-	Dups uint64 `json:"dups"`
-}
-
-type ltCheck struct {
-	Name string `json:"name"`
-	Pass bool   `json:"pass"`
-	Got  string `json:"got"`
-	Want string `json:"want"`
 }
 
 // stepRun is one step's outcome: the loadtest result as parsed and as

@@ -5,6 +5,8 @@ import (
 	"html"
 	"math"
 	"strings"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // Chart geometry, in SVG user units.
@@ -17,11 +19,11 @@ const (
 var series = []struct {
 	name   string
 	colour string
-	value  func(latency) float64
+	value  func(result.Latency) float64
 }{
-	{"p50", "#1f77b4", func(l latency) float64 { return l.P50 }},
-	{"p99", "#ff7f0e", func(l latency) float64 { return l.P99 }},
-	{"p99.9", "#d62728", func(l latency) float64 { return l.P999 }},
+	{"p50", "#1f77b4", func(l result.Latency) float64 { return l.P50 }},
+	{"p99", "#ff7f0e", func(l result.Latency) float64 { return l.P99 }},
+	{"p99.9", "#d62728", func(l result.Latency) float64 { return l.P999 }},
 }
 
 // chart draws the sweep: latency percentiles (log scale) against delivered
@@ -93,7 +95,7 @@ func chart(r *suiteResult) string {
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.colour, strings.Join(line, " "))
 		for _, p := range pts {
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s at %.0f/s (%g frames/s per city): %s</title></circle>`+"\n",
-				x(p.Delivered), y(s.value(p.Latency)), s.colour, s.name, p.Delivered, p.RatePerCity, fms(s.value(p.Latency)))
+				x(p.Delivered), y(s.value(p.Latency)), s.colour, s.name, p.Delivered, p.RatePerCity, result.Ms(s.value(p.Latency)))
 		}
 		// Bottom right: the target labels sit at 50 and 100 ms, never
 		// at the bottom (which is 1 ms or less).

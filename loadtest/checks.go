@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // slowTolerance is how far the readers' p99 may move while others stop
@@ -16,14 +18,14 @@ func (r *runner) checks() {
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	readers := res.Accounting["readers"]
 	if readers == nil {
-		readers = &accounting{}
+		readers = &result.Accounting{}
 	}
 
 	if c := res.Connect; c != nil {
 		res.check("every connection up", c.Up == int64(o.Conns), fmt.Sprintf("%d of %d", c.Up, o.Conns), fmt.Sprint(o.Conns))
 		if o.Scenario == "connect-storm" {
 			res.check(fmt.Sprintf("connect p99 at %g/s", o.ConnRate), c.Latency.Count > 0 && c.Latency.P99 < ms(o.TargetConnect),
-				fms(c.Latency.P99), "< "+fms(ms(o.TargetConnect)))
+				result.Ms(c.Latency.P99), "< "+result.Ms(ms(o.TargetConnect)))
 		}
 	}
 	dropped := readers.Dropped
@@ -46,8 +48,8 @@ func (r *runner) checks() {
 			continue
 		}
 		l := p.Latency
-		res.check(p.Name+": p99", l.Count > 0 && l.P99 < ms(o.TargetP99), fms(l.P99), "< "+fms(ms(o.TargetP99)))
-		res.check(p.Name+": p99.9", l.Count > 0 && l.P999 < ms(o.TargetP999), fms(l.P999), "< "+fms(ms(o.TargetP999)))
+		res.check(p.Name+": p99", l.Count > 0 && l.P99 < ms(o.TargetP99), result.Ms(l.P99), "< "+result.Ms(ms(o.TargetP99)))
+		res.check(p.Name+": p99.9", l.Count > 0 && l.P999 < ms(o.TargetP999), result.Ms(l.P999), "< "+result.Ms(ms(o.TargetP999)))
 	}
 
 	switch o.Scenario {
@@ -67,7 +69,7 @@ func (r *runner) checks() {
 		if base != nil && slow != nil {
 			limit := slowTolerance(base.Latency.P99)
 			res.check("readers' p99 unmoved by slow consumers", slow.Latency.P99 <= limit,
-				fmt.Sprintf("%s (baseline %s)", fms(slow.Latency.P99), fms(base.Latency.P99)), "≤ "+fms(limit))
+				fmt.Sprintf("%s (baseline %s)", result.Ms(slow.Latency.P99), result.Ms(base.Latency.P99)), "≤ "+result.Ms(limit))
 		}
 		if s := res.Accounting["slow"]; s != nil {
 			res.check("slow clients: every frame delivered or conflated", s.Lost == 0 && s.Dups == 0,
@@ -76,7 +78,7 @@ func (r *runner) checks() {
 	}
 }
 
-func (r *runner) phaseNamed(name string) *phaseResult {
+func (r *runner) phaseNamed(name string) *result.Phase {
 	for _, p := range r.res.Phases {
 		if p.Name == name {
 			return p

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // runner is the coordinator of one run.
@@ -28,7 +30,7 @@ type runner struct {
 	// pubSeen is pub for the progress goroutine.
 	pubSeen atomic.Pointer[publisher]
 	start   time.Time
-	node    nodeFigures // valid with o.Pids
+	node    result.Node // valid with o.Pids
 
 	progressMu sync.Mutex
 	label      string // what the run is doing, for the progress line
@@ -43,7 +45,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 	r := &runner{o: o, res: newResult(o), start: time.Now()}
 	defer func() {
 		r.res.Seconds = time.Since(r.start).Seconds()
-		r.res.Machine.Load1After = load1()
+		r.res.Machine.Load1After = result.Load1()
 	}()
 	if o.Spawn != "" {
 		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes)
@@ -146,7 +148,7 @@ func (r *runner) connect(ctx context.Context) error {
 		}
 	}
 	secs := time.Since(t0).Seconds()
-	c := &connectFigures{Conns: o.Conns, Seconds: secs}
+	c := &result.Connect{Conns: o.Conns, Seconds: secs}
 	refused := map[string]errorCount{}
 	for _, s := range st {
 		c.Up += s.Ready
@@ -258,7 +260,7 @@ func (r *runner) phase(ctx context.Context, name string, rate float64, d time.Du
 	err := r.pub.run(ctx, rate, d)
 	secs := time.Since(from).Seconds()
 	cpu1 := r.cpuSnapshot()
-	p := &phaseResult{Name: name, RatePerCity: rate, Seconds: secs, Frames: r.pub.frames() - frames0}
+	p := &result.Phase{Name: name, RatePerCity: rate, Seconds: secs, Frames: r.pub.frames() - frames0}
 	p.NodeCPU = (cpu1.node - cpu0.node).Seconds()
 	p.LoadgenCPU = (cpu1.loadgen - cpu0.loadgen).Seconds()
 	// Per-process and whole-machine CPU times are counted apart (and in
@@ -417,7 +419,7 @@ func (r *runner) publishOnly(ctx context.Context) error {
 	r.pub.close()
 	n, msg := r.pub.firstError()
 	r.res.Publisher = &publisherFigures{Frames: r.pub.frames(), Errors: n, FirstError: msg}
-	r.res.Phases = append(r.res.Phases, &phaseResult{Name: "publish", RatePerCity: r.o.Rates[0],
+	r.res.Phases = append(r.res.Phases, &result.Phase{Name: "publish", RatePerCity: r.o.Rates[0],
 		Seconds: time.Since(t0).Seconds(), Frames: r.pub.frames()})
 	r.res.check("ingest accepted every frame", n == 0, fmt.Sprint(n, " errors"), "0")
 	return err
@@ -438,7 +440,7 @@ func (r *runner) finish() error {
 	var connect, reconnect, replay histogram
 	phases := make([]struct{ lat, read histogram }, len(res.Phases))
 	var spread []spreadFrame
-	res.Accounting = map[string]*accounting{}
+	res.Accounting = map[string]*result.Accounting{}
 	res.Errors = map[string]errorCount{}
 	for _, rep := range reps {
 		wr := rep.Report
@@ -462,9 +464,9 @@ func (r *runner) finish() error {
 		}
 		for class, a := range wr.Classes {
 			if res.Accounting[class] == nil {
-				res.Accounting[class] = &accounting{}
+				res.Accounting[class] = &result.Accounting{}
 			}
-			res.Accounting[class].add(a)
+			res.Accounting[class].Add(a)
 		}
 		for kind, e := range wr.Errors {
 			old := res.Errors[kind]
@@ -568,7 +570,7 @@ func (r *runner) watch(ctx context.Context, w io.Writer) func() {
 					}
 					line += fmt.Sprintf(", %.0f deliveries/s", float64(del-last.deliveries)/dt)
 					if l := summarize(&lat); l.Count > 0 {
-						line += ", p99 " + fms(l.P99)
+						line += ", p99 " + result.Ms(l.P99)
 					}
 					if behind > 0 {
 						line += fmt.Sprintf(", %d owed", behind)

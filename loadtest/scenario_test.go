@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // The smoke versions of the scenarios run against the real node binary,
@@ -117,7 +119,7 @@ func TestSmokeSpike(t *testing.T) {
 	o.Duration, o.SpikeDuration = 500*time.Millisecond, 500*time.Millisecond
 	res := runScenario(t, o)
 	mustPass(t, res, accountingChecks...)
-	var spike *phaseResult
+	var spike *result.Phase
 	for _, p := range res.Phases {
 		if p.Name == "spike" {
 			spike = p

@@ -1,6 +1,10 @@
 package main
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/metrocast/metrocast/loadtest/result"
+)
 
 // frameSpread tracks, per frame of one city, when the first and the last
 // subscriber received it (kernel timestamps). The first arrival minus the
@@ -41,7 +45,7 @@ type spreadFrame struct {
 // mergeSpread folds the workers' frames (a frame's subscribers may sit in
 // several workers) into start (first − sent) and fan (last − first)
 // histograms.
-func mergeSpread(frames []spreadFrame) spreadFigures {
+func mergeSpread(frames []spreadFrame) result.Spread {
 	type key struct {
 		city int
 		seq  uint64
@@ -62,6 +66,6 @@ func mergeSpread(frames []spreadFrame) spreadFigures {
 		fan.record(a.last - a.first)
 	}
 	s, f := summarize(&start), summarize(&fan)
-	return spreadFigures{Frames: s.Count, FirstP50: s.P50, FirstP99: s.P99, FirstMax: s.Max,
+	return result.Spread{Frames: s.Count, FirstP50: s.P50, FirstP99: s.P99, FirstMax: s.Max,
 		FanP50: f.P50, FanP99: f.P99, FanMax: f.Max}
 }

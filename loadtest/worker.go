@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // A load run is one coordinator (the loadtest command) and one or more
@@ -69,14 +71,14 @@ type workerStats struct {
 
 // workerReport is a worker's share of the results, sent when it closes.
 type workerReport struct {
-	Connect   sparse                 `json:"connect"`
-	Reconnect sparse                 `json:"reconnect"`
-	Replay    sparse                 `json:"replay"`
-	Phases    []phaseReport          `json:"phases"`
-	Classes   map[string]*accounting `json:"classes"`
-	Retries   int64                  `json:"retries"`
-	Spread    []spreadFrame          `json:"spread,omitempty"`
-	Errors    map[string]errorCount  `json:"errors,omitempty"`
+	Connect   sparse                        `json:"connect"`
+	Reconnect sparse                        `json:"reconnect"`
+	Replay    sparse                        `json:"replay"`
+	Phases    []phaseReport                 `json:"phases"`
+	Classes   map[string]*result.Accounting `json:"classes"`
+	Retries   int64                         `json:"retries"`
+	Spread    []spreadFrame                 `json:"spread,omitempty"`
+	Errors    map[string]errorCount         `json:"errors,omitempty"`
 }
 
 type phaseReport struct {
@@ -85,41 +87,6 @@ type phaseReport struct {
 	Read       sparse `json:"read"`
 	Deliveries uint64 `json:"deliveries"`
 	NoTS       uint64 `json:"no_ts"`
-}
-
-// accounting sums the clients' tallies of one class (readers, slow).
-type accounting struct {
-	Clients  int    `json:"clients"`
-	Failed   int    `json:"failed"`  // never connected
-	Dropped  int    `json:"dropped"` // ended by the server or the network
-	Owed     uint64 `json:"owed"`
-	Received uint64 `json:"received"`
-	Lost     uint64 `json:"lost"`
-	Dups     uint64 `json:"dups"`
-	Late     uint64 `json:"late"`
-	Skipped  uint64 `json:"skipped"` // replaced by a resync initial_data
-	Resyncs  uint64 `json:"resyncs"` // initial_data resumed:false after the first
-	Resumes  uint64 `json:"resumes"` // reconnects that resumed at the right seq
-	Dials    uint64 `json:"dials"`
-	Bad      uint64 `json:"bad"`      // protocol surprises
-	BadTime  uint64 `json:"bad_time"` // frames without the publisher's send time
-}
-
-func (a *accounting) add(b *accounting) {
-	a.Clients += b.Clients
-	a.Failed += b.Failed
-	a.Dropped += b.Dropped
-	a.Owed += b.Owed
-	a.Received += b.Received
-	a.Lost += b.Lost
-	a.Dups += b.Dups
-	a.Late += b.Late
-	a.Skipped += b.Skipped
-	a.Resyncs += b.Resyncs
-	a.Resumes += b.Resumes
-	a.Dials += b.Dials
-	a.Bad += b.Bad
-	a.BadTime += b.BadTime
 }
 
 type errorCount struct {
@@ -481,7 +448,7 @@ func (w *worker) report() *workerReport {
 		Connect:   w.connect.sparse(),
 		Reconnect: w.reconnectLat.sparse(),
 		Replay:    w.replay.sparse(),
-		Classes:   map[string]*accounting{},
+		Classes:   map[string]*result.Accounting{},
 		Retries:   w.retries.Load(),
 	}
 	for _, ph := range *w.phases.Load() {
@@ -501,7 +468,7 @@ func (w *worker) report() *workerReport {
 		}
 		a := r.Classes[class]
 		if a == nil {
-			a = &accounting{}
+			a = &result.Accounting{}
 			r.Classes[class] = a
 		}
 		a.Clients++
