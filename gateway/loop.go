@@ -728,7 +728,7 @@ var closeCodes = [closeReasons]ws.StatusCode{
 // StatusAuthFailed is the close code after an auth_error: the token was
 // refused, missing, or expired (4000-4999 are for applications, RFC 6455
 // §7.4.2).
-const StatusAuthFailed ws.StatusCode = 4001
+const StatusAuthFailed = 4001
 
 // closeConn sends the close frame for reason and closes cn. Runs on the
 // loop, but not inside OnTraffic: there, call beginClose and return

@@ -237,7 +237,7 @@ func (p *presence) localShare() []byte {
 // instead: a subscriber that applies events and snapshots as set
 // operations never keeps a user who left. It reports whether this node's
 // watchers changed since they were last shared. Called once per tick
-// (Server.OnTick).
+// (events.OnTick).
 func (p *presence) flush(city string) (unshared bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -23,8 +23,6 @@ import (
 // Server is one metrocast node. Create it with New, run it with Start, stop
 // it with Shutdown. Its methods are safe for concurrent use.
 type Server struct {
-	gnet.BuiltinEventEngine
-
 	cfg      Config                 // as started; see live
 	live     atomic.Pointer[Config] // cfg with the settings Reload changed
 	reloadMu sync.Mutex
@@ -134,7 +132,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
 	go func() {
-		s.done <- gnet.Run(s, "tcp://"+addr,
+		s.done <- gnet.Run(&events{s: s}, "tcp://"+addr,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithTicker(true),
@@ -330,20 +328,6 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// OnBoot records the engine and the bound address.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
-	s.eng = eng
-	fd, err := eng.Dup()
-	if err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			s.addr = sockaddrToTCP(sa)
-		}
-		_ = unix.Close(fd)
-	}
-	close(s.booted)
-	return gnet.None
-}
-
 func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
@@ -374,70 +358,6 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// OnOpen sets up a new connection. Runs on its loop.
-func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	s.accepted.Add(1)
-	l := s.loopOf(c.EventLoop())
-	if s.isDraining() {
-		l.stats.closes[CloseShutdown].Add(1)
-		return nil, gnet.Close
-	}
-	l.now = time.Now().UnixNano()
-	if n := l.cfg.SocketSendBuffer; n > 0 {
-		_ = c.SetWriteBuffer(n)
-	}
-	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
-	s.admit(cn)
-	c.SetContext(cn)
-	l.addConn(cn)
-	s.open.Add(1)
-	return nil, gnet.None
-}
-
-// OnTraffic reads what the connection sent. Runs on its loop.
-func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
-	cn, ok := c.Context().(*conn)
-	if !ok {
-		return gnet.Close
-	}
-	l := cn.l
-	l.now = time.Now().UnixNano()
-	l.corked = cn
-	act := cn.traffic()
-	l.flush()
-	if cn.state == stateClosed {
-		return gnet.None
-	}
-	return act
-}
-
-// OnClose forgets the connection. Runs on its loop, possibly from inside a
-// write that failed.
-func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
-	cn, ok := c.Context().(*conn)
-	if !ok {
-		return gnet.None
-	}
-	c.SetContext(nil)
-	if cn.state < stateClosing {
-		cn.reason = ClosePeer
-	}
-	cn.state = stateClosed
-	cn.l.stats.closes[cn.reason].Add(1)
-	cn.l.removeConn(cn)
-	if cn.flags&flagAdmitted != 0 {
-		s.admitted.Add(-1)
-		switch {
-		case cn.flags&flagProxied == 0:
-			s.ips.release(ipKey(c.RemoteAddr()))
-		case cn.client != nil:
-			s.ips.release(*cn.client)
-		}
-	}
-	s.open.Add(-1)
-	return gnet.None
-}
-
 // admit counts a new connection against MaxConns and MaxConnsPerIP, or marks
 // it to be refused (503 or 429) once its request has arrived. A connection
 // from a trusted proxy counts against MaxConnsPerIP by its client's
@@ -462,20 +382,6 @@ func (s *Server) admit(cn *conn) {
 		return
 	}
 	cn.flags |= flagAdmitted
-}
-
-// OnTick schedules housekeeping on every loop, and flushes presence once
-// a sweep: each watcher is visited once a sweep (at its phase), so a
-// flush per tick would split the batches it sends into many small ones.
-// Runs on gnet's ticker goroutine.
-func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	cfg := s.live.Load()
-	if now := time.Now(); now.Sub(s.flushedAt) >= cfg.sweep() {
-		s.flushedAt = now
-		s.flushPresence()
-	}
-	s.housekeepAll()
-	return cfg.tick(), gnet.None
 }
 
 // publish stores one ingest message and wakes the loops that follow its
