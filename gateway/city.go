@@ -53,7 +53,11 @@ type city struct {
 	keys    []string // sorted member names of state
 	pending [][]byte
 	stateTS int64
-	// size is the bytes of state's names and values; pinned bounds the
+	// maxState bounds size: IngestMaxLineBytes, what one snapshot may
+	// carry (see fitsLocked).
+	maxState int
+	// size is the bytes of state as a JSON object (its names and values
+	// and memberPunct each, the braces aside); pinned bounds the
 	// memory they keep from being freed: they alias the payloads merged
 	// since the last compaction (a whole frame each) or that
 	// compaction's buffer (see mergeLocked). pendingBytes: pending's.
@@ -76,6 +80,7 @@ func newCity(name string, cfg *Config, loops int, floor uint64, sparse bool) *ci
 		loopSubs:   make([]atomic.Int32, loops),
 		dirty:      make([]atomic.Bool, loops),
 		keepAlerts: cfg.RecentAlerts,
+		maxState:   cfg.IngestMaxLineBytes,
 	}
 }
 
@@ -101,16 +106,56 @@ const payloadOverhead = int(frameOverhead) + 128
 // up; look it up again.
 var errCityGone = errors.New("city dropped")
 
+// errStateFull: a data_update would grow the city's state past maxState.
+var errStateFull = errors.New("the city's state would grow past ingest-max-line-bytes, what one snapshot may carry: send a snapshot to replace it, or fewer members")
+
 // publish numbers in as the city's next message (a single node's seqs:
 // one more than the last, or than the ring's floor), then stores it as
 // publishSeq does. Safe for concurrent use.
 func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dropped {
+	switch {
+	case c.dropped:
 		return nil, errCityGone
+	case !c.fitsLocked(in):
+		return nil, errStateFull
 	}
 	return c.publishLocked(in, c.ring.headSeqLocked()+1, accepted), nil
+}
+
+// fits reports whether in leaves the city's state within maxState (see
+// fitsLocked). Cluster ingest asks before it publishes to the stream, so
+// that a line is refused before its ack; the nodes apply whatever the
+// stream holds. Safe for concurrent use.
+func (c *city) fits(in *codec.Ingest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fitsLocked(in)
+}
+
+// fitsLocked reports whether in leaves the state within maxState: a
+// snapshot always does (it is one line), a data_update unless its new
+// members, or bigger values, grow it past. Without a bound, a producer
+// that names a new member in each line (a sensor id, a timestamp) grows
+// a state for ever. Most lines are far below: they cost a sum; near the
+// bound the state is merged and the line's members weighed. The city lock
+// is held on entry.
+func (c *city) fitsLocked(in *codec.Ingest) bool {
+	// The object is size+1 bytes: its braces, less the last comma.
+	if in.Kind != codec.KindDataUpdate || c.size+c.pendingBytes+len(in.Data) < c.maxState {
+		return true
+	}
+	c.mergeLocked()
+	grow := 0
+	_ = codec.EachMember(in.Data, func(k string, v []byte) {
+		if old, ok := c.state[k]; ok {
+			grow += len(v) - len(old)
+		} else {
+			grow += len(k) + memberPunct + len(v) // a name twice in the line counts twice: a bound
+		}
+	})
+	return c.size+grow < c.maxState
 }
 
 // publishSeq stores in with the given seq (the stream sequence in cluster
@@ -312,7 +357,7 @@ func (c *city) mergeLocked() {
 				c.size -= len(old)
 			} else {
 				c.keys = append(c.keys, k)
-				c.size += len(k)
+				c.size += len(k) + memberPunct
 			}
 			c.size += len(v)
 			c.state[k] = v
@@ -328,6 +373,10 @@ func (c *city) mergeLocked() {
 		c.compactLocked()
 	}
 }
+
+// memberPunct is what a member adds to an object beside its name and
+// value: the name's quotes, the colon and a comma.
+const memberPunct = 4
 
 // compactSlack is how much more than twice its size a state may hold
 // before it is compacted: small states are not copied over and over.

@@ -259,3 +259,66 @@ func TestStatePinsNoFrames(t *testing.T) {
 		t.Fatalf("the state of %d bytes pins %d", ct.size, ct.pinned)
 	}
 }
+
+// TestStateBounded checks that a city's state stays within what one
+// snapshot may carry (IngestMaxLineBytes): a data_update that would grow
+// it past is refused before its ack, saying what to do, while updates of
+// the members it holds go on, and a snapshot makes room again; on a single
+// node and on a cluster's.
+func TestStateBounded(t *testing.T) {
+	t.Parallel()
+	const max = 4096
+	nats := startNATS(t)
+	for name, s := range map[string]*Server{
+		"single":  startServer(t, Config{IngestMaxLineBytes: max}),
+		"cluster": startClusterNode(t, nats.url(), Config{IngestMaxLineBytes: max}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dialGorilla(t, wsURL(s, "cities=sb"))
+			readType(t, c, "subscribed")
+			readType(t, c, "initial_data")
+			p := dialProducer(t, s)
+			member := func(i int) string { return fmt.Sprintf(`{"m%03d":"%s"}`, i, strings.Repeat("v", 90)) }
+			stored := func(data string) {
+				t.Helper()
+				seq := p.publish(t, dataLine("sb", "data_update", data))
+				// The state grows when the frame is applied (in cluster
+				// mode, back from the stream).
+				if m := readType(t, c, "data_update"); m.Seq != seq {
+					t.Fatalf("%s, want seq %d", m.raw, seq)
+				}
+			}
+			i := 0
+			for ; ; i++ {
+				p.write(t, dataLine("sb", "data_update", member(i)))
+				a := p.answer(t)
+				if a.Error != "" {
+					if !strings.Contains(a.Error, "send a snapshot") {
+						t.Fatalf("line %d: %+v, want the state bound", i, a)
+					}
+					break
+				}
+				if m := readType(t, c, "data_update"); m.Seq != a.Seq {
+					t.Fatalf("%s, want seq %d", m.raw, a.Seq)
+				}
+				if i > max/90 {
+					t.Fatalf("%d members of 90 bytes taken in a state of at most %d", i+1, max)
+				}
+			}
+			if i < max/100-1 {
+				t.Fatalf("refused after %d members of ~100 bytes, want about %d", i, max/100)
+			}
+			stored(member(0)) // a member it holds: the state does not grow
+			c2 := dialGorilla(t, wsURL(s, "cities=sb"))
+			readType(t, c2, "subscribed")
+			if m := readType(t, c2, "initial_data"); len(m.Data) > max {
+				t.Fatalf("initial_data carries %d bytes of state, over %d", len(m.Data), max)
+			}
+			seq := p.publish(t, dataLine("sb", "snapshot", `{"fresh":1}`))
+			if m := readType(t, c, "initial_data"); m.Seq != seq {
+				t.Fatalf("%s, want the snapshot at seq %d", m.raw, seq)
+			}
+			stored(member(i))
+		})
+	}
+}

@@ -480,10 +480,16 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 				q.stored(msg.ID, seq, len(line), dup)
 				return false
 			}
-		} else if _, err = in.s.hub.city(msg.City); err == nil {
+		} else {
 			// Refused here rather than dropped by every node's consumer.
-			q.publish(cl.prepare(&msg, line), msg.ID, n, len(line))
-			return false
+			var c *city
+			if c, err = in.s.hub.city(msg.City); err == nil && !c.fits(&msg) {
+				err = errStateFull
+			}
+			if err == nil {
+				q.publish(cl.prepare(&msg, line), msg.ID, n, len(line))
+				return false
+			}
 		}
 	}
 	if errors.Is(err, errTooManyCities) {

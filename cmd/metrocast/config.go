@@ -95,7 +95,7 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	dur(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "close a connection silent for this long (1001)")
 	dur(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection that has not upgraded by then")
 	dur(&c.FrameTimeout, "frame-timeout", d.FrameTimeout, "close (1008) a connection whose frame or fragmented message is not whole this long after its first byte")
-	num(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line")
+	num(&c.IngestMaxLineBytes, "ingest-max-line-bytes", d.IngestMaxLineBytes, "largest ingest line, and largest city state")
 	num(&c.IngestMaxConns, "ingest-max-conns", d.IngestMaxConns, "concurrent producer connections")
 	dur(&c.IngestWriteTimeout, "ingest-write-timeout", d.IngestWriteTimeout, "close a producer that does not read its acks")
 	dur(&c.IngestLineTimeout, "ingest-line-timeout", d.IngestLineTimeout, "disconnect a producer whose line is not whole this long after its first byte")
