@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -535,4 +536,50 @@ func TestClusterFill(t *testing.T) {
 	if got := b.cluster.applied.Load(); got != acked[4] {
 		t.Fatalf("applied %d, want %d", got, acked[4])
 	}
+}
+
+// TestClusterResumeLoseOneNATSServer: a client resuming from the stream
+// right after the loss of the NATS server that led the JetStream cluster
+// (SIGKILL) gets the frames it missed, not a fresh start: the resume reads
+// with direct gets, which the live replicas answer at once, where a
+// consumer's creation waited for a new meta leader past the fetch's time
+// limit (10 s), and the client was started afresh.
+func TestClusterResumeLoseOneNATSServer(t *testing.T) {
+	procs := startNATSProcs(t, 3)
+	meta, err := procs[0].jsz()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, other := -1, -1
+	for i, p := range procs {
+		if p.name == meta.Meta.Leader {
+			victim = i
+		} else {
+			other = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no meta leader among %+v", meta)
+	}
+	a := startProcNode(t, procs, other)
+	p := dialProducer(t, a)
+	acked := make([]uint64, 50)
+	for i := range acked {
+		acked[i] = p.publish(t, dataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	// Started after the lines, on a live server: its ring holds none of
+	// them, so a resume from the tenth reads the stream.
+	b := startProcNode(t, procs, other)
+	procs[victim].kill()
+	killed := time.Now()
+	c := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=rl&since=%d&epoch=%d", acked[9], b.Epoch())))
+	if m := readType(t, c, "subscribed"); !bytes.Contains(m.raw, []byte(`"resumed":true`)) {
+		t.Fatalf("subscribed %s, want resumed", m.raw)
+	}
+	for i, f := range readFrames(t, c, 40) {
+		if want := fmt.Sprintf(`{"i":%d}`, i+10); f.seq != acked[i+10] || f.data != want {
+			t.Fatalf("frame %d: seq %d %s, want seq %d %s", i, f.seq, f.data, acked[i+10], want)
+		}
+	}
+	t.Logf("resumed 40 frames %s after the loss of the meta leader %s", time.Since(killed), procs[victim].name)
 }

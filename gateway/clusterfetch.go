@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/metrocast/metrocast/codec"
+)
+
+// Resumes from the stream read it with direct gets, which any replica of
+// the stream answers (it allows them: see cluster.setup), as the feeds'
+// fill does: no consumer to create, so no wait for the meta leader, and
+// no stream leader to wait for either. Losing the server that led either
+// left a resume waiting out natsFetchTimeout (10 s) and then starting the
+// client afresh (TestClusterResumeLoseOneNATSServer).
+//
+// A replica behind the others (nats-server lets a follower answer from 90%
+// caught up) answers from a prefix of the stream, so the frames it gives
+// may stop short of the city's floor: finishReplay then starts the client
+// afresh (initial_data, resumed false), as for a resume from expired
+// seqs. Frames that reach the floor come from a replica that holds every
+// message before them: a resume never has a gap.
+
+// fetch returns the frames of city after seq since, in order, from the
+// stream: up to the first frame at or past the city's floor (the ring
+// holds every frame after it), or to the stream's end. ok is false when
+// the stream no longer holds since (retention) or never did, when there
+// are more than NATSResumeMax, or when NATS fails. Runs on a resume
+// goroutine.
+func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
+	deadline := time.Now().Add(natsFetchTimeout)
+	if !cl.holds(since, deadline) {
+		return nil, false
+	}
+	floor, limit := c.floorSeq(), cl.s.cfg.NATSResumeMax
+	// A batch and its end fit in ch: SubscribeSync's channel would
+	// take 512 KiB for a resume.
+	inbox, ch := cl.nc.NewRespInbox(), make(chan *nats.Msg, fetchBatch+1)
+	sub, err := cl.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, false
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for next := since + 1; ; {
+		reached, full := false, false
+		last, more, err := cl.getBatch(ch, inbox, next, subject(c.name), deadline, func(seq uint64, ts time.Time, data []byte) bool {
+			in, err := codec.ParseIngest(data)
+			if err != nil {
+				return true // apply drops it too
+			}
+			if in.Timestamp == 0 {
+				in.Timestamp = ts.UnixMilli()
+			}
+			frames = append(frames, encodeFrame(c.name, c.epoch, &in, seq, ts))
+			reached, full = seq >= floor, len(frames) >= limit
+			return !reached && !full
+		})
+		switch {
+		case errors.Is(err, nats.ErrNoResponders) && time.Now().Add(noReplicaPause).Before(deadline):
+			time.Sleep(noReplicaPause)
+			continue // the same batch again
+		case err != nil:
+			return nil, false
+		case reached:
+			return frames, true
+		case full:
+			return nil, false
+		case !more:
+			return frames, true
+		}
+		next = last + 1
+	}
+}
+
+// noReplicaPause is how long a fetch waits before it asks again when no
+// replica answers direct gets: while the stream elects a leader (its
+// replicas take direct gets up again after), for seconds.
+const noReplicaPause = 100 * time.Millisecond
+
+// holds reports whether the stream still holds since, or since+1 (since
+// itself may have just expired): then it holds every message after it,
+// as messages leave the stream from its front only. A replica may not
+// have since yet (the client saw it on a node that read it sooner):
+// "not found" is waited out a little, as in fill; no replica to answer,
+// until deadline.
+func (cl *cluster) holds(since uint64, deadline time.Time) bool {
+	misses := 0
+	for {
+		found, err := cl.holdsOnce(since, deadline)
+		pause := fillPause
+		switch {
+		case found:
+			return true
+		case errors.Is(err, nats.ErrNoResponders):
+			pause = noReplicaPause
+		case err != nil || misses == fillMisses:
+			return false
+		default:
+			misses++
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+	}
+}
+
+// holdsOnce asks a replica once whether it holds since or since+1; err is
+// nil when it holds neither.
+func (cl *cluster) holdsOnce(since uint64, deadline time.Time) (bool, error) {
+	for _, seq := range []uint64{since, since + 1} {
+		if seq == 0 {
+			continue
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		_, err := cl.stream.GetMsg(ctx, seq)
+		cancel()
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return err == nil, err
+		}
+	}
+	return false, nil
+}
+
+// directBatchRequest is a batched direct get: up to Batch messages of
+// subject NextFor from seq Seq, answered by one replica as that many
+// messages and an end-of-batch status (nats-server's JSApiMsgGetRequest).
+type directBatchRequest struct {
+	Seq     uint64 `json:"seq"`
+	NextFor string `json:"next_by_subj"`
+	Batch   int    `json:"batch"`
+}
+
+// numPendingHeader tells, in a batched direct get's end of batch, how many
+// messages of its subject the replica holds after the last one sent.
+const numPendingHeader = "Nats-Num-Pending"
+
+// getBatch asks a replica for up to fetchBatch messages of subj from seq
+// start, with replies to inbox (read from ch), and calls fn with each
+// in order until fn returns false (the rest of the batch is not read: the
+// caller stops with it). It returns the seq of the last message given to
+// fn, and more: whether the replica holds more of them after it.
+func (cl *cluster) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, subj string, deadline time.Time,
+	fn func(seq uint64, ts time.Time, data []byte) bool) (last uint64, more bool, err error) {
+	req, err := json.Marshal(directBatchRequest{Seq: start, NextFor: subj, Batch: fetchBatch})
+	if err != nil {
+		return 0, false, err
+	}
+	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.s.cfg.NATSStream, inbox, req); err != nil {
+		return 0, false, err
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-timer.C:
+			return 0, false, errors.New("direct get: timed out")
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of the batch
+			pending, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+			return last, err == nil && pending > 0, nil
+		case "404": // none from start
+			return last, false, nil
+		case "503":
+			return 0, false, nats.ErrNoResponders
+		default:
+			return 0, false, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil || seq < start || seq <= last {
+			return 0, false, fmt.Errorf("direct get: bad sequence %q", m.Header.Get(jetstream.SequenceHeader))
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		if err != nil {
+			return 0, false, fmt.Errorf("direct get: bad time stamp: %w", err)
+		}
+		last = seq
+		if !fn(seq, ts, m.Data) {
+			return last, true, nil
+		}
+	}
+}
