@@ -90,7 +90,7 @@ func newCity(name string, cfg *Config, loops int, floor uint64, sparse bool) *ci
 var mergeFailures atomic.Uint64
 
 // maxPendingMerges and maxPendingBytes bound the data_update payloads kept
-// unmerged: past either, publish folds them into the state (amortised), so
+// unmerged: past either, append folds them into the state (amortised), so
 // the state never lags by more than this much memory.
 const (
 	maxPendingMerges = 64
@@ -109,10 +109,10 @@ var errCityGone = errors.New("city dropped")
 // errStateFull: a data_update would grow the city's state past maxState.
 var errStateFull = errors.New("the city's state would grow past ingest-max-line-bytes, what one snapshot may carry: send a snapshot to replace it, or fewer members")
 
-// publish numbers in as the city's next message (a single node's seqs:
+// append numbers in as the city's next message (a single node's seqs:
 // one more than the last, or than the ring's floor), then stores it as
-// publishSeq does. Safe for concurrent use.
-func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
+// appendSeq does. Safe for concurrent use.
+func (c *city) append(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -121,7 +121,7 @@ func (c *city) publish(in *codec.Ingest, accepted time.Time) (*frame, error) {
 	case !c.fitsLocked(in):
 		return nil, errStateFull
 	}
-	return c.publishLocked(in, c.ring.headSeqLocked()+1, accepted), nil
+	return c.appendLocked(in, c.ring.headSeqLocked()+1, accepted), nil
 }
 
 // fits reports whether in leaves the city's state within maxState (see
@@ -158,16 +158,16 @@ func (c *city) fitsLocked(in *codec.Ingest) bool {
 	return c.size+grow < c.maxState
 }
 
-// publishSeq stores in with the given seq (the stream sequence in cluster
+// appendSeq appends in with the given seq (the stream sequence in cluster
 // mode), which must be above every seq the city holds. Safe for
 // concurrent use.
-func (c *city) publishSeq(in *codec.Ingest, seq uint64, accepted time.Time) (*frame, error) {
+func (c *city) appendSeq(in *codec.Ingest, seq uint64, accepted time.Time) (*frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dropped {
 		return nil, errCityGone
 	}
-	return c.publishLocked(in, seq, accepted), nil
+	return c.appendLocked(in, seq, accepted), nil
 }
 
 // encodeFrame encodes in as the message clients are sent, with seq (and,
@@ -194,11 +194,11 @@ func encodeFrame(city string, epoch uint64, in *codec.Ingest, seq uint64, accept
 	return f
 }
 
-// publishLocked encodes in once, stores it in the ring and queues it for
+// appendLocked encodes in once, stores it in the ring and queues it for
 // the state, and returns its frame. Merging into the state is lazy: most
 // messages are never asked for as initial_data. The city lock is held on
 // entry.
-func (c *city) publishLocked(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
+func (c *city) appendLocked(in *codec.Ingest, seq uint64, accepted time.Time) *frame {
 	f := encodeFrame(c.name, c.epoch, in, seq, accepted)
 	f.pos = c.ring.head.Load() + 1
 	ts := in.Timestamp

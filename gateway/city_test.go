@@ -109,7 +109,7 @@ func FuzzIngestToClients(f *testing.F) {
 				ref = &reference{c: newCity(in.City, &cfg, 1, 0, false), state: map[string]any{}}
 				cities[in.City] = ref
 			}
-			fr, err := ref.c.publish(&in, time.UnixMilli(1))
+			fr, err := ref.c.append(&in, time.UnixMilli(1))
 			if err != nil {
 				t.Fatalf("line %q: publish: %v", line, err)
 			}

@@ -472,7 +472,7 @@ func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 			cl.s.warn(&cl.s.warnBus, "dropped a stream message", "city", in.City, "seq", seq, "err", err)
 			return
 		}
-		if _, err := c.publishSeq(&in, seq, time.Now()); errors.Is(err, errCityGone) {
+		if _, err := c.appendSeq(&in, seq, time.Now()); errors.Is(err, errCityGone) {
 			continue // dropped just now: a new one takes the frame
 		}
 		cl.s.wakeCity(c)

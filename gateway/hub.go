@@ -113,7 +113,7 @@ func (h *hub) lookup(name string) *city {
 
 // city returns the named city, creating it unless the node already holds
 // MaxCities. A city found may be dropped (sweep) by the time the caller
-// uses it: city.publish tells, and subscribers check city.gone. Safe for
+// uses it: city.append tells, and subscribers check city.gone. Safe for
 // concurrent use.
 func (h *hub) city(name string) (*city, error) {
 	if c := h.lookup(name); c != nil {

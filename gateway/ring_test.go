@@ -27,7 +27,7 @@ func TestRingResume(t *testing.T) {
 	f(single, 0, 0, true)
 	f(single, 1, 0, false) // beyond the head: not a seq of this node
 	for range 6 {          // seqs 1-6; a ring of 4 keeps 3-6
-		if _, err := single.publish(&in, time.Now()); err != nil {
+		if _, err := single.append(&in, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -43,7 +43,7 @@ func TestRingResume(t *testing.T) {
 	f(sparse, 100, 0, true)
 	f(sparse, 150, 0, true) // no frame of this city yet
 	for _, seq := range []uint64{103, 110, 111, 140, 170, 171} {
-		sparse.publishSeq(&in, seq, time.Now())
+		sparse.appendSeq(&in, seq, time.Now())
 	}
 	// Positions 3-6 (seqs 111, 140, 170, 171) are held; 103 and 110 were
 	// evicted, so the ring vouches for what follows 110.
@@ -95,7 +95,7 @@ func TestRingMemory(t *testing.T) {
 	}
 	check(0)
 	for i := 1; i <= 100; i++ {
-		if _, err := c.publish(&in, time.Now()); err != nil {
+		if _, err := c.append(&in, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		slots := minSlots
@@ -118,7 +118,7 @@ func TestRingMemory(t *testing.T) {
 	if r.get(r.head.Load()) != nil {
 		t.Fatal("a trimmed ring still gives its head frame")
 	}
-	if f, _ := c.publish(&in, time.Now()); f.seq != 101 {
+	if f, _ := c.append(&in, time.Now()); f.seq != 101 {
 		t.Fatalf("seq %d after a trim, want 101", f.seq)
 	}
 	check(minSlots)

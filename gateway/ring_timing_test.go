@@ -37,7 +37,7 @@ func BenchmarkRingAppend(b *testing.B) {
 	cfg := Config{}.WithDefaults()
 	c := newCity("benchcity", &cfg, 2, 0, false)
 	in := benchIngest("benchcity")
-	f, err := c.publish(&in, time.Now())
+	f, err := c.append(&in, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func BenchmarkRingAppend(b *testing.B) {
 	b.SetBytes(int64(len(f.b)))
 	now := time.Now()
 	for b.Loop() {
-		if _, err := c.publish(&in, now); err != nil {
+		if _, err := c.append(&in, now); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -58,7 +58,7 @@ func BenchmarkRingGet(b *testing.B) {
 	c := newCity("benchcity", &cfg, 2, 0, false)
 	in := benchIngest("benchcity")
 	for range 2 * cfg.RingSize {
-		if _, err := c.publish(&in, time.Now()); err != nil {
+		if _, err := c.append(&in, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,9 +1,6 @@
-// Package gateway is the metrocast node: WebSocket connections on gnet
-// event loops, per-city rings, fanout, and the TCP ingest port.
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -252,18 +249,6 @@ func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
 
-// housekeepAll schedules housekeeping on every loop that has none pending.
-// Safe for concurrent use.
-func (s *Server) housekeepAll() {
-	for _, l := range *s.loops.Load() {
-		if l.housekeep.CompareAndSwap(false, true) {
-			if l.el.Execute(context.Background(), l.hkTask) != nil {
-				l.housekeep.Store(false)
-			}
-		}
-	}
-}
-
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
@@ -392,7 +377,7 @@ func (s *Server) publish(in *codec.Ingest, now time.Time) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		f, err := c.publish(in, now)
+		f, err := c.append(in, now)
 		if errors.Is(err, errCityGone) {
 			continue // dropped just now: a new one takes the frame
 		}
@@ -402,17 +387,6 @@ func (s *Server) publish(in *codec.Ingest, now time.Time) (uint64, error) {
 		s.wakeCity(c)
 		s.hub.fit()
 		return f.seq, nil
-	}
-}
-
-// wakeCity wakes the loops that follow c after a publish. Safe for
-// concurrent use.
-func (s *Server) wakeCity(c *city) {
-	loops := *s.loops.Load()
-	for i := range c.loopSubs {
-		if c.loopSubs[i].Load() > 0 && i < len(loops) {
-			loops[i].wake(c)
-		}
 	}
 }
 

@@ -652,7 +652,7 @@ func TestRingMemoryEvents(t *testing.T) {
 	in := codec.Ingest{City: "m", Kind: codec.KindDataUpdate, Data: []byte(`{"a":1}`)}
 	var old *frame
 	for i := range 40 {
-		f, err := c.publish(&in, time.Now())
+		f, err := c.append(&in, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,96 @@
+// Package gateway is the metrocast node's core: WebSocket and Server-Sent
+// Events connections on gnet event loops, per-city rings of encoded
+// frames, and the fanout from the rings to the subscribers. Ingest, auth
+// and the cluster bus are seams around it.
+//
+// # The hot path, one verb per step
+//
+// Ingest accepts a line (ingest.go: a producer's goroutine parses and
+// checks it), the city appends it (city.go, ring.go: encoded once into a
+// frame, numbered, stored in the city's ring, merged lazily into its
+// state), the loops are woken (fanout.go: loop.wake, one task per loop per
+// burst) and each loop fans out (fanout.go: loop.fanout, then
+// loop.deliver writes every subscriber its frames from its cursor up to
+// the ring's head, in writev batches). A subscription (subscription.go) is
+// a connection's cursor into one city's ring; a connection (conn.go) is
+// its loop's alone. Every disconnect has a typed close reason
+// (closereason.go) that feeds both its close frame and a counter.
+//
+// The files by concern:
+//
+//	server.go        Server: New, Start, the listeners, Stats
+//	events.go        gnet's callbacks: where each connection and read enters
+//	loop.go          one event loop's state and its write primitives
+//	conn.go          a connection: handshake, frames, client messages, auth
+//	subscription.go  subscribe, resume, unsubscribe; a loop's subscriber lists
+//	fanout.go        wake, fanout, deliver, conflate, slow consumers
+//	housekeeping.go  the wheel of periodic duties: time-outs, pings, tokens
+//	closereason.go   why a connection ended, and its close code
+//	hub.go           cities by name; the node's memory bounds; idle cities
+//	city.go          one city: its ring, its merged state, initial_data
+//	ring.go          frames and the lock-free ring readers follow
+//	presence.go      who watches a city; presence events
+//	sse.go           Server-Sent Events: the same rings, other bytes
+//	history.go       GET /history from the ring
+//	drain.go         a paced shutdown
+//	admin.go         the admin HTTP port; metrics.go, stats.go its figures
+//	ingest.go        the TCP ingest port; publish.go HTTP ingest; turn.go
+//	                 the producers' turns; dedup.go a single node's
+//	                 duplicate window
+//	auth.go          tokens and grants; keys.go, jwks.go, revoke.go their
+//	                 sources
+//	cluster*.go      the NATS JetStream bus: feeds, resume fetches,
+//	                 presence and revocations shared between nodes
+//
+// # Goroutines: who runs what
+//
+//   - The event loops (Config.Loops, gnet): each owns its connections, their
+//     subscriptions and its housekeeping wheel (the loop-owned fields of
+//     loop, all of conn and sub). They run gnet's callbacks (events.go),
+//     the fanout task (loop.drain) a wake schedules, and the housekeeping
+//     task. Anything another goroutine wants done to a connection goes
+//     through EventLoop.Execute.
+//   - gnet's ticker goroutine: events.OnTick schedules housekeeping on every
+//     loop and flushes presence once a sweep.
+//   - Ingest: one goroutine accepts producers, and one per producer reads,
+//     stores and answers its lines, taking turns (turn.go). HTTP ingest
+//     runs the same protocol on net/http's goroutines of the admin port.
+//   - The admin port: net/http, a goroutine per connection.
+//   - Background duties, each on its own goroutine until Drain: the idle
+//     city sweep (Server.sweepCities), the auth file watcher
+//     (Server.watchAuthFiles, with AuthReloadInterval) and the JWKS
+//     refresher (authenticator.watchJWKS, with JWKS URLs).
+//   - Cluster mode: nats.go's goroutines deliver the stream to the feeds'
+//     handlers (cluster.apply, one message at a time under applyMu), each
+//     feed has a goroutine that remakes its consumer, up to
+//     maxConcurrentFetches goroutines fetch resumes from the stream, and
+//     presence (share, follow) and revocations (follow) have theirs.
+//   - The caller's goroutine (cmd/metrocast's signal loop): Start, Reload,
+//     ReloadKeys, Revoke, Drain.
+//
+// # Locks: what guards what
+//
+// Loop-owned state needs no lock: only its loop touches it. Counters read
+// by Stats are atomics. The mutexes, and what each guards:
+//
+//	hubShard.mu (RW)     a shard's cities and the states of its dropped ones
+//	hub.trimMu           the cold-city list fit trims from
+//	hub.keptMu           one fitKept at a time
+//	city.mu              a city's state, its ring's writer side, dropped
+//	presence.mu          a city's watchers and presence batches
+//	loop.mu              the cities a loop was woken for (loop.pending)
+//	Server.presenceMu    the cities with presence changes to flush
+//	Server.loopsMu       creating a loop's state (Server.loopOf)
+//	Server.reloadMu      one Reload at a time
+//	authenticator.mu     the key sources; building a key set
+//	ipShard.mu           a shard of the per-address connection counts
+//	ingest.mu            the producer connections; the port's closing
+//	turns.mu             the producers' turn queue
+//	idShard.mu           a shard of the duplicate window; held while storing
+//	cluster.applyMu      applying stream messages in order
+//	cluster.feedsMu      the feeds
+//	cluster.readyMu      the cached readiness check
+//	clusterPresence.mu   the cities whose watchers are to be shared
+//
+// The order they nest in is in locksordering.txt, beside this file.
+package gateway
