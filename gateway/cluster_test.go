@@ -621,11 +621,14 @@ func TestClusterR3(t *testing.T) {
 // them: they are published without waiting for each ack, and answered in
 // line order, every ack with a higher seq than the one before.
 func TestClusterPipelined(t *testing.T) {
+	const lines = 2000
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
+	// The client reads its frames after the answers: a ring that holds
+	// them all, so that it cannot be lapped (and conflated) meanwhile by
+	// a stream read faster than a loaded machine's loop writes it out.
+	a := startClusterNode(t, n.url(), Config{RingSize: 2 * lines})
 	c, _ := subscribeCluster(t, a, "cities=pipe", 1)
 	p := dialProducer(t, a)
-	const lines = 2000
 	batch := make([]string, 0, lines)
 	for i := range lines {
 		if i == lines/2 {
