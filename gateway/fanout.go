@@ -95,6 +95,16 @@ func fanoutStart(head uint64, n int) int {
 // allocates nothing.
 func (l *loop) deliver(s *sub, head uint64) {
 	cn := s.conn
+	if s.fresh && cn.state == stateOpen {
+		// Its initial_data waited for room (subscribe): the city's state
+		// as of now, and the frames after it.
+		if l.room(cn) == 0 {
+			return
+		}
+		f := s.city.initialFrame(l.s.epoch)
+		s.cursor, s.seq, s.fresh = f.pos, f.seq, false
+		l.writeFrame(s, f)
+	}
 	// An SSE stream of several cities: the others' part of the event ids,
 	// the same for every frame of this city's batch.
 	var rest []byte
@@ -103,20 +113,10 @@ func (l *loop) deliver(s *sub, head uint64) {
 	}
 	for s.cursor < head && cn.state == stateOpen {
 		// room bounds the backlog to MaxBacklogBytes plus one frame.
-		buffered := l.backlog(cn)
-		room := l.cfg.MaxBacklogBytes - buffered
-		if room <= 0 {
-			if cn.flags&flagStalled == 0 {
-				cn.flags |= flagStalled
-				cn.stalledAt, cn.stallAcked = msClock(l.now), bytesAcked(cn.c)
-				l.stats.stalls.Add(1)
-			}
+		room := l.room(cn)
+		if room == 0 {
 			return
 		}
-		if cn.flags&flagStalled != 0 && buffered > l.cfg.MaxBacklogBytes/2 {
-			return // not drained enough yet: see unstall
-		}
-		cn.flags &^= flagStalled
 		room = min(room, maxIOVBytes)
 		iov, n, k, oldest := l.iov[:0], 0, 0, int64(0)
 		for s.cursor < head && len(iov) < maxIOV && n < room {
@@ -159,6 +159,28 @@ func (l *loop) deliver(s *sub, head uint64) {
 		clear(iov)
 		l.iov = iov[:0]
 	}
+}
+
+// room returns how many bytes cn may be sent before its backlog reaches
+// MaxBacklogBytes, or 0 when it is over it (it is then marked stalled, and
+// unstall takes over) or stalled and not yet drained to half of it. Runs
+// on the loop.
+func (l *loop) room(cn *conn) int {
+	buffered := l.backlog(cn)
+	room := l.cfg.MaxBacklogBytes - buffered
+	if room <= 0 {
+		if cn.flags&flagStalled == 0 {
+			cn.flags |= flagStalled
+			cn.stalledAt, cn.stallAcked = msClock(l.now), bytesAcked(cn.c)
+			l.stats.stalls.Add(1)
+		}
+		return 0
+	}
+	if cn.flags&flagStalled != 0 && buffered > l.cfg.MaxBacklogBytes/2 {
+		return 0 // not drained enough yet: see unstall
+	}
+	cn.flags &^= flagStalled
+	return room
 }
 
 // delivered counts frames (and their bytes) written to cn. Runs on the
@@ -291,7 +313,7 @@ func (l *loop) unstall(cn *conn) {
 	}
 	cn.flags &^= flagStalled
 	for _, s := range cn.subs {
-		if head := s.city.ring.head.Load(); s.cursor < head && !s.replaying {
+		if head := s.city.ring.head.Load(); (s.cursor < head || s.fresh) && !s.replaying {
 			l.deliver(s, head)
 		}
 	}

@@ -454,3 +454,66 @@ func TestPausedReaders(t *testing.T) {
 		t.Errorf("Stalls %d: the pauses did not stall the slow readers", st.Stalls-base.Stalls)
 	}
 }
+
+// TestSubscribesNotRead checks that a client that subscribes again and
+// again without reading cannot make the node buffer the cities' states
+// for it: each subscribe's initial_data waits, as frames do, until the
+// client has read its backlog, and then it gets the states as of then.
+// Before, 90 small messages made a node buffer 800 MB.
+//
+// Not parallel: it measures the heap.
+func TestSubscribesNotRead(t *testing.T) {
+	const (
+		cities = 3
+		rounds = 40
+		state  = 300 << 10
+	)
+	s := startServer(t, Config{MaxBacklogBytes: 64 << 10})
+	p := dialProducer(t, s)
+	names := make([]string, cities)
+	for i := range names {
+		names[i] = "snr" + strconv.Itoa(i)
+		p.publish(t, dataLine(names[i], "snapshot", `{"v":"`+strings.Repeat("s", state)+`"}`))
+	}
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	r := dialSmallWindowRaw(t, s)
+	r.upgrade(t, "/ws")
+	list := `["` + strings.Join(names, `","`) + `"]`
+	var msgs []byte
+	for range rounds {
+		msgs = append(msgs, text(`{"type":"subscribe","cities":`+list+`}`)...)
+		msgs = append(msgs, text(`{"type":"unsubscribe","cities":`+list+`}`)...)
+	}
+	msgs = append(msgs, text(`{"type":"subscribe","cities":`+list+`}`)...)
+	msgs = append(msgs, text(`{"type":"subscribe","cities":["snr-end"]}`)...)
+	r.write(t, msgs)
+	// Once the last message is handled, the loop has done all it will do
+	// for them.
+	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == cities+1 })
+	if grew := int64(heap()) - int64(before); grew > 12<<20 {
+		t.Fatalf("the heap grew by %d MB for %d subscribes of %d KB of states, unread", grew>>20, rounds+1, cities*state>>10)
+	}
+	// Reading, the client gets each city's state (some as the answers
+	// to the early subscribes, the rest once it read), then new frames.
+	got := map[string]bool{}
+	for len(got) < cities {
+		if m := r.msg(t); m.Type == "initial_data" && len(m.Data) > state {
+			got[m.City] = true
+		}
+	}
+	seq := p.publish(t, dataLine(names[0], "data_update", `{"after":1}`))
+	for {
+		if m := r.msg(t); m.Type == "data_update" {
+			if m.City != names[0] || m.Seq != seq {
+				t.Fatalf("%s, want %s seq %d", m.raw, names[0], seq)
+			}
+			break
+		}
+	}
+}

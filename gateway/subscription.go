@@ -21,7 +21,8 @@ type sub struct {
 	replaying bool
 	// fresh is set until the client has been sent the initial_data the
 	// subscription starts from: a stream's event ids leave the city out
-	// until then (loop.eventIDRest).
+	// until then (loop.eventIDRest), and a client over its backlog is sent
+	// it once it has read (loop.deliver).
 	fresh  bool
 	filter codec.Filter
 	idx    int // in loop.subs[city]
@@ -132,6 +133,13 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			continue
 		}
 		if st.initial != nil {
+			if l.room(cn) == 0 {
+				// Over its backlog (a client that asks and does not
+				// read: each subscribe would buffer a whole state):
+				// the initial_data waits for room, as frames do
+				// (deliver, from unstall or the fanout).
+				continue
+			}
 			// Exactly the frame whose seq became the cursor: a newer one
 			// would repeat frames the fanout is about to send.
 			st.sb.fresh = false
