@@ -10,9 +10,7 @@ var reference = struct {
 	WriteNs  float64 // floorFigures.WriteNs
 	WritevNs float64 // floorFigures.WritevNs
 }{
-	// From a make bench on a busy machine: the next run on a quiet one
-	// replaces it, with the README's figures.
-	Run:      "2026-12-07 at ffbca2f, 2 vCPUs (AMD EPYC, a Firecracker VM), Linux 6.18, load 12.6",
-	WriteNs:  10_950,
-	WritevNs: 11_630,
+	Run:      "2026-12-07 at a404c27, 2 vCPUs (AMD EPYC, a Firecracker VM), Linux 6.18, load 1.03",
+	WriteNs:  9_040,
+	WritevNs: 9_310,
 }
