@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -45,8 +46,10 @@ type loop struct {
 	subs      map[*city][]*sub
 	spare     []*city
 	iov       [][]byte
-	out       []byte // scratch for control frames and responses
-	corked    *conn  // whose writes put holds back in cork, in OnTraffic
+	vec       [maxStackIOV]unix.Iovec // writeNow's iovecs
+	one       [1][]byte               // put's iov for writeNow
+	out       []byte                  // scratch for control frames and responses
+	corked    *conn                   // whose writes put holds back in cork, in OnTraffic
 	cork      []byte
 	wbuf      []byte // coalesces long fanout batches (see write)
 	http      httpBufs
@@ -176,7 +179,12 @@ func (l *loop) put(cn *conn, b []byte) {
 		l.cork = append(l.cork, b...)
 		return
 	}
-	_, _ = cn.c.Write(b)
+	l.one[0] = b
+	iov := l.one[:]
+	if !l.writeNow(cn, &iov) {
+		_, _ = cn.c.Writev(iov)
+	}
+	l.one[0] = nil
 }
 
 // putv is put for several buffers. Runs on the loop.
@@ -187,7 +195,9 @@ func (l *loop) putv(cn *conn, iov [][]byte) {
 		}
 		return
 	}
-	_, _ = cn.c.Writev(iov)
+	if !l.writeNow(cn, &iov) {
+		_, _ = cn.c.Writev(iov)
+	}
 }
 
 // flush writes what put held back for l.corked, and ends the hold. The
@@ -197,7 +207,7 @@ func (l *loop) flush() {
 	cn := l.corked
 	l.corked = nil
 	if cn != nil && len(l.cork) > 0 && cn.state != stateClosed {
-		_, _ = cn.c.Write(l.cork)
+		l.put(cn, l.cork)
 	}
 	l.cork = l.cork[:0]
 }
