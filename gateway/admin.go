@@ -216,7 +216,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 // drains: load balancers stop sending it new ones. In cluster mode it also
 // answers 503 ("degraded: <why>") until the node can serve: while it is cut
 // off from NATS, while the stream cannot store a line, and while the node
-// has not applied the stream up to its end (see cluster.ready). Its
+// has not applied the stream up to its end (see Bus.Ready). Its
 // clients keep their connections and rings meanwhile, but new clients are
 // better served by another node.
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
@@ -224,11 +224,9 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
-	if s.cluster != nil {
-		if why := s.cluster.ready(); why != "" {
-			http.Error(w, "degraded: "+why, http.StatusServiceUnavailable)
-			return
-		}
+	if why := s.bus.Ready(); why != "" {
+		http.Error(w, "degraded: "+why, http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

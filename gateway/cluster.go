@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/metrocast/metrocast/codec"
 )
@@ -43,7 +44,7 @@ const (
 	// maxPendingAcks bounds the lines the node has published and JetStream
 	// has not acked yet, all producers together (nats.go's default). Past
 	// it, a producer's next line waits for a slot, outside its turn (see
-	// pubWait.send), and TCP backpressure slows the producer.
+	// pubWait.Send), and TCP backpressure slows the producer.
 	maxPendingAcks = 4000
 	// natsFetchTimeout bounds one resume fetch from the stream.
 	natsFetchTimeout = 10 * time.Second
@@ -58,50 +59,33 @@ const (
 	fetchBatch = 256
 )
 
-// busError is an ingest line the cluster bus failed to store: the line was
-// fine, the producer is not to blame (it does not count toward
-// IngestMaxErrors) and should resend it. Its text says what is known.
-type busError struct {
-	// maybe: the line may be stored (JetStream did not answer in time);
-	// otherwise it is known not to be.
-	maybe bool
-	msg   string
-}
-
-func (e *busError) Error() string { return e.msg }
-
-// retry is the answer's "retry" value.
-func (e *busError) retry() string {
-	if e.maybe {
-		return codec.RetryMaybeStored
-	}
-	return codec.RetryNotStored
-}
-
 // errBusDown answers ingest while the node has no connection to NATS.
-var errBusDown = &busError{msg: "cluster bus (NATS) unavailable: not stored; resend it later, to this or another node"}
+var errBusDown = &BusError{Msg: "cluster bus (NATS) unavailable: not stored; resend it later, to this or another node"}
 
 // pubError words why JetStream gave no ack for a published line, saying
 // "not stored" only where that is known.
-func pubError(err error) *busError {
+func pubError(err error) *BusError {
 	var api *jetstream.APIError
 	switch {
 	case errors.As(err, &api):
-		return &busError{msg: "JetStream refused the line: not stored; resend it: " + err.Error()}
+		return &BusError{Msg: "JetStream refused the line: not stored; resend it: " + err.Error()}
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
-		return &busError{msg: "no JetStream server took the line (the stream has no leader): not stored; resend it"}
+		return &BusError{Msg: "no JetStream server took the line (the stream has no leader): not stored; resend it"}
 	case errors.Is(err, nats.ErrDisconnected):
-		return &busError{maybe: true, msg: "lost the connection to NATS before JetStream confirmed the line: it may or may not be stored; resend it with the same id (stored once)"}
+		return &BusError{Maybe: true, Msg: "lost the connection to NATS before JetStream confirmed the line: it may or may not be stored; resend it with the same id (stored once)"}
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
-		return &busError{maybe: true, msg: fmt.Sprintf("JetStream did not confirm the line within %s: it may or may not be stored; resend it with the same id (stored once)", natsPublishTimeout)}
+		return &BusError{Maybe: true, Msg: fmt.Sprintf("JetStream did not confirm the line within %s: it may or may not be stored; resend it with the same id (stored once)", natsPublishTimeout)}
 	}
-	return &busError{maybe: true, msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
+	return &BusError{Maybe: true, Msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
 }
 
-// cluster is the node's link to the JetStream stream. Its methods are safe
-// for concurrent use.
+// cluster is the node's link to the JetStream stream: a Bus. Its methods
+// are safe for concurrent use.
 type cluster struct {
-	s      *Server
+	cfg  *Config
+	node *Node
+	// id names the node in the presence keys (and its logs).
+	id     string
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -124,21 +108,16 @@ type cluster struct {
 	// appliedAt its stream time (Unix ns). Written under applyMu.
 	applied   atomic.Uint64
 	appliedAt atomic.Int64
-	// The last readiness check (see ready), made at readyAt.
+	// The last readiness check (see Ready), made at readyAt.
 	readyMu  sync.Mutex
 	readyAt  time.Time
-	notReady string             // why not ready; "" when ready
-	fetches  chan struct{}      // slots of the fetch goroutines (replay)
-	queued   chan replayRequest // resumes waiting for a fetch
+	notReady string        // why not ready; "" when ready
+	fetches  chan struct{} // slots of the fetch goroutines (Fetch)
+	queued   chan *Fetch   // resumes waiting for a fetch
 
 	replays       atomic.Uint64 // resume requests served from the stream
 	replayFails   atomic.Uint64 // resume requests the stream could not serve
 	publishErrors atomic.Uint64 // ingest lines the stream did not ack
-	// poison counts the stream messages no node could apply (not a valid
-	// ingest line: written by an older or a buggy node, or by hand),
-	// skipped; warnPoison throttles their log lines.
-	poison     atomic.Uint64
-	warnPoison throttle
 }
 
 // subject is the stream subject of a city's frames.
@@ -156,15 +135,25 @@ func redactURLs(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// startCluster connects to NATS, creates the stream or brings its
-// configuration in line with cfg, sets the epoch to the stream's creation
-// time and starts consuming. It runs before the node listens: every city
-// ring is created knowing where the node's view of the stream begins.
-func (s *Server) startCluster() (*cluster, error) {
-	cfg := &s.cfg
-	log := cfg.Logger
-	cl := &cluster{s: s, fetches: make(chan struct{}, maxConcurrentFetches),
-		queued: make(chan replayRequest, maxQueuedFetches)}
+// newCluster returns the bus of cluster mode, on the NATS servers of
+// cfg.NATSURL.
+func newCluster(cfg *Config) *cluster {
+	return &cluster{cfg: cfg, fetches: make(chan struct{}, maxConcurrentFetches),
+		queued: make(chan *Fetch, maxQueuedFetches)}
+}
+
+// Open connects to NATS and creates the stream or brings its configuration
+// in line with cfg. The epoch is the stream's creation time: seqs are the
+// stream's, and start over only with a new stream. It runs before the node
+// listens: every city ring is created knowing where the node's view of the
+// stream begins.
+func (cl *cluster) Open(n *Node) (View, error) {
+	cfg := cl.cfg
+	cl.node = n
+	log := n.Logger()
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	cl.id = hex.EncodeToString(id)
 	opts := []nats.Option{
 		nats.Name("metrocast"),
 		nats.Timeout(natsSetupTimeout),
@@ -195,25 +184,25 @@ func (s *Server) startCluster() (*cluster, error) {
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
+		return View{}, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
 	cl.nc = nc
-	cl.warnPoison.period = warnEvery
-	if err := cl.setup(); err != nil {
+	v, err := cl.setup()
+	if err != nil {
 		nc.Close()
-		return nil, err
+		return View{}, err
 	}
-	return cl, nil
+	return v, nil
 }
 
-// setup creates or updates the stream, takes its epoch and the seq the
-// node's view starts after, and starts the consumer.
-func (cl *cluster) setup() error {
-	cfg := &cl.s.cfg
+// setup creates or updates the stream and takes its epoch and the seq the
+// node's view starts after.
+func (cl *cluster) setup() (View, error) {
+	cfg := cl.cfg
 	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout),
 		jetstream.WithPublishAsyncMaxPending(maxPendingAcks))
 	if err != nil {
-		return fmt.Errorf("cannot use JetStream: %w", err)
+		return View{}, fmt.Errorf("cannot use JetStream: %w", err)
 	}
 	cl.js = js
 	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
@@ -236,24 +225,29 @@ func (cl *cluster) setup() error {
 		AllowDirect: true,
 	})
 	if err != nil {
-		return fmt.Errorf("cannot create or update stream %s: %w", cfg.NATSStream, err)
+		return View{}, fmt.Errorf("cannot create or update stream %s: %w", cfg.NATSStream, err)
 	}
 	info := cl.stream.CachedInfo()
-	// Seqs are the stream's: they start over only if the stream is
-	// recreated, and so does the epoch.
-	cl.s.epoch = uint64(info.Created.UnixMilli())
-	cl.s.hub.epoch = cl.s.epoch
 	// The rings are complete after the stream's last message as of now;
 	// with a look-back they also hold older frames (for the cities' state),
 	// but a resume from before here is served from the stream.
 	last := info.State.LastSeq
-	cl.s.hub.floor.Store(last)
-	cl.s.hub.sparse = true
 	if cfg.NATSReplay > 0 {
 		cl.replayFrom = time.Now().Add(-cfg.NATSReplay)
 	} else {
 		cl.applied.Store(last)
 	}
+	// Seqs are the stream's: they start over only if the stream is
+	// recreated, and so does the epoch.
+	return View{Epoch: uint64(info.Created.UnixMilli()), Floor: last, Shared: true, Node: cl.id}, nil
+}
+
+// Follow starts consuming the stream, and sharing presence and
+// revocations.
+func (cl *cluster) Follow() error {
+	cfg := cl.cfg
+	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
+	defer cancel()
 	if err := cl.startFeeds(ctx); err != nil {
 		return fmt.Errorf("cannot consume stream %s: %w", cfg.NATSStream, err)
 	}
@@ -263,6 +257,7 @@ func (cl *cluster) setup() error {
 	}
 	if err := cl.startRevocations(ctx); err != nil {
 		cl.presence.close()
+		cl.presence = nil
 		cl.stopAllFeeds()
 		return err
 	}
@@ -280,24 +275,36 @@ func (cl *cluster) reconnected() {
 	}
 }
 
-// close withdraws the node's watchers, stops consuming and closes the
+// Close withdraws the node's watchers, stops consuming and closes the
 // connection.
-func (cl *cluster) close() {
+func (cl *cluster) Close() {
 	cl.revocations.close()
 	cl.presence.close()
 	cl.stopAllFeeds()
 	cl.nc.Close()
 }
 
-// ahead reports whether seq is beyond the last message the node has
-// applied: a client coming from a node further ahead, or a seq the stream
-// never had. Safe for concurrent use; false on a single node (nil).
-func (cl *cluster) ahead(seq uint64) bool {
-	return cl != nil && seq > cl.applied.Load()
-}
+// Ahead reports whether seq is beyond the last message the node has
+// applied.
+func (cl *cluster) Ahead(seq uint64) bool { return seq > cl.applied.Load() }
 
-// connected reports whether the node can publish and consume.
-func (cl *cluster) connected() bool { return cl.nc.IsConnected() }
+// Stats returns the counters of the metrocast_cluster_* series.
+func (cl *cluster) Stats() BusStats {
+	st := BusStats{
+		Connected:      cl.nc.IsConnected(),
+		Applied:        cl.applied.Load(),
+		PublishErrors:  cl.publishErrors.Load(),
+		Replays:        cl.replays.Load(),
+		ReplayFailures: cl.replayFails.Load(),
+	}
+	if cl.presence != nil {
+		st.PresenceErrors = cl.presence.errors.Load()
+	}
+	if cl.revocations != nil {
+		st.RevocationErrors = cl.revocations.errors.Load()
+	}
+	return st
+}
 
 // Readiness (see Server.serveReady).
 const (
@@ -310,12 +317,12 @@ const (
 	readyCache   = 500 * time.Millisecond
 )
 
-// ready reports why the node cannot serve, "" if it can: it is connected
+// Ready reports why the node cannot serve, "" if it can: it is connected
 // to NATS, the stream has a leader to store lines (the leader is what
 // answers the stream's info), and the node has applied the stream up to
 // its last message, or to within readyMaxLag of it. One check runs at a
-// time and its answer stands for readyCache. Safe for concurrent use.
-func (cl *cluster) ready() string {
+// time and its answer stands for readyCache.
+func (cl *cluster) Ready() string {
 	if !cl.nc.IsConnected() {
 		return "cluster bus (NATS) unavailable"
 	}
@@ -339,24 +346,29 @@ func (cl *cluster) ready() string {
 	return cl.notReady
 }
 
-// prepare readies one parsed ingest line for the stream; pubWait.send
+// Append checks one parsed ingest line (Node.Check: refused here rather
+// than dropped by every node) and readies it for the stream; pubWait.Send
 // publishes it. The line goes to the stream as it came: every node parses
 // it again and builds the same frame. A producer id becomes the message
 // id, so that a resent line is stored once (the ack of a copy names the
 // first one's seq). Runs on the producer's goroutine, in its turn: it
 // only copies.
-func (cl *cluster) prepare(in *codec.Ingest, line []byte) *pubWait {
+func (cl *cluster) Append(in *codec.Ingest, line []byte) Appended {
+	if err := cl.node.Check(in); err != nil {
+		return Appended{Err: err}
+	}
 	// A copy: the client keeps the message to resend it while the stream
 	// elects a leader, and the line's buffer is reused.
 	m := &nats.Msg{Subject: subject(in.City), Data: bytes.Clone(line)}
 	if in.ID != "" {
 		m.Header = nats.Header{jetstream.MsgIDHeader: []string{in.ID}}
 	}
-	return &pubWait{cl: cl, msg: m}
+	return Appended{Pending: &pubWait{cl: cl, msg: m}}
 }
 
-// pubWait is a line for the stream: prepared, then sent without waiting
-// for the ack, then acked (or failed). Owned by the producer's goroutine.
+// pubWait is a line for the stream (a Pending): prepared, then sent
+// without waiting for the ack, then acked (or failed). Owned by the
+// producer's goroutine.
 type pubWait struct {
 	cl   *cluster
 	msg  *nats.Msg // to send; nil once sent
@@ -364,20 +376,20 @@ type pubWait struct {
 	done bool
 	seq  uint64
 	dup  bool // the stream already held the id: seq is the first copy's
-	err  *busError
+	err  *BusError
 }
 
-// send publishes the line. It may wait, and so runs outside the turn
+// Send publishes the line. It may wait, and so runs outside the turn
 // (see turns): nats.go waits for a slot while the node has
 // maxPendingAcks lines awaiting JetStream's ack (at most
 // natsPublishTimeout, in which the oldest are acked or time out), and
 // for the socket when its buffer to NATS is full. One producer's lines
 // are sent in line order, on one connection: the stream stores them in
-// that order. Then poll tells the stream sequence once JetStream has
+// that order. Then Poll tells the stream sequence once JetStream has
 // stored it (or the error, at the latest after natsPublishTimeout; the
 // line may then have been stored, and a resend with the same id is
 // dropped).
-func (p *pubWait) send() {
+func (p *pubWait) Send() {
 	m := p.msg
 	p.msg = nil
 	cl := p.cl
@@ -389,26 +401,26 @@ func (p *pubWait) send() {
 	if err != nil {
 		// Not sent: with no reconnect buffer, nats.go writes nothing
 		// while it reconnects, and nothing after a stall that timed out.
-		p.fail(&busError{msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()})
+		p.fail(&BusError{Msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()})
 		return
 	}
 	p.fut = fut
 }
 
 // fail settles the line as not stored by the stream, for be.
-func (p *pubWait) fail(be *busError) {
+func (p *pubWait) fail(be *BusError) {
 	p.cl.publishErrors.Add(1)
 	p.done, p.err = true, be
 }
 
-// poll returns the line's stream sequence, or why it is not known to be
-// stored, once JetStream has answered or given up (ok); with wait it waits
-// for that (at most natsPublishTimeout). A line not sent yet is not
-// answered (ok false), wait or not.
-func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
+// Poll returns the line's stream sequence, or why it is not known to be
+// stored, once JetStream has answered or given up (done); with wait it
+// waits for that (at most natsPublishTimeout). A line not sent yet is not
+// answered, wait or not.
+func (p *pubWait) Poll(wait bool) (Appended, bool) {
 	if !p.done {
 		if p.msg != nil {
-			return 0, false, nil
+			return Appended{}, false
 		}
 		var (
 			ack  *jetstream.PubAck
@@ -424,7 +436,7 @@ func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 			case ack = <-p.fut.Ok():
 			case perr = <-p.fut.Err():
 			default:
-				return 0, false, nil
+				return Appended{}, false
 			}
 		}
 		if perr != nil {
@@ -434,13 +446,15 @@ func (p *pubWait) poll(wait bool) (seq uint64, ok bool, err *busError) {
 			p.seq, p.dup = ack.Sequence, ack.Duplicate
 		}
 	}
-	return p.seq, true, p.err
+	if p.err != nil {
+		return Appended{Err: p.err}, true
+	}
+	return Appended{Seq: p.seq, Dup: p.dup}, true
 }
 
-// apply feeds one stream message (data, stored under seq at ts) to its
-// city's ring and wakes the loops that follow the city. Runs under
-// applyMu, one message at a time in stream order: every node numbers and
-// merges the same way.
+// apply hands one stream message (data, stored under seq at ts) to the
+// node (Node.Apply). Runs under applyMu, one message at a time in stream
+// order: every node numbers and merges the same way.
 func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 	applied := cl.applied.Load()
 	if seq <= applied {
@@ -450,64 +464,44 @@ func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 		// The stream dropped messages this node had not read (retention
 		// while it was cut off): the rings can no longer vouch for what
 		// came before seq.
-		cl.s.hub.raiseFloor(seq - 1)
+		cl.node.Lost(seq - 1)
 	}
 	cl.applied.Store(seq)
 	cl.appliedAt.Store(ts.UnixNano())
-	in, err := codec.ParseIngest(data)
-	if err != nil {
-		// Skipped, never retried: the consumer goes on with the next one,
-		// and a node that replays over it starts all the same.
-		cl.poison.Add(1)
-		cl.s.warn(&cl.warnPoison, "skipped a stream message that is not a valid ingest line", "seq", seq, "err", err)
-		return
-	}
-	if in.Timestamp == 0 {
-		// The stream's time, not this node's: the same frame everywhere.
-		in.Timestamp = ts.UnixMilli()
-	}
-	for {
-		c, err := cl.s.hub.city(in.City)
-		if err != nil {
-			cl.s.warn(&cl.s.warnBus, "dropped a stream message", "city", in.City, "seq", seq, "err", err)
-			return
-		}
-		if _, err := c.appendSeq(&in, seq, time.Now()); errors.Is(err, errCityGone) {
-			continue // dropped just now: a new one takes the frame
-		}
-		cl.s.wakeCity(c)
-		cl.s.hub.fit()
-		return
-	}
+	cl.node.Apply(data, seq, ts)
 }
 
-// replay serves a subscription whose since is older than its ring from the
+// PresenceChanged queues city, whose local watchers changed, to be shared.
+func (cl *cluster) PresenceChanged(city string) { cl.presence.changed(city) }
+
+// Revoke puts r in the revocation bucket, for every node (within
+// natsPublishTimeout).
+func (cl *cluster) Revoke(r Revocation) error {
+	ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
+	defer cancel()
+	return cl.revocations.put(ctx, r)
+}
+
+// Fetch serves a subscription whose since is older than its ring from the
 // stream, off the event loop: the request waits in a queue of at most
 // maxQueuedFetches for one of at most maxConcurrentFetches fetch
-// goroutines, which hands the frames to the subscriber's loop; the loop
-// writes them and goes on from the ring (loop.finishReplay). Until then
-// the fanout skips the subscriber (sub.replaying). With the queue full (a
-// resume storm while NATS is slow) the subscriber gets initial_data at
-// once, as when the stream cannot serve it. Runs on the loop.
-func (cl *cluster) replay(sb *sub, since uint64) {
+// goroutines, which hands the frames to the subscriber's loop (f.Done).
+// With the queue full (a resume storm while NATS is slow) it refuses f,
+// and the subscriber gets initial_data at once, as when the stream cannot
+// serve it. Runs on the loop.
+func (cl *cluster) Fetch(f *Fetch) bool {
 	select {
-	case cl.queued <- replayRequest{sb, since}:
+	case cl.queued <- f:
 	default:
 		cl.replayFails.Add(1)
-		sb.conn.l.finishReplay(sb, since, nil, false)
-		return
+		return false
 	}
 	select {
 	case cl.fetches <- struct{}{}:
 		go cl.fetchQueued()
 	default: // maxConcurrentFetches are running: one of them takes it
 	}
-}
-
-// replayRequest is a subscription waiting for frames from the stream.
-type replayRequest struct {
-	sb    *sub
-	since uint64
+	return true
 }
 
 // fetchQueued serves queued replays while there are any, holding one of
@@ -518,8 +512,8 @@ type replayRequest struct {
 func (cl *cluster) fetchQueued() {
 	for {
 		select {
-		case r := <-cl.queued:
-			cl.serveReplay(r.sb, r.since)
+		case f := <-cl.queued:
+			cl.serveFetch(f)
 			continue
 		default:
 		}
@@ -535,18 +529,14 @@ func (cl *cluster) fetchQueued() {
 	}
 }
 
-// serveReplay fetches the frames of sb's city after since and hands them
-// to its loop. Runs on a fetch goroutine.
-func (cl *cluster) serveReplay(sb *sub, since uint64) {
-	l := sb.conn.l
-	frames, ok := cl.fetch(sb.city, since)
+// serveFetch reads f's frames from the stream and hands them to its loop.
+// Runs on a fetch goroutine.
+func (cl *cluster) serveFetch(f *Fetch) {
+	ok := cl.fetch(f)
 	if ok {
 		cl.replays.Add(1)
 	} else {
 		cl.replayFails.Add(1)
 	}
-	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		l.finishReplay(sb, since, frames, ok)
-		return nil
-	}))
+	f.Done(ok)
 }

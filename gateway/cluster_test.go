@@ -83,6 +83,9 @@ func startClusterNode(t testing.TB, url string, cfg Config) *Server {
 	return startServer(t, cfg)
 }
 
+// clusterOf is the bus of a node in cluster mode.
+func clusterOf(s *Server) *cluster { return s.bus.(*cluster) }
+
 // delivered is one city frame as a client saw it.
 type delivered struct {
 	city string
@@ -274,7 +277,7 @@ func TestClusterResume(t *testing.T) {
 			}
 		}
 	}
-	if late.cluster.replays.Load() == 0 {
+	if clusterOf(late).replays.Load() == 0 {
 		t.Fatal("the late node did not serve the resume from the stream")
 	}
 }
@@ -301,10 +304,10 @@ func TestClusterResumeAhead(t *testing.T) {
 	c, sub := subscribeCluster(t, a, "cities=ahead", 1)
 	p := dialProducer(t, a)
 	p.publish(t, dataLine("ahead", "data_update", `{"n":0}`))
-	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() > 0 })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() > 0 })
 	// B stops reading the stream: it falls behind A.
-	b.cluster.stopAllFeeds()
-	behind := b.cluster.applied.Load()
+	clusterOf(b).stopAllFeeds()
+	behind := clusterOf(b).applied.Load()
 	var acked []uint64
 	for i := range 6 {
 		acked = append(acked, p.publish(t, dataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
@@ -319,7 +322,7 @@ func TestClusterResumeAhead(t *testing.T) {
 		t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
 	}
 	// B catches up from where it stopped.
-	if err := b.cluster.startFeeds(t.Context()); err != nil {
+	if err := clusterOf(b).startFeeds(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, rc, 2) {
@@ -345,7 +348,7 @@ func TestClusterResumeCap(t *testing.T) {
 	if m := readType(t, rc, "initial_data"); m.Resumed {
 		t.Fatalf("got %s, want initial_data resumed false", m.raw)
 	}
-	waitFor(t, clusterTimeout, func() bool { return late.cluster.replayFails.Load() == 1 })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(late).replayFails.Load() == 1 })
 
 	// A since the stream never reached (a corrupt or foreign cursor) is
 	// not taken as is: it would hold back every frame below it.
@@ -465,7 +468,7 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	}
 
 	b := startClusterNode(t, n.url(), Config{NATSReplay: time.Hour})
-	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() >= last })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() >= last })
 	var states []msg
 	for _, s := range []*Server{a, b} {
 		rc := dialGobwas(t, wsURL(s, "cities=dedup"))
@@ -735,7 +738,7 @@ func TestClusterPoison(t *testing.T) {
 	if frames := readFrames(t, c, 2); frames[0].seq != first || frames[1].seq != last {
 		t.Fatalf("frames %+v, want seqs %d and %d", frames, first, last)
 	}
-	waitFor(t, clusterTimeout, func() bool { return a.cluster.applied.Load() >= last })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(a).applied.Load() >= last })
 	if got := series(t, scrape(t, a), "metrocast_cluster_poison_total"); got != float64(len(poison)) {
 		t.Fatalf("metrocast_cluster_poison_total %v, want %d", got, len(poison))
 	}
@@ -744,7 +747,7 @@ func TestClusterPoison(t *testing.T) {
 	}
 
 	b := startClusterNode(t, n.url(), Config{NATSReplay: time.Hour})
-	waitFor(t, clusterTimeout, func() bool { return b.cluster.applied.Load() >= last })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() >= last })
 	for _, s := range []*Server{a, b} {
 		rc := dialGorilla(t, wsURL(s, "cities=poison"))
 		readType(t, rc, "subscribed")
@@ -754,7 +757,7 @@ func TestClusterPoison(t *testing.T) {
 			t.Fatalf("initial_data %s (%v), want seq %d and the valid frames merged", m.raw, err, last)
 		}
 	}
-	if got := b.cluster.poison.Load(); got != uint64(len(poison)) {
+	if got := b.poison.Load(); got != uint64(len(poison)) {
 		t.Fatalf("replaying node skipped %d poison messages, want %d", got, len(poison))
 	}
 }
@@ -878,7 +881,7 @@ func TestClusterResumeStorm(t *testing.T) {
 	}
 	proxy := startGatedProxy(t, strings.TrimPrefix(n.url(), "nats://"))
 	late := startClusterNode(t, proxy.url(), Config{}) // its rings hold none of those frames
-	cl := late.cluster
+	cl := clusterOf(late)
 	before := runtime.NumGoroutine()
 
 	proxy.setShut(true)

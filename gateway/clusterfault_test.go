@@ -248,7 +248,7 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 					}
 				}
 				slices.Sort(missing)
-				t.Errorf("node %d: %d of %d acked lines, applied seq %d; missing %v", k, len(rs), len(acked), nodes[k].cluster.applied.Load(), missing)
+				t.Errorf("node %d: %d of %d acked lines, applied seq %d; missing %v", k, len(rs), len(acked), clusterOf(nodes[k]).applied.Load(), missing)
 			}
 			gotMu.Unlock()
 			t.FailNow()
@@ -425,7 +425,7 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	a, b := startProcNode(t, procs, 0), startProcNode(t, procs, 0)
 	waitReady(t, b, http.StatusOK)
 	p := dialProducer(t, a)
-	b.cluster.stopAllFeeds()
+	clusterOf(b).stopAllFeeds()
 	var last uint64
 	for i := range 5 {
 		last = p.publish(t, dataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
@@ -441,11 +441,11 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	if !strings.Contains(body, "catching up") {
 		t.Fatalf("/readyz of a node behind the stream: %d %q, want 503 catching up", code, body)
 	}
-	if err := b.cluster.startFeeds(t.Context()); err != nil {
+	if err := clusterOf(b).startFeeds(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, b, http.StatusOK)
-	if got := b.cluster.applied.Load(); got < last {
+	if got := clusterOf(b).applied.Load(); got < last {
 		t.Fatalf("B ready having applied seq %d, before %d", got, last)
 	}
 
@@ -516,16 +516,16 @@ func TestClusterFill(t *testing.T) {
 	n := startNATS(t)
 	a, b := startClusterNode(t, n.url(), Config{}), startClusterNode(t, n.url(), Config{})
 	c, _ := subscribeCluster(t, b, "cities=fill", 1)
-	b.cluster.stopAllFeeds()
+	clusterOf(b).stopAllFeeds()
 	p := dialProducer(t, a)
 	var acked []uint64
 	for i := range 5 {
 		acked = append(acked, p.publish(t, dataLine("fill", "data_update", fmt.Sprintf(`{"i":%d}`, i))))
 	}
-	if err := b.cluster.fill(acked[2]); err != nil {
+	if err := clusterOf(b).fill(acked[2]); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.cluster.fill(acked[4]); err != nil {
+	if err := clusterOf(b).fill(acked[4]); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, c, 5) {
@@ -533,7 +533,7 @@ func TestClusterFill(t *testing.T) {
 			t.Fatalf("frame %d: %+v, want seq %d", i, f, acked[i])
 		}
 	}
-	if got := b.cluster.applied.Load(); got != acked[4] {
+	if got := clusterOf(b).applied.Load(); got != acked[4] {
 		t.Fatalf("applied %d, want %d", got, acked[4])
 	}
 }

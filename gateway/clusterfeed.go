@@ -85,7 +85,7 @@ type feedSub struct {
 // they die, until stopFeeds.
 func (cl *cluster) startFeeds(ctx context.Context) error {
 	n := 1
-	if cl.s.cfg.NATSReplicas > 1 {
+	if cl.cfg.NATSReplicas > 1 {
 		n = 2
 	}
 	feeds := make([]*feed, n)
@@ -234,14 +234,14 @@ func (f *feed) run(ctx context.Context, feeds []*feed) {
 			s, err := f.create(ctx, feeds)
 			if err == nil {
 				f.cur.Store(s)
-				f.cl.s.cfg.Logger.Info("made a new stream consumer", "server", s.host, "attempts", attempt)
+				f.cl.node.Logger().Info("made a new stream consumer", "server", s.host, "attempts", attempt)
 				break
 			}
 			if ctx.Err() != nil {
 				f.cur.Store(nil)
 				return
 			}
-			f.cl.s.warn(&f.cl.s.warnBus, "cannot make a stream consumer; the node reads the stream through its other feed meanwhile, if any", "err", err)
+			f.cl.node.Warn("cannot make a stream consumer; the node reads the stream through its other feed meanwhile, if any", "err", err)
 			t := time.NewTimer(min(time.Duration(attempt)*100*time.Millisecond, feedRetryMax))
 			select {
 			case <-ctx.Done():
@@ -262,7 +262,7 @@ func (f *feed) restart(s *feedSub, why error) {
 	}
 	select {
 	case f.kick <- s:
-		f.cl.s.cfg.Logger.Warn("a stream consumer died; making another from the last frame applied",
+		f.cl.node.Logger().Warn("a stream consumer died; making another from the last frame applied",
 			"server", s.host, "applied", f.cl.applied.Load(), "err", why)
 	default: // a replacement is asked for already
 	}
@@ -282,7 +282,7 @@ func (f *feed) failed(s *feedSub, err error) {
 		errors.Is(err, nats.ErrNoResponders):
 		f.restart(s, err)
 	default:
-		f.cl.s.warn(&f.cl.s.warnBus, "stream consumer error", "server", s.host, "err", err)
+		f.cl.node.Warn("stream consumer error", "server", s.host, "err", err)
 	}
 }
 

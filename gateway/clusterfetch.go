@@ -10,8 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/metrocast/metrocast/codec"
 )
 
 // Resumes from the stream read it with direct gets, which any replica of
@@ -28,38 +26,32 @@ import (
 // seqs. Frames that reach the floor come from a replica that holds every
 // message before them: a resume never has a gap.
 
-// fetch returns the frames of city after seq since, in order, from the
-// stream: up to the first frame at or past the city's floor (the ring
-// holds every frame after it), or to the stream's end. ok is false when
-// the stream no longer holds since (retention) or never did, when there
-// are more than NATSResumeMax, or when NATS fails. Runs on a resume
-// goroutine.
-func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
+// fetch reads the frames of f's city after f.Since into f, in order,
+// from the stream: up to the first frame at or past the city's floor (the
+// ring holds every frame after it: f.Add says), or to the stream's end.
+// It is false when the stream no longer holds since (retention) or never
+// did, when there are more than NATSResumeMax, or when NATS fails. Runs on
+// a resume goroutine.
+func (cl *cluster) fetch(f *Fetch) bool {
 	deadline := time.Now().Add(natsFetchTimeout)
-	if !cl.holds(since, deadline) {
-		return nil, false
+	if !cl.holds(f.Since, deadline) {
+		return false
 	}
-	floor, limit := c.floorSeq(), cl.s.cfg.NATSResumeMax
+	limit := cl.cfg.NATSResumeMax
 	// A batch and its end fit in ch: SubscribeSync's channel would
 	// take 512 KiB for a resume.
 	inbox, ch := cl.nc.NewRespInbox(), make(chan *nats.Msg, fetchBatch+1)
 	sub, err := cl.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, false
+		return false
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	for next := since + 1; ; {
+	for next := f.Since + 1; ; {
 		reached, full := false, false
-		last, more, err := cl.getBatch(ch, inbox, next, subject(c.name), deadline, func(seq uint64, ts time.Time, data []byte) bool {
-			in, err := codec.ParseIngest(data)
-			if err != nil {
-				return true // apply drops it too
-			}
-			if in.Timestamp == 0 {
-				in.Timestamp = ts.UnixMilli()
-			}
-			frames = append(frames, encodeFrame(c.name, c.epoch, &in, seq, ts))
-			reached, full = seq >= floor, len(frames) >= limit
+		last, more, err := cl.getBatch(ch, inbox, next, subject(f.City), deadline, func(seq uint64, ts time.Time, data []byte) bool {
+			var held int
+			held, reached = f.Add(seq, ts, data)
+			full = held >= limit
 			return !reached && !full
 		})
 		switch {
@@ -67,13 +59,13 @@ func (cl *cluster) fetch(c *city, since uint64) (frames []*frame, ok bool) {
 			time.Sleep(noReplicaPause)
 			continue // the same batch again
 		case err != nil:
-			return nil, false
+			return false
 		case reached:
-			return frames, true
+			return true
 		case full:
-			return nil, false
+			return false
 		case !more:
-			return frames, true
+			return true
 		}
 		next = last + 1
 	}
@@ -153,7 +145,7 @@ func (cl *cluster) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, sub
 	if err != nil {
 		return 0, false, err
 	}
-	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.s.cfg.NATSStream, inbox, req); err != nil {
+	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.cfg.NATSStream, inbox, req); err != nil {
 		return 0, false, err
 	}
 	timer := time.NewTimer(time.Until(deadline))

@@ -34,9 +34,9 @@ func BenchmarkClusterFetch(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				got, ok := late.cluster.fetch(c, first)
-				if !ok || len(got) != frames {
-					b.Fatalf("fetch: %d frames, ok %v; want %d", len(got), ok, frames)
+				f := &Fetch{City: "fetch", Since: first, sb: &sub{city: c}}
+				if ok := clusterOf(late).fetch(f); !ok || len(f.frames) != frames {
+					b.Fatalf("fetch: %d frames, ok %v; want %d", len(f.frames), ok, frames)
 				}
 			}
 		})

@@ -2,11 +2,8 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,20 +35,15 @@ func presenceBucket(stream string) string { return stream + "_presence" }
 
 // clusterPresence shares this node's watchers and follows the others'.
 type clusterPresence struct {
-	s    *Server
+	node *Node
 	nc   *nats.Conn
 	kv   jetstream.KeyValue
-	node string // this node's id in the keys
+	id   string // this node's id in the keys
 	ttl  time.Duration
 
 	mu     sync.Mutex
-	queued map[*city]struct{} // local watchers changed, to put
-	wake   chan struct{}      // capacity 1: queued has cities
-
-	// sums holds, per key, a hash of the share last applied, to tell a
-	// refresh from a change. Owned by follow's goroutine.
-	sums map[string]uint64
-	seed maphash.Seed
+	queued map[string]struct{} // cities whose local watchers changed, to put
+	wake   chan struct{}       // capacity 1: queued has cities
 
 	stop    chan struct{}
 	stopped sync.WaitGroup
@@ -61,7 +53,7 @@ type clusterPresence struct {
 // startPresence creates the presence bucket (or updates its limits) and
 // starts sharing and watching.
 func (cl *cluster) startPresence(ctx context.Context) error {
-	cfg := &cl.s.cfg
+	cfg := cl.cfg
 	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       presenceBucket(cfg.NATSStream),
 		Description:  "metrocast presence: each node's watchers per city",
@@ -75,18 +67,14 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot create or update the presence bucket %s: %w", presenceBucket(cfg.NATSStream), err)
 	}
-	id := make([]byte, 8)
-	_, _ = rand.Read(id)
 	cp := &clusterPresence{
-		s:      cl.s,
+		node:   cl.node,
 		nc:     cl.nc,
 		kv:     kv,
-		node:   hex.EncodeToString(id),
+		id:     cl.id,
 		ttl:    cfg.NATSPresenceTTL,
-		queued: make(map[*city]struct{}),
+		queued: make(map[string]struct{}),
 		wake:   make(chan struct{}, 1),
-		sums:   make(map[string]uint64),
-		seed:   maphash.MakeSeed(),
 		stop:   make(chan struct{}),
 	}
 	w, err := cp.watch()
@@ -100,11 +88,11 @@ func (cl *cluster) startPresence(ctx context.Context) error {
 	return nil
 }
 
-// changed queues c, whose local watchers changed, to be shared. Safe for
-// concurrent use.
-func (cp *clusterPresence) changed(c *city) {
+// changed queues city, whose local watchers changed, to be shared. Safe
+// for concurrent use.
+func (cp *clusterPresence) changed(city string) {
 	cp.mu.Lock()
-	cp.queued[c] = struct{}{}
+	cp.queued[city] = struct{}{}
 	cp.mu.Unlock()
 	select {
 	case cp.wake <- struct{}{}:
@@ -115,12 +103,15 @@ func (cp *clusterPresence) changed(c *city) {
 // close deletes this node's keys and stops. The caller closes the NATS
 // connection afterwards.
 func (cp *clusterPresence) close() {
+	if cp == nil {
+		return
+	}
 	close(cp.stop)
 	cp.stopped.Wait()
 }
 
-// key is the bucket key of c's watchers on this node.
-func (cp *clusterPresence) key(c *city) string { return c.name + "." + cp.node }
+// key is the bucket key of city's watchers on this node.
+func (cp *clusterPresence) key(city string) string { return city + "." + cp.id }
 
 // share puts the queued cities' shares as they change and every city's
 // every third of the TTL, until stop; then it deletes this node's keys.
@@ -129,7 +120,7 @@ func (cp *clusterPresence) share() {
 	defer cp.stopped.Done()
 	refresh := time.NewTicker(cp.ttl / 3)
 	defer refresh.Stop()
-	held := make(map[*city]struct{}) // cities this node has (or may have) a key of
+	held := make(map[string]struct{}) // cities this node has (or may have) a key of
 	for {
 		all := false
 		select {
@@ -147,7 +138,7 @@ func (cp *clusterPresence) share() {
 		}
 		cp.mu.Lock()
 		cities := cp.queued
-		cp.queued = make(map[*city]struct{})
+		cp.queued = make(map[string]struct{})
 		cp.mu.Unlock()
 		if all {
 			for c := range held {
@@ -162,7 +153,7 @@ func (cp *clusterPresence) share() {
 				held[c] = struct{}{}
 				continue
 			}
-			v := c.presence.localShare()
+			v := cp.node.LocalPresence(c)
 			ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
 			err := cp.update(ctx, c, v)
 			cancel()
@@ -177,17 +168,17 @@ func (cp *clusterPresence) share() {
 	}
 }
 
-// update puts c's share v, or deletes c's key when v is nil.
-func (cp *clusterPresence) update(ctx context.Context, c *city, v []byte) error {
+// update puts city's share v, or deletes city's key when v is nil.
+func (cp *clusterPresence) update(ctx context.Context, city string, v []byte) error {
 	var err error
 	if v == nil {
-		err = cp.kv.Delete(ctx, cp.key(c))
+		err = cp.kv.Delete(ctx, cp.key(city))
 	} else {
-		_, err = cp.kv.Put(ctx, cp.key(c), v)
+		_, err = cp.kv.Put(ctx, cp.key(city), v)
 	}
 	if err != nil {
 		cp.errors.Add(1)
-		cp.s.warn(&cp.s.warnBus, "cannot share presence; retried on the next refresh", "city", c.name, "err", err)
+		cp.node.Warn("cannot share presence; retried on the next refresh", "city", city, "err", err)
 	}
 	return err
 }
@@ -202,8 +193,8 @@ func (cp *clusterPresence) follow(w *bucketWatch) {
 	defer func() { w.stop() }()
 	expire := time.NewTicker(cp.ttl / 3)
 	defer expire.Stop()
-	shared := make(map[*city]struct{}) // cities with other nodes' shares
-	initial := true                    // reading the shares put before the watch
+	shared := make(map[string]struct{}) // cities with other nodes' shares
+	initial := true                     // reading the shares put before the watch
 	reconnects := cp.nc.Stats().Reconnects
 	for {
 		select {
@@ -217,14 +208,7 @@ func (cp *clusterPresence) follow(w *bucketWatch) {
 				}
 			}
 			for c := range shared {
-				nodes, changed, left := c.presence.expire(now.Add(-cp.ttl))
-				for _, n := range nodes {
-					delete(cp.sums, c.name+"."+n)
-				}
-				if changed {
-					cp.s.presenceChanged(c)
-				}
-				if !left {
+				if !cp.node.ExpirePresence(c, now.Add(-cp.ttl)) {
 					delete(shared, c)
 				}
 			}
@@ -239,10 +223,10 @@ func (cp *clusterPresence) follow(w *bucketWatch) {
 			c, err := cp.apply(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Value(), e.Created(), initial)
 			if err != nil {
 				cp.errors.Add(1)
-				cp.s.warn(&cp.s.warnBus, "ignored a presence share", "key", e.Key(), "err", err)
+				cp.node.Warn("ignored a presence share", "key", e.Key(), "err", err)
 				continue
 			}
-			if c != nil {
+			if c != "" {
 				shared[c] = struct{}{}
 			}
 		}
@@ -286,17 +270,16 @@ func watchBucket(kv jetstream.KeyValue) (*bucketWatch, error) {
 var errPresenceKey = errors.New("not a key <city>.<node>")
 
 // apply counts one bucket entry (a put of value, or a deletion; stored
-// when NATS stored it) among its city's watchers and returns the city (nil
+// when NATS stored it) among its city's watchers and returns the city (""
 // for this node's own keys, or a deleted key of a city the node does not
-// know). A share equal to the one last applied under its key (a refresh)
-// only renews it. Runs on follow's goroutine.
-func (cp *clusterPresence) apply(key string, put bool, value []byte, stored time.Time, initial bool) (*city, error) {
+// know). Runs on follow's goroutine.
+func (cp *clusterPresence) apply(key string, put bool, value []byte, stored time.Time, initial bool) (string, error) {
 	name, node, ok := strings.Cut(key, ".")
 	if !ok || !codec.ValidCity(name) || node == "" {
-		return nil, errPresenceKey
+		return "", errPresenceKey
 	}
-	if node == cp.node {
-		return nil, nil
+	if node == cp.id {
+		return "", nil
 	}
 	// A share read at the start may be old (its node may have crashed):
 	// its age counts from when NATS stored it. Later ones are fresh.
@@ -304,35 +287,14 @@ func (cp *clusterPresence) apply(key string, put bool, value []byte, stored time
 	if initial && stored.Before(seen) {
 		seen = stored
 	}
-	var (
-		users []string
-		more  int
-		c     *city
-		err   error
-	)
-	if put {
-		sum := maphash.Bytes(cp.seed, value)
-		if cp.sums[key] == sum {
-			if c = cp.s.hub.lookup(name); c != nil && c.presence.renew(node, seen) {
-				return c, nil
-			}
+	if !put {
+		if !cp.node.DropPresence(name, node) {
+			return "", nil
 		}
-		delete(cp.sums, key)
-		if users, more, err = codec.ParsePresenceShare(value); err != nil {
-			return nil, err
-		}
-		if c, err = cp.s.hub.city(name); err != nil {
-			return nil, err
-		}
-		cp.sums[key] = sum
-	} else {
-		delete(cp.sums, key)
-		if c = cp.s.hub.lookup(name); c == nil {
-			return nil, nil
-		}
+		return name, nil
 	}
-	if c.presence.setRemote(node, users, more, seen) {
-		cp.s.presenceChanged(c)
+	if err := cp.node.SharePresence(name, node, value, seen); err != nil {
+		return "", err
 	}
-	return c, nil
+	return name, nil
 }

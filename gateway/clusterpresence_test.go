@@ -190,7 +190,7 @@ func TestClusterPresenceCutOff(t *testing.T) {
 	// Refreshes keep a share: after three of c's (a TTL), dave is still
 	// there when frank joins.
 	kv := presenceKV(t, ns, c)
-	key := "pk." + c.cluster.presence.node
+	key := "pk." + clusterOf(c).id
 	revs := map[uint64]bool{}
 	waitFor(t, clusterTimeout, func() bool {
 		if e, err := kv.Get(t.Context(), key); err == nil {
@@ -204,7 +204,7 @@ func TestClusterPresenceCutOff(t *testing.T) {
 		t.Fatalf("erin told %v left", erin.left)
 	}
 
-	c.cluster.nc.Close()
+	clusterOf(c).nc.Close()
 	// c's last refresh: none is stored after the cut but one that was on
 	// its way, which only makes the bound below looser.
 	last, err := kv.Get(t.Context(), key)
@@ -276,12 +276,12 @@ func TestClusterPresenceShares(t *testing.T) {
 
 	// Malformed: not JSON, a user listed twice, a key without a node, a
 	// key of an invalid city. Each is an error and changes nothing.
-	before := a.cluster.presence.errors.Load()
+	before := clusterOf(a).presence.errors.Load()
 	put("ps.badnode", []byte(`{"users":[`))
 	put("ps.dupnode", []byte(`{"users":["x","x"]}`))
 	put("ps", []byte(`{"users":["y"]}`))
 	put("Not_A_City.node", []byte(`{"users":["z"]}`))
-	waitFor(t, clusterTimeout, func() bool { return a.cluster.presence.errors.Load() == before+4 })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(a).presence.errors.Load() == before+4 })
 
 	// The node's share is deleted: its users leave (a snapshot again),
 	// and the count is alice's alone.
@@ -297,7 +297,7 @@ func TestClusterPresenceShares(t *testing.T) {
 	}
 
 	// The node's own key holds alice alone.
-	e, err := kv.Get(ctx, "ps."+a.cluster.presence.node)
+	e, err := kv.Get(ctx, "ps."+clusterOf(a).id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,55 +307,7 @@ func TestClusterPresenceShares(t *testing.T) {
 	// Closing alice deletes the key.
 	alice.c.close()
 	waitFor(t, clusterTimeout, func() bool {
-		_, err := kv.Get(context.Background(), "ps."+a.cluster.presence.node)
+		_, err := kv.Get(context.Background(), "ps."+clusterOf(a).id)
 		return err != nil
 	})
-}
-
-// TestPresenceRemote: shares of other nodes count each user once with the
-// local connections, and an expired share leaves.
-func TestPresenceRemote(t *testing.T) {
-	p := &presence{}
-	now := time.Now()
-	p.join("c", "u1")
-	if !p.setRemote("n1", []string{"u1", "u2"}, 3, now) {
-		t.Fatal("a new share changed nothing")
-	}
-	if p.setRemote("n1", []string{"u1", "u2"}, 3, now.Add(time.Second)) {
-		t.Fatal("a refresh changed the watchers")
-	}
-	if !p.renew("n1", now.Add(time.Second)) || p.renew("n3", now) {
-		t.Fatal("renew: want true for a known node only")
-	}
-	p.setRemote("n2", []string{"u2"}, 0, now)
-	p.mu.Lock()
-	if p.count() != 5 || p.members["u1"] != 2 || p.members["u2"] != 2 {
-		t.Fatalf("count %d, members %v", p.count(), p.members)
-	}
-	p.mu.Unlock()
-	if share := string(p.localShare()); share != `{"users":["u1"],"more":0}` {
-		t.Fatalf("local share %s", share)
-	}
-	// n2's share is older than the cut-off, n1's refresh is not.
-	nodes, changed, left := p.expire(now.Add(time.Millisecond))
-	if !slices.Equal(nodes, []string{"n2"}) || !changed || !left {
-		t.Fatalf("expire: %v, changed %v, left %v", nodes, changed, left)
-	}
-	p.mu.Lock()
-	if p.count() != 5 || p.members["u2"] != 1 || len(p.remote) != 1 {
-		t.Fatalf("after n2 expired: count %d, members %v", p.count(), p.members)
-	}
-	p.mu.Unlock()
-	p.leave("u1")
-	if _, changed, left := p.expire(now.Add(time.Hour)); !changed || left {
-		t.Fatalf("expire all: changed %v, left %v", changed, left)
-	}
-	if p.localShare() != nil {
-		t.Fatal("a share without local watchers")
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.count() != 0 || len(p.members) != 0 {
-		t.Fatalf("count %d, members %v", p.count(), p.members)
-	}
 }

@@ -42,7 +42,7 @@ const (
 // clusterRevocations shares this node's revocations and follows every
 // node's.
 type clusterRevocations struct {
-	s       *Server
+	node    *Node
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
@@ -57,10 +57,10 @@ type clusterRevocations struct {
 // reads what it holds into the node's revocations, and follows it. A node
 // without keys has nothing to revoke and leaves it alone.
 func (cl *cluster) startRevocations(ctx context.Context) error {
-	if cl.s.auth == nil {
+	if !cl.node.Secure() {
 		return nil
 	}
-	cfg := &cl.s.cfg
+	cfg := cl.cfg
 	bucket := revocationBucket(cfg.NATSStream)
 	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
@@ -79,7 +79,7 @@ func (cl *cluster) startRevocations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot create or update the revocation bucket %s: %w", bucket, err)
 	}
-	cr := &clusterRevocations{s: cl.s, nc: cl.nc, js: cl.js, kv: kv, subject: "$KV." + bucket + ".", stop: make(chan struct{})}
+	cr := &clusterRevocations{node: cl.node, nc: cl.nc, js: cl.js, kv: kv, subject: "$KV." + bucket + ".", stop: make(chan struct{})}
 	w, err := watchBucket(kv)
 	if err != nil {
 		return fmt.Errorf("cannot watch the revocation bucket: %w", err)
@@ -104,15 +104,15 @@ func (cr *clusterRevocations) close() {
 }
 
 // revocationKey is the bucket key of r.
-func revocationKey(r revocation) string {
-	return r.kind + "." + base64.RawURLEncoding.EncodeToString([]byte(r.id))
+func revocationKey(r Revocation) string {
+	return r.Kind + "." + base64.RawURLEncoding.EncodeToString([]byte(r.ID))
 }
 
 // put stores r in the bucket, to be removed at its expiry.
-func (cr *clusterRevocations) put(ctx context.Context, r revocation) error {
+func (cr *clusterRevocations) put(ctx context.Context, r Revocation) error {
 	// A TTL is whole seconds, at least one: round up, never end early.
-	ttl := max(time.Until(r.until).Truncate(time.Second)+time.Second, time.Second)
-	_, err := cr.js.Publish(ctx, cr.subject+revocationKey(r), []byte(r.until.UTC().Format(time.RFC3339Nano)), jetstream.WithMsgTTL(ttl))
+	ttl := max(time.Until(r.Until).Truncate(time.Second)+time.Second, time.Second)
+	_, err := cr.js.Publish(ctx, cr.subject+revocationKey(r), []byte(r.Until.UTC().Format(time.RFC3339Nano)), jetstream.WithMsgTTL(ttl))
 	if err != nil {
 		cr.errors.Add(1)
 	}
@@ -124,16 +124,16 @@ var errRevocationEntry = errors.New("not a revocation entry (sub.<id> or jti.<id
 
 // parseRevocationEntry reads a bucket entry: its key, and for a put its
 // value. A deletion gives a revocation with a zero until (lifted).
-func parseRevocationEntry(key string, put bool, value []byte) (revocation, error) {
+func parseRevocationEntry(key string, put bool, value []byte) (Revocation, error) {
 	kind, enc, ok := strings.Cut(key, ".")
 	id, err := base64.RawURLEncoding.DecodeString(enc)
-	if !ok || kind != "sub" && kind != "jti" || err != nil || len(id) == 0 || len(id) > maxRevokedIDLen {
-		return revocation{}, errRevocationEntry
+	r := Revocation{Kind: kind, ID: string(id)}
+	if !ok || err != nil || !r.Valid() {
+		return Revocation{}, errRevocationEntry
 	}
-	r := revocation{kind: kind, id: string(id)}
 	if put {
-		if r.until, err = time.Parse(time.RFC3339Nano, string(value)); err != nil {
-			return revocation{}, errRevocationEntry
+		if r.Until, err = time.Parse(time.RFC3339Nano, string(value)); err != nil {
+			return Revocation{}, errRevocationEntry
 		}
 	}
 	return r, nil
@@ -141,11 +141,11 @@ func parseRevocationEntry(key string, put bool, value []byte) (revocation, error
 
 // entry converts a watched entry, counting and logging one that does not
 // parse.
-func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (revocation, bool) {
+func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (Revocation, bool) {
 	r, err := parseRevocationEntry(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Value())
 	if err != nil {
 		cr.errors.Add(1)
-		cr.s.warn(&cr.s.warnBus, "ignored a revocation bucket entry", "key", e.Key(), "err", err)
+		cr.node.Warn("ignored a revocation bucket entry", "key", e.Key(), "err", err)
 		return r, false
 	}
 	return r, true
@@ -154,7 +154,7 @@ func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (revocation, bool
 // load applies what the bucket holds, up to the watch's end-of-initial
 // marker, in one step.
 func (cr *clusterRevocations) load(ctx context.Context, w *bucketWatch) error {
-	var batch []revocation
+	var batch []Revocation
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,7 +164,7 @@ func (cr *clusterRevocations) load(ctx context.Context, w *bucketWatch) error {
 				return errors.New("the watch ended")
 			}
 			if e == nil {
-				return cr.s.auth.revoke(batch...)
+				return cr.node.Revoke(batch...)
 			}
 			if r, ok := cr.entry(e); ok {
 				batch = append(batch, r)
@@ -183,7 +183,7 @@ func (cr *clusterRevocations) follow(w *bucketWatch) {
 	rewatch := time.NewTicker(revocationRewatch)
 	defer rewatch.Stop()
 	reconnects := cr.nc.Stats().Reconnects
-	var batch []revocation
+	var batch []Revocation
 	for {
 		select {
 		case <-cr.stop:
@@ -218,18 +218,17 @@ func (cr *clusterRevocations) follow(w *bucketWatch) {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := cr.s.auth.revoke(batch...); err != nil {
+		if err := cr.node.Revoke(batch...); err != nil {
 			cr.errors.Add(1)
-			cr.s.warn(&cr.s.warnBus, "cannot apply revocations from the cluster", "err", err)
+			cr.node.Warn("cannot apply revocations from the cluster", "err", err)
 			continue
 		}
-		cr.s.housekeepAll()
 	}
 }
 
 // appendEntry appends e's revocation to batch (nothing for the
 // end-of-initial marker, or an entry that does not parse).
-func (cr *clusterRevocations) appendEntry(batch []revocation, e jetstream.KeyValueEntry) []revocation {
+func (cr *clusterRevocations) appendEntry(batch []Revocation, e jetstream.KeyValueEntry) []Revocation {
 	if e == nil {
 		return batch
 	}

@@ -56,11 +56,11 @@ func TestClusterRevoke(t *testing.T) {
 	// The entry is in the bucket until the expiry, then gone: mallory is
 	// admitted again everywhere.
 	kv := revocationKV(t, ns, a)
-	if _, err := kv.Get(t.Context(), revocationKey(revocation{kind: "sub", id: "mallory"})); err != nil {
+	if _, err := kv.Get(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "mallory"})); err != nil {
 		t.Fatalf("the revocation is not in the bucket: %v", err)
 	}
 	waitFor(t, clusterTimeout, func() bool {
-		_, err := kv.Get(t.Context(), revocationKey(revocation{kind: "sub", id: "mallory"}))
+		_, err := kv.Get(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "mallory"}))
 		return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
 	})
 	for _, s := range []*Server{a, b, c} {
@@ -85,7 +85,7 @@ func TestClusterRevokeLift(t *testing.T) {
 	if _, err := kv.Put(t.Context(), "nonsense", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Delete(t.Context(), revocationKey(revocation{kind: "sub", id: "trudy"})); err != nil {
+	if err := kv.Delete(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "trudy"})); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*Server{a, b} {
@@ -117,12 +117,12 @@ func revocationKV(t testing.TB, ns *natsNode, s *Server) jetstream.KeyValue {
 
 func TestParseRevocationEntry(t *testing.T) {
 	until := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	r := revocation{kind: "jti", id: "3f2b 9c/é", until: until}
+	r := Revocation{Kind: "jti", ID: "3f2b 9c/é", Until: until}
 	got, err := parseRevocationEntry(revocationKey(r), true, []byte(until.Format(time.RFC3339Nano)))
-	if err != nil || got.kind != r.kind || got.id != r.id || !got.until.Equal(until) {
+	if err != nil || got.Kind != r.Kind || got.ID != r.ID || !got.Until.Equal(until) {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
-	if got, err := parseRevocationEntry(revocationKey(r), false, nil); err != nil || !got.until.IsZero() {
+	if got, err := parseRevocationEntry(revocationKey(r), false, nil); err != nil || !got.Until.IsZero() {
 		t.Fatalf("deletion: %+v %v", got, err)
 	}
 	for _, bad := range []struct {
@@ -155,7 +155,7 @@ func FuzzParseRevocationEntry(f *testing.F) {
 			}
 			return
 		}
-		if revocationKey(r) != key || len(r.id) == 0 || len(r.id) > maxRevokedIDLen {
+		if revocationKey(r) != key || !r.Valid() {
 			t.Fatalf("%q parsed as %+v", key, r)
 		}
 	})

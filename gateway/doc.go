@@ -35,8 +35,11 @@
 //	drain.go         a paced shutdown
 //	admin.go         the admin HTTP port; metrics.go, stats.go its figures
 //	ingest.go        the TCP ingest port; publish.go HTTP ingest; turn.go
-//	                 the producers' turns; dedup.go a single node's
-//	                 duplicate window
+//	                 the producers' turns
+//	bus.go           the seam to the log that numbers and carries the
+//	                 ingest lines: Bus (what the core needs of it), Node
+//	                 (what it may call), a single node's bus (local);
+//	                 dedup.go its duplicate window
 //	auth.go          tokens and grants; keys.go, jwks.go, revoke.go their
 //	                 sources
 //	cluster*.go      the NATS JetStream bus: feeds, resume fetches,

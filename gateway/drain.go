@@ -62,7 +62,7 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	s.ingest.wait(ctx)
 	err := s.stopEngine(ctx)
 	s.admin.close(ctx)
-	s.closeCluster()
+	s.bus.Close()
 	return err
 }
 

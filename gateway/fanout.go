@@ -240,7 +240,7 @@ func (l *loop) conflate(s *sub) {
 }
 
 // finishReplay continues a subscription that waited for frames from the
-// stream (cluster.replay): it writes the fetched frames up to the first
+// log (Bus.Fetch): it writes the fetched frames up to the first
 // point from which the ring holds every frame, then goes on from the ring
 // like any subscriber. When the stream could not serve it, or the ring
 // moved past the fetched frames meanwhile, the subscriber is conflated

@@ -317,7 +317,7 @@ func appliedOn(t testing.TB, seq uint64, nodes ...*Server) {
 	t.Helper()
 	waitFor(t, clusterTimeout, func() bool {
 		for _, s := range nodes {
-			if s.cluster.applied.Load() < seq {
+			if clusterOf(s).applied.Load() < seq {
 				return false
 			}
 		}

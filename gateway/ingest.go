@@ -48,9 +48,6 @@ type ingest struct {
 	dropped      atomic.Uint64
 	timeouts     atomic.Uint64
 	duplicates   atomic.Uint64 // lines acked as copies of an id stored before
-	// ids is the duplicate window of a single node (nil in cluster mode,
-	// where the stream's is used).
-	ids *recentIDs
 }
 
 // producerConn is one producer connection. Its goroutine owns grant, rate
@@ -71,6 +68,10 @@ type producerConn struct {
 	rate  bucket  // IngestMaxRate pacing
 	errs  bucket  // bad lines (IngestMaxErrors)
 	turn  turn    // its hold on the node's ingest turn (see turns)
+	// msg is the line being handed to the bus: a field, not a variable,
+	// because the bus is an interface and a pointer to a variable would
+	// move it to the heap, for every line.
+	msg codec.Ingest
 
 	lines     atomic.Uint64
 	bytes     atomic.Uint64
@@ -84,9 +85,6 @@ func (s *Server) listenIngest() (*ingest, error) {
 		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", s.cfg.IngestAddr, err)
 	}
 	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn), turns: newTurns(s)}
-	if s.cluster == nil {
-		in.ids = newRecentIDs()
-	}
 	if !isLoopback(ln.Addr()) {
 		if s.auth != nil {
 			in.needToken = true
@@ -444,10 +442,10 @@ func (p *producerConn) revoked() bool {
 	return ks.revokes(p.grant.sub, p.grant.jti, time.Now().UnixNano())
 }
 
-// line publishes one ingest line and queues its answer: an ack if the line
-// has an id, or an error. On a single node the frame is in the ring on
-// return; in cluster mode the answer waits for JetStream's ack. fatal: the
-// producer is cut off.
+// line hands one ingest line to the bus and queues its answer: an ack if
+// the line has an id, or an error. On a single node the frame is in the
+// ring on return; in cluster mode the answer waits for the log's (see
+// Bus.Append). fatal: the producer is cut off.
 func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	in := p.in
 	if g := p.grant; g != nil && g.exp != 0 && time.Now().After(g.expPlus(in.s.cfg.TokenGrace)) {
@@ -460,37 +458,23 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 		q.answer(codec.AppendIngestError(q.scratch(), "the token was revoked", 0), false)
 		return true
 	}
-	msg, err := codec.ParseIngest(line)
+	var err error
+	msg := &p.msg
+	*msg, err = codec.ParseIngest(line)
 	if err == nil && p.grant != nil && !p.grant.allows(msg.City) {
 		err = fmt.Errorf("forbidden: the token does not allow publishing to %q", msg.City)
 	}
 	if err == nil {
-		if cl := in.s.cluster; cl == nil {
-			var (
-				seq uint64
-				dup bool
-			)
-			store := func() (uint64, error) { return in.s.publish(&msg, time.Now()) }
-			if msg.ID != "" {
-				seq, dup, err = in.ids.once(msg.ID, mono(), store)
-			} else {
-				seq, err = store()
-			}
-			if err == nil {
-				q.stored(msg.ID, seq, len(line), dup)
-				return false
-			}
-		} else {
-			// Refused here rather than dropped by every node's consumer.
-			var c *city
-			if c, err = in.s.hub.city(msg.City); err == nil && !c.fits(&msg) {
-				err = errStateFull
-			}
-			if err == nil {
-				q.publish(cl.prepare(&msg, line), msg.ID, n, len(line))
-				return false
-			}
+		a := in.s.bus.Append(msg, line)
+		switch {
+		case a.Pending != nil:
+			q.publish(a.Pending, msg.ID, n, len(line))
+			return false
+		case a.Err == nil:
+			q.stored(msg.ID, a.Seq, len(line), a.Dup)
+			return false
 		}
+		err = a.Err
 	}
 	if errors.Is(err, errTooManyCities) {
 		// The node is full, the line is fine: like a broker fault, it is
@@ -540,18 +524,18 @@ const maxInFlight = 256
 type answers struct {
 	in     *ingest
 	w      io.Writer
-	buf    []byte     // scratch for an answer written at once
-	queue  []queued   // answers waiting behind an ack, oldest first
-	unsent []*pubWait // lines of queue prepared for the stream, not sent yet
-	failed int        // lines answered with an error
-	retry  int        // of those, lines the cluster bus failed (answered with "retry")
-	err    error      // the first write error
+	buf    []byte    // scratch for an answer written at once
+	queue  []queued  // answers waiting behind an ack, oldest first
+	unsent []Pending // lines of queue prepared for the log, not sent yet
+	failed int       // lines answered with an error
+	retry  int       // of those, lines the bus failed (answered with "retry")
+	err    error     // the first write error
 }
 
 // queued is an answer not written yet.
 type queued struct {
-	b    []byte   // the answer, when known
-	pub  *pubWait // else the stream's ack it waits for
+	b    []byte  // the answer, when known
+	pub  Pending // else the log's answer it waits for
 	id   string
 	n    int // line number
 	size int // line bytes
@@ -580,17 +564,17 @@ func (q *answers) count(size int, dup bool) {
 }
 
 // publish queues the answer of line n (its id and size), which waits for
-// the stream's ack of pw, and pw to be sent (send).
-func (q *answers) publish(pw *pubWait, id string, n, size int) {
-	q.queue = append(q.queue, queued{pub: pw, id: id, n: n, size: size})
-	q.unsent = append(q.unsent, pw)
+// the log's answer to p, and p to be sent (send).
+func (q *answers) publish(p Pending, id string, n, size int) {
+	q.queue = append(q.queue, queued{pub: p, id: id, n: n, size: size})
+	q.unsent = append(q.unsent, p)
 }
 
-// send publishes the lines prepared for the stream, in line order. It may
-// wait: call it outside the turn.
+// send sends the lines prepared for the log, in line order. It may wait:
+// call it outside the turn.
 func (q *answers) send() {
-	for i, pw := range q.unsent {
-		pw.send()
+	for i, p := range q.unsent {
+		p.Send()
 		q.unsent[i] = nil
 	}
 	q.unsent = q.unsent[:0]
@@ -626,22 +610,23 @@ func (q *answers) settle(wait bool) error {
 	done := 0
 	for _, a := range q.queue {
 		if a.pub != nil {
-			seq, ok, err := a.pub.poll(wait)
-			if !ok {
+			r, done := a.pub.Poll(wait)
+			if !done {
 				break
 			}
-			if err != nil {
+			if r.Err != nil {
 				// Counted as an ingest error, but not against the
 				// producer.
+				be := asBusError(r.Err)
 				q.in.errors.Add(1)
 				q.failed++
 				q.retry++
-				a.b = codec.AppendIngestRetry(q.scratch(), err.msg, a.n, err.retry())
+				a.b = codec.AppendIngestRetry(q.scratch(), be.Msg, a.n, be.Retry())
 			} else {
-				q.count(a.size, a.pub.dup)
+				q.count(a.size, r.Dup)
 				a.b = q.scratch()
 				if a.id != "" {
-					a.b = codec.AppendAck(a.b, a.id, seq)
+					a.b = codec.AppendAck(a.b, a.id, r.Seq)
 				}
 			}
 			q.buf = a.b[:0]

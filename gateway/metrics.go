@@ -153,27 +153,19 @@ func (s *Server) writeCounters(w io.Writer) {
 	gauge("metrocast_draining", draining)
 	// Cluster series exist on a single node too (at 0), so that
 	// dashboards and alerts need no second shape.
+	bs := s.bus.Stats()
 	var connected int64
-	var applied, replays, replayFails, publishErrors, presenceErrors, revocationErrors, poison uint64
-	if cl := s.cluster; cl != nil {
-		if cl.connected() {
-			connected = 1
-		}
-		applied, replays, replayFails, publishErrors = cl.applied.Load(), cl.replays.Load(), cl.replayFails.Load(), cl.publishErrors.Load()
-		presenceErrors = cl.presence.errors.Load()
-		if cl.revocations != nil {
-			revocationErrors = cl.revocations.errors.Load()
-		}
-		poison = cl.poison.Load()
+	if bs.Connected {
+		connected = 1
 	}
 	gauge("metrocast_cluster_connected", connected)
-	metrics.WriteGaugeUint64(w, "metrocast_cluster_applied_seq", applied)
-	counter("metrocast_cluster_publish_errors_total", publishErrors)
-	counter("metrocast_cluster_poison_total", poison)
-	counter("metrocast_cluster_replays_total", replays)
-	counter("metrocast_cluster_replay_failures_total", replayFails)
-	counter("metrocast_cluster_presence_errors_total", presenceErrors)
-	counter("metrocast_cluster_revocation_errors_total", revocationErrors)
+	metrics.WriteGaugeUint64(w, "metrocast_cluster_applied_seq", bs.Applied)
+	counter("metrocast_cluster_publish_errors_total", bs.PublishErrors)
+	counter("metrocast_cluster_poison_total", s.poison.Load())
+	counter("metrocast_cluster_replays_total", bs.Replays)
+	counter("metrocast_cluster_replay_failures_total", bs.ReplayFailures)
+	counter("metrocast_cluster_presence_errors_total", bs.PresenceErrors)
+	counter("metrocast_cluster_revocation_errors_total", bs.RevocationErrors)
 }
 
 // cityCount is a city and its subscribers at one moment.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,7 +16,7 @@ import (
 // Presence: who watches a city, for subscriptions made with
 // "presence":true. Members are JWT subjects counted once however many
 // connections (tabs) they hold, on this node or, in cluster mode, on
-// others (see clusterpresence.go). Joins and leaves are coalesced: they
+// others (Node.SharePresence). Joins and leaves are coalesced: they
 // accumulate between flushes (one per housekeeping sweep) and go out as
 // at most one user_joined and one user_left message (or one snapshot) per
 // city per sweep, where a leave and a rejoin within the sweep cancel out,
@@ -58,8 +59,16 @@ type presence struct {
 type remoteShare struct {
 	users map[string]struct{}
 	more  int
+	sum   uint64    // shareSum of the share they were read from
 	seen  time.Time // when the node last refreshed it
 }
+
+// shareSeed seeds shareSum.
+var shareSeed = maphash.MakeSeed()
+
+// shareSum hashes a presence share, to tell a refresh (the same share
+// again, every third of the TTL) from a change without parsing it.
+func shareSum(share []byte) uint64 { return maphash.Bytes(shareSeed, share) }
 
 // presenceBatch is one flush: its user_joined and user_left frames, or a
 // snapshot.
@@ -146,21 +155,21 @@ func (p *presence) unref(user string) {
 // other nodes only count. p.mu is held.
 func (p *presence) count() int { return len(p.members) + p.remoteMore }
 
-// setRemote replaces node's share with users and more, seen at seen; no
-// users and no more forget the node. It reports whether the city's
-// watchers changed.
-func (p *presence) setRemote(node string, users []string, more int, seen time.Time) bool {
+// setRemote replaces node's share with users and more, read from a share
+// hashed sum (shareSum), seen at seen; no users and no more forget the
+// node. It reports whether the city's watchers changed.
+func (p *presence) setRemote(node string, users []string, more int, sum uint64, seen time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.setRemoteLocked(node, users, more, seen)
+	return p.setRemoteLocked(node, users, more, sum, seen)
 }
 
-func (p *presence) setRemoteLocked(node string, users []string, more int, seen time.Time) bool {
+func (p *presence) setRemoteLocked(node string, users []string, more int, sum uint64, seen time.Time) bool {
 	old := p.remote[node]
 	if old == nil {
 		old = &remoteShare{}
 	}
-	next := &remoteShare{users: make(map[string]struct{}, len(users)), more: more, seen: seen}
+	next := &remoteShare{users: make(map[string]struct{}, len(users)), more: more, sum: sum, seen: seen}
 	changed := more != old.more
 	for _, u := range users {
 		next.users[u] = struct{}{}
@@ -187,15 +196,17 @@ func (p *presence) setRemoteLocked(node string, users []string, more int, seen t
 	return changed
 }
 
-// renew marks node's share as refreshed at seen, if the city has it.
-func (p *presence) renew(node string, seen time.Time) bool {
+// renew marks node's share as refreshed at seen, if the city has it and
+// it was read from a share hashed sum.
+func (p *presence) renew(node string, sum uint64, seen time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.remote[node]
-	if r != nil {
-		r.seen = seen
+	if r == nil || r.sum != sum {
+		return false
 	}
-	return r != nil
+	r.seen = seen
+	return true
 }
 
 // expire forgets the shares not refreshed since before and returns their
@@ -207,7 +218,7 @@ func (p *presence) expire(before time.Time) (nodes []string, changed, left bool)
 	for node, r := range p.remote {
 		if r.seen.Before(before) {
 			nodes = append(nodes, node)
-			changed = p.setRemoteLocked(node, nil, 0, r.seen) || changed
+			changed = p.setRemoteLocked(node, nil, 0, 0, r.seen) || changed
 		}
 	}
 	return nodes, changed, len(p.remote) > 0
@@ -340,8 +351,8 @@ func appendUsers[V any](b []byte, set map[string]V, extra int) []byte {
 }
 
 // flushPresence flushes the joins and leaves of every city that had some
-// and, in cluster mode, hands the cities whose local watchers changed to
-// the presence sharer. Runs on gnet's ticker goroutine, once a sweep;
+// and tells the bus the cities whose local watchers changed, to share
+// them in cluster mode. Runs on gnet's ticker goroutine, once a sweep;
 // the loops' housekeeping sends the batches at each watcher's visit.
 func (s *Server) flushPresence() {
 	s.presenceMu.Lock()
@@ -350,8 +361,8 @@ func (s *Server) flushPresence() {
 	s.presenceMu.Unlock()
 	for _, c := range dirty {
 		c.presenceDirty.Store(false)
-		if c.presence.flush(c.name) && s.cluster != nil {
-			s.cluster.presence.changed(c)
+		if c.presence.flush(c.name) {
+			s.bus.PresenceChanged(c.name)
 		}
 	}
 }

@@ -138,3 +138,51 @@ func TestPresenceCoalesced(t *testing.T) {
 		t.Fatalf("lapped subscriber got %s (%v), want a presence snapshot", frames, err)
 	}
 }
+
+// TestPresenceRemote: shares of other nodes count each user once with the
+// local connections, and an expired share leaves.
+func TestPresenceRemote(t *testing.T) {
+	p := &presence{}
+	now := time.Now()
+	p.join("c", "u1")
+	if !p.setRemote("n1", []string{"u1", "u2"}, 3, 1, now) {
+		t.Fatal("a new share changed nothing")
+	}
+	if p.setRemote("n1", []string{"u1", "u2"}, 3, 1, now.Add(time.Second)) {
+		t.Fatal("a refresh changed the watchers")
+	}
+	if !p.renew("n1", 1, now.Add(time.Second)) || p.renew("n1", 2, now) || p.renew("n3", 1, now) {
+		t.Fatal("renew: want true for a known node's same share only")
+	}
+	p.setRemote("n2", []string{"u2"}, 0, 2, now)
+	p.mu.Lock()
+	if p.count() != 5 || p.members["u1"] != 2 || p.members["u2"] != 2 {
+		t.Fatalf("count %d, members %v", p.count(), p.members)
+	}
+	p.mu.Unlock()
+	if share := string(p.localShare()); share != `{"users":["u1"],"more":0}` {
+		t.Fatalf("local share %s", share)
+	}
+	// n2's share is older than the cut-off, n1's refresh is not.
+	nodes, changed, left := p.expire(now.Add(time.Millisecond))
+	if !slices.Equal(nodes, []string{"n2"}) || !changed || !left {
+		t.Fatalf("expire: %v, changed %v, left %v", nodes, changed, left)
+	}
+	p.mu.Lock()
+	if p.count() != 5 || p.members["u2"] != 1 || len(p.remote) != 1 {
+		t.Fatalf("after n2 expired: count %d, members %v", p.count(), p.members)
+	}
+	p.mu.Unlock()
+	p.leave("u1")
+	if _, changed, left := p.expire(now.Add(time.Hour)); !changed || left {
+		t.Fatalf("expire all: changed %v, left %v", changed, left)
+	}
+	if p.localShare() != nil {
+		t.Fatal("a share without local watchers")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.count() != 0 || len(p.members) != 0 {
+		t.Fatalf("count %d, members %v", p.count(), p.members)
+	}
+}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"testing"
 	"time"
@@ -42,15 +41,14 @@ func BenchmarkPresenceShare(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cp := &clusterPresence{s: s, node: "me", sums: make(map[string]uint64), seed: maphash.MakeSeed()}
+			n := &Node{s: s}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(same)))
 			for i := 0; b.Loop(); i++ {
-				c, err := cp.apply("c.n1", true, bc.share(i), time.Time{}, false)
-				if err != nil {
+				if err := n.SharePresence("c", "n1", bc.share(i), time.Time{}); err != nil {
 					b.Fatal(err)
 				}
-				c.presence.flush("c")
+				s.hub.lookup("c").presence.flush("c")
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -274,12 +273,8 @@ func (s *Server) Revoke(kind, id string, until time.Time) error {
 	}
 	s.housekeepAll()
 	s.cfg.Logger.Info("token revoked", kind, id, "until", until.UTC().Format(time.RFC3339))
-	if cl := s.cluster; cl != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
-		defer cancel()
-		if err := cl.revocations.put(ctx, r); err != nil {
-			return fmt.Errorf("%w: cannot share it with the cluster: %w", errNotShared, err)
-		}
+	if err := s.bus.Revoke(Revocation{Kind: kind, ID: id, Until: until}); err != nil {
+		return fmt.Errorf("%w: cannot share it with the cluster: %w", errNotShared, err)
 	}
 	return nil
 }
@@ -365,5 +360,5 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{rv.kind: rv.id, "exp": rv.until.Unix(), "cluster": s.cluster != nil})
+	_ = json.NewEncoder(w).Encode(map[string]any{rv.kind: rv.id, "exp": rv.until.Unix(), "cluster": s.shared})
 }

@@ -49,15 +49,21 @@ type Server struct {
 	ingest  *ingest
 	admin   *admin
 	metrics *serverMetrics
-	// cluster is the link to the JetStream stream; nil on a single node.
-	cluster *cluster
+	// bus carries the ingest lines to the rings (bus.go); shared: its log
+	// is shared with other nodes (View.Shared). Set before the node
+	// listens.
+	bus    Bus
+	shared bool
+	// poison counts the log's messages that are not valid ingest lines,
+	// skipped (Node.Apply).
+	poison atomic.Uint64
 
 	presenceMu    sync.Mutex
 	presenceDirty []*city   // cities with presence changes to flush
 	flushedAt     time.Time // of presence, by OnTick; owned by gnet's ticker goroutine
 
 	// throttles of repeated warnings
-	warnSlow, warnAccept, warnRejected, warnBus, warnAdmin, warnCities throttle
+	warnSlow, warnAccept, warnRejected, warnBus, warnPoison, warnAdmin, warnCities throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -76,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 		stopped:  make(chan struct{}),
 		done:     make(chan error, 1),
 	}
-	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnAdmin, &s.warnCities} {
+	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnPoison, &s.warnAdmin, &s.warnCities} {
 		t.period = warnEvery
 	}
 	s.live.Store(&cfg)
@@ -96,36 +102,43 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.auth = a
 	}
+	if cfg.NATSURL != "" {
+		s.bus = newCluster(&s.cfg)
+	} else {
+		s.bus = newLocal(s)
+	}
 	return s, nil
 }
 
-// Start joins the cluster when NATSURL is set, then listens on the
+// Start joins the bus's log (Bus.Open, Bus.Follow), then listens on the
 // WebSocket, ingest and admin addresses and returns once all three accept
 // connections.
 func (s *Server) Start() error {
-	if s.cfg.NATSURL != "" {
-		cl, err := s.startCluster()
-		if err != nil {
-			return err
-		}
-		s.cluster = cl
+	v, err := s.bus.Open(&Node{s: s})
+	if err != nil {
+		return err
+	}
+	s.join(v)
+	if err := s.bus.Follow(); err != nil {
+		s.bus.Close()
+		return err
 	}
 	ing, err := s.listenIngest()
 	if err != nil {
-		s.closeCluster()
+		s.bus.Close()
 		return err
 	}
 	adm, err := s.listenAdmin()
 	if err != nil {
 		ing.close()
-		s.closeCluster()
+		s.bus.Close()
 		return err
 	}
 	addr, release, err := reservePort(s.cfg.Addr)
 	if err != nil {
 		ing.close()
 		_ = adm.ln.Close()
-		s.closeCluster()
+		s.bus.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
 	go func() {
@@ -152,7 +165,7 @@ func (s *Server) Start() error {
 		release()
 		ing.close()
 		_ = adm.ln.Close()
-		s.closeCluster()
+		s.bus.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ingest, s.admin = ing, adm
@@ -167,9 +180,9 @@ func (s *Server) Start() error {
 	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
 		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
-		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.cluster != nil}
-	if s.cluster != nil {
-		attrs = append(attrs, "node", s.cluster.presence.node)
+		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.shared}
+	if v.Node != "" {
+		attrs = append(attrs, "node", v.Node)
 	}
 	s.cfg.Logger.Info("metrocast listening", attrs...)
 	return nil
@@ -233,11 +246,15 @@ func reserve(fd int, sa unix.Sockaddr, ipv6only bool) error {
 	return os.NewSyscallError("setsockopt", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
 }
 
-// closeCluster leaves the cluster, if the node is in one.
-func (s *Server) closeCluster() {
-	if s.cluster != nil {
-		s.cluster.close()
+// join sets the node up on its bus's log, as Bus.Open tells, before the
+// node listens: the cities' rings are created knowing where its view of
+// the log begins.
+func (s *Server) join(v View) {
+	if v.Epoch != 0 {
+		s.epoch, s.hub.epoch = v.Epoch, v.Epoch
 	}
+	s.hub.floor.Store(v.Floor)
+	s.hub.sparse, s.shared = v.Shared, v.Shared
 }
 
 // Addr is the WebSocket listen address (useful with port 0).

@@ -69,7 +69,7 @@ func TestSSEClusterResume(t *testing.T) {
 		}
 		rc.close()
 	}
-	if late.cluster.replays.Load() == 0 {
+	if clusterOf(late).replays.Load() == 0 {
 		t.Fatal("the late node did not serve the resume from the stream")
 	}
 }

@@ -107,9 +107,9 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 		since, ok := m.Since[name]
 		ok = ok && (m.Epoch == 0 || m.Epoch == s.epoch)
 		switch pos, inRing := c.resume(since); {
-		case ok && inRing && !s.cluster.ahead(since):
+		case ok && inRing && !s.bus.Ahead(since):
 			sb.cursor, sb.seq = pos, since
-		case ok && s.cluster != nil:
+		case ok && s.shared:
 			// Older than the ring, or ahead of what this node has read:
 			// the stream tells whether it is a seq it holds.
 			sb.seq, sb.replaying, st.replay = since, true, true
@@ -129,7 +129,10 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			break
 		}
 		if st.replay {
-			s.cluster.replay(st.sb, st.sb.seq)
+			// Until the bus is done (Fetch.Done), the fanout skips it.
+			if !s.bus.Fetch(&Fetch{City: st.sb.city.name, Since: st.sb.seq, sb: st.sb}) {
+				l.finishReplay(st.sb, st.sb.seq, nil, false)
+			}
 			continue
 		}
 		if st.initial != nil {

@@ -231,7 +231,7 @@ func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 		}
 		ps[i].write(t, batch...)
 	}
-	waitFor(t, clusterTimeout, func() bool { return a.cluster.js.PublishAsyncPending() == maxPendingAcks })
+	waitFor(t, clusterTimeout, func() bool { return clusterOf(a).js.PublishAsyncPending() == maxPendingAcks })
 
 	other := dialProducer(t, a)
 	other.write(t, "not json", `{"city":"await-x","type":"nope","data":{}}`)
@@ -243,10 +243,10 @@ func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 	}
 	// Before the acks could time out, and no line refused: lines that wait
 	// for a slot wait (with their producer), they do not fail.
-	if got := a.cluster.js.PublishAsyncPending(); got != maxPendingAcks {
+	if got := clusterOf(a).js.PublishAsyncPending(); got != maxPendingAcks {
 		t.Fatalf("%d lines await an ack after the other producer's answers, want %d: those came after acks or time-outs", got, maxPendingAcks)
 	}
-	if got := a.cluster.publishErrors.Load(); got != 0 {
+	if got := clusterOf(a).publishErrors.Load(); got != 0 {
 		t.Fatalf("%d lines failed to publish while the acks were held", got)
 	}
 	for i, p := range ps {
