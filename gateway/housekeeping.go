@@ -14,9 +14,9 @@ import (
 // The housekeeping wheel. Every connection's periodic duties (its
 // time-outs, token checks, ping, presence sends, the catch-up of a stalled
 // subscriber) come round once per sweep (Config.sweep), at its own phase:
-// the loop keeps its connections in wheelSlots slots, and each tick visits
-// only the slots due since the last, so that a tick touches a
-// wheelSlots-th of the connections instead of all of them at once. Pings
+// the loop keeps its connections in wheelSlots slots, and each tick
+// (Config.tick) visits only the slots due since the last, so that a tick
+// touches a share of the connections instead of all of them at once. Pings
 // go further: each connection has its own instant in every PingInterval
 // (pingDue), so that connections opened together, and answering together,
 // are not pinged together for ever after.
