@@ -220,6 +220,17 @@ func TestEvaluatePings(t *testing.T) {
 	if !r.passed() {
 		t.Errorf("targets %+v: an open target failed the run", r.Targets)
 	}
+	// Run twice: each side keeps its quieter run.
+	r = &suiteResult{Steps: []*stepRun{
+		{Name: "pings", parsed: shapeResult(5000, 12, 30, 10, 3)},
+		{Name: "nopings", parsed: shapeResult(5000, 12, 15, 10, 3)},
+		{Name: "pings2", parsed: shapeResult(5000, 12, 16, 10, 3)},
+		{Name: "nopings2", parsed: shapeResult(5000, 12, 20, 10, 3)},
+	}}
+	r.evaluate()
+	if r.Pings == nil || r.Pings.On.P999 != 32 || r.Pings.Off.P999 != 30 {
+		t.Fatalf("pings %+v: want 32 ms against 30 ms, each side's lower p99.9", r.Pings)
+	}
 }
 
 // TestFloorRatios: the sweep's CPU per delivery as multiples of the floor,
