@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // admin is the admin HTTP port (net/http; not on the event loops): metrics,
@@ -64,7 +66,7 @@ const minAdminToken = 32
 
 // readAdminToken reads the admin token file.
 func readAdminToken(file string) ([]byte, error) {
-	b, err := readFile(file, maxSecretFileBytes)
+	b, err := auth.ReadFile(file, auth.MaxSecretFileBytes)
 	if err != nil {
 		return nil, fmt.Errorf("admin_token_file %s: %w", file, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // The bus. Every ingest line a node accepts goes through its Bus before it
@@ -182,9 +183,9 @@ type Revocation struct {
 }
 
 // Valid reports whether r is one the node takes: a known kind and an id
-// of 1 to maxRevokedIDLen bytes.
+// of 1 to auth.MaxRevokedIDLen bytes.
 func (r Revocation) Valid() bool {
-	return (r.Kind == "sub" || r.Kind == "jti") && len(r.ID) > 0 && len(r.ID) <= maxRevokedIDLen
+	return (r.Kind == "sub" || r.Kind == "jti") && len(r.ID) > 0 && len(r.ID) <= auth.MaxRevokedIDLen
 }
 
 // Node is the core as its bus sees it: what the bus calls to deliver the
@@ -260,11 +261,11 @@ func (n *Node) Secure() bool { return n.s.auth != nil }
 // the other nodes), and has the loops check their connections. Each must
 // be Valid.
 func (n *Node) Revoke(rs ...Revocation) error {
-	batch := make([]revocation, len(rs))
+	batch := make([]auth.Revocation, len(rs))
 	for i, r := range rs {
-		batch[i] = revocation{kind: r.Kind, id: r.ID, until: r.Until}
+		batch[i] = auth.Revocation(r)
 	}
-	if err := n.s.auth.revoke(batch...); err != nil {
+	if err := n.s.auth.Revoke(batch...); err != nil {
 		return err
 	}
 	n.s.housekeepAll()

@@ -26,8 +26,8 @@ import (
 func revocationBucket(stream string) string { return stream + "_revoked" }
 
 const (
-	// revocationBucketMaxBytes bounds the bucket (maxRevokedEntries keys
-	// of up to ~1.4 KiB fit several times over); past it puts fail.
+	// revocationBucketMaxBytes bounds the bucket (auth's maxRevokedEntries
+	// keys of up to ~1.4 KiB fit several times over); past it puts fail.
 	revocationBucketMaxBytes = 256 << 20
 	// revocationMarkerTTL is how long the bucket keeps the marker of an
 	// entry its TTL removed (watchers see it as a deletion).

@@ -10,6 +10,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // TestClusterRevoke: one POST /api/revoke on node a revokes a user on
@@ -36,8 +38,8 @@ func TestClusterRevoke(t *testing.T) {
 		t.Fatalf("revoke on a: %d %s", code, body)
 	}
 	b2, err := onB.next(clusterTimeout)
-	if m, _ := parseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != authRevoked {
-		t.Fatalf("mallory on b: %s %v, want auth_error %s", b2, err, authRevoked)
+	if m, _ := parseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != auth.CodeRevoked {
+		t.Fatalf("mallory on b: %s %v, want auth_error %s", b2, err, auth.CodeRevoked)
 	}
 	expectClose(t, onB, ws.StatusCode(4001))
 	send(t, otherOnB, `{"type":"ping"}`)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // Config is everything a Server needs. Zero fields take the default named
@@ -143,7 +144,7 @@ type Config struct {
 	// AuthJWKSURL lists JWK set URLs of identity providers (Auth0,
 	// Keycloak, Cognito, any OIDC issuer's jwks_uri): https, or http to a
 	// loopback host. Fetched at start, then every AuthJWKSRefresh (see
-	// jwks.go); their keys join those of AuthKeys. Empty: none.
+	// gateway/auth/jwks.go); their keys join those of AuthKeys. Empty: none.
 	AuthJWKSURL []string
 	// AuthJWKSRefresh is the longest a JWKS URL's keys are kept before it
 	// is fetched again; a shorter Cache-Control max-age fetches sooner,
@@ -167,8 +168,8 @@ type Config struct {
 	// not refreshed it is closed (4001). Default 30s.
 	TokenGrace time.Duration
 	// AuthRevokedFile lists revoked subjects and token ids ("sub alice",
-	// "jti 3f2b", one per line; see revoke.go), re-read with the keys on
-	// SIGHUP. Empty: none.
+	// "jti 3f2b", one per line; see gateway/auth/revoke.go), re-read with
+	// the keys on SIGHUP. Empty: none.
 	AuthRevokedFile string
 	// AuthReloadInterval, when set, has the node look at the auth files
 	// (secret file, key files, revocation file) this often and reload them
@@ -368,7 +369,7 @@ func (c *Config) Validate() error {
 	check(!c.Insecure || !c.hasKeys(), "insecure and auth keys (auth_hmac_secret, auth_hmac_secret_file, auth_keys, auth_jwks_url) are exclusive")
 	check(c.Insecure || c.hasKeys(), "no auth key configured (auth_hmac_secret, auth_hmac_secret_file, auth_keys or auth_jwks_url); set insecure to admit anonymous clients")
 	for _, u := range c.AuthJWKSURL {
-		err := checkJWKSURL(u)
+		err := auth.CheckJWKSURL(u)
 		check(err == nil, "auth_jwks_url: %q: %v", u, err)
 	}
 	check(c.AuthJWKSRefresh >= time.Second && c.AuthJWKSRefresh <= 24*time.Hour, "auth_jwks_refresh (%s) must be in [1s, 24h]", c.AuthJWKSRefresh)

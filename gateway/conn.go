@@ -13,6 +13,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // Connection states.
@@ -31,7 +32,7 @@ type conn struct {
 	l *loop
 	// grant is what the connection's token allows; nil until it has
 	// authenticated. Shared, never modified (a refresh replaces it).
-	grant   *grant
+	grant   *auth.Grant
 	idx     int32 // in its slot of l.wheel
 	scanned int32 // bytes of the request head searched so far
 	state   uint8
@@ -240,20 +241,20 @@ func (cn *conn) checkUpgrade(up *codec.Upgrade) error {
 		return &codec.HTTPError{Status: http.StatusForbidden, Message: "origin not allowed"}
 	}
 	if s.auth == nil {
-		cn.grant = anonymous
+		cn.grant = auth.Anonymous
 		return nil
 	}
 	if up.Token == "" {
 		if len(up.Cities) > 0 {
 			return &codec.HTTPError{Status: http.StatusUnauthorized, Header: "WWW-Authenticate: Bearer\r\n",
-				Message: authRequired + ": cities on the URL need a token in the request (token=, Authorization or Sec-WebSocket-Protocol)"}
+				Message: auth.CodeRequired + ": cities on the URL need a token in the request (token=, Authorization or Sec-WebSocket-Protocol)"}
 		}
 		return nil
 	}
-	g, err := cn.l.tokens.grant(s.auth, up.Token)
+	g, err := cn.l.tokens.Grant(s.auth, up.Token)
 	if err != nil {
 		cn.l.stats.authFailures.Add(1)
-		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: authCodeOf(err) + ": " + err.Error(),
+		return &codec.HTTPError{Status: http.StatusUnauthorized, Message: auth.CodeOf(err) + ": " + err.Error(),
 			Header: "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"}
 	}
 	cn.grant = g
@@ -367,7 +368,7 @@ func (cn *conn) message(b []byte) {
 		return
 	}
 	if cn.grant == nil && m.Type != codec.TypeAuth {
-		cn.authFail(authRequired, `send {"type":"auth","token":"…"} first`)
+		cn.authFail(auth.CodeRequired, `send {"type":"auth","token":"…"} first`)
 		return
 	}
 	l := cn.l
@@ -387,7 +388,7 @@ func (cn *conn) message(b []byte) {
 		if !cn.authenticate(m.Token) {
 			return
 		}
-		exp, closeAt := cn.grant.deadlines(&l.s.cfg)
+		exp, closeAt := cn.grant.Deadlines(l.s.cfg.TokenGrace)
 		l.send(cn, codec.AppendTokenEvent(l.out[:0], "refreshed", exp, closeAt))
 	case codec.TypeSubscribe:
 		cn.subscribe(&m)
@@ -407,21 +408,21 @@ func (cn *conn) authenticate(token string) bool {
 	a := cn.l.s.auth
 	switch {
 	case a == nil:
-		cn.grant = anonymous
+		cn.grant = auth.Anonymous
 		return true
 	case token == "" && cn.grant != nil:
 		return true
 	case token == "":
-		cn.authFail(authRequired, "the auth message carries no token")
+		cn.authFail(auth.CodeRequired, "the auth message carries no token")
 		return false
 	}
-	g, err := cn.l.tokens.grant(a, token)
+	g, err := cn.l.tokens.Grant(a, token)
 	if err != nil {
-		cn.authFail(authCodeOf(err), err.Error())
+		cn.authFail(auth.CodeOf(err), err.Error())
 		return false
 	}
-	if cn.grant != nil && cn.grant.sub != g.sub {
-		cn.authFail(authSubMismatch, "the token is for another subject than the connection's")
+	if cn.grant != nil && cn.grant.Sub() != g.Sub() {
+		cn.authFail(auth.CodeSubMismatch, "the token is for another subject than the connection's")
 		return false
 	}
 	cn.grant = g
@@ -429,7 +430,7 @@ func (cn *conn) authenticate(token string) bool {
 	l := cn.l
 	for i := 0; i < len(cn.subs); {
 		sb := cn.subs[i]
-		if g.allows(sb.city.name) {
+		if g.Allows(sb.city.name) {
 			i++
 			continue
 		}
@@ -448,9 +449,9 @@ func (cn *conn) authFail(code, msg string) {
 	l.send(cn, codec.AppendAuthError(l.out[:0], code, msg))
 	reason := CloseAuthFailed
 	switch code {
-	case authTimeout:
+	case auth.CodeTimeout:
 		reason = CloseAuthTimeout
-	case authExpired:
+	case auth.CodeExpired:
 		reason = CloseTokenExpired
 	}
 	l.beginClose(cn, reason, code)

@@ -29,7 +29,7 @@ const mintEach = "each"
 // run in a child process (TestHelperConnects), 64 at a time, so that this
 // process's CPU time is the node's alone (cpu-µs/connect); allocs/op are
 // the node's per connection. HS256 clients share one token (the loops
-// verify it once: tokenCache), HS256-each have a token each (every
+// verify it once: auth.TokenCache), HS256-each have a token each (every
 // connect verifies one), insecure ones none.
 func BenchmarkConnect(b *testing.B) {
 	for _, name := range []string{"HS256", "HS256-each", "insecure"} {

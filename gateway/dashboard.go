@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // webFiles are the demo dashboard and the browser client, embedded so that
@@ -71,7 +73,7 @@ func (s *Server) routeDashboard(mux *http.ServeMux, a *admin) {
 		}
 		static.ServeHTTP(w, r)
 	})
-	mux.HandleFunc("GET /api/client", a.viewer(func(w http.ResponseWriter, _ *http.Request, _ *grant) {
+	mux.HandleFunc("GET /api/client", a.viewer(func(w http.ResponseWriter, _ *http.Request, _ *auth.Grant) {
 		info := clientInfo{WSPath: s.cfg.Path, Epoch: s.epoch, Insecure: s.cfg.Insecure}
 		if a, ok := s.addr.(*net.TCPAddr); ok {
 			info.WSPort = a.Port
@@ -79,12 +81,12 @@ func (s *Server) routeDashboard(mux *http.ServeMux, a *admin) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(&info)
 	}))
-	mux.HandleFunc("GET /api/cities", a.viewer(func(w http.ResponseWriter, _ *http.Request, g *grant) {
+	mux.HandleFunc("GET /api/cities", a.viewer(func(w http.ResponseWriter, _ *http.Request, g *auth.Grant) {
 		resp := struct {
 			Cities []string `json:"cities"`
 		}{Cities: []string{}}
 		for _, cc := range s.busiest(dashboardCities) {
-			if g == nil || g.allows(cc.c.name) {
+			if g == nil || g.Allows(cc.c.name) {
 				resp.Cities = append(resp.Cities, cc.c.name)
 			}
 		}
@@ -99,15 +101,15 @@ func (s *Server) routeDashboard(mux *http.ServeMux, a *admin) {
 // gets to narrow its answer to the token's cities (nil: every city). An
 // insecure node's data is anyone's on its WebSocket port already, so
 // there it needs neither.
-func (a *admin) viewer(h func(http.ResponseWriter, *http.Request, *grant)) http.HandlerFunc {
+func (a *admin) viewer(h func(http.ResponseWriter, *http.Request, *auth.Grant)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		auth := a.s.auth
-		if a.open || auth == nil || a.isAdmin(r) {
+		au := a.s.auth
+		if a.open || au == nil || a.isAdmin(r) {
 			h(w, r, nil)
 			return
 		}
 		tok, _ := bearerToken(r)
-		g, err := auth.clientGrant(tok)
+		g, err := au.ClientGrant(tok)
 		if err != nil {
 			a.refuse(w, r, "a client token is required: Authorization: Bearer <jwt>")
 			return

@@ -40,8 +40,11 @@
 //	                 ingest lines: Bus (what the core needs of it), Node
 //	                 (what it may call), a single node's bus (local);
 //	                 dedup.go its duplicate window
-//	auth.go          tokens and grants; keys.go, jwks.go, revoke.go their
-//	                 sources
+//	tokens.go        the node's side of auth: its settings, key reloads,
+//	                 revocations (POST /api/revoke, shared in a cluster)
+//	auth/            package auth: tokens and grants (auth.go), their keys
+//	                 (keys.go, jwks.go) and revocations (revoke.go); the
+//	                 core asks it "may this token see this city"
 //	cluster*.go      the NATS JetStream bus: feeds, resume fetches,
 //	                 presence and revocations shared between nodes
 //
@@ -61,8 +64,8 @@
 //   - The admin port: net/http, a goroutine per connection.
 //   - Background duties, each on its own goroutine until Drain: the idle
 //     city sweep (Server.sweepCities), the auth file watcher
-//     (Server.watchAuthFiles, with AuthReloadInterval) and the JWKS
-//     refresher (authenticator.watchJWKS, with JWKS URLs).
+//     (auth.Authenticator.WatchFiles, with AuthReloadInterval) and the
+//     JWKS refresher (auth.Authenticator.WatchJWKS, with JWKS URLs).
 //   - Cluster mode: nats.go's goroutines deliver the stream to the feeds'
 //     handlers (cluster.apply, one message at a time under applyMu), each
 //     feed has a goroutine that remakes its consumer, up to
@@ -85,7 +88,7 @@
 //	Server.presenceMu    the cities with presence changes to flush
 //	Server.loopsMu       creating a loop's state (Server.loopOf)
 //	Server.reloadMu      one Reload at a time
-//	authenticator.mu     the key sources; building a key set
+//	auth.Authenticator.mu  the key sources; building a key set
 //	ipShard.mu           a shard of the per-address connection counts
 //	ingest.mu            the producer connections; the port's closing
 //	turns.mu             the producers' turn queue

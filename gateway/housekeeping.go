@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // The housekeeping wheel. Every connection's periodic duties (its
@@ -178,16 +179,16 @@ func (cn *conn) unread() bool {
 // from a JWKS URL) and revokes something, so that housekeeping checks
 // every connection against its revocations once; else nil. Runs on the
 // loop.
-func (l *loop) newRevocations() *keySet {
+func (l *loop) newRevocations() *auth.KeySet {
 	if l.s.auth == nil {
 		return nil
 	}
-	ks := l.s.auth.keys.Load()
+	ks := l.s.auth.Keys()
 	if ks == l.keys {
 		return nil
 	}
 	l.keys = ks
-	if !ks.revokesAny() {
+	if !ks.RevokesAny() {
 		return nil
 	}
 	return ks
@@ -195,12 +196,12 @@ func (l *loop) newRevocations() *keySet {
 
 // revokeAll sends auth_error to every open connection whose token ks
 // revokes, and closes it (4001). Runs on the loop, in housekeeping.
-func (l *loop) revokeAll(ks *keySet) {
+func (l *loop) revokeAll(ks *auth.KeySet) {
 	l.iterating = true
 	for _, conns := range l.wheel {
 		for _, cn := range conns {
-			if g := cn.grant; cn.state == stateOpen && g != nil && ks.revokes(g.sub, g.jti, l.now) {
-				cn.authFail(authRevoked, "the token was revoked")
+			if g := cn.grant; cn.state == stateOpen && g != nil && ks.Revokes(g.Sub(), g.JTI(), l.now) {
+				cn.authFail(auth.CodeRevoked, "the token was revoked")
 				l.closeFailed(cn)
 			}
 		}
@@ -227,21 +228,21 @@ func (l *loop) checkToken(cn *conn) bool {
 		if l.now-cn.opened <= int64(cfg.AuthTimeout) {
 			return true
 		}
-		cn.authFail(authTimeout, "no auth message within "+cfg.AuthTimeout.String())
-	case g.exp == 0 || time.Unix(0, l.now).Before(g.expPlus(-cfg.TokenExpiryWarning)):
+		cn.authFail(auth.CodeTimeout, "no auth message within "+cfg.AuthTimeout.String())
+	case g.Exp() == 0 || time.Unix(0, l.now).Before(g.ExpPlus(-cfg.TokenExpiryWarning)):
 		return true
-	case !time.Unix(0, l.now).After(g.expPlus(cfg.TokenGrace)):
+	case !time.Unix(0, l.now).After(g.ExpPlus(cfg.TokenGrace)):
 		if cn.flags&flagWarned == 0 {
 			cn.flags |= flagWarned
-			exp, closeAt := g.deadlines(cfg)
+			exp, closeAt := g.Deadlines(cfg.TokenGrace)
 			l.send(cn, codec.AppendTokenEvent(l.out[:0], "token_expiring", exp, closeAt))
 		}
 		return cn.state == stateOpen
 	case cn.flags&flagHTTP != 0:
 		// A stream cannot send refresh.
-		cn.authFail(authExpired, "the token expired: reconnect with a fresh token and Last-Event-ID (or since= and epoch=)")
+		cn.authFail(auth.CodeExpired, "the token expired: reconnect with a fresh token and Last-Event-ID (or since= and epoch=)")
 	default:
-		cn.authFail(authExpired, "the token expired; send {\"type\":\"refresh\",\"token\":…} before closeAt")
+		cn.authFail(auth.CodeExpired, "the token expired; send {\"type\":\"refresh\",\"token\":…} before closeAt")
 	}
 	l.closeFailed(cn)
 	return false

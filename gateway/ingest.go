@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // ingest is the TCP ingest port: one goroutine per producer connection (there
@@ -63,11 +64,11 @@ type producerConn struct {
 	// without an answer on an insecure node.
 	authLine bool
 
-	grant *grant  // nil on a port without tokens
-	keys  *keySet // the key set grant was last checked against (revocation)
-	rate  bucket  // IngestMaxRate pacing
-	errs  bucket  // bad lines (IngestMaxErrors)
-	turn  turn    // its hold on the node's ingest turn (see turns)
+	grant *auth.Grant  // nil on a port without tokens
+	keys  *auth.KeySet // the key set grant was last checked against (revocation)
+	rate  bucket       // IngestMaxRate pacing
+	errs  bucket       // bad lines (IngestMaxErrors)
+	turn  turn         // its hold on the node's ingest turn (see turns)
 	// msg is the line being handed to the bus: a field, not a variable,
 	// because the bus is an interface and a pointer to a variable would
 	// move it to the heap, for every line.
@@ -416,7 +417,7 @@ func eofIsNil(err error) error {
 func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 	tok, err := codec.ParseIngestAuth(line)
 	if err == nil {
-		p.grant, err = p.in.s.auth.producerGrant(tok)
+		p.grant, err = p.in.s.auth.ProducerGrant(tok)
 	}
 	if err != nil {
 		p.in.authFailures.Add(1)
@@ -424,7 +425,7 @@ func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 		return true
 	}
 	p.in.mu.Lock()
-	p.sub = p.grant.sub
+	p.sub = p.grant.Sub()
 	p.in.mu.Unlock()
 	return false
 }
@@ -434,12 +435,12 @@ func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 // per line otherwise. (Not at authentication: a reload may come between
 // the token's check and the key set this would record.)
 func (p *producerConn) revoked() bool {
-	ks := p.in.s.auth.keys.Load()
+	ks := p.in.s.auth.Keys()
 	if ks == p.keys {
 		return false
 	}
 	p.keys = ks
-	return ks.revokes(p.grant.sub, p.grant.jti, time.Now().UnixNano())
+	return ks.Revokes(p.grant.Sub(), p.grant.JTI(), time.Now().UnixNano())
 }
 
 // line hands one ingest line to the bus and queues its answer: an ack if
@@ -448,7 +449,7 @@ func (p *producerConn) revoked() bool {
 // Bus.Append). fatal: the producer is cut off.
 func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	in := p.in
-	if g := p.grant; g != nil && g.exp != 0 && time.Now().After(g.expPlus(in.s.cfg.TokenGrace)) {
+	if g := p.grant; g != nil && g.Exp() != 0 && time.Now().After(g.ExpPlus(in.s.cfg.TokenGrace)) {
 		in.authFailures.Add(1)
 		q.answer(codec.AppendIngestError(q.scratch(), "the token expired: reconnect with a new one", 0), false)
 		return true
@@ -461,7 +462,7 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	var err error
 	msg := &p.msg
 	*msg, err = codec.ParseIngest(line)
-	if err == nil && p.grant != nil && !p.grant.allows(msg.City) {
+	if err == nil && p.grant != nil && !p.grant.Allows(msg.City) {
 		err = fmt.Errorf("forbidden: the token does not allow publishing to %q", msg.City)
 	}
 	if err == nil {

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/auth/authtest"
 	gwproducer "github.com/metrocast/metrocast/gateway/producer"
 )
 
 // publishClaims returns producer claims for sub that may publish to cities.
-func publishClaims(sub string, ttl time.Duration, cities ...string) Claims {
+func publishClaims(sub string, ttl time.Duration, cities ...string) authtest.Claims {
 	c := claims(sub, ttl)
 	c.Publish = cities
 	return c
@@ -205,15 +207,15 @@ func TestIngestTokenAttacks(t *testing.T) {
 	bad := badTokens(t)
 	for name, bt := range bad {
 		p := dialIngestLoopback(t, s)
-		p.write(t, `{"auth":"`+bt.tok+`"}`, dataLine("ita", "data_update", `{"x":1}`))
+		p.write(t, `{"auth":"`+bt.Tok+`"}`, dataLine("ita", "data_update", `{"x":1}`))
 		want := "authentication failed"
 		if strings.HasPrefix(name, "exp ") || strings.HasPrefix(name, "nbf ") || strings.HasPrefix(name, "iat ") {
 			want = map[string]string{
-				authInvalidClaims: "invalid time claim",
-				authExpired:       "token is expired",
-				authNotYetValid:   "token is not valid yet",
-			}[bt.code]
-			if bt.code == authNotYetValid && strings.HasPrefix(name, "iat ") {
+				auth.CodeInvalidClaims: "invalid time claim",
+				auth.CodeExpired:       "token is expired",
+				auth.CodeNotYetValid:   "token is not valid yet",
+			}[bt.Code]
+			if bt.Code == auth.CodeNotYetValid && strings.HasPrefix(name, "iat ") {
 				want = "token used before issued"
 			}
 		}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metrocast/metrocast/gateway/auth/authtest"
 )
 
 // idp is an identity provider's JWKS endpoint on 127.0.0.1: it serves the
@@ -54,14 +56,6 @@ func (p *idp) publish(t testing.TB, keys ...jose.JSONWebKey) {
 	p.doc.Store(&b)
 }
 
-// idpKeys are the test signers' public keys as an identity provider
-// publishes them.
-func idpKeys(t testing.TB) (rsaK1, ecK2 jose.JSONWebKey) {
-	sg := getSigners(t)
-	return jose.JSONWebKey{Key: sg.rsa.Public(), KeyID: "k1", Algorithm: "RS256", Use: "sig"},
-		jose.JSONWebKey{Key: sg.ec.Public(), KeyID: "k2", Algorithm: "ES256", Use: "sig"}
-}
-
 // dialStatus tries to upgrade with tok and returns the HTTP status (101 on
 // success; the connection is then closed).
 func dialStatus(t testing.TB, s *Server, tok string) int {
@@ -86,7 +80,7 @@ func TestJWKSURLRotation(t *testing.T) {
 	t.Parallel()
 	sg := getSigners(t)
 	p := startIDP(t)
-	k1, k2 := idpKeys(t)
+	k1, k2 := authtest.IDPKeys(t)
 	p.publish(t, k1)
 	// Refreshes every 10 s, unknown kids at most every second: within
 	// readTimeout only the unknown kid makes the node fetch.
@@ -95,12 +89,12 @@ func TestJWKSURLRotation(t *testing.T) {
 	if n := p.hits.Load(); n != 1 {
 		t.Fatalf("%d fetches at start, want 1", n)
 	}
-	old := mustDialAuth(t, wsURL(s, "cities=idp"), bearer(mint(t, jwt.SigningMethodRS256, sg.rsa, "k1", claims("ann", time.Hour, "idp"))))
+	old := mustDialAuth(t, wsURL(s, "cities=idp"), bearer(mint(t, jwt.SigningMethodRS256, sg.RSA, "k1", claims("ann", time.Hour, "idp"))))
 	readType(t, old, "subscribed")
 	readType(t, old, "initial_data")
 
 	p.publish(t, k2)
-	newTok := mint(t, jwt.SigningMethodES256, sg.ec, "k2", claims("bob", time.Hour, "idp"))
+	newTok := mint(t, jwt.SigningMethodES256, sg.EC, "k2", claims("bob", time.Hour, "idp"))
 	// The first try is refused (the kid is unknown) and has the keys
 	// fetched, a second after the last fetch at the soonest; a later try
 	// gets in.
@@ -112,13 +106,13 @@ func TestJWKSURLRotation(t *testing.T) {
 	if n := p.hits.Load(); n != 2 {
 		t.Fatalf("%d fetches, want 2: one at start, one for the unknown kid", n)
 	}
-	if code := dialStatus(t, s, mint(t, jwt.SigningMethodRS256, sg.rsa, "k1", claims("ann", time.Hour, "idp"))); code != http.StatusUnauthorized {
+	if code := dialStatus(t, s, mint(t, jwt.SigningMethodRS256, sg.RSA, "k1", claims("ann", time.Hour, "idp"))); code != http.StatusUnauthorized {
 		t.Fatalf("a token of the removed key: %d, want 401", code)
 	}
 	// A flood of unknown kids fetches at most once per minInterval.
 	before, start := p.hits.Load(), time.Now()
 	for i := range 50 {
-		tok := mint(t, jwt.SigningMethodES256, sg.ec, fmt.Sprintf("nope%d", i), claims("eve", time.Hour, "idp"))
+		tok := mint(t, jwt.SigningMethodES256, sg.EC, fmt.Sprintf("nope%d", i), claims("eve", time.Hour, "idp"))
 		if code := dialStatus(t, s, tok); code != http.StatusUnauthorized {
 			t.Fatalf("unknown kid: %d, want 401", code)
 		}
@@ -143,7 +137,7 @@ func TestJWKSURLRefresh(t *testing.T) {
 	t.Parallel()
 	sg := getSigners(t)
 	p := startIDP(t)
-	k1, k2 := idpKeys(t)
+	k1, k2 := authtest.IDPKeys(t)
 	p.publish(t, k1)
 	maxAge := "public, max-age=1"
 	p.cacheControl.Store(&maxAge)
@@ -153,7 +147,7 @@ func TestJWKSURLRefresh(t *testing.T) {
 
 	p.status.Store(http.StatusServiceUnavailable)
 	waitFor(t, 3*readTimeout, func() bool { return s.Stats().JWKSFetchErrors >= 2 })
-	tok1 := mint(t, jwt.SigningMethodRS256, sg.rsa, "k1", claims("ann", time.Hour, "idp"))
+	tok1 := mint(t, jwt.SigningMethodRS256, sg.RSA, "k1", claims("ann", time.Hour, "idp"))
 	if code := dialStatus(t, s, tok1); code != http.StatusSwitchingProtocols {
 		t.Fatalf("the last good key while the provider fails: %d, want 101", code)
 	}
@@ -166,8 +160,8 @@ func TestJWKSURLRefresh(t *testing.T) {
 
 	p.publish(t, k2)
 	p.status.Store(0)
-	tok2 := mint(t, jwt.SigningMethodES256, sg.ec, "k2", claims("bob", time.Hour, "idp"))
-	waitFor(t, 3*readTimeout, func() bool { return s.auth.keys.Load().kids()[0] == "k2" })
+	tok2 := mint(t, jwt.SigningMethodES256, sg.EC, "k2", claims("bob", time.Hour, "idp"))
+	waitFor(t, 3*readTimeout, func() bool { return s.auth.Keys().Kids()[0] == "k2" })
 	if code := dialStatus(t, s, tok2); code != http.StatusSwitchingProtocols {
 		t.Fatalf("the new key once the provider is back: %d, want 101", code)
 	}
@@ -193,108 +187,9 @@ func TestJWKSURLAtStart(t *testing.T) {
 	if code := dialStatus(t, s, hs256(t, claims("ann", time.Hour, "idp"))); code != http.StatusSwitchingProtocols {
 		t.Fatalf("the file's key: %d", code)
 	}
-	k1, _ := idpKeys(t)
+	k1, _ := authtest.IDPKeys(t)
 	p.publish(t, k1)
 	p.status.Store(0)
-	tok := mint(t, jwt.SigningMethodRS256, sg.rsa, "k1", claims("bob", time.Hour, "idp"))
+	tok := mint(t, jwt.SigningMethodRS256, sg.RSA, "k1", claims("bob", time.Hour, "idp"))
 	waitFor(t, 3*readTimeout, func() bool { return dialStatus(t, s, tok) == http.StatusSwitchingProtocols })
-}
-
-// TestParseRemoteJWKS: what a JWKS URL may serve.
-func TestParseRemoteJWKS(t *testing.T) {
-	sg := getSigners(t)
-	set := func(keys ...jose.JSONWebKey) []byte {
-		b, err := json.Marshal(jose.JSONWebKeySet{Keys: keys})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	k1, k2 := idpKeys(t)
-	if keys, err := parseRemoteJWKS(set(k1, k2)); err != nil || len(keys) != 2 || keys[0].algs[0] != "RS256" {
-		t.Fatalf("good set: %v %v", keys, err)
-	}
-	bad := func(b []byte, want string) {
-		t.Helper()
-		if _, err := parseRemoteJWKS(b); err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("%.80s: %v, want an error about %q", b, err, want)
-		}
-	}
-	bad(set(k1, jose.JSONWebKey{Key: sg.hmac, KeyID: "h", Algorithm: "HS256"}), "symmetric")
-	bad(set(), "no signing key")
-	bad(set(jose.JSONWebKey{Key: sg.rsa2.Public(), KeyID: "ps", Algorithm: "PS256"}), "no signing key")
-	bad(set(k1, k1), "used twice")
-	bad(set(jose.JSONWebKey{Key: sg.ec, KeyID: "priv"}), "private key")
-	bad([]byte(`{"keys":`), "cannot parse")
-	bad([]byte(`<html>`), "cannot parse")
-}
-
-func TestCheckJWKSURL(t *testing.T) {
-	f := func(u string, ok bool) {
-		t.Helper()
-		if err := checkJWKSURL(u); (err == nil) != ok {
-			t.Errorf("checkJWKSURL(%q) = %v, want ok %v", u, err, ok)
-		}
-	}
-	f("https://idp.example/.well-known/jwks.json", true)
-	f("http://127.0.0.1:8080/jwks", true)
-	f("http://[::1]/jwks", true)
-	f("http://localhost/jwks", true)
-	f("http://idp.example/jwks", false)
-	f("http://10.0.0.1/jwks", false)
-	f("ftp://idp.example/jwks", false)
-	f("https:///jwks", false)
-	f("idp.example/jwks", false)
-	f("://", false)
-}
-
-func TestCacheMaxAge(t *testing.T) {
-	f := func(h string, want time.Duration, wantOK bool) {
-		t.Helper()
-		if d, ok := cacheMaxAge(h); d != want || ok != wantOK {
-			t.Errorf("cacheMaxAge(%q) = %s %v, want %s %v", h, d, ok, want, wantOK)
-		}
-	}
-	f("", 0, false)
-	f("public", 0, false)
-	f("max-age=60", time.Minute, true)
-	f("public, max-age=300, must-revalidate", 5*time.Minute, true)
-	f(`Max-Age="90"`, 90*time.Second, true)
-	f("no-store", 0, true)
-	f("private, no-cache", 0, true)
-	f("s-maxage=60", 0, false)
-	// Malformed: ignored.
-	f("max-age", 0, false)
-	f("max-age=", 0, false)
-	f("max-age=-1", 0, false)
-	f("max-age=1e3", 0, false)
-	f("max-age=99999999999999999999", 0, false)
-	f("max-age=abc, max-age=7", 7*time.Second, true)
-}
-
-func FuzzCacheMaxAge(f *testing.F) {
-	for _, s := range []string{"max-age=60", "public, max-age=300", "no-store", `max-age="5"`, ",,=,"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, h string) {
-		d, ok := cacheMaxAge(h)
-		if d < 0 || !ok && d != 0 || d > (1<<32)*time.Second {
-			t.Fatalf("cacheMaxAge(%q) = %s %v", h, d, ok)
-		}
-	})
-}
-
-func TestRefreshAfter(t *testing.T) {
-	a := &authenticator{cfg: &Config{AuthJWKSRefresh: 5 * time.Minute}}
-	f := func(maxAge time.Duration, ok bool, want time.Duration) {
-		t.Helper()
-		if got := a.refreshAfter(maxAge, ok); got != want {
-			t.Errorf("refreshAfter(%s, %v) = %s, want %s", maxAge, ok, got, want)
-		}
-	}
-	f(0, false, 5*time.Minute)
-	f(time.Minute, true, time.Minute)
-	f(0, true, 30*time.Second)           // no-store: the floor
-	f(time.Second, true, 30*time.Second) // the floor
-	f(time.Hour, true, 5*time.Minute)    // at most the refresh
 }

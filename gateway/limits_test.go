@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 func TestBucket(t *testing.T) {
@@ -282,7 +284,7 @@ func TestUnauthenticatedAbuse(t *testing.T) {
 
 	flood = dialUpgraded(t, s)
 	flood.write(t, bytes.Repeat(text(`{"type":"ping"}`), 4))
-	if m := flood.msgType(t, "auth_error"); m.Code != authRequired {
+	if m := flood.msgType(t, "auth_error"); m.Code != auth.CodeRequired {
 		t.Fatalf("%s, want auth_required", m.raw)
 	}
 	flood.expectClose(t, StatusAuthFailed)

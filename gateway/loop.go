@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // Fanout batching: one writev carries at most this many frames or bytes.
@@ -61,12 +62,12 @@ type loop struct {
 	started   []started
 
 	// loop-owned: live settings, metrics and drain
-	cfg         *Config // the live settings (Server.live), refreshed each tick
-	untilSample int     // write batches until the next latency sample
-	drainBegun  bool    // drainTotal is set
-	drainTotal  int     // connections held when the drain began
-	keys        *keySet // the key set housekeeping last checked grants against
-	tokens      tokenCache
+	cfg         *Config      // the live settings (Server.live), refreshed each tick
+	untilSample int          // write batches until the next latency sample
+	drainBegun  bool         // drainTotal is set
+	drainTotal  int          // connections held when the drain began
+	keys        *auth.KeySet // the key set housekeeping last checked grants against
+	tokens      auth.TokenCache
 }
 
 func newLoop(s *Server, idx int, el gnet.EventLoop) *loop {

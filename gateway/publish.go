@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // maxPublishBody bounds a POST /api/publish body. Lines are published as
@@ -38,17 +39,17 @@ func (s *Server) servePublish(a *admin, w http.ResponseWriter, r *http.Request) 
 	pc := &producerConn{in: in, addr: r.RemoteAddr}
 	if !a.open && !a.isAdmin(r) {
 		tok, ok := bearerToken(r)
-		var g *grant
+		var g *auth.Grant
 		err := errors.New("no token")
 		if ok && s.auth != nil {
-			g, err = s.auth.producerGrant(tok)
+			g, err = s.auth.ProducerGrant(tok)
 		}
 		if err != nil {
 			in.authFailures.Add(1)
 			a.refuse(w, r, "a producer token or the admin token is required: Authorization: Bearer <jwt>")
 			return
 		}
-		pc.grant, pc.sub = g, g.sub
+		pc.grant, pc.sub = g, g.Sub()
 	}
 	body := http.MaxBytesReader(w, r.Body, maxPublishBody)
 	rc := http.NewResponseController(w)

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,87 +11,9 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metrocast/metrocast/gateway/auth"
 )
-
-func TestParseRevocations(t *testing.T) {
-	r, err := parseRevocations([]byte("# leaked\r\nsub alice\n\njti 3f2b 9c\nsub bob\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		sub, jti string
-		want     bool
-	}{
-		{"alice", "", true}, {"bob", "x", true}, {"carol", "3f2b 9c", true},
-		{"carol", "3f2b", false}, {"carol", "", false}, {"", "", false},
-	} {
-		if got := r.revokes(c.sub, c.jti); got != c.want {
-			t.Errorf("revokes(%q, %q) = %v, want %v", c.sub, c.jti, got, c.want)
-		}
-	}
-	if r, err := parseRevocations(nil); err != nil || !r.empty() {
-		t.Fatalf("empty file: %v %v", r, err)
-	}
-	for _, bad := range []string{
-		"alice",
-		"sub",
-		"sub ",
-		"SUB alice",
-		" sub alice",
-		"sub\talice",
-		"kid k1",
-		"sub " + strings.Repeat("x", maxRevokedIDLen+1),
-		"sub ok\n\xff",
-		strings.Repeat("sub x\n", maxRevokedBytes/6+1),
-		strings.Repeat("#", maxRevokedBytes+1),
-	} {
-		if _, err := parseRevocations([]byte(bad)); !errors.Is(err, errRevocations) {
-			name := bad
-			if len(name) > 40 {
-				name = name[:40] + "…"
-			}
-			t.Errorf("parseRevocations(%q): %v, want errRevocations", name, err)
-		}
-	}
-	var many strings.Builder
-	for i := range maxRevokedEntries + 1 {
-		fmt.Fprintf(&many, "jti %d\n", i)
-	}
-	if _, err := parseRevocations([]byte(many.String())); err == nil || !strings.Contains(err.Error(), "entries") {
-		t.Fatalf("%d entries: %v", maxRevokedEntries+1, err)
-	}
-}
-
-// FuzzParseRevocations: whatever parses revokes exactly its lines' values.
-func FuzzParseRevocations(f *testing.F) {
-	for _, s := range []string{"sub alice\njti x\n", "# c\n\nsub a b\r\n", "sub", "jti \n", "\xff"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := parseRevocations(b)
-		if err != nil {
-			if !errors.Is(err, errRevocations) {
-				t.Fatalf("unexpected error %v", err)
-			}
-			return
-		}
-		n := 0
-		for _, line := range strings.Split(string(b), "\n") {
-			line = strings.TrimSuffix(line, "\r")
-			if strings.TrimSpace(line) == "" || line[0] == '#' {
-				continue
-			}
-			n++
-			kind, id, _ := strings.Cut(line, " ")
-			if kind == "sub" && !r.revokes(id, "") || kind == "jti" && !r.revokes("\x00none", id) {
-				t.Fatalf("line %q parsed but not revoked", line)
-			}
-		}
-		if len(r.subs)+len(r.jtis) > n {
-			t.Fatalf("%d entries from %d lines", len(r.subs)+len(r.jtis), n)
-		}
-	})
-}
 
 // TestRevocation: a reload with a revocation list closes the connections
 // and producers holding a revoked token and refuses it from then on;
@@ -139,8 +60,8 @@ func TestRevocation(t *testing.T) {
 		if m.Type == "data_update" { // published before the reload
 			m = read(t, c)
 		}
-		if m.Type != "auth_error" || m.Code != authRevoked {
-			t.Fatalf("got %s, want auth_error %s", m.raw, authRevoked)
+		if m.Type != "auth_error" || m.Code != auth.CodeRevoked {
+			t.Fatalf("got %s, want auth_error %s", m.raw, auth.CodeRevoked)
 		}
 		expectClose(t, c, ws.StatusCode(4001))
 	}
@@ -159,7 +80,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("a revoked subject's new token: %v %v, want 401", c, resp)
 	}
 	send(t, bobOther, `{"type":"refresh","token":"`+withID("bob", "b1")+`"}`)
-	if m := readType(t, bobOther, "auth_error"); m.Code != authRevoked {
+	if m := readType(t, bobOther, "auth_error"); m.Code != auth.CodeRevoked {
 		t.Fatalf("refresh with a revoked token: %s", m.raw)
 	}
 
@@ -199,13 +120,13 @@ func TestAuthFileWatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no auth_error after the file changed: %v", err)
 	}
-	if m, _ := parseMsg(b); m.Type != "auth_error" || m.Code != authRevoked {
-		t.Fatalf("got %s, want auth_error %s", b, authRevoked)
+	if m, _ := parseMsg(b); m.Type != "auth_error" || m.Code != auth.CodeRevoked {
+		t.Fatalf("got %s, want auth_error %s", b, auth.CodeRevoked)
 	}
 
 	sg := getSigners(t)
-	tok := mint(t, jwt.SigningMethodRS256, sg.rsa2, "rsa-2", claims("frank", time.Hour, "*"))
-	writePublicPEM(t, filepath.Join(keys, "rsa-2.pem"), sg.rsa2.Public())
+	tok := mint(t, jwt.SigningMethodRS256, sg.RSA2, "rsa-2", claims("frank", time.Hour, "*"))
+	writePublicPEM(t, filepath.Join(keys, "rsa-2.pem"), sg.RSA2.Public())
 	waitFor(t, clusterTimeout, func() bool {
 		c, _, _ := dialAuth(t, wsURL(s, "cities=aw"), bearer(tok))
 		if c != nil {
@@ -262,8 +183,8 @@ func TestRevokeAPI(t *testing.T) {
 		t.Fatalf("revoke jti b1: %d %s", code, body)
 	}
 	for _, c := range []client{alice, bob} {
-		if m := readType(t, c, "auth_error"); m.Code != authRevoked {
-			t.Fatalf("got %s, want auth_error %s", m.raw, authRevoked)
+		if m := readType(t, c, "auth_error"); m.Code != auth.CodeRevoked {
+			t.Fatalf("got %s, want auth_error %s", m.raw, auth.CodeRevoked)
 		}
 		expectClose(t, c, ws.StatusCode(4001))
 	}
@@ -319,89 +240,5 @@ func TestRevokeAPIInsecure(t *testing.T) {
 	s := startServer(t, Config{})
 	if code, _, body := adminDo(t, s, http.MethodPost, "/api/revoke", "", `{"sub":"x","ttl":"1h"}`); code != http.StatusConflict {
 		t.Fatalf("%d %s, want 409", code, body)
-	}
-}
-
-func TestParseRevokeRequest(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	f := func(body string, want revocation) {
-		t.Helper()
-		got, err := parseRevokeRequest([]byte(body), now)
-		if err != nil || got != want {
-			t.Errorf("%s: %+v %v, want %+v", body, got, err, want)
-		}
-	}
-	f(`{"sub":"alice","ttl":"24h"}`, revocation{"sub", "alice", now.Add(24 * time.Hour)})
-	f(`{"jti":"3f2b 9c","exp":1800003600}`, revocation{"jti", "3f2b 9c", time.Unix(1_800_003_600, 0)})
-	f(` {"exp":1800000001, "sub":"é"} `, revocation{"sub", "é", time.Unix(1_800_000_001, 0)})
-	for _, bad := range []string{
-		``, `null`, `[]`, `{}`, `{"sub":null,"ttl":"1h"}`, `{"sub":1,"ttl":"1h"}`,
-		`{"sub":"a","ttl":"0s"}`, `{"sub":"a","ttl":"1"}`, `{"sub":"a","exp":1800000000}`,
-		`{"sub":"a","exp":1.5}`, `{"sub":"a","exp":1e20}`, `{"sub":"` + strings.Repeat("x", maxRevokedIDLen+1) + `","ttl":"1h"}`,
-		`{"sub":"a","ttl":"1h"} x`, `{"sub":"a","ttl":"1h","sub":"b","jti":"c"}`,
-	} {
-		if _, err := parseRevokeRequest([]byte(bad), now); !errors.Is(err, errRevokeRequest) {
-			t.Errorf("%.60s: %v, want errRevokeRequest", bad, err)
-		}
-	}
-}
-
-// FuzzParseRevokeRequest: a revocation that parses is a sub or a jti of
-// 1-maxRevokedIDLen bytes, expiring within maxRevokeTTL.
-func FuzzParseRevokeRequest(f *testing.F) {
-	for _, s := range []string{`{"sub":"alice","ttl":"24h"}`, `{"jti":"x","exp":1800003600}`, `{"sub":"a","ttl":"1h"}{}`, `{"exp":-1}`} {
-		f.Add([]byte(s))
-	}
-	now := time.Unix(1_800_000_000, 0)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := parseRevokeRequest(b, now)
-		if err != nil {
-			if !errors.Is(err, errRevokeRequest) {
-				t.Fatalf("unexpected error %v", err)
-			}
-			return
-		}
-		if r.kind != "sub" && r.kind != "jti" || len(r.id) == 0 || len(r.id) > maxRevokedIDLen ||
-			!r.until.After(now) || r.until.After(now.Add(maxRevokeTTL)) {
-			t.Fatalf("%q parsed as %+v", b, r)
-		}
-	})
-}
-
-func TestTimedRevocations(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	at := func(d time.Duration) time.Time { return now.Add(d) }
-	var tr *timedRevocations
-	if tr.revokes("a", "", now.UnixNano()) || tr.size() != 0 {
-		t.Fatal("nil revokes")
-	}
-	tr, err := tr.with([]revocation{{"sub", "a", at(time.Hour)}, {"jti", "j", at(time.Minute)}, {"sub", "gone", at(-time.Second)}}, now.UnixNano())
-	if err != nil || tr.size() != 2 {
-		t.Fatalf("%v %v", tr, err)
-	}
-	f := func(sub, jti string, when time.Duration, want bool) {
-		t.Helper()
-		if got := tr.revokes(sub, jti, at(when).UnixNano()); got != want {
-			t.Errorf("revokes(%q, %q) at +%s = %v, want %v", sub, jti, when, got, want)
-		}
-	}
-	f("a", "", 0, true)
-	f("a", "", time.Hour, false)
-	f("b", "j", 0, true)
-	f("b", "j", 2*time.Minute, false)
-	f("b", "", 0, false)
-	f("gone", "", 0, false)
-	// Lifted (a zero until), and the expired dropped on the next change.
-	next, err := tr.with([]revocation{{kind: "sub", id: "a"}}, at(2*time.Minute).UnixNano())
-	if err != nil || next.size() != 0 {
-		t.Fatalf("after lifting a and j's expiry: %d entries, %v", next.size(), err)
-	}
-	f("a", "", 0, true) // tr itself is unchanged
-	many := make([]revocation, maxRevokedEntries+1)
-	for i := range many {
-		many[i] = revocation{"jti", fmt.Sprint(i), at(time.Hour)}
-	}
-	if _, err := tr.with(many, now.UnixNano()); !errors.Is(err, errRevocationsFull) {
-		t.Fatalf("%d entries: %v", len(many)+2, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // Server is one metrocast node. Create it with New, run it with Start, stop
@@ -42,7 +43,7 @@ type Server struct {
 	open     atomic.Int64
 	admitted atomic.Int64 // connections counted against MaxConns
 
-	auth    *authenticator // nil when insecure
+	auth    *auth.Authenticator // nil when insecure
 	ips     *ipLimiter
 	proxies proxies
 
@@ -96,7 +97,7 @@ func New(cfg Config) (*Server, error) {
 	s.ips = newIPLimiter(cfg.MaxConnsPerIP)
 	s.proxies = newProxies(cfg.TrustedProxies)
 	if !cfg.Insecure {
-		a, err := newAuthenticator(&s.cfg)
+		a, err := auth.New(s.cfg.authConfig())
 		if err != nil {
 			return nil, err
 		}
@@ -173,10 +174,10 @@ func (s *Server) Start() error {
 	go adm.serve()
 	go s.sweepCities(s.stopped)
 	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
-		go s.watchAuthFiles(s.stopped)
+		go s.auth.WatchFiles(s.stopped)
 	}
-	if s.auth != nil && len(s.auth.jwks) > 0 {
-		go s.auth.watchJWKS(s.stopped)
+	if s.auth != nil && len(s.cfg.AuthJWKSURL) > 0 {
+		go s.auth.WatchJWKS(s.stopped)
 	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
 		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
@@ -324,8 +325,8 @@ func (s *Server) Stats() Stats {
 		st.AdminRefused = s.admin.refused.Load()
 	}
 	if a := s.auth; a != nil {
-		st.JWKSFetches, st.JWKSFetchErrors = a.fetches.Load(), a.fetchErrors.Load()
-		st.Revocations = int64(a.keys.Load().revocationsAt(time.Now().UnixNano()))
+		st.JWKSFetches, st.JWKSFetchErrors = a.JWKSFetches()
+		st.Revocations = int64(a.Keys().RevocationsAt(time.Now().UnixNano()))
 	}
 	return st
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // Server-Sent Events on the WebSocket port (README "Server-Sent Events"). A
@@ -110,17 +111,17 @@ func (cn *conn) checkRequest(req *codec.Request) (CloseReason, error) {
 	if req.Method == http.MethodOptions {
 		return 0, nil
 	}
-	cn.grant = anonymous
+	cn.grant = auth.Anonymous
 	if s.auth != nil {
 		if req.Token == "" {
 			l.stats.authFailures.Add(1)
 			return CloseUnauthorized, &codec.HTTPError{Status: http.StatusUnauthorized, Header: "WWW-Authenticate: Bearer\r\n",
-				Message: authRequired + ": send a token (Authorization: Bearer, or token= on the URL)"}
+				Message: auth.CodeRequired + ": send a token (Authorization: Bearer, or token= on the URL)"}
 		}
-		g, err := l.tokens.grant(s.auth, req.Token)
+		g, err := l.tokens.Grant(s.auth, req.Token)
 		if err != nil {
 			l.stats.authFailures.Add(1)
-			return CloseUnauthorized, &codec.HTTPError{Status: http.StatusUnauthorized, Message: authCodeOf(err) + ": " + err.Error(),
+			return CloseUnauthorized, &codec.HTTPError{Status: http.StatusUnauthorized, Message: auth.CodeOf(err) + ": " + err.Error(),
 				Header: "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"}
 		}
 		cn.grant = g
@@ -138,7 +139,7 @@ func (cn *conn) checkRequest(req *codec.Request) (CloseReason, error) {
 		return CloseHandshakeFailed, &codec.HTTPError{Status: http.StatusBadRequest, Message: "too many cities for one stream: its event ids would not fit a request"}
 	}
 	for _, name := range cities {
-		if !cn.grant.allows(name) {
+		if !cn.grant.Allows(name) {
 			l.stats.forbidden.Add(1)
 			return CloseForbidden, &codec.HTTPError{Status: http.StatusForbidden, Message: "forbidden: the token does not cover " + name}
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // TestSSEStream follows two cities over SSE and over WebSocket at once:
@@ -260,8 +261,8 @@ func TestSSETokenExpiry(t *testing.T) {
 		t.Fatalf("%s: the event id was lost", ev.data)
 	}
 	// It says what a stream can do: not refresh, but reconnect.
-	if ev := sc.nextType(t, "auth_error"); ev.msg.Code != authExpired || strings.Contains(ev.msg.Message, "refresh") || !strings.Contains(ev.msg.Message, "reconnect") {
-		t.Fatalf("%s, want %s telling to reconnect", ev.data, authExpired)
+	if ev := sc.nextType(t, "auth_error"); ev.msg.Code != auth.CodeExpired || strings.Contains(ev.msg.Message, "refresh") || !strings.Contains(ev.msg.Message, "reconnect") {
+		t.Fatalf("%s, want %s telling to reconnect", ev.data, auth.CodeExpired)
 	}
 	sc.expectEnd(t)
 	waitCloses(t, s, CloseTokenExpired, 1)

@@ -74,7 +74,7 @@ func (cn *conn) subscribe(m *codec.ClientMessage) {
 			// nothing after its close frame.
 			break
 		}
-		if !cn.grant.allows(name) {
+		if !cn.grant.Allows(name) {
 			cn.forbid(name, "the token does not cover this city")
 			continue
 		}
@@ -193,7 +193,7 @@ func (cn *conn) attach(c *city, m *codec.ClientMessage) (*sub, error) {
 // the loop.
 func (cn *conn) watch(sb *sub) {
 	sb.presence = true
-	sb.presenceSnap, sb.presenceGen = sb.city.presence.join(sb.city.name, cn.grant.sub)
+	sb.presenceSnap, sb.presenceGen = sb.city.presence.join(sb.city.name, cn.grant.Sub())
 	cn.flags |= flagPresence
 	cn.l.s.presenceChanged(sb.city)
 }
@@ -238,7 +238,7 @@ func (l *loop) addSub(s *sub) {
 // s.city (closes there are deferred to sweep).
 func (l *loop) removeSub(s *sub) {
 	if s.presence {
-		s.city.presence.leave(s.conn.grant.sub)
+		s.city.presence.leave(s.conn.grant.Sub())
 		l.s.presenceChanged(s.city)
 	}
 	if s.city.subs.Add(-1) == 0 {

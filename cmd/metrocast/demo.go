@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/auth"
 	"github.com/metrocast/metrocast/gateway/producer"
 )
 
@@ -219,7 +220,7 @@ func demoToken(cfg gateway.Config, sub string, cities, publish []string, ttl tim
 		return "", fmt.Errorf("no HMAC secret to sign a demo token with; mint one with `metrocast token -key …`")
 	}
 	now := time.Now()
-	c := gateway.Claims{
+	c := auth.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   sub,
 			Issuer:    cfg.AuthIssuer,

@@ -26,6 +26,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // demoSecret is where `make run` keeps the secret of its demo tokens; sub
@@ -259,7 +260,7 @@ func (s *subscriber) tokenSource(tokenFile, secretFile string, secretGiven bool)
 	s.minted = true
 	s.token = func() (string, error) {
 		now := time.Now()
-		c := gateway.Claims{
+		c := auth.Claims{
 			RegisteredClaims: jwt.RegisteredClaims{
 				Subject:   "metrocast-sub",
 				IssuedAt:  jwt.NewNumericDate(now),

@@ -17,7 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 // runToken implements `metrocast token`: it mints a token for tests and
@@ -68,7 +68,7 @@ flags:
 		return fmt.Errorf("token: %w", err)
 	}
 	now := time.Now()
-	c := gateway.Claims{
+	c := auth.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   *sub,
 			Issuer:    *iss,

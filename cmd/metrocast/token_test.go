@@ -15,7 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/auth"
 )
 
 func TestTokenCommand(t *testing.T) {
@@ -38,13 +38,13 @@ func TestTokenCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f := func(args string, key any, alg string, check func(*gateway.Claims)) {
+	f := func(args string, key any, alg string, check func(*auth.Claims)) {
 		t.Helper()
 		var out bytes.Buffer
 		if err := runToken(strings.Fields(args), &out); err != nil {
 			t.Fatalf("token %s: %v", args, err)
 		}
-		var c gateway.Claims
+		var c auth.Claims
 		tok, err := jwt.ParseWithClaims(strings.TrimSpace(out.String()), &c,
 			func(*jwt.Token) (any, error) { return key, nil }, jwt.WithValidMethods([]string{alg}))
 		if err != nil || !tok.Valid {
@@ -52,7 +52,7 @@ func TestTokenCommand(t *testing.T) {
 		}
 		check(&c)
 	}
-	f("-auth-hmac-secret-file "+secretFile+" -sub alice -cities nairobi,lagos -ttl 1h", secret, "HS256", func(c *gateway.Claims) {
+	f("-auth-hmac-secret-file "+secretFile+" -sub alice -cities nairobi,lagos -ttl 1h", secret, "HS256", func(c *auth.Claims) {
 		if c.Subject != "alice" || !slices.Equal(c.Cities, []string{"nairobi", "lagos"}) || c.Publish != nil {
 			t.Fatalf("claims %+v", c)
 		}
@@ -60,18 +60,18 @@ func TestTokenCommand(t *testing.T) {
 			t.Fatalf("exp in %s, want 1h", d)
 		}
 	})
-	f("-auth-hmac-secret-file "+secretFile+" -alg HS512 -sub p -publish * -aud dash -iss me -jti t-1", secret, "HS512", func(c *gateway.Claims) {
+	f("-auth-hmac-secret-file "+secretFile+" -alg HS512 -sub p -publish * -aud dash -iss me -jti t-1", secret, "HS512", func(c *auth.Claims) {
 		if !slices.Equal(c.Publish, []string{"*"}) || c.Issuer != "me" || !slices.Equal(c.Audience, jwt.ClaimStrings{"dash"}) || c.ID != "t-1" {
 			t.Fatalf("claims %+v", c)
 		}
 	})
-	f("-key "+keyFile+" -kid ed -sub bob -cities *", pub, "EdDSA", func(c *gateway.Claims) {
+	f("-key "+keyFile+" -kid ed -sub bob -cities *", pub, "EdDSA", func(c *auth.Claims) {
 		if c.Subject != "bob" {
 			t.Fatalf("claims %+v", c)
 		}
 	})
 	t.Setenv("METROCAST_AUTH_HMAC_SECRET", string(secret))
-	f("-sub env -cities a", secret, "HS256", func(*gateway.Claims) {})
+	f("-sub env -cities a", secret, "HS256", func(*auth.Claims) {})
 
 	bad := func(args, want string) {
 		t.Helper()

@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"bytes"
@@ -19,8 +19,8 @@ import (
 
 // Keys from an identity provider. Auth0, Keycloak, Cognito and any OIDC
 // issuer publish their signing keys as a JWK set at a URL and rotate them.
-// Each Config.AuthJWKSURL is fetched off the event loops: at start (New),
-// then every AuthJWKSRefresh, sooner when the response's Cache-Control
+// Each Config.JWKSURL is fetched off the event loops: at start (New),
+// then every JWKSRefresh, sooner when the response's Cache-Control
 // max-age says so (down to a tenth of it), and again, at most every tenth
 // of it, when a token names a kid the node does not hold. The keys of a
 // URL's last good fetch stay in force while fetches fail (logged,
@@ -31,11 +31,11 @@ const (
 	jwksTimeout   = 10 * time.Second
 	maxJWKSBytes  = 1 << 20
 	maxRedirects  = 5
-	jwksMinFactor = 10 // the shortest interval between fetches is AuthJWKSRefresh / jwksMinFactor
+	jwksMinFactor = 10 // the shortest interval between fetches is JWKSRefresh / jwksMinFactor
 )
 
 // jwksSource is one JWKS URL: the keys of its last good fetch and its
-// schedule. Guarded by authenticator.mu (url excepted).
+// schedule. Guarded by Authenticator.mu (url excepted).
 type jwksSource struct {
 	url   string
 	keys  keyList   // nil before the first good fetch
@@ -43,9 +43,9 @@ type jwksSource struct {
 	next  time.Time // when to fetch it again
 }
 
-// checkJWKSURL accepts https URLs, and http ones to a loopback host only:
+// CheckJWKSURL accepts https URLs, and http ones to a loopback host only:
 // whoever can change the keys on the way can mint any token.
-func checkJWKSURL(raw string) error {
+func CheckJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return err
@@ -71,8 +71,8 @@ func isLoopbackHost(host string) bool {
 
 // startJWKS makes a source of each JWKS URL and fetches them all; the
 // errors are those of the fetches that failed (logged already).
-func (a *authenticator) startJWKS() []error {
-	if len(a.cfg.AuthJWKSURL) == 0 {
+func (a *Authenticator) startJWKS() []error {
+	if len(a.cfg.JWKSURL) == 0 {
 		return nil
 	}
 	a.client = &http.Client{
@@ -81,18 +81,18 @@ func (a *authenticator) startJWKS() []error {
 			if len(via) >= maxRedirects {
 				return fmt.Errorf("more than %d redirects", maxRedirects)
 			}
-			return checkJWKSURL(req.URL.String())
+			return CheckJWKSURL(req.URL.String())
 		},
 	}
-	for _, u := range a.cfg.AuthJWKSURL {
+	for _, u := range a.cfg.JWKSURL {
 		a.jwks = append(a.jwks, &jwksSource{url: u})
 	}
 	return a.refreshJWKS(time.Now(), false)
 }
 
-// refetchJWKS asks watchJWKS to fetch the JWKS URLs again. It never
+// refetchJWKS asks WatchJWKS to fetch the JWKS URLs again. It never
 // blocks: it runs on the event loops (a token with an unknown kid).
-func (a *authenticator) refetchJWKS() {
+func (a *Authenticator) refetchJWKS() {
 	if len(a.jwks) == 0 {
 		return
 	}
@@ -102,10 +102,13 @@ func (a *authenticator) refetchJWKS() {
 	}
 }
 
-// watchJWKS fetches each JWKS URL when it is due, and when refetchJWKS
-// asks (each URL at most every AuthJWKSRefresh/10), until stop is closed.
-// Runs on its own goroutine.
-func (a *authenticator) watchJWKS(stop <-chan struct{}) {
+// WatchJWKS fetches each JWKS URL when it is due, and when refetchJWKS
+// asks (each URL at most every JWKSRefresh/10), until stop is closed.
+// Runs on its own goroutine; without JWKS URLs it returns at once.
+func (a *Authenticator) WatchJWKS(stop <-chan struct{}) {
+	if len(a.jwks) == 0 {
+		return
+	}
 	t := time.NewTimer(a.untilDue(time.Now()))
 	defer t.Stop()
 	for {
@@ -124,10 +127,10 @@ func (a *authenticator) watchJWKS(stop <-chan struct{}) {
 }
 
 // untilDue returns the time until the next source is due.
-func (a *authenticator) untilDue(now time.Time) time.Duration {
+func (a *Authenticator) untilDue(now time.Time) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	d := a.cfg.AuthJWKSRefresh
+	d := a.cfg.JWKSRefresh
 	for _, src := range a.jwks {
 		d = min(d, src.next.Sub(now))
 	}
@@ -135,15 +138,15 @@ func (a *authenticator) untilDue(now time.Time) time.Duration {
 }
 
 // minInterval is the shortest time between two fetches of a URL.
-func (a *authenticator) minInterval() time.Duration {
-	return a.cfg.AuthJWKSRefresh / jwksMinFactor
+func (a *Authenticator) minInterval() time.Duration {
+	return a.cfg.JWKSRefresh / jwksMinFactor
 }
 
 // refreshJWKS fetches, all at once, the sources that are due at now, or,
 // asked, every source not fetched within minInterval (the others are due
 // as soon as it allows). A source whose keys changed changes the key set
 // in force. It returns the fetches' errors.
-func (a *authenticator) refreshJWKS(now time.Time, asked bool) []error {
+func (a *Authenticator) refreshJWKS(now time.Time, asked bool) []error {
 	a.mu.Lock()
 	var due []*jwksSource
 	for _, src := range a.jwks {
@@ -207,18 +210,18 @@ func (a *authenticator) refreshJWKS(now time.Time, asked bool) []error {
 	return errs
 }
 
-// refreshAfter is how long a fetch's keys are kept: AuthJWKSRefresh, or the
+// refreshAfter is how long a fetch's keys are kept: JWKSRefresh, or the
 // response's max-age when that is shorter, but at least minInterval.
-func (a *authenticator) refreshAfter(maxAge time.Duration, ok bool) time.Duration {
+func (a *Authenticator) refreshAfter(maxAge time.Duration, ok bool) time.Duration {
 	if !ok {
-		return a.cfg.AuthJWKSRefresh
+		return a.cfg.JWKSRefresh
 	}
-	return min(max(maxAge, a.minInterval()), a.cfg.AuthJWKSRefresh)
+	return min(max(maxAge, a.minInterval()), a.cfg.JWKSRefresh)
 }
 
 // fetchJWKS fetches one JWK set and returns its keys (at least one) and
 // the response's max-age.
-func (a *authenticator) fetchJWKS(u string) (keyList, time.Duration, bool, error) {
+func (a *Authenticator) fetchJWKS(u string) (keyList, time.Duration, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), jwksTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

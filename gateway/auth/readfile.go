@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"errors"
@@ -15,24 +15,24 @@ import (
 // goroutine that handles the signals. A reload that hangs leaves SIGTERM
 // unanswered, and one that reads without a bound can fill the memory: a
 // key directory holding a named pipe without a writer, or a secret file
-// pointed at /dev/zero by mistake, did both. readFile reads none of them
+// pointed at /dev/zero by mistake, did both. ReadFile reads none of them
 // for longer than fileReadTimeout or beyond a bound.
 
 // fileReadTimeout bounds the wait for a named pipe's bytes, such as a
 // secret given as <(vault read …).
 const fileReadTimeout = 5 * time.Second
 
-// maxSecretFileBytes bounds a secret or an admin token file (a few dozen
+// MaxSecretFileBytes bounds a secret or an admin token file (a few dozen
 // bytes). Key files are bounded as a JWK set from a URL (maxJWKSBytes),
-// the revocation list by maxRevokedBytes.
-const maxSecretFileBytes = 64 << 10
+// the revocation list by MaxRevokedBytes.
+const MaxSecretFileBytes = 64 << 10
 
-// readFile reads the file at path, at most max bytes of it: a regular
+// ReadFile reads the file at path, at most max bytes of it: a regular
 // file, or a named pipe whose writer sends it whole within
 // fileReadTimeout. A device, a socket or a directory is refused, and so
 // is a regular file over max before it is read. Errors do not repeat the
 // path but for those of the file system, which do.
-func readFile(path string, max int64) ([]byte, error) {
+func ReadFile(path string, max int64) ([]byte, error) {
 	// O_NONBLOCK: opening a named pipe waits for a writer otherwise.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {

@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"bytes"
@@ -6,34 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// Revocation: Config.AuthRevokedFile lists subjects and token ids whose
-// tokens are refused before their exp, one per line:
+// Revocation: Config.RevokedFile (auth_revoked_file) lists subjects and
+// token ids whose tokens are refused before their exp, one per line:
 //
 //	# leaked on 2026-11-27
 //	sub alice
 //	jti 3f2b9c0e
 //
-// It is read with the keys (at start and on SIGHUP, Server.ReloadKeys):
+// It is read with the keys (at start and on SIGHUP: Authenticator.Reload):
 // from then on such a token is refused (token_revoked), and connections and
 // producers already authenticated with one are closed at their loop's next
 // tick (auth_error, 4001) or their next line.
 //
-// Server.Revoke (POST /api/revoke on the admin port) adds one at once,
-// until an expiry, and in cluster mode on every node through a JetStream
-// key-value bucket (clusterrevoke.go).
+// Authenticator.Revoke adds one at once, until an expiry: the node's
+// POST /api/revoke, and in cluster mode every node's through the bus.
 
 // Bounds of a revocation file: read whole into memory, looked up per token.
 const (
-	maxRevokedBytes   = 4 << 20
+	MaxRevokedBytes   = 4 << 20
 	maxRevokedEntries = 100_000
-	maxRevokedIDLen   = 1024
+	MaxRevokedIDLen   = 1024
 )
 
 // revocations are the revoked subjects and token ids. Immutable once built;
@@ -62,8 +60,8 @@ var errRevocations = errors.New("invalid revocation list")
 // and lines starting with '#'. Errors name the line.
 func parseRevocations(b []byte) (revocations, error) {
 	r := revocations{subs: map[string]struct{}{}, jtis: map[string]struct{}{}}
-	if len(b) > maxRevokedBytes {
-		return r, fmt.Errorf("%w: %d bytes, more than %d", errRevocations, len(b), maxRevokedBytes)
+	if len(b) > MaxRevokedBytes {
+		return r, fmt.Errorf("%w: %d bytes, more than %d", errRevocations, len(b), MaxRevokedBytes)
 	}
 	if !utf8.Valid(b) {
 		return r, fmt.Errorf("%w: not UTF-8", errRevocations)
@@ -84,8 +82,8 @@ func parseRevocations(b []byte) (revocations, error) {
 		switch {
 		case !ok || set == nil:
 			return r, fmt.Errorf(`%w: line %d: want "sub <subject>" or "jti <token id>"`, errRevocations, n+1)
-		case len(id) == 0 || len(id) > maxRevokedIDLen:
-			return r, fmt.Errorf("%w: line %d: the value must be 1-%d bytes", errRevocations, n+1, maxRevokedIDLen)
+		case len(id) == 0 || len(id) > MaxRevokedIDLen:
+			return r, fmt.Errorf("%w: line %d: the value must be 1-%d bytes", errRevocations, n+1, MaxRevokedIDLen)
 		case len(r.subs)+len(r.jtis) == maxRevokedEntries:
 			return r, fmt.Errorf("%w: more than %d entries", errRevocations, maxRevokedEntries)
 		}
@@ -94,52 +92,55 @@ func parseRevocations(b []byte) (revocations, error) {
 	return r, nil
 }
 
-// loadRevocations reads Config.AuthRevokedFile; none when it is not set.
+// loadRevocations reads Config.RevokedFile; none when it is not set.
 func loadRevocations(cfg *Config) (revocations, error) {
-	if cfg.AuthRevokedFile == "" {
+	if cfg.RevokedFile == "" {
 		return revocations{}, nil
 	}
-	b, err := readFile(cfg.AuthRevokedFile, maxRevokedBytes)
+	b, err := ReadFile(cfg.RevokedFile, MaxRevokedBytes)
 	if err != nil {
-		return revocations{}, fmt.Errorf("auth_revoked_file %s: %w", cfg.AuthRevokedFile, err)
+		return revocations{}, fmt.Errorf("auth_revoked_file %s: %w", cfg.RevokedFile, err)
 	}
 	r, err := parseRevocations(b)
 	if err != nil {
-		return r, fmt.Errorf("auth_revoked_file %s: %w", cfg.AuthRevokedFile, err)
+		return r, fmt.Errorf("auth_revoked_file %s: %w", cfg.RevokedFile, err)
 	}
 	return r, nil
 }
 
-// watchAuthFiles reloads the keys and the revocation list (ReloadKeys)
-// when one of their files changes, looking every AuthReloadInterval: for
-// platforms that update mounted files without a signal (a Kubernetes
-// Secret or ConfigMap). A change is a file's size or modification time,
-// or a file added to or removed from a key directory. Runs on its own
-// goroutine until stop is closed.
-func (s *Server) watchAuthFiles(stop <-chan struct{}) {
-	t := time.NewTicker(s.cfg.AuthReloadInterval)
+// WatchFiles reloads the keys and the revocation list (Reload) when one
+// of their files changes, looking every ReloadInterval: for platforms that
+// update mounted files without a signal (a Kubernetes Secret or
+// ConfigMap). A change is a file's size or modification time, or a file
+// added to or removed from a key directory. Runs on its own goroutine
+// until stop is closed; with no ReloadInterval it returns at once.
+func (a *Authenticator) WatchFiles(stop <-chan struct{}) {
+	if a.cfg.ReloadInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(a.cfg.ReloadInterval)
 	defer t.Stop()
-	last := authFilesStamp(&s.cfg)
+	last := a.cfg.filesStamp()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		stamp := authFilesStamp(&s.cfg)
+		stamp := a.cfg.filesStamp()
 		if stamp == last {
 			continue
 		}
 		last = stamp
-		if err := s.ReloadKeys(); err != nil {
-			s.cfg.Logger.Error("auth files changed but cannot be reloaded; keeping the old keys", "err", err)
+		if err := a.Reload(); err != nil {
+			a.cfg.Logger.Error("auth files changed but cannot be reloaded; keeping the old keys", "err", err)
 		}
 	}
 }
 
-// authFilesStamp sums up the auth files' names, sizes and modification
-// times (following symbolic links, as Kubernetes' mounts need).
-func authFilesStamp(cfg *Config) string {
+// filesStamp sums up the auth files' names, sizes and modification times
+// (following symbolic links, as Kubernetes' mounts need).
+func (cfg *Config) filesStamp() string {
 	var b strings.Builder
 	add := func(f string) {
 		b.WriteString(f)
@@ -149,12 +150,12 @@ func authFilesStamp(cfg *Config) string {
 			b.WriteString(" missing\n")
 		}
 	}
-	for _, f := range []string{cfg.AuthHMACSecretFile, cfg.AuthRevokedFile} {
+	for _, f := range []string{cfg.HMACSecretFile, cfg.RevokedFile} {
 		if f != "" {
 			add(f)
 		}
 	}
-	for _, p := range cfg.AuthKeys {
+	for _, p := range cfg.Keys {
 		files, _ := keyFiles(p)
 		for _, f := range files {
 			add(f)
@@ -163,13 +164,13 @@ func authFilesStamp(cfg *Config) string {
 	return b.String()
 }
 
-// revocation is a timed revocation: every token of a subject (kind "sub")
+// Revocation is a timed revocation: every token of a subject (kind "sub")
 // or the token of an id ("jti"), refused until until. A zero until lifts
 // it.
-type revocation struct {
-	kind  string
-	id    string
-	until time.Time
+type Revocation struct {
+	Kind  string // "sub" or "jti"
+	ID    string
+	Until time.Time
 }
 
 // maxRevokeTTL bounds how far ahead a revocation may last: past a year,
@@ -179,8 +180,8 @@ const maxRevokeTTL = 366 * 24 * time.Hour
 // errRevocationsFull: maxRevokedEntries timed revocations are in force.
 var errRevocationsFull = fmt.Errorf("more than %d timed revocations in force: put lasting ones in auth_revoked_file", maxRevokedEntries)
 
-// timedRevocations are the revocations of Server.Revoke (and in cluster
-// mode every node's), each until its expiry. Immutable once built: a
+// timedRevocations are the revocations of Authenticator.Revoke (the
+// node's, and in cluster mode every node's), each until its expiry. Immutable once built: a
 // change copies the maps, which hold at most maxRevokedEntries. A nil
 // *timedRevocations revokes nothing.
 type timedRevocations struct {
@@ -209,7 +210,7 @@ func (t *timedRevocations) size() int {
 
 // with returns a copy of t with rs applied in order and without the
 // entries expired at now (Unix nanoseconds).
-func (t *timedRevocations) with(rs []revocation, now int64) (*timedRevocations, error) {
+func (t *timedRevocations) with(rs []Revocation, now int64) (*timedRevocations, error) {
 	n := &timedRevocations{subs: make(map[string]int64), jtis: make(map[string]int64)}
 	if t != nil {
 		for _, p := range [...][2]map[string]int64{{t.subs, n.subs}, {t.jtis, n.jtis}} {
@@ -222,13 +223,13 @@ func (t *timedRevocations) with(rs []revocation, now int64) (*timedRevocations, 
 	}
 	for _, r := range rs {
 		m := n.subs
-		if r.kind == "jti" {
+		if r.Kind == "jti" {
 			m = n.jtis
 		}
-		if until := r.until.UnixNano(); !r.until.IsZero() && until > now {
-			m[r.id] = until
+		if until := r.Until.UnixNano(); !r.Until.IsZero() && until > now {
+			m[r.ID] = until
 		} else {
-			delete(m, r.id)
+			delete(m, r.ID)
 		}
 	}
 	if n.size() > maxRevokedEntries {
@@ -237,8 +238,8 @@ func (t *timedRevocations) with(rs []revocation, now int64) (*timedRevocations, 
 	return n, nil
 }
 
-// revoke applies rs to the timed revocations and puts the result in force.
-func (a *authenticator) revoke(rs ...revocation) error {
+// Revoke applies rs to the timed revocations and puts the result in force.
+func (a *Authenticator) Revoke(rs ...Revocation) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t, err := a.timed.with(rs, time.Now().UnixNano())
@@ -252,45 +253,15 @@ func (a *authenticator) revoke(rs ...revocation) error {
 	return nil
 }
 
-// errNotShared: a revocation holds on this node, but the cluster did not
-// take it.
-var errNotShared = errors.New("revoked on this node only")
-
-// Revoke refuses every token of subject id (kind "sub"), or the token
-// whose jti is id (kind "jti"), until until: from now on such a token is
-// refused (token_revoked), connections holding one are sent auth_error and
-// closed (4001) at once, and producers holding one at their next line. In
-// cluster mode it is put in the revocation bucket, which every node
-// follows; an error wrapping errNotShared says that failed and only this
-// node revokes. Safe for concurrent use.
-func (s *Server) Revoke(kind, id string, until time.Time) error {
-	if s.auth == nil {
-		return errors.New("the node runs insecure: it checks no token")
-	}
-	r := revocation{kind: kind, id: id, until: until}
-	if err := s.auth.revoke(r); err != nil {
-		return err
-	}
-	s.housekeepAll()
-	s.cfg.Logger.Info("token revoked", kind, id, "until", until.UTC().Format(time.RFC3339))
-	if err := s.bus.Revoke(Revocation{Kind: kind, ID: id, Until: until}); err != nil {
-		return fmt.Errorf("%w: cannot share it with the cluster: %w", errNotShared, err)
-	}
-	return nil
-}
-
-// maxRevokeBody bounds a POST /api/revoke body.
-const maxRevokeBody = 8 << 10
-
-// errRevokeRequest is wrapped by parseRevokeRequest's errors.
+// errRevokeRequest is wrapped by ParseRevokeRequest's errors.
 var errRevokeRequest = errors.New("invalid revocation")
 
-// parseRevokeRequest reads the body of POST /api/revoke: a JSON object with
+// ParseRevokeRequest reads the body of POST /api/revoke: a JSON object with
 // one of "sub" (every token of the subject) or "jti" (one token), and one
 // of "exp" (Unix seconds) or "ttl" (a duration: "24h", "90m") saying until
 // when; the expiry must lie in (now, now + maxRevokeTTL]. Errors name the
 // field.
-func parseRevokeRequest(b []byte, now time.Time) (revocation, error) {
+func ParseRevokeRequest(b []byte, now time.Time) (Revocation, error) {
 	var req struct {
 		Sub *string `json:"sub"`
 		JTI *string `json:"jti"`
@@ -300,22 +271,22 @@ func parseRevokeRequest(b []byte, now time.Time) (revocation, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return revocation{}, fmt.Errorf("%w: want {\"sub\" or \"jti\": …, \"exp\": <Unix seconds> or \"ttl\": \"24h\"}: %w", errRevokeRequest, err)
+		return Revocation{}, fmt.Errorf("%w: want {\"sub\" or \"jti\": …, \"exp\": <Unix seconds> or \"ttl\": \"24h\"}: %w", errRevokeRequest, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return revocation{}, fmt.Errorf("%w: one JSON object only", errRevokeRequest)
+		return Revocation{}, fmt.Errorf("%w: one JSON object only", errRevokeRequest)
 	}
-	var r revocation
+	var r Revocation
 	switch {
 	case (req.Sub == nil) == (req.JTI == nil):
 		return r, fmt.Errorf("%w: give one of sub and jti", errRevokeRequest)
 	case req.Sub != nil:
-		r.kind, r.id = "sub", *req.Sub
+		r.Kind, r.ID = "sub", *req.Sub
 	default:
-		r.kind, r.id = "jti", *req.JTI
+		r.Kind, r.ID = "jti", *req.JTI
 	}
-	if len(r.id) == 0 || len(r.id) > maxRevokedIDLen {
-		return r, fmt.Errorf("%w: %s must be 1-%d bytes", errRevokeRequest, r.kind, maxRevokedIDLen)
+	if len(r.ID) == 0 || len(r.ID) > MaxRevokedIDLen {
+		return r, fmt.Errorf("%w: %s must be 1-%d bytes", errRevokeRequest, r.Kind, MaxRevokedIDLen)
 	}
 	switch {
 	case (req.Exp == nil) == (req.TTL == nil):
@@ -324,41 +295,13 @@ func parseRevokeRequest(b []byte, now time.Time) (revocation, error) {
 		if *req.Exp <= now.Unix() || *req.Exp > now.Add(maxRevokeTTL).Unix() {
 			return r, fmt.Errorf("%w: exp must be after now and at most %s ahead", errRevokeRequest, maxRevokeTTL)
 		}
-		r.until = time.Unix(*req.Exp, 0)
+		r.Until = time.Unix(*req.Exp, 0)
 	default:
 		d, err := time.ParseDuration(*req.TTL)
 		if err != nil || d <= 0 || d > maxRevokeTTL {
 			return r, fmt.Errorf("%w: ttl must be a duration in (0s, %s]", errRevokeRequest, maxRevokeTTL)
 		}
-		r.until = now.Add(d)
+		r.Until = now.Add(d)
 	}
 	return r, nil
-}
-
-// serveRevoke is POST /api/revoke: Server.Revoke with the body's
-// revocation (parseRevokeRequest). 200 and the revocation as JSON; 400 for
-// a bad body; 409 on an insecure node; 503 when the cluster could not take
-// it (this node revokes it all the same: retry).
-func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	if s.auth == nil {
-		http.Error(w, "the node runs insecure: it checks no token", http.StatusConflict)
-		return
-	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRevokeBody))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot read the body (at most %d bytes): %s", maxRevokeBody, err), http.StatusBadRequest)
-		return
-	}
-	rv, err := parseRevokeRequest(b, time.Now())
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if err := s.Revoke(rv.kind, rv.id, rv.until); err != nil {
-		// errNotShared, or errRevocationsFull.
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{rv.kind: rv.id, "exp": rv.until.Unix(), "cluster": s.shared})
 }

@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"crypto/ecdsa"
@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"slices"
@@ -23,8 +24,8 @@ import (
 )
 
 // Claims are the JWT claims metrocast reads. sub and exp are required; nbf
-// and iat are honoured with Config.AuthLeeway; aud and iss are checked when
-// Config.AuthAudience / AuthIssuer are set.
+// and iat are honoured with Config.Leeway; aud and iss are checked when
+// Config.Audience / Issuer are set.
 type Claims struct {
 	jwt.RegisteredClaims
 	// Cities a WebSocket client may subscribe to; ["*"] for every city.
@@ -103,10 +104,10 @@ type timeClaim struct {
 	bad string
 }
 
-// maxClaimSeconds bounds the time claims: year 9999, far enough to mean
+// MaxClaimSeconds bounds the time claims: year 9999, far enough to mean
 // "never" and near enough that time.Time arithmetic on it cannot
 // overflow. Further times (and their negatives) are taken as this bound.
-const maxClaimSeconds = 253402300799
+const MaxClaimSeconds = 253402300799
 
 func (tc *timeClaim) UnmarshalJSON(b []byte) error {
 	switch b[0] {
@@ -127,7 +128,7 @@ func (tc *timeClaim) UnmarshalJSON(b []byte) error {
 	// A JSON number (the decoder checked its syntax). ParseFloat fails
 	// only past ±1.8e308, with ±Inf, which the bound below takes in.
 	f, _ := strconv.ParseFloat(string(b), 64)
-	f = max(-maxClaimSeconds, min(f, maxClaimSeconds))
+	f = max(-MaxClaimSeconds, min(f, MaxClaimSeconds))
 	sec, frac := math.Modf(f)
 	tc.at = jwt.NewNumericDate(time.Unix(int64(sec), int64(frac*1e9)))
 	return nil
@@ -165,21 +166,21 @@ func (c *Claims) Validate() error {
 // AnyCity in a token's cities or publish list grants every city.
 const AnyCity = "*"
 
-// maxTokenBytes bounds a token before any parsing: real ones are well under
+// MaxTokenBytes bounds a token before any parsing: real ones are well under
 // 2 KiB, and a JWT is decoded (base64, JSON) before its signature is known to
 // be good.
-const maxTokenBytes = 8 << 10
+const MaxTokenBytes = 8 << 10
 
 // Auth error codes, sent in auth_error messages and HTTP 401 bodies.
 const (
-	authInvalidToken  = "invalid_token"       // malformed, bad signature, unknown key, refused algorithm
-	authExpired       = "token_expired"       // exp passed (beyond the leeway)
-	authNotYetValid   = "token_not_yet_valid" // nbf or iat in the future (beyond the leeway)
-	authInvalidClaims = "invalid_claims"      // aud, iss, sub or cities wrong or missing
-	authRequired      = "auth_required"       // a message other than auth before the token
-	authTimeout       = "auth_timeout"        // no token within Config.AuthTimeout
-	authSubMismatch   = "sub_mismatch"        // a refresh for another subject
-	authRevoked       = "token_revoked"       // its sub or jti is in auth_revoked_file (revoke.go)
+	CodeInvalidToken  = "invalid_token"       // malformed, bad signature, unknown key, refused algorithm
+	CodeExpired       = "token_expired"       // exp passed (beyond the leeway)
+	CodeNotYetValid   = "token_not_yet_valid" // nbf or iat in the future (beyond the leeway)
+	CodeInvalidClaims = "invalid_claims"      // aud, iss, sub or cities wrong or missing
+	CodeRequired      = "auth_required"       // a message other than auth before the token
+	CodeTimeout       = "auth_timeout"        // no token within the node's auth_timeout
+	CodeSubMismatch   = "sub_mismatch"        // a refresh for another subject
+	CodeRevoked       = "token_revoked"       // its sub or jti is in auth_revoked_file (revoke.go)
 )
 
 // authError is a refused token: code says which auth_error it is.
@@ -189,17 +190,18 @@ type authError struct {
 }
 
 func (e *authError) Error() string { return e.err.Error() }
+
 func (e *authError) Unwrap() error { return e.err }
 
-// authCodeOf returns the auth_error code of an error from the
-// authenticator: an *authError's, however wrapped, or invalid_token for
+// CodeOf returns the auth_error code of an error from the
+// Authenticator: an *authError's, however wrapped, or invalid_token for
 // any other error, so that a new kind of failure refuses the token rather
 // than panics a loop.
-func authCodeOf(err error) string {
+func CodeOf(err error) string {
 	if ae, ok := errors.AsType[*authError](err); ok {
 		return ae.code
 	}
-	return authInvalidToken
+	return CodeInvalidToken
 }
 
 func authErrorf(code, format string, args ...any) *authError {
@@ -212,28 +214,28 @@ func authCode(err error) string {
 	case errors.Is(err, errTimeClaimType):
 		// Before the time checks: a time claim of the wrong type is
 		// invalid whatever the others say.
-		return authInvalidClaims
+		return CodeInvalidClaims
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return authExpired
+		return CodeExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return authNotYetValid
+		return CodeNotYetValid
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable),
 		errors.Is(err, jwt.ErrTokenMalformed):
-		return authInvalidToken
+		return CodeInvalidToken
 	case errors.Is(err, jwt.ErrTokenInvalidClaims):
-		return authInvalidClaims
+		return CodeInvalidClaims
 	}
-	return authInvalidToken
+	return CodeInvalidToken
 }
 
-// grant is what an accepted token allows. It is immutable and kept by the
+// Grant is what an accepted token allows. It is immutable and kept by the
 // connections it authenticated, so it is small: a subject, the token's id,
 // an expiry and the cities as one string.
-type grant struct {
+type Grant struct {
 	sub string
 	jti string // the token's id; "" without one
 	// exp is the token's expiry in Unix seconds (at most year 9999: see
-	// maxClaimSeconds); 0 never expires. Seconds, not nanoseconds, which
+	// MaxClaimSeconds); 0 never expires. Seconds, not nanoseconds, which
 	// run out in 2262: "never expires" tokens say 9999999999 (2286).
 	exp int64
 	// cities is the allowed cities joined with commas; unused with all.
@@ -241,11 +243,11 @@ type grant struct {
 	all    bool
 }
 
-// anonymous is the grant of every client of an insecure node.
-var anonymous = &grant{sub: "anonymous", all: true}
+// Anonymous is the grant of every client of an insecure node.
+var Anonymous = &Grant{sub: "anonymous", all: true}
 
-func newGrant(c *Claims, cities []string) *grant {
-	g := &grant{sub: c.Subject, jti: c.ID, exp: c.ExpiresAt.Unix()}
+func newGrant(c *Claims, cities []string) *Grant {
+	g := &Grant{sub: c.Subject, jti: c.ID, exp: c.ExpiresAt.Unix()}
 	if slices.Contains(cities, AnyCity) {
 		g.all = true
 	} else {
@@ -254,23 +256,24 @@ func newGrant(c *Claims, cities []string) *grant {
 	return g
 }
 
-// deadlines returns the token's expiry and the connection's close time, in
-// Unix seconds; both 0 for a grant that never expires.
-func (g *grant) deadlines(cfg *Config) (exp, closeAt int64) {
+// Deadlines returns the token's expiry and the close time of a connection
+// that holds it, grace after it, in Unix seconds; both 0 for a grant that
+// never expires.
+func (g *Grant) Deadlines(grace time.Duration) (exp, closeAt int64) {
 	if g.exp == 0 {
 		return 0, 0
 	}
-	return g.exp, g.expPlus(cfg.TokenGrace).Unix()
+	return g.exp, g.ExpPlus(grace).Unix()
 }
 
-// expPlus returns the moment d after the token's expiry (d < 0: before).
+// ExpPlus returns the moment d after the token's expiry (d < 0: before).
 // time.Time arithmetic holds any exp up to year 9999.
-func (g *grant) expPlus(d time.Duration) time.Time {
+func (g *Grant) ExpPlus(d time.Duration) time.Time {
 	return time.Unix(g.exp, 0).Add(d)
 }
 
-// allows reports whether the grant covers city. It allocates nothing.
-func (g *grant) allows(city string) bool {
+// Allows reports whether the grant covers city. It allocates nothing.
+func (g *Grant) Allows(city string) bool {
 	if g.all {
 		return true
 	}
@@ -284,40 +287,52 @@ func (g *grant) allows(city string) bool {
 	return false
 }
 
-// authenticator verifies tokens against the key set in force, which it
+// Sub is the token's subject.
+func (g *Grant) Sub() string { return g.sub }
+
+// JTI is the token's id; "" without one.
+func (g *Grant) JTI() string { return g.jti }
+
+// Exp is the token's expiry in Unix seconds; 0: it never expires.
+func (g *Grant) Exp() int64 { return g.exp }
+
+// Authenticator verifies tokens against the key set in force, which it
 // builds from its sources (keys.go): the node's key files, the JWKS URLs
 // (jwks.go), the revocation file and the timed revocations (revoke.go).
 // It is safe for concurrent use; a change of a source swaps the key set
 // atomically.
-type authenticator struct {
+type Authenticator struct {
 	cfg  *Config
-	keys atomic.Pointer[keySet]
+	keys atomic.Pointer[KeySet]
 
 	// mu serialises the building of key sets and guards the sources.
 	mu      sync.Mutex
 	local   keyList     // the node's key files, as last read
 	revoked revocations // auth_revoked_file, as last read
 	timed   *timedRevocations
-	jwks    []*jwksSource // one per Config.AuthJWKSURL
+	jwks    []*jwksSource // one per Config.JWKSURL
 
 	client *http.Client // fetches the JWKS URLs
-	// refetch asks watchJWKS to fetch the JWKS URLs again (capacity 1): a
+	// refetch asks WatchJWKS to fetch the JWKS URLs again (capacity 1): a
 	// token named an unknown kid, or the keys were reloaded.
 	refetch     chan struct{}
 	fetches     atomic.Uint64 // JWKS fetches made
 	fetchErrors atomic.Uint64 // JWKS fetches that failed (the last good keys stay)
 }
 
-// newAuthenticator reads the node's key files and fetches its JWKS URLs
-// (off the event loops: they do not run yet). It fails when that leaves
-// no key: a JWKS URL that cannot be fetched is logged and tried again
-// later if another key is configured.
-func newAuthenticator(cfg *Config) (*authenticator, error) {
-	local, revoked, err := readLocalKeys(cfg)
+// New reads the key files of cfg and fetches its JWKS URLs (call it off
+// the event loops). It fails when that leaves no key: a JWKS URL that
+// cannot be fetched is logged and tried again later if another key is
+// configured.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	local, revoked, err := readLocalKeys(&cfg)
 	if err != nil {
 		return nil, err
 	}
-	a := &authenticator{cfg: cfg, local: local, revoked: revoked, refetch: make(chan struct{}, 1)}
+	a := &Authenticator{cfg: &cfg, local: local, revoked: revoked, refetch: make(chan struct{}, 1)}
 	errs := a.startJWKS()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -330,12 +345,51 @@ func newAuthenticator(cfg *Config) (*authenticator, error) {
 	return a, nil
 }
 
+// Keys returns the key set in force: the keys and the revocations a token
+// is checked against. A new one is built whenever a source changes, so a
+// holder compares pointers to notice a change. Safe for concurrent use.
+func (a *Authenticator) Keys() *KeySet { return a.keys.Load() }
+
+// JWKSFetches returns how many fetches of the JWKS URLs were made, and how
+// many of them failed (the URL's last good keys stayed in force). Safe for
+// concurrent use.
+func (a *Authenticator) JWKSFetches() (fetches, failed uint64) {
+	return a.fetches.Load(), a.fetchErrors.Load()
+}
+
+// Reload reads the key files again (Config.HMACSecretFile, Config.Keys)
+// and the revocation list (Config.RevokedFile) and swaps them in one step:
+// tokens signed with a new key are accepted from then on, tokens of a
+// removed key are refused, and the new key set revokes what the list
+// names. On error the old set stays. It also has the JWKS URLs fetched
+// again, in the background (WatchJWKS). Safe for concurrent use.
+func (a *Authenticator) Reload() error {
+	local, revoked, err := readLocalKeys(a.cfg)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	oldLocal, oldRevoked := a.local, a.revoked
+	a.local, a.revoked = local, revoked
+	if err := a.setKeysLocked(); err != nil {
+		a.local, a.revoked = oldLocal, oldRevoked
+		a.mu.Unlock()
+		return err
+	}
+	ks := a.keys.Load()
+	a.mu.Unlock()
+	a.refetchJWKS()
+	a.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.Kids(),
+		"revoked", ks.RevocationsAt(time.Now().UnixNano()))
+	return nil
+}
+
 // verify checks token's signature and claims and returns them. The error is
 // an *authError. It runs on an event loop: it costs one signature check
 // (HS256 a few µs; RS256, ES256, EdDSA tens of µs) and a few allocations.
-func (a *authenticator) verify(token string) (*Claims, error) {
-	if len(token) > maxTokenBytes {
-		return nil, authErrorf(authInvalidToken, "token longer than %d bytes", maxTokenBytes)
+func (a *Authenticator) verify(token string) (*Claims, error) {
+	if len(token) > MaxTokenBytes {
+		return nil, authErrorf(CodeInvalidToken, "token longer than %d bytes", MaxTokenBytes)
 	}
 	ks := a.keys.Load()
 	c := new(Claims)
@@ -347,61 +401,62 @@ func (a *authenticator) verify(token string) (*Claims, error) {
 		}
 		return nil, &authError{code: authCode(err), err: err}
 	}
-	if ks.revokes(c.Subject, c.ID, time.Now().UnixNano()) {
-		return nil, authErrorf(authRevoked, "the token was revoked")
+	if ks.Revokes(c.Subject, c.ID, time.Now().UnixNano()) {
+		return nil, authErrorf(CodeRevoked, "the token was revoked")
 	}
 	return c, nil
 }
 
-// clientGrant verifies a WebSocket client's token.
-func (a *authenticator) clientGrant(token string) (*grant, error) {
+// ClientGrant verifies a WebSocket client's token.
+func (a *Authenticator) ClientGrant(token string) (*Grant, error) {
 	g, _, err := a.clientGrantUntil(token)
 	return g, err
 }
 
-// clientGrantUntil is clientGrant that also returns the moment the token
-// stops being valid: its exp plus AuthLeeway.
-func (a *authenticator) clientGrantUntil(token string) (*grant, time.Time, error) {
+// clientGrantUntil is ClientGrant that also returns the moment the token
+// stops being valid: its exp plus Leeway.
+func (a *Authenticator) clientGrantUntil(token string) (*Grant, time.Time, error) {
 	c, err := a.verify(token)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	if len(c.Cities) == 0 {
-		return nil, time.Time{}, authErrorf(authInvalidClaims, "the token grants no cities (claim \"cities\")")
+		return nil, time.Time{}, authErrorf(CodeInvalidClaims, "the token grants no cities (claim \"cities\")")
 	}
-	return newGrant(c, c.Cities), c.ExpiresAt.Add(a.cfg.AuthLeeway), nil
+	return newGrant(c, c.Cities), c.ExpiresAt.Add(a.cfg.Leeway), nil
 }
 
-// tokenCache holds the grants of the client tokens an event loop verified,
+// TokenCache holds the grants of the client tokens an event loop verified,
 // so that a token it sees again (a fleet of wallboards sharing one, a
 // client reconnecting) costs a map lookup instead of a JWT verification,
-// a tenth of the CPU of an authenticated connect (BenchmarkConnect).
-// Only success is remembered: a token that has expired since, or is
-// revoked, or that the keys in force did not verify, is verified again
-// and refused as it would be. Owned by its loop.
-type tokenCache struct {
-	ks     *keySet // the keys the grants were verified with
+// a tenth of the CPU of an authenticated connect (gateway's
+// BenchmarkConnect). Only success is remembered: a token that has expired
+// since, or is revoked, or that the keys in force did not verify, is
+// verified again and refused as it would be. Owned by its loop: not safe
+// for concurrent use.
+type TokenCache struct {
+	ks     *KeySet // the keys the grants were verified with
 	grants map[string]cachedGrant
 }
 
 type cachedGrant struct {
-	g     *grant
-	until time.Time // exp + AuthLeeway
+	g     *Grant
+	until time.Time // exp + Leeway
 }
 
 // tokenCacheSize bounds a loop's cache (a token is a few hundred bytes):
 // when full it starts over.
 const tokenCacheSize = 1024
 
-// grant returns token's grant as clientGrant does. Runs on the loop.
-func (tc *tokenCache) grant(a *authenticator, token string) (*grant, error) {
+// Grant returns token's grant as ClientGrant does. Runs on the loop.
+func (tc *TokenCache) Grant(a *Authenticator, token string) (*Grant, error) {
 	if ks := a.keys.Load(); ks != tc.ks {
 		// New keys or revocations: what they verify may differ.
 		clear(tc.grants)
 		tc.ks = ks
 	}
 	now := time.Now()
-	if e, ok := tc.grants[token]; ok && now.Before(e.until) && !tc.ks.revokes(e.g.sub, e.g.jti, now.UnixNano()) {
+	if e, ok := tc.grants[token]; ok && now.Before(e.until) && !tc.ks.Revokes(e.g.sub, e.g.jti, now.UnixNano()) {
 		return e.g, nil
 	}
 	g, until, err := a.clientGrantUntil(token)
@@ -417,14 +472,14 @@ func (tc *tokenCache) grant(a *authenticator, token string) (*grant, error) {
 	return g, nil
 }
 
-// producerGrant verifies a producer's token.
-func (a *authenticator) producerGrant(token string) (*grant, error) {
+// ProducerGrant verifies a producer's token.
+func (a *Authenticator) ProducerGrant(token string) (*Grant, error) {
 	c, err := a.verify(token)
 	if err != nil {
 		return nil, err
 	}
 	if len(c.Publish) == 0 {
-		return nil, authErrorf(authInvalidClaims, "the token grants no publishing (claim \"publish\")")
+		return nil, authErrorf(CodeInvalidClaims, "the token grants no publishing (claim \"publish\")")
 	}
 	return newGrant(c, c.Publish), nil
 }
@@ -435,7 +490,7 @@ func (a *authenticator) producerGrant(token string) (*grant, error) {
 // their curve, Ed25519 keys EdDSA, narrowed further by a JWK's "alg"), so a
 // token signed with HS256 using an RSA public key as the secret, or with
 // alg "none", finds no key.
-func (ks *keySet) keyFor(t *jwt.Token) (any, error) {
+func (ks *KeySet) keyFor(t *jwt.Token) (any, error) {
 	alg := t.Method.Alg()
 	if raw, ok := t.Header["kid"]; ok {
 		kid, ok := raw.(string)
@@ -468,7 +523,7 @@ func (ks *keySet) keyFor(t *jwt.Token) (any, error) {
 }
 
 // unknownKid reports whether t names a kid that no key of ks has.
-func (ks *keySet) unknownKid(t *jwt.Token) bool {
+func (ks *KeySet) unknownKid(t *jwt.Token) bool {
 	kid, ok := t.Header["kid"].(string)
 	return ok && !keyList(ks.keys).has(kid)
 }
@@ -508,36 +563,3 @@ const (
 	minHMACBytes = 32
 	minRSABits   = 2048
 )
-
-// ReloadKeys reads the key files again (Config.AuthHMACSecretFile,
-// Config.AuthKeys) and the revocation list (Config.AuthRevokedFile) and
-// swaps them in one step: tokens signed with a new key are accepted from
-// then on, tokens of a removed key are refused (connections already open
-// keep their grant until it expires), and connections and producers
-// holding a revoked token are closed. On error the old set stays. It also
-// has the JWKS URLs fetched again, in the background. The binary calls it
-// on SIGHUP. Safe for concurrent use.
-func (s *Server) ReloadKeys() error {
-	if s.auth == nil {
-		return errors.New("no keys to reload: the node runs insecure")
-	}
-	a := s.auth
-	local, revoked, err := readLocalKeys(&s.cfg)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	oldLocal, oldRevoked := a.local, a.revoked
-	a.local, a.revoked = local, revoked
-	if err := a.setKeysLocked(); err != nil {
-		a.local, a.revoked = oldLocal, oldRevoked
-		a.mu.Unlock()
-		return err
-	}
-	ks := a.keys.Load()
-	a.mu.Unlock()
-	a.refetchJWKS()
-	s.cfg.Logger.Info("auth keys reloaded", "keys", len(ks.keys), "kids", ks.kids(),
-		"revoked", ks.revocationsAt(time.Now().UnixNano()))
-	return nil
-}

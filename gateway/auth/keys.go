@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"bytes"
@@ -19,15 +19,15 @@ import (
 
 // key is one verification key and the algorithms it may verify.
 type key struct {
-	kid  string // "" for the HMAC secret of AuthHMACSecret(File)
+	kid  string // "" for the HMAC secret of HMACSecret(File)
 	algs []string
 	key  any // []byte, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
 }
 
-// keySet is the keys in force, a parser that accepts exactly their
+// KeySet is the keys in force, a parser that accepts exactly their
 // algorithms, and the revoked tokens. Immutable once built; the
-// authenticator builds a new one whenever a source changes.
-type keySet struct {
+// Authenticator builds a new one whenever a source changes.
+type KeySet struct {
 	keys    []key
 	parser  *jwt.Parser
 	revoked revocations // auth_revoked_file's
@@ -36,7 +36,9 @@ type keySet struct {
 	timed *timedRevocations
 }
 
-func (ks *keySet) kids() []string {
+// Kids returns the ids of the set's keys, the node's own first (the HMAC
+// secret, which has none, as "(hmac secret)"), then each JWKS URL's.
+func (ks *KeySet) Kids() []string {
 	kids := make([]string, 0, len(ks.keys))
 	for _, k := range ks.keys {
 		kids = append(kids, cmp.Or(k.kid, "(hmac secret)"))
@@ -44,14 +46,14 @@ func (ks *keySet) kids() []string {
 	return kids
 }
 
-// revokes reports whether a token of subject sub and id jti is revoked at
+// Revokes reports whether a token of subject sub and id jti is revoked at
 // now (Unix nanoseconds).
-func (ks *keySet) revokes(sub, jti string, now int64) bool {
+func (ks *KeySet) Revokes(sub, jti string, now int64) bool {
 	return ks.revoked.revokes(sub, jti) || ks.timed.revokes(sub, jti, now)
 }
 
-// revocationsAt counts the revocations in force at now (Unix nanoseconds).
-func (ks *keySet) revocationsAt(now int64) int {
+// RevocationsAt counts the revocations in force at now (Unix nanoseconds).
+func (ks *KeySet) RevocationsAt(now int64) int {
 	n := len(ks.revoked.subs) + len(ks.revoked.jtis)
 	if t := ks.timed; t != nil {
 		for _, m := range [...]map[string]int64{t.subs, t.jtis} {
@@ -65,13 +67,8 @@ func (ks *keySet) revocationsAt(now int64) int {
 	return n
 }
 
-// revokesAny reports whether the set revokes anything.
-func (ks *keySet) revokesAny() bool { return !ks.revoked.empty() || ks.timed.size() > 0 }
-
-// hasKeys reports whether c names any key.
-func (c *Config) hasKeys() bool {
-	return c.AuthHMACSecret != "" || c.AuthHMACSecretFile != "" || len(c.AuthKeys) > 0 || len(c.AuthJWKSURL) > 0
-}
+// RevokesAny reports whether the set revokes anything.
+func (ks *KeySet) RevokesAny() bool { return !ks.revoked.empty() || ks.timed.size() > 0 }
 
 // keyList collects verification keys, each with the algorithms it may
 // verify.
@@ -105,20 +102,20 @@ func (l keyList) has(kid string) bool {
 }
 
 // readLocalKeys reads the keys of the node's own files (and
-// AuthHMACSecret) and the revocation file. Errors name the config key and
+// HMACSecret) and the revocation file. Errors name the config key and
 // file. No key is not an error here: they may all come from JWKS URLs.
 func readLocalKeys(cfg *Config) (keyList, revocations, error) {
 	var ks keyList
-	if cfg.AuthHMACSecret != "" && cfg.AuthHMACSecretFile != "" {
+	if cfg.HMACSecret != "" && cfg.HMACSecretFile != "" {
 		return nil, revocations{}, errors.New("auth_hmac_secret and auth_hmac_secret_file are exclusive")
 	}
-	if cfg.AuthHMACSecret != "" {
-		if err := ks.add(key{key: []byte(cfg.AuthHMACSecret)}, "auth_hmac_secret"); err != nil {
+	if cfg.HMACSecret != "" {
+		if err := ks.add(key{key: []byte(cfg.HMACSecret)}, "auth_hmac_secret"); err != nil {
 			return nil, revocations{}, err
 		}
 	}
-	if f := cfg.AuthHMACSecretFile; f != "" {
-		b, err := readFile(f, maxSecretFileBytes)
+	if f := cfg.HMACSecretFile; f != "" {
+		b, err := ReadFile(f, MaxSecretFileBytes)
 		if err != nil {
 			return nil, revocations{}, fmt.Errorf("auth_hmac_secret_file %s: %w", f, err)
 		}
@@ -126,7 +123,7 @@ func readLocalKeys(cfg *Config) (keyList, revocations, error) {
 			return nil, revocations{}, err
 		}
 	}
-	for _, p := range cfg.AuthKeys {
+	for _, p := range cfg.Keys {
 		files, err := keyFiles(p)
 		if err != nil {
 			return nil, revocations{}, fmt.Errorf("auth_keys: %w", err)
@@ -152,7 +149,7 @@ func readLocalKeys(cfg *Config) (keyList, revocations, error) {
 
 // newKeySet returns a key set of keys (not empty) whose parser accepts
 // exactly their algorithms and checks the claims cfg asks for.
-func newKeySet(cfg *Config, keys []key, revoked revocations, timed *timedRevocations) *keySet {
+func newKeySet(cfg *Config, keys []key, revoked revocations, timed *timedRevocations) *KeySet {
 	var methods []string
 	for _, k := range keys {
 		for _, a := range k.algs {
@@ -165,18 +162,18 @@ func newKeySet(cfg *Config, keys []key, revoked revocations, timed *timedRevocat
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.AuthLeeway),
+		jwt.WithLeeway(cfg.Leeway),
 		// One encoding per token: a token that differs from a good one in
 		// base64 padding bits is not the same token.
 		jwt.WithStrictDecoding(),
 	}
-	if cfg.AuthAudience != "" {
-		opts = append(opts, jwt.WithAudience(cfg.AuthAudience))
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	if cfg.AuthIssuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.AuthIssuer))
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
-	return &keySet{keys: keys, parser: jwt.NewParser(opts...), revoked: revoked, timed: timed}
+	return &KeySet{keys: keys, parser: jwt.NewParser(opts...), revoked: revoked, timed: timed}
 }
 
 // keyFiles expands p: a directory gives its *.pem and *.json files (sorted),
@@ -205,7 +202,7 @@ func keyFiles(p string) ([]string, error) {
 // readKeyFile reads a JWKS (*.json) or one PEM public key, whose kid is the
 // file name without its extension.
 func readKeyFile(f string) ([]key, error) {
-	b, err := readFile(f, maxJWKSBytes)
+	b, err := ReadFile(f, maxJWKSBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +291,7 @@ var errNoKeys = errors.New("auth: no key configured (auth_hmac_secret, auth_hmac
 // earlier source holds already is skipped (and logged): the node's files
 // win over a URL, a URL over the next. Without any key it changes nothing
 // and returns errNoKeys. a.mu is held.
-func (a *authenticator) setKeysLocked() error {
+func (a *Authenticator) setKeysLocked() error {
 	keys := slices.Clone(a.local)
 	for _, src := range a.jwks {
 		for _, k := range src.keys {
