@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -225,13 +224,7 @@ func TestStatePinsNoFrames(t *testing.T) {
 	)
 	s := startServer(t, Config{RingBytes: 1 << 20})
 	p := dialProducer(t, s)
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := heapInUse()
 	filler := strings.Repeat("x", big)
 	for i := range lines {
 		p.publish(t, dataLine("pin", "data_update", fmt.Sprintf(`{"k%d":%d,"big":"%s%d"}`, i, i, filler, i)))
@@ -249,7 +242,7 @@ func TestStatePinsNoFrames(t *testing.T) {
 	// The lines came to 40 MB; the ring holds 1 MiB of them, the state
 	// 100 KB (twice that at most, until it is compacted), and the
 	// initial_data frame the same again.
-	if grew := int64(heap()) - int64(before); grew > 12<<20 {
+	if grew := heapInUse() - before; grew > 12<<20 {
 		t.Fatalf("the heap grew by %d MB for a state of %d KB", grew>>20, len(m.Data)>>10)
 	}
 	ct := s.hub.lookup("pin")

@@ -475,13 +475,7 @@ func TestSubscribesNotRead(t *testing.T) {
 		names[i] = "snr" + strconv.Itoa(i)
 		p.publish(t, dataLine(names[i], "snapshot", `{"v":"`+strings.Repeat("s", state)+`"}`))
 	}
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := heapInUse()
 	r := dialSmallWindowRaw(t, s)
 	r.upgrade(t, "/ws")
 	list := `["` + strings.Join(names, `","`) + `"]`
@@ -496,7 +490,7 @@ func TestSubscribesNotRead(t *testing.T) {
 	// Once the last message is handled, the loop has done all it will do
 	// for them.
 	waitFor(t, readTimeout, func() bool { return s.Stats().Subscriptions == cities+1 })
-	if grew := int64(heap()) - int64(before); grew > 12<<20 {
+	if grew := heapInUse() - before; grew > 12<<20 {
 		t.Fatalf("the heap grew by %d MB for %d subscribes of %d KB of states, unread", grew>>20, rounds+1, cities*state>>10)
 	}
 	// Reading, the client gets each city's state (some as the answers
