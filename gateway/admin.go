@@ -43,9 +43,9 @@ type admin struct {
 	// pprof: /debug/pprof/ is served (on loopback, or AdminPprof).
 	pprof bool
 	// token is the SHA-256 of the admin token (hashed so that comparing
-	// it takes the same time whatever the length offered); ok without one.
-	token    [sha256.Size]byte
-	hasToken bool
+	// it takes the same time whatever the length offered); nil without
+	// one. ReloadAdminToken replaces it.
+	token atomic.Pointer[[sha256.Size]byte]
 	// refused counts requests refused for their credential.
 	refused atomic.Uint64
 	// conns counts the port's open connections (maxAdminConns).
@@ -84,7 +84,8 @@ func (s *Server) listenAdmin() (*admin, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.token, a.hasToken = sha256.Sum256(tok), true
+		sum := sha256.Sum256(tok)
+		a.token.Store(&sum)
 	}
 	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
 	if err != nil {
@@ -93,7 +94,7 @@ func (s *Server) listenAdmin() (*admin, error) {
 	// The address bound decides, not the one configured: a name that
 	// resolved beyond loopback without a token leaves nothing open.
 	loopback := isLoopback(ln.Addr())
-	a.ln, a.open, a.pprof = ln, loopback && !a.hasToken, loopback || s.cfg.AdminPprof
+	a.ln, a.open, a.pprof = ln, loopback && a.token.Load() == nil, loopback || s.cfg.AdminPprof
 	a.srv = &http.Server{
 		Handler:           s.adminHandler(a),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -172,11 +173,31 @@ func bearerToken(r *http.Request) (string, bool) {
 // the same time wherever the token offered differs.
 func (a *admin) isAdmin(r *http.Request) bool {
 	tok, ok := bearerToken(r)
-	if !ok || !a.hasToken {
+	want := a.token.Load()
+	if !ok || want == nil {
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1
+	return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+}
+
+// ReloadAdminToken reads Config.AdminTokenFile again, so that the admin
+// token rotates without a restart (SIGHUP). A file that cannot be read,
+// or holds too short a token, changes nothing: the old token stays and
+// the error says why. Without an admin token file it does nothing.
+// Safe for concurrent use.
+func (s *Server) ReloadAdminToken() error {
+	f := s.cfg.AdminTokenFile
+	if f == "" || s.admin == nil {
+		return nil
+	}
+	tok, err := readAdminToken(f)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(tok)
+	s.admin.token.Store(&sum)
+	return nil
 }
 
 // guard wraps an operators' route: on a port that is not open the request

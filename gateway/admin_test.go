@@ -322,3 +322,45 @@ func TestAdminToken(t *testing.T) {
 	f("GET", "/debug/pprof/cmdline", "", "", http.StatusUnauthorized, "admin token")
 	f("GET", "/debug/pprof/cmdline", admin, "", http.StatusOK, "")
 }
+
+// TestAdminTokenReload checks that the admin token rotates without a
+// restart: after the file changes and ReloadAdminToken (SIGHUP), the old
+// token is refused and the new one taken; a file that is no longer a
+// usable token changes nothing and says why.
+func TestAdminTokenReload(t *testing.T) {
+	t.Parallel()
+	file, old := writeAdminToken(t)
+	s := startServer(t, Config{AdminAddr: "0.0.0.0:0", AdminTokenFile: file})
+	want := func(tok string, code int) {
+		t.Helper()
+		if got, _, b := adminDo(t, s, "GET", "/api/stats", tok, ""); got != code {
+			t.Errorf("/api/stats with %.12q: %d %.100q, want %d", tok, got, b, code)
+		}
+	}
+	want(old, http.StatusOK)
+	rotated := "rotated-" + strings.Repeat("9876543210", 4)
+	if err := os.WriteFile(file, []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want(rotated, http.StatusUnauthorized) // not before the reload
+	if err := s.ReloadAdminToken(); err != nil {
+		t.Fatal(err)
+	}
+	want(old, http.StatusUnauthorized)
+	want(rotated, http.StatusOK)
+	// Too short, then gone: the rotated token stays.
+	if err := os.WriteFile(file, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadAdminToken(); err == nil || !strings.Contains(err.Error(), "want at least 32") {
+		t.Errorf("a 5-byte token: %v, want an error saying the length wanted", err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadAdminToken(); err == nil || !strings.Contains(err.Error(), "admin_token_file") {
+		t.Errorf("a removed file: %v, want an error naming admin_token_file", err)
+	}
+	want(rotated, http.StatusOK)
+	want("short", http.StatusUnauthorized)
+}

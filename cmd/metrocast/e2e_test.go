@@ -66,12 +66,17 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if err := os.WriteFile(revoked, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	adminToken := filepath.Join(dir, "admin-token")
+	firstAdmin, secondAdmin := "first-admin-"+strings.Repeat("a", 32), "second-admin-"+strings.Repeat("b", 32)
+	if err := os.WriteFile(adminToken, []byte(firstAdmin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	cfgPath := filepath.Join(dir, "metrocast.yaml")
 	writeFile := func(extra string) {
 		t.Helper()
 		text := "addr: 127.0.0.1:0\nadmin_addr: 127.0.0.1:0\nloops: 2\ndrain_window: 1s\nlog_format: json\n" +
-			"auth_hmac_secret_file: " + secret + "\nauth_revoked_file: " + revoked + "\n" + extra
+			"auth_hmac_secret_file: " + secret + "\nauth_revoked_file: " + revoked + "\nadmin_token_file: " + adminToken + "\n" + extra
 		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -173,13 +178,18 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Errorf("closed after %d bad messages, want 2 (max_client_errors reloaded)", sent+1)
 	}
 
-	// Rotate the secret and revoke mallory: after SIGHUP new tokens pass,
-	// old ones fail, and mallory's open connection is closed.
+	// Rotate the secret and the admin token and revoke mallory: after
+	// SIGHUP new tokens pass, old ones fail, and mallory's open connection
+	// is closed.
 	mallory := dialWS(t, wsURL+"?cities=nairobi&token="+malloryToken)
 	expectType(t, mallory, "subscribed")
+	adminStatus(t, adminURL, firstAdmin, http.StatusOK)
 	writeSecret("second-secret-second-secret-second-secret")
 	secondToken := token("e2e")
 	if err := os.WriteFile(revoked, []byte("sub mallory\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(adminToken, []byte(secondAdmin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Process.Signal(syscall.SIGHUP); err != nil {
@@ -209,6 +219,8 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if _, resp, err := websocket.DefaultDialer.Dial(wsURL+"?token="+firstToken, nil); err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("old token after the rotation: %v %v, want 401", resp, err)
 	}
+	adminStatus(t, adminURL, firstAdmin, http.StatusUnauthorized)
+	adminStatus(t, adminURL, secondAdmin, http.StatusOK)
 
 	stopped := time.Now()
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
@@ -365,4 +377,23 @@ func (l *jsonLogs) all() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.raw.String()
+}
+
+// adminStatus checks the status of GET /api/stats on the admin port with
+// the admin token tok.
+func adminStatus(t *testing.T, adminURL, tok string, want int) {
+	t.Helper()
+	req, err := http.NewRequest("GET", adminURL+"/api/stats", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Errorf("/api/stats with the admin token %.16q…: %d, want %d", tok, resp.StatusCode, want)
+	}
 }

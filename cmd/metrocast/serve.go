@@ -130,6 +130,9 @@ func runServe(args []string) error {
 	for got := range sig {
 		if got == syscall.SIGHUP {
 			reload(s, c, args, level, log)
+			if err := s.ReloadAdminToken(); err != nil {
+				log.Error("cannot reload the admin token; keeping the old one", "err", err)
+			}
 			if !cfg.Insecure {
 				if err := s.ReloadKeys(); err != nil {
 					log.Error("cannot reload auth keys; keeping the old ones", "err", err)
