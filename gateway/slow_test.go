@@ -511,3 +511,61 @@ func TestSubscribesNotRead(t *testing.T) {
 		}
 	}
 }
+
+// TestResetMidFanout checks the write path's failures: clients that stop
+// reading (their sockets full, writes partial, the rest buffered) and then
+// reset their connections (RST, SO_LINGER 0) while frames keep coming,
+// and clients that read nothing but whose sockets had room, reset too.
+// Their writes fail (ECONNRESET, EPIPE) at any point of the loops' raw
+// writev or gnet's; each is closed, and a reader of the same city gets
+// every frame, in order.
+func TestResetMidFanout(t *testing.T) {
+	t.Parallel()
+	const (
+		city     = "rst"
+		resetter = 20
+		frames   = 40
+	)
+	s := startServer(t, Config{})
+	p := dialProducer(t, s)
+	p.publish(t, dataLine(city, "snapshot", `{"v":0}`))
+	reader := dialWindow(t, s, 1<<20, city)
+	// Half with full sockets and gnet holding the rest of their frames;
+	// half whose sockets take every frame: their next write meets the
+	// reset, unless the loop heard of it first.
+	var gone []*rawConn
+	for i := range resetter {
+		gone = append(gone, dialWindow(t, s, 4096+i%2*(1<<20), city))
+	}
+	pad := strings.Repeat("x", 8<<10)
+	publish := func(from int) (last uint64) {
+		for i := from; i < from+frames/2; i++ {
+			last = p.publish(t, dataLine(city, "data_update", `{"i":`+strconv.Itoa(i)+`,"pad":"`+pad+`"}`))
+		}
+		return last
+	}
+	publish(0)
+	for _, r := range gone {
+		if err := r.c.(*net.TCPConn).SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.c.Close()
+	}
+	last := publish(frames / 2)
+	var seq uint64
+	for seq < last {
+		m := reader.msg(t)
+		if m.Type != "data_update" {
+			continue
+		}
+		if seq != 0 && m.Seq != seq+1 {
+			t.Fatalf("seq %d after %d: a frame lost or repeated", m.Seq, seq)
+		}
+		seq = m.Seq
+	}
+	waitFor(t, readTimeout, func() bool { return s.Stats().Connections == 1 })
+	// The node goes on serving.
+	c := dialGobwas(t, wsURL(s, "cities="+city))
+	readType(t, c, "subscribed")
+	readType(t, c, "initial_data")
+}
