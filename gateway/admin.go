@@ -93,7 +93,7 @@ func (s *Server) listenAdmin() (*admin, error) {
 	}
 	// The address bound decides, not the one configured: a name that
 	// resolved beyond loopback without a token leaves nothing open.
-	loopback := isLoopback(ln.Addr())
+	loopback := auth.Loopback(ln.Addr())
 	a.ln, a.open, a.pprof = ln, loopback && a.token.Load() == nil, loopback || s.cfg.AdminPprof
 	a.srv = &http.Server{
 		Handler:           s.adminHandler(a),
@@ -145,8 +145,10 @@ func (s *Server) adminHandler(a *admin) http.Handler {
 	mux.HandleFunc("GET /api/stats", a.guard(s.serveStats))
 	mux.HandleFunc("POST /api/revoke", a.guard(s.serveRevoke))
 	// HTTP ingest checks its own credential (a producer token, or the
-	// admin token): see servePublish.
-	mux.HandleFunc("POST /api/publish", func(w http.ResponseWriter, r *http.Request) { s.servePublish(a, w, r) })
+	// admin token): see ingest.Server.Publish.
+	mux.HandleFunc("POST /api/publish", func(w http.ResponseWriter, r *http.Request) {
+		s.ingest.Publish(w, r, a.open || a.isAdmin(r), a.refuse)
+	})
 	if a.pprof {
 		mux.HandleFunc("/debug/pprof/", a.guard(pprof.Index))
 		mux.HandleFunc("/debug/pprof/cmdline", a.guard(pprof.Cmdline))
@@ -158,21 +160,10 @@ func (s *Server) adminHandler(a *admin) http.Handler {
 	return mux
 }
 
-// bearerToken returns the token of an Authorization: Bearer header. The
-// scheme's case does not matter (RFC 9110 §11.1), as on the WebSocket
-// port (codec.ParseRequest): some clients send "bearer".
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(tok), true
-}
-
 // isAdmin reports whether r carries the admin token. The comparison takes
 // the same time wherever the token offered differs.
 func (a *admin) isAdmin(r *http.Request) bool {
-	tok, ok := bearerToken(r)
+	tok, ok := auth.BearerToken(r)
 	want := a.token.Load()
 	if !ok || want == nil {
 		return false

@@ -10,6 +10,7 @@ import (
 
 	"github.com/metrocast/metrocast/codec"
 	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/ingest"
 )
 
 // The bus. Every ingest line a node accepts goes through its Bus before it
@@ -103,64 +104,13 @@ type View struct {
 	Node string
 }
 
-// Appended is the outcome of Bus.Append, or of a Pending.
-type Appended struct {
-	// Seq is the line's seq; with Dup, the line was a copy of one whose id
-	// the bus stored within its window of ids, not stored again, and Seq
-	// is the first copy's.
-	Seq uint64
-	Dup bool
-	// Err: the line was not stored. From Append, for a fault of the line
-	// (or errTooManyCities: the node is full); from a Pending, for a fault
-	// of the bus, a *BusError: the producer resends the line.
-	Err error
-	// Pending, when not nil, is the line on its way to the log: the
-	// outcome comes from it, and the fields above are unset.
-	Pending Pending
-}
-
-// Pending is a line on its way to the log. It is owned by the producer's
-// goroutine.
-type Pending interface {
-	// Send hands the line to the log. It may wait (for room among the
-	// lines the log has not answered yet, for the connection), and so runs
-	// outside the producer's turn. The lines of one producer are stored in
-	// the order they are sent.
-	Send()
-	// Poll returns the outcome once the log has answered (done); with
-	// wait, it waits for that, for a bounded time after which the outcome
-	// is a *BusError. A line not sent yet is not done, wait or not.
-	Poll(wait bool) (a Appended, done bool)
-}
-
-// BusError is an ingest line the bus failed to store: the line was fine,
-// the producer is not to blame (it does not count toward IngestMaxErrors)
-// and should resend it. Its text says what is known.
-type BusError struct {
-	// Maybe: the line may be stored (the log did not answer in time);
-	// otherwise it is known not to be.
-	Maybe bool
-	Msg   string
-}
-
-func (e *BusError) Error() string { return e.Msg }
-
-// Retry is the ingest answer's "retry" value.
-func (e *BusError) Retry() string {
-	if e.Maybe {
-		return codec.RetryMaybeStored
-	}
-	return codec.RetryNotStored
-}
-
-// asBusError returns err, a Pending's, as the *BusError it is.
-func asBusError(err error) *BusError {
-	var be *BusError
-	if errors.As(err, &be) {
-		return be
-	}
-	return &BusError{Maybe: true, Msg: err.Error()}
-}
+// The bus takes ingest's lines: its Append is ingest.Store's, and
+// answers in ingest's terms.
+type (
+	Appended = ingest.Appended
+	Pending  = ingest.Pending
+	BusError = ingest.BusError
+)
 
 // BusStats are a bus's counters, the metrocast_cluster_* series.
 type BusStats struct {
@@ -197,7 +147,7 @@ type Node struct{ s *Server }
 func (n *Node) Logger() *slog.Logger { return n.s.cfg.Logger }
 
 // Warn logs a warning of the bus, throttled as the node's bus warnings
-// are: at most one per warnEvery, with a count of those held back.
+// are: at most one per limit.WarnEvery, with a count of those held back.
 func (n *Node) Warn(msg string, args ...any) { n.s.warn(&n.s.warnBus, msg, args...) }
 
 // Check reports why in, a line the producer may publish, cannot be

@@ -14,6 +14,7 @@ import (
 
 	"github.com/metrocast/metrocast/codec"
 	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/internal/limit"
 )
 
 // Connection states.
@@ -58,7 +59,7 @@ type conn struct {
 	// tcpi_bytes_acked). Both only with flagStalled.
 	stalledAt  uint32
 	stallAcked uint32
-	rate       bucket // inbound messages (ClientMessageRate)
+	rate       limit.Bucket // inbound messages (ClientMessageRate)
 
 	subs []*sub
 	// frag reassembles a fragmented message; nil between messages. A
@@ -345,7 +346,7 @@ func (cn *conn) frame(b []byte) int {
 func (cn *conn) allow() bool {
 	l := cn.l
 	cfg := &l.s.cfg
-	if cn.rate.take(l.now, int64(time.Minute)/int64(cfg.ClientMessageRate), cfg.ClientMessageBurst) {
+	if cn.rate.Take(l.now, int64(time.Minute)/int64(cfg.ClientMessageRate), cfg.ClientMessageBurst) {
 		return true
 	}
 	l.stats.rateLimited.Add(1)

@@ -108,7 +108,7 @@ func (a *admin) viewer(h func(http.ResponseWriter, *http.Request, *auth.Grant)) 
 			h(w, r, nil)
 			return
 		}
-		tok, _ := bearerToken(r)
+		tok, _ := auth.BearerToken(r)
 		g, err := au.ClientGrant(tok)
 		if err != nil {
 			a.refuse(w, r, "a client token is required: Authorization: Bearer <jwt>")

@@ -5,8 +5,8 @@
 //
 // # The hot path, one verb per step
 //
-// Ingest accepts a line (ingest.go: a producer's goroutine parses and
-// checks it), the city appends it (city.go, ring.go: encoded once into a
+// Ingest accepts a line (package ingest: a producer's goroutine parses
+// and checks it, and hands it to the bus, bus.go), the city appends it (city.go, ring.go: encoded once into a
 // frame, numbered, stored in the city's ring, merged lazily into its
 // state), the loops are woken (fanout.go: loop.wake, one task per loop per
 // burst) and each loop fans out (fanout.go: loop.fanout, then
@@ -34,8 +34,12 @@
 //	history.go       GET /history from the ring
 //	drain.go         a paced shutdown
 //	admin.go         the admin HTTP port; metrics.go, stats.go its figures
-//	ingest.go        the TCP ingest port; publish.go HTTP ingest; turn.go
-//	                 the producers' turns
+//	ingestport.go    the node's side of ingest: its settings, its store
+//	                 (the bus), the loops producers yield to
+//	ingest/          package ingest: the TCP port and its protocol
+//	                 (ingest.go, linereader.go), HTTP publish (publish.go),
+//	                 the producers' turns (turn.go), what a store answers
+//	                 (store.go)
 //	bus.go           the seam to the log that numbers and carries the
 //	                 ingest lines: Bus (what the core needs of it), Node
 //	                 (what it may call), a single node's bus (local);
@@ -58,9 +62,10 @@
 //     through EventLoop.Execute.
 //   - gnet's ticker goroutine: events.OnTick schedules housekeeping on every
 //     loop and flushes presence once a sweep.
-//   - Ingest: one goroutine accepts producers, and one per producer reads,
-//     stores and answers its lines, taking turns (turn.go). HTTP ingest
-//     runs the same protocol on net/http's goroutines of the admin port.
+//   - Ingest: one goroutine accepts producers (ingest.Server.Serve), and
+//     one per producer reads, stores and answers its lines, taking turns
+//     (ingest/turn.go). HTTP ingest runs the same protocol on net/http's
+//     goroutines of the admin port.
 //   - The admin port: net/http, a goroutine per connection.
 //   - Background duties, each on its own goroutine until Drain: the idle
 //     city sweep (Server.sweepCities), the auth file watcher
@@ -90,8 +95,8 @@
 //	Server.reloadMu      one Reload at a time
 //	auth.Authenticator.mu  the key sources; building a key set
 //	ipShard.mu           a shard of the per-address connection counts
-//	ingest.mu            the producer connections; the port's closing
-//	turns.mu             the producers' turn queue
+//	ingest.Server.mu     the producer connections; the port's closing
+//	ingest.turns.mu      the producers' turn queue
 //	idShard.mu           a shard of the duplicate window; held while storing
 //	cluster.applyMu      applying stream messages in order
 //	cluster.feedsMu      the feeds

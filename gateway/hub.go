@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"cmp"
-	"errors"
 	"hash/maphash"
 	"maps"
 	"math"
@@ -13,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway/ingest"
 )
 
 // hub finds cities by name. Cities are spread over shards by a hash of the
@@ -87,7 +87,9 @@ type hubShard struct {
 // padding to it.
 const shardSize = 128
 
-var errTooManyCities = errors.New("too many cities on this node")
+// errTooManyCities: the node holds MaxCities cities, and a new one waits
+// for an idle one to go. Ingest answers a line of one so (ingest.Store).
+var errTooManyCities = ingest.ErrTooManyCities
 
 func newHub(cfg *Config, loops int, epoch uint64) *hub {
 	h := &hub{cfg: cfg, loops: loops, seed: maphash.MakeSeed(), epoch: epoch}

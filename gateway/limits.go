@@ -9,33 +9,6 @@ import (
 	"sync"
 )
 
-// bucket is a token bucket in one int64 (GCRA, the generic cell rate
-// algorithm): it holds the theoretical arrival time of the next event, in
-// Unix nanoseconds. An event at now conforms when it is at most
-// interval×(burst−1) ahead of now; each conforming event moves the time on
-// by interval. The same as a bucket of burst tokens refilled one per
-// interval, for 8 bytes per connection.
-type bucket int64
-
-// take reports whether an event at now conforms, and counts it if so.
-func (b *bucket) take(now, interval int64, burst int) bool {
-	tat := max(int64(*b), now)
-	if tat-now > interval*int64(burst-1) {
-		return false
-	}
-	*b = bucket(tat + interval)
-	return true
-}
-
-// wait is how long an event at now must wait to conform (0: it does now);
-// the event is counted as happening then.
-func (b *bucket) wait(now, interval int64, burst int) int64 {
-	tat := max(int64(*b), now)
-	d := max(tat-now-interval*int64(burst-1), 0)
-	*b = bucket(tat + interval)
-	return d
-}
-
 // ipLimiter counts connections per source address (IPv6 per /64, which is
 // what one host usually gets) in shards, so that accepts on different loops
 // rarely meet on a lock. Safe for concurrent use.

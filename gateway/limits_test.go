@@ -15,48 +15,6 @@ import (
 	"github.com/metrocast/metrocast/gateway/auth"
 )
 
-func TestBucket(t *testing.T) {
-	const sec = int64(time.Second)
-	f := func(b *bucket, now int64, burst int, want bool) {
-		t.Helper()
-		if got := b.take(now, sec, burst); got != want {
-			t.Fatalf("take at %d (burst %d) = %v, want %v (tat %d)", now, burst, got, want, *b)
-		}
-	}
-	var b bucket
-	// A burst of 3 at once, then one per second.
-	f(&b, 100*sec, 3, true)
-	f(&b, 100*sec, 3, true)
-	f(&b, 100*sec, 3, true)
-	f(&b, 100*sec, 3, false)
-	f(&b, 100*sec+sec/2, 3, false)
-	f(&b, 101*sec, 3, true)
-	f(&b, 101*sec, 3, false)
-	// Idle time refills up to the burst, not beyond.
-	f(&b, 200*sec, 3, true)
-	f(&b, 200*sec, 3, true)
-	f(&b, 200*sec, 3, true)
-	f(&b, 200*sec, 3, false)
-	// Burst 1: one per interval.
-	var one bucket
-	f(&one, 5*sec, 1, true)
-	f(&one, 5*sec, 1, false)
-	f(&one, 6*sec, 1, true)
-
-	w := func(b *bucket, now int64, want int64) {
-		t.Helper()
-		if got := b.wait(now, sec, 2); got != want {
-			t.Fatalf("wait at %d = %d, want %d", now, got, want)
-		}
-	}
-	var p bucket
-	w(&p, 10*sec, 0)
-	w(&p, 10*sec, 0)
-	w(&p, 10*sec, sec)
-	w(&p, 10*sec, 2*sec)
-	w(&p, 20*sec, 0)
-}
-
 func TestOriginAllowed(t *testing.T) {
 	f := func(patterns []string, origin string, want bool) {
 		t.Helper()

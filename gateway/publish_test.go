@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metrocast/metrocast/gateway/ingest"
 )
 
 // adminPost posts body to path on s's admin port.
@@ -139,7 +141,7 @@ func TestHTTPPublishBodyLimit(t *testing.T) {
 	s := startServer(t, Config{})
 	body := io.MultiReader(
 		strings.NewReader(`{"id":"first","city":"big","type":"data_update","data":{}}`+"\n"),
-		io.LimitReader(repeatReader('x'), maxPublishBody))
+		io.LimitReader(repeatReader('x'), ingest.MaxPublishBody))
 	// 64 MiB through loopback: seconds on a loaded machine under the race
 	// detector, so a longer bound to give up.
 	code, answers := adminPostWithin(t, s, "/api/publish", body, 6*readTimeout)

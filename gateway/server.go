@@ -16,6 +16,8 @@ import (
 
 	"github.com/metrocast/metrocast/codec"
 	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/ingest"
+	"github.com/metrocast/metrocast/gateway/internal/limit"
 )
 
 // Server is one metrocast node. Create it with New, run it with Start, stop
@@ -47,7 +49,7 @@ type Server struct {
 	ips     *ipLimiter
 	proxies proxies
 
-	ingest  *ingest
+	ingest  *ingest.Server
 	admin   *admin
 	metrics *serverMetrics
 	// bus carries the ingest lines to the rings (bus.go); shared: its log
@@ -64,7 +66,7 @@ type Server struct {
 	flushedAt     time.Time // of presence, by OnTick; owned by gnet's ticker goroutine
 
 	// throttles of repeated warnings
-	warnSlow, warnAccept, warnRejected, warnBus, warnPoison, warnAdmin, warnCities throttle
+	warnSlow, warnBus, warnPoison, warnAdmin, warnCities limit.Throttle
 }
 
 // New checks cfg (after WithDefaults) and returns a server ready to Start.
@@ -83,8 +85,8 @@ func New(cfg Config) (*Server, error) {
 		stopped:  make(chan struct{}),
 		done:     make(chan error, 1),
 	}
-	for _, t := range []*throttle{&s.warnSlow, &s.warnAccept, &s.warnRejected, &s.warnBus, &s.warnPoison, &s.warnAdmin, &s.warnCities} {
-		t.period = warnEvery
+	for _, t := range []*limit.Throttle{&s.warnSlow, &s.warnBus, &s.warnPoison, &s.warnAdmin, &s.warnCities} {
+		t.Period = limit.WarnEvery
 	}
 	s.live.Store(&cfg)
 	s.hub = newHub(&s.cfg, cfg.Loops, s.epoch)
@@ -131,13 +133,13 @@ func (s *Server) Start() error {
 	}
 	adm, err := s.listenAdmin()
 	if err != nil {
-		ing.close()
+		ing.Close()
 		s.bus.Close()
 		return err
 	}
 	addr, release, err := reservePort(s.cfg.Addr)
 	if err != nil {
-		ing.close()
+		ing.Close()
 		_ = adm.ln.Close()
 		s.bus.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
@@ -164,13 +166,13 @@ func (s *Server) Start() error {
 		release()
 	case err := <-s.done:
 		release()
-		ing.close()
+		ing.Close()
 		_ = adm.ln.Close()
 		s.bus.Close()
 		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ingest, s.admin = ing, adm
-	go ing.serve()
+	go ing.Serve()
 	go adm.serve()
 	go s.sweepCities(s.stopped)
 	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
@@ -180,7 +182,7 @@ func (s *Server) Start() error {
 		go s.auth.WatchJWKS(s.stopped)
 	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,
-		"ingest", ing.ln.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
+		"ingest", ing.Addr().String(), "admin", "http://" + adm.ln.Addr().String(),
 		"loops", s.cfg.Loops, "epoch", s.epoch, "cluster", s.shared}
 	if v.Node != "" {
 		attrs = append(attrs, "node", v.Node)
@@ -262,7 +264,7 @@ func (s *Server) join(v View) {
 func (s *Server) Addr() net.Addr { return s.addr }
 
 // IngestAddr is the ingest listen address.
-func (s *Server) IngestAddr() net.Addr { return s.ingest.ln.Addr() }
+func (s *Server) IngestAddr() net.Addr { return s.ingest.Addr() }
 
 // Epoch identifies this run of the node; it is sent to clients.
 func (s *Server) Epoch() uint64 { return s.epoch }
@@ -319,7 +321,7 @@ func (s *Server) Stats() Stats {
 		Conflations:   st.Conflations - sse.Conflations,
 	}
 	if s.ingest != nil {
-		s.ingest.stats(&st)
+		st.addIngest(s.ingest.Stats())
 	}
 	if s.admin != nil {
 		st.AdminRefused = s.admin.refused.Load()

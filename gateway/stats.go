@@ -1,6 +1,10 @@
 package gateway
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/metrocast/metrocast/gateway/ingest"
+)
 
 // loopStats are counted by one event loop; other goroutines only read them.
 type loopStats struct {
@@ -111,15 +115,8 @@ type transportStats struct {
 	conflations   atomic.Uint64
 }
 
-// ProducerStats is one producer connection's accounting.
-type ProducerStats struct {
-	Addr      string `json:"addr"`      // remote address
-	Sub       string `json:"sub"`       // the token's subject; empty without a token
-	Lines     uint64 `json:"lines"`     // lines read
-	Bytes     uint64 `json:"bytes"`     // bytes of lines read
-	Errors    uint64 `json:"errors"`    // lines refused
-	Throttled uint64 `json:"throttled"` // lines delayed by IngestMaxRate
-}
+// ProducerStats is one producer connection's accounting (ingest's).
+type ProducerStats = ingest.ProducerStats
 
 // CityStats describes one city (Server.Cities, /api/stats).
 type CityStats struct {

@@ -14,53 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// TestTurnsOrder checks who gets the ingest turn next: those waiting in the
-// order they asked, light producers before heavy ones, the two classes
-// alternating while both wait.
-func TestTurnsOrder(t *testing.T) {
-	s := &Server{}
-	s.loops.Store(new([]*loop))
-	ts := newTurns(s)
-	var mu sync.Mutex
-	var order []string
-	holder := &turn{t: ts}
-	holder.take(1, false)
-	queued := func(light, heavy int) func() bool {
-		return func() bool {
-			ts.mu.Lock()
-			defer ts.mu.Unlock()
-			return len(ts.light) == light && len(ts.heavy) == heavy
-		}
-	}
-	var wg sync.WaitGroup
-	ask := func(name string, heavy bool, light, heavies int) {
-		p := &turn{t: ts, usedUp: heavy}
-		wg.Go(func() {
-			p.take(1, false)
-			mu.Lock()
-			order = append(order, name)
-			mu.Unlock()
-			p.release()
-		})
-		waitFor(t, readTimeout, queued(light, heavies))
-	}
-	ask("h1", true, 0, 1)
-	ask("l1", false, 1, 1)
-	ask("h2", true, 1, 2)
-	ask("l2", false, 2, 2)
-	ask("l3", false, 3, 2)
-	holder.release()
-	wg.Wait()
-	want := []string{"l1", "h1", "l2", "h2", "l3"}
-	if !slices.Equal(order, want) {
-		t.Fatalf("turns went to %v, want %v", order, want)
-	}
-	if ts.busy {
-		t.Fatal("the turn is still held after every producer released it")
-	}
-}
+	"github.com/metrocast/metrocast/gateway/ingest"
+)
 
 // TestIngestFlood floods the ingest port from 32 producers in another
 // process, sending as fast as TCP allows, while one more sends one line at
@@ -105,7 +61,7 @@ func TestIngestFlood(t *testing.T) {
 	waitFor(t, 6*readTimeout, func() bool {
 		n := 0
 		for _, p := range s.Stats().Producers {
-			if p.Lines > 2*turnLines {
+			if p.Lines > 2*ingest.TurnLines {
 				n++
 			}
 		}
@@ -137,7 +93,7 @@ func TestIngestFlood(t *testing.T) {
 	}
 	slices.Sort(between)
 	// Four rounds of the flood's turns.
-	if med, most := between[lines/2], uint64(4*flooders*turnLines); med > most {
+	if med, most := between[lines/2], uint64(4*flooders*ingest.TurnLines); med > most {
 		t.Errorf("median %d lines stored between a light producer's line arriving and its ack (all: %v), want ≤ %d",
 			med, between, most)
 	}
@@ -154,8 +110,8 @@ func TestIngestFlood(t *testing.T) {
 		most = max(most, n)
 	}
 	// Half the most, give or take a turn (a turn is the unit served).
-	if 2*(least+turnLines) < most {
-		t.Errorf("flooders read %d to %d lines meanwhile: want each at least half the most, give or take %d", least, most, turnLines)
+	if 2*(least+ingest.TurnLines) < most {
+		t.Errorf("flooders read %d to %d lines meanwhile: want each at least half the most, give or take %d", least, most, ingest.TurnLines)
 	}
 }
 
@@ -214,9 +170,9 @@ func TestFloodProcess(t *testing.T) {
 // line is stored.
 func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 	const producers, lines = 17, 250
-	if producers*lines <= maxPendingAcks || lines >= maxInFlight {
-		t.Fatalf("%d producers × %d lines do not fill maxPendingAcks (%d) with fewer than maxInFlight (%d) each",
-			producers, lines, maxPendingAcks, maxInFlight)
+	if producers*lines <= maxPendingAcks || lines >= ingest.MaxInFlight {
+		t.Fatalf("%d producers × %d lines do not fill maxPendingAcks (%d) with fewer than ingest.MaxInFlight (%d) each",
+			producers, lines, maxPendingAcks, ingest.MaxInFlight)
 	}
 	n := startNATS(t)
 	proxy := startGatedProxy(t, strings.TrimPrefix(n.url(), "nats://"))

@@ -1,4 +1,4 @@
-package gateway
+package ingest
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -15,13 +16,15 @@ import (
 
 	"github.com/metrocast/metrocast/codec"
 	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/internal/limit"
 )
 
-// ingest is the TCP ingest port: one goroutine per producer connection (there
-// are few), each reading lines, publishing them and answering acks and
-// errors in line order. A producer that outruns the gateway is slowed by TCP
-// backpressure: nothing is buffered beyond one line (and, in cluster mode,
-// maxInFlight lines awaiting the stream's ack).
+// Server is the TCP ingest port: one goroutine per producer connection
+// (there are few), each reading lines, handing them to the Store and
+// answering acks and errors in line order. A producer that outruns the
+// node is slowed by TCP backpressure: nothing is buffered beyond one line
+// (and, with a store that answers later, MaxInFlight lines awaiting it).
+// It serves HTTP ingest too (Publish), with the same protocol.
 //
 // Bound to loopback, producers are trusted neighbours. Bound to any other
 // address on a node with keys, each producer must first send
@@ -29,9 +32,9 @@ import (
 // may publish to. On a port that wants no token, such a first line is
 // taken all the same (producerConn.authLine), so that one producer
 // configuration works against a laptop and in production.
-type ingest struct {
-	s  *Server
-	ln net.Listener
+type Server struct {
+	cfg Config
+	ln  net.Listener
 	// needToken: producers authenticate with their first line.
 	needToken bool
 
@@ -40,6 +43,9 @@ type ingest struct {
 	closed bool
 	wg     sync.WaitGroup
 	turns  *turns
+
+	// throttles of repeated warnings
+	warnAccept, warnRejected limit.Throttle
 
 	frames       atomic.Uint64
 	bytes        atomic.Uint64
@@ -51,10 +57,59 @@ type ingest struct {
 	duplicates   atomic.Uint64 // lines acked as copies of an id stored before
 }
 
+// Config is what a Server needs: the node's ingest settings (gateway.Config
+// names each one's key and default, and checks them), the producers'
+// tokens, and where the lines go.
+type Config struct {
+	// Addr is the TCP port's listen address.
+	Addr string
+	// MaxLineBytes bounds a line.
+	MaxLineBytes int
+	// MaxErrors is how many bad lines a producer may send per minute (a
+	// token bucket of that size); past it the producer is disconnected.
+	MaxErrors int
+	// MaxRate bounds the lines per second of one producer, which is
+	// paced to it; 0: no bound.
+	MaxRate int
+	// AuthTimeout bounds the wait for the first byte of a producer's auth
+	// line, where the port wants one.
+	AuthTimeout time.Duration
+	// TokenGrace is how long after its token's exp a producer's lines are
+	// still taken.
+	TokenGrace time.Duration
+	// Live returns the settings a reload may change: read for each
+	// producer connection (MaxConns, LineTimeout) and each write of
+	// answers (WriteTimeout). Safe for concurrent use.
+	Live func() Live
+	// Auth checks the producers' tokens; nil: the node checks no token
+	// (insecure).
+	Auth *auth.Authenticator
+	// Store takes the lines.
+	Store Store
+	// LoopsWaiting reports whether an event loop is waiting to run (woken
+	// for new frames): a producer yields its processor before its next
+	// line while one is (see turns). Safe for concurrent use.
+	LoopsWaiting func() bool
+	// Logger receives the warnings. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Live are the ingest settings a reload may change.
+type Live struct {
+	// MaxConns bounds the producer connections at once; past it a new
+	// one is answered an error and closed.
+	MaxConns int
+	// LineTimeout bounds a line once begun; 0: no bound.
+	LineTimeout time.Duration
+	// WriteTimeout closes a producer that does not read its answers
+	// within it.
+	WriteTimeout time.Duration
+}
+
 // producerConn is one producer connection. Its goroutine owns grant, rate
-// and errs; the counters are read by Stats, and sub under ingest.mu.
+// and errs; the counters are read by Stats, and sub under Server.mu.
 type producerConn struct {
-	in        *ingest
+	in        *Server
 	addr      string
 	sub       string // the token's subject, once authenticated
 	needToken bool   // the first line must be {"auth":…}
@@ -66,12 +121,12 @@ type producerConn struct {
 
 	grant *auth.Grant  // nil on a port without tokens
 	keys  *auth.KeySet // the key set grant was last checked against (revocation)
-	rate  bucket       // IngestMaxRate pacing
-	errs  bucket       // bad lines (IngestMaxErrors)
+	rate  limit.Bucket // MaxRate pacing
+	errs  limit.Bucket // bad lines (MaxErrors)
 	turn  turn         // its hold on the node's ingest turn (see turns)
-	// msg is the line being handed to the bus: a field, not a variable,
-	// because the bus is an interface and a pointer to a variable would
-	// move it to the heap, for every line.
+	// msg is the line being handed to the store: a field, not a
+	// variable, because the Store is an interface and a pointer to a
+	// variable would move it to the heap, for every line.
 	msg codec.Ingest
 
 	lines     atomic.Uint64
@@ -80,37 +135,46 @@ type producerConn struct {
 	throttled atomic.Uint64
 }
 
-func (s *Server) listenIngest() (*ingest, error) {
-	ln, err := net.Listen("tcp", s.cfg.IngestAddr)
-	if err != nil {
-		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", s.cfg.IngestAddr, err)
+// Listen listens on cfg.Addr; Serve then accepts producers.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	in := &ingest{s: s, ln: ln, conns: make(map[net.Conn]*producerConn), turns: newTurns(s)}
-	if !isLoopback(ln.Addr()) {
-		if s.auth != nil {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen for ingest on %s: %w", cfg.Addr, err)
+	}
+	in := &Server{cfg: cfg, ln: ln, conns: make(map[net.Conn]*producerConn), turns: newTurns(cfg.LoopsWaiting)}
+	in.warnAccept.Period, in.warnRejected.Period = limit.WarnEvery, limit.WarnEvery
+	if !auth.Loopback(ln.Addr()) {
+		if cfg.Auth != nil {
 			in.needToken = true
 		} else {
-			s.cfg.Logger.Warn("ingest port open beyond loopback without tokens (insecure)", "addr", ln.Addr().String())
+			cfg.Logger.Warn("ingest port open beyond loopback without tokens (insecure)", "addr", ln.Addr().String())
 		}
 	}
 	return in, nil
 }
 
-func (in *ingest) serve() {
+// Addr is the TCP port's address.
+func (in *Server) Addr() net.Addr { return in.ln.Addr() }
+
+// Serve accepts producers until Close. Runs on its own goroutine.
+func (in *Server) Serve() {
 	for {
 		c, err := in.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			in.s.warn(&in.s.warnAccept, "ingest accept failed", "err", err)
+			in.warnAccept.Warn(in.cfg.Logger, "ingest accept failed", "err", err)
 			time.Sleep(50 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
 		pc := &producerConn{in: in, addr: c.RemoteAddr().String(), needToken: in.needToken, authLine: !in.needToken}
 		if !in.track(c, pc) {
 			in.rejected.Add(1)
-			in.s.warn(&in.s.warnRejected, "refused a producer connection: ingest_max_conns reached",
+			in.warnRejected.Warn(in.cfg.Logger, "refused a producer connection: ingest_max_conns reached",
 				"producer", c.RemoteAddr().String())
 			_, _ = c.Write(codec.AppendIngestError(nil, "too many producer connections", 0))
 			_ = c.Close()
@@ -121,10 +185,10 @@ func (in *ingest) serve() {
 }
 
 // track registers c unless the port is closed or full.
-func (in *ingest) track(c net.Conn, pc *producerConn) bool {
+func (in *Server) track(c net.Conn, pc *producerConn) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.closed || len(in.conns) >= in.s.live.Load().IngestMaxConns {
+	if in.closed || len(in.conns) >= in.cfg.Live().MaxConns {
 		return false
 	}
 	in.conns[c] = pc
@@ -134,7 +198,7 @@ func (in *ingest) track(c net.Conn, pc *producerConn) bool {
 
 // enter registers an HTTP publish unless the port is closed; leave ends
 // it. Shutdown waits for these as for producer connections.
-func (in *ingest) enter() bool {
+func (in *Server) enter() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed {
@@ -144,21 +208,21 @@ func (in *ingest) enter() bool {
 	return true
 }
 
-func (in *ingest) leave() { in.wg.Done() }
+func (in *Server) leave() { in.wg.Done() }
 
-func (in *ingest) untrack(c net.Conn) {
+func (in *Server) untrack(c net.Conn) {
 	in.mu.Lock()
 	delete(in.conns, c)
 	in.mu.Unlock()
 	in.wg.Done()
 }
 
-// close stops accepting and makes every producer stop reading: each one
+// Close stops accepting and makes every producer stop reading: each one
 // answers the lines it has already read, then closes. A read deadline in
 // the past, rather than CloseRead, so that a producer that keeps sending
 // is not read from forever, and a line cut short is dropped (unanswered:
 // not stored) instead of parsed.
-func (in *ingest) close() {
+func (in *Server) Close() {
 	in.mu.Lock()
 	in.closed = true
 	for c := range in.conns {
@@ -168,8 +232,10 @@ func (in *ingest) close() {
 	_ = in.ln.Close()
 }
 
-// wait waits for the producer goroutines, at most until ctx is done.
-func (in *ingest) wait(ctx context.Context) {
+// Wait waits for the producer goroutines (and HTTP publishes), at most
+// until ctx is done, then closes the connections left. Call it after
+// Close.
+func (in *Server) Wait(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { in.wg.Wait(); close(done) }()
 	select {
@@ -183,9 +249,36 @@ func (in *ingest) wait(ctx context.Context) {
 	}
 }
 
-func (in *ingest) stats(st *Stats) {
+// Stats are the port's counters (and HTTP ingest's), as gateway.Stats
+// reports them: Conns is IngestConns, Frames IngestFrames, and so on.
+type Stats struct {
+	Conns        int64
+	Frames       uint64
+	Bytes        uint64
+	Errors       uint64
+	Rejected     uint64
+	AuthFailures uint64
+	Dropped      uint64
+	Timeouts     uint64
+	Duplicates   uint64
+	Producers    []ProducerStats // the connected producers
+}
+
+// ProducerStats is one producer connection's accounting.
+type ProducerStats struct {
+	Addr      string `json:"addr"`      // remote address
+	Sub       string `json:"sub"`       // the token's subject; empty without a token
+	Lines     uint64 `json:"lines"`     // lines read
+	Bytes     uint64 `json:"bytes"`     // bytes of lines read
+	Errors    uint64 `json:"errors"`    // lines refused
+	Throttled uint64 `json:"throttled"` // lines delayed by MaxRate
+}
+
+// Stats returns the port's counters. Safe for concurrent use.
+func (in *Server) Stats() Stats {
+	var st Stats
 	in.mu.Lock()
-	st.IngestConns = int64(len(in.conns))
+	st.Conns = int64(len(in.conns))
 	for _, pc := range in.conns {
 		st.Producers = append(st.Producers, ProducerStats{
 			Addr:      pc.addr,
@@ -197,35 +290,36 @@ func (in *ingest) stats(st *Stats) {
 		})
 	}
 	in.mu.Unlock()
-	st.IngestFrames = in.frames.Load()
-	st.IngestBytes = in.bytes.Load()
-	st.IngestErrors = in.errors.Load()
-	st.IngestRejected = in.rejected.Load()
-	st.IngestAuthFailures = in.authFailures.Load()
-	st.IngestDropped = in.dropped.Load()
-	st.IngestTimeouts = in.timeouts.Load()
-	st.IngestDuplicates = in.duplicates.Load()
+	st.Frames = in.frames.Load()
+	st.Bytes = in.bytes.Load()
+	st.Errors = in.errors.Load()
+	st.Rejected = in.rejected.Load()
+	st.AuthFailures = in.authFailures.Load()
+	st.Dropped = in.dropped.Load()
+	st.Timeouts = in.timeouts.Load()
+	st.Duplicates = in.duplicates.Load()
+	return st
 }
 
 // handle serves one producer until it closes, stops reading its answers,
 // presents a bad token, or sends too many bad lines.
-func (in *ingest) handle(c net.Conn, pc *producerConn) {
+func (in *Server) handle(c net.Conn, pc *producerConn) {
 	defer func() {
 		// Forget the producer before closing: once it sees EOF, Stats no
 		// longer lists it.
 		in.untrack(c)
 		_ = c.Close()
 	}()
-	w := bufio.NewWriterSize(deadlineWriter{c, in.s, &pc.turn}, 4<<10)
-	lr := newLineReader(c, in.s.cfg.IngestMaxLineBytes, in.s.live.Load().IngestLineTimeout, func(t time.Time) error {
+	w := bufio.NewWriterSize(deadlineWriter{c, in.cfg.Live, &pc.turn}, 4<<10)
+	lr := newLineReader(c, in.cfg.MaxLineBytes, in.cfg.Live().LineTimeout, func(t time.Time) error {
 		return in.setReadDeadline(c, t)
 	})
 	if pc.needToken {
 		// Its auth line must begin within AuthTimeout, as a WebSocket
-		// client's auth message must come: one of IngestMaxConns is not
-		// for a connection that says nothing. (The line, once begun, is
-		// bounded by IngestLineTimeout.)
-		lr.firstBy(time.Now().Add(in.s.cfg.AuthTimeout))
+		// client's auth message must come: one of MaxConns is not for a
+		// connection that says nothing. (The line, once begun, is bounded
+		// by LineTimeout.)
+		lr.firstBy(time.Now().Add(in.cfg.AuthTimeout))
 	}
 	_, _, _ = in.serveLines(pc, lr, w, w.Flush)
 	if w.Flush() == nil && in.isClosed() {
@@ -236,7 +330,7 @@ func (in *ingest) handle(c net.Conn, pc *producerConn) {
 // setReadDeadline sets a producer connection's read deadline, unless close
 // has stopped the reading (its deadline in the past stays: this one set
 // after it would undo it).
-func (in *ingest) setReadDeadline(c net.Conn, t time.Time) error {
+func (in *Server) setReadDeadline(c net.Conn, t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
@@ -246,7 +340,7 @@ func (in *ingest) setReadDeadline(c net.Conn, t time.Time) error {
 	return nil
 }
 
-func (in *ingest) isClosed() bool {
+func (in *Server) isClosed() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.closed
@@ -269,17 +363,17 @@ func linger(c net.Conn) {
 }
 
 // deadlineWriter writes to a producer connection, closing it if the
-// producer does not read its answers within IngestWriteTimeout. A write may
+// producer does not read its answers within WriteTimeout. A write may
 // wait: it gives up the producer's turn first.
 type deadlineWriter struct {
 	c    net.Conn
-	s    *Server
+	live func() Live
 	turn *turn
 }
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
 	d.turn.release()
-	_ = d.c.SetWriteDeadline(time.Now().Add(d.s.live.Load().IngestWriteTimeout))
+	_ = d.c.SetWriteDeadline(time.Now().Add(d.live().WriteTimeout))
 	return d.c.Write(p)
 }
 
@@ -288,27 +382,28 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 // writes each answer (an ack for a line with an id, an error for a bad
 // line) to w in line order. flush, unless nil, is called whenever every line
 // read so far is answered and no more input is buffered, so that a producer
-// that pipelines lines gets its answers in batches. In cluster mode the
-// lines a producer pipelines are published without waiting for each ack
-// (up to maxInFlight at once), and answered as the acks come back. It
-// returns how many lines failed, how many of those for a fault of the
-// cluster bus (answered with "retry"), and the error that ended the input
+// that pipelines lines gets its answers in batches. With a store that
+// answers later (a Pending: a cluster's log), the lines a producer
+// pipelines are sent without waiting for each answer (up to MaxInFlight
+// at once), and answered as the store's answers come back. It returns how
+// many lines failed, how many of those for a fault of the store (a
+// BusError, answered with "retry"), and the error that ended the input
 // (nil at EOF) or a write.
 //
 // pc is the producer: its token (the first line must be {"auth":…} when
 // pc.needToken), its accounting, its pacing and its bad-line budget. A
 // producer over that budget, or whose token fails, gets a last answer and
-// errProducerDropped. Bus faults are not the producer's: they do not count
-// toward the budget, and the producer stays connected. Lines are stored in
-// the producer's turns (see turns), and nothing that may wait runs in one:
-// in cluster mode a turn only prepares its lines for the stream, and they
-// are sent when it ends (pause).
-func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed, retry int, err error) {
+// errProducerDropped. Store faults are not the producer's: they do not
+// count toward the budget, and the producer stays connected. Lines are
+// stored in the producer's turns (see turns), and nothing that may wait
+// runs in one: with a store that answers later a turn only prepares its
+// lines (Store.Append), and they are sent when it ends (pause).
+func (in *Server) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flush func() error) (failed, retry int, err error) {
 	q := &answers{in: in, w: w}
 	pc.turn.t = in.turns
 	defer pc.turn.release()
 	// pause ends the producer's turn, before anything that may wait, and
-	// sends the lines it prepared for the stream.
+	// sends the lines it prepared (Pending.Send).
 	pause := func() {
 		pc.turn.release()
 		q.send()
@@ -335,7 +430,7 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 			if pc.needToken && pc.grant == nil && !in.isClosed() {
 				// No auth line within AuthTimeout (handle).
 				in.authFailures.Add(1)
-				q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: no {\"auth\":…} line within "+in.s.cfg.AuthTimeout.String(), 0), false)
+				q.answer(codec.AppendIngestError(q.scratch(), "authentication failed: no {\"auth\":…} line within "+in.cfg.AuthTimeout.String(), 0), false)
 			}
 			// Else close stopped the reading; a part line is not
 			// answered.
@@ -353,15 +448,15 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		pc.lines.Add(1)
 		pc.bytes.Add(uint64(len(line)))
 		fatal := false
-		auth := pc.needToken && pc.grant == nil
+		isAuth := pc.needToken && pc.grant == nil
 		if n == 1 && pc.authLine && !tooLong {
 			_, err := codec.ParseIngestAuth(line)
-			auth = err == nil
+			isAuth = err == nil
 		}
 		switch {
-		case auth && in.s.auth != nil:
+		case isAuth && in.cfg.Auth != nil:
 			fatal = pc.authenticate(line, q)
-		case auth:
+		case isAuth:
 			// An insecure node has no key to check it with.
 		case tooLong:
 			fatal = pc.refuse(q, fmt.Sprintf("line longer than %d bytes", lr.max), n)
@@ -379,9 +474,9 @@ func (in *ingest) serveLines(pc *producerConn, lr *lineReader, w io.Writer, flus
 		// before pausing it.
 		wait := pc.pace()
 		idle := lr.buffered() == 0 || rerr != nil || wait > 0
-		settle := idle || len(q.queue) >= maxInFlight
+		settle := idle || len(q.queue) >= MaxInFlight
 		if settle {
-			pause() // waits for the stream's acks, then writes
+			pause() // waits for the store's answers, then writes
 		}
 		if err := q.settle(settle); err != nil {
 			return q.failed, q.retry, err
@@ -417,7 +512,7 @@ func eofIsNil(err error) error {
 func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 	tok, err := codec.ParseIngestAuth(line)
 	if err == nil {
-		p.grant, err = p.in.s.auth.ProducerGrant(tok)
+		p.grant, err = p.in.cfg.Auth.ProducerGrant(tok)
 	}
 	if err != nil {
 		p.in.authFailures.Add(1)
@@ -435,7 +530,7 @@ func (p *producerConn) authenticate(line []byte, q *answers) (fatal bool) {
 // per line otherwise. (Not at authentication: a reload may come between
 // the token's check and the key set this would record.)
 func (p *producerConn) revoked() bool {
-	ks := p.in.s.auth.Keys()
+	ks := p.in.cfg.Auth.Keys()
 	if ks == p.keys {
 		return false
 	}
@@ -443,13 +538,13 @@ func (p *producerConn) revoked() bool {
 	return ks.Revokes(p.grant.Sub(), p.grant.JTI(), time.Now().UnixNano())
 }
 
-// line hands one ingest line to the bus and queues its answer: an ack if
-// the line has an id, or an error. On a single node the frame is in the
-// ring on return; in cluster mode the answer waits for the log's (see
-// Bus.Append). fatal: the producer is cut off.
+// line hands one ingest line to the store and queues its answer: an ack
+// if the line has an id, or an error, known on return or, from a store
+// that answers later, waiting for its answer (Appended.Pending). fatal:
+// the producer is cut off.
 func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	in := p.in
-	if g := p.grant; g != nil && g.Exp() != 0 && time.Now().After(g.ExpPlus(in.s.cfg.TokenGrace)) {
+	if g := p.grant; g != nil && g.Exp() != 0 && time.Now().After(g.ExpPlus(in.cfg.TokenGrace)) {
 		in.authFailures.Add(1)
 		q.answer(codec.AppendIngestError(q.scratch(), "the token expired: reconnect with a new one", 0), false)
 		return true
@@ -466,7 +561,7 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 		err = fmt.Errorf("forbidden: the token does not allow publishing to %q", msg.City)
 	}
 	if err == nil {
-		a := in.s.bus.Append(msg, line)
+		a := in.cfg.Store.Append(msg, line)
 		switch {
 		case a.Pending != nil:
 			q.publish(a.Pending, msg.ID, n, len(line))
@@ -477,10 +572,10 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 		}
 		err = a.Err
 	}
-	if errors.Is(err, errTooManyCities) {
-		// The node is full, the line is fine: like a broker fault, it is
-		// not the producer's bad line (IngestMaxErrors), and its lines
-		// for the cities the node holds go on.
+	if errors.Is(err, ErrTooManyCities) {
+		// The node is full, the line is fine: like a store fault, it is
+		// not the producer's bad line (MaxErrors), and its lines for the
+		// cities the node holds go on.
 		in.errors.Add(1)
 		p.errors.Add(1)
 		q.answer(codec.AppendIngestError(q.scratch(), err.Error(), n), false)
@@ -489,47 +584,47 @@ func (p *producerConn) line(line []byte, n int, q *answers) (fatal bool) {
 	return p.refuse(q, err.Error(), n)
 }
 
-// refuse answers a bad line and counts it; past IngestMaxErrors per minute
+// refuse answers a bad line and counts it; past MaxErrors per minute
 // the producer is disconnected (fatal), with a last answer that says why.
 func (p *producerConn) refuse(q *answers, msg string, n int) (fatal bool) {
-	in, cfg := p.in, &p.in.s.cfg
+	in, cfg := p.in, &p.in.cfg
 	in.errors.Add(1)
 	p.errors.Add(1)
 	q.answer(codec.AppendIngestError(q.scratch(), msg, n), false)
-	if !p.errs.take(time.Now().UnixNano(), int64(time.Minute)/int64(cfg.IngestMaxErrors), cfg.IngestMaxErrors) {
+	if !p.errs.Take(time.Now().UnixNano(), int64(time.Minute)/int64(cfg.MaxErrors), cfg.MaxErrors) {
 		in.dropped.Add(1)
-		q.answer(codec.AppendIngestError(q.scratch(), fmt.Sprintf("more than %d bad lines per minute: disconnecting", cfg.IngestMaxErrors), 0), true)
+		q.answer(codec.AppendIngestError(q.scratch(), fmt.Sprintf("more than %d bad lines per minute: disconnecting", cfg.MaxErrors), 0), true)
 		return true
 	}
 	return false
 }
 
 // pace returns how long to wait before reading the next line to keep the
-// producer within IngestMaxRate (0 without a bound).
+// producer within MaxRate (0 without a bound).
 func (p *producerConn) pace() time.Duration {
-	rate := p.in.s.cfg.IngestMaxRate
+	rate := p.in.cfg.MaxRate
 	if rate == 0 {
 		return 0
 	}
-	return time.Duration(p.rate.wait(time.Now().UnixNano(), int64(time.Second)/int64(rate), rate))
+	return time.Duration(p.rate.Wait(time.Now().UnixNano(), int64(time.Second)/int64(rate), rate))
 }
 
-// maxInFlight bounds the lines of one producer published to the stream
-// and not acked yet (cluster mode): past it, serveLines waits for acks
-// before it reads on, and TCP backpressure slows the producer.
-const maxInFlight = 256
+// MaxInFlight bounds the lines of one producer handed to a store that
+// answers later and not answered yet: past it, serveLines waits for the
+// answers before it reads on, and TCP backpressure slows the producer.
+const MaxInFlight = 256
 
-// answers holds a producer's answers in line order: those known, and in
-// cluster mode those waiting for the stream's ack. Owned by the producer's
+// answers holds a producer's answers in line order: those known, and
+// those waiting for the store's (a Pending). Owned by the producer's
 // goroutine.
 type answers struct {
-	in     *ingest
+	in     *Server
 	w      io.Writer
 	buf    []byte    // scratch for an answer written at once
 	queue  []queued  // answers waiting behind an ack, oldest first
 	unsent []Pending // lines of queue prepared for the log, not sent yet
 	failed int       // lines answered with an error
-	retry  int       // of those, lines the bus failed (answered with "retry")
+	retry  int       // of those, lines the store failed (answered with "retry")
 	err    error     // the first write error
 }
 
@@ -638,152 +733,4 @@ func (q *answers) settle(wait bool) error {
 	clear(q.queue[:done])
 	q.queue = append(q.queue[:0], q.queue[done:]...)
 	return q.err
-}
-
-var (
-	errLineTooLong = errors.New("line too long")
-	errLineTimeout = errors.New("line not complete in time")
-)
-
-// lineReader reads newline-terminated lines of at most max bytes. A longer
-// line is skipped through its newline and reported as errLineTooLong. With
-// a timeout, a line must be whole within it of its first byte
-// (errLineTimeout), however long the wait for that byte.
-type lineReader struct {
-	r   *bufio.Reader
-	src readWatch
-	buf []byte
-	max int
-
-	// timeout bounds a line once begun, through deadline, which sets the
-	// source's read deadline (the zero time: none). A producer that
-	// trickles a line forever would hold its goroutine and buffer.
-	timeout  time.Duration
-	deadline func(time.Time) error
-	due      time.Time // the deadline in force; zero: none
-	// begin, when set, bounds the wait for the next line's first byte
-	// (see firstBy); zero: the wait is unbounded.
-	begin time.Time
-}
-
-// newLineReader reads lines from r. timeout > 0 bounds each line through
-// deadline, r's read deadline (net.Conn.SetReadDeadline).
-func newLineReader(r io.Reader, max int, timeout time.Duration, deadline func(time.Time) error) *lineReader {
-	lr := &lineReader{src: readWatch{r: r}, max: max}
-	lr.r = bufio.NewReaderSize(&lr.src, 64<<10)
-	if timeout > 0 && deadline != nil {
-		lr.timeout, lr.deadline = timeout, deadline
-	}
-	return lr
-}
-
-// readWatch tells whether the last read filled the buffer it was given:
-// then the source likely has more waiting (a producer sending faster than
-// it is read).
-type readWatch struct {
-	r    io.Reader
-	full bool
-}
-
-func (w *readWatch) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	w.full = n == len(p)
-	return n, err
-}
-
-// backlog reports whether the producer has likely sent more than the
-// reader has taken in.
-func (lr *lineReader) backlog() bool { return lr.src.full }
-
-func (lr *lineReader) buffered() int { return lr.r.Buffered() }
-
-// hasLine reports whether a whole line is buffered: next returns it
-// without reading.
-func (lr *lineReader) hasLine() bool {
-	n := lr.r.Buffered()
-	if n == 0 {
-		return false
-	}
-	b, _ := lr.r.Peek(n)
-	return bytes.IndexByte(b, '\n') >= 0
-}
-
-// next returns the next line without its "\n" (or "\r\n"). The line is valid
-// until the next call. At EOF it returns a last unterminated line with the
-// error.
-func (lr *lineReader) next() ([]byte, error) {
-	if lr.timeout > 0 {
-		if err := lr.arm(); err != nil {
-			return nil, err
-		}
-	}
-	line, err := lr.read()
-	if err != nil && !lr.due.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(lr.due) {
-		// Our deadline, not one set from outside (ingest.close).
-		return nil, errLineTimeout
-	}
-	return line, err
-}
-
-// firstBy bounds the wait for the first byte of the next line (a
-// producer's auth line) to t: past it, next returns
-// os.ErrDeadlineExceeded. Lines after it wait without a bound. It needs
-// the reader's deadline (a timeout).
-func (lr *lineReader) firstBy(t time.Time) {
-	if lr.deadline != nil {
-		lr.begin = t
-	}
-}
-
-// arm waits for the first byte of the next line (without a bound but
-// firstBy's), then sets the deadline for the rest of it, unless the line
-// is buffered whole (no read to bound: a producer that pipelines its
-// lines costs no deadline per line).
-func (lr *lineReader) arm() error {
-	if lr.r.Buffered() == 0 {
-		if !lr.due.IsZero() || !lr.begin.IsZero() {
-			// firstBy's deadline, else none; one left in force stays
-			// in due, to be lifted at the next line.
-			lr.due, lr.begin = lr.begin, time.Time{}
-			if err := lr.deadline(lr.due); err != nil {
-				return err
-			}
-		}
-		if _, err := lr.r.Peek(1); err != nil {
-			return err
-		}
-	}
-	if lr.hasLine() {
-		return nil
-	}
-	lr.due = time.Now().Add(lr.timeout)
-	return lr.deadline(lr.due)
-}
-
-// read reads the next line (see next).
-func (lr *lineReader) read() ([]byte, error) {
-	lr.buf = lr.buf[:0]
-	tooLong := false
-	for {
-		chunk, err := lr.r.ReadSlice('\n')
-		if !tooLong {
-			if len(lr.buf)+len(chunk) > lr.max+2 {
-				tooLong = true
-				lr.buf = lr.buf[:0]
-			} else {
-				lr.buf = append(lr.buf, chunk...)
-			}
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if tooLong {
-			return nil, errLineTooLong
-		}
-		line := bytes.TrimRight(lr.buf, "\r\n")
-		if len(line) > lr.max {
-			return nil, errLineTooLong
-		}
-		return line, err
-	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package ingest
 
 import (
 	"runtime"
@@ -18,14 +18,15 @@ import (
 // from 9 ms to 490 ms.
 //
 // So at most one producer goroutine at a time parses and stores lines: the
-// one whose turn it is. A turn lasts at most turnLines lines or turnBytes
+// one whose turn it is. A turn lasts at most TurnLines lines or turnBytes
 // bytes, and ends early when the producer has no whole line buffered, or is
-// about to wait for anything else (a write to its socket, an ack from the
-// stream, its own rate pacing): nothing waits in a turn. The other
+// about to wait for anything else (a write to its socket, the store's
+// answer, its own rate pacing): nothing waits in a turn. The other
 // producers wait parked, not runnable, and TCP backpressure slows them.
 // Before each line the producer also yields its processor while an event
-// loop is waiting to run a fanout (runtime.Gosched: with the other
-// producers parked, the waiting loops are what the scheduler picks).
+// loop is waiting to run a fanout (Config.LoopsWaiting; runtime.Gosched:
+// with the other producers parked, the waiting loops are what the
+// scheduler picks).
 //
 // The next turn goes to the producers in the order they asked, in two
 // classes: a producer that had read all it had sent (one that sends less
@@ -35,13 +36,14 @@ import (
 // at least every other turn. A light producer's line thus waits for about
 // one turn, not a round of every flooding producer's.
 //
-// In cluster mode a turn parses and checks its lines, and prepares them
-// for the stream; they are published when it ends, outside it: a publish
-// may wait (for JetStream's acks when the node has maxPendingAcks lines
-// awaiting them, or for the socket to NATS), and no other producer waits
-// with it.
+// With a store that answers later (a cluster's log), a turn parses and
+// checks its lines and the store only prepares them (a Pending); they are
+// sent when the turn ends, outside it: sending may wait (for room among
+// the lines the log has not answered yet, or for the connection to it),
+// and no other producer waits with it.
 type turns struct {
-	s *Server
+	// loopsWaiting is Config.LoopsWaiting.
+	loopsWaiting func() bool
 
 	mu    sync.Mutex
 	busy  bool    // a producer has the turn
@@ -55,11 +57,11 @@ type turns struct {
 // lines of the size the bench sends take 1-3 µs each to parse and store,
 // so a turn takes ~0.1-0.2 ms.
 const (
-	turnLines = 64
+	TurnLines = 64
 	turnBytes = 64 << 10
 )
 
-func newTurns(s *Server) *turns { return &turns{s: s} }
+func newTurns(loopsWaiting func() bool) *turns { return &turns{loopsWaiting: loopsWaiting} }
 
 // turn is one producer's place in the turns. Owned by the producer's
 // goroutine; the zero value holds nothing and needs t set.
@@ -81,7 +83,7 @@ func (p *turn) take(size int, backlog bool) {
 		p.t.acquire(p, p.usedUp || backlog)
 		p.held, p.lines, p.bytes = true, 0, 0
 	}
-	if p.t.s.loopsWaiting() {
+	if p.t.loopsWaiting() {
 		runtime.Gosched()
 	}
 	p.lines++
@@ -91,7 +93,7 @@ func (p *turn) take(size int, backlog bool) {
 // spent reports whether the producer has used its turn up: it releases it
 // before its next line.
 func (p *turn) spent() bool {
-	return p.held && (p.lines >= turnLines || p.bytes >= turnBytes)
+	return p.held && (p.lines >= TurnLines || p.bytes >= turnBytes)
 }
 
 // release ends the producer's turn, if it has one. Call it before anything
@@ -159,15 +161,4 @@ func pop(q []*turn) (*turn, []*turn) {
 	n := copy(q, q[1:])
 	q[n] = nil
 	return p, q[:n]
-}
-
-// loopsWaiting reports whether an event loop has been woken for new frames
-// and has not started its fanout yet. Safe for concurrent use.
-func (s *Server) loopsWaiting() bool {
-	for _, l := range *s.loops.Load() {
-		if l.scheduled.Load() {
-			return true
-		}
-	}
-	return false
 }
