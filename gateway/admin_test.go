@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 func TestAdminEndpoints(t *testing.T) {
@@ -40,11 +42,11 @@ func TestAdminStats(t *testing.T) {
 	c := dialGobwas(t, wsURL(s, "cities=st1"))
 	readType(t, c, "subscribed")
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("st1", "snapshot", `{"a":1,"bb":22}`))
+	p.Publish(t, dataLine("st1", "snapshot", `{"a":1,"bb":22}`))
 	for range 5 {
-		p.publish(t, dataLine("st1", "data_update", `{"c":3}`))
+		p.Publish(t, dataLine("st1", "data_update", `{"c":3}`))
 	}
-	p.publish(t, dataLine("st2", "data_update", `{"z":0}`))
+	p.Publish(t, dataLine("st2", "data_update", `{"z":0}`))
 
 	get := func(query string) statsResponse {
 		t.Helper()
@@ -160,24 +162,7 @@ func adminDo(t testing.TB, s *Server, method, path, tok, body string) (int, stri
 // empty).
 func adminDoAuth(t testing.TB, s *Server, method, path, auth, body string) (int, string, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://127.0.0.1:"+portOf(s.AdminAddr())+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	c := http.Client{Timeout: readTimeout}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %s", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: %s", method, path, err)
-	}
-	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), b
+	return nodetest.AdminDo(t, "127.0.0.1:"+portOf(s.AdminAddr()), method, path, auth, body)
 }
 
 // writeAdminToken writes an admin token file and returns its path and the
@@ -234,8 +219,8 @@ func TestAdminToken(t *testing.T) {
 	cfg.AdminAddr, cfg.AdminTokenFile = "0.0.0.0:0", file // tests dial 127.0.0.1
 	s := startServer(t, cfg)
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("at-a", "data_update", `{"x":1}`))
-	p.publish(t, dataLine("at-b", "data_update", `{"x":1}`))
+	p.Publish(t, dataLine("at-a", "data_update", `{"x":1}`))
+	p.Publish(t, dataLine("at-b", "data_update", `{"x":1}`))
 	viewer := hs256(t, claims("viewer", time.Hour, "at-a"))
 	producer := hs256(t, publishClaims("feeder", time.Hour, "at-a"))
 

@@ -43,7 +43,7 @@ func TestAuthTokenSources(t *testing.T) {
 		readType(t, cl, "subscribed")
 		// The browser's subprotocol trick: only "metrocast" is echoed.
 		cl = mustDialAuth(t, wsURL(s, "cities=nairobi"), nil, "metrocast", "bearer."+tok)
-		if p := cl.c.Subprotocol(); p != "metrocast" {
+		if p := cl.C.Subprotocol(); p != "metrocast" {
 			t.Fatalf("%s: subprotocol %q, want metrocast", name, p)
 		}
 		readType(t, cl, "subscribed")
@@ -51,7 +51,7 @@ func TestAuthTokenSources(t *testing.T) {
 		cl = mustDialAuth(t, wsURL(s, ""), nil)
 		send(t, cl, `{"type":"auth","token":"`+tok+`","cityId":"nairobi"}`)
 		if m := readType(t, cl, "subscribed"); len(m.Cities) != 1 || m.Cities[0].City != "nairobi" {
-			t.Fatalf("%s: %s", name, m.raw)
+			t.Fatalf("%s: %s", name, m.Raw)
 		}
 		readType(t, cl, "initial_data")
 	}
@@ -118,7 +118,7 @@ func TestAuthFirstMessage(t *testing.T) {
 		c := mustDialAuth(t, wsURL(s, ""), nil)
 		send(t, c, first)
 		if m := readType(t, c, "auth_error"); m.Code != code {
-			t.Fatalf("%s: %s, want code %s", first, m.raw, code)
+			t.Fatalf("%s: %s, want code %s", first, m.Raw, code)
 		}
 		expectClose(t, c, StatusAuthFailed)
 	}
@@ -138,7 +138,7 @@ func TestAuthFirstMessage(t *testing.T) {
 	readType(t, c, "error")
 	send(t, c, `{"type":"auth","token":"`+hs256(t, claims("bob", time.Hour, "*"))+`"}`)
 	if m := readType(t, c, "subscribed"); len(m.Cities) != 0 {
-		t.Fatalf("auth without cityId: %s", m.raw)
+		t.Fatalf("auth without cityId: %s", m.Raw)
 	}
 	send(t, c, `{"type":"ping"}`)
 	readType(t, c, "pong")
@@ -153,7 +153,7 @@ func TestAuthTimeout(t *testing.T) {
 	s := startServer(t, cfg)
 	c := mustDialAuth(t, wsURL(s, ""), nil)
 	if m := readType(t, c, "auth_error"); m.Code != auth.CodeTimeout {
-		t.Fatalf("%s, want auth_timeout", m.raw)
+		t.Fatalf("%s, want auth_timeout", m.Raw)
 	}
 	expectClose(t, c, StatusAuthFailed)
 	waitCloses(t, s, CloseAuthTimeout, 1)
@@ -181,17 +181,17 @@ func TestForbiddenCity(t *testing.T) {
 	// On the URL: the allowed city is subscribed, the other refused.
 	c := mustDialAuth(t, wsURL(s, "cities=fa-nairobi,fa-lagos"), bearer(tok))
 	if m := readType(t, c, "error"); m.Code != "forbidden" || m.City != "fa-lagos" {
-		t.Fatalf("%s, want forbidden fa-lagos", m.raw)
+		t.Fatalf("%s, want forbidden fa-lagos", m.Raw)
 	}
 	if m := readType(t, c, "subscribed"); len(m.Cities) != 1 || m.Cities[0].City != "fa-nairobi" {
-		t.Fatalf("%s, want fa-nairobi only", m.raw)
+		t.Fatalf("%s, want fa-nairobi only", m.Raw)
 	}
 	readType(t, c, "initial_data")
 	// By message, again and again: the connection stays.
 	for range 2 * 10 {
 		send(t, c, `{"type":"subscribe","cities":["fa-lagos"]}`)
 		if m := readType(t, c, "error"); m.Code != "forbidden" || m.City != "fa-lagos" {
-			t.Fatalf("%s, want forbidden fa-lagos", m.raw)
+			t.Fatalf("%s, want forbidden fa-lagos", m.Raw)
 		}
 		readType(t, c, "subscribed")
 	}
@@ -202,10 +202,10 @@ func TestForbiddenCity(t *testing.T) {
 	readType(t, c, "subscribed")
 	readType(t, c, "initial_data")
 	// Only allowed cities' data flows.
-	p.publish(t, dataLine("fa-lagos", "data_update", `{"x":1}`))
-	seq := p.publish(t, dataLine("fa-nairobi", "data_update", `{"x":2}`))
+	p.Publish(t, dataLine("fa-lagos", "data_update", `{"x":1}`))
+	seq := p.Publish(t, dataLine("fa-nairobi", "data_update", `{"x":2}`))
 	if m := readType(t, c, "data_update"); m.City != "fa-nairobi" || m.Seq != seq {
-		t.Fatalf("%s, want fa-nairobi seq %d", m.raw, seq)
+		t.Fatalf("%s, want fa-nairobi seq %d", m.Raw, seq)
 	}
 	if st := s.Stats(); st.Forbidden != 22 || st.Closes[CloseAbuse.String()] != 0 {
 		t.Fatalf("Forbidden %d, abuse closes %d; want 22, 0", st.Forbidden, st.Closes[CloseAbuse.String()])
@@ -377,8 +377,8 @@ func TestTokenExpiry(t *testing.T) {
 		t.Helper()
 		m := readType(t, c, "token_expiring")
 		var v struct{ Exp, CloseAt int64 }
-		if err := json.Unmarshal(m.raw, &v); err != nil || v.Exp != exp.Unix() || v.CloseAt != v.Exp+2 {
-			t.Fatalf("%s, want exp %d and closeAt 2 s later", m.raw, exp.Unix())
+		if err := json.Unmarshal(m.Raw, &v); err != nil || v.Exp != exp.Unix() || v.CloseAt != v.Exp+2 {
+			t.Fatalf("%s, want exp %d and closeAt 2 s later", m.Raw, exp.Unix())
 		}
 	}
 	refresh := func(c client, tok string) {
@@ -394,7 +394,7 @@ func TestTokenExpiry(t *testing.T) {
 	narrower := claims("erin", 3*time.Hour, "te-a")
 	send(t, before, `{"type":"refresh","token":"`+hs256(t, narrower)+`"}`)
 	if m := readType(t, before, "error"); m.Code != "forbidden" || m.City != "te-b" {
-		t.Fatalf("%s, want forbidden te-b", m.raw)
+		t.Fatalf("%s, want forbidden te-b", m.Raw)
 	}
 	readType(t, before, "refreshed")
 
@@ -412,18 +412,18 @@ func TestTokenExpiry(t *testing.T) {
 	refresh(after, hs256(t, claims("erin", 3*time.Hour, "te-a")))
 	send(t, other, `{"type":"refresh","token":"`+hs256(t, claims("frank", time.Hour, "te-a"))+`"}`)
 	if m := readType(t, other, "auth_error"); m.Code != auth.CodeSubMismatch {
-		t.Fatalf("%s, want sub_mismatch", m.raw)
+		t.Fatalf("%s, want sub_mismatch", m.Raw)
 	}
 	expectClose(t, other, StatusAuthFailed)
 	send(t, stale, `{"type":"refresh","token":"`+hs256(t, claims("erin", -time.Hour, "te-a"))+`"}`)
 	if m := readType(t, stale, "auth_error"); m.Code != auth.CodeExpired {
-		t.Fatalf("%s, want token_expired", m.raw)
+		t.Fatalf("%s, want token_expired", m.Raw)
 	}
 	expectClose(t, stale, StatusAuthFailed)
 
 	// Without a refresh: closed at exp + grace.
 	if m := readType(t, never, "auth_error"); m.Code != auth.CodeExpired {
-		t.Fatalf("%s, want token_expired", m.raw)
+		t.Fatalf("%s, want token_expired", m.Raw)
 	}
 	expectClose(t, never, StatusAuthFailed)
 	if time.Now().Before(short.ExpiresAt.Add(cfg.TokenGrace)) {
@@ -432,11 +432,11 @@ func TestTokenExpiry(t *testing.T) {
 	waitCloses(t, s, CloseTokenExpired, 2) // never, and stale's expired refresh
 
 	// The refreshed connections live on and get their cities only.
-	p.publish(t, dataLine("te-b", "data_update", `{"b":1}`))
-	seqA := p.publish(t, dataLine("te-a", "data_update", `{"a":1}`))
+	p.Publish(t, dataLine("te-b", "data_update", `{"b":1}`))
+	seqA := p.Publish(t, dataLine("te-a", "data_update", `{"a":1}`))
 	for _, c := range []client{before, after} {
 		if m := readType(t, c, "data_update"); m.City != "te-a" || m.Seq != seqA {
-			t.Fatalf("%s, want te-a seq %d", m.raw, seqA)
+			t.Fatalf("%s, want te-a seq %d", m.Raw, seqA)
 		}
 	}
 }
@@ -481,16 +481,16 @@ func TestFarFutureToken(t *testing.T) {
 			send(t, c, `{"type":"refresh","token":"`+tok+`"}`)
 			m := readType(t, c, "refreshed")
 			var v struct{ Exp, CloseAt int64 }
-			if err := json.Unmarshal(m.raw, &v); err != nil || v.Exp != f.exp || v.CloseAt != f.exp {
-				t.Fatalf("%s via %s: %s, want exp and closeAt %d (grace under a second)", f.payload, way, m.raw, f.exp)
+			if err := json.Unmarshal(m.Raw, &v); err != nil || v.Exp != f.exp || v.CloseAt != f.exp {
+				t.Fatalf("%s via %s: %s, want exp and closeAt %d (grace under a second)", f.payload, way, m.Raw, f.exp)
 			}
 			conns = append(conns, c)
 		}
 	}
 	for _, f := range far {
 		p := dialIngestLoopback(t, s)
-		p.write(t, `{"auth":"`+hs256Raw(t, f.payload)+`"}`)
-		p.publish(t, dataLine("ff", "data_update", `{"x":1}`))
+		p.Write(t, `{"auth":"`+hs256Raw(t, f.payload)+`"}`)
+		p.Publish(t, dataLine("ff", "data_update", `{"x":1}`))
 	}
 	for _, c := range conns {
 		for range far { // one per producer
@@ -508,7 +508,7 @@ func TestFarFutureToken(t *testing.T) {
 		m = read(t, short)
 	}
 	if m.Type != "auth_error" || m.Code != auth.CodeExpired {
-		t.Fatalf("%s, want token_expired", m.raw)
+		t.Fatalf("%s, want token_expired", m.Raw)
 	}
 	for _, c := range conns {
 		send(t, c, `{"type":"ping"}`)

@@ -227,7 +227,7 @@ func TestStatePinsNoFrames(t *testing.T) {
 	before := heapInUse()
 	filler := strings.Repeat("x", big)
 	for i := range lines {
-		p.publish(t, dataLine("pin", "data_update", fmt.Sprintf(`{"k%d":%d,"big":"%s%d"}`, i, i, filler, i)))
+		p.Publish(t, dataLine("pin", "data_update", fmt.Sprintf(`{"k%d":%d,"big":"%s%d"}`, i, i, filler, i)))
 	}
 	c := dialGorilla(t, wsURL(s, "cities=pin"))
 	readType(t, c, "subscribed")
@@ -274,17 +274,17 @@ func TestStateBounded(t *testing.T) {
 			member := func(i int) string { return fmt.Sprintf(`{"m%03d":"%s"}`, i, strings.Repeat("v", 90)) }
 			stored := func(data string) {
 				t.Helper()
-				seq := p.publish(t, dataLine("sb", "data_update", data))
+				seq := p.Publish(t, dataLine("sb", "data_update", data))
 				// The state grows when the frame is applied (in cluster
 				// mode, back from the stream).
 				if m := readType(t, c, "data_update"); m.Seq != seq {
-					t.Fatalf("%s, want seq %d", m.raw, seq)
+					t.Fatalf("%s, want seq %d", m.Raw, seq)
 				}
 			}
 			i := 0
 			for ; ; i++ {
-				p.write(t, dataLine("sb", "data_update", member(i)))
-				a := p.answer(t)
+				p.Write(t, dataLine("sb", "data_update", member(i)))
+				a := p.Answer(t)
 				if a.Error != "" {
 					if !strings.Contains(a.Error, "send a snapshot") {
 						t.Fatalf("line %d: %+v, want the state bound", i, a)
@@ -292,7 +292,7 @@ func TestStateBounded(t *testing.T) {
 					break
 				}
 				if m := readType(t, c, "data_update"); m.Seq != a.Seq {
-					t.Fatalf("%s, want seq %d", m.raw, a.Seq)
+					t.Fatalf("%s, want seq %d", m.Raw, a.Seq)
 				}
 				if i > max/90 {
 					t.Fatalf("%d members of 90 bytes taken in a state of at most %d", i+1, max)
@@ -307,9 +307,9 @@ func TestStateBounded(t *testing.T) {
 			if m := readType(t, c2, "initial_data"); len(m.Data) > max {
 				t.Fatalf("initial_data carries %d bytes of state, over %d", len(m.Data), max)
 			}
-			seq := p.publish(t, dataLine("sb", "snapshot", `{"fresh":1}`))
+			seq := p.Publish(t, dataLine("sb", "snapshot", `{"fresh":1}`))
 			if m := readType(t, c, "initial_data"); m.Seq != seq {
-				t.Fatalf("%s, want the snapshot at seq %d", m.raw, seq)
+				t.Fatalf("%s, want the snapshot at seq %d", m.Raw, seq)
 			}
 			stored(member(i))
 		})

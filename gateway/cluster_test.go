@@ -102,7 +102,7 @@ func readFrames(t testing.TB, c client, n int) []delivered {
 	for len(out) < n {
 		// Frames may wait for a consumer to reconnect to NATS: a longer
 		// bound than read's.
-		b, err := c.next(clusterTimeout)
+		b, err := c.Next(clusterTimeout)
 		if err != nil {
 			t.Fatalf("cannot read frame %d of %d: %s", len(out)+1, n, err)
 		}
@@ -114,10 +114,10 @@ func readFrames(t testing.TB, c client, n int) []delivered {
 		case "data_update", "alerts":
 		case "initial_data":
 			if !m.Resumed {
-				t.Fatalf("unexpected initial_data (resumed false) after %d frames: %s", len(out), m.raw)
+				t.Fatalf("unexpected initial_data (resumed false) after %d frames: %s", len(out), m.Raw)
 			}
 		default:
-			t.Fatalf("got %s, want a city frame", m.raw)
+			t.Fatalf("got %s, want a city frame", m.Raw)
 		}
 		d := delivered{city: m.City, seq: m.Seq, typ: m.Type, data: string(m.Data)}
 		if m.Type == "alerts" {
@@ -182,7 +182,7 @@ func TestClusterSameFrames(t *testing.T) {
 		if i%10 == 9 {
 			line = alertLine(city, "critical")
 		}
-		acked = append(acked, producers[i%3%2].publish(t, line))
+		acked = append(acked, producers[i%3%2].Publish(t, line))
 	}
 	// Over HTTP too: the same line handling.
 	resp, err := http.Post("http://"+nodes[2].AdminAddr().String()+"/api/publish", "application/x-ndjson",
@@ -247,7 +247,7 @@ func TestClusterResume(t *testing.T) {
 	var acked []uint64
 	publish := func(k int) {
 		for range k {
-			acked = append(acked, p.publish(t, dataLine("resume", "data_update", fmt.Sprintf(`{"n":%d}`, len(acked)))))
+			acked = append(acked, p.Publish(t, dataLine("resume", "data_update", fmt.Sprintf(`{"n":%d}`, len(acked)))))
 		}
 	}
 	publish(10)
@@ -268,7 +268,7 @@ func TestClusterResume(t *testing.T) {
 		rc := dialGobwas(t, wsURL(s, q))
 		m := readType(t, rc, "subscribed")
 		if len(m.Cities) != 1 || !m.Cities[0].Resumed || m.Cities[0].Seq != x {
-			t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
+			t.Fatalf("subscribed %s, want resumed at %d", m.Raw, x)
 		}
 		frames := readFrames(t, rc, len(acked)-5)
 		for i, f := range frames {
@@ -303,14 +303,14 @@ func TestClusterResumeAhead(t *testing.T) {
 	b := startClusterNode(t, n.url(), Config{})
 	c, sub := subscribeCluster(t, a, "cities=ahead", 1)
 	p := dialProducer(t, a)
-	p.publish(t, dataLine("ahead", "data_update", `{"n":0}`))
+	p.Publish(t, dataLine("ahead", "data_update", `{"n":0}`))
 	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() > 0 })
 	// B stops reading the stream: it falls behind A.
 	clusterOf(b).stopAllFeeds()
 	behind := clusterOf(b).applied.Load()
 	var acked []uint64
 	for i := range 6 {
-		acked = append(acked, p.publish(t, dataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
+		acked = append(acked, p.Publish(t, dataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
 	}
 	got := readFrames(t, c, 7)
 	x := got[4].seq // seen on A, not yet read by B
@@ -319,7 +319,7 @@ func TestClusterResumeAhead(t *testing.T) {
 	}
 	rc := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=ahead&since=%d&epoch=%d", x, sub.Epoch)))
 	if m := readType(t, rc, "subscribed"); !m.Cities[0].Resumed || m.Cities[0].Seq != x {
-		t.Fatalf("subscribed %s, want resumed at %d", m.raw, x)
+		t.Fatalf("subscribed %s, want resumed at %d", m.Raw, x)
 	}
 	// B catches up from where it stopped.
 	if err := clusterOf(b).startFeeds(t.Context()); err != nil {
@@ -338,15 +338,15 @@ func TestClusterResumeCap(t *testing.T) {
 	n := startNATS(t)
 	a := startClusterNode(t, n.url(), Config{})
 	p := dialProducer(t, a)
-	first := p.publish(t, dataLine("cap", "data_update", `{"n":0}`))
+	first := p.Publish(t, dataLine("cap", "data_update", `{"n":0}`))
 	for i := range 10 {
-		p.publish(t, dataLine("cap", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
+		p.Publish(t, dataLine("cap", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
 	}
 	late := startClusterNode(t, n.url(), Config{NATSResumeMax: 3})
 	rc := dialGobwas(t, wsURL(late, fmt.Sprintf("cities=cap&since=%d", first)))
 	readType(t, rc, "subscribed")
 	if m := readType(t, rc, "initial_data"); m.Resumed {
-		t.Fatalf("got %s, want initial_data resumed false", m.raw)
+		t.Fatalf("got %s, want initial_data resumed false", m.Raw)
 	}
 	waitFor(t, clusterTimeout, func() bool { return clusterOf(late).replayFails.Load() == 1 })
 
@@ -355,9 +355,9 @@ func TestClusterResumeCap(t *testing.T) {
 	bogus := dialGobwas(t, wsURL(a, "cities=cap&since=1000000000"))
 	readType(t, bogus, "subscribed")
 	if m := readType(t, bogus, "initial_data"); m.Resumed {
-		t.Fatalf("got %s, want initial_data resumed false", m.raw)
+		t.Fatalf("got %s, want initial_data resumed false", m.Raw)
 	}
-	next := p.publish(t, dataLine("cap", "data_update", `{"n":"next"}`))
+	next := p.Publish(t, dataLine("cap", "data_update", `{"n":"next"}`))
 	if f := readFrames(t, bogus, 1); f[0].seq != next {
 		t.Fatalf("got %+v, want seq %d", f[0], next)
 	}
@@ -380,8 +380,8 @@ func TestClusterNATSRestart(t *testing.T) {
 	refused := 0
 	send := func(i int) bool {
 		data := fmt.Sprintf(`{"n":%d}`, i)
-		p.write(t, fmt.Sprintf(`{"id":"restart-%d","city":"restart","type":"data_update","data":%s}`, i, data))
-		ans := p.answer(t)
+		p.Write(t, fmt.Sprintf(`{"id":"restart-%d","city":"restart","type":"data_update","data":%s}`, i, data))
+		ans := p.Answer(t)
 		if ans.Error != "" {
 			refused++
 			return false
@@ -447,16 +447,16 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	c, _ := subscribeCluster(t, a, "cities=dedup", 1)
 	p := dialProducer(t, a)
 	line := `{"id":"dedup-1","city":"dedup","type":"data_update","data":{"x":1}}`
-	first := p.publish(t, line)
-	if again := p.publish(t, line); again != first {
+	first := p.Publish(t, line)
+	if again := p.Publish(t, line); again != first {
 		t.Fatalf("resent line acked with seq %d, first copy %d", again, first)
 	}
 	if st := a.Stats(); st.IngestFrames != 1 || st.IngestDuplicates != 1 {
 		t.Fatalf("IngestFrames %d IngestDuplicates %d, want 1 and 1", st.IngestFrames, st.IngestDuplicates)
 	}
-	p.publish(t, dataLine("dedup", "snapshot", `{"s":1,"x":0}`))
-	p.publish(t, dataLine("dedup", "data_update", `{"y":2}`))
-	last := p.publish(t, alertLine("dedup", "warning"))
+	p.Publish(t, dataLine("dedup", "snapshot", `{"s":1,"x":0}`))
+	p.Publish(t, dataLine("dedup", "data_update", `{"y":2}`))
+	last := p.Publish(t, alertLine("dedup", "warning"))
 	frames := readFrames(t, c, 4)
 	for i, f := range frames[1:] {
 		if f.seq <= frames[i].seq {
@@ -477,7 +477,7 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	}
 	if states[0].Seq != last || states[1].Seq != last || !jsonEqual(t, states[0].Data, states[1].Data) ||
 		len(states[1].Recent) != 1 || !jsonEqual(t, states[0].Data, []byte(`{"s":1,"x":0,"y":2}`)) {
-		t.Fatalf("initial_data live %s, replayed %s", states[0].raw, states[1].raw)
+		t.Fatalf("initial_data live %s, replayed %s", states[0].Raw, states[1].Raw)
 	}
 }
 
@@ -584,11 +584,11 @@ func TestClusterR3(t *testing.T) {
 	acked := map[uint64]string{}
 	send := func(i int) bool {
 		data := fmt.Sprintf(`{"n":%d}`, i)
-		p.write(t, fmt.Sprintf(`{"id":"r3-%d","city":"r3","type":"data_update","data":%s}`, i, data))
+		p.Write(t, fmt.Sprintf(`{"id":"r3-%d","city":"r3","type":"data_update","data":%s}`, i, data))
 		// The answer may wait for a reconnect and a new stream leader,
 		// up to the publish time-out: longer than answer's bound.
-		_ = p.c.SetReadDeadline(time.Now().Add(r3Timeout))
-		line, err := p.br.ReadBytes('\n')
+		_ = p.C.SetReadDeadline(time.Now().Add(r3Timeout))
+		line, err := p.BR.ReadBytes('\n')
 		if err != nil {
 			t.Fatalf("cannot read ingest answer: %s", err)
 		}
@@ -643,13 +643,13 @@ func TestClusterPipelined(t *testing.T) {
 	// More than the socket buffers hold: write while reading the answers.
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := p.c.Write([]byte(strings.Join(batch, "\n") + "\n"))
+		_, err := p.C.Write([]byte(strings.Join(batch, "\n") + "\n"))
 		wrote <- err
 	}()
 	var last uint64
 	for i := range lines {
-		_ = p.c.SetReadDeadline(time.Now().Add(clusterTimeout))
-		line, err := p.br.ReadBytes('\n')
+		_ = p.C.SetReadDeadline(time.Now().Add(clusterTimeout))
+		line, err := p.BR.ReadBytes('\n')
 		if err != nil {
 			t.Fatalf("answer %d: %s", i, err)
 		}
@@ -676,24 +676,6 @@ func TestClusterPipelined(t *testing.T) {
 	}
 }
 
-// logBuffer collects a server's log lines; safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestClusterPoison writes to the stream, beside the nodes, messages no
 // node can apply (as an older or a buggy node could have): the consumer
 // skips them, counts them (metrocast_cluster_poison_total), logs the first
@@ -706,7 +688,7 @@ func TestClusterPoison(t *testing.T) {
 	a := startClusterNode(t, n.url(), Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c, _ := subscribeCluster(t, a, "cities=poison", 1)
 	p := dialProducer(t, a)
-	first := p.publish(t, dataLine("poison", "data_update", `{"a":1}`))
+	first := p.Publish(t, dataLine("poison", "data_update", `{"a":1}`))
 
 	nc, err := nats.Connect(n.url())
 	if err != nil {
@@ -734,7 +716,7 @@ func TestClusterPoison(t *testing.T) {
 		}
 		poison = append(poison, ack.Sequence)
 	}
-	last := p.publish(t, dataLine("poison", "data_update", `{"b":2}`))
+	last := p.Publish(t, dataLine("poison", "data_update", `{"b":2}`))
 	if frames := readFrames(t, c, 2); frames[0].seq != first || frames[1].seq != last {
 		t.Fatalf("frames %+v, want seqs %d and %d", frames, first, last)
 	}
@@ -753,8 +735,8 @@ func TestClusterPoison(t *testing.T) {
 		readType(t, rc, "subscribed")
 		m := readType(t, rc, "initial_data")
 		var v any
-		if err := json.Unmarshal(m.raw, &v); err != nil || m.Seq != last || !jsonEqual(t, m.Data, []byte(`{"a":1,"b":2}`)) {
-			t.Fatalf("initial_data %s (%v), want seq %d and the valid frames merged", m.raw, err, last)
+		if err := json.Unmarshal(m.Raw, &v); err != nil || m.Seq != last || !jsonEqual(t, m.Data, []byte(`{"a":1,"b":2}`)) {
+			t.Fatalf("initial_data %s (%v), want seq %d and the valid frames merged", m.Raw, err, last)
 		}
 	}
 	if got := b.poison.Load(); got != uint64(len(poison)) {
@@ -873,9 +855,9 @@ func TestClusterResumeStorm(t *testing.T) {
 		names = append(names, fmt.Sprintf("storm-%d", i))
 		lines = append(lines, dataLine(names[i], "data_update", `{"n":1}`))
 	}
-	p.write(t, lines...)
+	p.Write(t, lines...)
 	for range cities {
-		if an := p.answer(t); an.Ack == "" {
+		if an := p.Answer(t); an.Ack == "" {
 			t.Fatalf("answer %+v, want an ack", an)
 		}
 	}
@@ -908,7 +890,7 @@ func TestClusterResumeStorm(t *testing.T) {
 	for i, c := range cs {
 		served := map[string]bool{}
 		for len(served) < cities {
-			b, err := c.next(clusterTimeout)
+			b, err := c.Next(clusterTimeout)
 			if err != nil {
 				t.Fatalf("client %d: %d cities served: %s", i, len(served), err)
 			}
@@ -920,7 +902,7 @@ func TestClusterResumeStorm(t *testing.T) {
 			case "data_update", "initial_data":
 				served[m.City] = true
 			default:
-				t.Fatalf("client %d: got %s", i, m.raw)
+				t.Fatalf("client %d: got %s", i, m.Raw)
 			}
 		}
 	}

@@ -135,12 +135,12 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 				l := fmt.Sprintf(`{"id":"lose-%d-%d","city":"lose","type":"data_update","data":%s}`, k, i, data)
 				for {
 					// Written and read on this goroutine: no t.Fatal here.
-					_ = p.c.SetDeadline(time.Now().Add(r3Timeout))
-					if _, err := fmt.Fprintln(p.c, l); err != nil {
+					_ = p.C.SetDeadline(time.Now().Add(r3Timeout))
+					if _, err := fmt.Fprintln(p.C, l); err != nil {
 						t.Errorf("producer %d: %s", k, err)
 						return
 					}
-					b, err := p.br.ReadBytes('\n')
+					b, err := p.BR.ReadBytes('\n')
 					if err != nil {
 						t.Errorf("producer %d: %s", k, err)
 						return
@@ -175,7 +175,7 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 	for k, c := range clients {
 		readers.Go(func() {
 			for {
-				b, err := c.next(time.Second)
+				b, err := c.Next(time.Second)
 				select {
 				case <-read:
 					return
@@ -276,11 +276,12 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 	}
 }
 
-// busAnswer reads one ingest answer, waiting up to timeout.
-func (p *producer) answerWithin(t testing.TB, timeout time.Duration) (answer, string) {
+// answerWithin reads one ingest answer of p, waiting up to timeout, and
+// returns it as parsed and as it came.
+func answerWithin(t testing.TB, p *producer, timeout time.Duration) (answer, string) {
 	t.Helper()
-	_ = p.c.SetReadDeadline(time.Now().Add(timeout))
-	line, err := p.br.ReadBytes('\n')
+	_ = p.C.SetReadDeadline(time.Now().Add(timeout))
+	line, err := p.BR.ReadBytes('\n')
 	if err != nil {
 		t.Fatalf("cannot read ingest answer: %s", err)
 	}
@@ -308,10 +309,10 @@ func TestClusterBusDownNotProducersFault(t *testing.T) {
 	waitReady(t, a, http.StatusServiceUnavailable)
 	const lines = 20
 	for i := range lines {
-		p.write(t, line(i))
+		p.Write(t, line(i))
 	}
 	for i := range lines {
-		ans, raw := p.answerWithin(t, clusterTimeout)
+		ans, raw := answerWithin(t, p, clusterTimeout)
 		if ans.Error == "" || ans.Line != i+1 || !strings.Contains(raw, `"retry":"not_stored"`) ||
 			!strings.Contains(ans.Error, "not stored") {
 			t.Fatalf("answer %d with NATS down: %s, want a not_stored retry for line %d", i, raw, i+1)
@@ -339,8 +340,8 @@ func TestClusterBusDownNotProducersFault(t *testing.T) {
 	var acked []uint64
 	for i := range lines {
 		waitFor(t, clusterTimeout, func() bool {
-			p.write(t, line(i))
-			ans, raw := p.answerWithin(t, clusterTimeout)
+			p.Write(t, line(i))
+			ans, raw := answerWithin(t, p, clusterTimeout)
 			if ans.Error != "" {
 				if !strings.Contains(raw, `"retry"`) {
 					t.Fatalf("line %d after NATS came back: %s", i, raw)
@@ -379,8 +380,8 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 		}
 	}
 	t.Cleanup(thaw)
-	p.write(t, line)
-	ans, raw := p.answerWithin(t, 3*natsPublishTimeout)
+	p.Write(t, line)
+	ans, raw := answerWithin(t, p, 3*natsPublishTimeout)
 	if ans.Error == "" || !strings.Contains(raw, `"retry":"maybe_stored"`) ||
 		strings.Contains(ans.Error, "not stored") || strings.Contains(ans.Error, "did not store") {
 		t.Fatalf("answer with NATS frozen: %s, want a maybe_stored retry that does not say \"not stored\"", raw)
@@ -388,15 +389,15 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 	thaw()
 	var seq uint64
 	waitFor(t, clusterTimeout, func() bool {
-		p.write(t, line)
-		ans, raw := p.answerWithin(t, clusterTimeout)
+		p.Write(t, line)
+		ans, raw := answerWithin(t, p, clusterTimeout)
 		if ans.Error != "" && !strings.Contains(raw, `"retry"`) {
 			t.Fatalf("resend: %s", raw)
 		}
 		seq = ans.Seq
 		return ans.Error == ""
 	})
-	next := p.publish(t, dataLine("maybe", "data_update", `{"v":2}`))
+	next := p.Publish(t, dataLine("maybe", "data_update", `{"v":2}`))
 	got := readFrames(t, c, 2)
 	if got[0].seq != seq || got[0].data != `{"v":1}` || got[1].seq != next {
 		t.Fatalf("frames %+v, want the line once (seq %d), then seq %d", got, seq, next)
@@ -428,13 +429,13 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	clusterOf(b).stopAllFeeds()
 	var last uint64
 	for i := range 5 {
-		last = p.publish(t, dataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		last = p.Publish(t, dataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	// Stream time moves on past readyMaxLag while B stands still.
 	var code int
 	var body string
 	waitFor(t, clusterTimeout, func() bool {
-		p.publish(t, dataLine("ready", "data_update", `{"tick":1}`))
+		p.Publish(t, dataLine("ready", "data_update", `{"tick":1}`))
 		code, body = readyBody(t, b)
 		return code == http.StatusServiceUnavailable
 	})
@@ -457,7 +458,7 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	}
 	procs[0].thaw(t)
 	waitReady(t, a, http.StatusOK)
-	p.publish(t, dataLine("ready", "data_update", `{"after":1}`))
+	p.Publish(t, dataLine("ready", "data_update", `{"after":1}`))
 }
 
 // TestClusterProducerResends: the producer package resends, with the same
@@ -520,7 +521,7 @@ func TestClusterFill(t *testing.T) {
 	p := dialProducer(t, a)
 	var acked []uint64
 	for i := range 5 {
-		acked = append(acked, p.publish(t, dataLine("fill", "data_update", fmt.Sprintf(`{"i":%d}`, i))))
+		acked = append(acked, p.Publish(t, dataLine("fill", "data_update", fmt.Sprintf(`{"i":%d}`, i))))
 	}
 	if err := clusterOf(b).fill(acked[2]); err != nil {
 		t.Fatal(err)
@@ -565,7 +566,7 @@ func TestClusterResumeLoseOneNATSServer(t *testing.T) {
 	p := dialProducer(t, a)
 	acked := make([]uint64, 50)
 	for i := range acked {
-		acked[i] = p.publish(t, dataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		acked[i] = p.Publish(t, dataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	// Started after the lines, on a live server: its ring holds none of
 	// them, so a resume from the tenth reads the stream.
@@ -573,8 +574,8 @@ func TestClusterResumeLoseOneNATSServer(t *testing.T) {
 	procs[victim].kill()
 	killed := time.Now()
 	c := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=rl&since=%d&epoch=%d", acked[9], b.Epoch())))
-	if m := readType(t, c, "subscribed"); !bytes.Contains(m.raw, []byte(`"resumed":true`)) {
-		t.Fatalf("subscribed %s, want resumed", m.raw)
+	if m := readType(t, c, "subscribed"); !bytes.Contains(m.Raw, []byte(`"resumed":true`)) {
+		t.Fatalf("subscribed %s, want resumed", m.Raw)
 	}
 	for i, f := range readFrames(t, c, 40) {
 		if want := fmt.Sprintf(`{"i":%d}`, i+10); f.seq != acked[i+10] || f.data != want {

@@ -20,10 +20,10 @@ func BenchmarkClusterFetch(b *testing.B) {
 				lines = append(lines, dataLine("fetch", "data_update", fmt.Sprintf(`{"i":%d}`, i)),
 					dataLine("other", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 			}
-			p.write(b, lines...)
-			first := p.answer(b).Seq
+			p.Write(b, lines...)
+			first := p.Answer(b).Seq
 			for range len(lines) - 1 {
-				p.answer(b)
+				p.Answer(b)
 			}
 			// Its rings hold none of those frames: they come from the stream.
 			late := startClusterNode(b, n.url(), Config{})

@@ -42,7 +42,7 @@ func watch(t testing.TB, s *Server, sub, city string) *view {
 func (v *view) next() presenceMsg {
 	v.t.Helper()
 	for {
-		b, err := v.c.next(clusterTimeout)
+		b, err := v.c.Next(clusterTimeout)
 		if err != nil {
 			v.t.Fatalf("waiting for a presence message (have %v, count %d): %s", v.names(), v.count, err)
 		}
@@ -159,7 +159,7 @@ func TestClusterPresence(t *testing.T) {
 
 	// Her first tab closes: she still watches through b. Carol's join,
 	// after that, is the next change bob and alice2 see.
-	alice.c.close()
+	alice.c.Close()
 	waitFor(t, clusterTimeout, func() bool { return holders(a, "pc", "alice") == 1 })
 	carol := watch(t, a, "carol", "pc")
 	carol.until(3, "alice", "bob", "carol")
@@ -305,7 +305,7 @@ func TestClusterPresenceShares(t *testing.T) {
 		t.Fatalf("a's share: %q %d %v", got, more, err)
 	}
 	// Closing alice deletes the key.
-	alice.c.close()
+	alice.c.Close()
 	waitFor(t, clusterTimeout, func() bool {
 		_, err := kv.Get(context.Background(), "ps."+clusterOf(a).id)
 		return err != nil

@@ -37,7 +37,7 @@ func TestClusterRevoke(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(string(body), `"cluster":true`) {
 		t.Fatalf("revoke on a: %d %s", code, body)
 	}
-	b2, err := onB.next(clusterTimeout)
+	b2, err := onB.Next(clusterTimeout)
 	if m, _ := parseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != auth.CodeRevoked {
 		t.Fatalf("mallory on b: %s %v, want auth_error %s", b2, err, auth.CodeRevoked)
 	}

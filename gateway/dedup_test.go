@@ -22,19 +22,19 @@ func TestIngestIDOnce(t *testing.T) {
 	p := dialProducer(t, s)
 
 	line := `{"id":"once-1","city":"once","type":"data_update","data":{"n":1}}`
-	first := p.publish(t, line)
-	if again := p.publish(t, line); again != first {
+	first := p.Publish(t, line)
+	if again := p.Publish(t, line); again != first {
 		t.Fatalf("resent line acked with seq %d, first copy %d", again, first)
 	}
 	// A copy is a copy whatever it carries, as in JetStream.
-	if again := p.publish(t, `{"id":"once-1","city":"once","type":"data_update","data":{"n":"other"}}`); again != first {
+	if again := p.Publish(t, `{"id":"once-1","city":"once","type":"data_update","data":{"n":"other"}}`); again != first {
 		t.Fatalf("resent id acked with seq %d, first copy %d", again, first)
 	}
 	code, body := adminPost(t, s, "/api/publish", strings.NewReader(line))
 	if want := fmt.Sprintf(`{"ack":"once-1","seq":%d}`+"\n", first); code != http.StatusOK || string(body) != want {
 		t.Fatalf("HTTP resend: %d %q, want 200 %q", code, body, want)
 	}
-	second := p.publish(t, dataLine("once", "data_update", `{"n":2}`))
+	second := p.Publish(t, dataLine("once", "data_update", `{"n":2}`))
 
 	// Two producers send the same 50 new ids at once.
 	const ids = 50
@@ -48,12 +48,12 @@ func TestIngestIDOnce(t *testing.T) {
 	}
 	qs := []*producer{dialProducer(t, s), dialProducer(t, s)}
 	for _, q := range qs {
-		q.write(t, lines...)
+		q.Write(t, lines...)
 	}
 	for i, q := range qs {
 		wg.Go(func() {
 			for k := range ids {
-				a, err := q.next()
+				a, err := q.Next(readTimeout)
 				if err != nil || a.Ack != fmt.Sprintf("race-%d", k) {
 					t.Errorf("producer %d, line %d: %+v, %v", i, k+1, a, err)
 					return

@@ -124,10 +124,10 @@ func TestDrainPaced(t *testing.T) {
 func readUntilClose(c client, start *atomic.Int64) drainedClient {
 	var r drainedClient
 	for {
-		b, err := c.next(readTimeout + 2*time.Second)
+		b, err := c.Next(readTimeout + 2*time.Second)
 		var ce *closedError
 		if errors.As(err, &ce) {
-			r.code = ce.code
+			r.code = ce.Code
 			r.closedAt = time.Since(time.Unix(0, start.Load()))
 			return r
 		}

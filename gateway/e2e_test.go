@@ -34,7 +34,7 @@ func collect(c client, from, to map[string]uint64) ([]msg, error) {
 	}
 	var got []msg
 	for !done() {
-		b, err := c.next(readTimeout)
+		b, err := c.Next(readTimeout)
 		if err != nil {
 			return got, fmt.Errorf("after %d messages (positions %v, want %v): %w", len(got), last, to, err)
 		}
@@ -125,15 +125,15 @@ func TestFanoutEndToEnd(t *testing.T) {
 		}
 		sub := readType(t, c, "subscribed")
 		if len(sub.Cities) != len(sp.cities) {
-			t.Fatalf("client %d: %s, want cities %v", i, sub.raw, sp.cities)
+			t.Fatalf("client %d: %s, want cities %v", i, sub.Raw, sp.cities)
 		}
 		for j, city := range sp.cities {
 			if sub.Cities[j].City != city || sub.Cities[j].Seq != 0 || sub.Cities[j].Resumed {
-				t.Fatalf("client %d: %s, want %s at seq 0 not resumed", i, sub.raw, city)
+				t.Fatalf("client %d: %s, want %s at seq 0 not resumed", i, sub.Raw, city)
 			}
 			m := readType(t, c, "initial_data")
 			if m.City != city || m.Seq != 0 || m.Resumed || m.Epoch != s.Epoch() || string(m.Data) != "{}" {
-				t.Fatalf("client %d: %s, want the empty initial_data of %s", i, m.raw, city)
+				t.Fatalf("client %d: %s, want the empty initial_data of %s", i, m.Raw, city)
 			}
 		}
 	}
@@ -195,12 +195,12 @@ func TestFanoutEndToEnd(t *testing.T) {
 			b.WriteString(l.text)
 			b.WriteByte('\n')
 		}
-		_, err := p.c.Write([]byte(b.String()))
+		_, err := p.C.Write([]byte(b.String()))
 		writeErr <- err
 	}()
 	want := make(map[string][]published) // city → by seq-1
 	for i, l := range lines {
-		a := p.answer(t)
+		a := p.Answer(t)
 		if wantID := fmt.Sprintf("%s-%d", l.city, i/len(cities)); a.Ack != wantID || a.Error != "" {
 			t.Fatalf("answer %d: %+v, want an ack of %s", i, a, wantID)
 		}
@@ -289,9 +289,9 @@ func TestIngestAnswers(t *testing.T) {
 	lines = append(lines, "") // empty line: skipped silently
 	ok("a15", `{"v":15}`)
 
-	p.write(t, lines...)
+	p.Write(t, lines...)
 	for i, want := range answers {
-		got := p.answer(t)
+		got := p.Answer(t)
 		switch {
 		case want.Error == "":
 			if got != want {
@@ -304,12 +304,12 @@ func TestIngestAnswers(t *testing.T) {
 	for i, d := range data {
 		m := readType(t, c, "data_update")
 		if m.Seq != uint64(i+1) || string(m.Data) != d {
-			t.Errorf("got %s, want seq %d with data %s", m.raw, i+1, d)
+			t.Errorf("got %s, want seq %d with data %s", m.Raw, i+1, d)
 		}
 	}
 	expectPong(t, c)
 	// The connection survived every bad line.
-	if seq := p.publish(t, dataLine("ans", "data_update", `{"v":"end"}`)); seq != uint64(len(data)+1) {
+	if seq := p.Publish(t, dataLine("ans", "data_update", `{"v":"end"}`)); seq != uint64(len(data)+1) {
 		t.Errorf("last ack seq %d, want %d", seq, len(data)+1)
 	}
 	if st := s.Stats(); st.IngestErrors != 10 {
@@ -332,8 +332,8 @@ func TestIngestLongLine(t *testing.T) {
 	}
 	f := func(line string, want answer) {
 		t.Helper()
-		p.write(t, line)
-		got := p.answer(t)
+		p.Write(t, line)
+		got := p.Answer(t)
 		if want.Error != "" {
 			if got.Line != want.Line || !strings.Contains(got.Error, want.Error) {
 				t.Fatalf("line of %d bytes: %+v, want an error on line %d containing %q", len(line), got, want.Line, want.Error)
@@ -411,9 +411,9 @@ func TestIngestManyProducers(t *testing.T) {
 				lines = append(lines, fmt.Sprintf(`{"id":"%d-%d","city":%q,"type":"data_update","data":%s}`, i, n, city, data))
 				sent = append(sent, ack{city: city, data: data})
 			}
-			go func() { _, _ = p.c.Write([]byte(strings.Join(lines, "\n") + "\n")) }()
+			go func() { _, _ = p.C.Write([]byte(strings.Join(lines, "\n") + "\n")) }()
 			for n := range perLine {
-				a, err := p.next()
+				a, err := p.Next(readTimeout)
 				if err == nil && (a.Ack != fmt.Sprintf("%d-%d", i, n) || a.Error != "") {
 					err = fmt.Errorf("answer %d: %+v, want an ack of %d-%d", n, a, i, n)
 				}
@@ -482,23 +482,23 @@ func TestIngestMaxConns(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{IngestMaxConns: 1})
 	p1 := dialProducer(t, s)
-	p1.publish(t, dataLine("mc", "data_update", `{}`))
+	p1.Publish(t, dataLine("mc", "data_update", `{}`))
 
 	p2 := dialProducer(t, s)
-	if a := p2.answer(t); !strings.Contains(a.Error, "too many producer connections") {
+	if a := p2.Answer(t); !strings.Contains(a.Error, "too many producer connections") {
 		t.Fatalf("got %+v, want a too many producer connections error", a)
 	}
-	if _, err := p2.next(); err == nil {
+	if _, err := p2.Next(readTimeout); err == nil {
 		t.Fatal("the refused producer is still open")
 	}
 	if st := s.Stats(); st.IngestRejected != 1 || st.IngestConns != 1 {
 		t.Fatalf("IngestRejected %d, IngestConns %d; want 1, 1", st.IngestRejected, st.IngestConns)
 	}
 
-	p1.c.Close()
+	p1.C.Close()
 	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 0 })
 	p3 := dialProducer(t, s)
-	if seq := p3.publish(t, dataLine("mc", "data_update", `{}`)); seq != 2 {
+	if seq := p3.Publish(t, dataLine("mc", "data_update", `{}`)); seq != 2 {
 		t.Fatalf("ack seq %d, want 2", seq)
 	}
 }

@@ -256,7 +256,7 @@ func TestHandshakeClients(t *testing.T) {
 				readType(t, c, "initial_data")
 			}
 			expectPong(t, c)
-			if err := c.sendClose(ws.StatusNormalClosure, ""); err != nil {
+			if err := c.SendClose(ws.StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}
 			expectClose(t, c, ws.StatusNormalClosure)
@@ -278,14 +278,14 @@ func TestHandshakeOneWrite(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{Loops: 1})
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("ow", "data_update", `{"a":1}`))
+	p.Publish(t, dataLine("ow", "data_update", `{"a":1}`))
 	r := dialRaw(t, s)
 	r.upgrade(t, "/ws?cities=ow")
 	if m := r.msg(t); m.Type != "subscribed" {
-		t.Fatalf("%s, want subscribed", m.raw)
+		t.Fatalf("%s, want subscribed", m.Raw)
 	}
 	if m := r.msg(t); m.Type != "initial_data" {
-		t.Fatalf("%s, want initial_data", m.raw)
+		t.Fatalf("%s, want initial_data", m.Raw)
 	}
 	if n := dataSegsOut(t, s); n != 1 {
 		t.Fatalf("the server sent the answer to the upgrade in %d segments, want 1", n)
@@ -293,7 +293,7 @@ func TestHandshakeOneWrite(t *testing.T) {
 	r.write(t, bytes.Repeat(text(`{"type":"ping"}`), 3))
 	for range 3 {
 		if m := r.msg(t); m.Type != "pong" {
-			t.Fatalf("%s, want pong", m.raw)
+			t.Fatalf("%s, want pong", m.Raw)
 		}
 	}
 	if n := dataSegsOut(t, s); n != 2 {

@@ -85,7 +85,7 @@ func TestPongKeepsClientAlive(t *testing.T) {
 		go func() {
 			defer func() { done <- i }()
 			for {
-				b, err := c.next(2 * idle)
+				b, err := c.Next(2 * idle)
 				if err != nil {
 					errs[i] = err
 					return

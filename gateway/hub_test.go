@@ -127,8 +127,8 @@ func TestCitiesWithinMeans(t *testing.T) {
 	// per period.
 	p := dialProducer(t, s)
 	for i := range 3 {
-		p.write(t, dataLine(fmt.Sprintf("w-extra-%d", i), "data_update", `{"x":1}`))
-		if a := p.answer(t); !strings.Contains(a.Error, errTooManyCities.Error()) {
+		p.Write(t, dataLine(fmt.Sprintf("w-extra-%d", i), "data_update", `{"x":1}`))
+		if a := p.Answer(t); !strings.Contains(a.Error, errTooManyCities.Error()) {
 			t.Fatalf("a city past max_cities: %+v, want %q", a, errTooManyCities)
 		}
 	}
@@ -162,9 +162,9 @@ func TestCitiesWithinMeans(t *testing.T) {
 	cl := dialGobwas(t, wsURL(s, "cities=w-new"))
 	readType(t, cl, "subscribed")
 	readType(t, cl, "initial_data")
-	p.publish(t, dataLine("w-new", "data_update", `{"fresh":true}`))
+	p.Publish(t, dataLine("w-new", "data_update", `{"fresh":true}`))
 	if m := readType(t, cl, "data_update"); m.City != "w-new" || string(m.Data) != `{"fresh":true}` {
-		t.Fatalf("got %s, want the new city's frame", m.raw)
+		t.Fatalf("got %s, want the new city's frame", m.Raw)
 	}
 }
 
@@ -208,7 +208,7 @@ func TestCityDropResume(t *testing.T) {
 	s := startServer(t, Config{CityIdleTTL: time.Second})
 	p := dialProducer(t, s)
 	for i := 1; i <= 3; i++ {
-		if seq := p.publish(t, dataLine("dr", "data_update", fmt.Sprintf(`{"old%d":%d}`, i, i))); seq != uint64(i) {
+		if seq := p.Publish(t, dataLine("dr", "data_update", fmt.Sprintf(`{"old%d":%d}`, i, i))); seq != uint64(i) {
 			t.Fatalf("seq %d, want %d", seq, i)
 		}
 	}
@@ -217,13 +217,13 @@ func TestCityDropResume(t *testing.T) {
 	if m := readType(t, c, "initial_data"); m.Seq != 3 {
 		t.Fatalf("initial_data at seq %d, want 3", m.Seq)
 	}
-	c.close()
+	c.Close()
 	waitFor(t, clusterTimeout, func() bool { return s.Stats().CitiesDropped == 1 })
 	if s.hub.lookup("dr") != nil || s.hub.mem.Load() != 0 || s.hub.keptMem.Load() == 0 {
 		t.Fatal("the dropped city is still held, or nothing of it kept")
 	}
 
-	if seq := p.publish(t, dataLine("dr", "data_update", `{"new":1}`)); seq != 4 {
+	if seq := p.Publish(t, dataLine("dr", "data_update", `{"new":1}`)); seq != 4 {
 		t.Fatalf("the city came back at seq %d, want 4: after every seq it had", seq)
 	}
 	f := func(since uint64, resumed bool) {
@@ -240,8 +240,8 @@ func TestCityDropResume(t *testing.T) {
 			return
 		}
 		if m := readType(t, c, "initial_data"); m.Seq != 4 || string(m.Data) != `{"new":1,"old1":1,"old2":2,"old3":3}` ||
-			strings.Contains(string(m.raw), "partial") {
-			t.Fatalf("since %d: %s, want the whole state at seq 4", since, m.raw)
+			strings.Contains(string(m.Raw), "partial") {
+			t.Fatalf("since %d: %s, want the whole state at seq 4", since, m.Raw)
 		}
 	}
 	f(3, true)  // it had read everything before the drop
@@ -264,10 +264,10 @@ func TestClusterCityDrop(t *testing.T) {
 	p := dialProducer(t, s)
 	var seqs []uint64
 	for i := range 3 {
-		seqs = append(seqs, p.publish(t, dataLine("cd", "data_update", fmt.Sprintf(`{"old%d":%d}`, i, i))))
+		seqs = append(seqs, p.Publish(t, dataLine("cd", "data_update", fmt.Sprintf(`{"old%d":%d}`, i, i))))
 	}
 	readFrames(t, c, 3)
-	c.close()
+	c.Close()
 	waitFor(t, clusterTimeout, func() bool { return s.Stats().CitiesDropped == 1 })
 	sh := s.hub.shard("cd")
 	sh.mu.RLock()
@@ -276,7 +276,7 @@ func TestClusterCityDrop(t *testing.T) {
 	if k == nil || k.seq != seqs[2] {
 		t.Fatalf("kept %+v after the drop, want the city's last seq %d", k, seqs[2])
 	}
-	seqs = append(seqs, p.publish(t, dataLine("cd", "data_update", `{"new":1}`)))
+	seqs = append(seqs, p.Publish(t, dataLine("cd", "data_update", `{"new":1}`)))
 	waitFor(t, clusterTimeout, func() bool { return s.hub.lookup("cd") != nil })
 
 	f := func(since uint64, want ...uint64) {
@@ -298,7 +298,7 @@ func TestClusterCityDrop(t *testing.T) {
 		t.Fatal("a new subscriber resumed")
 	}
 	if m := readType(t, c, "initial_data"); m.Seq != seqs[3] || string(m.Data) != `{"new":1,"old0":0,"old1":1,"old2":2}` {
-		t.Fatalf("a new subscriber got %s, want the whole state at seq %d", m.raw, seqs[3])
+		t.Fatalf("a new subscriber got %s, want the whole state at seq %d", m.Raw, seqs[3])
 	}
 }
 
@@ -307,7 +307,7 @@ func TestClusterCityDrop(t *testing.T) {
 func initialOf(t testing.TB, s *Server, city string) msg {
 	t.Helper()
 	c := dialGobwas(t, wsURL(s, "cities="+city))
-	defer c.close()
+	defer c.Close()
 	readType(t, c, "subscribed")
 	return readType(t, c, "initial_data")
 }
@@ -334,28 +334,28 @@ func TestClusterCityDropSameState(t *testing.T) {
 	a := startClusterNode(t, n.url(), Config{CityIdleTTL: time.Second})
 	b := startClusterNode(t, n.url(), Config{})
 	p := dialProducer(t, b)
-	p.publish(t, dataLine("same", "snapshot", `{"a":1,"b":1}`))
-	p.publish(t, dataLine("same", "data_update", `{"b":2,"c":3}`))
-	p.publish(t, alertLine("same", "warning"))
-	last := p.publish(t, dataLine("same", "data_update", `{"d":4}`))
+	p.Publish(t, dataLine("same", "snapshot", `{"a":1,"b":1}`))
+	p.Publish(t, dataLine("same", "data_update", `{"b":2,"c":3}`))
+	p.Publish(t, alertLine("same", "warning"))
+	last := p.Publish(t, dataLine("same", "data_update", `{"d":4}`))
 	appliedOn(t, last, a, b)
 	waitFor(t, clusterTimeout, func() bool { return a.Stats().CitiesDropped == 1 })
 
 	same := func(seq uint64, data string) {
 		t.Helper()
 		ma, mb := initialOf(t, a, "same"), initialOf(t, b, "same")
-		if string(ma.raw) != string(mb.raw) {
-			t.Fatalf("the nodes serve different initial_data:\n%s (dropped the city)\n%s", ma.raw, mb.raw)
+		if string(ma.Raw) != string(mb.Raw) {
+			t.Fatalf("the nodes serve different initial_data:\n%s (dropped the city)\n%s", ma.Raw, mb.Raw)
 		}
 		if ma.Seq != seq || string(ma.Data) != data || len(ma.Recent) != 1 {
-			t.Fatalf("initial_data %s, want seq %d, data %s and the alert", ma.raw, seq, data)
+			t.Fatalf("initial_data %s, want seq %d, data %s and the alert", ma.Raw, seq, data)
 		}
 	}
 	same(last, `{"a":1,"b":2,"c":3,"d":4}`)
 	if got := a.Stats().IdleStatesRestored; got != 1 {
 		t.Fatalf("%d cities restored, want 1", got)
 	}
-	next := p.publish(t, dataLine("same", "data_update", `{"e":5}`))
+	next := p.Publish(t, dataLine("same", "data_update", `{"e":5}`))
 	appliedOn(t, next, a, b)
 	same(next, `{"a":1,"b":2,"c":3,"d":4,"e":5}`)
 }
@@ -371,8 +371,8 @@ func TestClusterCityDropPartial(t *testing.T) {
 	b := startClusterNode(t, n.url(), Config{})
 	p := dialProducer(t, b)
 	pad := strings.Repeat("x", 2048)
-	p.publish(t, dataLine("part", "data_update", `{"pad":"`+pad+`"}`))
-	last := p.publish(t, dataLine("part", "data_update", `{"v":1}`))
+	p.Publish(t, dataLine("part", "data_update", `{"pad":"`+pad+`"}`))
+	last := p.Publish(t, dataLine("part", "data_update", `{"v":1}`))
 	appliedOn(t, last, a, b)
 	waitFor(t, clusterTimeout, func() bool { return a.Stats().IdleStatesEvicted == 1 })
 	if st := a.Stats(); st.IdleStatesForgotten != 0 || st.IdleStateMemory > 1024 {
@@ -382,22 +382,22 @@ func TestClusterCityDropPartial(t *testing.T) {
 	f := func(seq uint64, data string) {
 		t.Helper()
 		ma, mb := initialOf(t, a, "part"), initialOf(t, b, "part")
-		if ma.Seq != seq || mb.Seq != seq || string(ma.Data) != data || !strings.Contains(string(ma.raw), `"partial":true`) {
-			t.Fatalf("initial_data %s, want seq %d (as the other node's), data %s, partial", ma.raw, seq, data)
+		if ma.Seq != seq || mb.Seq != seq || string(ma.Data) != data || !strings.Contains(string(ma.Raw), `"partial":true`) {
+			t.Fatalf("initial_data %s, want seq %d (as the other node's), data %s, partial", ma.Raw, seq, data)
 		}
-		if strings.Contains(string(mb.raw), "partial") || !strings.Contains(string(mb.Data), pad) {
-			t.Fatalf("the node that kept the city serves %s", mb.raw)
+		if strings.Contains(string(mb.Raw), "partial") || !strings.Contains(string(mb.Data), pad) {
+			t.Fatalf("the node that kept the city serves %s", mb.Raw)
 		}
 	}
 	f(last, `{}`)
-	next := p.publish(t, dataLine("part", "data_update", `{"w":2}`))
+	next := p.Publish(t, dataLine("part", "data_update", `{"w":2}`))
 	appliedOn(t, next, a, b)
 	f(next, `{"w":2}`)
 
-	snap := p.publish(t, dataLine("part", "snapshot", `{"s":1}`))
+	snap := p.Publish(t, dataLine("part", "snapshot", `{"s":1}`))
 	appliedOn(t, snap, a, b)
 	ma, mb := initialOf(t, a, "part"), initialOf(t, b, "part")
-	if string(ma.raw) != string(mb.raw) || ma.Seq != snap || string(ma.Data) != `{"s":1}` || strings.Contains(string(ma.raw), "partial") {
-		t.Fatalf("after a snapshot the nodes serve\n%s\n%s\nwant both the snapshot at seq %d, whole", ma.raw, mb.raw, snap)
+	if string(ma.Raw) != string(mb.Raw) || ma.Seq != snap || string(ma.Data) != `{"s":1}` || strings.Contains(string(ma.Raw), "partial") {
+		t.Fatalf("after a snapshot the nodes serve\n%s\n%s\nwant both the snapshot at seq %d, whole", ma.Raw, mb.Raw, snap)
 	}
 }

@@ -34,15 +34,15 @@ func dialIngestLoopback(t testing.TB, s *Server) *producer {
 		t.Fatalf("cannot dial ingest: %s", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &producer{c: c, br: bufio.NewReader(c)}
+	return &producer{C: c, BR: bufio.NewReader(c)}
 }
 
-// expectDropped reads the producer's answers up to a connection-level error
-// (line 0) that mentions want, then EOF.
-func (p *producer) expectDropped(t testing.TB, want string) {
+// expectDropped reads p's answers up to a connection-level error (line 0)
+// that mentions want, then EOF.
+func expectDropped(t testing.TB, p *producer, want string) {
 	t.Helper()
 	for {
-		a := p.answer(t)
+		a := p.Answer(t)
 		if a.Line != 0 {
 			continue
 		}
@@ -51,7 +51,7 @@ func (p *producer) expectDropped(t testing.TB, want string) {
 		}
 		break
 	}
-	if a, err := p.next(); err == nil {
+	if a, err := p.Next(readTimeout); err == nil {
 		t.Fatalf("answer %+v after the connection error, want EOF", a)
 	}
 }
@@ -67,17 +67,17 @@ func TestIngestAuthLineOptional(t *testing.T) {
 	cfg, _ := authConfig(t)
 	s := startServer(t, cfg) // IngestAddr 127.0.0.1:0
 	p := dialProducer(t, s)
-	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "al-a"))+`"}`)
-	seq := p.publish(t, dataLine("al-a", "data_update", `{"x":1}`))
-	p.write(t, dataLine("al-b", "data_update", `{"x":1}`))
-	if a := p.answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
+	p.Write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "al-a"))+`"}`)
+	seq := p.Publish(t, dataLine("al-a", "data_update", `{"x":1}`))
+	p.Write(t, dataLine("al-b", "data_update", `{"x":1}`))
+	if a := p.Answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
 		t.Fatalf("%+v, want forbidden for line 3: the token's publish claim holds", a)
 	}
-	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "*"))+`"}`)
-	if a := p.answer(t); a.Line != 4 || a.Error == "" {
+	p.Write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "*"))+`"}`)
+	if a := p.Answer(t); a.Line != 4 || a.Error == "" {
 		t.Fatalf("%+v, want an error for line 4: only a first line authenticates", a)
 	}
-	if got := p.publish(t, dataLine("al-a", "data_update", `{"x":2}`)); got != seq+1 {
+	if got := p.Publish(t, dataLine("al-a", "data_update", `{"x":2}`)); got != seq+1 {
 		t.Fatalf("seq %d, want %d", got, seq+1)
 	}
 	if st := s.Stats(); len(st.Producers) != 1 || st.Producers[0].Sub != "sensor-1" {
@@ -85,19 +85,19 @@ func TestIngestAuthLineOptional(t *testing.T) {
 	}
 	for _, tok := range []string{"not.a.token", hs256(t, publishClaims("p", -time.Hour, "*")), hs256(t, claims("viewer", time.Hour, "*"))} {
 		bad := dialProducer(t, s)
-		bad.write(t, `{"auth":"`+tok+`"}`, dataLine("al-a", "data_update", `{"x":3}`))
-		bad.expectDropped(t, "authentication failed")
+		bad.Write(t, `{"auth":"`+tok+`"}`, dataLine("al-a", "data_update", `{"x":3}`))
+		expectDropped(t, bad, "authentication failed")
 	}
 	if st := s.Stats(); st.IngestAuthFailures != 3 || st.IngestFrames != 2 {
 		t.Fatalf("IngestAuthFailures %d IngestFrames %d, want 3 and 2", st.IngestAuthFailures, st.IngestFrames)
 	}
 	// Without an auth line the port wants nothing, as ever.
-	dialProducer(t, s).publish(t, dataLine("al-c", "data_update", `{"x":1}`))
+	dialProducer(t, s).Publish(t, dataLine("al-c", "data_update", `{"x":1}`))
 
 	insecure := startServer(t, Config{})
 	p = dialProducer(t, insecure)
-	p.write(t, `{"auth":"whatever.a.laptop.has"}`)
-	if seq := p.publish(t, dataLine("al-a", "data_update", `{"x":1}`)); seq != 1 {
+	p.Write(t, `{"auth":"whatever.a.laptop.has"}`)
+	if seq := p.Publish(t, dataLine("al-a", "data_update", `{"x":1}`)); seq != 1 {
 		t.Fatalf("seq %d, want 1: the auth line is passed over, unanswered", seq)
 	}
 	if st := insecure.Stats(); st.IngestErrors != 0 || st.IngestAuthFailures != 0 {
@@ -118,8 +118,8 @@ func TestIngestToken(t *testing.T) {
 	refused := func(first, want string) {
 		t.Helper()
 		p := dialIngestLoopback(t, s)
-		p.write(t, first, dataLine("it-a", "data_update", `{"x":1}`))
-		p.expectDropped(t, want)
+		p.Write(t, first, dataLine("it-a", "data_update", `{"x":1}`))
+		expectDropped(t, p, want)
 	}
 	refused(dataLine("it-a", "data_update", `{"x":1}`), "authentication failed")
 	refused(`{"auth":"not.a.token"}`, "authentication failed")
@@ -130,13 +130,13 @@ func TestIngestToken(t *testing.T) {
 	}
 
 	p := dialIngestLoopback(t, s)
-	p.write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "it-a"))+`"}`)
-	seq := p.publish(t, dataLine("it-a", "data_update", `{"x":1}`))
-	p.write(t, dataLine("it-b", "data_update", `{"x":1}`))
-	if a := p.answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
+	p.Write(t, `{"auth":"`+hs256(t, publishClaims("sensor-1", time.Hour, "it-a"))+`"}`)
+	seq := p.Publish(t, dataLine("it-a", "data_update", `{"x":1}`))
+	p.Write(t, dataLine("it-b", "data_update", `{"x":1}`))
+	if a := p.Answer(t); a.Line != 3 || !strings.Contains(a.Error, "forbidden") {
 		t.Fatalf("%+v, want forbidden for line 3", a)
 	}
-	if got := p.publish(t, dataLine("it-a", "data_update", `{"x":2}`)); got != seq+1 {
+	if got := p.Publish(t, dataLine("it-a", "data_update", `{"x":2}`)); got != seq+1 {
 		t.Fatalf("seq %d, want %d", got, seq+1)
 	}
 	// The refused producers saw EOF; the node may still be forgetting
@@ -189,11 +189,11 @@ func TestIngestToken(t *testing.T) {
 	// A token that expires during the connection ends it.
 	short := publishClaims("sensor-3", time.Second, "*")
 	p = dialIngestLoopback(t, s)
-	p.write(t, `{"auth":"`+hs256(t, short)+`"}`)
-	p.publish(t, dataLine("it-a", "data_update", `{"x":3}`))
+	p.Write(t, `{"auth":"`+hs256(t, short)+`"}`)
+	p.Publish(t, dataLine("it-a", "data_update", `{"x":3}`))
 	waitFor(t, readTimeout, func() bool { return time.Now().After(short.ExpiresAt.Add(cfg.TokenGrace)) })
-	p.write(t, dataLine("it-a", "data_update", `{"x":4}`))
-	p.expectDropped(t, "expired")
+	p.Write(t, dataLine("it-a", "data_update", `{"x":4}`))
+	expectDropped(t, p, "expired")
 }
 
 // TestIngestTokenAttacks checks the token attack table against the ingest
@@ -207,7 +207,7 @@ func TestIngestTokenAttacks(t *testing.T) {
 	bad := badTokens(t)
 	for name, bt := range bad {
 		p := dialIngestLoopback(t, s)
-		p.write(t, `{"auth":"`+bt.Tok+`"}`, dataLine("ita", "data_update", `{"x":1}`))
+		p.Write(t, `{"auth":"`+bt.Tok+`"}`, dataLine("ita", "data_update", `{"x":1}`))
 		want := "authentication failed"
 		if strings.HasPrefix(name, "exp ") || strings.HasPrefix(name, "nbf ") || strings.HasPrefix(name, "iat ") {
 			want = map[string]string{
@@ -219,7 +219,7 @@ func TestIngestTokenAttacks(t *testing.T) {
 				want = "token used before issued"
 			}
 		}
-		t.Run(name, func(t *testing.T) { p.expectDropped(t, want) })
+		t.Run(name, func(t *testing.T) { expectDropped(t, p, want) })
 	}
 	if st := s.Stats(); st.IngestAuthFailures != uint64(len(bad)) || st.IngestFrames != 0 {
 		t.Fatalf("IngestAuthFailures %d IngestFrames %d, want %d and 0", st.IngestAuthFailures, st.IngestFrames, len(bad))
@@ -240,17 +240,17 @@ func TestIngestAuthTimeout(t *testing.T) {
 	s := startServer(t, cfg)
 	auth := `{"auth":"` + hs256(t, publishClaims("feeder", time.Hour, "iat-a")) + `"}`
 	p := dialIngestLoopback(t, s)
-	p.write(t, auth)
-	p.publish(t, dataLine("iat-a", "data_update", `{"x":1}`))
+	p.Write(t, auth)
+	p.Publish(t, dataLine("iat-a", "data_update", `{"x":1}`))
 	silent := dialIngestLoopback(t, s)
 	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 2 })
-	dialIngestLoopback(t, s).expectDropped(t, "too many producer connections")
-	silent.expectDropped(t, "no {\"auth\":…} line within 300ms")
+	expectDropped(t, dialIngestLoopback(t, s), "too many producer connections")
+	expectDropped(t, silent, "no {\"auth\":…} line within 300ms")
 	// p has been silent longer than AuthTimeout since its auth line.
-	p.publish(t, dataLine("iat-a", "data_update", `{"x":2}`))
+	p.Publish(t, dataLine("iat-a", "data_update", `{"x":2}`))
 	next := dialIngestLoopback(t, s)
-	next.write(t, auth)
-	next.publish(t, dataLine("iat-a", "data_update", `{"x":3}`))
+	next.Write(t, auth)
+	next.Publish(t, dataLine("iat-a", "data_update", `{"x":3}`))
 	if st := s.Stats(); st.IngestAuthFailures != 1 {
 		t.Fatalf("IngestAuthFailures %d, want 1", st.IngestAuthFailures)
 	}
@@ -268,7 +268,7 @@ func TestIngestLoopbackNeedsNoToken(t *testing.T) {
 	cfg, _ := authConfig(t)
 	s := startServer(t, cfg)
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("il-a", "data_update", `{"x":1}`))
+	p.Publish(t, dataLine("il-a", "data_update", `{"x":1}`))
 }
 
 // TestIngestGarbage checks that a producer sending bad lines past
@@ -284,20 +284,20 @@ func TestIngestGarbage(t *testing.T) {
 	for i := range 20 {
 		garbage = append(garbage, fmt.Sprintf("garbage %d", i))
 	}
-	bad.write(t, garbage...)
+	bad.Write(t, garbage...)
 	for i := range 5 {
-		seq := good.publish(t, dataLine("ig-a", "data_update", fmt.Sprintf(`{"n":%d}`, i)))
+		seq := good.Publish(t, dataLine("ig-a", "data_update", fmt.Sprintf(`{"n":%d}`, i)))
 		if m := readType(t, c, "data_update"); m.Seq != seq {
-			t.Fatalf("%s, want seq %d", m.raw, seq)
+			t.Fatalf("%s, want seq %d", m.Raw, seq)
 		}
 	}
 	for n := 1; n <= 6; n++ {
-		if a := bad.answer(t); a.Line != n || a.Error == "" {
+		if a := bad.Answer(t); a.Line != n || a.Error == "" {
 			t.Fatalf("answer %+v, want an error for line %d", a, n)
 		}
 	}
-	bad.expectDropped(t, "bad lines per minute")
-	good.publish(t, dataLine("ig-a", "data_update", `{"n":"after"}`))
+	expectDropped(t, bad, "bad lines per minute")
+	good.Publish(t, dataLine("ig-a", "data_update", `{"n":"after"}`))
 	waitFor(t, readTimeout, func() bool { return s.Stats().IngestConns == 1 })
 	if st := s.Stats(); st.IngestDropped != 1 || st.IngestErrors != 6 {
 		t.Fatalf("IngestDropped %d IngestErrors %d, want 1 and 6", st.IngestDropped, st.IngestErrors)
@@ -313,13 +313,13 @@ func TestIngestFullNodeIsNotGarbage(t *testing.T) {
 	const maxErrors = 2
 	s := startServer(t, Config{MaxCities: 1, IngestMaxErrors: maxErrors})
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("full-a", "data_update", `{"n":0}`))
+	p.Publish(t, dataLine("full-a", "data_update", `{"n":0}`))
 	for i := range 3 * maxErrors {
-		p.write(t, dataLine(fmt.Sprintf("full-x%d", i), "data_update", `{}`))
-		if a := p.answer(t); a.Line != 2+2*i || !strings.Contains(a.Error, "too many cities") {
+		p.Write(t, dataLine(fmt.Sprintf("full-x%d", i), "data_update", `{}`))
+		if a := p.Answer(t); a.Line != 2+2*i || !strings.Contains(a.Error, "too many cities") {
 			t.Fatalf("answer %+v, want too many cities on line %d", a, 2+2*i)
 		}
-		p.publish(t, dataLine("full-a", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
+		p.Publish(t, dataLine("full-a", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
 	}
 	if st := s.Stats(); st.IngestDropped != 0 || st.IngestErrors != 3*maxErrors || st.CitiesRefused != 3*maxErrors {
 		t.Fatalf("IngestDropped %d IngestErrors %d CitiesRefused %d, want 0, %d, %d", st.IngestDropped, st.IngestErrors, st.CitiesRefused, 3*maxErrors, 3*maxErrors)
@@ -338,9 +338,9 @@ func TestIngestRate(t *testing.T) {
 		batch[i] = dataLine("ir-a", "data_update", `{"x":1}`)
 	}
 	start := time.Now()
-	p.write(t, batch...)
+	p.Write(t, batch...)
 	for range lines {
-		if a := p.answer(t); a.Ack == "" {
+		if a := p.Answer(t); a.Ack == "" {
 			t.Fatalf("%+v, want an ack", a)
 		}
 	}
@@ -381,16 +381,16 @@ func TestIngestOneDefinitionOfValid(t *testing.T) {
 		lines = append(lines, b.line)
 	}
 	lines = append(lines, `{"city":"valid","type":"data_update","id":"ok2","data":{"a":2,"v":1.7976931348623157e308}}`)
-	p.write(t, lines...)
-	if a := p.answer(t); a.Ack != "ok1" || a.Seq != 1 {
+	p.Write(t, lines...)
+	if a := p.Answer(t); a.Ack != "ok1" || a.Seq != 1 {
 		t.Fatalf("line 1: %+v, want an ack at seq 1", a)
 	}
 	for i, b := range bad {
-		if a := p.answer(t); a.Ack != "" || a.Line != i+2 || !strings.Contains(a.Error, b.err) {
+		if a := p.Answer(t); a.Ack != "" || a.Line != i+2 || !strings.Contains(a.Error, b.err) {
 			t.Fatalf("line %d: %+v, want an error on line %d mentioning %q", i+2, a, i+2, b.err)
 		}
 	}
-	if a := p.answer(t); a.Ack != "ok2" || a.Seq != 2 {
+	if a := p.Answer(t); a.Ack != "ok2" || a.Seq != 2 {
 		t.Fatalf("last line: %+v, want an ack at seq 2", a)
 	}
 
@@ -405,18 +405,18 @@ func TestIngestOneDefinitionOfValid(t *testing.T) {
 	for seq := uint64(1); seq <= 2; seq++ {
 		m := readType(t, live, "data_update")
 		if m.Seq != seq {
-			t.Fatalf("got %s, want seq %d", m.raw, seq)
+			t.Fatalf("got %s, want seq %d", m.Raw, seq)
 		}
-		decode("data_update", m.raw)
+		decode("data_update", m.Raw)
 	}
 	want := decode("state", []byte(`{"a":2,"`+long+`":"é😀","v":1.7976931348623157e308}`))
 	for _, d := range dialers {
 		c := d.dial(t, wsURL(s, ""))
 		_, m := subscribeAuth(t, c, "valid")
-		if m.Seq != 2 || !reflect.DeepEqual(decode("initial_data", m.raw).(map[string]any)["data"], want) {
-			t.Fatalf("%s: %s, want seq 2 and state %v", d.name, m.raw, want)
+		if m.Seq != 2 || !reflect.DeepEqual(decode("initial_data", m.Raw).(map[string]any)["data"], want) {
+			t.Fatalf("%s: %s, want seq 2 and state %v", d.name, m.Raw, want)
 		}
-		c.close()
+		c.Close()
 	}
 	if st := s.Stats(); st.IngestErrors != uint64(len(bad)) || st.IngestFrames != 2 {
 		t.Fatalf("IngestErrors %d IngestFrames %d, want %d and 2", st.IngestErrors, st.IngestFrames, len(bad))

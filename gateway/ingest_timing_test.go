@@ -36,12 +36,12 @@ func BenchmarkClusterIngest(b *testing.B) {
 						fmt.Fprintf(&buf, `{"id":"b%d-%d","city":"bench-%d","type":"data_update","data":{"pm25":12,"j":%d}}`+"\n", i, j, i, j)
 					}
 					go func() {
-						_ = p.c.SetWriteDeadline(time.Now().Add(time.Minute))
-						_, _ = p.c.Write(buf.Bytes())
+						_ = p.C.SetWriteDeadline(time.Now().Add(time.Minute))
+						_, _ = p.C.Write(buf.Bytes())
 					}()
 					for range share {
-						_ = p.c.SetReadDeadline(time.Now().Add(clusterTimeout))
-						line, err := p.br.ReadBytes('\n')
+						_ = p.C.SetReadDeadline(time.Now().Add(clusterTimeout))
+						line, err := p.BR.ReadBytes('\n')
 						if err != nil || !bytes.Contains(line, []byte(`"ack"`)) {
 							b.Errorf("producer %d: answer %q, %v", i, line, err)
 							return

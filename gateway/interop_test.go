@@ -22,7 +22,7 @@ func dialGorillaDeflate(t testing.TB, url string) client {
 		t.Fatalf("server accepted extension %q", ext)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &gorillaClient{c}
+	return &gorillaClient{C: c}
 }
 
 // TestInterop runs one client's whole life with each library: join by URL,
@@ -40,40 +40,40 @@ func TestInterop(t *testing.T) {
 			readType(t, c, "subscribed")
 			readType(t, c, "initial_data")
 
-			p.publish(t, dataLine(a, "data_update", `{"pm25":12.5}`))
+			p.Publish(t, dataLine(a, "data_update", `{"pm25":12.5}`))
 			if m := readType(t, c, "data_update"); m.City != a || m.Seq != 1 || string(m.Data) != `{"pm25":12.5}` {
-				t.Fatalf("got %s", m.raw)
+				t.Fatalf("got %s", m.Raw)
 			}
 
 			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, b))
 			readType(t, c, "subscribed")
 			readType(t, c, "initial_data")
-			p.publish(t, alertLine(b, "critical"))
+			p.Publish(t, alertLine(b, "critical"))
 			if m := readType(t, c, "alerts"); m.City != b || m.Seq != 1 || !strings.Contains(string(m.Alerts), `"critical"`) {
-				t.Fatalf("got %s", m.raw)
+				t.Fatalf("got %s", m.Raw)
 			}
 
 			// 100 KB: the frame has a 64-bit length.
 			big := `{"blob":"` + strings.Repeat("0123456789", 10_000) + `"}`
-			p.publish(t, dataLine(a, "data_update", big))
+			p.Publish(t, dataLine(a, "data_update", big))
 			if m := readType(t, c, "data_update"); m.Seq != 2 || string(m.Data) != big {
 				t.Fatalf("got a data_update of %d bytes at seq %d, want %d bytes at seq 2", len(m.Data), m.Seq, len(big))
 			}
-			p.publish(t, dataLine(a, "snapshot", `{"reset":true}`))
+			p.Publish(t, dataLine(a, "snapshot", `{"reset":true}`))
 			if m := readType(t, c, "initial_data"); m.Seq != 3 || string(m.Data) != `{"reset":true}` {
-				t.Fatalf("got %s, want the snapshot at seq 3", m.raw)
+				t.Fatalf("got %s, want the snapshot at seq 3", m.Raw)
 			}
 
 			send(t, c, fmt.Sprintf(`{"type":"unsubscribe","cities":[%q]}`, a))
 			readType(t, c, "unsubscribed")
-			p.publish(t, dataLine(a, "data_update", `{"gone":1}`))
-			p.publish(t, dataLine(b, "data_update", `{"here":1}`))
+			p.Publish(t, dataLine(a, "data_update", `{"gone":1}`))
+			p.Publish(t, dataLine(b, "data_update", `{"here":1}`))
 			if m := readType(t, c, "data_update"); m.City != b || m.Seq != 2 {
-				t.Fatalf("got %s, want %s seq 2", m.raw, b)
+				t.Fatalf("got %s, want %s seq 2", m.Raw, b)
 			}
 			expectPong(t, c)
 
-			if err := c.sendClose(ws.StatusNormalClosure, "bye"); err != nil {
+			if err := c.SendClose(ws.StatusNormalClosure, "bye"); err != nil {
 				t.Fatal(err)
 			}
 			expectClose(t, c, ws.StatusNormalClosure)

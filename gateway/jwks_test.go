@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/metrocast/metrocast/gateway/auth/authtest"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 // idp is an identity provider's JWKS endpoint on 127.0.0.1: it serves the
@@ -60,15 +61,7 @@ func (p *idp) publish(t testing.TB, keys ...jose.JSONWebKey) {
 // success; the connection is then closed).
 func dialStatus(t testing.TB, s *Server, tok string) int {
 	t.Helper()
-	c, resp, err := dialAuth(t, wsURL(s, "cities=idp"), bearer(tok))
-	if err == nil {
-		c.close()
-		return http.StatusSwitchingProtocols
-	}
-	if resp == nil {
-		t.Fatalf("dial: %s", err)
-	}
-	return resp.StatusCode
+	return nodetest.DialStatus(t, wsURL(s, "cities=idp"), bearer(tok))
 }
 
 // TestJWKSURLRotation: a node takes its keys from an identity provider
@@ -122,7 +115,7 @@ func TestJWKSURLRotation(t *testing.T) {
 	}
 	// The connection of the removed key still gets its frames.
 	pr := dialProducer(t, s)
-	pr.publish(t, dataLine("idp", "data_update", `{"n":1}`))
+	pr.Publish(t, dataLine("idp", "data_update", `{"n":1}`))
 	readType(t, old, "data_update")
 	if st := s.Stats(); st.JWKSFetches != uint64(p.hits.Load()) || st.JWKSFetchErrors != 0 {
 		t.Fatalf("JWKSFetches %d JWKSFetchErrors %d, want %d and 0", st.JWKSFetches, st.JWKSFetchErrors, p.hits.Load())

@@ -198,7 +198,7 @@ func TestRateLimit(t *testing.T) {
 	// Pings count too: a ping frame over the rate is not answered.
 	r.write(t, clientFrame(true, ws.OpPing, []byte("p")))
 	if m := r.msgType(t, "error"); m.Code != "rate_limited" {
-		t.Fatalf("%s, want rate_limited", m.raw)
+		t.Fatalf("%s, want rate_limited", m.Raw)
 	}
 	r.write(t, text(`{"type":"ping"}`))
 	r.msgType(t, "error")
@@ -243,7 +243,7 @@ func TestUnauthenticatedAbuse(t *testing.T) {
 	flood = dialUpgraded(t, s)
 	flood.write(t, bytes.Repeat(text(`{"type":"ping"}`), 4))
 	if m := flood.msgType(t, "auth_error"); m.Code != auth.CodeRequired {
-		t.Fatalf("%s, want auth_required", m.raw)
+		t.Fatalf("%s, want auth_required", m.Raw)
 	}
 	flood.expectClose(t, StatusAuthFailed)
 	if st := s.Stats(); st.Upgraded != 3 {

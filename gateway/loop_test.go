@@ -45,7 +45,7 @@ func TestFanoutFair(t *testing.T) {
 	)
 	s := startServer(t, Config{Loops: 1})
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("fair", "data_update", `{"a":0}`))
+	p.Publish(t, dataLine("fair", "data_update", `{"a":0}`))
 	readers := make([]*stampedReader, n)
 	conns := make([]*rawConn, n)
 	for i := range readers {
@@ -63,7 +63,7 @@ func TestFanoutFair(t *testing.T) {
 	last := make([]int, n) // frames each client got last
 	first := make([]int, n)
 	for k := 1; k <= frames; k++ {
-		p.publish(t, dataLine("fair", "data_update", `{"a":`+strconv.Itoa(k)+`}`))
+		p.Publish(t, dataLine("fair", "data_update", `{"a":`+strconv.Itoa(k)+`}`))
 		at := make([]time.Time, n)
 		for i, sr := range readers {
 			_ = conns[i].c.SetReadDeadline(time.Now().Add(readTimeout))

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"regexp"
 	"runtime"
-	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,87 +16,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
-
-// adminGet fetches path from s's admin port.
-func adminGet(t testing.TB, s *Server, path string) (int, []byte) {
-	t.Helper()
-	c := http.Client{Timeout: readTimeout}
-	resp, err := c.Get("http://" + s.AdminAddr().String() + path)
-	if err != nil {
-		t.Fatalf("GET %s: %s", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %s", path, err)
-	}
-	return resp.StatusCode, b
-}
-
-// scrape fetches /metrics, parses it with Prometheus' own text parser and
-// flattens it to series → value. A series is written as exposed, labels
-// sorted: metrocast_connections_closed_total{reason="peer"}; a histogram
-// gives name_bucket{le="…"}, name_count and name_sum.
-func scrape(t testing.TB, s *Server) map[string]float64 {
-	t.Helper()
-	code, body := adminGet(t, s, "/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("/metrics: status %d", code)
-	}
-	return parseMetrics(t, body)
-}
-
-func parseMetrics(t testing.TB, body []byte) map[string]float64 {
-	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("cannot parse /metrics: %s\n%s", err, body)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			key := func(name string, extra ...string) string {
-				ls := append(slices.Clone(labels), extra...)
-				if len(ls) == 0 {
-					return name
-				}
-				sort.Strings(ls)
-				return name + "{" + strings.Join(ls, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key(name)] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[key(name)] = m.Gauge.GetValue()
-			case m.Untyped != nil:
-				out[key(name)] = m.Untyped.GetValue()
-			case m.Histogram != nil:
-				h := m.Histogram
-				out[key(name+"_count")] = float64(h.GetSampleCount())
-				out[key(name+"_sum")] = h.GetSampleSum()
-				for _, b := range h.GetBucket() {
-					out[key(name+"_bucket", fmt.Sprintf("le=%q", fmt.Sprint(b.GetUpperBound())))] = float64(b.GetCumulativeCount())
-				}
-			}
-		}
-	}
-	return out
-}
-
-// series returns the value of one series, failing the test if it is absent.
-func series(t testing.TB, m map[string]float64, name string) float64 {
-	t.Helper()
-	v, ok := m[name]
-	if !ok {
-		t.Fatalf("no series %s in /metrics", name)
-	}
-	return v
-}
 
 // TestMetricsMove scrapes /metrics as traffic flows and checks that the
 // series follow it: connections, subscriptions, ingest, deliveries,
@@ -134,13 +50,13 @@ func TestMetricsMove(t *testing.T) {
 	p := dialProducer(t, s)
 	const frames = 5
 	for range frames {
-		p.publish(t, dataLine("mx1", "data_update", `{"n":1}`))
+		p.Publish(t, dataLine("mx1", "data_update", `{"n":1}`))
 	}
 	for range frames {
 		readType(t, c, "data_update")
 	}
-	p.write(t, `{"city":"mx1"}`)
-	if a := p.answer(t); a.Error == "" {
+	p.Write(t, `{"city":"mx1"}`)
+	if a := p.Answer(t); a.Error == "" {
 		t.Fatalf("bad line answered %+v", a)
 	}
 	waitFor(t, readTimeout, func() bool { return s.Stats().Deliveries == frames })
@@ -176,7 +92,7 @@ func TestMetricsMove(t *testing.T) {
 		t.Errorf("ingest bytes = %v, want ≥ %d", n, frames*20)
 	}
 
-	c.close()
+	c.Close()
 	waitFor(t, readTimeout, func() bool { return s.Stats().Connections == 0 })
 	m = scrape(t, s)
 	if got := series(t, m, `metrocast_connections_closed_total{reason="peer"}`); got != 1 {

@@ -21,7 +21,7 @@ type presenceMsg struct {
 func nextPresence(t *testing.T, c client) presenceMsg {
 	t.Helper()
 	for {
-		b, err := c.next(readTimeout)
+		b, err := c.Next(readTimeout)
 		if err != nil {
 			t.Fatalf("waiting for a presence message: %s", err)
 		}
@@ -79,7 +79,7 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("bob's second snapshot: %+v", m)
 	}
 	// One tab closes: bob stays. The other unsubscribes: bob left.
-	bob1.close()
+	bob1.Close()
 	send(t, bob2, `{"type":"unsubscribe","cities":["pr"]}`)
 	readType(t, bob2, "unsubscribed")
 	m := nextPresence(t, alice)
@@ -88,14 +88,14 @@ func TestPresence(t *testing.T) {
 	}
 	// carol's connection saw no presence message: after a frame published
 	// now, the next message is that frame.
-	dialProducer(t, s).publish(t, dataLine("pr", "data_update", `{"x":1}`))
+	dialProducer(t, s).Publish(t, dataLine("pr", "data_update", `{"x":1}`))
 	for {
 		m := read(t, plain)
 		if m.Type == "data_update" {
 			break
 		}
 		if m.Type != "initial_data" {
-			t.Fatalf("carol got %s", m.raw)
+			t.Fatalf("carol got %s", m.Raw)
 		}
 	}
 }

@@ -100,7 +100,7 @@ func BenchmarkClusterPresenceStorm(b *testing.B) {
 		}
 		for _, c := range conns {
 			readType(b, c, "subscribed")
-			c.close()
+			c.Close()
 		}
 		waitFor(b, clusterTimeout, func() bool { return bn.open.Load() == int64(markers) })
 		marker := fmt.Sprintf("marker-%03d", markers)

@@ -22,17 +22,17 @@ func TestInitialDataMergedState(t *testing.T) {
 	p := dialProducer(t, s)
 	f := func(typ, data, wantState string) {
 		t.Helper()
-		seq := p.publish(t, dataLine("merge", typ, data))
+		seq := p.Publish(t, dataLine("merge", typ, data))
 		for _, d := range dialers {
 			c := d.dial(t, wsURL(s, ""))
 			sub, m := subscribeAuth(t, c, "merge")
 			if sub.Epoch != s.Epoch() || sub.Cities[0].Seq != seq || sub.Cities[0].Resumed {
-				t.Fatalf("%s: %s, want merge at seq %d, epoch %d, not resumed", d.name, sub.raw, seq, s.Epoch())
+				t.Fatalf("%s: %s, want merge at seq %d, epoch %d, not resumed", d.name, sub.Raw, seq, s.Epoch())
 			}
 			if m.Seq != seq || m.Epoch != s.Epoch() || !jsonEqual(t, m.Data, []byte(wantState)) {
-				t.Fatalf("%s: after %s %s: %s, want seq %d and data %s", d.name, typ, data, m.raw, seq, wantState)
+				t.Fatalf("%s: after %s %s: %s, want seq %d and data %s", d.name, typ, data, m.Raw, seq, wantState)
 			}
-			c.close()
+			c.Close()
 		}
 	}
 	f("data_update", `{"a":1,"b":1}`, `{"a":1,"b":1}`)
@@ -57,15 +57,15 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q,%q]}`, a, b))
 			sub := readType(t, c, "subscribed")
 			if len(sub.Cities) != 2 || sub.Cities[0].City != a || sub.Cities[1].City != b {
-				t.Fatalf("got %s, want %s and %s", sub.raw, a, b)
+				t.Fatalf("got %s, want %s and %s", sub.Raw, a, b)
 			}
 			for _, city := range []string{a, b} {
 				if m := readType(t, c, "initial_data"); m.City != city {
-					t.Fatalf("got %s, want the initial_data of %s", m.raw, city)
+					t.Fatalf("got %s, want the initial_data of %s", m.Raw, city)
 				}
 			}
-			p.publish(t, dataLine(a, "data_update", `{"v":"a1"}`))
-			p.publish(t, dataLine(b, "data_update", `{"v":"b1"}`))
+			p.Publish(t, dataLine(a, "data_update", `{"v":"a1"}`))
+			p.Publish(t, dataLine(b, "data_update", `{"v":"b1"}`))
 			// Order holds per city, not across cities: the catch-up at the
 			// end of subscribe may send b's frame before the fanout of a's.
 			if _, err := collect(c, map[string]uint64{a: 0, b: 0}, map[string]uint64{a: 1, b: 1}); err != nil {
@@ -76,30 +76,30 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, a))
 			sub = readType(t, c, "subscribed")
 			if len(sub.Cities) != 1 || sub.Cities[0].City != a || sub.Cities[0].Seq != 1 || !sub.Cities[0].Resumed {
-				t.Fatalf("got %s, want %s at seq 1, resumed", sub.raw, a)
+				t.Fatalf("got %s, want %s at seq 1, resumed", sub.Raw, a)
 			}
 
 			send(t, c, fmt.Sprintf(`{"type":"unsubscribe","cities":[%q,"never-subscribed"]}`, a))
 			un := readType(t, c, "unsubscribed")
 			if len(un.Cities) != 1 || un.Cities[0].City != a || un.Cities[0].Seq != 1 {
-				t.Fatalf("got %s, want %s at seq 1", un.raw, a)
+				t.Fatalf("got %s, want %s at seq 1", un.Raw, a)
 			}
 			// a's frame, published first, would arrive before b's: the
 			// loop fans out woken cities in order.
-			p.publish(t, dataLine(a, "data_update", `{"v":"a2"}`))
-			p.publish(t, dataLine(b, "data_update", `{"v":"b2"}`))
+			p.Publish(t, dataLine(a, "data_update", `{"v":"a2"}`))
+			p.Publish(t, dataLine(b, "data_update", `{"v":"b2"}`))
 			if m := readType(t, c, "data_update"); m.City != b || m.Seq != 2 {
-				t.Fatalf("got %s, want %s seq 2 only", m.raw, b)
+				t.Fatalf("got %s, want %s seq 2 only", m.Raw, b)
 			}
 
 			// Back again: a fresh start with the merged state.
 			send(t, c, fmt.Sprintf(`{"type":"subscribe","cities":[%q]}`, a))
 			sub = readType(t, c, "subscribed")
 			if sub.Cities[0].Seq != 2 || sub.Cities[0].Resumed {
-				t.Fatalf("got %s, want %s at seq 2, not resumed", sub.raw, a)
+				t.Fatalf("got %s, want %s at seq 2, not resumed", sub.Raw, a)
 			}
 			if m := readType(t, c, "initial_data"); m.City != a || m.Seq != 2 || string(m.Data) != `{"v":"a2"}` {
-				t.Fatalf("got %s, want the initial_data of %s at seq 2", m.raw, a)
+				t.Fatalf("got %s, want the initial_data of %s at seq 2", m.Raw, a)
 			}
 			expectPong(t, c)
 		})
@@ -114,8 +114,8 @@ func TestPingPong(t *testing.T) {
 		c := d.dial(t, wsURL(s, ""))
 		for range 3 {
 			send(t, c, `{"type":"ping"}`)
-			if m := read(t, c); string(m.raw) != `{"type":"pong"}` {
-				t.Fatalf("%s: got %s, want {\"type\":\"pong\"}", d.name, m.raw)
+			if m := read(t, c); string(m.Raw) != `{"type":"pong"}` {
+				t.Fatalf("%s: got %s, want {\"type\":\"pong\"}", d.name, m.Raw)
 			}
 		}
 	}
@@ -130,20 +130,20 @@ func TestFilters(t *testing.T) {
 	p := dialProducer(t, s)
 	publishAll := func(city string) {
 		t.Helper()
-		p.publish(t, dataLine(city, "data_update", `{"n":1}`)) // 1
-		p.publish(t, alertLine(city, "info"))                  // 2
-		p.publish(t, alertLine(city, "warning"))               // 3
-		p.publish(t, alertLine(city, "info", "critical"))      // 4
-		p.publish(t, dataLine(city, "data_update", `{"n":5}`)) // 5
-		p.publish(t, alertLine(city, "critical"))              // 6
-		p.publish(t, alertLine(city, "info"))                  // 7
+		p.Publish(t, dataLine(city, "data_update", `{"n":1}`)) // 1
+		p.Publish(t, alertLine(city, "info"))                  // 2
+		p.Publish(t, alertLine(city, "warning"))               // 3
+		p.Publish(t, alertLine(city, "info", "critical"))      // 4
+		p.Publish(t, dataLine(city, "data_update", `{"n":5}`)) // 5
+		p.Publish(t, alertLine(city, "critical"))              // 6
+		p.Publish(t, alertLine(city, "info"))                  // 7
 	}
 	expectSeqs := func(c client, want []uint64) {
 		t.Helper()
 		for _, seq := range want {
 			m := read(t, c)
 			if (m.Type != "alerts" && m.Type != "data_update") || m.Seq != seq {
-				t.Fatalf("got %s, want seq %d (all: %v)", m.raw, seq, want)
+				t.Fatalf("got %s, want seq %d (all: %v)", m.Raw, seq, want)
 			}
 		}
 		expectPong(t, c)
@@ -157,10 +157,10 @@ func TestFilters(t *testing.T) {
 			c := d.dial(t, wsURL(s, ""))
 			send(t, c, `{"type":"subscribe","cities":["flt"],"since":{"flt":0},"filters":`+filter+`}`)
 			if sub := readType(t, c, "subscribed"); !sub.Cities[0].Resumed {
-				t.Fatalf("got %s, want a resumed subscription", sub.raw)
+				t.Fatalf("got %s, want a resumed subscription", sub.Raw)
 			}
 			expectSeqs(c, want)
-			c.close()
+			c.Close()
 		}
 	}
 	f(`{"types":["alerts"],"minSeverity":"warning"}`, 3, 4, 6)
@@ -190,7 +190,7 @@ func TestFilters(t *testing.T) {
 		// A bad filter is an error and changes nothing.
 		send(t, c, `{"type":"subscribe","filters":{"types":["weather"]}}`)
 		if m := readType(t, c, "error"); m.Code != "bad_request" {
-			t.Fatalf("got %s, want a bad_request error", m.raw)
+			t.Fatalf("got %s, want a bad_request error", m.Raw)
 		}
 		publishAll(city)
 		expectSeqs(c, []uint64{15, 19})
@@ -209,11 +209,11 @@ func TestClientErrors(t *testing.T) {
 			send(t, c, in)
 			m := readType(t, c, "error")
 			if m.Code != code || m.Message == "" {
-				t.Fatalf("%s: %s: got %s, want an error %s with a message", d.name, in, m.raw, code)
+				t.Fatalf("%s: %s: got %s, want an error %s with a message", d.name, in, m.Raw, code)
 			}
 			for _, want := range mention {
 				if !strings.Contains(m.Message, want) {
-					t.Fatalf("%s: %s: got %s, want a message about %s", d.name, in, m.raw, want)
+					t.Fatalf("%s: %s: got %s, want a message about %s", d.name, in, m.Raw, want)
 				}
 			}
 			expectPong(t, c)
@@ -264,11 +264,11 @@ func TestTooManySubscriptions(t *testing.T) {
 		c := d.dial(t, wsURL(s, ""))
 		send(t, c, `{"type":"subscribe","cities":["m1","m2","m3"]}`)
 		if m := readType(t, c, "error"); m.Code != "too_many_subscriptions" || m.City != "m3" {
-			t.Fatalf("%s: got %s, want too_many_subscriptions for m3", d.name, m.raw)
+			t.Fatalf("%s: got %s, want too_many_subscriptions for m3", d.name, m.Raw)
 		}
 		sub := readType(t, c, "subscribed")
 		if len(sub.Cities) != 2 || sub.Cities[0].City != "m1" || sub.Cities[1].City != "m2" {
-			t.Fatalf("%s: got %s, want m1 and m2", d.name, sub.raw)
+			t.Fatalf("%s: got %s, want m1 and m2", d.name, sub.Raw)
 		}
 		readType(t, c, "initial_data")
 		readType(t, c, "initial_data")
@@ -277,7 +277,7 @@ func TestTooManySubscriptions(t *testing.T) {
 		readType(t, c, "unsubscribed")
 		send(t, c, `{"type":"subscribe","cities":["m3"]}`)
 		if sub := readType(t, c, "subscribed"); sub.Cities[0].City != "m3" {
-			t.Fatalf("%s: got %s, want m3", d.name, sub.raw)
+			t.Fatalf("%s: got %s, want m3", d.name, sub.Raw)
 		}
 		readType(t, c, "initial_data")
 		expectPong(t, c)
@@ -289,15 +289,15 @@ func TestTooManySubscriptions(t *testing.T) {
 	readType(t, c, "initial_data")
 	send(t, c, `{"type":"subscribe","cities":["m5"]}`)
 	if m := readType(t, c, "error"); m.Code != "too_many_cities" || m.City != "m5" {
-		t.Fatalf("got %s, want too_many_cities for m5", m.raw)
+		t.Fatalf("got %s, want too_many_cities for m5", m.Raw)
 	}
 	if sub := readType(t, c, "subscribed"); len(sub.Cities) != 0 {
-		t.Fatalf("got %s, want no cities", sub.raw)
+		t.Fatalf("got %s, want no cities", sub.Raw)
 	}
 	// Ingest for a sixth city is refused as well.
 	p := dialProducer(t, s)
-	p.write(t, dataLine("m6", "data_update", `{}`))
-	if a := p.answer(t); !strings.Contains(a.Error, "too many cities") || a.Line != 1 {
+	p.Write(t, dataLine("m6", "data_update", `{}`))
+	if a := p.Answer(t); !strings.Contains(a.Error, "too many cities") || a.Line != 1 {
 		t.Fatalf("got %+v, want a too many cities error on line 1", a)
 	}
 }
@@ -318,7 +318,7 @@ func TestErrorsCloseMidSubscribe(t *testing.T) {
 		t.Helper()
 		for i := range maxErrors {
 			if m := r.msgType(t, "error"); m.Code != "too_many_subscriptions" || m.City != cities[1+i] {
-				t.Fatalf("%s: got %s, want too_many_subscriptions for %s", name, m.raw, cities[1+i])
+				t.Fatalf("%s: got %s, want too_many_subscriptions for %s", name, m.Raw, cities[1+i])
 			}
 		}
 		f := r.frame(t)
@@ -372,7 +372,7 @@ func TestAuthWithoutCity(t *testing.T) {
 		c := d.dial(t, wsURL(s, ""))
 		send(t, c, `{"type":"auth","token":"t"}`)
 		if sub := readType(t, c, "subscribed"); len(sub.Cities) != 0 || sub.Epoch != s.Epoch() {
-			t.Fatalf("%s: got %s, want subscribed to nothing", d.name, sub.raw)
+			t.Fatalf("%s: got %s, want subscribed to nothing", d.name, sub.Raw)
 		}
 		send(t, c, `{"type":"subscribe","cities":["later"]}`)
 		readType(t, c, "subscribed")

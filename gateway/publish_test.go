@@ -50,7 +50,7 @@ func TestHTTPPublish(t *testing.T) {
 		t.Fatalf("one frame: %d %q", code, body)
 	}
 	if m := readType(t, c, "data_update"); m.Seq != 1 || string(m.Data) != `{"n":1}` {
-		t.Fatalf("got %s", m.raw)
+		t.Fatalf("got %s", m.Raw)
 	}
 	// Without an id: stored, nothing to answer.
 	code, body = adminPost(t, s, "/api/publish", strings.NewReader(`{"city":"hp","type":"data_update","data":{"n":2}}`+"\n"))
@@ -88,11 +88,11 @@ func TestHTTPPublishSameAnswersAsTCP(t *testing.T) {
 	}
 
 	p := dialProducer(t, s)
-	p.write(t, strings.TrimSuffix(ndjson("viatcp"), "\n"))
+	p.Write(t, strings.TrimSuffix(ndjson("viatcp"), "\n"))
 	var tcp bytes.Buffer
-	br := bufio.NewReader(p.c)
+	br := bufio.NewReader(p.C)
 	for range 5 {
-		_ = p.c.SetReadDeadline(time.Now().Add(readTimeout))
+		_ = p.C.SetReadDeadline(time.Now().Add(readTimeout))
 		line, err := br.ReadBytes('\n')
 		if err != nil {
 			t.Fatalf("TCP answers so far %q: %s", tcp.String(), err)

@@ -25,7 +25,7 @@ func TestResume(t *testing.T) {
 			if city == "big" {
 				data = fmt.Sprintf(`{"n":%d,"pad":"%s"}`, heads[city], strings.Repeat("x", 600))
 			}
-			if seq := p.publish(t, dataLine(city, "data_update", data)); seq != heads[city] {
+			if seq := p.Publish(t, dataLine(city, "data_update", data)); seq != heads[city] {
 				t.Fatalf("%s: ack seq %d, want %d", city, seq, heads[city])
 			}
 			state[city] = data
@@ -82,34 +82,34 @@ func TestResume(t *testing.T) {
 			who := fmt.Sprintf("%s %+v (since %d, head %d)", d.name, c, since, head)
 			sub := readType(t, cl, "subscribed")
 			if len(sub.Cities) != 1 || sub.Cities[0].City != c.city {
-				t.Fatalf("%s: got %s", who, sub.raw)
+				t.Fatalf("%s: got %s", who, sub.Raw)
 			}
 			switch c.want {
 			case replay:
 				if sub.Cities[0].Seq != since || !sub.Cities[0].Resumed {
-					t.Fatalf("%s: got %s, want seq %d resumed", who, sub.raw, since)
+					t.Fatalf("%s: got %s, want seq %d resumed", who, sub.Raw, since)
 				}
 				for seq := since + 1; seq <= head; seq++ {
 					if m := readType(t, cl, "data_update"); m.Seq != seq {
-						t.Fatalf("%s: got %s, want seq %d", who, m.raw, seq)
+						t.Fatalf("%s: got %s, want seq %d", who, m.Raw, seq)
 					}
 				}
 			case initial:
 				if sub.Cities[0].Seq != head || sub.Cities[0].Resumed {
-					t.Fatalf("%s: got %s, want seq %d not resumed", who, sub.raw, head)
+					t.Fatalf("%s: got %s, want seq %d not resumed", who, sub.Raw, head)
 				}
 				m := readType(t, cl, "initial_data")
 				if m.Seq != head || m.Resumed || m.Epoch != s.Epoch() || !jsonEqual(t, m.Data, []byte(state[c.city])) {
-					t.Fatalf("%s: got %s, want the state %s at seq %d", who, m.raw, state[c.city], head)
+					t.Fatalf("%s: got %s, want the state %s at seq %d", who, m.Raw, state[c.city], head)
 				}
 			}
 			// Then live, from exactly the next seq.
 			pub(c.city, 1)
 			if m := readType(t, cl, "data_update"); m.Seq != head+1 {
-				t.Fatalf("%s: got %s, want the live seq %d", who, m.raw, head+1)
+				t.Fatalf("%s: got %s, want the live seq %d", who, m.Raw, head+1)
 			}
 			expectPong(t, cl)
-			cl.close()
+			cl.Close()
 		}
 	}
 	f(tc{city: "res", join: "subscribe", since: -5, want: replay})
@@ -135,7 +135,7 @@ func TestResume(t *testing.T) {
 	readType(t, c, "subscribed")
 	for seq := uint64(1); seq <= 3; seq++ {
 		if m := readType(t, c, "data_update"); m.Seq != seq {
-			t.Fatalf("got %s, want seq %d", m.raw, seq)
+			t.Fatalf("got %s, want seq %d", m.Raw, seq)
 		}
 	}
 }
@@ -147,14 +147,14 @@ func TestResumeSeveralCities(t *testing.T) {
 	s := startServer(t, Config{RingSize: 8})
 	p := dialProducer(t, s)
 	for n := 1; n <= 20; n++ {
-		p.publish(t, dataLine("rs-a", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
-		p.publish(t, dataLine("rs-b", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
+		p.Publish(t, dataLine("rs-a", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
+		p.Publish(t, dataLine("rs-b", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
 	}
 	for _, d := range dialers {
 		c := d.dial(t, wsURL(s, "cities=rs-a,rs-b&since=rs-a:17,rs-b:3"))
 		sub := readType(t, c, "subscribed")
 		if len(sub.Cities) != 2 || sub.Cities[0].Seq != 17 || !sub.Cities[0].Resumed || sub.Cities[1].Seq != 20 || sub.Cities[1].Resumed {
-			t.Fatalf("%s: got %s, want rs-a resumed at 17, rs-b fresh at 20", d.name, sub.raw)
+			t.Fatalf("%s: got %s, want rs-a resumed at 17, rs-b fresh at 20", d.name, sub.Raw)
 		}
 		got, err := collect(c, map[string]uint64{"rs-a": 17, "rs-b": 19}, map[string]uint64{"rs-a": 20, "rs-b": 20})
 		if err != nil {
@@ -166,7 +166,7 @@ func TestResumeSeveralCities(t *testing.T) {
 				want = "initial_data"
 			}
 			if m.Type != want {
-				t.Fatalf("%s: got %s, want %s", d.name, m.raw, want)
+				t.Fatalf("%s: got %s, want %s", d.name, m.Raw, want)
 			}
 		}
 	}
@@ -180,10 +180,10 @@ func TestRecentAlerts(t *testing.T) {
 	p := dialProducer(t, s)
 
 	// No alert yet: no recent_alerts member.
-	p.publish(t, dataLine("ra", "data_update", `{"n":0}`)) // 1
+	p.Publish(t, dataLine("ra", "data_update", `{"n":0}`)) // 1
 	c := dialers[0].dial(t, wsURL(s, ""))
-	if _, m := subscribeAuth(t, c, "ra"); m.Recent != nil || strings.Contains(string(m.raw), "recent_alerts") {
-		t.Fatalf("got %s, want no recent_alerts", m.raw)
+	if _, m := subscribeAuth(t, c, "ra"); m.Recent != nil || strings.Contains(string(m.Raw), "recent_alerts") {
+		t.Fatalf("got %s, want no recent_alerts", m.Raw)
 	}
 
 	type alert struct {
@@ -194,17 +194,17 @@ func TestRecentAlerts(t *testing.T) {
 	pubAlert := func(sev string) {
 		t.Helper()
 		l := alertLine("ra", sev)
-		seq := p.publish(t, l)
+		seq := p.Publish(t, l)
 		_, rest, _ := strings.Cut(l, `"alerts":`)
 		alerts = append(alerts, alert{seq, strings.TrimSuffix(rest, "}")})
 	}
 	pubAlert("warning")                                    // 2
-	p.publish(t, dataLine("ra", "data_update", `{"n":3}`)) // 3
+	p.Publish(t, dataLine("ra", "data_update", `{"n":3}`)) // 3
 	pubAlert("critical")                                   // 4
 	pubAlert("info")                                       // 5
 	pubAlert("critical")                                   // 6
 	for n := 7; n <= 30; n++ {
-		p.publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
+		p.Publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"n":%d}`, n)))
 	}
 
 	for _, d := range dialers {
@@ -212,7 +212,7 @@ func TestRecentAlerts(t *testing.T) {
 		_, m := subscribeAuth(t, c, "ra")
 		want := alerts[len(alerts)-3:]
 		if m.Seq != 30 || len(m.Recent) != len(want) || string(m.Data) != `{"n":30}` {
-			t.Fatalf("%s: got %s, want seq 30, data {\"n\":30} and %d recent alerts", d.name, m.raw, len(want))
+			t.Fatalf("%s: got %s, want seq 30, data {\"n\":30} and %d recent alerts", d.name, m.Raw, len(want))
 		}
 		for i, r := range m.Recent {
 			if r.Seq != want[i].seq || string(r.Alerts) != want[i].json || r.Timestamp == 0 {
@@ -223,7 +223,7 @@ func TestRecentAlerts(t *testing.T) {
 		c2 := d.dial(t, wsURL(s, "cities=ra&since=3"))
 		readType(t, c2, "subscribed")
 		if m := readType(t, c2, "initial_data"); len(m.Recent) != 3 || m.Recent[0].Seq != want[0].seq {
-			t.Fatalf("%s: got %s, want the 3 recent alerts", d.name, m.raw)
+			t.Fatalf("%s: got %s, want the 3 recent alerts", d.name, m.Raw)
 		}
 	}
 }
@@ -240,20 +240,20 @@ func TestSnapshotEpochResume(t *testing.T) {
 		c := d.dial(t, wsURL(s, "cities=se"))
 		readType(t, c, "subscribed")
 		readType(t, c, "initial_data")
-		seq := p.publish(t, dataLine("se", "snapshot", `{"a":1}`))
+		seq := p.Publish(t, dataLine("se", "snapshot", `{"a":1}`))
 		m := readType(t, c, "initial_data")
 		if m.Seq != seq || m.Epoch != s.Epoch() || !m.Resumed {
-			t.Fatalf("%s: snapshot delivered as %s, want seq %d, epoch %d, resumed", d.name, m.raw, seq, s.Epoch())
+			t.Fatalf("%s: snapshot delivered as %s, want seq %d, epoch %d, resumed", d.name, m.Raw, seq, s.Epoch())
 		}
-		c.close()
-		next := p.publish(t, dataLine("se", "data_update", `{"b":2}`))
+		c.Close()
+		next := p.Publish(t, dataLine("se", "data_update", `{"b":2}`))
 		// Back with what the snapshot frame said.
 		c = d.dial(t, wsURL(s, fmt.Sprintf("cities=se&since=%d&epoch=%d", m.Seq, m.Epoch)))
 		if sub := readType(t, c, "subscribed"); len(sub.Cities) != 1 || !sub.Cities[0].Resumed {
-			t.Fatalf("%s: %s, want resumed", d.name, sub.raw)
+			t.Fatalf("%s: %s, want resumed", d.name, sub.Raw)
 		}
 		if u := readType(t, c, "data_update"); u.Seq != next {
-			t.Fatalf("%s: %s, want the data_update at seq %d", d.name, u.raw, next)
+			t.Fatalf("%s: %s, want the data_update at seq %d", d.name, u.Raw, next)
 		}
 	}
 }

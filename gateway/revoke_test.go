@@ -49,8 +49,8 @@ func TestRevocation(t *testing.T) {
 	}
 	alice, bob, bobOther := open(withID("alice", "a1")), open(withID("bob", "b1")), open(withID("bob", "b2"))
 	p := dialIngestLoopback(t, s)
-	p.write(t, `{"auth":"`+hs256(t, publishClaims("alice", time.Hour, "*"))+`"}`)
-	p.publish(t, dataLine("rv", "data_update", `{"x":1}`))
+	p.Write(t, `{"auth":"`+hs256(t, publishClaims("alice", time.Hour, "*"))+`"}`)
+	p.Publish(t, dataLine("rv", "data_update", `{"x":1}`))
 
 	if err := revoke("sub alice\njti b1\n"); err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestRevocation(t *testing.T) {
 			m = read(t, c)
 		}
 		if m.Type != "auth_error" || m.Code != auth.CodeRevoked {
-			t.Fatalf("got %s, want auth_error %s", m.raw, auth.CodeRevoked)
+			t.Fatalf("got %s, want auth_error %s", m.Raw, auth.CodeRevoked)
 		}
 		expectClose(t, c, ws.StatusCode(4001))
 	}
@@ -70,18 +70,18 @@ func TestRevocation(t *testing.T) {
 	if m := read(t, bobOther); m.Type == "data_update" {
 		readType(t, bobOther, "pong")
 	} else if m.Type != "pong" {
-		t.Fatalf("got %s, want pong", m.raw)
+		t.Fatalf("got %s, want pong", m.Raw)
 	}
 	// The producer is cut off at its next line.
-	p.write(t, dataLine("rv", "data_update", `{"x":2}`))
-	p.expectDropped(t, "revoked")
+	p.Write(t, dataLine("rv", "data_update", `{"x":2}`))
+	expectDropped(t, p, "revoked")
 	// Refused from now on, at the upgrade and in a refresh.
 	if c, resp, _ := dialAuth(t, wsURL(s, "cities=rv"), bearer(withID("alice", "a9"))); c != nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("a revoked subject's new token: %v %v, want 401", c, resp)
 	}
 	send(t, bobOther, `{"type":"refresh","token":"`+withID("bob", "b1")+`"}`)
 	if m := readType(t, bobOther, "auth_error"); m.Code != auth.CodeRevoked {
-		t.Fatalf("refresh with a revoked token: %s", m.raw)
+		t.Fatalf("refresh with a revoked token: %s", m.Raw)
 	}
 
 	// A broken list fails the reload and keeps the one in force.
@@ -116,7 +116,7 @@ func TestAuthFileWatch(t *testing.T) {
 	if err := os.WriteFile(list, []byte("sub eve\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.next(clusterTimeout)
+	b, err := c.Next(clusterTimeout)
 	if err != nil {
 		t.Fatalf("no auth_error after the file changed: %v", err)
 	}
@@ -130,7 +130,7 @@ func TestAuthFileWatch(t *testing.T) {
 	waitFor(t, clusterTimeout, func() bool {
 		c, _, _ := dialAuth(t, wsURL(s, "cities=aw"), bearer(tok))
 		if c != nil {
-			c.close()
+			c.Close()
 		}
 		return c != nil
 	})
@@ -166,8 +166,8 @@ func TestRevokeAPI(t *testing.T) {
 	}
 	alice, bob, bobOther := open(withID("alice", "a1")), open(withID("bob", "b1")), open(withID("bob", "b2"))
 	p := dialIngestLoopback(t, s)
-	p.write(t, `{"auth":"`+hs256(t, publishClaims("alice", time.Hour, "*"))+`"}`)
-	p.publish(t, dataLine("ra", "data_update", `{"x":1}`))
+	p.Write(t, `{"auth":"`+hs256(t, publishClaims("alice", time.Hour, "*"))+`"}`)
+	p.Publish(t, dataLine("ra", "data_update", `{"x":1}`))
 	readType(t, alice, "data_update")
 	readType(t, bob, "data_update")
 	readType(t, bobOther, "data_update")
@@ -184,14 +184,14 @@ func TestRevokeAPI(t *testing.T) {
 	}
 	for _, c := range []client{alice, bob} {
 		if m := readType(t, c, "auth_error"); m.Code != auth.CodeRevoked {
-			t.Fatalf("got %s, want auth_error %s", m.raw, auth.CodeRevoked)
+			t.Fatalf("got %s, want auth_error %s", m.Raw, auth.CodeRevoked)
 		}
 		expectClose(t, c, ws.StatusCode(4001))
 	}
 	send(t, bobOther, `{"type":"ping"}`)
 	readType(t, bobOther, "pong")
-	p.write(t, dataLine("ra", "data_update", `{"x":2}`))
-	p.expectDropped(t, "revoked")
+	p.Write(t, dataLine("ra", "data_update", `{"x":2}`))
+	expectDropped(t, p, "revoked")
 	if c, resp, _ := dialAuth(t, wsURL(s, "cities=ra"), bearer(withID("alice", "a2"))); c != nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a revoked subject's new token: %v %v, want 401", c, resp)
 	}
@@ -209,7 +209,7 @@ func TestRevokeAPI(t *testing.T) {
 	waitFor(t, readTimeout, func() bool {
 		c, _, _ := dialAuth(t, wsURL(s, "cities=ra"), bearer(withID("carol", "c2")))
 		if c != nil {
-			c.close()
+			c.Close()
 		}
 		return c != nil
 	})

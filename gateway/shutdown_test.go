@@ -34,7 +34,7 @@ func TestShutdown(t *testing.T) {
 	busy := dialProducer(t, s)
 	const lines = 5
 	for i := range lines {
-		busy.write(t, fmt.Sprintf(`{"id":"s%d","city":"sd","type":"data_update","data":{"n":%d}}`, i, i))
+		busy.Write(t, fmt.Sprintf(`{"id":"s%d","city":"sd","type":"data_update","data":{"n":%d}}`, i, i))
 	}
 	idle := dialProducer(t, s)
 	waitFor(t, readTimeout, func() bool {
@@ -54,11 +54,11 @@ func TestShutdown(t *testing.T) {
 		var last uint64
 		hinted := false
 		for {
-			b, err := c.next(readTimeout)
+			b, err := c.Next(readTimeout)
 			var ce *closedError
 			if errors.As(err, &ce) {
-				if ce.code != ws.StatusGoingAway || !hinted {
-					t.Errorf("%s: closed with %d %q (hint sent: %v), want a hint then 1001", dialers[i].name, ce.code, ce.reason, hinted)
+				if ce.Code != ws.StatusGoingAway || !hinted {
+					t.Errorf("%s: closed with %d %q (hint sent: %v), want a hint then 1001", dialers[i].name, ce.Code, ce.Reason, hinted)
 				}
 				break
 			}
@@ -80,12 +80,12 @@ func TestShutdown(t *testing.T) {
 	half.expectEOF(t)
 
 	for i := range lines {
-		if a := busy.answer(t); a.Ack != fmt.Sprintf("s%d", i) || a.Seq != uint64(i+1) {
+		if a := busy.Answer(t); a.Ack != fmt.Sprintf("s%d", i) || a.Seq != uint64(i+1) {
 			t.Errorf("answer %d: %+v, want the ack of s%d", i, a, i)
 		}
 	}
 	for _, p := range []*producer{busy, idle} {
-		if _, err := p.next(); !errors.Is(err, io.EOF) {
+		if _, err := p.Next(readTimeout); !errors.Is(err, io.EOF) {
 			t.Errorf("producer: %v, want EOF after its answers", err)
 		}
 	}

@@ -124,7 +124,7 @@ func TestSlowConsumers(t *testing.T) {
 		fasts[i] = f
 		wg.Go(func() {
 			for f.last.Load() < total {
-				b, err := f.c.next(readTimeout)
+				b, err := f.c.Next(readTimeout)
 				var seq uint64
 				if err == nil {
 					seq, err = updateSeq(b, city)
@@ -170,10 +170,10 @@ func TestSlowConsumers(t *testing.T) {
 			fmt.Fprintf(&b, `{"id":"%d","city":%q,"type":"data_update","data":{"n":%d,"pad":%q}}`+"\n", head+uint64(i)+1, city, head+uint64(i)+1, pad)
 		}
 		published += b.Len()
-		p.write(t, strings.TrimSuffix(b.String(), "\n"))
+		p.Write(t, strings.TrimSuffix(b.String(), "\n"))
 		for range n {
 			head++
-			if a := p.answer(t); a.Seq != head {
+			if a := p.Answer(t); a.Seq != head {
 				t.Fatalf("got %+v, want the ack of seq %d", a, head)
 			}
 		}
@@ -224,7 +224,7 @@ func TestSlowConsumers(t *testing.T) {
 					conflations++
 				case m.Type == "data_update" && m.Seq == pausedLast+1:
 				default:
-					err = fmt.Errorf("got %s after seq %d", m.raw, pausedLast)
+					err = fmt.Errorf("got %s after seq %d", m.Raw, pausedLast)
 				}
 			}
 			if err != nil {
@@ -277,7 +277,7 @@ func TestSlowConsumers(t *testing.T) {
 			t.Fatalf("the stuck client was not closed after %d more frames: %+v", n, s.Stats())
 		}
 		<-tick.C
-		p2.publish(t, fmt.Sprintf(`{"id":"f%d","city":"flood","type":"data_update","data":{"pad":%q}}`, n, pad))
+		p2.Publish(t, fmt.Sprintf(`{"id":"f%d","city":"flood","type":"data_update","data":{"pad":%q}}`, n, pad))
 	}
 	waitCloses(t, s, CloseSlowConsumer, base.Closes["slow_consumer"]+1)
 	stuck.expectEOF(t)
@@ -366,8 +366,8 @@ func TestPausedReaders(t *testing.T) {
 				n++
 				fmt.Fprintf(&b, `{"city":%q,"type":"data_update","data":{"n":%d,"pad":%q}}`+"\n", city, n, pad)
 			}
-			_ = pc.c.SetWriteDeadline(time.Now().Add(readTimeout))
-			if _, err := pc.c.Write([]byte(b.String())); err != nil {
+			_ = pc.C.SetWriteDeadline(time.Now().Add(readTimeout))
+			if _, err := pc.C.Write([]byte(b.String())); err != nil {
 				return
 			}
 		}
@@ -400,7 +400,7 @@ func TestPausedReaders(t *testing.T) {
 						case m.Type == "data_update" && m.Seq == last+1:
 							rd.frames++
 						default:
-							err = fmt.Errorf("got %.80s after seq %d", m.raw, last)
+							err = fmt.Errorf("got %.80s after seq %d", m.Raw, last)
 						}
 					}
 					if err != nil {
@@ -408,7 +408,7 @@ func TestPausedReaders(t *testing.T) {
 						return
 					}
 					last = m.Seq
-					if got += len(m.raw); rd.rate > 0 {
+					if got += len(m.Raw); rd.rate > 0 {
 						// A slow client: it reads no faster than rate.
 						time.Sleep(time.Until(start.Add(time.Duration(got) * time.Second / time.Duration(rd.rate))))
 					}
@@ -473,7 +473,7 @@ func TestSubscribesNotRead(t *testing.T) {
 	names := make([]string, cities)
 	for i := range names {
 		names[i] = "snr" + strconv.Itoa(i)
-		p.publish(t, dataLine(names[i], "snapshot", `{"v":"`+strings.Repeat("s", state)+`"}`))
+		p.Publish(t, dataLine(names[i], "snapshot", `{"v":"`+strings.Repeat("s", state)+`"}`))
 	}
 	before := heapInUse()
 	r := dialSmallWindowRaw(t, s)
@@ -501,11 +501,11 @@ func TestSubscribesNotRead(t *testing.T) {
 			got[m.City] = true
 		}
 	}
-	seq := p.publish(t, dataLine(names[0], "data_update", `{"after":1}`))
+	seq := p.Publish(t, dataLine(names[0], "data_update", `{"after":1}`))
 	for {
 		if m := r.msg(t); m.Type == "data_update" {
 			if m.City != names[0] || m.Seq != seq {
-				t.Fatalf("%s, want %s seq %d", m.raw, names[0], seq)
+				t.Fatalf("%s, want %s seq %d", m.Raw, names[0], seq)
 			}
 			break
 		}
@@ -528,7 +528,7 @@ func TestResetMidFanout(t *testing.T) {
 	)
 	s := startServer(t, Config{})
 	p := dialProducer(t, s)
-	p.publish(t, dataLine(city, "snapshot", `{"v":0}`))
+	p.Publish(t, dataLine(city, "snapshot", `{"v":0}`))
 	reader := dialWindow(t, s, 1<<20, city)
 	// Half with full sockets and gnet holding the rest of their frames;
 	// half whose sockets take every frame: their next write meets the
@@ -540,7 +540,7 @@ func TestResetMidFanout(t *testing.T) {
 	pad := strings.Repeat("x", 8<<10)
 	publish := func(from int) (last uint64) {
 		for i := from; i < from+frames/2; i++ {
-			last = p.publish(t, dataLine(city, "data_update", `{"i":`+strconv.Itoa(i)+`,"pad":"`+pad+`"}`))
+			last = p.Publish(t, dataLine(city, "data_update", `{"i":`+strconv.Itoa(i)+`,"pad":"`+pad+`"}`))
 		}
 		return last
 	}

@@ -15,59 +15,59 @@ func TestSSEClusterResume(t *testing.T) {
 	a := startClusterNode(t, n.url(), Config{})
 	b := startClusterNode(t, n.url(), Config{})
 	sc := dialSSE(t, a, "/sse?cities=ca,cb")
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
-	sc.nextType(t, "initial_data")
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
+	sc.NextType(t, "initial_data")
 	p := dialProducer(t, b)
 	acked := map[string][]uint64{}
 	publish := func(k int) {
 		for i := range k {
 			city := []string{"ca", "cb"}[i%2]
-			acked[city] = append(acked[city], p.publish(t, dataLine(city, "data_update", fmt.Sprintf(`{"n":%d}`, len(acked[city])))))
+			acked[city] = append(acked[city], p.Publish(t, dataLine(city, "data_update", fmt.Sprintf(`{"n":%d}`, len(acked[city])))))
 		}
 	}
 	publish(10)
 	seen := map[string]int{}
 	for range 6 {
-		ev := sc.nextType(t, "data_update")
-		if want := acked[ev.msg.City][seen[ev.msg.City]]; ev.msg.Seq != want {
-			t.Fatalf("%s, want seq %d", ev.data, want)
+		ev := sc.NextType(t, "data_update")
+		if want := acked[ev.Msg.City][seen[ev.Msg.City]]; ev.Msg.Seq != want {
+			t.Fatalf("%s, want seq %d", ev.Data, want)
 		}
-		seen[ev.msg.City]++
+		seen[ev.Msg.City]++
 	}
 	// The client resumes from here (the frames after it are lost).
-	last := sc.lastID
+	last := sc.LastID
 	go func() { _ = a.Drain(t.Context(), 0) }()
 	for {
-		if ev := sc.next(t); ev.typ == "reconnect" {
-			if ev.retry < 0 {
-				t.Fatalf("reconnect without retry: %s", ev.data)
+		if ev := sc.Next(t); ev.Type == "reconnect" {
+			if ev.Retry < 0 {
+				t.Fatalf("reconnect without retry: %s", ev.Data)
 			}
 			break
 		}
 	}
-	sc.expectEnd(t)
+	sc.ExpectEnd(t)
 	publish(10)
 	late := startClusterNode(t, n.url(), Config{RingSize: 4})
 	publish(10)
 
 	for _, s := range []*Server{b, late} {
 		rc := dialSSE(t, s, "/sse?cities=ca,cb", "Last-Event-ID: "+last+"\r\n")
-		sub := rc.nextType(t, "subscribed")
-		if !sub.msg.Cities[0].Resumed || !sub.msg.Cities[1].Resumed {
-			t.Fatalf("subscribed %s, want both resumed", sub.data)
+		sub := rc.NextType(t, "subscribed")
+		if !sub.Msg.Cities[0].Resumed || !sub.Msg.Cities[1].Resumed {
+			t.Fatalf("subscribed %s, want both resumed", sub.Data)
 		}
 		next := map[string]int{"ca": seen["ca"], "cb": seen["cb"]}
 		for range 30 - 6 {
-			ev := rc.next(t)
-			i := next[ev.msg.City]
-			if ev.typ != "data_update" || i >= len(acked[ev.msg.City]) || ev.msg.Seq != acked[ev.msg.City][i] ||
-				string(ev.msg.Data) != fmt.Sprintf(`{"n":%d}`, i) {
-				t.Fatalf("%s: %s, want %s's frame %d", s.Addr(), ev.data, ev.msg.City, i)
+			ev := rc.Next(t)
+			i := next[ev.Msg.City]
+			if ev.Type != "data_update" || i >= len(acked[ev.Msg.City]) || ev.Msg.Seq != acked[ev.Msg.City][i] ||
+				string(ev.Msg.Data) != fmt.Sprintf(`{"n":%d}`, i) {
+				t.Fatalf("%s: %s, want %s's frame %d", s.Addr(), ev.Data, ev.Msg.City, i)
 			}
-			next[ev.msg.City]++
+			next[ev.Msg.City]++
 		}
-		rc.close()
+		rc.Close()
 	}
 	if clusterOf(late).replays.Load() == 0 {
 		t.Fatal("the late node did not serve the resume from the stream")

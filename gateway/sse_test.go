@@ -28,24 +28,24 @@ func TestSSEStream(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{})
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("sa", "data_update", `{"x":1}`))
+	p.Publish(t, dataLine("sa", "data_update", `{"x":1}`))
 	sc := dialSSE(t, s, "/sse?cities=sa,sb")
 	wc := dialers[0].dial(t, wsURL(s, "cities=sa,sb"))
 	epoch := strconv.FormatUint(s.Epoch(), 10)
-	sub := sc.nextType(t, "subscribed")
-	if sc.retry < 1000 || sc.retry >= 2000 {
-		t.Fatalf("retry %d before the first event, want [1000, 2000) ms", sc.retry)
+	sub := sc.NextType(t, "subscribed")
+	if sc.Retry < 1000 || sc.Retry >= 2000 {
+		t.Fatalf("retry %d before the first event, want [1000, 2000) ms", sc.Retry)
 	}
-	if sub.id != "" || len(sub.msg.Cities) != 2 || sub.msg.Epoch != s.Epoch() {
-		t.Fatalf("subscribed %s (id %q), want two cities, epoch %d, no id", sub.data, sub.id, s.Epoch())
+	if sub.ID != "" || len(sub.Msg.Cities) != 2 || sub.Msg.Epoch != s.Epoch() {
+		t.Fatalf("subscribed %s (id %q), want two cities, epoch %d, no id", sub.Data, sub.ID, s.Epoch())
 	}
 	readType(t, wc, "subscribed")
 	// Each initial_data's id names the cities whose state the client has.
 	for i, want := range []string{epoch + "/sa:1", epoch + "/sb:0,sa:1"} {
-		ev := sc.nextType(t, "initial_data")
+		ev := sc.NextType(t, "initial_data")
 		m := readType(t, wc, "initial_data")
-		if ev.id != want || ev.data != string(m.raw) {
-			t.Fatalf("initial_data %d: id %q data %s, want id %q and the WebSocket's %s", i, ev.id, ev.data, want, m.raw)
+		if ev.ID != want || ev.Data != string(m.Raw) {
+			t.Fatalf("initial_data %d: id %q data %s, want id %q and the WebSocket's %s", i, ev.ID, ev.Data, want, m.Raw)
 		}
 	}
 	lines := []string{
@@ -57,12 +57,12 @@ func TestSSEStream(t *testing.T) {
 	}
 	ids := []string{epoch + "/sa:2,sb:0", epoch + "/sb:1,sa:2", epoch + "/sb:2,sa:2", epoch + "/sa:3,sb:2"}
 	for i, line := range lines {
-		p.publish(t, line)
-		ev := sc.next(t)
+		p.Publish(t, line)
+		ev := sc.Next(t)
 		m := read(t, wc)
-		want := strings.NewReplacer("\r", " ", "\n", " ").Replace(string(m.raw))
-		if ev.typ != m.Type || ev.data != want || ev.id != ids[i] {
-			t.Fatalf("event %d: %s id %q %s; want %s id %q %s", i, ev.typ, ev.id, ev.data, m.Type, ids[i], want)
+		want := strings.NewReplacer("\r", " ", "\n", " ").Replace(string(m.Raw))
+		if ev.Type != m.Type || ev.Data != want || ev.ID != ids[i] {
+			t.Fatalf("event %d: %s id %q %s; want %s id %q %s", i, ev.Type, ev.ID, ev.Data, m.Type, ids[i], want)
 		}
 	}
 	st := s.Stats()
@@ -89,7 +89,7 @@ func TestSSEStream(t *testing.T) {
 		api.Transports.SSE.Connections != 1 || api.Transports.SSE.Deliveries != 4 || api.Transports.WebSocket.Deliveries != 4 {
 		t.Fatalf("/api/stats: %d %s", code, body)
 	}
-	sc.close()
+	sc.Close()
 	waitFor(t, readTimeout, func() bool { return s.Stats().Transports.SSE.Connections == 0 })
 	if st := s.Stats(); st.Transports.SSE.Subscriptions != 0 || st.Subscriptions != 2 {
 		t.Fatalf("after the stream left: %+v, subscriptions %d", st.Transports, st.Subscriptions)
@@ -106,62 +106,62 @@ func TestSSEResume(t *testing.T) {
 	s := startServer(t, Config{RingSize: 8})
 	p := dialProducer(t, s)
 	sc := dialSSE(t, s, "/sse?cities=ra,rb&since=ra:0,rb:0")
-	sc.nextType(t, "subscribed")
-	p.publish(t, dataLine("ra", "data_update", `{"a":1}`))
-	p.publish(t, dataLine("rb", "data_update", `{"b":1}`))
-	sc.nextType(t, "data_update")
-	last := sc.nextType(t, "data_update").id
-	sc.close()
+	sc.NextType(t, "subscribed")
+	p.Publish(t, dataLine("ra", "data_update", `{"a":1}`))
+	p.Publish(t, dataLine("rb", "data_update", `{"b":1}`))
+	sc.NextType(t, "data_update")
+	last := sc.NextType(t, "data_update").ID
+	sc.Close()
 	for i := range 3 {
-		p.publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"a":%d}`, i+2)))
-		p.publish(t, dataLine("rb", "data_update", fmt.Sprintf(`{"b":%d}`, i+2)))
+		p.Publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"a":%d}`, i+2)))
+		p.Publish(t, dataLine("rb", "data_update", fmt.Sprintf(`{"b":%d}`, i+2)))
 	}
 	// The URL's since is stale; the header is where the client stands.
 	sc = dialSSE(t, s, "/sse?cities=ra,rb&since=ra:0,rb:0", "Last-Event-ID: "+last+"\r\n")
-	sub := sc.nextType(t, "subscribed")
-	if !sub.msg.Cities[0].Resumed || !sub.msg.Cities[1].Resumed || sub.msg.Cities[0].Seq != 1 || sub.msg.Cities[1].Seq != 1 {
-		t.Fatalf("subscribed %s, want both resumed at 1", sub.data)
+	sub := sc.NextType(t, "subscribed")
+	if !sub.Msg.Cities[0].Resumed || !sub.Msg.Cities[1].Resumed || sub.Msg.Cities[0].Seq != 1 || sub.Msg.Cities[1].Seq != 1 {
+		t.Fatalf("subscribed %s, want both resumed at 1", sub.Data)
 	}
 	// Each city's missed frames, in order (the cities one after the other).
 	next := map[string]uint64{"ra": 2, "rb": 2}
 	for range 6 {
-		ev := sc.nextType(t, "data_update")
-		if ev.msg.Seq != next[ev.msg.City] {
-			t.Fatalf("%s, want %s seq %d", ev.data, ev.msg.City, next[ev.msg.City])
+		ev := sc.NextType(t, "data_update")
+		if ev.Msg.Seq != next[ev.Msg.City] {
+			t.Fatalf("%s, want %s seq %d", ev.Data, ev.Msg.City, next[ev.Msg.City])
 		}
-		next[ev.msg.City]++
+		next[ev.Msg.City]++
 	}
-	last = sc.lastID
+	last = sc.LastID
 	if _, since, err := codec.ParseEventID(last); err != nil || since["ra"] != 4 || since["rb"] != 4 {
 		t.Fatalf("last id %q (%v), want ra:4 and rb:4", last, err)
 	}
-	sc.close()
+	sc.Close()
 	// Another run's id: initial_data for both.
 	other := strings.Replace(last, strconv.FormatUint(s.Epoch(), 10), "12345", 1)
 	sc = dialSSE(t, s, "/sse?cities=ra,rb", "Last-Event-ID: "+other+"\r\n")
-	if sub := sc.nextType(t, "subscribed"); sub.msg.Cities[0].Resumed || sub.msg.Cities[1].Resumed {
-		t.Fatalf("subscribed %s, want no resume from another epoch", sub.data)
+	if sub := sc.NextType(t, "subscribed"); sub.Msg.Cities[0].Resumed || sub.Msg.Cities[1].Resumed {
+		t.Fatalf("subscribed %s, want no resume from another epoch", sub.Data)
 	}
-	sc.nextType(t, "initial_data")
-	sc.nextType(t, "initial_data")
-	sc.close()
+	sc.NextType(t, "initial_data")
+	sc.NextType(t, "initial_data")
+	sc.Close()
 	// Lapped: the ring of 8 no longer holds ra's frames after 4.
 	for i := range 10 {
-		p.publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"a":%d}`, 10+i)))
+		p.Publish(t, dataLine("ra", "data_update", fmt.Sprintf(`{"a":%d}`, 10+i)))
 	}
 	sc = dialSSE(t, s, "/sse?cities=ra,rb", "Last-Event-ID: "+last+"\r\n")
-	sub = sc.nextType(t, "subscribed")
-	if sub.msg.Cities[0].Resumed || !sub.msg.Cities[1].Resumed {
-		t.Fatalf("subscribed %s, want ra from initial_data and rb resumed", sub.data)
+	sub = sc.NextType(t, "subscribed")
+	if sub.Msg.Cities[0].Resumed || !sub.Msg.Cities[1].Resumed {
+		t.Fatalf("subscribed %s, want ra from initial_data and rb resumed", sub.Data)
 	}
-	if ev := sc.nextType(t, "initial_data"); ev.msg.City != "ra" || ev.msg.Seq != 14 {
-		t.Fatalf("%s, want ra's initial_data at 14", ev.data)
+	if ev := sc.NextType(t, "initial_data"); ev.Msg.City != "ra" || ev.Msg.Seq != 14 {
+		t.Fatalf("%s, want ra's initial_data at 14", ev.Data)
 	}
 	// A city of the URL the id does not name starts from initial_data.
-	sc.close()
-	sc = dialSSE(t, s, "/sse?cities=ra,rc", "Last-Event-ID: "+sc.lastID+"\r\n")
-	if sub := sc.nextType(t, "subscribed"); !sub.msg.Cities[0].Resumed || sub.msg.Cities[1].Resumed {
-		t.Fatalf("subscribed %s, want ra resumed, rc not", sub.data)
+	sc.Close()
+	sc = dialSSE(t, s, "/sse?cities=ra,rc", "Last-Event-ID: "+sc.LastID+"\r\n")
+	if sub := sc.NextType(t, "subscribed"); !sub.Msg.Cities[0].Resumed || sub.Msg.Cities[1].Resumed {
+		t.Fatalf("subscribed %s, want ra resumed, rc not", sub.Data)
 	}
 }
 
@@ -171,13 +171,13 @@ func TestSSEFilter(t *testing.T) {
 	s := startServer(t, Config{})
 	p := dialProducer(t, s)
 	sc := dialSSE(t, s, "/sse?cities=fa&types=alerts&minSeverity=warning")
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
-	p.publish(t, dataLine("fa", "data_update", `{"a":1}`))
-	p.publish(t, alertLine("fa", "info"))
-	want := p.publish(t, alertLine("fa", "info", "critical"))
-	if ev := sc.nextType(t, "alerts"); ev.msg.Seq != want {
-		t.Fatalf("%s, want the alerts at seq %d alone", ev.data, want)
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
+	p.Publish(t, dataLine("fa", "data_update", `{"a":1}`))
+	p.Publish(t, alertLine("fa", "info"))
+	want := p.Publish(t, alertLine("fa", "info", "critical"))
+	if ev := sc.NextType(t, "alerts"); ev.Msg.Seq != want {
+		t.Fatalf("%s, want the alerts at seq %d alone", ev.Data, want)
 	}
 	for _, q := range []string{"types=gauges", "minSeverity=loud"} {
 		if resp, body := sseStatus(t, s.Addr().String(), "/sse?cities=fa&"+q); resp.StatusCode != http.StatusBadRequest {
@@ -197,12 +197,12 @@ func TestSSEAuth(t *testing.T) {
 	s := startServer(t, cfg)
 	addr := s.Addr().String()
 	tok := hs256(t, claims("alice", time.Hour, "na", "nb"))
-	dialSSE(t, s, "/sse?cities=na", "Authorization: Bearer "+tok+"\r\n").nextType(t, "subscribed")
+	dialSSE(t, s, "/sse?cities=na", "Authorization: Bearer "+tok+"\r\n").NextType(t, "subscribed")
 	sc := dialSSE(t, s, "/sse?cities=na,nb&token="+tok, "Origin: https://dash.example.com\r\n")
-	if got := sc.resp.Header.Get("Access-Control-Allow-Origin"); got != "https://dash.example.com" {
+	if got := sc.Resp.Header.Get("Access-Control-Allow-Origin"); got != "https://dash.example.com" {
 		t.Fatalf("Access-Control-Allow-Origin %q", got)
 	}
-	sc.nextType(t, "subscribed")
+	sc.NextType(t, "subscribed")
 	f := func(target string, status int, wantBody string, header ...string) {
 		t.Helper()
 		resp, body := sseStatus(t, addr, target, header...)
@@ -255,16 +255,16 @@ func TestSSETokenExpiry(t *testing.T) {
 	cfg.AuthLeeway = 0
 	s := startServer(t, cfg)
 	sc := dialSSE(t, s, "/sse?cities=ta&token="+hs256(t, claims("alice", 3*time.Second, "ta")))
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
-	if ev := sc.nextType(t, "token_expiring"); ev.id == "" {
-		t.Fatalf("%s: the event id was lost", ev.data)
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
+	if ev := sc.NextType(t, "token_expiring"); ev.ID == "" {
+		t.Fatalf("%s: the event id was lost", ev.Data)
 	}
 	// It says what a stream can do: not refresh, but reconnect.
-	if ev := sc.nextType(t, "auth_error"); ev.msg.Code != auth.CodeExpired || strings.Contains(ev.msg.Message, "refresh") || !strings.Contains(ev.msg.Message, "reconnect") {
-		t.Fatalf("%s, want %s telling to reconnect", ev.data, auth.CodeExpired)
+	if ev := sc.NextType(t, "auth_error"); ev.Msg.Code != auth.CodeExpired || strings.Contains(ev.Msg.Message, "refresh") || !strings.Contains(ev.Msg.Message, "reconnect") {
+		t.Fatalf("%s, want %s telling to reconnect", ev.Data, auth.CodeExpired)
 	}
-	sc.expectEnd(t)
+	sc.ExpectEnd(t)
 	waitCloses(t, s, CloseTokenExpired, 1)
 }
 
@@ -275,14 +275,14 @@ func TestSSEHeartbeat(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{PingInterval: 50 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
 	sc := dialSSE(t, s, "/sse?cities=ha")
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
 	p := dialProducer(t, s)
 	waitFor(t, readTimeout, func() bool {
 		// Each read waits for the next event: heartbeats come meanwhile.
-		p.publish(t, dataLine("ha", "data_update", `{"a":1}`))
-		sc.nextType(t, "data_update")
-		return sc.comments >= 3
+		p.Publish(t, dataLine("ha", "data_update", `{"a":1}`))
+		sc.NextType(t, "data_update")
+		return sc.Comments >= 3
 	})
 	if n := closes(s, CloseIdle); n != 0 {
 		t.Fatalf("%d idle closes", n)
@@ -296,17 +296,17 @@ func TestSSEDrain(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Config{})
 	sc := dialSSE(t, s, "/sse?cities=da")
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
 	go func() { _ = s.Drain(context.Background(), 0) }()
-	ev := sc.nextType(t, "reconnect")
+	ev := sc.NextType(t, "reconnect")
 	var m struct {
 		AfterMs int `json:"after_ms"`
 	}
-	if err := jsonUnmarshal(ev.data, &m); err != nil || ev.retry != m.AfterMs || ev.retry < 0 || ev.retry >= 1000 {
-		t.Fatalf("reconnect %s with retry %d: want retry = after_ms in [0, 1000)", ev.data, ev.retry)
+	if err := jsonUnmarshal(ev.Data, &m); err != nil || ev.Retry != m.AfterMs || ev.Retry < 0 || ev.Retry >= 1000 {
+		t.Fatalf("reconnect %s with retry %d: want retry = after_ms in [0, 1000)", ev.Data, ev.Retry)
 	}
-	sc.expectEnd(t)
+	sc.ExpectEnd(t)
 }
 
 // TestSSERequestSplit sends a stream request one byte per segment: the
@@ -320,18 +320,18 @@ func TestSSERequestSplit(t *testing.T) {
 	for i := range req {
 		c.write(t, req[i:i+1])
 	}
-	sc := &sseClient{c: c.c, retry: -1}
+	sc := &sseClient{C: c.c, Retry: -1}
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("response %v, %v", resp, err)
 	}
-	sc.resp, sc.body = resp, c.br
-	if sub := sc.nextType(t, "subscribed"); !sub.msg.Cities[0].Resumed {
-		t.Fatalf("subscribed %s, want a resume from the header", sub.data)
+	sc.Resp, sc.Body = resp, c.br
+	if sub := sc.NextType(t, "subscribed"); !sub.Msg.Cities[0].Resumed {
+		t.Fatalf("subscribed %s, want a resume from the header", sub.Data)
 	}
 	p := dialProducer(t, s)
-	p.publish(t, dataLine("sp", "data_update", `{"a":1}`))
-	sc.nextType(t, "data_update")
+	p.Publish(t, dataLine("sp", "data_update", `{"a":1}`))
+	sc.NextType(t, "data_update")
 }
 
 // TestSSEHeaderInjection checks that a request whose Origin holds a bare
@@ -393,8 +393,8 @@ func TestHistory(t *testing.T) {
 		if i%4 == 3 {
 			line = alertLine("hx", "critical")
 		}
-		p.publish(t, line)
-		sent = append(sent, string(read(t, wc).raw))
+		p.Publish(t, line)
+		sent = append(sent, string(read(t, wc).Raw))
 	}
 	requests := 0
 	get := func(q string) (*http.Response, []string) {
@@ -434,7 +434,7 @@ func TestHistory(t *testing.T) {
 	}
 	// Gone: lapped, from another epoch, ahead of the node, never seen.
 	for i := range 8 {
-		p.publish(t, dataLine("hx", "data_update", fmt.Sprintf(`{"n":%d}`, 100+i)))
+		p.Publish(t, dataLine("hx", "data_update", fmt.Sprintf(`{"n":%d}`, 100+i)))
 	}
 	for _, q := range []string{"city=hx&since=2", "city=hx&since=19&epoch=7", "city=hx&since=99", "city=never&since=3"} {
 		requests++
@@ -474,9 +474,9 @@ func TestHistoryLarge(t *testing.T) {
 	for i := range 200 {
 		lines = append(lines, dataLine("hl", "data_update", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)))
 	}
-	p.write(t, lines...)
+	p.Write(t, lines...)
 	for range lines {
-		p.answer(t)
+		p.Answer(t)
 	}
 	c := dialSmallWindowRaw(t, s)
 	c.write(t, []byte("GET /history?city=hl HTTP/1.1\r\nHost: x\r\n\r\n"))
@@ -515,7 +515,7 @@ func TestSSECurl(t *testing.T) {
 	tok := hs256(t, claims("ops", time.Hour, "nairobi", "lagos"))
 	base := "http://" + s.Addr().String()
 	p := dialProducer(t, s)
-	first := p.publish(t, dataLine("nairobi", "data_update", `{"pm25":12}`))
+	first := p.Publish(t, dataLine("nairobi", "data_update", `{"pm25":12}`))
 
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
@@ -528,29 +528,29 @@ func TestSSECurl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = cmd.Wait() }()
-	sc := &sseClient{body: bufio.NewReader(out), retry: -1}
+	sc := &sseClient{Body: bufio.NewReader(out), Retry: -1}
 	next := func(typ string) event {
 		t.Helper()
-		ev, err := sc.nextEvent(readTimeout)
-		if err != nil || ev.typ != typ {
+		ev, err := sc.NextEvent(readTimeout)
+		if err != nil || ev.Type != typ {
 			t.Fatalf("curl: %+v, %v; want a %s event", ev, err, typ)
 		}
 		return ev
 	}
 	next("subscribed")
-	if ev := next("initial_data"); !strings.Contains(ev.data, `"pm25":12`) || ev.msg.Seq != first {
-		t.Fatalf("curl: %s", ev.data)
+	if ev := next("initial_data"); !strings.Contains(ev.Data, `"pm25":12`) || ev.Msg.Seq != first {
+		t.Fatalf("curl: %s", ev.Data)
 	}
 	next("initial_data")
-	seq := p.publish(t, alertLine("lagos", "critical"))
-	if ev := next("alerts"); ev.msg.Seq != seq || ev.msg.City != "lagos" {
-		t.Fatalf("curl: %s", ev.data)
+	seq := p.Publish(t, alertLine("lagos", "critical"))
+	if ev := next("alerts"); ev.Msg.Seq != seq || ev.Msg.City != "lagos" {
+		t.Fatalf("curl: %s", ev.Data)
 	}
-	last := sc.lastID
+	last := sc.LastID
 	cancel()
 	_ = cmd.Wait()
 
-	missed := p.publish(t, dataLine("nairobi", "data_update", `{"pm25":14}`))
+	missed := p.Publish(t, dataLine("nairobi", "data_update", `{"pm25":14}`))
 	run := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
@@ -593,9 +593,9 @@ func TestSSESlowConsumer(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("%v, %v", resp, err)
 	}
-	sc := &sseClient{c: c.c, resp: resp, body: c.br, retry: -1}
-	sc.nextType(t, "subscribed")
-	sc.nextType(t, "initial_data")
+	sc := &sseClient{C: c.c, Resp: resp, Body: c.br, Retry: -1}
+	sc.NextType(t, "subscribed")
+	sc.NextType(t, "initial_data")
 	p := dialProducer(t, s)
 	pad := strings.Repeat("z", 1000)
 	var head uint64
@@ -603,23 +603,23 @@ func TestSSESlowConsumer(t *testing.T) {
 		if head > 2000 {
 			t.Fatalf("no stall after %d frames: %+v", head, s.Stats())
 		}
-		head = p.publish(t, dataLine("sl", "data_update", fmt.Sprintf(`{"pad":%q}`, pad)))
+		head = p.Publish(t, dataLine("sl", "data_update", fmt.Sprintf(`{"pad":%q}`, pad)))
 	}
 	// Reading again: what was queued, then initial_data, then the rest.
 	last, conflated := uint64(0), false
 	for last < head {
-		ev := sc.next(t)
+		ev := sc.Next(t)
 		switch {
-		case ev.typ == "initial_data" && !ev.msg.Resumed && ev.msg.Seq > last:
+		case ev.Type == "initial_data" && !ev.Msg.Resumed && ev.Msg.Seq > last:
 			conflated = true
-		case ev.typ == "data_update" && (last == 0 || ev.msg.Seq == last+1):
+		case ev.Type == "data_update" && (last == 0 || ev.Msg.Seq == last+1):
 		default:
-			t.Fatalf("%s after seq %d", ev.data, last)
+			t.Fatalf("%s after seq %d", ev.Data, last)
 		}
-		if !strings.HasSuffix(ev.id, fmt.Sprintf("/sl:%d", ev.msg.Seq)) {
-			t.Fatalf("event %s with id %q", ev.data, ev.id)
+		if !strings.HasSuffix(ev.ID, fmt.Sprintf("/sl:%d", ev.Msg.Seq)) {
+			t.Fatalf("event %s with id %q", ev.Data, ev.ID)
 		}
-		last = ev.msg.Seq
+		last = ev.Msg.Seq
 	}
 	if st := s.Stats(); !conflated || st.Transports.SSE.Conflations == 0 || st.Transports.WebSocket.Conflations != 0 {
 		t.Fatalf("conflated %v, transports %+v", conflated, st.Transports)

@@ -191,22 +191,22 @@ func TestIngestLineTimeout(t *testing.T) {
 	first, second := dataLine("lt", "data_update", `{"n":1}`)+"\n", dataLine("lt", "data_update", `{"n":2}`)+"\n"
 	pieces := [][]byte{[]byte(first[:10]), []byte(first[10:])}
 	pieces = append(pieces, make([][]byte, 12)...)
-	trickle(t, p.c, 100*time.Millisecond, append(pieces, []byte(second))...)
+	trickle(t, p.C, 100*time.Millisecond, append(pieces, []byte(second))...)
 	for range 2 {
-		if a := p.answer(t); a.Ack == "" {
+		if a := p.Answer(t); a.Ack == "" {
 			t.Fatalf("got %+v, want an ack", a)
 		}
 	}
 
 	// A line a byte at a time, 50 ms apart: whole after 30 s.
 	p = dialProducer(t, s)
-	p.write(t, dataLine("lt", "data_update", `{"n":3}`))
-	if a := p.answer(t); a.Ack == "" {
+	p.Write(t, dataLine("lt", "data_update", `{"n":3}`))
+	if a := p.Answer(t); a.Ack == "" {
 		t.Fatalf("got %+v, want an ack", a)
 	}
 	slow := dataLine("lt", "data_update", `{"pad":"`+strings.Repeat("x", 500)+`"}`) + "\n"
-	trickle(t, p.c, 50*time.Millisecond, bytewise([]byte(slow), 1)...)
-	p.expectDropped(t, "not complete within")
+	trickle(t, p.C, 50*time.Millisecond, bytewise([]byte(slow), 1)...)
+	expectDropped(t, p, "not complete within")
 	if st := s.Stats(); st.IngestTimeouts != 1 || st.IngestFrames != 3 {
 		t.Fatalf("IngestTimeouts %d IngestFrames %d, want 1 and 3", st.IngestTimeouts, st.IngestFrames)
 	}

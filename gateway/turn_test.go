@@ -82,7 +82,7 @@ func TestIngestFlood(t *testing.T) {
 	between := make([]uint64, 0, lines)
 	for i := range lines {
 		before := s.Stats().IngestFrames
-		p.publish(t, dataLine("tf-light", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		p.Publish(t, dataLine("tf-light", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 		between = append(between, s.Stats().IngestFrames-before-1)
 	}
 	for i := range lines {
@@ -185,14 +185,14 @@ func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 		for j := range batch {
 			batch[j] = fmt.Sprintf(`{"id":"await-%d-%d","city":"await-%d","type":"data_update","data":{"j":%d}}`, i, j, i, j)
 		}
-		ps[i].write(t, batch...)
+		ps[i].Write(t, batch...)
 	}
 	waitFor(t, clusterTimeout, func() bool { return clusterOf(a).js.PublishAsyncPending() == maxPendingAcks })
 
 	other := dialProducer(t, a)
-	other.write(t, "not json", `{"city":"await-x","type":"nope","data":{}}`)
+	other.Write(t, "not json", `{"city":"await-x","type":"nope","data":{}}`)
 	for i := range 2 {
-		ans, raw := other.answerWithin(t, clusterTimeout)
+		ans, raw := answerWithin(t, other, clusterTimeout)
 		if ans.Error == "" || ans.Line != i+1 || strings.Contains(raw, `"retry"`) {
 			t.Fatalf("answer %d: %s, want the error of line %d", i, raw, i+1)
 		}
@@ -206,8 +206,8 @@ func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 		t.Fatalf("%d lines failed to publish while the acks were held", got)
 	}
 	for i, p := range ps {
-		_ = p.c.SetReadDeadline(time.Now())
-		if b, err := p.br.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
+		_ = p.C.SetReadDeadline(time.Now())
+		if b, err := p.BR.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("producer %d was answered (%q, %v) while its lines await acks", i, b, err)
 		}
 	}
@@ -216,12 +216,12 @@ func TestClusterAcksAwaitedOutsideTurn(t *testing.T) {
 	for i, p := range ps {
 		var last uint64
 		for j := range lines {
-			ans, raw := p.answerWithin(t, clusterTimeout)
+			ans, raw := answerWithin(t, p, clusterTimeout)
 			if ans.Ack != fmt.Sprintf("await-%d-%d", i, j) || ans.Seq <= last {
 				t.Fatalf("producer %d, answer %d: %s after seq %d", i, j, raw, last)
 			}
 			last = ans.Seq
 		}
 	}
-	other.publish(t, dataLine("await-x", "data_update", `{"v":1}`))
+	other.Publish(t, dataLine("await-x", "data_update", `{"v":1}`))
 }
