@@ -22,7 +22,7 @@ type Store interface {
 
 // ErrTooManyCities is Append's error for a line of a city the node cannot
 // hold, being full: the line is fine, and it does not count toward the
-// producer's bad lines (IngestMaxErrors); its lines for the cities the
+// producer's bad lines (Config.MaxErrors); its lines for the cities the
 // node holds go on.
 var ErrTooManyCities = errors.New("too many cities on this node")
 
@@ -57,7 +57,7 @@ type Pending interface {
 }
 
 // BusError is an ingest line the bus failed to store: the line was fine,
-// the producer is not to blame (it does not count toward IngestMaxErrors)
+// the producer is not to blame (it does not count toward Config.MaxErrors)
 // and should resend it. Its text says what is known.
 type BusError struct {
 	// Maybe: the line may be stored (the log did not answer in time);
