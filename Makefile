@@ -48,7 +48,7 @@ test: export METROCAST_HELM := $(CURDIR)/$(HELM)
 test: deps lint
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/ ./bench/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./codec/ ./gateway/ ./gateway/cluster/ ./bench/
 	$(MAKE) --no-print-directory test-web k6-check
 
 # What `make test` needs beyond Go, installed when missing and left alone

@@ -209,36 +209,10 @@ type Config struct {
 	// reads (TCP backpressure slows it; nothing is dropped). Zero: no bound.
 	IngestMaxRate int
 
-	// NATSURL turns cluster mode on: the NATS servers (comma-separated
-	// nats:// or tls:// URLs) whose JetStream carries every node's frames.
-	// Empty (the default): the node runs alone.
-	NATSURL string
-	// NATSStream names the JetStream stream. Default "metrocast".
-	NATSStream string
-	// NATSReplicas is the stream's replica count (the NATS cluster must
-	// have that many servers). Default 1.
-	NATSReplicas int
-	// NATSMaxAge is how long the stream keeps frames: the longest a client
-	// can be away and still resume. Default 24h.
-	NATSMaxAge time.Duration
-	// NATSMaxBytes bounds the stream's size; the oldest frames go first.
-	// Default 1 GiB.
-	NATSMaxBytes int64
-	// NATSReplay is how far back a starting node reads the stream to
-	// rebuild its cities' state and rings. Zero: only new frames.
-	NATSReplay time.Duration
-	// NATSResumeMax bounds the frames one resume request is served from
-	// the stream; past it the client gets initial_data. Default 10,000.
-	NATSResumeMax int
-	// NATSPresenceTTL is how long a node's watchers count on the other
-	// nodes without a refresh (a node refreshes every third of it): how
-	// long a crashed node's watchers linger. Default 15s.
-	NATSPresenceTTL time.Duration
-	// NATSCreds is a NATS credentials file (JWT and NKey). Empty: none.
-	NATSCreds string
-	// NATSTLSCA is a CA file to verify the NATS servers' certificates
-	// (tls:// URLs). Empty: the system's roots.
-	NATSTLSCA string
+	// Bus carries the ingest lines to the rings (see bus.go). Nil: the
+	// node's own, alone. Cluster mode's is gateway/cluster's, which
+	// cmd/metrocast makes from the nats_* keys. One Bus serves one node.
+	Bus Bus
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -309,16 +283,6 @@ func (c Config) WithDefaults() Config {
 	def(&c.ClientMessageRate, 100)
 	def(&c.ClientMessageBurst, c.ClientMessageRate)
 	def(&c.IngestMaxErrors, 100)
-	if c.NATSStream == "" {
-		c.NATSStream = "metrocast"
-	}
-	def(&c.NATSReplicas, 1)
-	defDur(&c.NATSMaxAge, 24*time.Hour)
-	if c.NATSMaxBytes == 0 {
-		c.NATSMaxBytes = 1 << 30
-	}
-	def(&c.NATSResumeMax, 10_000)
-	defDur(&c.NATSPresenceTTL, 15*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -393,13 +357,6 @@ func (c *Config) Validate() error {
 	check(c.ClientMessageBurst >= 1, "client_message_burst (%d) must be ≥ 1", c.ClientMessageBurst)
 	check(c.IngestMaxErrors >= 1 && c.IngestMaxErrors <= 600_000, "ingest_max_errors (%d) must be in [1, 600000] per minute", c.IngestMaxErrors)
 	check(c.IngestMaxRate >= 0 && c.IngestMaxRate <= 1_000_000, "ingest_max_rate (%d) must be in [0, 1000000] per second", c.IngestMaxRate)
-	check(validStreamName(c.NATSStream), "nats_stream (%q) must be 1-64 of A-Z a-z 0-9 - _", c.NATSStream)
-	check(c.NATSReplicas >= 1 && c.NATSReplicas <= 5, "nats_replicas (%d) must be in [1, 5]", c.NATSReplicas)
-	check(c.NATSMaxAge >= time.Minute, "nats_max_age (%s) must be ≥ 1m", c.NATSMaxAge)
-	check(c.NATSMaxBytes >= 1<<20, "nats_max_bytes (%d) must be ≥ 1048576", c.NATSMaxBytes)
-	check(c.NATSReplay >= 0 && c.NATSReplay <= c.NATSMaxAge, "nats_replay (%s) must be in [0s, nats_max_age]", c.NATSReplay)
-	check(c.NATSResumeMax >= 1 && c.NATSResumeMax <= 1_000_000, "nats_resume_max (%d) must be in [1, 1000000]", c.NATSResumeMax)
-	check(c.NATSPresenceTTL >= time.Second && c.NATSPresenceTTL <= 10*time.Minute, "nats_presence_ttl (%s) must be in [1s, 10m]", c.NATSPresenceTTL)
 	return errors.Join(errs...)
 }
 
@@ -416,20 +373,6 @@ func loopbackAddr(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// validStreamName reports whether name is a JetStream stream name this
-// node accepts: a plain token, so that it never needs quoting.
-func validStreamName(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // sweep is how often housekeeping visits each connection: fine enough for

@@ -36,11 +36,6 @@ func TestConfigValidate(t *testing.T) {
 	f(func(c *Config) { c.Path = "/history" }, `path ("/history") is taken`)
 	f(func(c *Config) { c.IdleTimeout = c.PingInterval }, "idle_timeout (25s) must be > ping_interval (25s)")
 	f(func(c *Config) { c.DrainWindow = 2 * time.Hour }, "drain_window (2h0m0s) must be in (0s, 1h]")
-	f(func(c *Config) { c.NATSStream = "a.b" }, `nats_stream ("a.b") must be 1-64 of A-Z a-z 0-9 - _`)
-	f(func(c *Config) { c.NATSReplicas = 7 }, "nats_replicas (7) must be in [1, 5]")
-	f(func(c *Config) { c.NATSMaxAge = time.Second }, "nats_max_age (1s) must be ≥ 1m")
-	f(func(c *Config) { c.NATSReplay = 48 * time.Hour }, "nats_replay (48h0m0s) must be in [0s, nats_max_age]")
-	f(func(c *Config) { c.NATSResumeMax = -1 }, "nats_resume_max (-1) must be in [1, 1000000]")
 	f(func(c *Config) { c.MaxHeaderBytes, c.Loops = 10, 1000 },
 		"max_header_bytes (10) must be in [1024, 1048576]", "loops (1000) must be in [1, 256]")
 }

@@ -41,16 +41,22 @@
 //	                 the producers' turns (turn.go), what a store answers
 //	                 (store.go)
 //	bus.go           the seam to the log that numbers and carries the
-//	                 ingest lines: Bus (what the core needs of it), Node
-//	                 (what it may call), a single node's bus (local);
-//	                 dedup.go its duplicate window
+//	                 ingest lines: Bus (what the core needs of it, and of
+//	                 its seqs), Node and Fetch (what a bus may call), a
+//	                 single node's bus (local); dedup.go its duplicate
+//	                 window
 //	tokens.go        the node's side of auth: its settings, key reloads,
 //	                 revocations (POST /api/revoke, shared in a cluster)
 //	auth/            package auth: tokens and grants (auth.go), their keys
 //	                 (keys.go, jwks.go) and revocations (revoke.go); the
 //	                 core asks it "may this token see this city"
-//	cluster*.go      the NATS JetStream bus: feeds, resume fetches,
-//	                 presence and revocations shared between nodes
+//	cluster/         package cluster: cluster mode's Bus on NATS JetStream
+//	                 (cluster.go), its feeds (feed.go), resume fetches
+//	                 (fetch.go), presence and revocations shared between
+//	                 nodes (presence.go, revoke.go), its nats_* keys
+//	                 (config.go); cmd/metrocast hands it in as Config.Bus
+//	internal/nodetest the client side of the end-to-end tests, shared by
+//	                 the packages' tests
 //
 // # Goroutines: who runs what
 //
@@ -71,11 +77,12 @@
 //     city sweep (Server.sweepCities), the auth file watcher
 //     (auth.Authenticator.WatchFiles, with AuthReloadInterval) and the
 //     JWKS refresher (auth.Authenticator.WatchJWKS, with JWKS URLs).
-//   - Cluster mode: nats.go's goroutines deliver the stream to the feeds'
-//     handlers (cluster.apply, one message at a time under applyMu), each
-//     feed has a goroutine that remakes its consumer, up to
-//     maxConcurrentFetches goroutines fetch resumes from the stream, and
-//     presence (share, follow) and revocations (follow) have theirs.
+//   - The bus, in cluster mode (package cluster, whose doc says more):
+//     nats.go's goroutines deliver the stream, one message at a time, to
+//     Node.Apply; resumes are fetched on the bus's goroutines, which hand
+//     the frames to the subscriber's loop (Fetch.Done); presence and
+//     revocations shared by other nodes come in on the bus's goroutines
+//     too (Node.SharePresence, Node.Revoke).
 //   - The caller's goroutine (cmd/metrocast's signal loop): Start, Reload,
 //     ReloadKeys, Revoke, Drain.
 //
@@ -98,10 +105,8 @@
 //	ingest.Server.mu     the producer connections; the port's closing
 //	ingest.turns.mu      the producers' turn queue
 //	idShard.mu           a shard of the duplicate window; held while storing
-//	cluster.applyMu      applying stream messages in order
-//	cluster.feedsMu      the feeds
-//	cluster.readyMu      the cached readiness check
-//	clusterPresence.mu   the cities whose watchers are to be shared
 //
-// The order they nest in is in locksordering.txt, beside this file.
+// Package cluster's locks are its own (see its doc); cluster.Bus.applyMu
+// is held while Node.Apply stores a message, and so stands in the order
+// they nest in: locksordering.txt, beside this file.
 package gateway

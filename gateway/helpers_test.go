@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,10 +25,14 @@ import (
 
 // The client side of the tests is nodetest's, shared with the tests of
 // the packages around the core (gateway/cluster); these are its names here.
-const readTimeout = nodetest.ReadTimeout
+const (
+	readTimeout = nodetest.ReadTimeout
+	longTimeout = nodetest.LongTimeout
+)
 
 type (
 	msg           = nodetest.Msg
+	presenceMsg   = nodetest.PresenceMsg
 	client        = nodetest.Client
 	closedError   = nodetest.ClosedError
 	gorillaClient = nodetest.GorillaClient
@@ -139,9 +142,6 @@ func TestMain(m *testing.M) {
 	metrics.ExposeMetadata(true)
 	code := m.Run()
 	shutdowns.Wait()
-	if natsBinary.path != "" {
-		_ = os.RemoveAll(filepath.Dir(natsBinary.path))
-	}
 	os.Exit(code)
 }
 

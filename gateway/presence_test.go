@@ -8,15 +8,6 @@ import (
 	"time"
 )
 
-// presenceMsg is a presence, user_joined or user_left message.
-type presenceMsg struct {
-	Type  string   `json:"type"`
-	City  string   `json:"city"`
-	Count int      `json:"count"`
-	Users []string `json:"users"`
-	More  int      `json:"more"`
-}
-
 // nextPresence reads c's messages until one of the presence types.
 func nextPresence(t *testing.T, c client) presenceMsg {
 	t.Helper()

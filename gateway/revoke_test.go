@@ -116,7 +116,7 @@ func TestAuthFileWatch(t *testing.T) {
 	if err := os.WriteFile(list, []byte("sub eve\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Next(clusterTimeout)
+	b, err := c.Next(longTimeout)
 	if err != nil {
 		t.Fatalf("no auth_error after the file changed: %v", err)
 	}
@@ -127,7 +127,7 @@ func TestAuthFileWatch(t *testing.T) {
 	sg := getSigners(t)
 	tok := mint(t, jwt.SigningMethodRS256, sg.RSA2, "rsa-2", claims("frank", time.Hour, "*"))
 	writePublicPEM(t, filepath.Join(keys, "rsa-2.pem"), sg.RSA2.Public())
-	waitFor(t, clusterTimeout, func() bool {
+	waitFor(t, longTimeout, func() bool {
 		c, _, _ := dialAuth(t, wsURL(s, "cities=aw"), bearer(tok))
 		if c != nil {
 			c.Close()

@@ -105,9 +105,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.auth = a
 	}
-	if cfg.NATSURL != "" {
-		s.bus = newCluster(&s.cfg)
-	} else {
+	if s.bus = cfg.Bus; s.bus == nil {
 		s.bus = newLocal(s)
 	}
 	return s, nil

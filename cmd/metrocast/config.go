@@ -14,19 +14,22 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/cluster"
 )
 
-// settings is everything `metrocast serve` reads: the gateway's Config and
-// the process's own logging settings.
+// settings is everything `metrocast serve` reads: the gateway's Config,
+// cluster mode's (the nats_* keys) and the process's own logging settings.
 type settings struct {
 	gw        gateway.Config
+	cluster   cluster.Config
 	logFormat string
 	logLevel  slog.Level
 }
 
 // Every setting has one name in three places: the config file key
 // (ring_size), the flag (-ring-size) and the environment variable
-// (METROCAST_RING_SIZE). The keys are those gateway.Config.Validate names.
+// (METROCAST_RING_SIZE). The keys are those gateway.Config.Validate and
+// cluster.Config.Validate name.
 
 // natsAlias is the flag -nats, short for -nats-url.
 const natsAlias = "nats"
@@ -124,18 +127,19 @@ func bindConfig(fs *flag.FlagSet, st *settings) []string {
 	num(&c.ClientMessageBurst, "client-message-burst", 0, "messages a connection may send at once (0: client_message_rate)")
 	num(&c.IngestMaxErrors, "ingest-max-errors", d.IngestMaxErrors, "bad lines per minute before a producer is disconnected")
 	num(&c.IngestMaxRate, "ingest-max-rate", d.IngestMaxRate, "lines per second per producer, paced by TCP backpressure (0: no bound)")
-	str(&c.NATSURL, "nats-url", "", "cluster mode: NATS server URLs, comma-separated (empty: a single node)")
+	cl, dc := &st.cluster, cluster.Config{}.WithDefaults()
+	str(&cl.URL, "nats-url", "", "cluster mode: NATS server URLs, comma-separated (empty: a single node)")
 	// -nats is the short form of -nats-url (not a key of its own).
-	fs.StringVar(&c.NATSURL, natsAlias, "", "short for -nats-url")
-	str(&c.NATSStream, "nats-stream", d.NATSStream, "JetStream stream of the cluster's frames")
-	num(&c.NATSReplicas, "nats-replicas", d.NATSReplicas, "stream replicas (NATS servers that hold each frame)")
-	dur(&c.NATSMaxAge, "nats-max-age", d.NATSMaxAge, "how long the stream keeps frames (the longest resumable absence)")
-	num64(&c.NATSMaxBytes, "nats-max-bytes", d.NATSMaxBytes, "largest stream size; the oldest frames go first")
-	dur(&c.NATSReplay, "nats-replay", d.NATSReplay, "on start, read the stream this far back to rebuild city state (0: new frames only)")
-	num(&c.NATSResumeMax, "nats-resume-max", d.NATSResumeMax, "most frames one resume is served from the stream")
-	dur(&c.NATSPresenceTTL, "nats-presence-ttl", d.NATSPresenceTTL, "how long a node's presence watchers count elsewhere without a refresh")
-	str(&c.NATSCreds, "nats-creds", "", "NATS credentials file")
-	str(&c.NATSTLSCA, "nats-tls-ca", "", "CA file for the NATS servers' certificates")
+	fs.StringVar(&cl.URL, natsAlias, "", "short for -nats-url")
+	str(&cl.Stream, "nats-stream", dc.Stream, "JetStream stream of the cluster's frames")
+	num(&cl.Replicas, "nats-replicas", dc.Replicas, "stream replicas (NATS servers that hold each frame)")
+	dur(&cl.MaxAge, "nats-max-age", dc.MaxAge, "how long the stream keeps frames (the longest resumable absence)")
+	num64(&cl.MaxBytes, "nats-max-bytes", dc.MaxBytes, "largest stream size; the oldest frames go first")
+	dur(&cl.Replay, "nats-replay", dc.Replay, "on start, read the stream this far back to rebuild city state (0: new frames only)")
+	num(&cl.ResumeMax, "nats-resume-max", dc.ResumeMax, "most frames one resume is served from the stream")
+	dur(&cl.PresenceTTL, "nats-presence-ttl", dc.PresenceTTL, "how long a node's presence watchers count elsewhere without a refresh")
+	str(&cl.Creds, "nats-creds", "", "NATS credentials file")
+	str(&cl.TLSCA, "nats-tls-ca", "", "CA file for the NATS servers' certificates")
 	str(&st.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&st.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	names = append(names, "log-level")
@@ -324,12 +328,12 @@ func (c *config) check() error {
 	if c.logFormat != "text" && c.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format (%q) must be text or json", c.logFormat))
 	}
-	gw := c.gw.WithDefaults()
-	if err := gw.Validate(); err != nil {
+	gw, cl := c.gw.WithDefaults(), c.cluster.WithDefaults()
+	for _, err := range []error{gw.Validate(), cl.Validate()} {
 		var joined interface{ Unwrap() []error }
 		if errors.As(err, &joined) {
 			errs = append(errs, joined.Unwrap()...)
-		} else {
+		} else if err != nil {
 			errs = append(errs, err)
 		}
 	}

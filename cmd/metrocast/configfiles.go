@@ -62,9 +62,9 @@ func (c *config) filesOf(key string) []string {
 	case "auth_revoked_file":
 		p = gw.AuthRevokedFile
 	case "nats_creds":
-		p = gw.NATSCreds
+		p = c.cluster.Creds
 	case "nats_tls_ca":
-		p = gw.NATSTLSCA
+		p = c.cluster.TLSCA
 	default:
 		panic("BUG: filesOf(" + key + "): not a file setting")
 	}

@@ -248,7 +248,7 @@ func TestDeployCompose(t *testing.T) {
 		}
 		c := deployedConfig(t, name, yamlStrings(get(t, svc, "command")), env, files)
 		node = c
-		for _, u := range strings.Split(c.gw.NATSURL, ",") {
+		for _, u := range strings.Split(c.cluster.URL, ",") {
 			host, port, err := net.SplitHostPort(strings.TrimPrefix(u, "nats://"))
 			if err != nil || services[host] == nil || port != string(natsPort[1]) {
 				t.Errorf("%s: NATS URL %s is not a compose NATS server on port %s", name, u, natsPort[1])
@@ -272,8 +272,8 @@ func TestDeployCompose(t *testing.T) {
 		}) {
 			t.Errorf("%s: trusted_proxies %v does not hold HAProxy's %s", name, c.gw.TrustedProxies, haproxyAddr)
 		}
-		if c.gw.NATSReplicas > 3 {
-			t.Errorf("%s: nats_replicas %d, but compose runs 3 NATS servers", name, c.gw.NATSReplicas)
+		if c.cluster.Replicas > 3 {
+			t.Errorf("%s: nats_replicas %d, but compose runs 3 NATS servers", name, c.cluster.Replicas)
 		}
 	}
 	if nodes != 3 || node == nil {
@@ -482,7 +482,7 @@ func TestDeployHelm(t *testing.T) {
 	if cmd := strings.Join(yamlStrings(get(t, ctr, "lifecycle", "preStop", "exec", "command")), " "); !strings.Contains(cmd, "kill -TERM 1") {
 		t.Errorf("preStop %q does not start the drain (SIGTERM)", cmd)
 	}
-	if c.gw.NATSURL == "" {
+	if c.cluster.URL == "" {
 		t.Error("config: nats_url unset: the pods would not share a stream")
 	}
 	// The image's user (deploy/Dockerfile), not root.

@@ -16,6 +16,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/cluster"
 )
 
 // TestPushRefused: against an ingest port that wants a token, push reports
@@ -100,9 +101,13 @@ func TestPushResendsOverBusOutage(t *testing.T) {
 	}
 	startNATS()
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	bus, err := cluster.New(cluster.Config{URL: ns.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := gateway.New(gateway.Config{
 		Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Loops: 1,
-		NATSURL: ns.ClientURL(), IngestMaxErrors: 1, Insecure: true, DrainWindow: time.Millisecond,
+		Bus: bus, IngestMaxErrors: 1, Insecure: true, DrainWindow: time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

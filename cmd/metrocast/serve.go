@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/cluster"
 )
 
 // serveFlags are the flags of `metrocast serve` that are not config keys.
@@ -110,6 +111,15 @@ func runServe(args []string) error {
 	// under 0.5 ms (loadtest steady, 5,000 subscribers, 50k deliveries/s).
 	if n := cfg.Loops + 2; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
+	}
+	// With NATS servers the node's bus is cluster mode's; without, the
+	// node runs alone on its own.
+	if c.cluster.URL != "" {
+		b, err := cluster.New(c.cluster)
+		if err != nil {
+			return fmt.Errorf("invalid configuration: %w", err)
+		}
+		cfg.Bus = b
 	}
 	s, err := gateway.New(cfg)
 	if err != nil {

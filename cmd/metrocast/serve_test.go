@@ -213,8 +213,8 @@ func TestNATSFlag(t *testing.T) {
 	if err := c.load(path); err != nil {
 		t.Fatal(err)
 	}
-	if c.gw.NATSURL != "nats://flag:4222,nats://flag2:4222" || c.from["nats_url"] != "-nats" {
-		t.Fatalf("nats_url %q from %q, want the flag's", c.gw.NATSURL, c.from["nats_url"])
+	if c.cluster.URL != "nats://flag:4222,nats://flag2:4222" || c.from["nats_url"] != "-nats" {
+		t.Fatalf("nats_url %q from %q, want the flag's", c.cluster.URL, c.from["nats_url"])
 	}
 }
 

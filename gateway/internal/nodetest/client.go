@@ -92,6 +92,15 @@ func ParseMsg(b []byte) (Msg, error) {
 	return m, nil
 }
 
+// PresenceMsg is a presence, user_joined or user_left message.
+type PresenceMsg struct {
+	Type  string   `json:"type"`
+	City  string   `json:"city"`
+	Count int      `json:"count"`
+	Users []string `json:"users"`
+	More  int      `json:"more"`
+}
+
 // ClosedError is a close frame received from the server.
 type ClosedError struct {
 	Code   ws.StatusCode

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 // Real nats-server processes, for the tests that must kill one the way an
@@ -73,7 +75,7 @@ func (p *natsProc) freeze(t testing.TB) {
 		t.Fatalf("cannot stop nats-server %s: %s", p.name, err)
 	}
 	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		b, err := os.ReadFile(stat)
 		if err != nil {
 			return true // no /proc: the signal is all there is to go on
@@ -169,7 +171,7 @@ jetstream { store_dir: %q }
 			}
 		})
 	}
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		for _, p := range procs {
 			j, err := p.jsz()
 			if err != nil || n > 1 && (j.Meta.Leader == "" || j.Meta.Size != n) {

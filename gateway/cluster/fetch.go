@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 )
 
 // Resumes from the stream read it with direct gets, which any replica of
-// the stream answers (it allows them: see cluster.setup), as the feeds'
+// the stream answers (it allows them: see Bus.setup), as the feeds'
 // fill does: no consumer to create, so no wait for the meta leader, and
 // no stream leader to wait for either. Losing the server that led either
 // left a resume waiting out natsFetchTimeout (10 s) and then starting the
@@ -26,18 +26,19 @@ import (
 // seqs. Frames that reach the floor come from a replica that holds every
 // message before them: a resume never has a gap.
 
-// fetch reads the frames of f's city after f.Since into f, in order,
-// from the stream: up to the first frame at or past the city's floor (the
-// ring holds every frame after it: f.Add says), or to the stream's end.
-// It is false when the stream no longer holds since (retention) or never
-// did, when there are more than NATSResumeMax, or when NATS fails. Runs on
-// a resume goroutine.
-func (cl *cluster) fetch(f *Fetch) bool {
+// fetch hands the messages of city after seq since to add, in order,
+// from the stream: up to the one add says reached the city's floor (the
+// ring holds every frame after it), or to the stream's end. add returns
+// how many frames the resume holds (gateway.Fetch.Add). It is false when
+// the stream no longer holds since (retention) or never did, when there
+// are more than Config.ResumeMax, or when NATS fails. Runs on a resume
+// goroutine.
+func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Time, data []byte) (held int, reached bool)) bool {
 	deadline := time.Now().Add(natsFetchTimeout)
-	if !cl.holds(f.Since, deadline) {
+	if !cl.holds(since, deadline) {
 		return false
 	}
-	limit := cl.cfg.NATSResumeMax
+	limit := cl.cfg.ResumeMax
 	// A batch and its end fit in ch: SubscribeSync's channel would
 	// take 512 KiB for a resume.
 	inbox, ch := cl.nc.NewRespInbox(), make(chan *nats.Msg, fetchBatch+1)
@@ -46,11 +47,11 @@ func (cl *cluster) fetch(f *Fetch) bool {
 		return false
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	for next := f.Since + 1; ; {
+	for next := since + 1; ; {
 		reached, full := false, false
-		last, more, err := cl.getBatch(ch, inbox, next, subject(f.City), deadline, func(seq uint64, ts time.Time, data []byte) bool {
+		last, more, err := cl.getBatch(ch, inbox, next, subject(city), deadline, func(seq uint64, ts time.Time, data []byte) bool {
 			var held int
-			held, reached = f.Add(seq, ts, data)
+			held, reached = add(seq, ts, data)
 			full = held >= limit
 			return !reached && !full
 		})
@@ -82,7 +83,7 @@ const noReplicaPause = 100 * time.Millisecond
 // have since yet (the client saw it on a node that read it sooner):
 // "not found" is waited out a little, as in fill; no replica to answer,
 // until deadline.
-func (cl *cluster) holds(since uint64, deadline time.Time) bool {
+func (cl *Bus) holds(since uint64, deadline time.Time) bool {
 	misses := 0
 	for {
 		found, err := cl.holdsOnce(since, deadline)
@@ -106,7 +107,7 @@ func (cl *cluster) holds(since uint64, deadline time.Time) bool {
 
 // holdsOnce asks a replica once whether it holds since or since+1; err is
 // nil when it holds neither.
-func (cl *cluster) holdsOnce(since uint64, deadline time.Time) (bool, error) {
+func (cl *Bus) holdsOnce(since uint64, deadline time.Time) (bool, error) {
 	for _, seq := range []uint64{since, since + 1} {
 		if seq == 0 {
 			continue
@@ -139,13 +140,13 @@ const numPendingHeader = "Nats-Num-Pending"
 // in order until fn returns false (the rest of the batch is not read: the
 // caller stops with it). It returns the seq of the last message given to
 // fn, and more: whether the replica holds more of them after it.
-func (cl *cluster) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, subj string, deadline time.Time,
+func (cl *Bus) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, subj string, deadline time.Time,
 	fn func(seq uint64, ts time.Time, data []byte) bool) (last uint64, more bool, err error) {
 	req, err := json.Marshal(directBatchRequest{Seq: start, NextFor: subj, Batch: fetchBatch})
 	if err != nil {
 		return 0, false, err
 	}
-	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.cfg.NATSStream, inbox, req); err != nil {
+	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.cfg.Stream, inbox, req); err != nil {
 		return 0, false, err
 	}
 	timer := time.NewTimer(time.Until(deadline))

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 // the connection that died are lost, though: the consumer's count of
 // deliveries skips, or, after a reconnect, its count is ahead of what the
 // node received. Those messages, unless the other feed brought them, are
-// read from the stream itself (cluster.fill), which any live replica
+// read from the stream itself (Bus.fill), which any live replica
 // serves.
 
 // Bounds of the feeds.
@@ -63,7 +63,7 @@ const (
 // feed is one consumer of the stream, remade when it dies. Its run
 // goroutine owns the remaking; the handlers of its consumer apply messages.
 type feed struct {
-	cl   *cluster
+	cl   *Bus
 	cur  atomic.Pointer[feedSub] // the consumer in use
 	kick chan *feedSub           // cap 1: this consumer is dead, make another
 	done chan struct{}           // closed when run returns
@@ -83,9 +83,9 @@ type feedSub struct {
 // startFeeds makes the node's feeds (two on a replicated stream), which
 // begin after the last message applied, and starts remaking them when
 // they die, until stopFeeds.
-func (cl *cluster) startFeeds(ctx context.Context) error {
+func (cl *Bus) startFeeds(ctx context.Context) error {
 	n := 1
-	if cl.cfg.NATSReplicas > 1 {
+	if cl.cfg.Replicas > 1 {
 		n = 2
 	}
 	feeds := make([]*feed, n)
@@ -122,7 +122,7 @@ func (cl *cluster) startFeeds(ctx context.Context) error {
 
 // stopAllFeeds stops the feeds and waits for them: nothing is applied
 // after it returns.
-func (cl *cluster) stopAllFeeds() {
+func (cl *Bus) stopAllFeeds() {
 	cl.feedsMu.Lock()
 	stop := cl.stopFeeds
 	cl.feeds, cl.stopFeeds = nil, nil
@@ -135,7 +135,7 @@ func (cl *cluster) stopAllFeeds() {
 // startAt sets where a new consumer begins: after the last message
 // applied, or, on a node replaying the stream that has applied nothing
 // yet, at the replay's start time.
-func (cl *cluster) startAt(cfg *jetstream.ConsumerConfig) {
+func (cl *Bus) startAt(cfg *jetstream.ConsumerConfig) {
 	applied := cl.applied.Load()
 	if applied == 0 && !cl.replayFrom.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &cl.replayFrom
@@ -192,7 +192,7 @@ func (f *feed) create(ctx context.Context, feeds []*feed) (*feedSub, error) {
 // deleteConsumer deletes a consumer the node no longer reads, in the
 // background unless wait; one the server cannot delete now goes after
 // feedInactive.
-func (cl *cluster) deleteConsumer(cons jetstream.Consumer, wait bool) {
+func (cl *Bus) deleteConsumer(cons jetstream.Consumer, wait bool) {
 	name := cons.CachedInfo().Name
 	del := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), feedCreateTimeout)
@@ -208,7 +208,7 @@ func (cl *cluster) deleteConsumer(cons jetstream.Consumer, wait bool) {
 
 // stop stops pulling from s and deletes its consumer; with wait, before
 // it returns (at most feedCreateTimeout).
-func (s *feedSub) stop(cl *cluster, wait bool) {
+func (s *feedSub) stop(cl *Bus, wait bool) {
 	s.cc.Stop()
 	<-s.cc.Closed()
 	cl.deleteConsumer(s.cons, wait)
@@ -319,7 +319,7 @@ func (f *feed) handle(s *feedSub, msg jetstream.Msg) {
 // past fillMax messages, and when the stream cannot give one (a replica
 // still catching up answers "not found" for a while). Safe for concurrent
 // use.
-func (cl *cluster) fill(through uint64) error {
+func (cl *Bus) fill(through uint64) error {
 	misses := 0
 	for n := 0; ; n++ {
 		next := cl.applied.Load() + 1

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"context"
@@ -13,16 +13,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway"
 )
 
 // Presence in cluster mode. Each node keeps its own watchers of a city
 // under the key <city>.<node> of a JetStream key-value bucket, as a
 // presence share (codec.AppendPresenceShare): put when they change (at
 // most once per tick, with the tick's coalesced joins and leaves), again
-// every third of NATSPresenceTTL while there are any, and deleted when
+// every third of Config.PresenceTTL while there are any, and deleted when
 // there are none or the node stops. Every node watches the bucket and
-// counts the other nodes' shares among the city's watchers (presence.
-// setRemote), so a user watching through two nodes is counted once. A
+// counts the other nodes' shares among the city's watchers
+// (gateway.Node.SharePresence), so a user watching through two nodes is
+// counted once. A
 // share not refreshed within the TTL — its node crashed or is cut off — is
 // forgotten, and the bucket's own TTL removes its key.
 
@@ -35,7 +37,7 @@ func presenceBucket(stream string) string { return stream + "_presence" }
 
 // clusterPresence shares this node's watchers and follows the others'.
 type clusterPresence struct {
-	node *Node
+	node *gateway.Node
 	nc   *nats.Conn
 	kv   jetstream.KeyValue
 	id   string // this node's id in the keys
@@ -52,27 +54,27 @@ type clusterPresence struct {
 
 // startPresence creates the presence bucket (or updates its limits) and
 // starts sharing and watching.
-func (cl *cluster) startPresence(ctx context.Context) error {
-	cfg := cl.cfg
+func (cl *Bus) startPresence(ctx context.Context) error {
+	cfg := &cl.cfg
 	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       presenceBucket(cfg.NATSStream),
+		Bucket:       presenceBucket(cfg.Stream),
 		Description:  "metrocast presence: each node's watchers per city",
 		History:      1,
-		TTL:          cfg.NATSPresenceTTL,
+		TTL:          cfg.PresenceTTL,
 		MaxValueSize: codec.MaxShareBytes,
 		MaxBytes:     presenceBucketMaxBytes,
 		Storage:      jetstream.FileStorage,
-		Replicas:     cfg.NATSReplicas,
+		Replicas:     cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("cannot create or update the presence bucket %s: %w", presenceBucket(cfg.NATSStream), err)
+		return fmt.Errorf("cannot create or update the presence bucket %s: %w", presenceBucket(cfg.Stream), err)
 	}
 	cp := &clusterPresence{
 		node:   cl.node,
 		nc:     cl.nc,
 		kv:     kv,
 		id:     cl.id,
-		ttl:    cfg.NATSPresenceTTL,
+		ttl:    cfg.PresenceTTL,
 		queued: make(map[string]struct{}),
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"errors"
@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/metrocast/metrocast/gateway"
 	"github.com/metrocast/metrocast/gateway/auth"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 // TestClusterRevoke: one POST /api/revoke on node a revokes a user on
@@ -21,52 +22,51 @@ import (
 func TestClusterRevoke(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t)
-	cfg, _ := authConfig(t)
+	cfg := secureConfig(t)
 	a, b := startClusterNode(t, ns.url(), cfg), startClusterNode(t, ns.url(), cfg)
-	tok := func(sub string) string { return hs256(t, claims(sub, time.Hour, "*")) }
-	open := func(s *Server, sub string) client {
+	open := func(s *node, sub string) nodetest.Client {
 		t.Helper()
-		c := mustDialAuth(t, wsURL(s, "cities=cr"), bearer(tok(sub)))
-		readType(t, c, "subscribed")
-		readType(t, c, "initial_data")
+		c := nodetest.MustDialAuth(t, s.ws("cities=cr"), nodetest.Bearer(token(t, sub)))
+		nodetest.ReadType(t, c, "subscribed")
+		nodetest.ReadType(t, c, "initial_data")
 		return c
 	}
 	onB, otherOnB := open(b, "mallory"), open(b, "walter")
 
-	code, _, body := adminDo(t, a, http.MethodPost, "/api/revoke", "", `{"sub":"mallory","ttl":"2s"}`)
+	code, _, body := nodetest.AdminDo(t, a.AdminAddr().String(), http.MethodPost, "/api/revoke", "", `{"sub":"mallory","ttl":"2s"}`)
 	if code != http.StatusOK || !strings.Contains(string(body), `"cluster":true`) {
 		t.Fatalf("revoke on a: %d %s", code, body)
 	}
 	b2, err := onB.Next(clusterTimeout)
-	if m, _ := parseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != auth.CodeRevoked {
+	if m, _ := nodetest.ParseMsg(b2); err != nil || m.Type != "auth_error" || m.Code != auth.CodeRevoked {
 		t.Fatalf("mallory on b: %s %v, want auth_error %s", b2, err, auth.CodeRevoked)
 	}
-	expectClose(t, onB, ws.StatusCode(4001))
-	send(t, otherOnB, `{"type":"ping"}`)
-	readType(t, otherOnB, "pong")
-	for _, s := range []*Server{a, b} {
-		if code := dialStatus(t, s, tok("mallory")); code != http.StatusUnauthorized {
+	nodetest.ExpectClose(t, onB, ws.StatusCode(4001))
+	nodetest.Send(t, otherOnB, `{"type":"ping"}`)
+	nodetest.ReadType(t, otherOnB, "pong")
+	for _, s := range []*node{a, b} {
+		if code := s.tokenStatus(t, token(t, "mallory")); code != http.StatusUnauthorized {
 			t.Fatalf("mallory's new token: %d, want 401", code)
 		}
 	}
 	// A node that starts now knows it before it listens.
 	c := startClusterNode(t, ns.url(), cfg)
-	if code := dialStatus(t, c, tok("mallory")); code != http.StatusUnauthorized {
+	if code := c.tokenStatus(t, token(t, "mallory")); code != http.StatusUnauthorized {
 		t.Fatalf("mallory's token on a node started after the revocation: %d, want 401", code)
 	}
 
 	// The entry is in the bucket until the expiry, then gone: mallory is
 	// admitted again everywhere.
 	kv := revocationKV(t, ns, a)
-	if _, err := kv.Get(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "mallory"})); err != nil {
+	if _, err := kv.Get(t.Context(), revocationKey(gateway.Revocation{Kind: "sub", ID: "mallory"})); err != nil {
 		t.Fatalf("the revocation is not in the bucket: %v", err)
 	}
-	waitFor(t, clusterTimeout, func() bool {
-		_, err := kv.Get(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "mallory"}))
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
+		_, err := kv.Get(t.Context(), revocationKey(gateway.Revocation{Kind: "sub", ID: "mallory"}))
 		return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
 	})
-	for _, s := range []*Server{a, b, c} {
-		waitFor(t, clusterTimeout, func() bool { return dialStatus(t, s, tok("mallory")) == http.StatusSwitchingProtocols })
+	for _, s := range []*node{a, b, c} {
+		nodetest.WaitFor(t, clusterTimeout, func() bool { return s.tokenStatus(t, token(t, "mallory")) == http.StatusSwitchingProtocols })
 	}
 }
 
@@ -76,50 +76,37 @@ func TestClusterRevoke(t *testing.T) {
 func TestClusterRevokeLift(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t)
-	cfg, _ := authConfig(t)
+	cfg := secureConfig(t)
 	a, b := startClusterNode(t, ns.url(), cfg), startClusterNode(t, ns.url(), cfg)
 	if err := a.Revoke("sub", "trudy", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	tok := hs256(t, claims("trudy", time.Hour, "*"))
-	waitFor(t, clusterTimeout, func() bool { return dialStatus(t, b, tok) == http.StatusUnauthorized })
+	tok := token(t, "trudy")
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return b.tokenStatus(t, tok) == http.StatusUnauthorized })
 	kv := revocationKV(t, ns, a)
 	if _, err := kv.Put(t.Context(), "nonsense", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Delete(t.Context(), revocationKey(Revocation{Kind: "sub", ID: "trudy"})); err != nil {
+	if err := kv.Delete(t.Context(), revocationKey(gateway.Revocation{Kind: "sub", ID: "trudy"})); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*Server{a, b} {
-		waitFor(t, clusterTimeout, func() bool { return dialStatus(t, s, tok) == http.StatusSwitchingProtocols })
-		if m := scrape(t, s); m["metrocast_cluster_revocation_errors_total"] != 1 {
+	for _, s := range []*node{a, b} {
+		nodetest.WaitFor(t, clusterTimeout, func() bool { return s.tokenStatus(t, tok) == http.StatusSwitchingProtocols })
+		if m := s.metrics(t); m["metrocast_cluster_revocation_errors_total"] != 1 {
 			t.Errorf("metrocast_cluster_revocation_errors_total %v, want 1", m["metrocast_cluster_revocation_errors_total"])
 		}
 	}
 }
 
 // revocationKV opens s's revocation bucket on its own connection to ns.
-func revocationKV(t testing.TB, ns *natsNode, s *Server) jetstream.KeyValue {
+func revocationKV(t testing.TB, ns *natsNode, s *node) jetstream.KeyValue {
 	t.Helper()
-	nc, err := nats.Connect(ns.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(t.Context(), revocationBucket(s.cfg.NATSStream))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
+	return ns.bucket(t, revocationBucket(s.bus.cfg.Stream))
 }
 
 func TestParseRevocationEntry(t *testing.T) {
 	until := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	r := Revocation{Kind: "jti", ID: "3f2b 9c/é", Until: until}
+	r := gateway.Revocation{Kind: "jti", ID: "3f2b 9c/é", Until: until}
 	got, err := parseRevocationEntry(revocationKey(r), true, []byte(until.Format(time.RFC3339Nano)))
 	if err != nil || got.Kind != r.Kind || got.ID != r.ID || !got.Until.Equal(until) {
 		t.Fatalf("round trip: %+v %v", got, err)

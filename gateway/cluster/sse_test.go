@@ -1,8 +1,11 @@
-package gateway
+package cluster
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 // TestSSEClusterResume follows two cities over SSE on one node, which
@@ -12,18 +15,18 @@ import (
 // after its last seq with no gap and no duplicate.
 func TestSSEClusterResume(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	b := startClusterNode(t, n.url(), Config{})
-	sc := dialSSE(t, a, "/sse?cities=ca,cb")
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	b := startClusterNode(t, n.url(), gateway.Config{})
+	sc := a.sse(t, "/sse?cities=ca,cb")
 	sc.NextType(t, "subscribed")
 	sc.NextType(t, "initial_data")
 	sc.NextType(t, "initial_data")
-	p := dialProducer(t, b)
+	p := b.producer(t)
 	acked := map[string][]uint64{}
 	publish := func(k int) {
 		for i := range k {
 			city := []string{"ca", "cb"}[i%2]
-			acked[city] = append(acked[city], p.Publish(t, dataLine(city, "data_update", fmt.Sprintf(`{"n":%d}`, len(acked[city])))))
+			acked[city] = append(acked[city], p.Publish(t, nodetest.DataLine(city, "data_update", fmt.Sprintf(`{"n":%d}`, len(acked[city])))))
 		}
 	}
 	publish(10)
@@ -48,11 +51,11 @@ func TestSSEClusterResume(t *testing.T) {
 	}
 	sc.ExpectEnd(t)
 	publish(10)
-	late := startClusterNode(t, n.url(), Config{RingSize: 4})
+	late := startClusterNode(t, n.url(), gateway.Config{RingSize: 4})
 	publish(10)
 
-	for _, s := range []*Server{b, late} {
-		rc := dialSSE(t, s, "/sse?cities=ca,cb", "Last-Event-ID: "+last+"\r\n")
+	for _, s := range []*node{b, late} {
+		rc := s.sse(t, "/sse?cities=ca,cb", "Last-Event-ID: "+last+"\r\n")
 		sub := rc.NextType(t, "subscribed")
 		if !sub.Msg.Cities[0].Resumed || !sub.Msg.Cities[1].Resumed {
 			t.Fatalf("subscribed %s, want both resumed", sub.Data)
@@ -69,7 +72,7 @@ func TestSSEClusterResume(t *testing.T) {
 		}
 		rc.Close()
 	}
-	if clusterOf(late).replays.Load() == 0 {
+	if late.bus.replays.Load() == 0 {
 		t.Fatal("the late node did not serve the resume from the stream")
 	}
 }

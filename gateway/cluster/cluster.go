@@ -1,4 +1,32 @@
-package gateway
+// Package cluster is metrocast's cluster mode: a gateway.Bus on a NATS
+// JetStream stream that every node shares.
+//
+// Every node publishes the ingest lines it accepts to the stream and feeds
+// its rings from consumers of it (feed.go), so every node holds the same
+// frames in the same order, and the seq a client sees is the stream
+// sequence: the same for a frame on every node. Per city, seqs increase
+// but are not contiguous (the stream numbers all cities' messages in one
+// sequence): the bus says so (gateway.View.Shared), and the core's rings
+// keep a contiguous position of their own beside each seq. A resume older
+// than a ring is read from the stream (fetch.go); presence (presence.go)
+// and revocations (revoke.go) are shared through key-value buckets.
+//
+// The package reaches the node only through the core's interface types
+// (gateway.Bus, gateway.Node); the core knows nothing of NATS, and
+// cmd/metrocast wires the two.
+//
+// Goroutines: nats.go's deliver the stream to the feeds' handlers, which
+// apply it one message at a time under Bus.applyMu; each feed has a
+// goroutine that remakes its consumer; up to maxConcurrentFetches
+// goroutines fetch resumes; presence (share, follow) and revocations
+// (follow) have theirs. Locks: Bus.applyMu (applying stream messages in
+// order; it is held while the core stores one, see
+// gateway/locksordering.txt), Bus.feedsMu (the feeds), Bus.readyMu (the
+// cached readiness check), clusterPresence.mu (the cities whose watchers
+// are to be shared); none is held while waiting for NATS but readyMu,
+// held across a readiness check's stream info request so that one runs
+// at a time.
+package cluster
 
 import (
 	"bytes"
@@ -17,16 +45,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/metrocast/metrocast/codec"
+	"github.com/metrocast/metrocast/gateway"
 )
-
-// Cluster mode. Every node publishes the ingest lines it accepts to one
-// JetStream stream and feeds its rings from consumers of that stream (see
-// clusterfeed.go), so every node holds the same frames in the same order, and the
-// seq a client sees is the stream sequence: the same for a frame on every
-// node. Per city, seqs increase but are not contiguous (the stream numbers
-// all cities' messages in one sequence); the rings keep a contiguous
-// position per frame beside its seq (see frame), so the fanout is the one
-// of a single node.
 
 // subjectPrefix is the stream's subject space: one subject per city.
 const subjectPrefix = "metrocast.city."
@@ -60,30 +80,30 @@ const (
 )
 
 // errBusDown answers ingest while the node has no connection to NATS.
-var errBusDown = &BusError{Msg: "cluster bus (NATS) unavailable: not stored; resend it later, to this or another node"}
+var errBusDown = &gateway.BusError{Msg: "cluster bus (NATS) unavailable: not stored; resend it later, to this or another node"}
 
 // pubError words why JetStream gave no ack for a published line, saying
 // "not stored" only where that is known.
-func pubError(err error) *BusError {
+func pubError(err error) *gateway.BusError {
 	var api *jetstream.APIError
 	switch {
 	case errors.As(err, &api):
-		return &BusError{Msg: "JetStream refused the line: not stored; resend it: " + err.Error()}
+		return &gateway.BusError{Msg: "JetStream refused the line: not stored; resend it: " + err.Error()}
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
-		return &BusError{Msg: "no JetStream server took the line (the stream has no leader): not stored; resend it"}
+		return &gateway.BusError{Msg: "no JetStream server took the line (the stream has no leader): not stored; resend it"}
 	case errors.Is(err, nats.ErrDisconnected):
-		return &BusError{Maybe: true, Msg: "lost the connection to NATS before JetStream confirmed the line: it may or may not be stored; resend it with the same id (stored once)"}
+		return &gateway.BusError{Maybe: true, Msg: "lost the connection to NATS before JetStream confirmed the line: it may or may not be stored; resend it with the same id (stored once)"}
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
-		return &BusError{Maybe: true, Msg: fmt.Sprintf("JetStream did not confirm the line within %s: it may or may not be stored; resend it with the same id (stored once)", natsPublishTimeout)}
+		return &gateway.BusError{Maybe: true, Msg: fmt.Sprintf("JetStream did not confirm the line within %s: it may or may not be stored; resend it with the same id (stored once)", natsPublishTimeout)}
 	}
-	return &BusError{Maybe: true, Msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
+	return &gateway.BusError{Maybe: true, Msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
 }
 
-// cluster is the node's link to the JetStream stream: a Bus. Its methods
-// are safe for concurrent use.
-type cluster struct {
-	cfg  *Config
-	node *Node
+// Bus is a node's link to the JetStream stream: its gateway.Bus in
+// cluster mode. Its methods are safe for concurrent use.
+type Bus struct {
+	cfg  Config
+	node *gateway.Node
 	// id names the node in the presence keys (and its logs).
 	id     string
 	nc     *nats.Conn
@@ -91,12 +111,12 @@ type cluster struct {
 	stream jetstream.Stream
 	// presence shares the cities' watchers with the other nodes.
 	presence *clusterPresence
-	// revocations shares Server.Revoke's with the other nodes; nil on a
-	// node without keys.
+	// revocations shares gateway.Server.Revoke's with the other nodes;
+	// nil on a node without keys.
 	revocations *clusterRevocations
 
 	// replayFrom is where the node started reading the stream with a
-	// look-back (NATSReplay); zero without one.
+	// look-back (Config.Replay); zero without one.
 	replayFrom time.Time
 	// feeds read the stream; stopFeeds stops them. Guarded by feedsMu.
 	feedsMu   sync.Mutex
@@ -111,9 +131,9 @@ type cluster struct {
 	// The last readiness check (see Ready), made at readyAt.
 	readyMu  sync.Mutex
 	readyAt  time.Time
-	notReady string        // why not ready; "" when ready
-	fetches  chan struct{} // slots of the fetch goroutines (Fetch)
-	queued   chan *Fetch   // resumes waiting for a fetch
+	notReady string              // why not ready; "" when ready
+	fetches  chan struct{}       // slots of the fetch goroutines (Fetch)
+	queued   chan *gateway.Fetch // resumes waiting for a fetch
 
 	replays       atomic.Uint64 // resume requests served from the stream
 	replayFails   atomic.Uint64 // resume requests the stream could not serve
@@ -135,11 +155,19 @@ func redactURLs(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// newCluster returns the bus of cluster mode, on the NATS servers of
-// cfg.NATSURL.
-func newCluster(cfg *Config) *cluster {
-	return &cluster{cfg: cfg, fetches: make(chan struct{}, maxConcurrentFetches),
-		queued: make(chan *Fetch, maxQueuedFetches)}
+// New checks cfg (after WithDefaults) and returns a bus on the NATS
+// servers of cfg.URL for one node (gateway.Config.Bus); it connects when
+// the node starts (Open).
+func New(cfg Config) (*Bus, error) {
+	cfg = cfg.WithDefaults()
+	if cfg.URL == "" {
+		return nil, errors.New("nats_url is empty: no NATS servers to join")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Bus{cfg: cfg, fetches: make(chan struct{}, maxConcurrentFetches),
+		queued: make(chan *gateway.Fetch, maxQueuedFetches)}, nil
 }
 
 // Open connects to NATS and creates the stream or brings its configuration
@@ -147,8 +175,8 @@ func newCluster(cfg *Config) *cluster {
 // stream's, and start over only with a new stream. It runs before the node
 // listens: every city ring is created knowing where the node's view of the
 // stream begins.
-func (cl *cluster) Open(n *Node) (View, error) {
-	cfg := cl.cfg
+func (cl *Bus) Open(n *gateway.Node) (gateway.View, error) {
+	cfg := &cl.cfg
 	cl.node = n
 	log := n.Logger()
 	id := make([]byte, 8)
@@ -176,80 +204,80 @@ func (cl *cluster) Open(n *Node) (View, error) {
 			cl.reconnected()
 		}),
 	}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
 	}
-	if cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return View{}, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
+		return gateway.View{}, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(cfg.URL), err)
 	}
 	cl.nc = nc
 	v, err := cl.setup()
 	if err != nil {
 		nc.Close()
-		return View{}, err
+		return gateway.View{}, err
 	}
 	return v, nil
 }
 
 // setup creates or updates the stream and takes its epoch and the seq the
 // node's view starts after.
-func (cl *cluster) setup() (View, error) {
-	cfg := cl.cfg
+func (cl *Bus) setup() (gateway.View, error) {
+	cfg := &cl.cfg
 	js, err := jetstream.New(cl.nc, jetstream.WithPublishAsyncTimeout(natsPublishTimeout),
 		jetstream.WithPublishAsyncMaxPending(maxPendingAcks))
 	if err != nil {
-		return View{}, fmt.Errorf("cannot use JetStream: %w", err)
+		return gateway.View{}, fmt.Errorf("cannot use JetStream: %w", err)
 	}
 	cl.js = js
 	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
 	defer cancel()
 	cl.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.NATSStream,
+		Name:        cfg.Stream,
 		Description: "metrocast city frames",
 		Subjects:    []string{subjectPrefix + "*"},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.NATSMaxAge,
-		MaxBytes:    cfg.NATSMaxBytes,
-		Replicas:    cfg.NATSReplicas,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+		Replicas:    cfg.Replicas,
 		Storage:     jetstream.FileStorage,
 		// The window in which a producer's resend (same id) is dropped.
 		Duplicates: 2 * time.Minute,
 		// Any replica answers a get, not only the leader: a feed that lost
-		// deliveries takes them from the stream (cluster.fill) while the
+		// deliveries takes them from the stream (Bus.fill) while the
 		// server that holds the consumer, or leads, is gone.
 		AllowDirect: true,
 	})
 	if err != nil {
-		return View{}, fmt.Errorf("cannot create or update stream %s: %w", cfg.NATSStream, err)
+		return gateway.View{}, fmt.Errorf("cannot create or update stream %s: %w", cfg.Stream, err)
 	}
 	info := cl.stream.CachedInfo()
 	// The rings are complete after the stream's last message as of now;
 	// with a look-back they also hold older frames (for the cities' state),
 	// but a resume from before here is served from the stream.
 	last := info.State.LastSeq
-	if cfg.NATSReplay > 0 {
-		cl.replayFrom = time.Now().Add(-cfg.NATSReplay)
+	if cfg.Replay > 0 {
+		cl.replayFrom = time.Now().Add(-cfg.Replay)
 	} else {
 		cl.applied.Store(last)
 	}
 	// Seqs are the stream's: they start over only if the stream is
 	// recreated, and so does the epoch.
-	return View{Epoch: uint64(info.Created.UnixMilli()), Floor: last, Shared: true, Node: cl.id}, nil
+	return gateway.View{Epoch: uint64(info.Created.UnixMilli()), Floor: last, Shared: true, Node: cl.id}, nil
 }
 
 // Follow starts consuming the stream, and sharing presence and
 // revocations.
-func (cl *cluster) Follow() error {
-	cfg := cl.cfg
+func (cl *Bus) Follow() error {
+	cfg := &cl.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
 	defer cancel()
 	if err := cl.startFeeds(ctx); err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", cfg.NATSStream, err)
+		return fmt.Errorf("cannot consume stream %s: %w", cfg.Stream, err)
 	}
 	if err := cl.startPresence(ctx); err != nil {
 		cl.stopAllFeeds()
@@ -267,7 +295,7 @@ func (cl *cluster) Follow() error {
 // reconnected checks, after a reconnect to NATS, that the feeds lost no
 // delivery on the connection that died. Runs on nats.go's callback
 // goroutine.
-func (cl *cluster) reconnected() {
+func (cl *Bus) reconnected() {
 	cl.feedsMu.Lock()
 	defer cl.feedsMu.Unlock()
 	for _, f := range cl.feeds {
@@ -277,7 +305,7 @@ func (cl *cluster) reconnected() {
 
 // Close withdraws the node's watchers, stops consuming and closes the
 // connection.
-func (cl *cluster) Close() {
+func (cl *Bus) Close() {
 	cl.revocations.close()
 	cl.presence.close()
 	cl.stopAllFeeds()
@@ -286,11 +314,11 @@ func (cl *cluster) Close() {
 
 // Ahead reports whether seq is beyond the last message the node has
 // applied.
-func (cl *cluster) Ahead(seq uint64) bool { return seq > cl.applied.Load() }
+func (cl *Bus) Ahead(seq uint64) bool { return seq > cl.applied.Load() }
 
 // Stats returns the counters of the metrocast_cluster_* series.
-func (cl *cluster) Stats() BusStats {
-	st := BusStats{
+func (cl *Bus) Stats() gateway.BusStats {
+	st := gateway.BusStats{
 		Connected:      cl.nc.IsConnected(),
 		Applied:        cl.applied.Load(),
 		PublishErrors:  cl.publishErrors.Load(),
@@ -306,7 +334,7 @@ func (cl *cluster) Stats() BusStats {
 	return st
 }
 
-// Readiness (see Server.serveReady).
+// Readiness (see Bus.Ready, and gateway.Server.serveReady: /readyz).
 const (
 	// readyMaxLag is how far (in stream time) the last message a node
 	// applied may trail the stream's last for the node to be ready.
@@ -322,7 +350,7 @@ const (
 // answers the stream's info), and the node has applied the stream up to
 // its last message, or to within readyMaxLag of it. One check runs at a
 // time and its answer stands for readyCache.
-func (cl *cluster) Ready() string {
+func (cl *Bus) Ready() string {
 	if !cl.nc.IsConnected() {
 		return "cluster bus (NATS) unavailable"
 	}
@@ -353,9 +381,9 @@ func (cl *cluster) Ready() string {
 // id, so that a resent line is stored once (the ack of a copy names the
 // first one's seq). Runs on the producer's goroutine, in its turn: it
 // only copies.
-func (cl *cluster) Append(in *codec.Ingest, line []byte) Appended {
+func (cl *Bus) Append(in *codec.Ingest, line []byte) gateway.Appended {
 	if err := cl.node.Check(in); err != nil {
-		return Appended{Err: err}
+		return gateway.Appended{Err: err}
 	}
 	// A copy: the client keeps the message to resend it while the stream
 	// elects a leader, and the line's buffer is reused.
@@ -363,20 +391,20 @@ func (cl *cluster) Append(in *codec.Ingest, line []byte) Appended {
 	if in.ID != "" {
 		m.Header = nats.Header{jetstream.MsgIDHeader: []string{in.ID}}
 	}
-	return Appended{Pending: &pubWait{cl: cl, msg: m}}
+	return gateway.Appended{Pending: &pubWait{cl: cl, msg: m}}
 }
 
-// pubWait is a line for the stream (a Pending): prepared, then sent
+// pubWait is a line for the stream (a gateway.Pending): prepared, then sent
 // without waiting for the ack, then acked (or failed). Owned by the
 // producer's goroutine.
 type pubWait struct {
-	cl   *cluster
+	cl   *Bus
 	msg  *nats.Msg // to send; nil once sent
 	fut  jetstream.PubAckFuture
 	done bool
 	seq  uint64
 	dup  bool // the stream already held the id: seq is the first copy's
-	err  *BusError
+	err  *gateway.BusError
 }
 
 // Send publishes the line. It may wait, and so runs outside the turn
@@ -401,14 +429,14 @@ func (p *pubWait) Send() {
 	if err != nil {
 		// Not sent: with no reconnect buffer, nats.go writes nothing
 		// while it reconnects, and nothing after a stall that timed out.
-		p.fail(&BusError{Msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()})
+		p.fail(&gateway.BusError{Msg: "cluster bus (NATS) did not take the line: not stored; resend it: " + err.Error()})
 		return
 	}
 	p.fut = fut
 }
 
 // fail settles the line as not stored by the stream, for be.
-func (p *pubWait) fail(be *BusError) {
+func (p *pubWait) fail(be *gateway.BusError) {
 	p.cl.publishErrors.Add(1)
 	p.done, p.err = true, be
 }
@@ -417,10 +445,10 @@ func (p *pubWait) fail(be *BusError) {
 // stored, once JetStream has answered or given up (done); with wait it
 // waits for that (at most natsPublishTimeout). A line not sent yet is not
 // answered, wait or not.
-func (p *pubWait) Poll(wait bool) (Appended, bool) {
+func (p *pubWait) Poll(wait bool) (gateway.Appended, bool) {
 	if !p.done {
 		if p.msg != nil {
-			return Appended{}, false
+			return gateway.Appended{}, false
 		}
 		var (
 			ack  *jetstream.PubAck
@@ -436,7 +464,7 @@ func (p *pubWait) Poll(wait bool) (Appended, bool) {
 			case ack = <-p.fut.Ok():
 			case perr = <-p.fut.Err():
 			default:
-				return Appended{}, false
+				return gateway.Appended{}, false
 			}
 		}
 		if perr != nil {
@@ -447,15 +475,15 @@ func (p *pubWait) Poll(wait bool) (Appended, bool) {
 		}
 	}
 	if p.err != nil {
-		return Appended{Err: p.err}, true
+		return gateway.Appended{Err: p.err}, true
 	}
-	return Appended{Seq: p.seq, Dup: p.dup}, true
+	return gateway.Appended{Seq: p.seq, Dup: p.dup}, true
 }
 
 // apply hands one stream message (data, stored under seq at ts) to the
 // node (Node.Apply). Runs under applyMu, one message at a time in stream
 // order: every node numbers and merges the same way.
-func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
+func (cl *Bus) apply(data []byte, seq uint64, ts time.Time) {
 	applied := cl.applied.Load()
 	if seq <= applied {
 		return // the other feed brought it first
@@ -472,11 +500,11 @@ func (cl *cluster) apply(data []byte, seq uint64, ts time.Time) {
 }
 
 // PresenceChanged queues city, whose local watchers changed, to be shared.
-func (cl *cluster) PresenceChanged(city string) { cl.presence.changed(city) }
+func (cl *Bus) PresenceChanged(city string) { cl.presence.changed(city) }
 
 // Revoke puts r in the revocation bucket, for every node (within
 // natsPublishTimeout).
-func (cl *cluster) Revoke(r Revocation) error {
+func (cl *Bus) Revoke(r gateway.Revocation) error {
 	ctx, cancel := context.WithTimeout(context.Background(), natsPublishTimeout)
 	defer cancel()
 	return cl.revocations.put(ctx, r)
@@ -489,7 +517,7 @@ func (cl *cluster) Revoke(r Revocation) error {
 // With the queue full (a resume storm while NATS is slow) it refuses f,
 // and the subscriber gets initial_data at once, as when the stream cannot
 // serve it. Runs on the loop.
-func (cl *cluster) Fetch(f *Fetch) bool {
+func (cl *Bus) Fetch(f *gateway.Fetch) bool {
 	select {
 	case cl.queued <- f:
 	default:
@@ -509,7 +537,7 @@ func (cl *cluster) Fetch(f *Fetch) bool {
 // queue is empty, then looks once more: a request queued just before that,
 // by a replay that found every slot taken, would otherwise wait for the
 // next replay.
-func (cl *cluster) fetchQueued() {
+func (cl *Bus) fetchQueued() {
 	for {
 		select {
 		case f := <-cl.queued:
@@ -531,8 +559,8 @@ func (cl *cluster) fetchQueued() {
 
 // serveFetch reads f's frames from the stream and hands them to its loop.
 // Runs on a fetch goroutine.
-func (cl *cluster) serveFetch(f *Fetch) {
-	ok := cl.fetch(f)
+func (cl *Bus) serveFetch(f *gateway.Fetch) {
+	ok := cl.fetch(f.City, f.Since, f.Add)
 	if ok {
 		cl.replays.Add(1)
 	} else {

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"bytes"
@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 )
 
 // BenchmarkClusterIngest pipelines lines with ids from 1 and 8 producers
@@ -16,10 +19,10 @@ func BenchmarkClusterIngest(b *testing.B) {
 	for _, producers := range []int{1, 8} {
 		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
 			n := startNATS(b)
-			s := startClusterNode(b, n.url(), Config{})
-			ps := make([]*producer, producers)
+			s := startClusterNode(b, n.url(), gateway.Config{})
+			ps := make([]*nodetest.Producer, producers)
 			for i := range ps {
-				ps[i] = dialProducer(b, s)
+				ps[i] = s.producer(b)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -43,7 +46,7 @@ func BenchmarkClusterIngest(b *testing.B) {
 						_ = p.C.SetReadDeadline(time.Now().Add(clusterTimeout))
 						line, err := p.BR.ReadBytes('\n')
 						if err != nil || !bytes.Contains(line, []byte(`"ack"`)) {
-							b.Errorf("producer %d: answer %q, %v", i, line, err)
+							b.Errorf("producer %d: nodetest.Answer %q, %v", i, line, err)
 							return
 						}
 					}

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
 	gwproducer "github.com/metrocast/metrocast/gateway/producer"
 )
 
@@ -21,23 +22,15 @@ import (
 // stream on every server, the first URL being procs[first]'s. Right after
 // the cluster forms (and on a loaded machine, for a while) the stream's
 // creation may answer "temporarily unavailable": it retries.
-func startProcNode(t testing.TB, procs []*natsProc, first int) *Server {
+func startProcNode(t testing.TB, procs []*natsProc, first int) *node {
 	t.Helper()
-	var node *Server
-	waitFor(t, clusterTimeout, func() bool {
-		s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
-			NATSURL: natsURLs(procs, first), NATSReplicas: len(procs), Insecure: true, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Start() != nil {
-			return false
-		}
-		t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
-		node = s
-		return true
+	var n *node
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
+		var err error
+		n, err = newNode(t, Config{URL: natsURLs(procs, first), Replicas: len(procs)}, gateway.Config{})
+		return err == nil
 	})
-	return node
+	return n
 }
 
 // jszDetail is the part of /jsz?consumers=true the tests read: where each
@@ -105,7 +98,7 @@ const maxStall = 2 * time.Second
 // dead server led the stream, no line is stored, and none is acked.)
 func TestClusterLoseOneNATSServer(t *testing.T) {
 	procs := startNATSProcs(t, 3)
-	nodes := []*Server{startProcNode(t, procs, 0), startProcNode(t, procs, 1), startProcNode(t, procs, 2)}
+	nodes := []*node{startProcNode(t, procs, 0), startProcNode(t, procs, 1), startProcNode(t, procs, 2)}
 	type line struct {
 		data string
 		at   time.Time // acked
@@ -116,14 +109,14 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 		killed time.Time
 		after  = make([]int, len(nodes)) // acks since the kill, per producer
 	)
-	clients := make([]client, len(nodes))
+	clients := make([]nodetest.Client, len(nodes))
 	for k, s := range nodes {
 		clients[k], _ = subscribeCluster(t, s, "cities=lose", 1)
 	}
 	stop := make(chan struct{})
 	var producers sync.WaitGroup
 	for k, s := range nodes {
-		p := dialProducer(t, s)
+		p := s.producer(t)
 		producers.Go(func() {
 			for i := 0; ; i++ {
 				select {
@@ -145,9 +138,9 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 						t.Errorf("producer %d: %s", k, err)
 						return
 					}
-					var a answer
+					var a nodetest.Answer
 					if err := json.Unmarshal(b, &a); err != nil || a.Error != "" && !strings.Contains(string(b), `"retry"`) {
-						t.Errorf("producer %d: answer %s", k, b)
+						t.Errorf("producer %d: nodetest.Answer %s", k, b)
 						return
 					}
 					if a.Error == "" {
@@ -184,7 +177,7 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				if m, err := parseMsg(b); err == nil && m.Type == "data_update" {
+				if m, err := nodetest.ParseMsg(b); err == nil && m.Type == "data_update" {
 					gotMu.Lock()
 					got[k] = append(got[k], recv{m.Seq, string(m.Data), time.Now()})
 					gotMu.Unlock()
@@ -192,13 +185,13 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(acked) >= 100
 	})
 
-	on := streamConsumers(t, procs, nodes[0].cfg.NATSStream)
+	on := streamConsumers(t, procs, nodes[0].bus.cfg.Stream)
 	meta, err := procs[0].jsz()
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +207,7 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 	mu.Unlock()
 	victim.kill()
 	t.Logf("killed %s (stream consumers per server %v, meta leader %s)", victim.name, on, meta.Meta.Leader)
-	waitFor(t, r3Timeout, func() bool {
+	nodetest.WaitFor(t, r3Timeout, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return time.Since(killed) > 3*time.Second && slices.Min(after) >= 30
@@ -248,7 +241,7 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 					}
 				}
 				slices.Sort(missing)
-				t.Errorf("node %d: %d of %d acked lines, applied seq %d; missing %v", k, len(rs), len(acked), clusterOf(nodes[k]).applied.Load(), missing)
+				t.Errorf("node %d: %d of %d acked lines, applied seq %d; missing %v", k, len(rs), len(acked), nodes[k].bus.applied.Load(), missing)
 			}
 			gotMu.Unlock()
 			t.FailNow()
@@ -271,23 +264,23 @@ func TestClusterLoseOneNATSServer(t *testing.T) {
 		}
 		t.Logf("node %d: %d lines, longest from an ack after the kill to the client: %s", k, len(rs), stall)
 		if stall > maxStall {
-			t.Errorf("node %d: a line acked after the kill took %s to reach its client, over %s", k, stall, maxStall)
+			t.Errorf("node %d: a line acked after the kill took %s to reach its nodetest.Client, over %s", k, stall, maxStall)
 		}
 	}
 }
 
 // answerWithin reads one ingest answer of p, waiting up to timeout, and
 // returns it as parsed and as it came.
-func answerWithin(t testing.TB, p *producer, timeout time.Duration) (answer, string) {
+func answerWithin(t testing.TB, p *nodetest.Producer, timeout time.Duration) (nodetest.Answer, string) {
 	t.Helper()
 	_ = p.C.SetReadDeadline(time.Now().Add(timeout))
 	line, err := p.BR.ReadBytes('\n')
 	if err != nil {
 		t.Fatalf("cannot read ingest answer: %s", err)
 	}
-	var a answer
+	var a nodetest.Answer
 	if err := json.Unmarshal(line, &a); err != nil {
-		t.Fatalf("ingest answer %q: %s", line, err)
+		t.Fatalf("ingest nodetest.Answer %q: %s", line, err)
 	}
 	return a, string(line)
 }
@@ -299,9 +292,9 @@ func answerWithin(t testing.TB, p *producer, timeout time.Duration) (answer, str
 // lines get 503 and Retry-After.
 func TestClusterBusDownNotProducersFault(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{IngestMaxErrors: 3})
+	a := startClusterNode(t, n.url(), gateway.Config{IngestMaxErrors: 3})
 	c, _ := subscribeCluster(t, a, "cities=busdown", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	line := func(i int) string {
 		return fmt.Sprintf(`{"id":"bd-%d","city":"busdown","type":"data_update","data":{"i":%d}}`, i, i)
 	}
@@ -315,7 +308,7 @@ func TestClusterBusDownNotProducersFault(t *testing.T) {
 		ans, raw := answerWithin(t, p, clusterTimeout)
 		if ans.Error == "" || ans.Line != i+1 || !strings.Contains(raw, `"retry":"not_stored"`) ||
 			!strings.Contains(ans.Error, "not stored") {
-			t.Fatalf("answer %d with NATS down: %s, want a not_stored retry for line %d", i, raw, i+1)
+			t.Fatalf("nodetest.Answer %d with NATS down: %s, want a not_stored retry for line %d", i, raw, i+1)
 		}
 	}
 	resp, err := http.Post("http://"+a.AdminAddr().String()+"/api/publish", "application/x-ndjson",
@@ -339,7 +332,7 @@ func TestClusterBusDownNotProducersFault(t *testing.T) {
 	// The same connection, the same ids: each stored, and delivered, once.
 	var acked []uint64
 	for i := range lines {
-		waitFor(t, clusterTimeout, func() bool {
+		nodetest.WaitFor(t, clusterTimeout, func() bool {
 			p.Write(t, line(i))
 			ans, raw := answerWithin(t, p, clusterTimeout)
 			if ans.Error != "" {
@@ -368,7 +361,7 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 	procs := startNATSProcs(t, 1)
 	a := startProcNode(t, procs, 0)
 	c, _ := subscribeCluster(t, a, "cities=maybe", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	line := `{"id":"maybe-1","city":"maybe","type":"data_update","data":{"v":1}}`
 
 	procs[0].freeze(t)
@@ -384,11 +377,11 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 	ans, raw := answerWithin(t, p, 3*natsPublishTimeout)
 	if ans.Error == "" || !strings.Contains(raw, `"retry":"maybe_stored"`) ||
 		strings.Contains(ans.Error, "not stored") || strings.Contains(ans.Error, "did not store") {
-		t.Fatalf("answer with NATS frozen: %s, want a maybe_stored retry that does not say \"not stored\"", raw)
+		t.Fatalf("nodetest.Answer with NATS frozen: %s, want a maybe_stored retry that does not say \"not stored\"", raw)
 	}
 	thaw()
 	var seq uint64
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		p.Write(t, line)
 		ans, raw := answerWithin(t, p, clusterTimeout)
 		if ans.Error != "" && !strings.Contains(raw, `"retry"`) {
@@ -397,7 +390,7 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 		seq = ans.Seq
 		return ans.Error == ""
 	})
-	next := p.Publish(t, dataLine("maybe", "data_update", `{"v":2}`))
+	next := p.Publish(t, nodetest.DataLine("maybe", "data_update", `{"v":2}`))
 	got := readFrames(t, c, 2)
 	if got[0].seq != seq || got[0].data != `{"v":1}` || got[1].seq != next {
 		t.Fatalf("frames %+v, want the line once (seq %d), then seq %d", got, seq, next)
@@ -405,7 +398,7 @@ func TestClusterAckTimeoutMaybeStored(t *testing.T) {
 }
 
 // readyBody returns the node's /readyz status and body.
-func readyBody(t testing.TB, s *Server) (int, string) {
+func readyBody(t testing.TB, s *node) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + s.AdminAddr().String() + "/readyz")
 	if err != nil {
@@ -425,28 +418,28 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	procs := startNATSProcs(t, 1)
 	a, b := startProcNode(t, procs, 0), startProcNode(t, procs, 0)
 	waitReady(t, b, http.StatusOK)
-	p := dialProducer(t, a)
-	clusterOf(b).stopAllFeeds()
+	p := a.producer(t)
+	b.bus.stopAllFeeds()
 	var last uint64
 	for i := range 5 {
-		last = p.Publish(t, dataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		last = p.Publish(t, nodetest.DataLine("ready", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	// Stream time moves on past readyMaxLag while B stands still.
 	var code int
 	var body string
-	waitFor(t, clusterTimeout, func() bool {
-		p.Publish(t, dataLine("ready", "data_update", `{"tick":1}`))
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
+		p.Publish(t, nodetest.DataLine("ready", "data_update", `{"tick":1}`))
 		code, body = readyBody(t, b)
 		return code == http.StatusServiceUnavailable
 	})
 	if !strings.Contains(body, "catching up") {
 		t.Fatalf("/readyz of a node behind the stream: %d %q, want 503 catching up", code, body)
 	}
-	if err := clusterOf(b).startFeeds(t.Context()); err != nil {
+	if err := b.bus.startFeeds(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, b, http.StatusOK)
-	if got := clusterOf(b).applied.Load(); got < last {
+	if got := b.bus.applied.Load(); got < last {
 		t.Fatalf("B ready having applied seq %d, before %d", got, last)
 	}
 
@@ -458,7 +451,7 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	}
 	procs[0].thaw(t)
 	waitReady(t, a, http.StatusOK)
-	p.Publish(t, dataLine("ready", "data_update", `{"after":1}`))
+	p.Publish(t, nodetest.DataLine("ready", "data_update", `{"after":1}`))
 }
 
 // TestClusterProducerResends: the producer package resends, with the same
@@ -466,7 +459,7 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 // once it is stored: the client gets it once.
 func TestClusterProducerResends(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{IngestMaxErrors: 1})
+	a := startClusterNode(t, n.url(), gateway.Config{IngestMaxErrors: 1})
 	c, _ := subscribeCluster(t, a, "cities=resend", 1)
 	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
 		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
@@ -487,7 +480,7 @@ func TestClusterProducerResends(t *testing.T) {
 	}()
 	// Answered "retry" a few times: more than IngestMaxErrors allows bad
 	// lines, and the producer is not dropped for them.
-	waitFor(t, clusterTimeout, func() bool { return a.Stats().IngestErrors >= 3 })
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return a.Stats().IngestErrors >= 3 })
 	n.start()
 	var r result
 	select {
@@ -515,18 +508,18 @@ func TestClusterProducerResends(t *testing.T) {
 // stream (direct gets), in order, and applies each once.
 func TestClusterFill(t *testing.T) {
 	n := startNATS(t)
-	a, b := startClusterNode(t, n.url(), Config{}), startClusterNode(t, n.url(), Config{})
+	a, b := startClusterNode(t, n.url(), gateway.Config{}), startClusterNode(t, n.url(), gateway.Config{})
 	c, _ := subscribeCluster(t, b, "cities=fill", 1)
-	clusterOf(b).stopAllFeeds()
-	p := dialProducer(t, a)
+	b.bus.stopAllFeeds()
+	p := a.producer(t)
 	var acked []uint64
 	for i := range 5 {
-		acked = append(acked, p.Publish(t, dataLine("fill", "data_update", fmt.Sprintf(`{"i":%d}`, i))))
+		acked = append(acked, p.Publish(t, nodetest.DataLine("fill", "data_update", fmt.Sprintf(`{"i":%d}`, i))))
 	}
-	if err := clusterOf(b).fill(acked[2]); err != nil {
+	if err := b.bus.fill(acked[2]); err != nil {
 		t.Fatal(err)
 	}
-	if err := clusterOf(b).fill(acked[4]); err != nil {
+	if err := b.bus.fill(acked[4]); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, c, 5) {
@@ -534,7 +527,7 @@ func TestClusterFill(t *testing.T) {
 			t.Fatalf("frame %d: %+v, want seq %d", i, f, acked[i])
 		}
 	}
-	if got := clusterOf(b).applied.Load(); got != acked[4] {
+	if got := b.bus.applied.Load(); got != acked[4] {
 		t.Fatalf("applied %d, want %d", got, acked[4])
 	}
 }
@@ -563,18 +556,18 @@ func TestClusterResumeLoseOneNATSServer(t *testing.T) {
 		t.Fatalf("no meta leader among %+v", meta)
 	}
 	a := startProcNode(t, procs, other)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	acked := make([]uint64, 50)
 	for i := range acked {
-		acked[i] = p.Publish(t, dataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		acked[i] = p.Publish(t, nodetest.DataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	// Started after the lines, on a live server: its ring holds none of
 	// them, so a resume from the tenth reads the stream.
 	b := startProcNode(t, procs, other)
 	procs[victim].kill()
 	killed := time.Now()
-	c := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=rl&since=%d&epoch=%d", acked[9], b.Epoch())))
-	if m := readType(t, c, "subscribed"); !bytes.Contains(m.Raw, []byte(`"resumed":true`)) {
+	c := nodetest.DialGobwas(t, b.ws(fmt.Sprintf("cities=rl&since=%d&epoch=%d", acked[9], b.Epoch())))
+	if m := nodetest.ReadType(t, c, "subscribed"); !bytes.Contains(m.Raw, []byte(`"resumed":true`)) {
 		t.Fatalf("subscribed %s, want resumed", m.Raw)
 	}
 	for i, f := range readFrames(t, c, 40) {

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"bytes"
@@ -19,11 +19,10 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// clusterTimeout bounds waits that involve NATS round trips and
-// reconnects: generous for a loaded 2-core machine, never a sleep.
-const clusterTimeout = 20 * time.Second
+	"github.com/metrocast/metrocast/gateway"
+	"github.com/metrocast/metrocast/gateway/internal/nodetest"
+)
 
 // natsNode is an embedded NATS server with JetStream, restartable on the
 // same port and store directory.
@@ -76,15 +75,25 @@ func (n *natsNode) stop() {
 
 func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
 
-// startClusterNode starts a metrocast node in cluster mode on url.
-func startClusterNode(t testing.TB, url string, cfg Config) *Server {
+// bucket opens the key-value bucket name on a connection of its own to n,
+// closed when the test ends.
+func (n *natsNode) bucket(t testing.TB, name string) jetstream.KeyValue {
 	t.Helper()
-	cfg.NATSURL = url
-	return startServer(t, cfg)
+	nc, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
-
-// clusterOf is the bus of a node in cluster mode.
-func clusterOf(s *Server) *cluster { return s.bus.(*cluster) }
 
 // delivered is one city frame as a client saw it.
 type delivered struct {
@@ -96,7 +105,7 @@ type delivered struct {
 
 // readFrames reads n city frames (data_update, alerts, in-stream
 // initial_data) from c.
-func readFrames(t testing.TB, c client, n int) []delivered {
+func readFrames(t testing.TB, c nodetest.Client, n int) []delivered {
 	t.Helper()
 	out := make([]delivered, 0, n)
 	for len(out) < n {
@@ -106,7 +115,7 @@ func readFrames(t testing.TB, c client, n int) []delivered {
 		if err != nil {
 			t.Fatalf("cannot read frame %d of %d: %s", len(out)+1, n, err)
 		}
-		m, err := parseMsg(b)
+		m, err := nodetest.ParseMsg(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,20 +140,20 @@ func readFrames(t testing.TB, c client, n int) []delivered {
 // subscribeCluster connects to s, subscribed to cities (with query
 // appended), and reads the subscribed answer and one initial_data per
 // city; it returns the client and the epoch.
-func subscribeCluster(t testing.TB, s *Server, query string, cities int) (client, msg) {
+func subscribeCluster(t testing.TB, s *node, query string, cities int) (nodetest.Client, nodetest.Msg) {
 	t.Helper()
-	c := dialGobwas(t, wsURL(s, query))
-	sub := readType(t, c, "subscribed")
+	c := nodetest.DialGobwas(t, s.ws(query))
+	sub := nodetest.ReadType(t, c, "subscribed")
 	for range cities {
-		readType(t, c, "initial_data")
+		nodetest.ReadType(t, c, "initial_data")
 	}
 	return c, sub
 }
 
 // waitReady waits for the node's /readyz to answer code.
-func waitReady(t testing.TB, s *Server, code int) {
+func waitReady(t testing.TB, s *node, code int) {
 	t.Helper()
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		resp, err := http.Get("http://" + s.AdminAddr().String() + "/readyz")
 		if err != nil {
 			return false
@@ -159,13 +168,13 @@ func waitReady(t testing.TB, s *Server, code int) {
 // sequences, with the seqs the producers were acked.
 func TestClusterSameFrames(t *testing.T) {
 	n := startNATS(t)
-	nodes := []*Server{
-		startClusterNode(t, n.url(), Config{}),
-		startClusterNode(t, n.url(), Config{}),
-		startClusterNode(t, n.url(), Config{}),
+	nodes := []*node{
+		startClusterNode(t, n.url(), gateway.Config{}),
+		startClusterNode(t, n.url(), gateway.Config{}),
+		startClusterNode(t, n.url(), gateway.Config{}),
 	}
 	epoch := nodes[0].Epoch()
-	var clients []client
+	var clients []nodetest.Client
 	for _, s := range nodes {
 		if s.Epoch() != epoch {
 			t.Fatalf("epochs %d and %d: every node must take the stream's", s.Epoch(), epoch)
@@ -173,20 +182,20 @@ func TestClusterSameFrames(t *testing.T) {
 		c, _ := subscribeCluster(t, s, "cities=same-a,same-b", 2)
 		clients = append(clients, c)
 	}
-	producers := []*producer{dialProducer(t, nodes[0]), dialProducer(t, nodes[1])}
+	producers := []*nodetest.Producer{nodes[0].producer(t), nodes[1].producer(t)}
 	const frames = 60
 	var acked []uint64
 	for i := range frames {
 		city := []string{"same-a", "same-b"}[i%2]
-		line := dataLine(city, "data_update", fmt.Sprintf(`{"i":%d}`, i))
+		line := nodetest.DataLine(city, "data_update", fmt.Sprintf(`{"i":%d}`, i))
 		if i%10 == 9 {
-			line = alertLine(city, "critical")
+			line = nodetest.AlertLine(city, "critical")
 		}
 		acked = append(acked, producers[i%3%2].Publish(t, line))
 	}
 	// Over HTTP too: the same line handling.
 	resp, err := http.Post("http://"+nodes[2].AdminAddr().String()+"/api/publish", "application/x-ndjson",
-		bytes.NewBufferString(dataLine("same-a", "snapshot", `{"i":"http"}`)+"\n"))
+		bytes.NewBufferString(nodetest.DataLine("same-a", "snapshot", `{"i":"http"}`)+"\n"))
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP publish: %v %v", resp, err)
 	}
@@ -224,9 +233,9 @@ func TestClusterSameFrames(t *testing.T) {
 	// State is rebuilt the same way on every node.
 	var states []string
 	for _, s := range nodes {
-		c := dialGobwas(t, wsURL(s, "cities=same-b"))
-		readType(t, c, "subscribed")
-		m := readType(t, c, "initial_data")
+		c := nodetest.DialGobwas(t, s.ws("cities=same-b"))
+		nodetest.ReadType(t, c, "subscribed")
+		m := nodetest.ReadType(t, c, "initial_data")
 		states = append(states, fmt.Sprintf("%d %s %d", m.Seq, m.Data, len(m.Recent)))
 	}
 	if states[0] != states[1] || states[0] != states[2] {
@@ -240,14 +249,14 @@ func TestClusterSameFrames(t *testing.T) {
 // stream). Both continue exactly after since.
 func TestClusterResume(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	b := startClusterNode(t, n.url(), Config{})
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	b := startClusterNode(t, n.url(), gateway.Config{})
 	c, sub := subscribeCluster(t, a, "cities=resume", 1)
-	p := dialProducer(t, b)
+	p := b.producer(t)
 	var acked []uint64
 	publish := func(k int) {
 		for range k {
-			acked = append(acked, p.Publish(t, dataLine("resume", "data_update", fmt.Sprintf(`{"n":%d}`, len(acked)))))
+			acked = append(acked, p.Publish(t, nodetest.DataLine("resume", "data_update", fmt.Sprintf(`{"n":%d}`, len(acked)))))
 		}
 	}
 	publish(10)
@@ -257,16 +266,16 @@ func TestClusterResume(t *testing.T) {
 	if err := a.Drain(t.Context(), 0); err != nil {
 		t.Fatal(err)
 	}
-	expectClose(t, c, 1001)
+	nodetest.ExpectClose(t, c, 1001)
 	publish(10)
 	// A node that starts now has none of the frames in its ring.
-	late := startClusterNode(t, n.url(), Config{RingSize: 4})
+	late := startClusterNode(t, n.url(), gateway.Config{RingSize: 4})
 	publish(10)
 
-	for _, s := range []*Server{b, late} {
+	for _, s := range []*node{b, late} {
 		q := fmt.Sprintf("cities=resume&since=%d&epoch=%d", x, sub.Epoch)
-		rc := dialGobwas(t, wsURL(s, q))
-		m := readType(t, rc, "subscribed")
+		rc := nodetest.DialGobwas(t, s.ws(q))
+		m := nodetest.ReadType(t, rc, "subscribed")
 		if len(m.Cities) != 1 || !m.Cities[0].Resumed || m.Cities[0].Seq != x {
 			t.Fatalf("subscribed %s, want resumed at %d", m.Raw, x)
 		}
@@ -277,7 +286,7 @@ func TestClusterResume(t *testing.T) {
 			}
 		}
 	}
-	if clusterOf(late).replays.Load() == 0 {
+	if late.bus.replays.Load() == 0 {
 		t.Fatal("the late node did not serve the resume from the stream")
 	}
 }
@@ -299,30 +308,30 @@ func TestRedactURLs(t *testing.T) {
 // node catches up, without the frames it had seen.
 func TestClusterResumeAhead(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	b := startClusterNode(t, n.url(), Config{})
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	b := startClusterNode(t, n.url(), gateway.Config{})
 	c, sub := subscribeCluster(t, a, "cities=ahead", 1)
-	p := dialProducer(t, a)
-	p.Publish(t, dataLine("ahead", "data_update", `{"n":0}`))
-	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() > 0 })
+	p := a.producer(t)
+	p.Publish(t, nodetest.DataLine("ahead", "data_update", `{"n":0}`))
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return b.bus.applied.Load() > 0 })
 	// B stops reading the stream: it falls behind A.
-	clusterOf(b).stopAllFeeds()
-	behind := clusterOf(b).applied.Load()
+	b.bus.stopAllFeeds()
+	behind := b.bus.applied.Load()
 	var acked []uint64
 	for i := range 6 {
-		acked = append(acked, p.Publish(t, dataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
+		acked = append(acked, p.Publish(t, nodetest.DataLine("ahead", "data_update", fmt.Sprintf(`{"n":%d}`, i+1))))
 	}
 	got := readFrames(t, c, 7)
 	x := got[4].seq // seen on A, not yet read by B
 	if x <= behind {
 		t.Fatalf("since %d is not ahead of B (%d)", x, behind)
 	}
-	rc := dialGobwas(t, wsURL(b, fmt.Sprintf("cities=ahead&since=%d&epoch=%d", x, sub.Epoch)))
-	if m := readType(t, rc, "subscribed"); !m.Cities[0].Resumed || m.Cities[0].Seq != x {
+	rc := nodetest.DialGobwas(t, b.ws(fmt.Sprintf("cities=ahead&since=%d&epoch=%d", x, sub.Epoch)))
+	if m := nodetest.ReadType(t, rc, "subscribed"); !m.Cities[0].Resumed || m.Cities[0].Seq != x {
 		t.Fatalf("subscribed %s, want resumed at %d", m.Raw, x)
 	}
 	// B catches up from where it stopped.
-	if err := clusterOf(b).startFeeds(t.Context()); err != nil {
+	if err := b.bus.startFeeds(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, rc, 2) {
@@ -333,31 +342,31 @@ func TestClusterResumeAhead(t *testing.T) {
 }
 
 // TestClusterResumeCap checks that a resume needing more frames from the
-// stream than NATSResumeMax gets initial_data instead.
+// stream than Config.ResumeMax gets initial_data instead.
 func TestClusterResumeCap(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	p := dialProducer(t, a)
-	first := p.Publish(t, dataLine("cap", "data_update", `{"n":0}`))
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	p := a.producer(t)
+	first := p.Publish(t, nodetest.DataLine("cap", "data_update", `{"n":0}`))
 	for i := range 10 {
-		p.Publish(t, dataLine("cap", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
+		p.Publish(t, nodetest.DataLine("cap", "data_update", fmt.Sprintf(`{"n":%d}`, i+1)))
 	}
-	late := startClusterNode(t, n.url(), Config{NATSResumeMax: 3})
-	rc := dialGobwas(t, wsURL(late, fmt.Sprintf("cities=cap&since=%d", first)))
-	readType(t, rc, "subscribed")
-	if m := readType(t, rc, "initial_data"); m.Resumed {
+	late := startNode(t, Config{URL: n.url(), ResumeMax: 3}, gateway.Config{})
+	rc := nodetest.DialGobwas(t, late.ws(fmt.Sprintf("cities=cap&since=%d", first)))
+	nodetest.ReadType(t, rc, "subscribed")
+	if m := nodetest.ReadType(t, rc, "initial_data"); m.Resumed {
 		t.Fatalf("got %s, want initial_data resumed false", m.Raw)
 	}
-	waitFor(t, clusterTimeout, func() bool { return clusterOf(late).replayFails.Load() == 1 })
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return late.bus.replayFails.Load() == 1 })
 
 	// A since the stream never reached (a corrupt or foreign cursor) is
 	// not taken as is: it would hold back every frame below it.
-	bogus := dialGobwas(t, wsURL(a, "cities=cap&since=1000000000"))
-	readType(t, bogus, "subscribed")
-	if m := readType(t, bogus, "initial_data"); m.Resumed {
+	bogus := nodetest.DialGobwas(t, a.ws("cities=cap&since=1000000000"))
+	nodetest.ReadType(t, bogus, "subscribed")
+	if m := nodetest.ReadType(t, bogus, "initial_data"); m.Resumed {
 		t.Fatalf("got %s, want initial_data resumed false", m.Raw)
 	}
-	next := p.Publish(t, dataLine("cap", "data_update", `{"n":"next"}`))
+	next := p.Publish(t, nodetest.DataLine("cap", "data_update", `{"n":"next"}`))
 	if f := readFrames(t, bogus, 1); f[0].seq != next {
 		t.Fatalf("got %+v, want seq %d", f[0], next)
 	}
@@ -369,11 +378,11 @@ func TestClusterResumeCap(t *testing.T) {
 // both nodes receive every acked frame exactly once, in order.
 func TestClusterNATSRestart(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	b := startClusterNode(t, n.url(), Config{})
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	b := startClusterNode(t, n.url(), gateway.Config{})
 	ca, _ := subscribeCluster(t, a, "cities=restart", 1)
 	cb, _ := subscribeCluster(t, b, "cities=restart", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 
 	const total = 40
 	acked := map[uint64]string{}
@@ -404,7 +413,7 @@ func TestClusterNATSRestart(t *testing.T) {
 		t.Fatal("a line was acked while NATS was down")
 	}
 	resp, err := http.Post("http://"+b.AdminAddr().String()+"/api/publish", "application/x-ndjson",
-		bytes.NewBufferString(dataLine("restart", "data_update", `{"http":1}`)+"\n"))
+		bytes.NewBufferString(nodetest.DataLine("restart", "data_update", `{"http":1}`)+"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,21 +426,21 @@ func TestClusterNATSRestart(t *testing.T) {
 	waitReady(t, b, http.StatusOK)
 	for i := total / 2; i < total; i++ {
 		// Resend until stored: a refused line is resent with its id.
-		waitFor(t, clusterTimeout, func() bool { return send(i) })
+		nodetest.WaitFor(t, clusterTimeout, func() bool { return send(i) })
 	}
 	if refused == 0 {
 		t.Fatal("no line was refused while NATS was down")
 	}
-	for k, c := range []client{ca, cb} {
+	for k, c := range []nodetest.Client{ca, cb} {
 		frames := readFrames(t, c, len(acked))
 		var last uint64
 		for _, f := range frames {
 			if f.seq <= last {
-				t.Fatalf("client %d: seq %d after %d (duplicate or out of order)", k, f.seq, last)
+				t.Fatalf("nodetest.Client %d: seq %d after %d (duplicate or out of order)", k, f.seq, last)
 			}
 			last = f.seq
 			if acked[f.seq] != f.data {
-				t.Fatalf("client %d: seq %d carries %s, acked %q", k, f.seq, f.data, acked[f.seq])
+				t.Fatalf("nodetest.Client %d: seq %d carries %s, acked %q", k, f.seq, f.data, acked[f.seq])
 			}
 		}
 	}
@@ -439,13 +448,13 @@ func TestClusterNATSRestart(t *testing.T) {
 
 // TestClusterDedupAndReplay checks that a line resent with its id is
 // stored and delivered once, and that a node started with a look-back
-// (NATSReplay) rebuilds the same city state as a node that saw every
+// (Config.Replay) rebuilds the same city state as a node that saw every
 // frame live.
 func TestClusterDedupAndReplay(t *testing.T) {
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
+	a := startClusterNode(t, n.url(), gateway.Config{})
 	c, _ := subscribeCluster(t, a, "cities=dedup", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	line := `{"id":"dedup-1","city":"dedup","type":"data_update","data":{"x":1}}`
 	first := p.Publish(t, line)
 	if again := p.Publish(t, line); again != first {
@@ -454,9 +463,9 @@ func TestClusterDedupAndReplay(t *testing.T) {
 	if st := a.Stats(); st.IngestFrames != 1 || st.IngestDuplicates != 1 {
 		t.Fatalf("IngestFrames %d IngestDuplicates %d, want 1 and 1", st.IngestFrames, st.IngestDuplicates)
 	}
-	p.Publish(t, dataLine("dedup", "snapshot", `{"s":1,"x":0}`))
-	p.Publish(t, dataLine("dedup", "data_update", `{"y":2}`))
-	last := p.Publish(t, alertLine("dedup", "warning"))
+	p.Publish(t, nodetest.DataLine("dedup", "snapshot", `{"s":1,"x":0}`))
+	p.Publish(t, nodetest.DataLine("dedup", "data_update", `{"y":2}`))
+	last := p.Publish(t, nodetest.AlertLine("dedup", "warning"))
 	frames := readFrames(t, c, 4)
 	for i, f := range frames[1:] {
 		if f.seq <= frames[i].seq {
@@ -467,16 +476,16 @@ func TestClusterDedupAndReplay(t *testing.T) {
 		t.Fatalf("frames %+v, want seqs %d … %d", frames, first, last)
 	}
 
-	b := startClusterNode(t, n.url(), Config{NATSReplay: time.Hour})
-	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() >= last })
-	var states []msg
-	for _, s := range []*Server{a, b} {
-		rc := dialGobwas(t, wsURL(s, "cities=dedup"))
-		readType(t, rc, "subscribed")
-		states = append(states, readType(t, rc, "initial_data"))
+	b := startNode(t, Config{URL: n.url(), Replay: time.Hour}, gateway.Config{})
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return b.bus.applied.Load() >= last })
+	var states []nodetest.Msg
+	for _, s := range []*node{a, b} {
+		rc := nodetest.DialGobwas(t, s.ws("cities=dedup"))
+		nodetest.ReadType(t, rc, "subscribed")
+		states = append(states, nodetest.ReadType(t, rc, "initial_data"))
 	}
-	if states[0].Seq != last || states[1].Seq != last || !jsonEqual(t, states[0].Data, states[1].Data) ||
-		len(states[1].Recent) != 1 || !jsonEqual(t, states[0].Data, []byte(`{"s":1,"x":0,"y":2}`)) {
+	if states[0].Seq != last || states[1].Seq != last || !nodetest.JSONEqual(t, states[0].Data, states[1].Data) ||
+		len(states[1].Recent) != 1 || !nodetest.JSONEqual(t, states[0].Data, []byte(`{"s":1,"x":0,"y":2}`)) {
 		t.Fatalf("initial_data live %s, replayed %s", states[0].Raw, states[1].Raw)
 	}
 }
@@ -528,7 +537,7 @@ func startNATSCluster(t testing.TB) []*natsserver.Server {
 			t.Fatalf("NATS server not ready within %s", clusterTimeout)
 		}
 	}
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		for _, ns := range servers {
 			if ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) == 3 {
 				return true
@@ -560,27 +569,19 @@ func TestClusterR3(t *testing.T) {
 	// Stream creation and the first consumer wait for the cluster to place
 	// three replicas; right after the election (and on a loaded machine,
 	// for a while) it may answer "temporarily unavailable" or time out.
-	start := func(first int) *Server {
-		var node *Server
-		waitFor(t, clusterTimeout, func() bool {
-			s, err := New(Config{Addr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Loops: 2,
-				NATSURL: urls(first), NATSReplicas: 3, Insecure: true, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.Start() != nil {
-				return false
-			}
-			t.Cleanup(func() { _ = s.Drain(context.Background(), 0) })
-			node = s
-			return true
+	start := func(first int) *node {
+		var n *node
+		nodetest.WaitFor(t, clusterTimeout, func() bool {
+			var err error
+			n, err = newNode(t, Config{URL: urls(first), Replicas: 3}, gateway.Config{})
+			return err == nil
 		})
-		return node
+		return n
 	}
 	a, b := start(0), start(1)
 	ca, _ := subscribeCluster(t, a, "cities=r3", 1)
 	cb, _ := subscribeCluster(t, b, "cities=r3", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	acked := map[uint64]string{}
 	send := func(i int) bool {
 		data := fmt.Sprintf(`{"n":%d}`, i)
@@ -592,9 +593,9 @@ func TestClusterR3(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cannot read ingest answer: %s", err)
 		}
-		var ans answer
+		var ans nodetest.Answer
 		if err := json.Unmarshal(line, &ans); err != nil {
-			t.Fatalf("ingest answer %q: %s", line, err)
+			t.Fatalf("ingest nodetest.Answer %q: %s", line, err)
 		}
 		if ans.Error != "" {
 			return false
@@ -607,13 +608,13 @@ func TestClusterR3(t *testing.T) {
 		if i == total/2 {
 			servers[0].Shutdown() // the server node A is connected to
 		}
-		waitFor(t, r3Timeout, func() bool { return send(i) })
+		nodetest.WaitFor(t, r3Timeout, func() bool { return send(i) })
 	}
-	for k, c := range []client{ca, cb} {
+	for k, c := range []nodetest.Client{ca, cb} {
 		var last uint64
 		for _, f := range readFrames(t, c, total) {
 			if f.seq <= last || acked[f.seq] != f.data {
-				t.Fatalf("client %d: seq %d (%s) after %d; acked %q", k, f.seq, f.data, last, acked[f.seq])
+				t.Fatalf("nodetest.Client %d: seq %d (%s) after %d; acked %q", k, f.seq, f.data, last, acked[f.seq])
 			}
 			last = f.seq
 		}
@@ -629,9 +630,9 @@ func TestClusterPipelined(t *testing.T) {
 	// The client reads its frames after the answers: a ring that holds
 	// them all, so that it cannot be lapped (and conflated) meanwhile by
 	// a stream read faster than a loaded machine's loop writes it out.
-	a := startClusterNode(t, n.url(), Config{RingSize: 2 * lines})
+	a := startClusterNode(t, n.url(), gateway.Config{RingSize: 2 * lines})
 	c, _ := subscribeCluster(t, a, "cities=pipe", 1)
-	p := dialProducer(t, a)
+	p := a.producer(t)
 	batch := make([]string, 0, lines)
 	for i := range lines {
 		if i == lines/2 {
@@ -651,19 +652,19 @@ func TestClusterPipelined(t *testing.T) {
 		_ = p.C.SetReadDeadline(time.Now().Add(clusterTimeout))
 		line, err := p.BR.ReadBytes('\n')
 		if err != nil {
-			t.Fatalf("answer %d: %s", i, err)
+			t.Fatalf("nodetest.Answer %d: %s", i, err)
 		}
-		var ans answer
+		var ans nodetest.Answer
 		if err := json.Unmarshal(line, &ans); err != nil {
 			t.Fatal(err)
 		}
 		switch {
 		case i == lines/2:
 			if ans.Error == "" || ans.Line != i+1 {
-				t.Fatalf("answer %d: %s, want the error of line %d", i, line, i+1)
+				t.Fatalf("nodetest.Answer %d: %s, want the error of line %d", i, line, i+1)
 			}
 		case ans.Ack != fmt.Sprintf("p%d", i) || ans.Seq <= last:
-			t.Fatalf("answer %d: %s after seq %d", i, line, last)
+			t.Fatalf("nodetest.Answer %d: %s after seq %d", i, line, last)
 		default:
 			last = ans.Seq
 		}
@@ -684,11 +685,11 @@ func TestClusterPipelined(t *testing.T) {
 // over them starts.
 func TestClusterPoison(t *testing.T) {
 	n := startNATS(t)
-	var logs logBuffer
-	a := startClusterNode(t, n.url(), Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	var logs nodetest.LogBuffer
+	a := startClusterNode(t, n.url(), gateway.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c, _ := subscribeCluster(t, a, "cities=poison", 1)
-	p := dialProducer(t, a)
-	first := p.Publish(t, dataLine("poison", "data_update", `{"a":1}`))
+	p := a.producer(t)
+	first := p.Publish(t, nodetest.DataLine("poison", "data_update", `{"a":1}`))
 
 	nc, err := nats.Connect(n.url())
 	if err != nil {
@@ -716,31 +717,31 @@ func TestClusterPoison(t *testing.T) {
 		}
 		poison = append(poison, ack.Sequence)
 	}
-	last := p.Publish(t, dataLine("poison", "data_update", `{"b":2}`))
+	last := p.Publish(t, nodetest.DataLine("poison", "data_update", `{"b":2}`))
 	if frames := readFrames(t, c, 2); frames[0].seq != first || frames[1].seq != last {
 		t.Fatalf("frames %+v, want seqs %d and %d", frames, first, last)
 	}
-	waitFor(t, clusterTimeout, func() bool { return clusterOf(a).applied.Load() >= last })
-	if got := series(t, scrape(t, a), "metrocast_cluster_poison_total"); got != float64(len(poison)) {
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return a.bus.applied.Load() >= last })
+	if got := nodetest.Series(t, a.metrics(t), "metrocast_cluster_poison_total"); got != float64(len(poison)) {
 		t.Fatalf("metrocast_cluster_poison_total %v, want %d", got, len(poison))
 	}
 	if want := fmt.Sprintf("seq=%d", poison[0]); !strings.Contains(logs.String(), want) {
 		t.Fatalf("log %q does not name the first poison message (%s)", logs.String(), want)
 	}
 
-	b := startClusterNode(t, n.url(), Config{NATSReplay: time.Hour})
-	waitFor(t, clusterTimeout, func() bool { return clusterOf(b).applied.Load() >= last })
-	for _, s := range []*Server{a, b} {
-		rc := dialGorilla(t, wsURL(s, "cities=poison"))
-		readType(t, rc, "subscribed")
-		m := readType(t, rc, "initial_data")
+	b := startNode(t, Config{URL: n.url(), Replay: time.Hour}, gateway.Config{})
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return b.bus.applied.Load() >= last })
+	for _, s := range []*node{a, b} {
+		rc := nodetest.DialGorilla(t, s.ws("cities=poison"))
+		nodetest.ReadType(t, rc, "subscribed")
+		m := nodetest.ReadType(t, rc, "initial_data")
 		var v any
-		if err := json.Unmarshal(m.Raw, &v); err != nil || m.Seq != last || !jsonEqual(t, m.Data, []byte(`{"a":1,"b":2}`)) {
+		if err := json.Unmarshal(m.Raw, &v); err != nil || m.Seq != last || !nodetest.JSONEqual(t, m.Data, []byte(`{"a":1,"b":2}`)) {
 			t.Fatalf("initial_data %s (%v), want seq %d and the valid frames merged", m.Raw, err, last)
 		}
 	}
-	if got := b.poison.Load(); got != uint64(len(poison)) {
-		t.Fatalf("replaying node skipped %d poison messages, want %d", got, len(poison))
+	if got := nodetest.Series(t, b.metrics(t), "metrocast_cluster_poison_total"); got != float64(len(poison)) {
+		t.Fatalf("replaying node skipped %v poison messages, want %d", got, len(poison))
 	}
 }
 
@@ -848,34 +849,34 @@ func (p *gatedProxy) pipe(dst, src net.Conn, reply bool) {
 func TestClusterResumeStorm(t *testing.T) {
 	const clients, cities = 11, 100
 	n := startNATS(t)
-	a := startClusterNode(t, n.url(), Config{})
-	p := dialProducer(t, a)
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	p := a.producer(t)
 	var names, lines []string
 	for i := range cities {
 		names = append(names, fmt.Sprintf("storm-%d", i))
-		lines = append(lines, dataLine(names[i], "data_update", `{"n":1}`))
+		lines = append(lines, nodetest.DataLine(names[i], "data_update", `{"n":1}`))
 	}
 	p.Write(t, lines...)
 	for range cities {
 		if an := p.Answer(t); an.Ack == "" {
-			t.Fatalf("answer %+v, want an ack", an)
+			t.Fatalf("nodetest.Answer %+v, want an ack", an)
 		}
 	}
 	proxy := startGatedProxy(t, strings.TrimPrefix(n.url(), "nats://"))
-	late := startClusterNode(t, proxy.url(), Config{}) // its rings hold none of those frames
-	cl := clusterOf(late)
+	late := startClusterNode(t, proxy.url(), gateway.Config{}) // its rings hold none of those frames
+	cl := late.bus
 	before := runtime.NumGoroutine()
 
 	proxy.setShut(true)
 	query := "cities=" + strings.Join(names, ",") + "&since=1"
-	var cs []client
+	var cs []nodetest.Client
 	for range clients {
-		c := dialGobwas(t, wsURL(late, query))
-		readType(t, c, "subscribed")
+		c := nodetest.DialGobwas(t, late.ws(query))
+		nodetest.ReadType(t, c, "subscribed")
 		cs = append(cs, c)
 	}
 	const total = clients * cities
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		return len(cl.fetches) == maxConcurrentFetches &&
 			cl.replayFails.Load()+uint64(len(cl.queued))+maxConcurrentFetches == total
 	})
@@ -892,9 +893,9 @@ func TestClusterResumeStorm(t *testing.T) {
 		for len(served) < cities {
 			b, err := c.Next(clusterTimeout)
 			if err != nil {
-				t.Fatalf("client %d: %d cities served: %s", i, len(served), err)
+				t.Fatalf("nodetest.Client %d: %d cities served: %s", i, len(served), err)
 			}
-			m, err := parseMsg(b)
+			m, err := nodetest.ParseMsg(b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -902,11 +903,11 @@ func TestClusterResumeStorm(t *testing.T) {
 			case "data_update", "initial_data":
 				served[m.City] = true
 			default:
-				t.Fatalf("client %d: got %s", i, m.Raw)
+				t.Fatalf("nodetest.Client %d: got %s", i, m.Raw)
 			}
 		}
 	}
-	waitFor(t, clusterTimeout, func() bool {
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		return cl.replays.Load()+cl.replayFails.Load() == total && len(cl.fetches) == 0
 	})
 }

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"context"
@@ -12,9 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/metrocast/metrocast/gateway"
 )
 
-// Revocations in cluster mode. Server.Revoke puts each in a JetStream
+// Revocations in cluster mode. gateway.Server.Revoke puts each in a JetStream
 // key-value bucket, <nats_stream>_revoked, under sub.<id> or jti.<id> (the
 // id in unpadded base64url: a key takes few characters), its value the
 // expiry (RFC 3339), with a per-key TTL that removes it then. Every node
@@ -42,7 +44,7 @@ const (
 // clusterRevocations shares this node's revocations and follows every
 // node's.
 type clusterRevocations struct {
-	node    *Node
+	node    *gateway.Node
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
@@ -56,12 +58,12 @@ type clusterRevocations struct {
 // startRevocations creates the revocation bucket (or updates its limits),
 // reads what it holds into the node's revocations, and follows it. A node
 // without keys has nothing to revoke and leaves it alone.
-func (cl *cluster) startRevocations(ctx context.Context) error {
+func (cl *Bus) startRevocations(ctx context.Context) error {
 	if !cl.node.Secure() {
 		return nil
 	}
-	cfg := cl.cfg
-	bucket := revocationBucket(cfg.NATSStream)
+	cfg := &cl.cfg
+	bucket := revocationBucket(cfg.Stream)
 	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "metrocast revocations: sub.<id> and jti.<id> (base64url) until the expiry they hold",
@@ -73,7 +75,7 @@ func (cl *cluster) startRevocations(ctx context.Context) error {
 		MaxValueSize:   1024,
 		MaxBytes:       revocationBucketMaxBytes,
 		Storage:        jetstream.FileStorage,
-		Replicas:       cfg.NATSReplicas,
+		Replicas:       cfg.Replicas,
 		LimitMarkerTTL: revocationMarkerTTL,
 	})
 	if err != nil {
@@ -104,12 +106,12 @@ func (cr *clusterRevocations) close() {
 }
 
 // revocationKey is the bucket key of r.
-func revocationKey(r Revocation) string {
+func revocationKey(r gateway.Revocation) string {
 	return r.Kind + "." + base64.RawURLEncoding.EncodeToString([]byte(r.ID))
 }
 
 // put stores r in the bucket, to be removed at its expiry.
-func (cr *clusterRevocations) put(ctx context.Context, r Revocation) error {
+func (cr *clusterRevocations) put(ctx context.Context, r gateway.Revocation) error {
 	// A TTL is whole seconds, at least one: round up, never end early.
 	ttl := max(time.Until(r.Until).Truncate(time.Second)+time.Second, time.Second)
 	_, err := cr.js.Publish(ctx, cr.subject+revocationKey(r), []byte(r.Until.UTC().Format(time.RFC3339Nano)), jetstream.WithMsgTTL(ttl))
@@ -124,16 +126,16 @@ var errRevocationEntry = errors.New("not a revocation entry (sub.<id> or jti.<id
 
 // parseRevocationEntry reads a bucket entry: its key, and for a put its
 // value. A deletion gives a revocation with a zero until (lifted).
-func parseRevocationEntry(key string, put bool, value []byte) (Revocation, error) {
+func parseRevocationEntry(key string, put bool, value []byte) (gateway.Revocation, error) {
 	kind, enc, ok := strings.Cut(key, ".")
 	id, err := base64.RawURLEncoding.DecodeString(enc)
-	r := Revocation{Kind: kind, ID: string(id)}
+	r := gateway.Revocation{Kind: kind, ID: string(id)}
 	if !ok || err != nil || !r.Valid() {
-		return Revocation{}, errRevocationEntry
+		return gateway.Revocation{}, errRevocationEntry
 	}
 	if put {
 		if r.Until, err = time.Parse(time.RFC3339Nano, string(value)); err != nil {
-			return Revocation{}, errRevocationEntry
+			return gateway.Revocation{}, errRevocationEntry
 		}
 	}
 	return r, nil
@@ -141,7 +143,7 @@ func parseRevocationEntry(key string, put bool, value []byte) (Revocation, error
 
 // entry converts a watched entry, counting and logging one that does not
 // parse.
-func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (Revocation, bool) {
+func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (gateway.Revocation, bool) {
 	r, err := parseRevocationEntry(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Value())
 	if err != nil {
 		cr.errors.Add(1)
@@ -154,7 +156,7 @@ func (cr *clusterRevocations) entry(e jetstream.KeyValueEntry) (Revocation, bool
 // load applies what the bucket holds, up to the watch's end-of-initial
 // marker, in one step.
 func (cr *clusterRevocations) load(ctx context.Context, w *bucketWatch) error {
-	var batch []Revocation
+	var batch []gateway.Revocation
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,7 +185,7 @@ func (cr *clusterRevocations) follow(w *bucketWatch) {
 	rewatch := time.NewTicker(revocationRewatch)
 	defer rewatch.Stop()
 	reconnects := cr.nc.Stats().Reconnects
-	var batch []Revocation
+	var batch []gateway.Revocation
 	for {
 		select {
 		case <-cr.stop:
@@ -228,7 +230,7 @@ func (cr *clusterRevocations) follow(w *bucketWatch) {
 
 // appendEntry appends e's revocation to batch (nothing for the
 // end-of-initial marker, or an entry that does not parse).
-func (cr *clusterRevocations) appendEntry(batch []Revocation, e jetstream.KeyValueEntry) []Revocation {
+func (cr *clusterRevocations) appendEntry(batch []gateway.Revocation, e jetstream.KeyValueEntry) []gateway.Revocation {
 	if e == nil {
 		return batch
 	}
