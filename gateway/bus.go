@@ -38,10 +38,11 @@ import (
 //   - The log may lose messages the node has not read (retention): the bus
 //     says so (Node.Lost) before it applies what follows them.
 //
-// A Bus is used as: Open, then Follow, then the other methods, then Close
+// A node's Bus is Config.Bus (cmd/metrocast makes cluster mode's from the
+// nats_* keys), or its own local one when that is nil. Server.Start and
+// Drain use it as: Open, then Follow, then the other methods, then Close
 // once (after a successful Open, whether Follow succeeded or not). One
-// Bus serves one node.
-// Its methods are safe for concurrent use.
+// Bus serves one node. Its methods are safe for concurrent use.
 type Bus interface {
 	// Open joins the log for n and tells where n's view of it begins.
 	// Nothing is delivered to n yet: the caller (Server.Start) sets its

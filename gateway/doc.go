@@ -6,12 +6,15 @@
 // # The hot path, one verb per step
 //
 // Ingest accepts a line (package ingest: a producer's goroutine parses
-// and checks it, and hands it to the bus, bus.go), the city appends it (city.go, ring.go: encoded once into a
-// frame, numbered, stored in the city's ring, merged lazily into its
-// state), the loops are woken (fanout.go: loop.wake, one task per loop per
-// burst) and each loop fans out (fanout.go: loop.fanout, then
-// loop.deliver writes every subscriber its frames from its cursor up to
-// the ring's head, in writev batches). A subscription (subscription.go) is
+// and checks it, and hands it to the bus, bus.go), the city appends it
+// (city.go, ring.go: encoded once into a frame, numbered, stored in the
+// city's ring, merged lazily into its state), the loops are woken
+// (fanout.go: loop.wake, one task per loop per burst) and each loop fans
+// out (fanout.go: loop.fanout, then loop.deliver writes every subscriber
+// its frames from its cursor up to the ring's head, in writev batches).
+// In cluster mode the bus (package cluster) stores the line in the stream
+// first, and every node's city appends it as the stream delivers it
+// (Node.Apply), under the stream's seq. A subscription (subscription.go) is
 // a connection's cursor into one city's ring; a connection (conn.go) is
 // its loop's alone. Every disconnect has a typed close reason
 // (closereason.go) that feeds both its close frame and a counter.
@@ -55,8 +58,10 @@
 //	                 (fetch.go), presence and revocations shared between
 //	                 nodes (presence.go, revoke.go), its nats_* keys
 //	                 (config.go); cmd/metrocast hands it in as Config.Bus
-//	internal/nodetest the client side of the end-to-end tests, shared by
-//	                 the packages' tests
+//	internal/nodetest
+//	                 the client side of the end-to-end tests (WebSocket,
+//	                 SSE, ingest and admin clients), shared by the tests
+//	                 of package gateway and of the packages around it
 //
 // # Goroutines: who runs what
 //
