@@ -520,7 +520,8 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 		}
 		if row.Cities == 12 && row.NodeCPU > 0 && row.LoadgenCPU > 0 {
 			// Above the node's, the figures would be the load generator's.
-			r.add("the load generator measures the node, not itself: its CPU per delivery (12 cities)", "< the node's",
+			// Issue 13.6's target: open, as the others of that issue.
+			r.addOpen("the load generator measures the node, not itself: its CPU per delivery, 12 cities (issue 13.6)", "< the node's",
 				fmt.Sprintf("%.2f µs against %.2f µs, %.2f×", row.LoadgenCPU, row.NodeCPU, row.LoadgenCPU/row.NodeCPU),
 				row.LoadgenCPU < row.NodeCPU)
 		}

@@ -184,9 +184,10 @@ func TestEvaluateShapes(t *testing.T) {
 			loader = &r.Targets[i]
 		}
 	}
-	// 3 µs against the node's 11: the load generator measured the node.
-	if loader == nil || !loader.Pass || loader.Open {
-		t.Errorf("load generator target %+v: want a gating pass", loader)
+	// 3 µs against the node's 11: the load generator measured the node
+	// (issue 13.6's target, open as that issue's others).
+	if loader == nil || !loader.Pass || !loader.Open {
+		t.Errorf("load generator target %+v: want an open target, passed", loader)
 	}
 	if bound == nil || !bound.Pass || !bound.Open {
 		t.Errorf("hot city target %+v: want an open target, passed (1.2 ≤ 1.3)", bound)
