@@ -46,7 +46,7 @@ type conn struct {
 	partialAt uint32
 	// phase is the connection's place in the loop's periodic duties: its
 	// slot of the housekeeping wheel and its instant in each ping interval
-	// (loop.nextPhase). 4 bytes of padding follow.
+	// (loop.nextPhase).
 	phase uint32
 
 	// opened is the Unix nanoseconds of the accept (handshake time-out),
