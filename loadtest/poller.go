@@ -137,7 +137,7 @@ func (p *poller) run() {
 	defer close(p.done)
 	err := p.rc.Read(func(uintptr) bool {
 		for {
-			n, err := unix.EpollWait(p.epfd, p.events, 0)
+			n, err := epollPoll(p.epfd, p.events)
 			switch {
 			case errors.Is(err, unix.EINTR):
 				continue
@@ -244,7 +244,7 @@ func (p *poller) read(c *client) {
 		p.paused = append(p.paused, c)
 		return
 	}
-	n, oobn, _, _, err := unix.Recvmsg(c.fd, p.buf, p.oob[:], 0)
+	n, oobn, err := recvmsg(c.fd, p.buf, p.oob[:])
 	switch {
 	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 		return
