@@ -124,20 +124,9 @@ type BusStats struct {
 	RevocationErrors uint64 // revocations not shared, or not understood
 }
 
-// Revocation is a timed revocation as the bus shares it: every token of
-// subject ID (Kind "sub") or the token whose jti is ID (Kind "jti"),
-// refused until Until; a zero Until lifts it.
-type Revocation struct {
-	Kind  string
-	ID    string
-	Until time.Time
-}
-
-// Valid reports whether r is one the node takes: a known kind and an id
-// of 1 to auth.MaxRevokedIDLen bytes.
-func (r Revocation) Valid() bool {
-	return (r.Kind == "sub" || r.Kind == "jti") && len(r.ID) > 0 && len(r.ID) <= auth.MaxRevokedIDLen
-}
+// Revocation is a timed revocation as the bus shares it: auth's own, so
+// that what the bus carries is what the node puts in force.
+type Revocation = auth.Revocation
 
 // Node is the core as its bus sees it: what the bus calls to deliver the
 // log, and to share presence and revocations. Its methods are safe for
@@ -212,11 +201,7 @@ func (n *Node) Secure() bool { return n.s.auth != nil }
 // the other nodes), and has the loops check their connections. Each must
 // be Valid.
 func (n *Node) Revoke(rs ...Revocation) error {
-	batch := make([]auth.Revocation, len(rs))
-	for i, r := range rs {
-		batch[i] = auth.Revocation(r)
-	}
-	if err := n.s.auth.Revoke(batch...); err != nil {
+	if err := n.s.auth.Revoke(rs...); err != nil {
 		return err
 	}
 	n.s.housekeepAll()

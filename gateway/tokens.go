@@ -73,7 +73,7 @@ func (s *Server) Revoke(kind, id string, until time.Time) error {
 	}
 	s.housekeepAll()
 	s.cfg.Logger.Info("token revoked", kind, id, "until", until.UTC().Format(time.RFC3339))
-	if err := s.bus.Revoke(Revocation(r)); err != nil {
+	if err := s.bus.Revoke(r); err != nil {
 		return fmt.Errorf("%w: cannot share it with the cluster: %w", errNotShared, err)
 	}
 	return nil

@@ -173,6 +173,12 @@ type Revocation struct {
 	Until time.Time
 }
 
+// Valid reports whether r is one a node takes: a known kind and an id of
+// 1 to MaxRevokedIDLen bytes.
+func (r Revocation) Valid() bool {
+	return (r.Kind == "sub" || r.Kind == "jti") && len(r.ID) > 0 && len(r.ID) <= MaxRevokedIDLen
+}
+
 // maxRevokeTTL bounds how far ahead a revocation may last: past a year,
 // put the subject in auth_revoked_file.
 const maxRevokeTTL = 366 * 24 * time.Hour
