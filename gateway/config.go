@@ -292,7 +292,7 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first out-of-range setting, by its config key.
+// Validate reports every out-of-range setting, by its config key.
 func (c *Config) Validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
