@@ -87,6 +87,13 @@ type shape struct {
 	// p99 over it.
 	BoundMs  float64 `json:"bound_ms,omitempty"`
 	P99Bound float64 `json:"p99_bound_ratio,omitempty"`
+	// SharedMs (one city) is the bound on one host: subscribers × (the
+	// node's + the load generator's CPU per delivery) ÷ CPUs, the least
+	// time the cores take to write a frame to every subscriber and read it
+	// there when the load generator shares them; P99Shared is the p99
+	// over it.
+	SharedMs  float64 `json:"shared_bound_ms,omitempty"`
+	P99Shared float64 `json:"p99_shared_bound_ratio,omitempty"`
 }
 
 // pingsPair is the same steady load with pings and without.
@@ -529,6 +536,10 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			// The node runs a loop per CPU (its default).
 			row.BoundMs = float64(row.Conns) / float64(r.Machine.CPUs) * r.Floor.WriteNs / 1e6
 			row.P99Bound = row.Latency.P99 / row.BoundMs
+			if row.LoadgenCPU > 0 {
+				row.SharedMs = float64(row.Conns) * (row.NodeCPU + row.LoadgenCPU) / float64(r.Machine.CPUs) / 1e3
+				row.P99Shared = row.Latency.P99 / row.SharedMs
+			}
 			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s (issue 13.4)", result.Ms(row.BoundMs)),
 				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", result.Ms(row.Latency.P99), row.P99Bound),
 				row.Latency.Count > 0 && row.P99Bound <= maxBoundRatio)
@@ -618,20 +629,24 @@ func (r *suiteResult) print(w io.Writer) {
 		}
 	}
 	if len(r.Shapes) > 0 {
-		fmt.Fprintln(tw, "\nshape: cities × subscribers\tdeliveries/s\tp50\tp99\tp99.9\tnode µs/delivery\t×floor\tload generator µs/delivery\tfirst→last p99\tbound\tp99/bound")
+		fmt.Fprintln(tw, "\nshape: cities × subscribers\tdeliveries/s\tp50\tp99\tp99.9\tnode µs/delivery\t×floor\tload generator µs/delivery\tfirst→last p99\tbound\tp99/bound\tshared bound\tp99/shared")
 		for _, sh := range r.Shapes {
-			fan, bound, pb := "-", "-", "-"
+			fan, bound, pb, shared, ps := "-", "-", "-", "-", "-"
 			if sh.FanP99 > 0 {
 				fan = result.Ms(sh.FanP99)
 			}
 			if sh.BoundMs > 0 {
 				bound, pb = result.Ms(sh.BoundMs), ratio(sh.P99Bound)
 			}
-			fmt.Fprintf(tw, "%d × %d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\n", sh.Cities, sh.Conns/max(sh.Cities, 1),
+			if sh.SharedMs > 0 {
+				shared, ps = result.Ms(sh.SharedMs), ratio(sh.P99Shared)
+			}
+			fmt.Fprintf(tw, "%d × %d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\n", sh.Cities, sh.Conns/max(sh.Cities, 1),
 				sh.Delivered, result.Ms(sh.Latency.P50), result.Ms(sh.Latency.P99), result.Ms(sh.Latency.P999), sh.NodeCPU, ratio(sh.FloorRatio),
-				sh.LoadgenCPU, fan, bound, pb)
+				sh.LoadgenCPU, fan, bound, pb, shared, ps)
 		}
-		fmt.Fprintln(tw, "(bound: subscribers ÷ loops × the floor's write, the wait of a frame's last subscriber at the floor's cost)")
+		fmt.Fprintln(tw, "(bound: subscribers ÷ loops × the floor's write, the wait of a frame's last subscriber at the floor's cost;")
+		fmt.Fprintln(tw, " shared bound: subscribers × (node + load generator CPU per delivery) ÷ CPUs, the same wait when the load generator shares the cores)")
 	}
 	if p := r.Pings; p != nil {
 		fmt.Fprintf(tw, "\npings pair\twith pings p50 %s p99 %s p99.9 %s max %s; without p50 %s p99 %s p99.9 %s max %s; p99.9 %.2f×\n",

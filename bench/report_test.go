@@ -151,7 +151,8 @@ func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
 
 // TestEvaluateShapes: each shape's row with its ratio to the floor, and
 // the hot city against subscribers ÷ loops × the floor's write: 5,000 ÷ 2
-// × 10 µs = 25 ms.
+// × 10 µs = 25 ms; and against the shared bound, 5,000 × (12 + 4) µs ÷ 2
+// = 40 ms.
 func TestEvaluateShapes(t *testing.T) {
 	r := &suiteResult{Machine: machine{CPUs: 2}, Floor: &floorFigures{WriteNs: 10_000, WritevNs: 12_000}, Steps: []*stepRun{
 		{Name: "hot", What: "hot", parsed: shapeResult(5000, 1, 30, 12, 4)},
@@ -170,7 +171,10 @@ func TestEvaluateShapes(t *testing.T) {
 	if hot.BoundMs != 25 || hot.P99Bound != 1.2 {
 		t.Errorf("hot city bound %g ms, p99/bound %g: want 25 ms, 1.2", hot.BoundMs, hot.P99Bound)
 	}
-	if c12.Cities != 12 || c12.BoundMs != 0 || c12.FloorRatio != 1.1 {
+	if hot.SharedMs != 40 || hot.P99Shared != 0.75 {
+		t.Errorf("hot city shared bound %g ms, p99/shared %g: want 40 ms, 0.75", hot.SharedMs, hot.P99Shared)
+	}
+	if c12.Cities != 12 || c12.BoundMs != 0 || c12.SharedMs != 0 || c12.FloorRatio != 1.1 {
 		t.Errorf("12 cities %+v: no bound, 1.1× the floor", c12)
 	}
 	var bound, missing, loader *target
