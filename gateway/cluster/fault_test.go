@@ -30,6 +30,11 @@ func startProcNode(t testing.TB, procs []*natsProc, first int) *node {
 		n, err = newNode(t, Config{URL: natsURLs(procs, first), Replicas: len(procs)}, gateway.Config{})
 		return err == nil
 	})
+	// Ready, as a user waits for /readyz: a stream just made over the
+	// servers elects its leader a moment later, and a line pushed before
+	// that is answered not_stored (resend it), which failed the tests'
+	// first push now and then.
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return n.bus.Ready() == "" })
 	return n
 }
 
