@@ -319,6 +319,9 @@ func (c *Config) Validate() error {
 	check(c.SlowTimeout > 0 && c.SlowTimeout <= time.Hour, "slow_timeout (%s) must be in (0s, 1h]", c.SlowTimeout)
 	check(c.PingInterval > 0, "ping_interval (%s) must be > 0", c.PingInterval)
 	check(c.IdleTimeout > c.PingInterval, "idle_timeout (%s) must be > ping_interval (%s)", c.IdleTimeout, c.PingInterval)
+	// At most a day: conn keeps its last read on a 32-bit millisecond
+	// clock (see conn.lastRead).
+	check(c.IdleTimeout <= 24*time.Hour, "idle_timeout (%s) must be ≤ 24h", c.IdleTimeout)
 	check(c.HandshakeTimeout > 0, "handshake_timeout (%s) must be > 0", c.HandshakeTimeout)
 	// At most an hour: conn keeps the start of a partial frame on a 32-bit
 	// millisecond clock (see conn.partialAt).

@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 	f(func(c *Config) { c.Path = "/sse" }, `path ("/sse") is taken by Server-Sent Events`)
 	f(func(c *Config) { c.Path = "/history" }, `path ("/history") is taken`)
 	f(func(c *Config) { c.IdleTimeout = c.PingInterval }, "idle_timeout (25s) must be > ping_interval (25s)")
+	f(func(c *Config) { c.IdleTimeout = 25 * time.Hour }, "idle_timeout (25h0m0s) must be ≤ 24h")
 	f(func(c *Config) { c.DrainWindow = 2 * time.Hour }, "drain_window (2h0m0s) must be in (0s, 1h]")
 	f(func(c *Config) { c.MaxHeaderBytes, c.Loops = 10, 1000 },
 		"max_header_bytes (10) must be in [1024, 1048576]", "loops (1000) must be in [1, 256]")

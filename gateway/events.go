@@ -44,7 +44,7 @@ func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if n := l.cfg.SocketSendBuffer; n > 0 {
 		_ = c.SetWriteBuffer(n)
 	}
-	cn := &conn{c: c, l: l, opened: l.now, lastRead: l.now}
+	cn := &conn{c: c, l: l, fd: int32(c.Fd()), opened: l.now, lastRead: msClock(l.now)}
 	s.admit(cn)
 	c.SetContext(cn)
 	l.addConn(cn)

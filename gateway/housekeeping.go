@@ -136,14 +136,17 @@ func (l *loop) visit(cn *conn, since, quiet, late int64) {
 			l.closeConn(cn, CloseFrameTimeout)
 			return
 		}
+		idle := int64(msClock(l.now)-cn.lastRead) * int64(time.Millisecond)
 		if late > 0 {
 			// The time the loop was not looking is not the client's
 			// silence: it was not pinged, and its pong or its bytes
 			// may be waiting unread. A client that answers every
 			// ping is not closed because the node stalled.
-			cn.lastRead = min(cn.lastRead+late, l.now)
+			forgiven := min(late, idle)
+			cn.lastRead += uint32(forgiven / int64(time.Millisecond))
+			idle -= forgiven
 		}
-		switch idle := l.now - cn.lastRead; {
+		switch {
 		case idle > int64(cfg.IdleTimeout) && !cn.unread():
 			l.closeConn(cn, CloseIdle)
 			return

@@ -23,7 +23,7 @@ import (
 // any other. Runs on the loop.
 func (l *loop) writeNow(cn *conn, iov *[][]byte) bool {
 	bufs := *iov
-	if len(bufs) > len(l.vec) || cn.c.OutboundBuffered() > 0 {
+	if len(bufs) > len(l.vec) || l.queued(cn) {
 		return false
 	}
 	total, k := 0, 0
@@ -38,7 +38,7 @@ func (l *loop) writeNow(cn *conn, iov *[][]byte) bool {
 	if k == 0 {
 		return true
 	}
-	n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(cn.c.Fd()), uintptr(unsafe.Pointer(&l.vec[0])), uintptr(k))
+	n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(cn.fd), uintptr(unsafe.Pointer(&l.vec[0])), uintptr(k))
 	clear(l.vec[:k]) // the frames are the ring's to let go of
 	if errno != 0 {
 		return false
