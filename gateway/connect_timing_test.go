@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,11 +11,18 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/metrocast/metrocast/codec"
 )
 
 // connectsEnv carries "<ws addr> <token>" to TestHelperConnects: a token
@@ -30,8 +38,24 @@ const mintEach = "each"
 // process's CPU time is the node's alone (cpu-µs/connect); allocs/op are
 // the node's per connection. HS256 clients share one token (the loops
 // verify it once: auth.TokenCache), HS256-each have a token each (every
-// connect verifies one), insecure ones none.
+// connect verifies one), insecure ones none. floor is the same clients
+// served by connectFloor, a bare epoll loop making only the system calls a
+// connect needs; the node's cpu-µs/connect over it is x-floor.
 func BenchmarkConnect(b *testing.B) {
+	var floor float64
+	b.Run("floor", func(b *testing.B) {
+		f := newConnectFloor(b)
+		defer f.close()
+		cx := newConnectorTo(b, f.addr, "-", f.open)
+		defer cx.close(b)
+		cx.connect(b, 256)
+		cpu := benchCPU()
+		b.ResetTimer()
+		cx.connect(b, b.N)
+		b.StopTimer()
+		floor = float64(benchCPU()-cpu) / 1e3 / float64(b.N)
+		b.ReportMetric(floor, "cpu-µs/connect")
+	})
 	for _, name := range []string{"HS256", "HS256-each", "insecure"} {
 		secure := name != "insecure"
 		b.Run(name, func(b *testing.B) {
@@ -59,7 +83,7 @@ func BenchmarkConnect(b *testing.B) {
 			if _, err := s.publish(&in, time.Now()); err != nil {
 				b.Fatal(err)
 			}
-			cx := newConnector(b, s, tok)
+			cx := newConnectorTo(b, s.Addr().String(), tok, s.open.Load)
 			defer cx.close(b)
 			cx.connect(b, 256) // warm up: pools, buffers, the kernel's tables
 			b.ReportAllocs()
@@ -67,24 +91,29 @@ func BenchmarkConnect(b *testing.B) {
 			b.ResetTimer()
 			cx.connect(b, b.N)
 			b.StopTimer()
-			b.ReportMetric(float64(benchCPU()-cpu)/1e3/float64(b.N), "cpu-µs/connect")
+			us := float64(benchCPU()-cpu) / 1e3 / float64(b.N)
+			b.ReportMetric(us, "cpu-µs/connect")
+			if floor > 0 {
+				b.ReportMetric(us/floor, "x-floor")
+			}
 		})
 	}
 }
 
-// connector is the child process of BenchmarkConnect.
+// connector is the child process of BenchmarkConnect, and how many of
+// its connections the server holds open.
 type connector struct {
-	s     *Server
+	open  func() int64
 	child *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader
 	errs  bytes.Buffer
 }
 
-func newConnector(b *testing.B, s *Server, tok string) *connector {
-	cx := &connector{s: s}
+func newConnectorTo(b *testing.B, addr, tok string, open func() int64) *connector {
+	cx := &connector{open: open}
 	cx.child = exec.Command(os.Args[0], "-test.run=^TestHelperConnects$", "-test.timeout=30m")
-	cx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s", connectsEnv, s.Addr(), tok))
+	cx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s", connectsEnv, addr, tok))
 	cx.child.Stderr = &cx.errs
 	var err error
 	if cx.stdin, err = cx.child.StdinPipe(); err != nil {
@@ -101,8 +130,8 @@ func newConnector(b *testing.B, s *Server, tok string) *connector {
 	return cx
 }
 
-// connect has the child make n connections, and waits until the node has
-// closed every one of them.
+// connect has the child make n connections, and waits until the server
+// has closed every one of them.
 func (cx *connector) connect(b *testing.B, n int) {
 	if _, err := fmt.Fprintln(cx.stdin, n); err != nil {
 		b.Fatal(err)
@@ -119,7 +148,7 @@ func (cx *connector) connect(b *testing.B, n int) {
 			b.Fatalf("client process: %s", line)
 		}
 	}
-	for cx.s.open.Load() != 0 {
+	for cx.open() != 0 {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
@@ -213,4 +242,112 @@ func connectOnce(addr string, src net.IP, req []byte) error {
 		got = append(got, buf[:n]...)
 	}
 	return nil
+}
+
+// connectFloor is the least a connect costs a server here: one thread in
+// an epoll loop that accepts, reads the request, writes an answer of a
+// node's size (the 101, subscribed and initial_data) in one write, reads
+// the client's end and closes. Those are a node's system calls for a
+// connect (gnet's as well: TCP_NODELAY, the epoll registration and its
+// removal), with no parsing, no token, no state.
+type connectFloor struct {
+	addr   string
+	lfd    int
+	epfd   int
+	answer []byte
+	opened atomic.Int64
+	stop   atomic.Bool
+	done   sync.WaitGroup
+}
+
+func newConnectFloor(b *testing.B) *connectFloor {
+	f := &connectFloor{lfd: -1, epfd: -1}
+	f.answer = []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+	f.answer = codec.AppendFrame(f.answer, ws.OpText, []byte(`{"type":"subscribed","cities":[{"cityId":"`+benchCity+`","seq":1}]}`))
+	f.answer = codec.AppendFrame(f.answer, ws.OpText, []byte(`{"type":"initial_data","cityId":"`+benchCity+
+		`","seq":1,"data":{"aqi":57,"pm25":12.5,"no2":14,"o3":31,"co":0.4,"so2":2}}`))
+	fail := func(what string, err error) {
+		f.close()
+		b.Fatalf("connect floor: %s: %v", what, err)
+	}
+	var err error
+	if f.lfd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
+		fail("socket", err)
+	}
+	if err := unix.Bind(f.lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		fail("bind", err)
+	}
+	if err := unix.Listen(f.lfd, 4096); err != nil {
+		fail("listen", err)
+	}
+	sa, err := unix.Getsockname(f.lfd)
+	if err != nil {
+		fail("getsockname", err)
+	}
+	f.addr = fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	if f.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		fail("epoll_create1", err)
+	}
+	if err := unix.EpollCtl(f.epfd, unix.EPOLL_CTL_ADD, f.lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f.lfd)}); err != nil {
+		fail("epoll_ctl", err)
+	}
+	f.done.Add(1)
+	go f.serve()
+	return f
+}
+
+func (f *connectFloor) open() int64 { return f.opened.Load() }
+
+// serve is the loop, on a thread of its own, until close.
+func (f *connectFloor) serve() {
+	defer f.done.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	events := make([]unix.EpollEvent, 128)
+	buf := make([]byte, 4096)
+	for !f.stop.Load() {
+		n, err := unix.EpollWait(f.epfd, events, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if fd == f.lfd {
+				f.accept()
+				continue
+			}
+			switch k, err := unix.Read(fd, buf); {
+			case k > 0:
+				// The request comes in one segment on loopback.
+				_, _ = unix.Write(fd, f.answer)
+			case k == 0 || !errors.Is(err, unix.EAGAIN):
+				_ = unix.EpollCtl(f.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+				_ = unix.Close(fd)
+				f.opened.Add(-1)
+			}
+		}
+	}
+}
+
+func (f *connectFloor) accept() {
+	for {
+		fd, _, err := unix.Accept4(f.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			return
+		}
+		f.opened.Add(1)
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		_ = unix.EpollCtl(f.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	}
+}
+
+func (f *connectFloor) close() {
+	f.stop.Store(true)
+	f.done.Wait()
+	for _, fd := range []int{f.epfd, f.lfd} {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}
 }
