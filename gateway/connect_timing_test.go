@@ -46,7 +46,7 @@ func BenchmarkConnect(b *testing.B) {
 	b.Run("floor", func(b *testing.B) {
 		f := newConnectFloor(b)
 		defer f.close()
-		cx := newConnectorTo(b, f.addr, "-", f.open)
+		cx := newConnector(b, f.addr, "-", f.open)
 		defer cx.close(b)
 		cx.connect(b, 256)
 		cpu := benchCPU()
@@ -83,7 +83,7 @@ func BenchmarkConnect(b *testing.B) {
 			if _, err := s.publish(&in, time.Now()); err != nil {
 				b.Fatal(err)
 			}
-			cx := newConnectorTo(b, s.Addr().String(), tok, s.open.Load)
+			cx := newConnector(b, s.Addr().String(), tok, s.open.Load)
 			defer cx.close(b)
 			cx.connect(b, 256) // warm up: pools, buffers, the kernel's tables
 			b.ReportAllocs()
@@ -110,7 +110,7 @@ type connector struct {
 	errs  bytes.Buffer
 }
 
-func newConnectorTo(b *testing.B, addr, tok string, open func() int64) *connector {
+func newConnector(b *testing.B, addr, tok string, open func() int64) *connector {
 	cx := &connector{open: open}
 	cx.child = exec.Command(os.Args[0], "-test.run=^TestHelperConnects$", "-test.timeout=30m")
 	cx.child.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s", connectsEnv, addr, tok))
