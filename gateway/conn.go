@@ -90,10 +90,19 @@ const (
 	flagQueued                        // gnet's outbound buffer may hold bytes (loop.queued)
 )
 
-// msClock is Unix milliseconds modulo 2³², for conn.partialAt and
-// lastRead: the difference of two readings is exact up to 49 days apart,
-// and FrameTimeout is at most an hour, IdleTimeout a day.
+// msClock is Unix milliseconds modulo 2³², for conn.partialAt, lastRead
+// and stalledAt; msSince reads the time since one.
 func msClock(ns int64) uint32 { return uint32(ns / int64(time.Millisecond)) }
+
+// msSince is the time from t, on msClock, to now (Unix nanoseconds): exact
+// for readings up to 24 days apart (a signed 32-bit difference; FrameTimeout
+// is at most an hour, IdleTimeout a day, SlowTimeout an hour), and 0 when now
+// is before t. The wall clock may step back: a connection is then neither
+// idle nor stuck for it, where an unsigned difference made every connection
+// that had just read look silent for 49 days.
+func msSince(now int64, t uint32) time.Duration {
+	return time.Duration(max(int32(msClock(now)-t), 0)) * time.Millisecond
+}
 
 // traffic handles inbound bytes. Runs on the loop (OnTraffic).
 func (cn *conn) traffic() gnet.Action {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -171,7 +170,7 @@ func (l *loop) room(cn *conn) int {
 	if room <= 0 {
 		if cn.flags&flagStalled == 0 {
 			cn.flags |= flagStalled
-			cn.stalledAt, cn.stallAcked = msClock(l.now), bytesAcked(cn.c)
+			cn.stalledAt, cn.stallAcked = msClock(l.now), bytesAcked(cn)
 			l.stats.stalls.Add(1)
 		}
 		return 0
@@ -299,12 +298,11 @@ func (l *loop) finishReplay(sb *sub, since uint64, frames []*frame, ok bool) {
 // conflated once it has caught up with what it was sent.
 func (l *loop) unstall(cn *conn) {
 	if cn.c.OutboundBuffered() > l.cfg.MaxBacklogBytes/2 {
-		now := msClock(l.now)
-		if acked := bytesAcked(cn.c); acked-cn.stallAcked >= uint32(min(l.cfg.MaxBacklogBytes/2, math.MaxInt32)) {
-			cn.stalledAt, cn.stallAcked = now, acked
+		if acked := bytesAcked(cn); acked-cn.stallAcked >= uint32(min(l.cfg.MaxBacklogBytes/2, math.MaxInt32)) {
+			cn.stalledAt, cn.stallAcked = msClock(l.now), acked
 			return
 		}
-		if stuck := time.Duration(now-cn.stalledAt) * time.Millisecond; stuck > l.cfg.SlowTimeout {
+		if stuck := msSince(l.now, cn.stalledAt); stuck > l.cfg.SlowTimeout {
 			l.s.warn(&l.s.warnSlow, "closed a slow consumer", "client", cn.c.RemoteAddr().String(),
 				"stuck", stuck, "backlog_bytes", cn.c.OutboundBuffered())
 			l.closeConn(cn, CloseSlowConsumer)
@@ -324,8 +322,8 @@ func (l *loop) unstall(cn *conn) {
 // kernel does not say: then no progress shows, and a stalled client is
 // judged by its backlog alone. Costs a system call; called only for
 // stalled connections.
-func bytesAcked(c gnet.Conn) uint32 {
-	info, err := unix.GetsockoptTCPInfo(c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO)
+func bytesAcked(cn *conn) uint32 {
+	info, err := unix.GetsockoptTCPInfo(int(cn.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
 		return 0
 	}

@@ -132,25 +132,25 @@ func (l *loop) visit(cn *conn, since, quiet, late int64) {
 		if !l.checkToken(cn) {
 			return
 		}
-		if cn.flags&flagPartial != 0 && int64(msClock(l.now)-cn.partialAt) > cfg.FrameTimeout.Milliseconds() && !cn.unread() {
+		if cn.flags&flagPartial != 0 && msSince(l.now, cn.partialAt) > cfg.FrameTimeout && !cn.unread() {
 			l.closeConn(cn, CloseFrameTimeout)
 			return
 		}
-		idle := int64(msClock(l.now)-cn.lastRead) * int64(time.Millisecond)
+		idle := msSince(l.now, cn.lastRead)
 		if late > 0 {
 			// The time the loop was not looking is not the client's
 			// silence: it was not pinged, and its pong or its bytes
 			// may be waiting unread. A client that answers every
 			// ping is not closed because the node stalled.
-			forgiven := min(late, idle)
-			cn.lastRead += uint32(forgiven / int64(time.Millisecond))
+			forgiven := min(time.Duration(late), idle)
+			cn.lastRead += uint32(forgiven / time.Millisecond)
 			idle -= forgiven
 		}
 		switch {
-		case idle > int64(cfg.IdleTimeout) && !cn.unread():
+		case idle > cfg.IdleTimeout && !cn.unread():
 			l.closeConn(cn, CloseIdle)
 			return
-		case idle >= quiet && l.pingDue(cn, since):
+		case int64(idle) >= quiet && l.pingDue(cn, since):
 			l.put(cn, pingFrame)
 		}
 		if cn.flags&flagStalled != 0 {
@@ -173,7 +173,7 @@ func (l *loop) visit(cn *conn, since, quiet, late int64) {
 // are read before the next visit judges again. One system call, made only
 // before such a close. Runs on the loop.
 func (cn *conn) unread() bool {
-	n, err := unix.IoctlGetInt(cn.c.Fd(), unix.SIOCINQ)
+	n, err := unix.IoctlGetInt(int(cn.fd), unix.SIOCINQ)
 	return err == nil && n > 0
 }
 
