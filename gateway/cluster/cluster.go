@@ -56,6 +56,9 @@ const (
 	// natsSetupTimeout bounds the connection, the stream's creation and the
 	// consumer's at start.
 	natsSetupTimeout = 10 * time.Second
+	// natsStartTimeout bounds how long a node starting retries creating the
+	// stream and its buckets (startRetry).
+	natsStartTimeout = time.Minute
 	// natsPublishTimeout bounds the wait for JetStream's ack of one ingest
 	// line; past it the producer is answered an error and may resend (with
 	// the same id, the stream drops the copy if the first did arrive).
@@ -233,24 +236,9 @@ func (cl *Bus) setup() (gateway.View, error) {
 		return gateway.View{}, fmt.Errorf("cannot use JetStream: %w", err)
 	}
 	cl.js = js
-	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
-	defer cancel()
-	cl.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "metrocast city frames",
-		Subjects:    []string{subjectPrefix + "*"},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.MaxAge,
-		MaxBytes:    cfg.MaxBytes,
-		Replicas:    cfg.Replicas,
-		Storage:     jetstream.FileStorage,
-		// The window in which a producer's resend (same id) is dropped.
-		Duplicates: 2 * time.Minute,
-		// Any replica answers a get, not only the leader: a feed that lost
-		// deliveries takes them from the stream (Bus.fill) while the
-		// server that holds the consumer, or leads, is gone.
-		AllowDirect: true,
+	err = cl.startRetry(func(ctx context.Context) (err error) {
+		cl.stream, err = js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		return err
 	})
 	if err != nil {
 		return gateway.View{}, fmt.Errorf("cannot create or update stream %s: %w", cfg.Stream, err)
@@ -270,26 +258,72 @@ func (cl *Bus) setup() (gateway.View, error) {
 	return gateway.View{Epoch: uint64(info.Created.UnixMilli()), Floor: last, Shared: true, Node: cl.id}, nil
 }
 
+// streamConfig is the stream of the cluster's frames.
+func streamConfig(cfg *Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "metrocast city frames",
+		Subjects:    []string{subjectPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+		// The window in which a producer's resend (same id) is dropped.
+		Duplicates: 2 * time.Minute,
+		// Any replica answers a get, not only the leader: a feed that lost
+		// deliveries takes them from the stream (Bus.fill) while the
+		// server that holds the consumer, or leads, is gone.
+		AllowDirect: true,
+	}
+}
+
+// startRetry runs create (an idempotent create-or-update of the stream or
+// a bucket, each attempt within natsSetupTimeout) until it succeeds, fails
+// for a reason that lasts, or natsStartTimeout has passed. NATS servers
+// started with the node (a compose file, a fresh cluster) take seconds to
+// elect the leaders that create streams, and meanwhile answer "temporarily
+// unavailable" or nothing: a node started a second after three fresh
+// servers exited with "context deadline exceeded" creating its presence
+// bucket.
+func (cl *Bus) startRetry(create func(context.Context) error) error {
+	deadline := time.Now().Add(natsStartTimeout)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
+		err := create(ctx)
+		cancel()
+		pause := min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second)
+		if err == nil || !startTransient(err) || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		cl.node.Logger().Warn("waiting for JetStream", "attempt", attempt, "err", err)
+		time.Sleep(pause)
+	}
+}
+
+// startTransient reports whether err, from creating the stream or a
+// bucket, may pass: a time-out, no responder yet, or JetStream's 503
+// (temporarily unavailable: no leader yet).
+func startTransient(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
+}
+
 // Follow starts consuming the stream, and sharing presence and
-// revocations.
+// revocations. When it fails, Close (which Server.Start calls) stops what
+// it started.
 func (cl *Bus) Follow() error {
-	cfg := &cl.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
 	defer cancel()
 	if err := cl.startFeeds(ctx); err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", cfg.Stream, err)
+		return fmt.Errorf("cannot consume stream %s: %w", cl.cfg.Stream, err)
 	}
-	if err := cl.startPresence(ctx); err != nil {
-		cl.stopAllFeeds()
+	if err := cl.startPresence(); err != nil {
 		return err
 	}
-	if err := cl.startRevocations(ctx); err != nil {
-		cl.presence.close()
-		cl.presence = nil
-		cl.stopAllFeeds()
-		return err
-	}
-	return nil
+	return cl.startRevocations()
 }
 
 // reconnected checks, after a reconnect to NATS, that the feeds lost no

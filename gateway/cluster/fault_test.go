@@ -21,15 +21,14 @@ import (
 // startProcNode starts a metrocast node on the NATS cluster procs with a
 // stream on every server, the first URL being procs[first]'s. Right after
 // the cluster forms (and on a loaded machine, for a while) the stream's
-// creation may answer "temporarily unavailable": it retries.
+// creation may answer "temporarily unavailable": the node retries
+// (Bus.startRetry), as a user's does, so one start must do.
 func startProcNode(t testing.TB, procs []*natsProc, first int) *node {
 	t.Helper()
-	var n *node
-	nodetest.WaitFor(t, clusterTimeout, func() bool {
-		var err error
-		n, err = newNode(t, Config{URL: natsURLs(procs, first), Replicas: len(procs)}, gateway.Config{})
-		return err == nil
-	})
+	n, err := newNode(t, Config{URL: natsURLs(procs, first), Replicas: len(procs)}, gateway.Config{})
+	if err != nil {
+		t.Fatalf("cannot start a node on the NATS cluster: %v", err)
+	}
 	// Ready, as a user waits for /readyz: a stream just made over the
 	// servers elects its leader a moment later, and a line pushed before
 	// that is answered not_stored (resend it), which failed the tests'

@@ -54,17 +54,21 @@ type clusterPresence struct {
 
 // startPresence creates the presence bucket (or updates its limits) and
 // starts sharing and watching.
-func (cl *Bus) startPresence(ctx context.Context) error {
+func (cl *Bus) startPresence() error {
 	cfg := &cl.cfg
-	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       presenceBucket(cfg.Stream),
-		Description:  "metrocast presence: each node's watchers per city",
-		History:      1,
-		TTL:          cfg.PresenceTTL,
-		MaxValueSize: codec.MaxShareBytes,
-		MaxBytes:     presenceBucketMaxBytes,
-		Storage:      jetstream.FileStorage,
-		Replicas:     cfg.Replicas,
+	var kv jetstream.KeyValue
+	err := cl.startRetry(func(ctx context.Context) (err error) {
+		kv, err = cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:       presenceBucket(cfg.Stream),
+			Description:  "metrocast presence: each node's watchers per city",
+			History:      1,
+			TTL:          cfg.PresenceTTL,
+			MaxValueSize: codec.MaxShareBytes,
+			MaxBytes:     presenceBucketMaxBytes,
+			Storage:      jetstream.FileStorage,
+			Replicas:     cfg.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create or update the presence bucket %s: %w", presenceBucket(cfg.Stream), err)

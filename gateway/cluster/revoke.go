@@ -58,25 +58,29 @@ type clusterRevocations struct {
 // startRevocations creates the revocation bucket (or updates its limits),
 // reads what it holds into the node's revocations, and follows it. A node
 // without keys has nothing to revoke and leaves it alone.
-func (cl *Bus) startRevocations(ctx context.Context) error {
+func (cl *Bus) startRevocations() error {
 	if !cl.node.Secure() {
 		return nil
 	}
 	cfg := &cl.cfg
 	bucket := revocationBucket(cfg.Stream)
-	kv, err := cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucket,
-		Description: "metrocast revocations: sub.<id> and jti.<id> (base64url) until the expiry they hold",
-		History:     1,
-		// Values are ~35 bytes, but the marker the server writes when
-		// an entry's TTL ends is bound by this too (its headers count):
-		// at 64 bytes it cannot be written and entries never expire
-		// (nats-server 2.15).
-		MaxValueSize:   1024,
-		MaxBytes:       revocationBucketMaxBytes,
-		Storage:        jetstream.FileStorage,
-		Replicas:       cfg.Replicas,
-		LimitMarkerTTL: revocationMarkerTTL,
+	var kv jetstream.KeyValue
+	err := cl.startRetry(func(ctx context.Context) (err error) {
+		kv, err = cl.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: "metrocast revocations: sub.<id> and jti.<id> (base64url) until the expiry they hold",
+			History:     1,
+			// Values are ~35 bytes, but the marker the server writes when
+			// an entry's TTL ends is bound by this too (its headers count):
+			// at 64 bytes it cannot be written and entries never expire
+			// (nats-server 2.15).
+			MaxValueSize:   1024,
+			MaxBytes:       revocationBucketMaxBytes,
+			Storage:        jetstream.FileStorage,
+			Replicas:       cfg.Replicas,
+			LimitMarkerTTL: revocationMarkerTTL,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create or update the revocation bucket %s: %w", bucket, err)
@@ -86,6 +90,8 @@ func (cl *Bus) startRevocations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot watch the revocation bucket: %w", err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
+	defer cancel()
 	if err := cr.load(ctx, w); err != nil {
 		w.stop()
 		return fmt.Errorf("cannot read the revocation bucket: %w", err)
