@@ -246,6 +246,11 @@ func (t *timedRevocations) with(rs []Revocation, now int64) (*timedRevocations, 
 
 // Revoke applies rs to the timed revocations and puts the result in force.
 func (a *Authenticator) Revoke(rs ...Revocation) error {
+	for _, r := range rs {
+		if !r.Valid() {
+			return fmt.Errorf("%w: kind %q (want sub or jti), id of %d bytes (want 1 to %d)", errRevokeRequest, r.Kind, len(r.ID), MaxRevokedIDLen)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t, err := a.timed.with(rs, time.Now().UnixNano())

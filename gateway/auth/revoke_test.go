@@ -171,3 +171,29 @@ func TestTimedRevocations(t *testing.T) {
 		t.Fatalf("%d entries: %v", len(many)+2, err)
 	}
 }
+
+// TestRevokeRefusesInvalid: Authenticator.Revoke takes only what every
+// node of a cluster takes from the revocation bucket (Revocation.Valid):
+// a kind "sbu" revoked subject x on the node that was asked, and the
+// others refused its bucket entry.
+func TestRevokeRefusesInvalid(t *testing.T) {
+	a, err := New(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Hour)
+	for _, r := range []Revocation{{"sbu", "x", until}, {"sub", "", until}, {"jti", strings.Repeat("j", MaxRevokedIDLen+1), until}} {
+		if err := a.Revoke(r); err == nil {
+			t.Errorf("Revoke(%q %q) took it", r.Kind, r.ID)
+		}
+	}
+	if err := a.Revoke(Revocation{"sub", "ok", until}, Revocation{"sbu", "x", until}); err == nil {
+		t.Error("Revoke of a valid and an invalid revocation took them")
+	}
+	if ks := a.Keys(); ks.Revokes("x", "", time.Now().UnixNano()) || ks.Revokes("ok", "", time.Now().UnixNano()) {
+		t.Error("a refused Revoke revoked something")
+	}
+	if err := a.Revoke(Revocation{"sub", "ok", until}); err != nil || !a.Keys().Revokes("ok", "", time.Now().UnixNano()) {
+		t.Errorf("valid revocation: %v", err)
+	}
+}
