@@ -263,7 +263,8 @@ func measureFloor(sockets, perPass, passes int) (*floorFigures, error) {
 		return nil, err
 	}
 	defer f.close()
-	// Warm up: three passes of each kind, untimed. After a shorter warm-up
+	// Warm up, untimed: as many writes of each kind as three timed passes
+	// (every socket at least twice). After a shorter warm-up
 	// (every socket written twice) the first timed pass came out 1.5× the
 	// third, the passes still falling: the sockets' buffers, the kernel's
 	// caches and the drainer were not in their steady state yet (passes

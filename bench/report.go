@@ -536,7 +536,7 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			// The node runs a loop per CPU (its default).
 			row.BoundMs = float64(row.Conns) / float64(r.Machine.CPUs) * r.Floor.WriteNs / 1e6
 			row.P99Bound = row.Latency.P99 / row.BoundMs
-			if row.LoadgenCPU > 0 {
+			if row.NodeCPU > 0 && row.LoadgenCPU > 0 {
 				row.SharedMs = float64(row.Conns) * (row.NodeCPU + row.LoadgenCPU) / float64(r.Machine.CPUs) / 1e3
 				row.P99Shared = row.Latency.P99 / row.SharedMs
 			}

@@ -87,7 +87,7 @@ const (
 	flagHTTP                          // a plain HTTP request, not an upgrade: an SSE stream or a response (sse.go)
 	flagStream                        // with flagHTTP: an SSE stream, not a response (conn.stream)
 	flagStalled                       // over the backlog limit, not written to (stalledAt)
-	flagQueued                        // gnet's outbound buffer may hold bytes (loop.queued)
+	flagQueued                        // gnet's outbound buffer may hold bytes (conn.queued)
 )
 
 // msClock is Unix milliseconds modulo 2³², for conn.partialAt, lastRead

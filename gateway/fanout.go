@@ -202,15 +202,14 @@ func (l *loop) delivered(cn *conn, frames, bytes int) {
 // a batch and does not show in a CPU profile of BenchmarkFanoutBurst.
 const latencySampleEvery = 16
 
-// maxStackIOV is how many buffers x/sys/unix passes to writev without
-// allocating its iovec array.
+// maxStackIOV is how many buffers one writev of writeNow takes (its iovecs
+// are the loop's vec).
 const maxStackIOV = 8
 
 // write sends a batch of frames in one system call. Up to maxStackIOV frames
 // go out with writev as they are; a longer batch is copied into the loop's
-// write buffer first, because x/sys/unix allocates the iovecs for more than
-// eight buffers and a copy of a few KiB is cheaper than a second system call
-// (BenchmarkFanoutBurst). gnet copies whatever the socket does not take at
+// write buffer first: a copy of a few KiB is cheaper than a second system
+// call (BenchmarkFanoutBurst). gnet copies whatever the socket does not take at
 // once, so the buffer is free again on return. Writing may close the conn
 // (EPIPE) and call OnClose from inside; callers iterating sweep after.
 func (l *loop) write(cn *conn, iov [][]byte) {

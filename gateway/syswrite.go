@@ -15,15 +15,15 @@ import (
 //
 // Why raw: a fanout is a run of short non-blocking writes, ~9 µs each on
 // loopback. Through the Go scheduler's syscall path (unix.Writev) every
-// one of them lets sysmon take the loop's P away and the loop's locked
-// thread win one back on return. On two busy cores that hand-off cost the
+// one of them lets sysmon take the loop's P away and the loop's thread win
+// one back on return. On two busy cores that hand-off cost the
 // fanout ~20% of the writes' own CPU (BenchmarkFanoutConns, x-floor 1.18–
 // 1.26 → 0.98–1.04 at 5,000 and 10,000 connections, load 10). A raw write
 // keeps the P; the loop's goroutine is still preempted between writes like
 // any other. Runs on the loop.
 func (l *loop) writeNow(cn *conn, iov *[][]byte) bool {
 	bufs := *iov
-	if len(bufs) > len(l.vec) || l.queued(cn) {
+	if len(bufs) > len(l.vec) || cn.queued() > 0 {
 		return false
 	}
 	total, k := 0, 0
