@@ -297,9 +297,6 @@ func (f *Fetch) Add(seq uint64, ts time.Time, data []byte) (held int, reached bo
 	if err != nil {
 		return len(f.frames), false
 	}
-	if in.Timestamp == 0 {
-		in.Timestamp = ts.UnixMilli()
-	}
 	f.frames = append(f.frames, encodeFrame(c.name, c.epoch, &in, seq, ts))
 	return len(f.frames), seq >= f.floor
 }

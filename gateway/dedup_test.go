@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/metrocast/metrocast/gateway/ingest"
 )
 
 // TestIngestIDOnce resends lines with the same id to one node, over TCP
@@ -114,7 +116,7 @@ func TestRecentIDs(t *testing.T) {
 	f("b", 2*idWindow-1, 4, false)
 
 	// A store that fails remembers nothing.
-	if _, _, err := r.once("c", 0, func() (uint64, error) { return 0, errTooManyCities }); err != errTooManyCities {
+	if _, _, err := r.once("c", 0, func() (uint64, error) { return 0, ingest.ErrTooManyCities }); err != ingest.ErrTooManyCities {
 		t.Fatalf("once with a failing store: %v", err)
 	}
 	f("c", 0, 5, false)

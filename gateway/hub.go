@@ -87,10 +87,6 @@ type hubShard struct {
 // padding to it.
 const shardSize = 128
 
-// errTooManyCities: the node holds MaxCities cities, and a new one waits
-// for an idle one to go. Ingest answers a line of one so (ingest.Store).
-var errTooManyCities = ingest.ErrTooManyCities
-
 func newHub(cfg *Config, loops int, epoch uint64) *hub {
 	h := &hub{cfg: cfg, loops: loops, seed: maphash.MakeSeed(), epoch: epoch}
 	for i := range h.shards {
@@ -142,7 +138,7 @@ func (h *hub) create(name string) (*city, error) {
 		return c, nil
 	}
 	if h.count.Load() >= int64(h.cfg.MaxCities) {
-		return nil, errTooManyCities
+		return nil, ingest.ErrTooManyCities
 	}
 	floor := h.floor.Load()
 	k := s.kept[name]

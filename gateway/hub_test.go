@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/metrocast/metrocast/gateway/ingest"
 )
 
 // TestShardSizes holds the lock shards to shardSize, so that two shards'
@@ -128,8 +130,8 @@ func TestCitiesWithinMeans(t *testing.T) {
 	p := dialProducer(t, s)
 	for i := range 3 {
 		p.Write(t, dataLine(fmt.Sprintf("w-extra-%d", i), "data_update", `{"x":1}`))
-		if a := p.Answer(t); !strings.Contains(a.Error, errTooManyCities.Error()) {
-			t.Fatalf("a city past max_cities: %+v, want %q", a, errTooManyCities)
+		if a := p.Answer(t); !strings.Contains(a.Error, ingest.ErrTooManyCities.Error()) {
+			t.Fatalf("a city past max_cities: %+v, want %q", a, ingest.ErrTooManyCities)
 		}
 	}
 	if st := s.Stats(); st.CitiesRefused != 3 {

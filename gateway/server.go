@@ -173,10 +173,9 @@ func (s *Server) Start() error {
 	go ing.Serve()
 	go adm.serve()
 	go s.sweepCities(s.stopped)
-	if s.auth != nil && s.cfg.AuthReloadInterval > 0 {
+	if s.auth != nil {
+		// Each returns at once when it has nothing to watch.
 		go s.auth.WatchFiles(s.stopped)
-	}
-	if s.auth != nil && len(s.cfg.AuthJWKSURL) > 0 {
 		go s.auth.WatchJWKS(s.stopped)
 	}
 	attrs := []any{"ws", "ws://" + s.addr.String() + s.cfg.Path,

@@ -102,7 +102,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Revoke(rv.Kind, rv.ID, rv.Until); err != nil {
-		// errNotShared, or errRevocationsFull.
+		// errNotShared, or auth's "too many timed revocations".
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

@@ -385,7 +385,7 @@ func (a *Authenticator) Reload() error {
 }
 
 // verify checks token's signature and claims and returns them. The error is
-// an *authError. It runs on an event loop: it costs one signature check
+// an *authError. It may run on an event loop: it costs one signature check
 // (HS256 a few µs; RS256, ES256, EdDSA tens of µs) and a few allocations.
 func (a *Authenticator) verify(token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {

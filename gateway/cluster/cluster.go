@@ -62,7 +62,7 @@ const (
 	// natsPublishTimeout bounds the wait for JetStream's ack of one ingest
 	// line; past it the producer is answered an error and may resend (with
 	// the same id, the stream drops the copy if the first did arrive).
-	// A producer's lines are acked asynchronously (maxInFlight at once).
+	// A producer's lines are acked asynchronously (ingest.MaxInFlight at once).
 	natsPublishTimeout = 5 * time.Second
 	// maxPendingAcks bounds the lines the node has published and JetStream
 	// has not acked yet, all producers together (nats.go's default). Past
@@ -101,6 +101,12 @@ func pubError(err error) *gateway.BusError {
 	}
 	return &gateway.BusError{Maybe: true, Msg: "JetStream did not confirm the line (" + err.Error() + "): it may or may not be stored; resend it with the same id (stored once)"}
 }
+
+// The core's interfaces, checked at compile time.
+var (
+	_ gateway.Bus     = (*Bus)(nil)
+	_ gateway.Pending = (*pubWait)(nil)
+)
 
 // Bus is a node's link to the JetStream stream: its gateway.Bus in
 // cluster mode. Its methods are safe for concurrent use.
@@ -414,7 +420,7 @@ func (cl *Bus) Ready() string {
 // it again and builds the same frame. A producer id becomes the message
 // id, so that a resent line is stored once (the ack of a copy names the
 // first one's seq). Runs on the producer's goroutine, in its turn: it
-// only copies.
+// checks the line (locks, no waiting) and copies it.
 func (cl *Bus) Append(in *codec.Ingest, line []byte) gateway.Appended {
 	if err := cl.node.Check(in); err != nil {
 		return gateway.Appended{Err: err}
@@ -442,7 +448,7 @@ type pubWait struct {
 }
 
 // Send publishes the line. It may wait, and so runs outside the turn
-// (see turns): nats.go waits for a slot while the node has
+// (ingest.Pending.Send): nats.go waits for a slot while the node has
 // maxPendingAcks lines awaiting JetStream's ack (at most
 // natsPublishTimeout, in which the oldest are acked or time out), and
 // for the socket when its buffer to NATS is full. One producer's lines
@@ -566,11 +572,11 @@ func (cl *Bus) Fetch(f *gateway.Fetch) bool {
 	return true
 }
 
-// fetchQueued serves queued replays while there are any, holding one of
-// the fetches slots (taken by replay). It gives its slot back when the
+// fetchQueued serves queued fetches while there are any, holding one of
+// the fetches slots (taken by Fetch). It gives its slot back when the
 // queue is empty, then looks once more: a request queued just before that,
-// by a replay that found every slot taken, would otherwise wait for the
-// next replay.
+// by a Fetch that found every slot taken, would otherwise wait for the
+// next Fetch.
 func (cl *Bus) fetchQueued() {
 	for {
 		select {

@@ -706,8 +706,8 @@ func (q *answers) settle(wait bool) error {
 	done := 0
 	for _, a := range q.queue {
 		if a.pub != nil {
-			r, done := a.pub.Poll(wait)
-			if !done {
+			r, ok := a.pub.Poll(wait)
+			if !ok {
 				break
 			}
 			if r.Err != nil {

@@ -88,7 +88,7 @@ func (lr *lineReader) next() ([]byte, error) {
 	}
 	line, err := lr.read()
 	if err != nil && !lr.due.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(lr.due) {
-		// Our deadline, not one set from outside (ingest.close).
+		// Our deadline, not one set from outside (Server.Close).
 		return nil, errLineTimeout
 	}
 	return line, err
