@@ -309,8 +309,11 @@ type Authenticator struct {
 	mu      sync.Mutex
 	local   keyList     // the node's key files, as last read
 	revoked revocations // auth_revoked_file, as last read
-	timed   *timedRevocations
-	jwks    []*jwksSource // one per Config.JWKSURL
+	// stamp is the files' filesStamp taken before local and revoked were
+	// read from them: WatchFiles reloads when the files differ from it.
+	stamp string
+	timed *timedRevocations
+	jwks  []*jwksSource // one per Config.JWKSURL
 
 	client *http.Client // fetches the JWKS URLs
 	// refetch asks WatchJWKS to fetch the JWKS URLs again (capacity 1): a
@@ -328,11 +331,12 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	stamp := cfg.filesStamp()
 	local, revoked, err := readLocalKeys(&cfg)
 	if err != nil {
 		return nil, err
 	}
-	a := &Authenticator{cfg: &cfg, local: local, revoked: revoked, refetch: make(chan struct{}, 1)}
+	a := &Authenticator{cfg: &cfg, local: local, revoked: revoked, stamp: stamp, refetch: make(chan struct{}, 1)}
 	errs := a.startJWKS()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -364,6 +368,7 @@ func (a *Authenticator) JWKSFetches() (fetches, failed uint64) {
 // names. On error the old set stays. It also has the JWKS URLs fetched
 // again, in the background (WatchJWKS). Safe for concurrent use.
 func (a *Authenticator) Reload() error {
+	stamp := a.cfg.filesStamp()
 	local, revoked, err := readLocalKeys(a.cfg)
 	if err != nil {
 		return err
@@ -376,6 +381,7 @@ func (a *Authenticator) Reload() error {
 		a.mu.Unlock()
 		return err
 	}
+	a.stamp = stamp
 	ks := a.keys.Load()
 	a.mu.Unlock()
 	a.refetchJWKS()

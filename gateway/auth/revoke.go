@@ -112,15 +112,19 @@ func loadRevocations(cfg *Config) (revocations, error) {
 // of their files changes, looking every ReloadInterval: for platforms that
 // update mounted files without a signal (a Kubernetes Secret or
 // ConfigMap). A change is a file's size or modification time, or a file
-// added to or removed from a key directory. Runs on its own goroutine
-// until stop is closed; with no ReloadInterval it returns at once.
+// added to or removed from a key directory, against the files as they
+// were before the keys in force were read (New, Reload): a change made
+// before this goroutine first looks is not missed. Files that failed to
+// reload are tried again once they change again. Runs on its own
+// goroutine until stop is closed; with no ReloadInterval it returns at
+// once.
 func (a *Authenticator) WatchFiles(stop <-chan struct{}) {
 	if a.cfg.ReloadInterval <= 0 {
 		return
 	}
 	t := time.NewTicker(a.cfg.ReloadInterval)
 	defer t.Stop()
-	last := a.cfg.filesStamp()
+	var failed string // the stamp of files that could not be reloaded
 	for {
 		select {
 		case <-stop:
@@ -128,11 +132,14 @@ func (a *Authenticator) WatchFiles(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		stamp := a.cfg.filesStamp()
-		if stamp == last {
+		a.mu.Lock()
+		loaded := a.stamp
+		a.mu.Unlock()
+		if stamp == loaded || stamp == failed {
 			continue
 		}
-		last = stamp
 		if err := a.Reload(); err != nil {
+			failed = stamp
 			a.cfg.Logger.Error("auth files changed but cannot be reloaded; keeping the old keys", "err", err)
 		}
 	}

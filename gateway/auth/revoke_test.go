@@ -3,6 +3,8 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +197,36 @@ func TestRevokeRefusesInvalid(t *testing.T) {
 	}
 	if err := a.Revoke(Revocation{"sub", "ok", until}); err != nil || !a.Keys().Revokes("ok", "", time.Now().UnixNano()) {
 		t.Errorf("valid revocation: %v", err)
+	}
+}
+
+// TestWatchFilesChangeBeforeFirstLook: a revocation file changed after New
+// read it but before WatchFiles first looked at it is reloaded. The
+// watcher used to take the files as they were when it started as its
+// reference, and so missed such a change until the next one (seen as a
+// flaky TestAuthFileWatch).
+func TestWatchFilesChangeBeforeFirstLook(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RevokedFile = filepath.Join(t.TempDir(), "revoked")
+	cfg.ReloadInterval = 10 * time.Millisecond
+	if err := os.WriteFile(cfg.RevokedFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.RevokedFile, []byte("sub eve\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go a.WatchFiles(stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.Keys().Revokes("eve", "", time.Now().UnixNano()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the change made before the watcher started was not reloaded")
+		}
+		time.Sleep(cfg.ReloadInterval)
 	}
 }
