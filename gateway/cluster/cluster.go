@@ -286,7 +286,7 @@ func streamConfig(cfg *Config) jetstream.StreamConfig {
 }
 
 // startRetry runs create (an idempotent create-or-update of the stream or
-// a bucket, each attempt within natsSetupTimeout) until it succeeds, fails
+// a bucket, or a feed's consumer, each attempt within natsSetupTimeout) until it succeeds, fails
 // for a reason that lasts, or natsStartTimeout has passed. NATS servers
 // started with the node (a compose file, a fresh cluster) take seconds to
 // elect the leaders that create streams, and meanwhile answer "temporarily
@@ -308,8 +308,8 @@ func (cl *Bus) startRetry(create func(context.Context) error) error {
 	}
 }
 
-// startTransient reports whether err, from creating the stream or a
-// bucket, may pass: a time-out, no responder yet, or JetStream's 503
+// startTransient reports whether err, from creating the stream, a bucket
+// or a consumer, may pass: a time-out, no responder yet, or JetStream's 503
 // (temporarily unavailable: no leader yet).
 func startTransient(err error) bool {
 	var api *jetstream.APIError
@@ -321,9 +321,7 @@ func startTransient(err error) bool {
 // revocations. When it fails, Close (which Server.Start calls) stops what
 // it started.
 func (cl *Bus) Follow() error {
-	ctx, cancel := context.WithTimeout(context.Background(), natsSetupTimeout)
-	defer cancel()
-	if err := cl.startFeeds(ctx); err != nil {
+	if err := cl.startFeeds(); err != nil {
 		return fmt.Errorf("cannot consume stream %s: %w", cl.cfg.Stream, err)
 	}
 	if err := cl.startPresence(); err != nil {

@@ -331,7 +331,7 @@ func TestClusterResumeAhead(t *testing.T) {
 		t.Fatalf("subscribed %s, want resumed at %d", m.Raw, x)
 	}
 	// B catches up from where it stopped.
-	if err := b.bus.startFeeds(t.Context()); err != nil {
+	if err := b.bus.startFeeds(); err != nil {
 		t.Fatal(err)
 	}
 	for i, f := range readFrames(t, rc, 2) {

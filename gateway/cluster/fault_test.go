@@ -25,7 +25,14 @@ import (
 // (Bus.startRetry), as a user's does, so one start must do.
 func startProcNode(t testing.TB, procs []*natsProc, first int) *node {
 	t.Helper()
-	n, err := newNode(t, Config{URL: natsURLs(procs, first), Replicas: len(procs)}, gateway.Config{})
+	return startProcNodeAt(t, natsURLs(procs, first), len(procs))
+}
+
+// startProcNodeAt is startProcNode with the node given the NATS URLs url
+// only (it learns the cluster's other servers from them).
+func startProcNodeAt(t testing.TB, url string, replicas int) *node {
+	t.Helper()
+	n, err := newNode(t, Config{URL: url, Replicas: replicas}, gateway.Config{})
 	if err != nil {
 		t.Fatalf("cannot start a node on the NATS cluster: %v", err)
 	}
@@ -439,7 +446,7 @@ func TestClusterReadyMeansAbleToServe(t *testing.T) {
 	if !strings.Contains(body, "catching up") {
 		t.Fatalf("/readyz of a node behind the stream: %d %q, want 503 catching up", code, body)
 	}
-	if err := b.bus.startFeeds(t.Context()); err != nil {
+	if err := b.bus.startFeeds(); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, b, http.StatusOK)
@@ -541,8 +548,20 @@ func TestClusterFill(t *testing.T) {
 // (SIGKILL) gets the frames it missed, not a fresh start: the resume reads
 // with direct gets, which the live replicas answer at once, where a
 // consumer's creation waited for a new meta leader past the fetch's time
-// limit (10 s), and the client was started afresh.
+// limit (10 s), and the client was started afresh. The node serving the
+// resume is connected to a live server, or to the one killed: then the
+// resume waits while it reconnects (to a server it learned from the
+// cluster) instead of being started afresh at once, which a node that
+// happened to be connected there did (nats.go shuffles the URLs).
 func TestClusterResumeLoseOneNATSServer(t *testing.T) {
+	for _, onVictim := range []bool{false, true} {
+		t.Run(fmt.Sprintf("connected-to-killed=%t", onVictim), func(t *testing.T) {
+			testResumeLoseOneNATSServer(t, onVictim)
+		})
+	}
+}
+
+func testResumeLoseOneNATSServer(t *testing.T, onVictim bool) {
 	procs := startNATSProcs(t, 3)
 	meta, err := procs[0].jsz()
 	if err != nil {
@@ -567,7 +586,12 @@ func TestClusterResumeLoseOneNATSServer(t *testing.T) {
 	}
 	// Started after the lines, on a live server: its ring holds none of
 	// them, so a resume from the tenth reads the stream.
-	b := startProcNode(t, procs, other)
+	var b *node
+	if onVictim {
+		b = startProcNodeAt(t, procs[victim].url(), len(procs))
+	} else {
+		b = startProcNode(t, procs, other)
+	}
 	procs[victim].kill()
 	killed := time.Now()
 	c := nodetest.DialGobwas(t, b.ws(fmt.Sprintf("cities=rl&since=%d&epoch=%d", acked[9], b.Epoch())))

@@ -82,8 +82,11 @@ type feedSub struct {
 
 // startFeeds makes the node's feeds (two on a replicated stream), which
 // begin after the last message applied, and starts remaking them when
-// they die, until stopFeeds.
-func (cl *Bus) startFeeds(ctx context.Context) error {
+// they die, until stopFeeds. Each consumer is made as the stream is, with
+// startRetry: a stream just created on fresh servers may not take
+// consumers for seconds (one attempt of feedCreateTimeout failed a node's
+// start now and then in TestClusterResumeLoseOneNATSServer).
+func (cl *Bus) startFeeds() error {
 	n := 1
 	if cl.cfg.Replicas > 1 {
 		n = 2
@@ -93,7 +96,11 @@ func (cl *Bus) startFeeds(ctx context.Context) error {
 		feeds[i] = &feed{cl: cl, kick: make(chan *feedSub, 1), done: make(chan struct{})}
 	}
 	for _, f := range feeds {
-		s, err := f.create(ctx, feeds)
+		var s *feedSub
+		err := cl.startRetry(func(ctx context.Context) (err error) {
+			s, err = f.create(ctx, feeds)
+			return err
+		})
 		if err != nil {
 			for _, f := range feeds {
 				if s := f.cur.Load(); s != nil {

@@ -56,7 +56,7 @@ func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Tim
 			return !reached && !full
 		})
 		switch {
-		case errors.Is(err, nats.ErrNoResponders) && time.Now().Add(noReplicaPause).Before(deadline):
+		case fetchTransient(err) && time.Now().Add(noReplicaPause).Before(deadline):
 			time.Sleep(noReplicaPause)
 			continue // the same batch again
 		case err != nil:
@@ -73,9 +73,21 @@ func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Tim
 }
 
 // noReplicaPause is how long a fetch waits before it asks again when no
-// replica answers direct gets: while the stream elects a leader (its
-// replicas take direct gets up again after), for seconds.
+// replica answers direct gets (while the stream elects a leader: its
+// replicas take direct gets up again after, for seconds) or the node's
+// connection to NATS is down (fetchTransient).
 const noReplicaPause = 100 * time.Millisecond
+
+// fetchTransient reports whether a fetch's request failed for a reason
+// that passes: no replica answers, or the node is reconnecting to NATS
+// (after losing its server: nats.go refuses every request at once
+// meanwhile, as the node asks it to for publishes, ReconnectBufSize -1).
+// A resume asked just after the node's server died was started afresh
+// instead of waiting the reconnect out (TestClusterResumeLoseOneNATSServer,
+// when the node happened to be connected to the server killed).
+func fetchTransient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded)
+}
 
 // holds reports whether the stream still holds since, or since+1 (since
 // itself may have just expired): then it holds every message after it,
@@ -91,7 +103,7 @@ func (cl *Bus) holds(since uint64, deadline time.Time) bool {
 		switch {
 		case found:
 			return true
-		case errors.Is(err, nats.ErrNoResponders):
+		case fetchTransient(err):
 			pause = noReplicaPause
 		case err != nil || misses == fillMisses:
 			return false
