@@ -64,12 +64,14 @@ func (l *loop) fanout(c *city) {
 	if len(subs) == 0 {
 		return
 	}
-	head := c.ring.head.Load()
-	start := fanoutStart(head, len(subs))
+	start := fanoutStart(c.ring.head.Load(), len(subs))
 	l.iterating = true
 	for _, part := range [2][]*sub{subs[start:], subs[:start]} {
 		for _, s := range part {
-			if s.cursor < head && !s.replaying {
+			// The head as of s's turn: a frame that came during the
+			// fanout goes to the subscribers not written yet in the same
+			// writev as the frames before it, not a whole fanout later.
+			if head := c.ring.head.Load(); s.cursor < head && !s.replaying {
 				l.deliver(s, head)
 			}
 		}
@@ -182,9 +184,10 @@ func (l *loop) room(cn *conn) int {
 	return room
 }
 
-// delivered counts frames (and their bytes) written to cn. Runs on the
+// delivered counts a write of frames (and their bytes) to cn. Runs on the
 // loop.
 func (l *loop) delivered(cn *conn, frames, bytes int) {
+	l.stats.writes.Add(1)
 	l.stats.deliveries.Add(uint64(frames))
 	l.stats.bytesWritten.Add(uint64(bytes))
 	if cn.flags&flagHTTP != 0 {

@@ -106,6 +106,7 @@ func (s *Server) writeCounters(w io.Writer) {
 	}
 	counter("metrocast_deliveries_total", st.Deliveries)
 	counter("metrocast_delivered_bytes_total", st.BytesWritten)
+	counter("metrocast_delivery_writes_total", st.DeliveryWrites)
 	counter("metrocast_conflations_total", st.Conflations)
 	counter("metrocast_slow_consumer_stalls_total", st.Stalls)
 	counter("metrocast_ring_evictions_total", st.RingEvictions)

@@ -297,6 +297,7 @@ func (s *Server) Stats() Stats {
 		st.Subscriptions += l.stats.subscriptions.Load()
 		st.Deliveries += l.stats.deliveries.Load()
 		st.BytesWritten += l.stats.bytesWritten.Load()
+		st.DeliveryWrites += l.stats.writes.Load()
 		st.Conflations += l.stats.conflations.Load()
 		st.Stalls += l.stats.stalls.Load()
 		st.AuthFailures += l.stats.authFailures.Load()

@@ -10,6 +10,7 @@ import (
 type loopStats struct {
 	deliveries    atomic.Uint64
 	bytesWritten  atomic.Uint64
+	writes        atomic.Uint64 // system calls that carried city frames
 	conflations   atomic.Uint64
 	stalls        atomic.Uint64
 	subscriptions atomic.Int64
@@ -24,23 +25,27 @@ type loopStats struct {
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections   int64             `json:"connections"`   // open WebSocket connections
-	Accepted      uint64            `json:"accepted"`      // connections accepted since start
-	Upgraded      uint64            `json:"upgraded"`      // connections upgraded since start
-	Subscriptions int64             `json:"subscriptions"` // current subscriptions, all cities
-	Deliveries    uint64            `json:"deliveries"`    // city frames written to clients
-	BytesWritten  uint64            `json:"bytes_written"` // bytes of city frames written
-	Conflations   uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
-	Stalls        uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
-	AuthFailures  uint64            `json:"auth_failures"` // tokens refused (401 at the upgrade, or auth_error)
-	RateLimited   uint64            `json:"rate_limited"`  // client messages refused as over the message rate
-	Forbidden     uint64            `json:"forbidden"`     // subscriptions refused: city not in the token
-	Closes        map[string]uint64 `json:"closes"`        // closed connections by close reason
-	Cities        int64             `json:"city_count"`
-	RingEvictions uint64            `json:"ring_evictions"` // frames the rings dropped to make room
-	RingMemory    int64             `json:"ring_memory"`    // bytes the rings hold, frames and slots
-	RingTrimmed   uint64            `json:"ring_trimmed"`   // frames dropped to keep within ring_memory
-	CitiesDropped uint64            `json:"cities_dropped"` // idle cities dropped (city_idle_ttl)
+	Connections   int64  `json:"connections"`   // open WebSocket connections
+	Accepted      uint64 `json:"accepted"`      // connections accepted since start
+	Upgraded      uint64 `json:"upgraded"`      // connections upgraded since start
+	Subscriptions int64  `json:"subscriptions"` // current subscriptions, all cities
+	Deliveries    uint64 `json:"deliveries"`    // city frames written to clients
+	BytesWritten  uint64 `json:"bytes_written"` // bytes of city frames written
+	// DeliveryWrites counts the writes (system calls) that carried them:
+	// Deliveries ÷ DeliveryWrites is the frames a write carries, the
+	// batching of a busy node.
+	DeliveryWrites uint64            `json:"delivery_writes"`
+	Conflations    uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
+	Stalls         uint64            `json:"stalls"`        // times a subscriber went over the backlog limit
+	AuthFailures   uint64            `json:"auth_failures"` // tokens refused (401 at the upgrade, or auth_error)
+	RateLimited    uint64            `json:"rate_limited"`  // client messages refused as over the message rate
+	Forbidden      uint64            `json:"forbidden"`     // subscriptions refused: city not in the token
+	Closes         map[string]uint64 `json:"closes"`        // closed connections by close reason
+	Cities         int64             `json:"city_count"`
+	RingEvictions  uint64            `json:"ring_evictions"` // frames the rings dropped to make room
+	RingMemory     int64             `json:"ring_memory"`    // bytes the rings hold, frames and slots
+	RingTrimmed    uint64            `json:"ring_trimmed"`   // frames dropped to keep within ring_memory
+	CitiesDropped  uint64            `json:"cities_dropped"` // idle cities dropped (city_idle_ttl)
 	// IdleStateMemory is what the dropped cities keep to come back as they
 	// were (idle_state_memory bounds it); IdleStatesRestored counts the
 	// cities that came back so, IdleStatesEvicted the states let go of
