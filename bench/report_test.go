@@ -100,6 +100,15 @@ func TestChart(t *testing.T) {
 	}
 }
 
+func TestLoopsArg(t *testing.T) {
+	for args, want := range map[string]int{"": 0, "-loops 1": 1, "-ping-interval 1h -loops 3": 3, "--loops=2": 2,
+		"-loops=4 -x": 4, "-loops": 0, "-loops x": 0, "-ring-loops 5": 0} {
+		if got := loopsArg(args); got != want {
+			t.Errorf("loopsArg(%q) = %d, want %d", args, got, want)
+		}
+	}
+}
+
 func TestNiceCeil(t *testing.T) {
 	f := func(v, want float64) {
 		t.Helper()
@@ -137,9 +146,7 @@ func TestThousands(t *testing.T) {
 func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
 	l := &ltResult{Accounting: map[string]result.Accounting{"readers": {Owed: 1000}}}
 	l.Connect = &result.Connect{Conns: conns, Up: int64(conns)}
-	l.Options = &struct {
-		Cities int `json:"cities"`
-	}{Cities: cities}
+	l.Options = &ltOptions{Cities: cities}
 	const deliveries = 500_000
 	l.Phases = []result.Phase{
 		{Name: "warmup", PerSecond: 1, NodeCPUPerMDel: 99},
@@ -152,19 +159,25 @@ func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
 // TestEvaluateShapes: each shape's row with its ratio to the floor, and
 // the hot city against subscribers ÷ loops × the floor's write: 5,000 ÷ 2
 // × 10 µs = 25 ms; and against the shared bound, 5,000 × (12 + 4) µs ÷ 2
-// = 40 ms.
+// = 40 ms. The hot city apart, the node with one loop: 5,000 × 10 µs =
+// 50 ms, and no shared bound.
 func TestEvaluateShapes(t *testing.T) {
 	r := &suiteResult{Machine: machine{CPUs: 2}, Floor: &floorFigures{WriteNs: 10_000, WritevNs: 12_000}, Steps: []*stepRun{
 		{Name: "hot", What: "hot", parsed: shapeResult(5000, 1, 30, 12, 4)},
+		{Name: "hotapart", What: "hot apart", parsed: shapeResult(5000, 1, 70, 11, 4)},
 		{Name: "cities12", What: "12", parsed: shapeResult(5000, 12, 10, 11, 3)},
 		{Name: "cities500", What: "500", Err: "exit status 2"},
 	}}
 	r.Steps[0].parsed.Spread = &result.Spread{Frames: 100, FanP99: 24}
+	r.Steps[1].parsed.Options.ServerArgs, r.Steps[1].parsed.Options.SpawnCPUs = "-ping-interval 1h -loops 1", "0"
 	r.evaluate()
-	if len(r.Shapes) != 2 {
-		t.Fatalf("%d shapes, want the two that ran", len(r.Shapes))
+	if len(r.Shapes) != 3 {
+		t.Fatalf("%d shapes, want the three that ran", len(r.Shapes))
 	}
-	hot, c12 := r.Shapes[0], r.Shapes[1]
+	hot, apart, c12 := r.Shapes[0], r.Shapes[1], r.Shapes[2]
+	if apart.BoundMs != 50 || apart.P99Bound != 1.4 || apart.SharedMs != 0 {
+		t.Errorf("hot city apart: bound %g ms, p99/bound %g, shared bound %g: want 50 ms, 1.4, none", apart.BoundMs, apart.P99Bound, apart.SharedMs)
+	}
 	if hot.Cities != 1 || hot.Conns != 5000 || hot.NodeCPU != 12 || hot.FloorRatio != 1.2 || hot.LoadgenCPU != 4 || hot.FanP99 != 24 {
 		t.Errorf("hot city %+v", hot)
 	}
@@ -177,9 +190,11 @@ func TestEvaluateShapes(t *testing.T) {
 	if c12.Cities != 12 || c12.BoundMs != 0 || c12.SharedMs != 0 || c12.FloorRatio != 1.1 {
 		t.Errorf("12 cities %+v: no bound, 1.1× the floor", c12)
 	}
-	var bound, missing, loader *target
+	var bound, apartBound, missing, loader *target
 	for i, tg := range r.Targets {
 		switch {
+		case strings.Contains(tg.Name, "hot city p99") && strings.Contains(tg.Name, "a core each"):
+			apartBound = &r.Targets[i]
 		case strings.Contains(tg.Name, "hot city p99"):
 			bound = &r.Targets[i]
 		case tg.Name == "500":
@@ -195,6 +210,9 @@ func TestEvaluateShapes(t *testing.T) {
 	}
 	if bound == nil || !bound.Pass || !bound.Open {
 		t.Errorf("hot city target %+v: want an open target, passed (1.2 ≤ 1.3)", bound)
+	}
+	if apartBound == nil || apartBound.Pass || !apartBound.Open {
+		t.Errorf("hot city apart target %+v: want an open target, failed (1.4 > 1.3)", apartBound)
 	}
 	// A shape that could not run fails the suite.
 	if missing == nil || missing.Pass || missing.Open || r.passed() {

@@ -44,7 +44,13 @@ const (
 )
 
 // shapes are the steps of the shapes, the hot city first.
-var shapes = []string{"hot", "cities12", "cities500"}
+var shapes = []string{"hot", "hotapart", "cities12", "cities500"}
+
+// apartArgs run the node on CPU 0 with one loop and the load generator on
+// CPU 1: on two cores the hot city's fanout is otherwise the node's writes
+// and the load generator's reads of them together (the shared bound), and
+// its p99 says little of the node's own bound.
+var apartArgs = []string{"-cpus", "1", "-spawn-cpus", "0", "-server-args", "-loops 1"}
 
 // noPings makes the node ping nobody within a run: the other half of the
 // pings pair.
@@ -76,6 +82,8 @@ func steps(quick bool) []step {
 			{"flood", "producer flood", "flood", []string{"-conns", "200", "-rate", "10", "-flood-producers", "4", "-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
 			{"hot", "shape: 1 city × 200 subscribers", "steady", []string{"-conns", "200", "-cities", "1", "-rate", "10",
 				"-duration", "500ms", "-warmup", "200ms", "-spread"}, 2 * time.Second},
+			{"hotapart", "shape: 1 city × 200 subscribers, node and load generator apart", "steady", append([]string{"-conns", "200", "-cities", "1", "-rate", "10",
+				"-duration", "500ms", "-warmup", "200ms", "-spread"}, apartArgs...), 2 * time.Second},
 			{"cities12", "shape: 12 cities × 17 subscribers", "steady", []string{"-conns", "200", "-cities", "12", "-rate", "10",
 				"-duration", "500ms", "-warmup", "200ms"}, 2 * time.Second},
 			{"cities500", "shape: 100 cities × 2 subscribers", "steady", []string{"-conns", "200", "-cities", "100", "-rate", "10",
@@ -113,6 +121,10 @@ func steps(quick bool) []step {
 		// frame. The hot city's per-frame spread (first → last subscriber)
 		// shows the fanout itself.
 		{"hot", fmt.Sprintf("shape: 1 city × %s subscribers", thousands(shapeConns)), "steady", shapeArgs(1, "-spread"), 20 * time.Second},
+		// The same with the node on a core of its own (one loop) and the
+		// load generator on the other: the node's own bound.
+		{"hotapart", fmt.Sprintf("shape: 1 city × %s subscribers, node and load generator on a core each", thousands(shapeConns)),
+			"steady", shapeArgs(1, append([]string{"-spread"}, apartArgs...)...), 20 * time.Second},
 		{"cities12", fmt.Sprintf("shape: 12 cities × %d subscribers", shapeConns/12), "steady", shapeArgs(12), 20 * time.Second},
 		{"cities500", fmt.Sprintf("shape: 500 cities × %d subscribers", shapeConns/500), "steady", shapeArgs(500), 25 * time.Second},
 		// The 12-city shape with the default ping_interval (25 s) and with
@@ -175,15 +187,20 @@ func joinRates(r []float64) string {
 // ltResult is the part of loadtest's JSON result the bench reads, in
 // loadtest's own types.
 type ltResult struct {
-	Node    *result.Node    `json:"node"`
-	Connect *result.Connect `json:"connect"`
-	Options *struct {
-		Cities int `json:"cities"`
-	} `json:"options"`
+	Node       *result.Node                 `json:"node"`
+	Connect    *result.Connect              `json:"connect"`
+	Options    *ltOptions                   `json:"options"`
 	Phases     []result.Phase               `json:"phases"`
 	Accounting map[string]result.Accounting `json:"accounting"`
 	Checks     []result.Check               `json:"checks"`
 	Spread     *result.Spread               `json:"spread"`
+}
+
+// ltOptions are the options of a loadtest run the bench reads.
+type ltOptions struct {
+	Cities     int    `json:"cities"`
+	ServerArgs string `json:"server_args"`
+	SpawnCPUs  string `json:"spawn_cpus"` // the node pinned apart from the load generator
 }
 
 // loadgenPerDelivery is the load generator's CPU per delivery in p, in

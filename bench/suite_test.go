@@ -32,7 +32,12 @@ func TestQuickSuite(t *testing.T) {
 			t.Errorf("step %s: no result: %s", s.Name, s.Err)
 		}
 	}
-	if len(res.Steps) != len(stepNames()) || len(res.Sweep) == 0 || len(res.Shapes) != len(shapes) || res.Pings == nil {
+	// The hot city apart needs two CPUs.
+	steps, shapeCount := len(stepNames()), len(shapes)
+	if res.Machine.CPUs < 2 {
+		steps, shapeCount = steps-1, shapeCount-1
+	}
+	if len(res.Steps) != steps || len(res.Sweep) == 0 || len(res.Shapes) != shapeCount || res.Pings == nil {
 		t.Fatalf("%d steps, %d sweep points, %d shapes, pings %v", len(res.Steps), len(res.Sweep), len(res.Shapes), res.Pings)
 	}
 	if f := res.Floor; f == nil || f.WriteNs <= 0 || len(f.WritePasses) != 6 || res.Machine.VsReference <= 0 {

@@ -93,6 +93,8 @@ type options struct {
 	Spawn          string        `json:"spawn"`
 	Nodes          int           `json:"nodes"`
 	ServerArgs     string        `json:"server_args"`
+	CPUs           string        `json:"cpus,omitempty"`
+	SpawnCPUs      string        `json:"spawn_cpus,omitempty"`
 	JSON           string        `json:"-"`
 	Progress       time.Duration `json:"-"`
 	Spread         bool          `json:"spread"`
@@ -241,6 +243,8 @@ func parseFlags(scenario string, args []string, stderr io.Writer) (*options, err
 	fs.StringVar(&o.Spawn, "spawn", o.Spawn, "start this metrocast binary on loopback ports for the run (instead of -addr, -ingest, -pid)")
 	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "with -spawn: start this many nodes as a cluster on a NATS JetStream server run inside loadtest (clients spread over them, frames published to the first)")
 	fs.StringVar(&o.ServerArgs, "server-args", o.ServerArgs, "extra flags for the spawned node, space-separated")
+	fs.StringVar(&o.CPUs, "cpus", o.CPUs, "pin the load generator (and its worker processes) to these `CPUs` (as taskset -c: 1, 0-1,3)")
+	fs.StringVar(&o.SpawnCPUs, "spawn-cpus", o.SpawnCPUs, "with -spawn: pin the spawned nodes to these `CPUs` (keep them apart from -cpus to measure the node alone)")
 	fs.StringVar(&o.JSON, "json", o.JSON, "write the result to this file")
 	fs.DurationVar(&o.Progress, "progress", o.Progress, "live progress line interval (0: none)")
 	fs.BoolVar(&o.Spread, "spread", o.Spread, "steady: also split each frame's latency into wake-up (to the first subscriber) and fanout (first to last)")
@@ -347,6 +351,13 @@ func (o *options) validate() error {
 		return fmt.Errorf("-progress (%s) and -sweep-stop (%s) must be ≥ 0", o.Progress, o.SweepStop)
 	case o.Nodes < 1 || o.Nodes > 8 || o.Nodes > 1 && o.Spawn == "":
 		return fmt.Errorf("-nodes (%d) must be in [1, 8], and more than 1 needs -spawn", o.Nodes)
+	case o.SpawnCPUs != "" && o.Spawn == "":
+		return fmt.Errorf("-spawn-cpus needs -spawn")
+	}
+	for _, l := range []string{o.CPUs, o.SpawnCPUs} {
+		if _, err := parseCPUs(l); l != "" && err != nil {
+			return err
+		}
 	}
 	for _, r := range o.Rates {
 		if r <= 0 || r*o.SpikeFactor*float64(o.Cities) > 100_000 {

@@ -47,6 +47,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		r.res.Seconds = time.Since(r.start).Seconds()
 		r.res.Machine.Load1After = result.Load1()
 	}()
+	if o.CPUs != "" {
+		set, _ := parseCPUs(o.CPUs) // checked by validate
+		if err := pin(os.Getpid(), set); err != nil {
+			return r.res, fmt.Errorf("-cpus %s: %w", o.CPUs, err)
+		}
+	}
 	if o.Spawn != "" {
 		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes)
 		defer stop()
@@ -57,6 +63,14 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		for i, n := range nodes {
 			addrs[i] = n.ws
 			o.Pids = append(o.Pids, n.pid())
+		}
+		if o.SpawnCPUs != "" {
+			set, _ := parseCPUs(o.SpawnCPUs) // checked by validate
+			for _, pid := range o.Pids {
+				if err := pin(pid, set); err != nil {
+					return r.res, fmt.Errorf("-spawn-cpus %s: %w", o.SpawnCPUs, err)
+				}
+			}
 		}
 		o.Addr, o.Path, o.Ingest = strings.Join(addrs, ","), nodes[0].path, nodes[0].ingest
 		fmt.Fprintf(stdout, "spawned %s (pid %v): ws://%s%s, ingest %s\n", o.Spawn, o.Pids, o.Addr, o.Path, o.Ingest)
