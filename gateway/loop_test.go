@@ -102,12 +102,16 @@ func TestFanoutFair(t *testing.T) {
 // subscribers take fewer than 2n writes (metrocast_delivery_writes_total),
 // where they took 2n when each fanout went up to the head as of its start.
 // The second frame is published once the loop has made the first
-// fanout's first delivery; should the fanout be over before it comes (a
-// loaded machine), the round is tried again.
+// fanout's first delivery. A round counts only if the second frame was in
+// the ring while at least two subscribers were still to be written (the
+// deliveries made by then, read after the publish, say so): one of them
+// is then written after it, whatever the machine's load. A round whose
+// second frame came too late (the publishing goroutine was not scheduled
+// in time) is made again.
 func TestFanoutTakesLateFrames(t *testing.T) {
 	const (
 		n      = 400
-		rounds = 5
+		rounds = 100
 	)
 	s := startServer(t, Config{Loops: 1})
 	publish := func(k int) error {
@@ -129,18 +133,24 @@ func TestFanoutTakesLateFrames(t *testing.T) {
 	l := (*s.loops.Load())[0]
 	for round := range rounds {
 		deliveries, writes := l.stats.deliveries.Load(), l.stats.writes.Load()
-		late := make(chan error, 1)
+		type published struct {
+			written uint64 // deliveries made by the time the second frame was in the ring
+			err     error
+		}
+		late := make(chan published, 1)
 		go func() {
 			for l.stats.deliveries.Load() == deliveries {
 				runtime.Gosched()
 			}
-			late <- publish(2*round + 2)
+			err := publish(2*round + 2)
+			late <- published{l.stats.deliveries.Load() - deliveries, err}
 		}()
 		if err := publish(2*round + 1); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-late; err != nil {
-			t.Fatal(err)
+		second := <-late
+		if second.err != nil {
+			t.Fatal(second.err)
 		}
 		for i, r := range conns {
 			for k := range 2 {
@@ -153,11 +163,15 @@ func TestFanoutTakesLateFrames(t *testing.T) {
 		if d := l.stats.deliveries.Load() - deliveries; d != 2*n {
 			t.Fatalf("round %d: %d deliveries, want %d", round, d, 2*n)
 		}
-		if w := l.stats.writes.Load() - writes; w < 2*n {
-			t.Logf("round %d: 2 frames to %d subscribers in %d writes", round, n, w)
-			return
+		if second.written >= n-1 {
+			continue // the second frame came as the fanout ended
 		}
-		t.Logf("round %d: the second frame came after the fanout", round)
+		w := l.stats.writes.Load() - writes
+		t.Logf("round %d: the second frame came after %d of %d deliveries; the two frames took %d writes", round, second.written, n, w)
+		if w >= 2*n {
+			t.Fatalf("a frame that came while %d subscribers were still to be written was not sent with the frame before it: %d writes for %d deliveries", n-second.written, w, 2*n)
+		}
+		return
 	}
-	t.Fatalf("in %d rounds no frame that came during a fanout went out with the frame before it", rounds)
+	t.Skipf("in %d rounds the second frame never came during the fanout (a machine too loaded to schedule its publisher in time)", rounds)
 }
