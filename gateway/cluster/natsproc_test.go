@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,7 +123,7 @@ func (p *natsProc) jsz() (jsz, error) {
 
 // startNATSProcs starts n nats-server processes routed into one JetStream
 // cluster (one: a lone server), waits until it has a meta leader that knows
-// all of them, and kills them when the test ends. Each logs to a file in its store
+// all of them and each takes clients, and kills them when the test ends. Each logs to a file in its store
 // directory, shown if the test fails.
 func startNATSProcs(t testing.TB, n int) []*natsProc {
 	t.Helper()
@@ -171,12 +172,19 @@ jetstream { store_dir: %q }
 			}
 		})
 	}
+	// The monitor port answers before the client port listens (a node
+	// dialed in between failed with "no servers available"): both.
 	nodetest.WaitFor(t, clusterTimeout, func() bool {
 		for _, p := range procs {
 			j, err := p.jsz()
 			if err != nil || n > 1 && (j.Meta.Leader == "" || j.Meta.Size != n) {
 				return false
 			}
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port))
+			if err != nil {
+				return false
+			}
+			_ = c.Close()
 		}
 		return true
 	})
