@@ -283,6 +283,17 @@ func dialUpgraded(t testing.TB, s *Server) *rawConn {
 	return r
 }
 
+// dialFollowing opens a raw connection upgraded with ?cities=city, its
+// subscribed and initial_data read.
+func dialFollowing(t testing.TB, s *Server, city string) *rawConn {
+	t.Helper()
+	r := dialRaw(t, s)
+	r.upgrade(t, "/ws?cities="+city)
+	r.msgType(t, "subscribed")
+	r.msgType(t, "initial_data")
+	return r
+}
+
 // clientFrame returns one masked client frame.
 func clientFrame(fin bool, op ws.OpCode, payload []byte) []byte {
 	return clientFrameRsv(fin, 0, op, payload)

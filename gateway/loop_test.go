@@ -53,10 +53,7 @@ func TestFanoutFair(t *testing.T) {
 	readers := make([]*stampedReader, n)
 	conns := make([]*rawConn, n)
 	for i := range readers {
-		r := dialRaw(t, s)
-		r.upgrade(t, "/ws?cities=fair")
-		r.msgType(t, "subscribed")
-		r.msgType(t, "initial_data")
+		r := dialFollowing(t, s, "fair")
 		sr, err := stamped(r)
 		if err != nil {
 			t.Fatal(err)
@@ -124,11 +121,7 @@ func TestFanoutTakesLateFrames(t *testing.T) {
 	}
 	conns := make([]*rawConn, n)
 	for i := range conns {
-		r := dialRaw(t, s)
-		r.upgrade(t, "/ws?cities=late")
-		r.msgType(t, "subscribed")
-		r.msgType(t, "initial_data")
-		conns[i] = r
+		conns[i] = dialFollowing(t, s, "late")
 	}
 	l := (*s.loops.Load())[0]
 	for round := range rounds {
