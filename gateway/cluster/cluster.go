@@ -309,12 +309,14 @@ func (cl *Bus) startRetry(create func(context.Context) error) error {
 }
 
 // startTransient reports whether err, from creating the stream, a bucket
-// or a consumer, may pass: a time-out, no responder yet, or JetStream's 503
-// (temporarily unavailable: no leader yet).
+// or a consumer, may pass: a time-out, no responder yet, the connection
+// being made again, or JetStream's 503 (temporarily unavailable: no
+// leader yet).
 func startTransient(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.As(err, &api) && api.Code == 503
 }
 
 // Follow starts consuming the stream, and sharing presence and

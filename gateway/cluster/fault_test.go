@@ -552,7 +552,10 @@ func TestClusterFill(t *testing.T) {
 // resume is connected to a live server, or to the one killed: then the
 // resume waits while it reconnects (to a server it learned from the
 // cluster) instead of being started afresh at once, which a node that
-// happened to be connected there did (nats.go shuffles the URLs).
+// happened to be connected there did (nats.go shuffles the URLs), and a
+// direct get sent just before the kill is asked again after
+// fetchRequestTimeout, not waited for until the fetch's 10 s are up. Each
+// node is given one URL, so that it is connected where the subtest says.
 func TestClusterResumeLoseOneNATSServer(t *testing.T) {
 	for _, onVictim := range []bool{false, true} {
 		t.Run(fmt.Sprintf("connected-to-killed=%t", onVictim), func(t *testing.T) {
@@ -590,7 +593,7 @@ func testResumeLoseOneNATSServer(t *testing.T, onVictim bool) {
 	if onVictim {
 		b = startProcNodeAt(t, procs[victim].url(), len(procs))
 	} else {
-		b = startProcNode(t, procs, other)
+		b = startProcNodeAt(t, procs[other].url(), len(procs))
 	}
 	procs[victim].kill()
 	killed := time.Now()

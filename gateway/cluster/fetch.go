@@ -39,17 +39,17 @@ func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Tim
 		return false
 	}
 	limit := cl.cfg.ResumeMax
-	// A batch and its end fit in ch: SubscribeSync's channel would
-	// take 512 KiB for a resume.
-	inbox, ch := cl.nc.NewRespInbox(), make(chan *nats.Msg, fetchBatch+1)
-	sub, err := cl.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return false
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	var in *fetchInbox
+	defer func() { in.close() }()
 	for next := since + 1; ; {
+		if in == nil {
+			var err error
+			if in, err = cl.newFetchInbox(); err != nil {
+				return false
+			}
+		}
 		reached, full := false, false
-		last, more, err := cl.getBatch(ch, inbox, next, subject(city), deadline, func(seq uint64, ts time.Time, data []byte) bool {
+		last, more, err := cl.getBatch(in, next, subject(city), deadline, func(seq uint64, ts time.Time, data []byte) bool {
 			var held int
 			held, reached = add(seq, ts, data)
 			full = held >= limit
@@ -57,8 +57,16 @@ func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Tim
 		})
 		switch {
 		case fetchTransient(err) && time.Now().Add(noReplicaPause).Before(deadline):
+			if errors.Is(err, errRequestTimeout) {
+				// Its answer may still come, to an inbox no longer read.
+				in.close()
+				in = nil
+			}
+			if last > 0 {
+				next = last + 1 // add has had the batch up to last
+			}
 			time.Sleep(noReplicaPause)
-			continue // the same batch again
+			continue // the rest of the batch again
 		case err != nil:
 			return false
 		case reached:
@@ -72,11 +80,54 @@ func (cl *Bus) fetch(city string, since uint64, add func(seq uint64, ts time.Tim
 	}
 }
 
+// fetchInbox is where a fetch's direct gets are answered.
+type fetchInbox struct {
+	subject string
+	ch      chan *nats.Msg
+	sub     *nats.Subscription
+}
+
+func (cl *Bus) newFetchInbox() (*fetchInbox, error) {
+	// A batch and its end fit in ch: SubscribeSync's channel would
+	// take 512 KiB for a resume.
+	in := &fetchInbox{subject: cl.nc.NewRespInbox(), ch: make(chan *nats.Msg, fetchBatch+1)}
+	var err error
+	in.sub, err = cl.nc.ChanSubscribe(in.subject, in.ch)
+	return in, err
+}
+
+func (in *fetchInbox) close() {
+	if in != nil && in.sub != nil {
+		_ = in.sub.Unsubscribe()
+	}
+}
+
 // noReplicaPause is how long a fetch waits before it asks again when no
 // replica answers direct gets (while the stream elects a leader: its
 // replicas take direct gets up again after, for seconds) or the node's
 // connection to NATS is down (fetchTransient).
 const noReplicaPause = 100 * time.Millisecond
+
+// fetchRequestTimeout bounds one request of a fetch (a direct get, or a
+// batch of them), within natsFetchTimeout for the whole: a request made
+// just before the node's NATS server died is never answered, and waiting
+// for it took the whole 10 s, after which the client was started afresh
+// (TestClusterResumeLoseOneNATSServer under load). Replicas answer in
+// milliseconds.
+const fetchRequestTimeout = 2 * time.Second
+
+// requestDeadline is when a request of a fetch that must end by deadline
+// stops waiting for its answer.
+func requestDeadline(deadline time.Time) time.Time {
+	if d := time.Now().Add(fetchRequestTimeout); d.Before(deadline) {
+		return d
+	}
+	return deadline
+}
+
+// errRequestTimeout is a request of a fetch that had no answer within
+// fetchRequestTimeout: it is made again (fetchTransient).
+var errRequestTimeout = errors.New("direct get: no answer in time")
 
 // fetchTransient reports whether a fetch's request failed for a reason
 // that passes: no replica answers, or the node is reconnecting to NATS
@@ -86,7 +137,8 @@ const noReplicaPause = 100 * time.Millisecond
 // instead of waiting the reconnect out (TestClusterResumeLoseOneNATSServer,
 // when the node happened to be connected to the server killed).
 func fetchTransient(err error) bool {
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded)
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.Is(err, errRequestTimeout)
 }
 
 // holds reports whether the stream still holds since, or since+1 (since
@@ -124,9 +176,12 @@ func (cl *Bus) holdsOnce(since uint64, deadline time.Time) (bool, error) {
 		if seq == 0 {
 			continue
 		}
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), requestDeadline(deadline))
 		_, err := cl.stream.GetMsg(ctx, seq)
 		cancel()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			err = errRequestTimeout
+		}
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return err == nil, err
 		}
@@ -148,27 +203,29 @@ type directBatchRequest struct {
 const numPendingHeader = "Nats-Num-Pending"
 
 // getBatch asks a replica for up to fetchBatch messages of subj from seq
-// start, with replies to inbox (read from ch), and calls fn with each
-// in order until fn returns false (the rest of the batch is not read: the
-// caller stops with it). It returns the seq of the last message given to
-// fn, and more: whether the replica holds more of them after it.
-func (cl *Bus) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, subj string, deadline time.Time,
+// start, with replies to in, and calls fn with each in order until fn
+// returns false (the rest of the batch is not read: the caller stops with
+// it). It returns the seq of the last message given to fn (also with an
+// error: a request made again starts after it), and more: whether the
+// replica holds more of them after it. It waits for the replies at most
+// fetchRequestTimeout (errRequestTimeout), and not past deadline.
+func (cl *Bus) getBatch(in *fetchInbox, start uint64, subj string, deadline time.Time,
 	fn func(seq uint64, ts time.Time, data []byte) bool) (last uint64, more bool, err error) {
 	req, err := json.Marshal(directBatchRequest{Seq: start, NextFor: subj, Batch: fetchBatch})
 	if err != nil {
 		return 0, false, err
 	}
-	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.cfg.Stream, inbox, req); err != nil {
+	if err := cl.nc.PublishRequest("$JS.API.DIRECT.GET."+cl.cfg.Stream, in.subject, req); err != nil {
 		return 0, false, err
 	}
-	timer := time.NewTimer(time.Until(deadline))
+	timer := time.NewTimer(time.Until(requestDeadline(deadline)))
 	defer timer.Stop()
 	for {
 		var m *nats.Msg
 		select {
-		case m = <-ch:
+		case m = <-in.ch:
 		case <-timer.C:
-			return 0, false, errors.New("direct get: timed out")
+			return last, false, errRequestTimeout
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
@@ -178,7 +235,7 @@ func (cl *Bus) getBatch(ch <-chan *nats.Msg, inbox string, start uint64, subj st
 		case "404": // none from start
 			return last, false, nil
 		case "503":
-			return 0, false, nats.ErrNoResponders
+			return last, false, nats.ErrNoResponders
 		default:
 			return 0, false, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
 		}
