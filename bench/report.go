@@ -96,6 +96,10 @@ type shape struct {
 	// over it.
 	SharedMs  float64 `json:"shared_bound_ms,omitempty"`
 	P99Shared float64 `json:"p99_shared_bound_ratio,omitempty"`
+	// Apart: the node and the load generator ran on CPUs of their own
+	// (loadtest -spawn-cpus), the node with Loops loops.
+	Apart bool `json:"apart,omitempty"`
+	Loops int  `json:"loops,omitempty"`
 }
 
 // pingsPair is the same steady load with pings and without.
@@ -515,14 +519,19 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			continue
 		}
 		row := shape{Step: name}
-		// The node runs a loop per CPU (its default) unless told.
+		// The node runs a loop per CPU it may run on (its default) unless
+		// told.
 		loops, apart := r.Machine.CPUs, false
 		if o := s.parsed.Options; o != nil {
 			row.Cities, apart = o.Cities, o.SpawnCPUs != ""
+			if apart {
+				loops = cpuCount(o.SpawnCPUs)
+			}
 			if n := loopsArg(o.ServerArgs); n > 0 {
 				loops = n
 			}
 		}
+		row.Apart, row.Loops = apart, loops
 		if c := s.parsed.Connect; c != nil {
 			row.Conns = c.Conns
 		}
@@ -553,7 +562,7 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			}
 			where := ""
 			if apart {
-				where = ", node (one loop) and load generator on a core each"
+				where = fmt.Sprintf(", node (%d loops) and load generator on CPUs of their own", loops)
 			}
 			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s%s (issue 13.4)", result.Ms(row.BoundMs), where),
 				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", result.Ms(row.Latency.P99), row.P99Bound),
@@ -561,6 +570,25 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 		}
 		r.Shapes = append(r.Shapes, row)
 	}
+}
+
+// cpuCount is how many CPUs a list as taskset -c takes names ("0,2-3":
+// 3), or 0 when it cannot be read.
+func cpuCount(list string) int {
+	n := 0
+	for part := range strings.SplitSeq(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || b < a {
+			return 0
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // loopsArg returns the N of a "-loops N" in a node's flags, or 0.
@@ -673,7 +701,11 @@ func (r *suiteResult) print(w io.Writer) {
 			if sh.SharedMs > 0 {
 				shared, ps = result.Ms(sh.SharedMs), ratio(sh.P99Shared)
 			}
-			fmt.Fprintf(tw, "%d × %d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\n", sh.Cities, sh.Conns/max(sh.Cities, 1),
+			label := fmt.Sprintf("%d × %d", sh.Cities, sh.Conns/max(sh.Cities, 1))
+			if sh.Apart {
+				label += ", apart"
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\n", label,
 				sh.Delivered, result.Ms(sh.Latency.P50), result.Ms(sh.Latency.P99), result.Ms(sh.Latency.P999), sh.NodeCPU, ratio(sh.FloorRatio),
 				sh.LoadgenCPU, fan, bound, pb, shared, ps)
 		}

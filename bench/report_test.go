@@ -109,6 +109,14 @@ func TestLoopsArg(t *testing.T) {
 	}
 }
 
+func TestCPUCount(t *testing.T) {
+	for list, want := range map[string]int{"0": 1, "1": 1, "0,2-3": 3, "0-7": 8, "": 0, "x": 0, "3-1": 0} {
+		if got := cpuCount(list); got != want {
+			t.Errorf("cpuCount(%q) = %d, want %d", list, got, want)
+		}
+	}
+}
+
 func TestNiceCeil(t *testing.T) {
 	f := func(v, want float64) {
 		t.Helper()
@@ -193,7 +201,7 @@ func TestEvaluateShapes(t *testing.T) {
 	var bound, apartBound, missing, loader *target
 	for i, tg := range r.Targets {
 		switch {
-		case strings.Contains(tg.Name, "hot city p99") && strings.Contains(tg.Name, "a core each"):
+		case strings.Contains(tg.Name, "hot city p99") && strings.Contains(tg.Name, "CPUs of their own"):
 			apartBound = &r.Targets[i]
 		case strings.Contains(tg.Name, "hot city p99"):
 			bound = &r.Targets[i]
@@ -210,6 +218,9 @@ func TestEvaluateShapes(t *testing.T) {
 	}
 	if bound == nil || !bound.Pass || !bound.Open {
 		t.Errorf("hot city target %+v: want an open target, passed (1.2 ≤ 1.3)", bound)
+	}
+	if !apart.Apart || apart.Loops != 1 || hot.Apart {
+		t.Errorf("apart %+v, hot %+v: want the apart one marked, with 1 loop", apart, hot)
 	}
 	if apartBound == nil || apartBound.Pass || !apartBound.Open {
 		t.Errorf("hot city apart target %+v: want an open target, failed (1.4 > 1.3)", apartBound)

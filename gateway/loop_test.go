@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -132,7 +133,11 @@ func TestFanoutTakesLateFrames(t *testing.T) {
 		}
 		late := make(chan published, 1)
 		go func() {
-			for l.stats.deliveries.Load() == deliveries {
+			for stop := time.Now().Add(longTimeout); l.stats.deliveries.Load() == deliveries; {
+				if time.Now().After(stop) {
+					late <- published{err: errors.New("the first frame's fanout never began")}
+					return
+				}
 				runtime.Gosched()
 			}
 			err := publish(2*round + 2)

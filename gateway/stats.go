@@ -31,9 +31,10 @@ type Stats struct {
 	Subscriptions int64  `json:"subscriptions"` // current subscriptions, all cities
 	Deliveries    uint64 `json:"deliveries"`    // city frames written to clients
 	BytesWritten  uint64 `json:"bytes_written"` // bytes of city frames written
-	// DeliveryWrites counts the writes (system calls) that carried them:
-	// Deliveries ÷ DeliveryWrites is the frames a write carries, the
-	// batching of a busy node.
+	// DeliveryWrites counts the writes that carried them, a system call
+	// each (but those made while answering a client's message, which
+	// leave with the answer): Deliveries ÷ DeliveryWrites is the frames a
+	// write carries, the batching of a busy node.
 	DeliveryWrites uint64            `json:"delivery_writes"`
 	Conflations    uint64            `json:"conflations"`   // subscribers lapped and resent initial_data
 	Stalls         uint64            `json:"stalls"`        // times a subscriber went over the backlog limit

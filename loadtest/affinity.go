@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -13,8 +15,8 @@ import (
 // On a machine of few cores the load generator and the node share them,
 // and a frame's fanout is then the node's writes and the load generator's
 // reads of it together. -cpus pins the load generator (and the worker
-// processes it starts) to some CPUs and -spawn-cpus the spawned nodes to
-// others, so that the node's figures are its own: the hot city against
+// processes it starts) to some CPUs and -spawn-cpus starts the spawned
+// nodes on others, so that the node's figures are its own: the hot city against
 // its bound (README Performance, issue 13.4), as taskset would, without a
 // wrapper script around the node.
 
@@ -36,6 +38,72 @@ func parseCPUs(s string) (unix.CPUSet, error) {
 		}
 	}
 	return set, nil
+}
+
+// usableCPUs parses a CPU list and checks that this process may run on
+// each of its CPUs (the kernel would quietly leave out the others).
+func usableCPUs(s string) (unix.CPUSet, error) {
+	set, err := parseCPUs(s)
+	if err != nil {
+		return set, err
+	}
+	var avail unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &avail); err != nil {
+		return set, err
+	}
+	for cpu := range 1024 {
+		if set.IsSet(cpu) && !avail.IsSet(cpu) {
+			return set, fmt.Errorf("CPU %d is not one this process may run on (%s)", cpu, cpuList(avail))
+		}
+	}
+	return set, nil
+}
+
+// cpuList writes set as taskset -c takes it: "0-3,6".
+func cpuList(set unix.CPUSet) string {
+	var b strings.Builder
+	for cpu := 0; cpu < 1024; cpu++ {
+		if !set.IsSet(cpu) {
+			continue
+		}
+		end := cpu
+		for end+1 < 1024 && set.IsSet(end+1) {
+			end++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(cpu))
+		if end > cpu {
+			b.WriteString("-" + strconv.Itoa(end))
+		}
+		cpu = end
+	}
+	return b.String()
+}
+
+// startOn starts cmd on cpus, or anywhere when cpus is nil: it forks from
+// a thread of this process pinned to them for the moment, so that every
+// thread of the child has them from its first instruction (a node sizes
+// its loops by the CPUs it sees at start).
+func startOn(cmd *exec.Cmd, cpus *unix.CPUSet) error {
+	if cpus == nil {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return err
+	}
+	if err := unix.SchedSetaffinity(0, cpus); err != nil {
+		return err
+	}
+	err := cmd.Start()
+	if rerr := unix.SchedSetaffinity(0, &old); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // pin sets the CPU affinity of every thread of process pid to set. A

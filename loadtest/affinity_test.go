@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,24 +42,62 @@ func TestParseCPUs(t *testing.T) {
 	}
 }
 
-// TestPin: pin sets the CPUs of every thread of another process.
+// TestPin: pin sets the CPUs of every thread of another process, and
+// startOn starts one on them.
 func TestPin(t *testing.T) {
-	cmd := exec.Command("sleep", "30")
-	if err := cmd.Start(); err != nil {
-		t.Skip("no sleep command:", err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var set unix.CPUSet
 	set.Set(0)
-	if err := pin(cmd.Process.Pid, set); err != nil {
-		t.Fatal(err)
+	allowed := func(pid int) string {
+		t.Helper()
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, v, _ := strings.Cut(string(b), "Cpus_allowed_list:\t")
+		v, _, _ = strings.Cut(v, "\n")
+		return v
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
+	for _, started := range []bool{false, true} {
+		cmd := exec.Command("sleep", "30")
+		var err error
+		if started {
+			err = startOn(cmd, &set)
+		} else if err = cmd.Start(); err == nil {
+			err = pin(cmd.Process.Pid, set)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := allowed(cmd.Process.Pid); got != "0" {
+			t.Errorf("started on CPU 0: %t; its CPUs: %s, want 0", started, got)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 	}
-	if !strings.Contains(string(b), "Cpus_allowed_list:\t0\n") {
-		t.Errorf("after pin to CPU 0, /proc/<pid>/status says:\n%s", b)
+	// This process's own threads are as they were.
+	var self unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &self); err != nil || self.Count() != runtime.NumCPU() {
+		t.Errorf("after startOn this thread may run on %d CPUs, want %d (%v)", self.Count(), runtime.NumCPU(), err)
+	}
+}
+
+// TestUsableCPUs: a CPU this process may not run on is refused by name
+// (the kernel would leave it out of the set without a word).
+func TestUsableCPUs(t *testing.T) {
+	if _, err := usableCPUs("0"); err != nil {
+		t.Errorf("CPU 0: %v", err)
+	}
+	_, err := usableCPUs("0,1000")
+	if err == nil || !strings.Contains(err.Error(), "CPU 1000 is not one this process may run on") {
+		t.Errorf("CPU 1000: %v", err)
+	}
+	var set unix.CPUSet
+	set.Set(0)
+	set.Set(1)
+	set.Set(2)
+	set.Set(5)
+	if got := cpuList(set); got != "0-2,5" {
+		t.Errorf("cpuList = %q, want 0-2,5", got)
 	}
 }
 

@@ -46,7 +46,7 @@ func TestK6SpeaksTheProtocol(t *testing.T) {
 		t.Errorf("DEFAULT_URL %s: want ws://…%s%s", m[1], def.Addr, def.Path)
 	}
 
-	n, err := spawnNode(nodeBinary(t), "", "")
+	n, err := spawnNode(nodeBinary(t), "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -354,9 +354,9 @@ func (o *options) validate() error {
 	case o.SpawnCPUs != "" && o.Spawn == "":
 		return fmt.Errorf("-spawn-cpus needs -spawn")
 	}
-	for _, l := range []string{o.CPUs, o.SpawnCPUs} {
-		if _, err := parseCPUs(l); l != "" && err != nil {
-			return err
+	for _, f := range [...]struct{ flag, list string }{{"-cpus", o.CPUs}, {"-spawn-cpus", o.SpawnCPUs}} {
+		if _, err := usableCPUs(f.list); f.list != "" && err != nil {
+			return fmt.Errorf("%s %s: %w", f.flag, f.list, err)
 		}
 	}
 	for _, r := range o.Rates {

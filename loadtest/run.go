@@ -54,7 +54,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		}
 	}
 	if o.Spawn != "" {
-		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes)
+		var cpus *unix.CPUSet
+		if o.SpawnCPUs != "" {
+			set, _ := parseCPUs(o.SpawnCPUs) // checked by validate
+			cpus = &set
+		}
+		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes, cpus)
 		defer stop()
 		if err != nil {
 			return r.res, err
@@ -63,14 +68,6 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		for i, n := range nodes {
 			addrs[i] = n.ws
 			o.Pids = append(o.Pids, n.pid())
-		}
-		if o.SpawnCPUs != "" {
-			set, _ := parseCPUs(o.SpawnCPUs) // checked by validate
-			for _, pid := range o.Pids {
-				if err := pin(pid, set); err != nil {
-					return r.res, fmt.Errorf("-spawn-cpus %s: %w", o.SpawnCPUs, err)
-				}
-			}
 		}
 		o.Addr, o.Path, o.Ingest = strings.Join(addrs, ","), nodes[0].path, nodes[0].ingest
 		fmt.Fprintf(stdout, "spawned %s (pid %v): ws://%s%s, ingest %s\n", o.Spawn, o.Pids, o.Addr, o.Path, o.Ingest)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/sys/unix"
 )
 
 // node is a metrocast process started for the run (-spawn).
@@ -32,7 +33,7 @@ type node struct {
 // port of builds that have one goes to a free port too (the environment
 // variable is ignored by builds without it). With a secret file the node
 // checks tokens with it; without, it runs -insecure.
-func spawnNode(bin, extra, secretFile string) (*node, error) {
+func spawnNode(bin, extra, secretFile string, cpus *unix.CPUSet) (*node, error) {
 	// Insecure by default: the bench measures fanout, not token checks
 	// (those have BenchmarkClientGrant).
 	args := []string{"serve", "-addr", "127.0.0.1:0", "-ingest-addr", "127.0.0.1:0", "-log-format", "json", "-insecure"}
@@ -49,7 +50,7 @@ func spawnNode(bin, extra, secretFile string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOn(cmd, cpus); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", bin, err)
 	}
 	n := &node{cmd: cmd, exited: make(chan struct{})}
@@ -130,7 +131,7 @@ func (n *node) stop() {
 // spawnNodes starts count nodes of bin (see spawnNode): one alone, or a cluster on a NATS
 // JetStream server run inside this process, on a loopback port with its
 // store in a temporary directory. stop stops them all, NATS last.
-func spawnNodes(bin, extra, secretFile string, count int) (nodes []*node, stop func(), err error) {
+func spawnNodes(bin, extra, secretFile string, count int, cpus *unix.CPUSet) (nodes []*node, stop func(), err error) {
 	var ns *natsserver.Server
 	var dir string
 	stop = func() {
@@ -162,7 +163,7 @@ func spawnNodes(bin, extra, secretFile string, count int) (nodes []*node, stop f
 		extra += " -nats " + ns.ClientURL()
 	}
 	for range count {
-		n, err := spawnNode(bin, extra, secretFile)
+		n, err := spawnNode(bin, extra, secretFile, cpus)
 		if err != nil {
 			return nodes, stop, err
 		}
