@@ -101,12 +101,23 @@ func TestUsableCPUs(t *testing.T) {
 	}
 }
 
-// TestSmokePinned: a run with the load generator and the node pinned (to
-// CPU 0, which every machine has) is a run like any other.
+// TestSmokePinned: a run with the load generator and the node pinned
+// apart (on a machine of one CPU, together) is a run like any other: the
+// worker processes, pinned with the load generator, take the options too.
 func TestSmokePinned(t *testing.T) {
 	o := smoke(t, "steady")
 	o.Spawn = nodeBinary(t)
-	o.CPUs, o.SpawnCPUs = "0", "0"
+	var avail unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &avail); err != nil {
+		t.Fatal(err)
+	}
+	var cpus []string
+	for cpu := 0; cpu < 1024; cpu++ {
+		if avail.IsSet(cpu) {
+			cpus = append(cpus, strconv.Itoa(cpu))
+		}
+	}
+	o.CPUs, o.SpawnCPUs = cpus[len(cpus)-1], cpus[0]
 	res := runScenario(t, o)
 	mustPass(t, res, accountingChecks...)
 	o.Spawn = ""

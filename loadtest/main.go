@@ -355,7 +355,7 @@ func (o *options) validate() error {
 		return fmt.Errorf("-spawn-cpus needs -spawn")
 	}
 	for _, f := range [...]struct{ flag, list string }{{"-cpus", o.CPUs}, {"-spawn-cpus", o.SpawnCPUs}} {
-		if _, err := usableCPUs(f.list); f.list != "" && err != nil {
+		if _, err := parseCPUs(f.list); f.list != "" && err != nil {
 			return fmt.Errorf("%s %s: %w", f.flag, f.list, err)
 		}
 	}

@@ -47,19 +47,29 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) (*Result, er
 		r.res.Seconds = time.Since(r.start).Seconds()
 		r.res.Machine.Load1After = result.Load1()
 	}()
-	if o.CPUs != "" {
-		set, _ := parseCPUs(o.CPUs) // checked by validate
-		if err := pin(os.Getpid(), set); err != nil {
+	// Checked here, not in validate: the worker processes, pinned to
+	// -cpus, validate the same options.
+	var cpus, spawnCPUs *unix.CPUSet
+	for _, f := range [...]struct {
+		flag, list string
+		set        **unix.CPUSet
+	}{{"-cpus", o.CPUs, &cpus}, {"-spawn-cpus", o.SpawnCPUs, &spawnCPUs}} {
+		if f.list == "" {
+			continue
+		}
+		set, err := usableCPUs(f.list)
+		if err != nil {
+			return r.res, fmt.Errorf("%s %s: %w", f.flag, f.list, err)
+		}
+		*f.set = &set
+	}
+	if cpus != nil {
+		if err := pin(os.Getpid(), *cpus); err != nil {
 			return r.res, fmt.Errorf("-cpus %s: %w", o.CPUs, err)
 		}
 	}
 	if o.Spawn != "" {
-		var cpus *unix.CPUSet
-		if o.SpawnCPUs != "" {
-			set, _ := parseCPUs(o.SpawnCPUs) // checked by validate
-			cpus = &set
-		}
-		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes, cpus)
+		nodes, stop, err := spawnNodes(o.Spawn, o.ServerArgs, o.SecretFile, o.Nodes, spawnCPUs)
 		defer stop()
 		if err != nil {
 			return r.res, err
