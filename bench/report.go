@@ -562,7 +562,11 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 			}
 			where := ""
 			if apart {
-				where = fmt.Sprintf(", node (%d loops) and load generator on CPUs of their own", loops)
+				n := fmt.Sprintf("%d loops", loops)
+				if loops == 1 {
+					n = "one loop"
+				}
+				where = ", node (" + n + ") and load generator on CPUs of their own"
 			}
 			r.addOpen(fmt.Sprintf("hot city p99 against subscribers ÷ loops × write floor = %s%s (issue 13.4)", result.Ms(row.BoundMs), where),
 				fmt.Sprintf("≤ %.1f×", maxBoundRatio), fmt.Sprintf("%s, %.2f×", result.Ms(row.Latency.P99), row.P99Bound),
