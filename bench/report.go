@@ -579,20 +579,11 @@ func (r *suiteResult) shapes(missing func(*stepRun) string) {
 // cpuCount is how many CPUs a list as taskset -c takes names ("0,2-3":
 // 3), or 0 when it cannot be read.
 func cpuCount(list string) int {
-	n := 0
-	for part := range strings.SplitSeq(list, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		b := a
-		if err == nil && isRange {
-			b, err = strconv.Atoi(hi)
-		}
-		if err != nil || b < a {
-			return 0
-		}
-		n += b - a + 1
+	cpus, err := result.CPUs(list)
+	if err != nil {
+		return 0
 	}
-	return n
+	return len(cpus)
 }
 
 // loopsArg returns the N of a "-loops N" in a node's flags, or 0.

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/metrocast/metrocast/loadtest/result"
 )
 
 // On a machine of few cores the load generator and the node share them,
@@ -23,21 +25,11 @@ import (
 // parseCPUs reads a CPU list as taskset -c takes it: "1", "0,2", "0-3".
 func parseCPUs(s string) (unix.CPUSet, error) {
 	var set unix.CPUSet
-	for part := range strings.SplitSeq(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		b := a
-		if err == nil && isRange {
-			b, err = strconv.Atoi(hi)
-		}
-		if err != nil || a < 0 || b < a || b >= 1024 {
-			return set, fmt.Errorf("cannot parse CPU list %q: want CPU numbers and ranges, as in 0,2-3", s)
-		}
-		for cpu := a; cpu <= b; cpu++ {
-			set.Set(cpu)
-		}
+	cpus, err := result.CPUs(s)
+	for _, cpu := range cpus {
+		set.Set(cpu)
 	}
-	return set, nil
+	return set, err
 }
 
 // usableCPUs parses a CPU list and checks that this process may run on

@@ -7,6 +7,8 @@ package result
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // Node is read from /proc/<pid> of the node (of every node, summed, for a
@@ -147,4 +149,25 @@ func Load1() float64 {
 	var l float64
 	_, _ = fmt.Sscanf(string(b), "%f", &l)
 	return l
+}
+
+// CPUs reads a CPU list as taskset -c takes it ("1", "0,2", "0-3": the
+// options -cpus and -spawn-cpus) and returns its CPUs in order.
+func CPUs(list string) ([]int, error) {
+	var cpus []int
+	for part := range strings.SplitSeq(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return nil, fmt.Errorf("cannot parse CPU list %q: want CPU numbers and ranges, as in 0,2-3", list)
+		}
+		for cpu := a; cpu <= b; cpu++ {
+			cpus = append(cpus, cpu)
+		}
+	}
+	return cpus, nil
 }
