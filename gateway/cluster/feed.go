@@ -49,8 +49,10 @@ const (
 	feedRetryMax      = 2 * time.Second
 	// feedPlacements bounds the consumers made to place a node's feeds on
 	// different servers (JetStream places a consumer on a random replica of
-	// the stream).
-	feedPlacements = 4
+	// the stream): with 3 replicas, 4 tries left a node's two feeds on one
+	// server once in ~80 (a fresh-clone CI run lost both with it), 8 once
+	// in ~6,500. A try costs a consumer made and deleted.
+	feedPlacements = 8
 	// fillMax bounds the messages a feed that lost deliveries reads from
 	// the stream; past it the feed is remade instead. fillMisses bounds the
 	// "not found" answers it waits out (fillPause apart) from a replica
