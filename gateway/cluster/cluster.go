@@ -300,7 +300,7 @@ func (cl *Bus) startRetry(create func(context.Context) error) error {
 		err := create(ctx)
 		cancel()
 		pause := min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second)
-		if err == nil || !startTransient(err) || time.Now().Add(pause).After(deadline) {
+		if err == nil || !natsTransient(err) || time.Now().Add(pause).After(deadline) {
 			return err
 		}
 		cl.node.Logger().Warn("waiting for JetStream", "attempt", attempt, "err", err)
@@ -308,11 +308,13 @@ func (cl *Bus) startRetry(create func(context.Context) error) error {
 	}
 }
 
-// startTransient reports whether err, from creating the stream, a bucket
-// or a consumer, may pass: a time-out, no responder yet, the connection
-// being made again, or JetStream's 503 (temporarily unavailable: no
+// natsTransient reports whether err, from a request to JetStream (creating
+// the stream, a bucket or a consumer at start; a resume's direct get), may
+// pass if made again: a time-out, no responder yet, the connection being
+// made again (nats.go refuses requests at once meanwhile:
+// ReconnectBufSize -1), or JetStream's 503 (temporarily unavailable: no
 // leader yet).
-func startTransient(err error) bool {
+func natsTransient(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded) ||

@@ -129,16 +129,12 @@ func requestDeadline(deadline time.Time) time.Time {
 // fetchRequestTimeout: it is made again (fetchTransient).
 var errRequestTimeout = errors.New("direct get: no answer in time")
 
-// fetchTransient reports whether a fetch's request failed for a reason
-// that passes: no replica answers, or the node is reconnecting to NATS
-// (after losing its server: nats.go refuses every request at once
-// meanwhile, as the node asks it to for publishes, ReconnectBufSize -1).
-// A resume asked just after the node's server died was started afresh
-// instead of waiting the reconnect out (TestClusterResumeLoseOneNATSServer,
-// when the node happened to be connected to the server killed).
+// fetchTransient reports whether a fetch's request may pass if made
+// again (natsTransient), or had no answer in time (errRequestTimeout). A
+// resume asked just after the node's server died was started afresh
+// instead of waiting the reconnect out (TestClusterResumeLoseOneNATSServer).
 func fetchTransient(err error) bool {
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrReconnectBufExceeded) ||
-		errors.Is(err, errRequestTimeout)
+	return natsTransient(err) || errors.Is(err, errRequestTimeout)
 }
 
 // holds reports whether the stream still holds since, or since+1 (since
@@ -179,9 +175,6 @@ func (cl *Bus) holdsOnce(since uint64, deadline time.Time) (bool, error) {
 		ctx, cancel := context.WithDeadline(context.Background(), requestDeadline(deadline))
 		_, err := cl.stream.GetMsg(ctx, seq)
 		cancel()
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			err = errRequestTimeout
-		}
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return err == nil, err
 		}
