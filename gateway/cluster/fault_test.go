@@ -585,7 +585,7 @@ func testResumeLoseOneNATSServer(t *testing.T, onVictim bool) {
 	p := a.producer(t)
 	acked := make([]uint64, 50)
 	for i := range acked {
-		acked[i] = p.Publish(t, nodetest.DataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
+		acked[i] = publishResending(t, p, nodetest.DataLine("rl", "data_update", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	// Started after the lines, on a live server: its ring holds none of
 	// them, so a resume from the tenth reads the stream.
@@ -607,4 +607,23 @@ func testResumeLoseOneNATSServer(t *testing.T, onVictim bool) {
 		}
 	}
 	t.Logf("resumed 40 frames %s after the loss of the meta leader %s", time.Since(killed), procs[victim].name)
+}
+
+// publishResending publishes line (with an id) and returns the seq of its
+// ack, sending it again while the node answers "not stored; resend it", as
+// package producer does: a stream just formed may change leaders once more
+// after the node is ready, and its first lines are refused meanwhile (a
+// fresh-clone CI run failed its first line so).
+func publishResending(t testing.TB, p *nodetest.Producer, line string) uint64 {
+	t.Helper()
+	var a nodetest.Answer
+	nodetest.WaitFor(t, clusterTimeout, func() bool {
+		p.Write(t, line)
+		a = p.Answer(t)
+		return a.Ack != "" || !strings.Contains(a.Error, "resend it")
+	})
+	if a.Ack == "" {
+		t.Fatalf("line %s: got answer %+v, want an ack", line, a)
+	}
+	return a.Seq
 }
