@@ -97,46 +97,20 @@ func floorFrame() []byte {
 	}
 }
 
-// connect opens n connections to a listener of its own on 127.0.0.1, each
-// from 127.0.0.(2+i%253), the port chosen at connect time
-// (IP_BIND_ADDRESS_NO_PORT) so that the source ports last.
+// connect opens n connections to a listener of its own on 127.0.0.1
+// (dialSpread), and accepts them.
 func (f *floorFixture) connect(n int) error {
-	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	lfd, to, err := listenLoopback()
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		return err
 	}
 	defer unix.Close(lfd)
-	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return fmt.Errorf("bind: %w", err)
-	}
-	if err := unix.Listen(lfd, 4096); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	sa, err := unix.Getsockname(lfd)
-	if err != nil {
-		return fmt.Errorf("getsockname: %w", err)
-	}
-	to := sa.(*unix.SockaddrInet4)
 	for i := range n {
-		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		c, err := dialSpread(to, i)
 		if err != nil {
-			return fmt.Errorf("socket %d of %d: %w", i, n, err)
-		}
-		f.recv = append(f.recv, c)
-		if err := unix.SetsockoptInt(c, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
-			return fmt.Errorf("IP_BIND_ADDRESS_NO_PORT: %w", err)
-		}
-		if err := unix.Bind(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, byte(2 + i%253)}}); err != nil {
-			return fmt.Errorf("bind: %w", err)
-		}
-		// Blocking: on loopback the handshake completes at once, before
-		// the accept.
-		if err := unix.Connect(c, to); err != nil {
 			return fmt.Errorf("connect %d of %d: %w", i, n, err)
 		}
-		if err := unix.SetNonblock(c, true); err != nil {
-			return err
-		}
+		f.recv = append(f.recv, c)
 		s, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 		if err != nil {
 			return fmt.Errorf("accept %d of %d: %w", i, n, err)
@@ -147,6 +121,57 @@ func (f *floorFixture) connect(n int) error {
 		}
 	}
 	return nil
+}
+
+// listenLoopback opens a listening socket on 127.0.0.1, its port chosen by
+// the kernel.
+func listenLoopback() (int, *unix.SockaddrInet4, error) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(lfd)
+		return -1, nil, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(lfd, 4096); err != nil {
+		unix.Close(lfd)
+		return -1, nil, fmt.Errorf("listen: %w", err)
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		unix.Close(lfd)
+		return -1, nil, fmt.Errorf("getsockname: %w", err)
+	}
+	return lfd, sa.(*unix.SockaddrInet4), nil
+}
+
+// dialSpread opens the i-th connection to a loopback listener, from
+// 127.0.0.(2+i%253), the port chosen at connect time
+// (IP_BIND_ADDRESS_NO_PORT) so that the source ports last, and returns it
+// non-blocking.
+func dialSpread(to *unix.SockaddrInet4, i int) (int, error) {
+	c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	err = unix.SetsockoptInt(c, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	if err != nil {
+		err = fmt.Errorf("IP_BIND_ADDRESS_NO_PORT: %w", err)
+	} else if err = unix.Bind(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, byte(2 + i%253)}}); err != nil {
+		err = fmt.Errorf("bind: %w", err)
+	} else if err = unix.Connect(c, to); err != nil {
+		// Blocking: on loopback the handshake completes at once, before
+		// the accept.
+		err = fmt.Errorf("connect: %w", err)
+	} else {
+		err = unix.SetNonblock(c, true)
+	}
+	if err != nil {
+		unix.Close(c)
+		return -1, err
+	}
+	return c, nil
 }
 
 // drain reads every receiving socket until stop, on a thread of its own:

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"testing"
+	"time"
 )
 
 // BenchmarkLoopbackWriteFloor is this machine's loopback floor, the least
@@ -62,5 +64,35 @@ func TestMeasureFloor(t *testing.T) {
 	}
 	if f.WriteNs <= 0 || f.perFrame() <= 0 || f.perFrame() >= f.WriteNs {
 		t.Errorf("floor %+v: want 0 < a frame of a writev < a write", f)
+	}
+}
+
+// TestMain lets this test binary be a paced floor's reader (floorReader).
+func TestMain(m *testing.M) {
+	if spec, ok := os.LookupEnv(readerEnv); ok {
+		os.Exit(floorReader(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// TestMeasurePacedFloor measures a small floor at a load's pace, its
+// reader a process of its own: every pass costs something, every socket
+// was written (the reader kept up), and the reader ends with the fixture.
+func TestMeasurePacedFloor(t *testing.T) {
+	f, err := newPacedFixture(120)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.measure(120, 3, 50, 100*time.Millisecond, 200*time.Millisecond, 2)
+	if err != nil {
+		f.close()
+		t.Fatal(err)
+	}
+	if len(res.Passes) != 2 || res.WriteNs <= 0 || res.EAGAIN != 0 || res.Sockets != 120 || res.Cities != 3 {
+		t.Errorf("paced floor %+v: want 2 passes, a positive cost, no full socket", res)
+	}
+	f.close()
+	if st := f.reader.ProcessState; st == nil || !st.Success() {
+		t.Errorf("the reader ended with %v: want exit status 0", st)
 	}
 }

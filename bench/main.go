@@ -61,6 +61,9 @@ import (
 )
 
 func main() {
+	if spec, ok := os.LookupEnv(readerEnv); ok {
+		os.Exit(floorReader(spec))
+	}
 	var (
 		out      = flag.String("out", "bench/results", "directory for <date>-<host>.json and .svg")
 		micro    = flag.Bool("micro", true, "run the micro-benchmarks too")

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/xml"
 	"io"
+	"math"
 	"strings"
 	"testing"
 
@@ -158,7 +159,7 @@ func shapeResult(conns, cities int, p99, nodeUS, loadgenUS float64) *ltResult {
 	const deliveries = 500_000
 	l.Phases = []result.Phase{
 		{Name: "warmup", PerSecond: 1, NodeCPUPerMDel: 99},
-		{Name: "rate=10", PerSecond: 50_000, Deliveries: deliveries, Latency: result.Latency{Count: deliveries, P50: p99 / 4, P99: p99, P999: 2 * p99},
+		{Name: "rate=10", RatePerCity: 10, PerSecond: 50_000, Deliveries: deliveries, Latency: result.Latency{Count: deliveries, P50: p99 / 4, P99: p99, P999: 2 * p99},
 			NodeCPUPerMDel: nodeUS, LoadgenCPU: loadgenUS * deliveries / 1e6},
 	}
 	return l
@@ -294,5 +295,38 @@ func TestFloorRatios(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestPacedFloorJudges: where the floor was measured at a load's pace, the
+// nominal load's target (13.2) and the hot city's bound (13.4) are judged
+// against it, the back-to-back ratio still reported beside: 6 µs a
+// delivery over a 5.5 µs floor at the nominal pace is 1.09× (1.2× a 5 µs
+// floor back to back); the hot city's bound is 5,000 ÷ 2 × 8 µs = 20 ms.
+func TestPacedFloorJudges(t *testing.T) {
+	sweep := sweepResult(0, [2]float64{5, 4})
+	sweep.Connect = &result.Connect{Conns: sweepConns, Up: sweepConns}
+	r := &suiteResult{Machine: machine{CPUs: 2}, Floor: &floorFigures{WriteNs: 5000},
+		Paced: []*pacedFigures{{Sockets: sweepConns, Cities: sweepCities, Rate: nominalRate, WriteNs: 5500}, {Sockets: shapeConns, Cities: 1, Rate: shapeRate, WriteNs: 8000}},
+		Steps: []*stepRun{{Name: "sweep", parsed: sweep}, {Name: "hot", What: "hot", parsed: shapeResult(shapeConns, 1, 24, 12, 4)}}}
+	r.evaluate()
+	if f := r.Figures; math.Abs(f.PacedRatioAtNominal-6/5.5) > 1e-9 || f.FloorRatioAtNominal != 1.2 {
+		t.Errorf("nominal: %g× the paced floor, %g× back to back: want 1.09×, 1.2×", f.PacedRatioAtNominal, f.FloorRatioAtNominal)
+	}
+	if hot := r.Shapes[0]; hot.BoundWriteNs != 8000 || hot.BoundMs != 20 || hot.P99Bound != 1.2 {
+		t.Errorf("hot city: bound %g ms from a %g ns write, p99/bound %g: want 20 ms, 8000 ns, 1.2", hot.BoundMs, hot.BoundWriteNs, hot.P99Bound)
+	}
+	for _, tg := range r.Targets {
+		if strings.Contains(tg.Name, "issue 13.2") && (!tg.Pass || !strings.Contains(tg.Want, "at this pace") || !strings.Contains(tg.Got, "1.20× back to back")) {
+			t.Errorf("target %+v: want met against the floor at this pace, the back-to-back ratio beside", tg)
+		}
+		if strings.Contains(tg.Name, "issue 13.4") && (!tg.Pass || !strings.Contains(tg.Name, "(8.00 µs)")) {
+			t.Errorf("target %+v: want met against the paced write", tg)
+		}
+	}
+	var out strings.Builder
+	r.print(&out)
+	if !strings.Contains(out.String(), "floor at a load's pace: 10,000 sockets, 12 × 5 frames/s (a burst of 833 writes every 16.667ms): 5.50 µs") {
+		t.Errorf("report lacks the paced floors:\n%s", out.String())
 	}
 }

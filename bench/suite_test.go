@@ -43,6 +43,9 @@ func TestQuickSuite(t *testing.T) {
 	if f := res.Floor; f == nil || f.WriteNs <= 0 || len(f.WritePasses) != 6 || res.Machine.VsReference <= 0 {
 		t.Errorf("floor %+v: want 3 passes at the start and 3 at the end", f)
 	}
+	if len(res.Paced) != 2 || len(res.Paced[0].Passes) != 6 || res.Paced[1].WriteNs <= 0 {
+		t.Errorf("floors at the loads' pace %+v: want the nominal load's and the hot city's, 3 passes at the start and 3 at the end", res.Paced)
+	}
 	// CPU times come from /proc in 10 ms ticks: too coarse to require
 	// here, over half a second.
 	for _, sh := range res.Shapes {
