@@ -111,7 +111,7 @@ func (f *floorFixture) connect(n int) error {
 			return fmt.Errorf("connect %d of %d: %w", i, n, err)
 		}
 		f.recv = append(f.recv, c)
-		s, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		s, err := accept(lfd)
 		if err != nil {
 			return fmt.Errorf("accept %d of %d: %w", i, n, err)
 		}
@@ -121,6 +121,18 @@ func (f *floorFixture) connect(n int) error {
 		}
 	}
 	return nil
+}
+
+// accept accepts a connection on the blocking listener lfd, non-blocking,
+// again when a signal (the Go runtime's preemption among them) interrupts
+// the wait.
+func accept(lfd int) (int, error) {
+	for {
+		s, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if !errors.Is(err, unix.EINTR) {
+			return s, err
+		}
+	}
 }
 
 // listenLoopback opens a listening socket on 127.0.0.1, its port chosen by

@@ -103,7 +103,7 @@ func (f *pacedFixture) open(n int) error {
 		return fmt.Errorf("cannot start the floor's reader: %w", err)
 	}
 	for i := range n {
-		s, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		s, err := accept(lfd)
 		if err != nil {
 			return fmt.Errorf("accept %d of %d from the floor's reader: %w", i, n, err)
 		}
