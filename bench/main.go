@@ -14,7 +14,11 @@
 // can cost here. It measures it again at the end, reports the node's CPU
 // per delivery as a multiple of it beside the absolute figure, and says how
 // this machine's floor compares with the reference machine's (reference.go),
-// so that a slower or busier machine is not read as a regression.
+// so that a slower or busier machine is not read as a regression. It also
+// measures the floor at the pace of the loads the targets judge (paced.go:
+// each socket written a few times a second, in bursts, to a reader in
+// another process), against which issue 13.2 and the hot city's bound are
+// judged.
 //
 // Targets (issue 5): connect p99 < 100 ms at 1,000 new connections/s;
 // ingest→client p99 < 50 ms and p99.9 < 100 ms at the nominal load (10,000
