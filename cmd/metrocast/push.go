@@ -26,7 +26,8 @@ const pushDefaultAddr = "127.0.0.1:7070"
 // runPush implements `metrocast push`: it reads NDJSON from stdin, sends
 // every non-empty line to the gateway's ingest port (pipelined, with at most
 // producer.DefaultMaxInFlight lines unanswered; the producer resends those
-// answered with "retry" for producer.DefaultRetryTimeout), prints one JSON
+// answered with "retry" for producer.DefaultRetryTimeout, the lines after
+// them held back so that they are stored in order), prints one JSON
 // line per answer to stdout and a summary to stderr. It returns an error if any line
 // was rejected or may not have been stored.
 func runPush(args []string) error {

@@ -515,6 +515,56 @@ func TestClusterProducerResends(t *testing.T) {
 	}
 }
 
+// TestClusterProducerKeepsOrder: lines a producer sends while NATS is away,
+// all answered "retry", are stored in the order they were sent once it is
+// back, those sent while the first were being resent among them: a
+// subscriber gets them in that order and the city's state ends on the last.
+func TestClusterProducerKeepsOrder(t *testing.T) {
+	n := startNATS(t)
+	a := startClusterNode(t, n.url(), gateway.Config{})
+	c, _ := subscribeCluster(t, a, "cities=order", 1)
+	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
+		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	n.stop()
+	waitReady(t, a, http.StatusServiceUnavailable)
+	const lines = 12
+	errs := make(chan error, lines)
+	send := func(i int) {
+		line := fmt.Appendf(nil, `{"id":"order-%d","city":"order","type":"data_update","data":{"v":%d}}`, i, i)
+		if err := p.SendAsync(t.Context(), line, func(_ uint64, err error) { errs <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range lines / 2 {
+		send(i)
+	}
+	// The first half refused (resent meanwhile), then the second half sent.
+	nodetest.WaitFor(t, clusterTimeout, func() bool { return a.Stats().IngestErrors >= lines/2+2 })
+	for i := lines / 2; i < lines; i++ {
+		send(i)
+	}
+	n.start()
+	for range lines {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("a line failed: %v", err)
+			}
+		case <-time.After(r3Timeout):
+			t.Fatal("the lines were not all stored after NATS came back")
+		}
+	}
+	for i, f := range readFrames(t, c, lines) {
+		if want := fmt.Sprintf(`{"v":%d}`, i); f.data != want {
+			t.Fatalf("frame %d carries %s, want %s: stored out of the order sent", i, f.data, want)
+		}
+	}
+}
+
 // TestClusterFill: a node whose feeds lost deliveries reads them from the
 // stream (direct gets), in order, and applies each once.
 func TestClusterFill(t *testing.T) {

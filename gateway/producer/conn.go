@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -28,9 +29,11 @@ type entry struct {
 	raw  []byte // the line as written, with its newline, to resend it
 	done func(seq uint64, err error)
 	// Resends of a line the gateway answered with "retry": how many so
-	// far, and until when (zero before the first).
+	// far, until when (zero before the first), and the last answer's
+	// error, which the entry fails with if the connection dies first.
 	resends int
 	until   time.Time
+	last    error
 }
 
 // queue is a FIFO of entries with a fixed capacity: every entry holds an
@@ -67,6 +70,18 @@ func (q *queue) pop() {
 // batch, not per message), and readLoop matches answers to entries in line
 // order and calls their callbacks. When the connection fails, readLoop fails
 // every entry still queued.
+//
+// A line answered "retry" puts the connection on hold, so that lines reach
+// the gateway's stream in the order they were sent: the lines written before
+// it are answered as they come, those answered "retry" too kept in order
+// (retried); lines sent meanwhile wait unwritten (later). After a backoff,
+// once nothing is in flight, the oldest waiting line is written alone; when
+// the gateway acks it, every other waiting line is written, in order, and
+// the hold ends. A line still answered "retry" goes back to the front for
+// another backoff; one that gives up (Options.RetryTimeout) fails, and the
+// next is written alone in its turn. A line written before the hold that
+// the gateway stored meanwhile is stored before the lines held: the gateway
+// answers lines in order but stores those in flight concurrently.
 type conn struct {
 	p  *Producer
 	nc net.Conn
@@ -78,14 +93,21 @@ type conn struct {
 	failOnce sync.Once
 	answered bool // readLoop only: an answer arrived on this connection
 
-	mu        sync.Mutex // guards the fields below
-	out       []byte     // lines appended by senders, not yet taken by writeLoop
-	pending   queue      // entries in line order
-	resending int        // entries answered "retry", waiting to be resent
-	lines     int        // lines appended so far
-	dead      bool       // no more appends: the connection failed or is closing
-	draining  bool       // Close waits for pending and resending to empty, then closes
-	err       error      // why the connection failed (set with dead)
+	mu       sync.Mutex // guards the fields below
+	out      []byte     // lines appended by senders, not yet taken by writeLoop
+	pending  queue      // entries written, in line order
+	lines    int        // lines appended so far
+	dead     bool       // no more appends: the connection failed or is closing
+	draining bool       // Close waits for pending and the hold to empty, then closes
+	err      error      // why the connection failed (set with dead)
+	// The hold (above): entries answered "retry", in line order, then
+	// entries sent during the hold; due once the backoff has passed;
+	// alone while the line written alone is in flight; timer counts the
+	// backoff (in p.wg), the timerNo-th armed.
+	holding, due, alone bool
+	retried, later      []entry
+	timer               *time.Timer
+	timerNo             uint64
 }
 
 func newConn(p *Producer, nc net.Conn, no uint64) *conn {
@@ -119,6 +141,11 @@ func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
 		c.mu.Unlock()
 		return errConnDead
 	}
+	if c.holding {
+		c.later = append(c.later, entry{id: f.id, raw: appendFrame(nil, f), done: done})
+		c.mu.Unlock()
+		return nil
+	}
 	c.lines++
 	if c.pending.n == 0 {
 		// The gateway owes an answer from now on: arm the ack timeout.
@@ -133,12 +160,65 @@ func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
 	}
 	c.pending.push(e)
 	c.mu.Unlock()
+	c.kick()
+	return nil
+}
+
+// kick wakes writeLoop.
+func (c *conn) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default: // writeLoop is already due to run
 	}
-	return nil
 }
+
+// writeHeld writes held entries as the connection's next lines, the ack
+// timeout armed if nothing was in flight. c.mu must be held; the caller
+// kicks writeLoop once it is released.
+func (c *conn) writeHeld(es ...entry) {
+	if c.pending.n == 0 && len(es) > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
+	}
+	for _, e := range es {
+		c.lines++
+		e.line = c.lines
+		c.pending.push(e)
+		c.out = append(c.out, e.raw...)
+	}
+}
+
+// writeNext writes the oldest held entry alone, if the hold is due and
+// nothing is in flight, and reports whether it did. c.mu must be held.
+func (c *conn) writeNext() bool {
+	if !c.holding || !c.due || c.pending.n > 0 || c.dead {
+		return false
+	}
+	var e entry
+	switch {
+	case len(c.retried) > 0:
+		e, c.retried = c.retried[0], c.retried[1:]
+	case len(c.later) > 0:
+		e, c.later = c.later[0], c.later[1:]
+	default:
+		c.holding, c.due = false, false
+		return false
+	}
+	c.due, c.alone = false, true
+	c.writeHeld(e)
+	return true
+}
+
+// stopTimer stops the hold's backoff timer, if it has not fired: Close
+// need not wait for it. c.mu must be held.
+func (c *conn) stopTimer() {
+	if c.timer != nil && c.timer.Stop() {
+		c.p.wg.Done()
+	}
+	c.timer = nil
+}
+
+// held reports how many entries the hold keeps unwritten. c.mu must be held.
+func (c *conn) held() int { return len(c.retried) + len(c.later) }
 
 // fail marks the connection dead with cause (the first cause wins) and
 // closes the socket, which ends both loops. Safe for concurrent use.
@@ -159,7 +239,7 @@ func (c *conn) fail(cause error) {
 func (c *conn) drain() {
 	c.mu.Lock()
 	c.draining = true
-	idle := c.pending.n == 0 && c.resending == 0
+	idle := c.pending.n == 0 && c.held() == 0
 	c.mu.Unlock()
 	if idle {
 		c.fail(errClosing)
@@ -217,6 +297,9 @@ func (c *conn) readLoop() {
 	failed := c.pending
 	c.pending = queue{}
 	cause := c.err
+	held := append(c.retried, c.later...)
+	c.retried, c.later, c.holding = nil, nil, false
+	c.stopTimer()
 	c.mu.Unlock()
 	// After a refusal the gateway has answered every line it read: those
 	// left were not stored.
@@ -229,6 +312,19 @@ func (c *conn) readLoop() {
 		case e.done == nil:
 		case refused != nil:
 			e.done(0, refused)
+		default:
+			e.done(0, &MaybeStoredError{ID: e.id, Err: cause})
+		}
+	}
+	// Then the hold's, in line order: an entry answered "retry" with that
+	// answer, one never written as the in-flight ones (it was not stored,
+	// and may be sent again with its id as they may).
+	for _, e := range held {
+		c.p.release()
+		switch {
+		case e.done == nil:
+		case e.last != nil:
+			e.done(0, e.last)
 		default:
 			e.done(0, &MaybeStoredError{ID: e.id, Err: cause})
 		}
@@ -291,10 +387,46 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		}
 		resend = r.Retry != "" && c.p.resendable(&e)
 	}
+	var wrote bool
 	c.mu.Lock()
 	c.pending.pop()
+	alone := c.alone
+	c.alone = false
 	if resend {
-		c.resending++
+		e.resends++
+		e.last = err
+		if alone {
+			// The oldest held: back to the front.
+			c.retried = slices.Insert(c.retried, 0, e)
+		} else {
+			// Written before the hold, answered in line order.
+			c.retried = append(c.retried, e)
+		}
+		if !c.holding || alone {
+			// A hold starts, or its line written alone was refused
+			// again: back off.
+			c.holding, c.due = true, false
+			c.stopTimer()
+			c.p.wg.Add(1) // readLoop is counted in p.wg: this Add precedes any Wait on zero
+			c.timerNo++
+			no := c.timerNo
+			c.timer = time.AfterFunc(c.p.opts.backoff(e.resends), func() { c.holdDue(no) })
+		}
+	}
+	switch {
+	case c.holding && c.pending.n == 0 && !resend && err == nil:
+		// The gateway stores again: write everything held, in order.
+		c.writeHeld(c.retried...)
+		c.writeHeld(c.later...)
+		c.retried, c.later, c.holding, c.due = nil, nil, false, false
+		c.stopTimer()
+		wrote = c.pending.n > 0
+	case alone && !resend:
+		// The line written alone failed for good: the next goes alone now.
+		c.due = true
+		wrote = c.writeNext()
+	default:
+		wrote = c.writeNext()
 	}
 	switch {
 	case c.pending.n > 0:
@@ -302,22 +434,17 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 	default:
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
-	closeNow := c.draining && c.pending.n == 0 && c.resending == 0
+	closeNow := c.draining && c.pending.n == 0 && c.held() == 0
 	c.mu.Unlock()
+	if wrote {
+		c.kick()
+	}
 	if !c.answered {
 		c.answered = true
 		c.p.connAnswered()
 	}
 	if resend {
-		// It keeps its in-flight slot. readLoop is counted in p.wg, so this
-		// Add comes before any Wait on a zero count.
-		e.resends++
-		c.p.wg.Add(1)
-		time.AfterFunc(c.p.opts.backoff(e.resends), func() {
-			defer c.p.wg.Done()
-			c.resend(e, err)
-		})
-		return nil
+		return nil // it keeps its in-flight slot
 	}
 	c.p.release()
 	if e.done != nil {
@@ -329,31 +456,21 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 	return nil
 }
 
-// resend writes e again, with the same id, as the connection's next line;
-// if the connection died meanwhile, e fails with last, the error of its
-// last answer. Runs on a timer's goroutine.
-func (c *conn) resend(e entry, last error) {
+// holdDue runs when the no-th hold backoff has passed: the oldest held line
+// is written alone once nothing is in flight. A timer that fired as it was
+// stopped, another armed since, does nothing. Runs on a timer's goroutine.
+func (c *conn) holdDue(no uint64) {
+	defer c.p.wg.Done()
 	c.mu.Lock()
-	c.resending--
-	if c.dead {
+	if no != c.timerNo || c.timer == nil {
 		c.mu.Unlock()
-		c.p.release()
-		if e.done != nil {
-			e.done(0, last)
-		}
 		return
 	}
-	c.lines++
-	e.line = c.lines
-	if c.pending.n == 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.p.opts.AckTimeout))
-	}
-	c.pending.push(e)
-	c.out = append(c.out, e.raw...)
+	c.timer, c.due = nil, true
+	wrote := c.writeNext()
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if wrote {
+		c.kick()
 	}
 }
 

@@ -34,6 +34,10 @@ type fakeGateway struct {
 	// of them, or all with retryLines 0.
 	retry      string
 	retryLines int
+	// outage answers every line with an id {"retry":"not_stored"}, as a
+	// gateway cut off from its cluster bus does, until it has so refused
+	// outage resends (lines whose id it read before); then it acks.
+	outage int
 
 	ln       net.Listener
 	quit     chan struct{}
@@ -43,9 +47,12 @@ type fakeGateway struct {
 	accepted atomic.Int32
 	retried  atomic.Int32
 
-	mu    sync.Mutex
-	lines []string // every line read, in order
-	conns []net.Conn
+	mu       sync.Mutex
+	lines    []string // every line read, in order
+	stored   []string // the ids acked, in order
+	seen     map[string]bool
+	resentNo int // resends refused during the outage
+	conns    []net.Conn
 }
 
 // start listens on 127.0.0.1:0 and serves until the test ends.
@@ -170,11 +177,16 @@ func (g *fakeGateway) serve(c net.Conn, no int) {
 			answer = appendJSONLine(nil, fakeError{Error: `missing "city"`, Line: n})
 		case m.ID != "" && g.retry != "" && (g.retryLines == 0 || g.retried.Add(1) <= int32(g.retryLines)):
 			answer = appendJSONLine(nil, fakeError{Error: "cluster bus (NATS) unavailable", Line: n, Retry: g.retry})
+		case m.ID != "" && g.down(m.ID):
+			answer = appendJSONLine(nil, fakeError{Error: "cluster bus (NATS) unavailable", Line: n, Retry: retryNotStored})
 		case m.ID != "":
 			id := m.ID
 			if no == 1 && g.wrongAck {
 				id = "nobody-sent-this"
 			}
+			g.mu.Lock()
+			g.stored = append(g.stored, m.ID)
+			g.mu.Unlock()
 			answer = appendJSONLine(nil, fakeAck{Ack: id, Seq: g.seq.Add(1)})
 		default:
 			g.seq.Add(1)
@@ -192,4 +204,32 @@ func (g *fakeGateway) serve(c net.Conn, no int) {
 			return
 		}
 	}
+}
+
+// down reports whether the outage refuses the line with id, and counts it.
+func (g *fakeGateway) down(id string) bool {
+	if g.outage == 0 {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen == nil {
+		g.seen = make(map[string]bool)
+	}
+	resend := g.seen[id]
+	g.seen[id] = true
+	if g.resentNo == g.outage {
+		return false
+	}
+	if resend {
+		g.resentNo++
+	}
+	return true
+}
+
+// storedIDs returns a copy of the ids acked so far, in order.
+func (g *fakeGateway) storedIDs() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.stored...)
 }

@@ -26,8 +26,12 @@
 // cluster bus could not store it, or did not confirm it: the producer
 // resends it with the same id (which the gateway stores once), on the same
 // connection, backing off, for up to Options.RetryTimeout, and the caller
-// sees only the final answer. A resent message is stored, and its callback
-// runs, after those of messages sent after it.
+// sees only the final answer. Meanwhile the connection holds back the
+// messages sent after it, so that the gateway stores them in the order they
+// were sent: the oldest is resent alone until it is stored, then the rest
+// follow (those already in flight when the first "retry" came are answered
+// as they come; one the gateway stored then is stored before the resent
+// one).
 //
 // Everything is bounded: lines (Options.MaxLineBytes), messages in flight
 // (Options.MaxInFlight; sends block past it) and answer lines. A Producer

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -568,5 +569,111 @@ func TestCloseWaitsForResends(t *testing.T) {
 	}
 	if r := c.results[0]; r.err != nil || r.seq == 0 {
 		t.Fatalf("resent message: %+v, want an ack", r)
+	}
+}
+
+// holding waits until p's connection is on hold (a line answered "retry"
+// is waiting to be resent).
+func holding(t *testing.T, p *Producer) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		p.mu.Lock()
+		c := p.cur
+		p.mu.Unlock()
+		if c != nil {
+			c.mu.Lock()
+			h := c.holding
+			c.mu.Unlock()
+			if h {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never went on hold")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestResendKeepsOrder: lines answered "retry" during an outage are stored
+// in the order they were sent, with those sent during it: after a backoff
+// the oldest is resent alone until the gateway stores it, then the rest
+// follow in order. The gateway refuses every line until it has refused two
+// resends; half the lines are sent once the connection is on hold.
+func TestResendKeepsOrder(t *testing.T) {
+	g := (&fakeGateway{outage: 2}).start(t)
+	p := dial(t, g, Options{ReconnectMin: 20 * time.Millisecond, ReconnectMax: 40 * time.Millisecond})
+	const n = 30
+	c := newCollector(n)
+	ctx := testContext(t)
+	var ids []string
+	for i := range n {
+		if i == n/2 {
+			holding(t, p)
+		}
+		ids = append(ids, fmt.Sprintf("o%d", i))
+		line := fmt.Appendf(nil, `{"id":%q,"city":"c","type":"data_update","data":{"v":%d}}`, ids[i], i)
+		if err := p.SendAsync(ctx, line, c.cb(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := c.wait(t)
+	for i, r := range res {
+		if r.err != nil || i > 0 && r.seq <= res[i-1].seq {
+			t.Fatalf("message %d: %+v after %+v: want acks in send order; stored %q, read %q", i, r, res[max(i-1, 0)], g.storedIDs(), g.received())
+		}
+	}
+	if got := g.storedIDs(); !slices.Equal(got, ids) {
+		t.Fatalf("stored %q, want %q", got, ids)
+	}
+	// What the gateway read from the first resend on: the oldest line alone
+	// (refused twice, then stored), then every other, in order.
+	var read []string
+	for _, l := range g.received() {
+		var m struct{ ID string }
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, m.ID)
+	}
+	first := slices.Index(read[1:], "o0") + 1
+	want := append([]string{"o0", "o0", "o0"}, ids[1:]...)
+	if first == 0 || !slices.Equal(read[first:], want) {
+		t.Fatalf("read %q: want, from the first resend, %q", read, want)
+	}
+}
+
+// TestHoldEndsWithConnection: when the connection fails during a hold, the
+// lines answered "retry" fail with that answer and the lines sent during
+// the hold, never written, as in-flight ones do (maybe stored: resend them
+// with their ids).
+func TestHoldEndsWithConnection(t *testing.T) {
+	g := (&fakeGateway{outage: 1 << 30}).start(t)
+	p := dial(t, g, Options{ReconnectMin: time.Hour, ReconnectMax: time.Hour})
+	c := newCollector(4)
+	ctx := testContext(t)
+	for i := range 4 {
+		if i == 2 {
+			holding(t, p)
+		}
+		if err := p.SendAsync(ctx, fmt.Appendf(nil, `{"id":"h%d","city":"c","type":"data_update","data":{}}`, i), c.cb(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.stop()
+	res := c.wait(t)
+	var re *RejectError
+	if !errors.As(res[0].err, &re) || !re.Retryable {
+		t.Errorf("line answered retry: %v (%T), want its answer, a retryable *RejectError", res[0].err, res[0].err)
+	}
+	for i := 2; i < 4; i++ {
+		var me *MaybeStoredError
+		if !errors.As(res[i].err, &me) || me.ID != fmt.Sprintf("h%d", i) {
+			t.Errorf("line %d sent during the hold: %v (%T), want a *MaybeStoredError", i, res[i].err, res[i].err)
+		}
+	}
+	if got := g.storedIDs(); len(got) != 0 {
+		t.Errorf("stored %q during the outage", got)
 	}
 }
