@@ -142,7 +142,9 @@ func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
 		return errConnDead
 	}
 	if c.holding {
-		c.later = append(c.later, entry{id: f.id, raw: appendFrame(nil, f), done: done})
+		// Held from now on, for at most RetryTimeout, as if refused now.
+		c.later = append(c.later, entry{id: f.id, raw: appendFrame(nil, f), done: done,
+			until: time.Now().Add(c.p.opts.RetryTimeout)})
 		c.mu.Unlock()
 		return nil
 	}
@@ -215,6 +217,46 @@ func (c *conn) stopTimer() {
 		c.p.wg.Done()
 	}
 	c.timer = nil
+}
+
+// expire takes out of the hold every entry whose RetryTimeout has passed
+// (a line written alone has just given up), in line order. c.mu must be
+// held; the caller completes them once it is released.
+func (c *conn) expire(now time.Time) []entry {
+	var out []entry
+	keep := func(es []entry) []entry {
+		kept := es[:0]
+		for _, e := range es {
+			if now.Before(e.until) {
+				kept = append(kept, e)
+			} else {
+				out = append(out, e)
+			}
+		}
+		clear(es[len(kept):]) // let the callbacks be collected
+		return kept
+	}
+	c.retried, c.later = keep(c.retried), keep(c.later)
+	return out
+}
+
+// complete releases e's slot and runs its callback with err, or with its
+// last answer's error when it was answered "retry" and err is nil; a line
+// never written fails as not stored.
+func (c *conn) complete(e entry, err error) {
+	c.p.release()
+	if e.done == nil {
+		return
+	}
+	switch {
+	case err != nil:
+	case e.last != nil:
+		err = e.last
+	default:
+		err = &RejectError{Retryable: true,
+			Message: fmt.Sprintf("not sent: held behind a line the gateway could not store within %s", c.p.opts.RetryTimeout)}
+	}
+	e.done(0, err)
 }
 
 // held reports how many entries the hold keeps unwritten. c.mu must be held.
@@ -320,13 +362,13 @@ func (c *conn) readLoop() {
 	// answer, one never written as the in-flight ones (it was not stored,
 	// and may be sent again with its id as they may).
 	for _, e := range held {
-		c.p.release()
 		switch {
-		case e.done == nil:
 		case e.last != nil:
-			e.done(0, e.last)
+			c.complete(e, nil)
+		case refused != nil:
+			c.complete(e, refused)
 		default:
-			e.done(0, &MaybeStoredError{ID: e.id, Err: cause})
+			c.complete(e, &MaybeStoredError{ID: e.id, Err: cause})
 		}
 	}
 	// After the callbacks: the next connection waits for done (see
@@ -387,7 +429,10 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		}
 		resend = r.Retry != "" && c.p.resendable(&e)
 	}
-	var wrote bool
+	var (
+		wrote   bool
+		expired []entry
+	)
 	c.mu.Lock()
 	c.pending.pop()
 	alone := c.alone
@@ -414,15 +459,19 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		}
 	}
 	switch {
-	case c.holding && c.pending.n == 0 && !resend && err == nil:
-		// The gateway stores again: write everything held, in order.
+	case alone && !resend && err == nil && !c.dead:
+		// The gateway stored the line written alone: write everything
+		// held, in order. (A line written before the hold and acked
+		// says no more than it did: the hold waits for its backoff.)
 		c.writeHeld(c.retried...)
 		c.writeHeld(c.later...)
 		c.retried, c.later, c.holding, c.due = nil, nil, false, false
 		c.stopTimer()
 		wrote = c.pending.n > 0
 	case alone && !resend:
-		// The line written alone failed for good: the next goes alone now.
+		// The line written alone failed for good, and so do the held
+		// lines whose time is up; the next goes alone now.
+		expired = c.expire(time.Now())
 		c.due = true
 		wrote = c.writeNext()
 	default:
@@ -449,6 +498,9 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 	c.p.release()
 	if e.done != nil {
 		e.done(seq, err)
+	}
+	for _, x := range expired {
+		c.complete(x, nil)
 	}
 	if closeNow {
 		return errClosing

@@ -31,7 +31,8 @@ var (
 type RejectError struct {
 	// Line is the 1-based line number on the connection the message was
 	// sent on, as the gateway reported it. It identifies the line within one
-	// connection only.
+	// connection only. 0: the message was never sent, held behind one the
+	// gateway could not store (Retryable).
 	Line int
 	// Message is the gateway's explanation.
 	Message string

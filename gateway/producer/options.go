@@ -58,8 +58,12 @@ type Options struct {
 	// leader) or did not confirm it in time. The pauses between resends
 	// follow ReconnectMin and ReconnectMax. Past RetryTimeout the message
 	// fails with the last answer: a *RejectError with Retryable set (known
-	// not stored) or a *MaybeStoredError (it may be stored). Zero means
-	// DefaultRetryTimeout; a negative value never resends.
+	// not stored) or a *MaybeStoredError (it may be stored). The messages
+	// held behind a resent one (see the package doc) count their
+	// RetryTimeout from the moment they are held, and fail as not stored
+	// (*RejectError, Retryable, Line 0) when it has passed and the one
+	// before them gives up. Zero means DefaultRetryTimeout; a negative
+	// value never resends.
 	RetryTimeout time.Duration
 	// Token, when set, is called before each connection and its result
 	// sent as the connection's first line, {"auth":"<token>"}: a gateway

@@ -31,7 +31,8 @@
 // were sent: the oldest is resent alone until it is stored, then the rest
 // follow (those already in flight when the first "retry" came are answered
 // as they come; one the gateway stored then is stored before the resent
-// one).
+// one). A message held for Options.RetryTimeout fails, not stored, when the
+// one it waits behind gives up.
 //
 // Everything is bounded: lines (Options.MaxLineBytes), messages in flight
 // (Options.MaxInFlight; sends block past it) and answer lines. A Producer
@@ -57,7 +58,10 @@ import (
 // All methods are safe for concurrent use by multiple goroutines. Lines are
 // written in the order their sends enqueued them, and callbacks run in that
 // order too, across reconnects: the messages of a failed connection are all
-// failed before the next connection carries a line.
+// failed before the next connection carries a line. The exception is a
+// message the gateway answered "retry": its callback runs once it is
+// resent and answered, after those of the messages that were already in
+// flight behind it (those sent later wait for it, see the package doc).
 type Producer struct {
 	addr     string
 	opts     Options
@@ -191,9 +195,10 @@ func (p *Producer) Publish(ctx context.Context, city, typ string, data any) (seq
 // for an in-flight slot), waits until every message in flight is answered,
 // then closes the connection. Each answer may take up to Options.AckTimeout;
 // a gateway that stays silent longer has its messages failed with
-// *MaybeStoredError. A message being resent keeps Close waiting until it
-// is acked or its Options.RetryTimeout has passed. When Close returns, every callback has run and the
-// producer's goroutines have exited. Close is idempotent and returns nil.
+// *MaybeStoredError. A message being resent, and those held behind it,
+// keep Close waiting until it is acked or its Options.RetryTimeout has
+// passed. When Close returns, every callback has run and the producer's
+// goroutines have exited. Close is idempotent and returns nil.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -663,9 +664,11 @@ func TestHoldEndsWithConnection(t *testing.T) {
 	}
 	g.stop()
 	res := c.wait(t)
-	var re *RejectError
-	if !errors.As(res[0].err, &re) || !re.Retryable {
-		t.Errorf("line answered retry: %v (%T), want its answer, a retryable *RejectError", res[0].err, res[0].err)
+	for i := range 2 {
+		var re *RejectError
+		if !errors.As(res[i].err, &re) || !re.Retryable {
+			t.Errorf("line %d answered retry: %v (%T), want its answer, a retryable *RejectError", i, res[i].err, res[i].err)
+		}
 	}
 	for i := 2; i < 4; i++ {
 		var me *MaybeStoredError
@@ -675,5 +678,126 @@ func TestHoldEndsWithConnection(t *testing.T) {
 	}
 	if got := g.storedIDs(); len(got) != 0 {
 		t.Errorf("stored %q during the outage", got)
+	}
+}
+
+// TestHoldWaitsForLoneLine: a line already in flight when another was
+// answered "retry", acked meanwhile, does not end the hold: the refused line
+// is still resent alone after its backoff, and the lines sent during the
+// hold follow it once it is stored. The gateway refuses "a" twice and holds
+// its answer to "b" until c, d and e are sent.
+func TestHoldWaitsForLoneLine(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	release := make(chan struct{})
+	var (
+		mu           sync.Mutex
+		read, stored []string
+	)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		refused := 0
+		for n := 1; sc.Scan(); n++ {
+			var m struct{ ID string }
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				return
+			}
+			mu.Lock()
+			read = append(read, m.ID)
+			mu.Unlock()
+			var ans []byte
+			switch {
+			case m.ID == "a" && refused < 2:
+				refused++
+				ans = appendJSONLine(nil, fakeError{Error: "cluster bus (NATS) unavailable", Line: n, Retry: retryNotStored})
+			default:
+				if m.ID == "b" {
+					<-release
+				}
+				mu.Lock()
+				stored = append(stored, m.ID)
+				mu.Unlock()
+				ans = appendJSONLine(nil, fakeAck{Ack: m.ID, Seq: uint64(n)})
+			}
+			if _, err := c.Write(ans); err != nil {
+				return
+			}
+		}
+	}()
+	p, err := Dial(testContext(t), ln.Addr().String(), Options{ReconnectMin: 5 * time.Millisecond, ReconnectMax: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	ids := []string{"a", "b", "c", "d", "e"}
+	col := newCollector(len(ids))
+	for i, id := range ids {
+		if i == 2 {
+			holding(t, p)
+		}
+		if err := p.SendAsync(testContext(t), fmt.Appendf(nil, `{"id":%q,"city":"c","type":"data_update","data":{}}`, id), col.cb(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	for i, r := range col.wait(t) {
+		if r.err != nil {
+			t.Fatalf("%s: %v", ids[i], r.err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// b was in flight: stored when the gateway took it. The rest in order.
+	if want := []string{"b", "a", "c", "d", "e"}; !slices.Equal(stored, want) {
+		t.Fatalf("stored %q, want %q (read %q)", stored, want, read)
+	}
+	if want := []string{"a", "b", "a", "a", "c", "d", "e"}; !slices.Equal(read, want) {
+		t.Fatalf("read %q, want %q: a alone until stored, then the held lines", read, want)
+	}
+}
+
+// TestHeldLinesTimeOutTogether: in an outage that outlasts RetryTimeout,
+// the lines held behind a refused one fail with it (they were held as long
+// as it was resent), not each after a RetryTimeout of its own: the gateway
+// reads at most two of them, and every callback runs.
+func TestHeldLinesTimeOutTogether(t *testing.T) {
+	g := (&fakeGateway{outage: 1 << 30}).start(t)
+	p := dial(t, g, Options{RetryTimeout: 100 * time.Millisecond, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 20 * time.Millisecond})
+	const n = 10
+	c := newCollector(n)
+	for i := range n {
+		if i == 1 {
+			holding(t, p)
+		}
+		if err := p.SendAsync(testContext(t), fmt.Appendf(nil, `{"id":"t%d","city":"c","type":"data_update","data":{}}`, i), c.cb(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range c.wait(t) {
+		var re *RejectError
+		if !errors.As(r.err, &re) || !re.Retryable {
+			t.Errorf("line %d: %v (%T), want a retryable *RejectError: not stored", i, r.err, r.err)
+		}
+	}
+	sent := map[string]bool{}
+	for _, l := range g.received() {
+		var m struct{ ID string }
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.ID != "t0" {
+			sent[m.ID] = true
+		}
+	}
+	if len(sent) > 2 {
+		t.Errorf("the gateway read %d of the held lines (%v): want them failed with the line before them", len(sent), sent)
 	}
 }
