@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -799,5 +801,119 @@ func TestHeldLinesTimeOutTogether(t *testing.T) {
 	}
 	if len(sent) > 2 {
 		t.Errorf("the gateway read %d of the held lines (%v): want them failed with the line before them", len(sent), sent)
+	}
+}
+
+// TestRandomFaults: against a gateway that answers each line at random
+// with an ack, "retry" (not_stored or maybe_stored) or by dropping the
+// connection, with four senders and a Close at a random moment, every send
+// that was accepted gets exactly one callback, every in-flight slot is
+// given back and Close returns: holds, resends, redials and Close
+// interleaved lose or double nothing.
+func TestRandomFaults(t *testing.T) {
+	for round := range 10 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			seq   atomic.Uint64
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			conns []net.Conn
+		)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer c.Close()
+					sc := bufio.NewScanner(c)
+					for n := 1; sc.Scan(); n++ {
+						var m struct{ ID string }
+						_ = json.Unmarshal(sc.Bytes(), &m)
+						var ans []byte
+						switch r := rand.IntN(100); {
+						case r < 2:
+							return
+						case r < 35:
+							ans = appendJSONLine(nil, fakeError{Error: "cluster bus (NATS) unavailable", Line: n, Retry: retryNotStored})
+						case r < 45:
+							ans = appendJSONLine(nil, fakeError{Error: "no confirmation", Line: n, Retry: retryMaybeStored})
+						default:
+							ans = appendJSONLine(nil, fakeAck{Ack: m.ID, Seq: seq.Add(1)})
+						}
+						if _, err := c.Write(ans); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		p, err := Dial(testContext(t), ln.Addr().String(), Options{MaxInFlight: 8, RetryTimeout: 30 * time.Millisecond,
+			ReconnectMin: time.Millisecond, ReconnectMax: 3 * time.Millisecond, AckTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const senders, per = 4, 200
+		var (
+			calls    [senders * per]atomic.Int32
+			accepted atomic.Int32
+			sent     atomic.Int32
+			swg      sync.WaitGroup
+			once     sync.Once
+		)
+		closed := make(chan struct{})
+		closeNow := func() { once.Do(func() { go func() { _ = p.Close(); close(closed) }() }) }
+		closeAt := int32(rand.IntN(senders * per))
+		for s := range senders {
+			swg.Add(1)
+			go func() {
+				defer swg.Done()
+				for i := range per {
+					k := s*per + i
+					if sent.Add(1) == closeAt {
+						closeNow()
+					}
+					line := fmt.Appendf(nil, `{"id":"k%d","city":"c","type":"data_update","data":{}}`, k)
+					if p.SendAsync(testContext(t), line, func(uint64, error) { calls[k].Add(1) }) == nil {
+						accepted.Add(1)
+					}
+				}
+			}()
+		}
+		swg.Wait()
+		closeNow()
+		select {
+		case <-closed:
+		case <-time.After(testTimeout):
+			t.Fatalf("round %d: Close did not return", round)
+		}
+		var total int32
+		for k := range calls {
+			if v := calls[k].Load(); v > 1 {
+				t.Fatalf("round %d: k%d called back %d times", round, k, v)
+			}
+			total += calls[k].Load()
+		}
+		if total != accepted.Load() || len(p.slots) != 0 {
+			t.Fatalf("round %d: %d callbacks for %d sends accepted, %d slots still taken", round, total, accepted.Load(), len(p.slots))
+		}
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
 	}
 }
