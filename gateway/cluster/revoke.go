@@ -136,7 +136,10 @@ func parseRevocationEntry(key string, put bool, value []byte) (gateway.Revocatio
 	kind, enc, ok := strings.Cut(key, ".")
 	id, err := base64.RawURLEncoding.DecodeString(enc)
 	r := gateway.Revocation{Kind: kind, ID: string(id)}
-	if !ok || err != nil || !r.Valid() {
+	// Only the key revocationKey makes: base64 decoding also takes
+	// non-zero trailing bits and skips \r and \n, so "sub.00" and
+	// "sub.0w\n" would name the same id as "sub.0w".
+	if !ok || err != nil || !r.Valid() || revocationKey(r) != key {
 		return gateway.Revocation{}, errRevocationEntry
 	}
 	if put {

@@ -124,6 +124,8 @@ func TestParseRevocationEntry(t *testing.T) {
 		{"sub.Y!", "2026-12-01T00:00:00Z"},
 		{"sub.YQ", "tomorrow"},
 		{"sub.YQ", ""},
+		{"sub.00", "2026-12-01T00:00:00Z"},   // non-zero trailing bits: "0w" names the same id
+		{"sub.0w\r", "2026-12-01T00:00:00Z"}, // base64 skips \r and \n
 	} {
 		if _, err := parseRevocationEntry(bad.key, true, []byte(bad.value)); !errors.Is(err, errRevocationEntry) {
 			t.Errorf("%s → %q: %v, want errRevocationEntry", bad.key, bad.value, err)
