@@ -111,27 +111,33 @@ func (f *floorFixture) connect(n int) error {
 			return fmt.Errorf("connect %d of %d: %w", i, n, err)
 		}
 		f.recv = append(f.recv, c)
-		s, err := accept(lfd)
+		s, err := acceptSender(lfd)
 		if err != nil {
 			return fmt.Errorf("accept %d of %d: %w", i, n, err)
 		}
 		f.send = append(f.send, s)
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-			return fmt.Errorf("TCP_NODELAY: %w", err)
-		}
 	}
 	return nil
 }
 
-// accept accepts a connection on the blocking listener lfd, non-blocking,
-// again when a signal (the Go runtime's preemption among them) interrupts
-// the wait.
-func accept(lfd int) (int, error) {
+// acceptSender accepts a connection on the blocking listener lfd, to be
+// written as a node writes its sockets: non-blocking, TCP_NODELAY as gnet
+// sets it. It waits again when a signal (the Go runtime's preemption
+// among them) interrupts the wait.
+func acceptSender(lfd int) (int, error) {
 	for {
 		s, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
-		if !errors.Is(err, unix.EINTR) {
-			return s, err
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return -1, err
 		}
+		if err := unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			unix.Close(s)
+			return -1, fmt.Errorf("TCP_NODELAY: %w", err)
+		}
+		return s, nil
 	}
 }
 

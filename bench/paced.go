@@ -103,14 +103,11 @@ func (f *pacedFixture) open(n int) error {
 		return fmt.Errorf("cannot start the floor's reader: %w", err)
 	}
 	for i := range n {
-		s, err := accept(lfd)
+		s, err := acceptSender(lfd)
 		if err != nil {
 			return fmt.Errorf("accept %d of %d from the floor's reader: %w", i, n, err)
 		}
 		f.send = append(f.send, s)
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-			return fmt.Errorf("TCP_NODELAY: %w", err)
-		}
 	}
 	if line, err := bufio.NewReader(out).ReadString('\n'); line != "reading\n" {
 		return fmt.Errorf("the floor's reader did not start reading: %q, %v", line, err)

@@ -472,12 +472,7 @@ func TestClusterProducerResends(t *testing.T) {
 	n := startNATS(t)
 	a := startClusterNode(t, n.url(), gateway.Config{IngestMaxErrors: 1})
 	c, _ := subscribeCluster(t, a, "cities=resend", 1)
-	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
-		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := resendingProducer(t, a)
 	n.stop()
 	waitReady(t, a, http.StatusServiceUnavailable)
 	type result struct {
@@ -523,12 +518,7 @@ func TestClusterProducerKeepsOrder(t *testing.T) {
 	n := startNATS(t)
 	a := startClusterNode(t, n.url(), gateway.Config{})
 	c, _ := subscribeCluster(t, a, "cities=order", 1)
-	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
-		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := resendingProducer(t, a)
 	n.stop()
 	waitReady(t, a, http.StatusServiceUnavailable)
 	const lines = 12
@@ -563,6 +553,19 @@ func TestClusterProducerKeepsOrder(t *testing.T) {
 			t.Fatalf("frame %d carries %s, want %s: stored out of the order sent", i, f.data, want)
 		}
 	}
+}
+
+// resendingProducer dials a's ingest port with the producer package,
+// backing off 10 to 100 ms between resends.
+func resendingProducer(t *testing.T, a *node) *gwproducer.Producer {
+	t.Helper()
+	p, err := gwproducer.Dial(t.Context(), a.IngestAddr().String(),
+		gwproducer.Options{ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // TestClusterFill: a node whose feeds lost deliveries reads them from the
