@@ -100,15 +100,19 @@ type conn struct {
 	dead     bool       // no more appends: the connection failed or is closing
 	draining bool       // Close waits for pending and the hold to empty, then closes
 	err      error      // why the connection failed (set with dead)
-	// The hold (above): entries answered "retry", in line order, then
-	// entries sent during the hold; due once the backoff has passed;
+	// The hold (above; onHold): entries answered "retry", in line order,
+	// then entries sent during the hold; due once the backoff has passed;
 	// alone while the line written alone is in flight; timer counts the
 	// backoff (in p.wg), the timerNo-th armed.
-	holding, due, alone bool
-	retried, later      []entry
-	timer               *time.Timer
-	timerNo             uint64
+	due, alone     bool
+	retried, later []entry
+	timer          *time.Timer
+	timerNo        uint64
 }
+
+// onHold reports whether the connection is on hold: lines wait in it, or
+// one of them is written alone. c.mu must be held.
+func (c *conn) onHold() bool { return c.alone || c.held() > 0 }
 
 func newConn(p *Producer, nc net.Conn, no uint64) *conn {
 	return &conn{
@@ -141,7 +145,7 @@ func (c *conn) enqueue(f *frame, done func(uint64, error)) error {
 		c.mu.Unlock()
 		return errConnDead
 	}
-	if c.holding {
+	if c.onHold() {
 		// Held from now on, for at most RetryTimeout, as if refused now.
 		c.later = append(c.later, entry{id: f.id, raw: appendFrame(nil, f), done: done,
 			until: time.Now().Add(c.p.opts.RetryTimeout)})
@@ -192,7 +196,7 @@ func (c *conn) writeHeld(es ...entry) {
 // writeNext writes the oldest held entry alone, if the hold is due and
 // nothing is in flight, and reports whether it did. c.mu must be held.
 func (c *conn) writeNext() bool {
-	if !c.holding || !c.due || c.pending.n > 0 || c.dead {
+	if !c.due || c.pending.n > 0 || c.dead {
 		return false
 	}
 	var e entry
@@ -201,8 +205,8 @@ func (c *conn) writeNext() bool {
 		e, c.retried = c.retried[0], c.retried[1:]
 	case len(c.later) > 0:
 		e, c.later = c.later[0], c.later[1:]
-	default:
-		c.holding, c.due = false, false
+	default: // the hold is over
+		c.due = false
 		return false
 	}
 	c.due, c.alone = false, true
@@ -340,7 +344,7 @@ func (c *conn) readLoop() {
 	c.pending = queue{}
 	cause := c.err
 	held := append(c.retried, c.later...)
-	c.retried, c.later, c.holding = nil, nil, false
+	c.retried, c.later = nil, nil
 	c.stopTimer()
 	c.mu.Unlock()
 	// After a refusal the gateway has answered every line it read: those
@@ -438,6 +442,9 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 	alone := c.alone
 	c.alone = false
 	if resend {
+		// A hold starts, or its line written alone was refused again:
+		// back off.
+		backOff := alone || c.held() == 0
 		e.resends++
 		e.last = err
 		if alone {
@@ -447,10 +454,8 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 			// Written before the hold, answered in line order.
 			c.retried = append(c.retried, e)
 		}
-		if !c.holding || alone {
-			// A hold starts, or its line written alone was refused
-			// again: back off.
-			c.holding, c.due = true, false
+		if backOff {
+			c.due = false
 			c.stopTimer()
 			c.p.wg.Add(1) // readLoop is counted in p.wg: this Add precedes any Wait on zero
 			c.timerNo++
@@ -465,7 +470,7 @@ func (c *conn) answer(line []byte, tooLong bool) error {
 		// says no more than it did: the hold waits for its backoff.)
 		c.writeHeld(c.retried...)
 		c.writeHeld(c.later...)
-		c.retried, c.later, c.holding, c.due = nil, nil, false, false
+		c.retried, c.later, c.due = nil, nil, false
 		c.stopTimer()
 		wrote = c.pending.n > 0
 	case alone && !resend:

@@ -586,7 +586,7 @@ func holding(t *testing.T, p *Producer) {
 		p.mu.Unlock()
 		if c != nil {
 			c.mu.Lock()
-			h := c.holding
+			h := c.onHold()
 			c.mu.Unlock()
 			if h {
 				return
