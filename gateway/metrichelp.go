@@ -35,7 +35,7 @@ var metricHelp = map[string]string{
 	"metrocast_admin_refused_total":             "Admin port requests refused for their credential (401).",
 	"metrocast_ingest_line_timeouts_total":      "Producers and HTTP publishes cut off for a line not whole within ingest_line_timeout.",
 	"metrocast_deliveries_total":                "City frames written to subscribers.",
-	"metrocast_delivery_writes_total":           "Writes that carried city frames to subscribers, a system call each: deliveries per write is the batching.",
+	"metrocast_delivery_writes_total":           "Writes that carried city frames to subscribers, a system call each but those that leave with the answer to a client's own message: deliveries per write is the batching.",
 	"metrocast_delivered_bytes_total":           "Bytes of the city frames written to subscribers.",
 	"metrocast_delivery_latency_seconds":        "Sampled write batches: ingest accepted (the batch's oldest frame) to written to a subscriber's socket.",
 	"metrocast_loop_task_lag_seconds":           "Time from an event loop woken for new frames to its fanout running.",
