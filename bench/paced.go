@@ -167,11 +167,11 @@ func (f *pacedFixture) measure(n, cities int, rate float64, warm, pass time.Dura
 // close ends the reader process (its standard input closes) and closes
 // the sockets.
 func (f *pacedFixture) close() {
+	if f.stdin != nil {
+		_ = f.stdin.Close() // first: the reader is not woken by every socket's end
+	}
 	for _, fd := range f.send {
 		_ = unix.Close(fd)
-	}
-	if f.stdin != nil {
-		_ = f.stdin.Close()
 	}
 	if f.reader != nil && f.reader.Process != nil {
 		_ = f.reader.Wait()
@@ -241,11 +241,21 @@ type pace struct {
 
 // paces are the loads the targets judge against the floor: the nominal
 // load (issue 13.2) and the hot city (13.4).
+// They are read from the steps' own flags, so that the two cannot drift
+// apart (a pace with no floor would judge its target against the
+// back-to-back floor without a word).
 func paces(quick bool) []pace {
-	if quick {
-		return []pace{{240, 12, nominalRate}, {200, 1, shapeRate}}
+	var ps []pace
+	for _, st := range steps(quick) {
+		rate := map[string]float64{"sweep": nominalRate, "hot": shapeRate}[st.name]
+		if rate == 0 {
+			continue
+		}
+		conns, _ := strconv.Atoi(flagValue(st.args, "conns"))
+		cities, _ := strconv.Atoi(flagValue(st.args, "cities"))
+		ps = append(ps, pace{conns, cities, rate})
 	}
-	return []pace{{sweepConns, sweepCities, nominalRate}, {shapeConns, 1, shapeRate}}
+	return ps
 }
 
 // measurePaced measures the floor at each pace, over one reader process

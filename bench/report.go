@@ -621,19 +621,23 @@ func cpuCount(list string) int {
 
 // loopsArg returns the N of a "-loops N" in a node's flags, or 0.
 func loopsArg(args string) int {
-	f := strings.Fields(args)
-	for i, a := range f {
-		name := strings.TrimLeft(a, "-")
-		if name == "loops" && i+1 < len(f) {
-			n, _ := strconv.Atoi(f[i+1])
-			return n
+	n, _ := strconv.Atoi(flagValue(strings.Fields(args), "loops"))
+	return n
+}
+
+// flagValue returns the value of flag name in args ("-name v", "--name
+// v" or "-name=v"), or "".
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name && i+1 < len(args) {
+			return args[i+1]
 		}
-		if v, ok := strings.CutPrefix(name, "loops="); ok {
-			n, _ := strconv.Atoi(v)
-			return n
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
 		}
 	}
-	return 0
+	return ""
 }
 
 // pings compares the pings pair's p99.9: each side's quieter run (the

@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -328,5 +329,19 @@ func TestPacedFloorJudges(t *testing.T) {
 	r.print(&out)
 	if !strings.Contains(out.String(), "floor at a load's pace: 10,000 sockets, 12 × 5 frames/s (a burst of 833 writes every 16.667ms): 5.50 µs") {
 		t.Errorf("report lacks the paced floors:\n%s", out.String())
+	}
+}
+
+// TestPacesFromSteps: the paces measured are the sweep's nominal load and
+// the hot city's, as their steps run them.
+func TestPacesFromSteps(t *testing.T) {
+	if got, want := paces(false), []pace{{sweepConns, sweepCities, nominalRate}, {shapeConns, 1, shapeRate}}; !slices.Equal(got, want) {
+		t.Errorf("paces %+v, want %+v", got, want)
+	}
+	if got := paces(true); len(got) != 2 || got[0].conns == 0 || got[0].cities == 0 || got[1].conns == 0 || got[1].cities != 1 {
+		t.Errorf("quick paces %+v: want the quick sweep's and hot city's", got)
+	}
+	if loopsArg("-ping-interval 1h -loops 3") != 3 || loopsArg("--loops=2") != 2 || loopsArg("-x 1") != 0 {
+		t.Error("loopsArg")
 	}
 }

@@ -140,7 +140,7 @@ func steps(quick bool) []step {
 		{"hot", fmt.Sprintf("shape: 1 city × %s subscribers", thousands(shapeConns)), "steady", shapeArgs(1, "-spread"), 20 * time.Second},
 		// The same with the node on a core of its own (one loop) and the
 		// load generator on the other: the node's own bound.
-		{"hotapart", fmt.Sprintf("shape: 1 city × %s subscribers, node and load generator on a core each", thousands(shapeConns)),
+		{"hotapart", fmt.Sprintf("shape: 1 city × %s subscribers, node and load generator on CPUs of their own", thousands(shapeConns)),
 			"steady", shapeArgs(1, append([]string{"-spread"}, apartArgs()...)...), 20 * time.Second},
 		{"cities12", fmt.Sprintf("shape: 12 cities × %d subscribers", shapeConns/12), "steady", shapeArgs(12), 20 * time.Second},
 		{"cities500", fmt.Sprintf("shape: 500 cities × %d subscribers", shapeConns/500), "steady", shapeArgs(500), 25 * time.Second},

@@ -83,17 +83,22 @@ func startOn(cmd *exec.Cmd, cpus *unix.CPUSet) error {
 		return cmd.Start()
 	}
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		runtime.UnlockOSThread()
 		return err
 	}
 	if err := unix.SchedSetaffinity(0, cpus); err != nil {
+		runtime.UnlockOSThread()
 		return err
 	}
 	err := cmd.Start()
-	if rerr := unix.SchedSetaffinity(0, &old); err == nil {
-		err = rerr
+	// A thread whose affinity cannot be restored stays locked to this
+	// goroutine (and ends with it) rather than go back to the pool
+	// pinned. That is no reason to fail: the child has started, and an
+	// error here would leave it running with nobody to stop it.
+	if unix.SchedSetaffinity(0, &old) == nil {
+		runtime.UnlockOSThread()
 	}
 	return err
 }
