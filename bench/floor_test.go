@@ -83,7 +83,7 @@ func TestMeasurePacedFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.measure(120, 3, 50, 100*time.Millisecond, 200*time.Millisecond, 2)
+	res, err := f.measure(pace{conns: 120, cities: 3, rate: 50}, 100*time.Millisecond, 200*time.Millisecond, 2)
 	if err != nil {
 		f.close()
 		t.Fatal(err)

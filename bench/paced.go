@@ -115,18 +115,18 @@ func (f *pacedFixture) open(n int) error {
 	return nil
 }
 
-// measure writes the frame to the first n sockets as a steady load of
-// cities × rate frames a second does (a frame to a city's n ÷ cities
-// sockets in one burst, the cities in turn) for warm, untimed, then for
-// passes of pass each, and returns the sender's CPU per write.
-func (f *pacedFixture) measure(n, cities int, rate float64, warm, pass time.Duration, passes int) (*pacedFigures, error) {
-	if n > len(f.send) || cities < 1 || n < cities || rate <= 0 {
-		return nil, fmt.Errorf("paced floor: %d sockets (of %d) over %d cities at %g frames/s", n, len(f.send), cities, rate)
+// measure writes the frame to the first p.conns sockets as a steady load
+// of p.cities × p.rate frames a second does (a frame to a city's share of
+// the sockets in one burst, the cities in turn) for warm, untimed, then
+// for passes of pass each, and returns the sender's CPU per write.
+func (f *pacedFixture) measure(p pace, warm, pass time.Duration, passes int) (*pacedFigures, error) {
+	if p.conns > len(f.send) || p.cities < 1 || p.conns < p.cities || p.rate <= 0 {
+		return nil, fmt.Errorf("paced floor: %d sockets (of %d) over %d cities at %g frames/s", p.conns, len(f.send), p.cities, p.rate)
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	group := n / cities
-	every := time.Duration(float64(time.Second) / (float64(cities) * rate))
+	res := &pacedFigures{Sockets: p.conns, Cities: p.cities, Rate: p.rate}
+	group, every := p.conns/p.cities, res.every()
 	next, city := time.Now(), 0
 	run := func(d time.Duration) (ns float64, err error) {
 		end := time.Now().Add(d)
@@ -144,7 +144,7 @@ func (f *pacedFixture) measure(n, cities int, rate float64, warm, pass time.Dura
 				}
 			}
 			writes += group
-			city = (city + 1) % cities
+			city = (city + 1) % p.cities
 		}
 		return float64((threadCPU() - t0).Nanoseconds()) / float64(max(writes, 1)), nil
 	}
@@ -152,7 +152,6 @@ func (f *pacedFixture) measure(n, cities int, rate float64, warm, pass time.Dura
 	if _, err := run(warm); err != nil {
 		return nil, err
 	}
-	res := &pacedFigures{Sockets: n, Cities: cities, Rate: rate}
 	for range passes {
 		ns, err := run(pass)
 		if err != nil {
@@ -277,7 +276,7 @@ func measurePaced(ps []pace, quick bool, w io.Writer) ([]*pacedFigures, error) {
 	defer f.close()
 	var res []*pacedFigures
 	for _, p := range ps {
-		pf, err := f.measure(p.conns, p.cities, p.rate, warm, pass, 3)
+		pf, err := f.measure(p, warm, pass, 3)
 		if err != nil {
 			return nil, err
 		}
